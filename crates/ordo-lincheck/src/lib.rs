@@ -1,0 +1,1 @@
+//! `ordo-lincheck`: checks that a history of concurrent operations is linearizable.

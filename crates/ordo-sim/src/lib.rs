@@ -1,0 +1,1 @@
+//! `ordo-sim`: whole Ordo clusters simulated deterministically from one seed.
