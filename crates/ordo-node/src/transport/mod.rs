@@ -1,0 +1,622 @@
+//! The peer transport: moves opaque Raft messages between nodes over TCP.
+//!
+//! A node hosts many Raft groups, so the transport's unit is a [`PeerMessage`]: a group id
+//! and an opaque payload (the Raft message codec lives above this module). The runtime
+//! [`send`](Transport::send)s messages to peers by node id, drains the messages peers sent it
+//! from [`TransportChannels::messages`], and learns from [`TransportChannels::events`] when a
+//! peer becomes reachable or unreachable (to call `report_unreachable` on Raft).
+//!
+//! # Connections
+//!
+//! Each node dials one long-lived connection to every peer and only *writes* messages on it;
+//! it accepts the connections its peers dial and only *reads* messages from them. So a pair
+//! of nodes shares two connections, one per direction. One bidirectional connection per pair
+//! would need a tie-break when both nodes dial at once (after a partition heals, say), and a
+//! wrong tie-break leaves both sides closing each other's connection; with one connection per
+//! direction each side owns the connection it writes, reconnects it on its own schedule, and
+//! nothing needs to agree. The accepting side writes back only the handshake reply and, when
+//! it closes the connection for a protocol error, a notice saying why.
+//!
+//! If a second connection from the same peer is accepted (the peer restarted before the old
+//! socket timed out), it replaces the first, so there is at most one per direction.
+//!
+//! # Queues, batching and backpressure
+//!
+//! Every peer has a bounded outbound queue (`queue_messages_max` messages and
+//! `queue_bytes_max` bytes). [`Transport::send`] never waits: when the queue is full the
+//! message is dropped, counted, and reported as [`SendError::QueueFull`]; Raft tolerates lost
+//! messages and retransmits. A per-peer task writes the queue to the connection; everything
+//! queued while a write is in flight goes into the next write, up to `batch_bytes_max`,
+//! encoded as one or more frames of at most `frame_bytes_max` and written with one call.
+//!
+//! Inbound messages go to a bounded channel of `inbound_messages_max`. A connection's reader
+//! waits for room in that channel before it reads more from its socket, so a slow runtime
+//! pushes back through TCP to the sender's queue instead of growing a buffer here.
+//!
+//! Outbound connections that fail are redialled with capped exponential backoff and jitter
+//! (`backoff_ms_min` to `backoff_ms_max`); messages queued meanwhile are sent once the
+//! connection is back. A message in a write that failed is lost and counted as unsent.
+//!
+//! # Wire format, version 1
+//!
+//! All integers are big-endian.
+//!
+//! The dialer opens with a 32-byte **handshake**:
+//!
+//! | bytes | field | |
+//! |---|---|---|
+//! | 4 | magic | `b"ORDO"` |
+//! | 2 | version | `1` |
+//! | 2 | reserved | zero |
+//! | 8 | cluster id | the dialer's cluster |
+//! | 8 | from | the dialer's node id |
+//! | 8 | to | the node id the dialer expects to reach |
+//!
+//! The acceptor reads magic and version first, so garbage and other versions are refused
+//! before the rest is read. It checks the cluster id, that `to` is itself and that `from` is
+//! a peer it knows, then answers with a **reply**:
+//!
+//! | bytes | field | |
+//! |---|---|---|
+//! | 4 | magic | `b"ORDO"` |
+//! | 2 | version | the acceptor's version |
+//! | 1 | code | `0` accepted, otherwise a [`RejectCode`] |
+//! | 1 | reserved | zero |
+//! | 8 | cluster id | the acceptor's cluster |
+//! | 8 | node id | the acceptor's node id |
+//! | 2 | reason length | at most 512 |
+//! | n | reason | UTF-8 text for the log |
+//!
+//! The reply's layout is the same in every version, so a peer speaking another version can
+//! read why it was refused. The dialer checks the reply's version, cluster id and node id in
+//! turn. A rejected connection is closed by both sides. After a successful handshake the
+//! acceptor sends nothing more except, when it closes the connection for a bad frame, one
+//! more reply with a non-zero code naming the error.
+//!
+//! After the handshake the dialer sends **frames**:
+//!
+//! | bytes | field | |
+//! |---|---|---|
+//! | 4 | length | bytes of the body that follows, at most `frame_bytes_max` |
+//! | 4 | checksum | CRC32C over the length field and the body |
+//! | 4 | count | messages in the body |
+//! | … | messages | `count` times: |
+//! | 1 | kind | `0`: a Raft message for a group |
+//! | 8 | group id | |
+//! | 4 | payload length | |
+//! | n | payload | opaque bytes |
+//!
+//! The receiver refuses a frame whose length exceeds its limit from the header alone, then
+//! verifies the checksum and parses every message before delivering any: a frame is
+//! delivered whole or not at all. The `kind` byte leaves room for message types or
+//! priorities: version 1 defines only kind `0` and refuses others, so a sender uses a new
+//! kind only with peers it knows understand it.
+//!
+//! # Shutdown
+//!
+//! [`Transport::shutdown`] stops every task — the listener, each connection reader and each
+//! peer writer — closes their sockets and waits until all of them have finished. Dropping
+//! the [`Transport`] signals the same stop without waiting.
+
+mod backoff;
+mod error;
+mod inbound;
+mod metrics;
+mod outbound;
+mod wire;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+pub use error::{ConfigError, PeerError, ProtocolError, SendError, StartError};
+pub use metrics::TransportMetrics;
+pub use wire::{RejectCode, PROTOCOL_VERSION};
+
+use metrics::Counters;
+
+/// A node's id within its cluster.
+pub type NodeId = u64;
+
+/// One message between peers: an opaque payload for one Raft group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerMessage {
+    /// The Raft group the payload belongs to.
+    pub group_id: u64,
+    /// The encoded Raft message; the transport never looks inside.
+    pub payload: Bytes,
+}
+
+/// Something the runtime should know about a peer connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// The outbound connection to this peer completed its handshake; queued messages flow.
+    Connected(NodeId),
+    /// The outbound connection to this peer failed or was lost. Sent once per loss, not once
+    /// per failed redial; the next event for the peer is `Connected`.
+    Unreachable(NodeId),
+    /// An outbound connection attempt or connection ended on a protocol error: the peer
+    /// refused this node (for example a cluster id mismatch) or answered wrongly.
+    OutboundError {
+        /// The peer being dialled.
+        peer: NodeId,
+        /// What went wrong.
+        error: ProtocolError,
+    },
+    /// An inbound connection was refused or closed on a protocol error.
+    InboundError {
+        /// The remote address of the connection.
+        addr: SocketAddr,
+        /// The node the connection claimed to be, once its handshake was read.
+        peer: Option<NodeId>,
+        /// What went wrong.
+        error: ProtocolError,
+    },
+}
+
+/// Settings of a [`Transport`]. Every queue, buffer, wait and retry has a limit here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// The cluster this node belongs to; peers of other clusters are refused.
+    pub cluster_id: u64,
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Largest frame body accepted or sent; bounds the largest message payload.
+    pub frame_bytes_max: u32,
+    /// A write stops taking queued messages once it holds this many encoded bytes.
+    pub batch_bytes_max: usize,
+    /// Messages an outbound queue holds before `send` drops.
+    pub queue_messages_max: usize,
+    /// Encoded bytes an outbound queue holds before `send` drops.
+    pub queue_bytes_max: usize,
+    /// Capacity of the channel that delivers inbound messages to the runtime.
+    pub inbound_messages_max: usize,
+    /// Capacity of the peer event channel; events beyond it are dropped and counted.
+    pub events_max: usize,
+    /// Inbound connections open at once; more are closed as soon as they are accepted.
+    pub inbound_connections_max: usize,
+    /// Limit on establishing a TCP connection to a peer.
+    pub connect_timeout_ms: u64,
+    /// Limit on completing a handshake, in both directions.
+    pub handshake_timeout_ms: u64,
+    /// Limit on one write to a peer; a peer that stops reading this long is redialled.
+    pub write_timeout_ms: u64,
+    /// First reconnect delay after a failure.
+    pub backoff_ms_min: u64,
+    /// Largest reconnect delay.
+    pub backoff_ms_max: u64,
+}
+
+impl TransportConfig {
+    /// Defaults suited to a local three-node cluster.
+    pub fn new(cluster_id: u64, node_id: NodeId) -> TransportConfig {
+        TransportConfig {
+            cluster_id,
+            node_id,
+            frame_bytes_max: 4 << 20,
+            batch_bytes_max: 4 << 20,
+            queue_messages_max: 4096,
+            queue_bytes_max: 64 << 20,
+            inbound_messages_max: 4096,
+            events_max: 1024,
+            inbound_connections_max: 256,
+            connect_timeout_ms: 1_000,
+            handshake_timeout_ms: 1_000,
+            write_timeout_ms: 10_000,
+            backoff_ms_min: 50,
+            backoff_ms_max: 2_000,
+        }
+    }
+
+    /// Checks that the limits can work together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |field, problem| Err(ConfigError { field, problem });
+        if wire::payload_bytes_max(self.frame_bytes_max) == 0 {
+            return fail("frame_bytes_max", "leaves no room for a payload");
+        }
+        if self.batch_bytes_max == 0 {
+            return fail("batch_bytes_max", "must be positive");
+        }
+        if self.queue_messages_max == 0 || self.queue_bytes_max == 0 {
+            return fail("queue_messages_max/queue_bytes_max", "must be positive");
+        }
+        if self.inbound_messages_max == 0 {
+            return fail("inbound_messages_max", "must be positive");
+        }
+        if self.events_max == 0 {
+            return fail("events_max", "must be positive");
+        }
+        if self.inbound_connections_max == 0 {
+            return fail("inbound_connections_max", "must be positive");
+        }
+        if self.connect_timeout_ms == 0
+            || self.handshake_timeout_ms == 0
+            || self.write_timeout_ms == 0
+        {
+            return fail("timeouts", "must be positive");
+        }
+        if self.backoff_ms_min == 0 || self.backoff_ms_min > self.backoff_ms_max {
+            return fail(
+                "backoff_ms_min",
+                "must be positive and at most backoff_ms_max",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The receiving ends a [`Transport`] hands to the runtime.
+#[derive(Debug)]
+pub struct TransportChannels {
+    /// Messages from peers, with the sending node's id, in the order each peer sent them.
+    pub messages: mpsc::Receiver<(NodeId, PeerMessage)>,
+    /// Peer connection events.
+    pub events: mpsc::Receiver<PeerEvent>,
+}
+
+/// A running peer transport: one listener, one writer task per peer, one reader task per
+/// accepted connection.
+#[derive(Debug)]
+pub struct Transport {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    listener: Option<JoinHandle<()>>,
+}
+
+impl Transport {
+    /// Binds the peer listener on `addr` and starts the transport.
+    pub async fn bind(
+        config: TransportConfig,
+        addr: SocketAddr,
+    ) -> Result<(Transport, TransportChannels), StartError> {
+        config.validate()?;
+        let listener = TcpListener::bind(addr).await?;
+        Transport::start(config, listener)
+    }
+
+    /// Starts the transport on an already bound listener. Must be called within a Tokio
+    /// runtime.
+    pub fn start(
+        config: TransportConfig,
+        listener: TcpListener,
+    ) -> Result<(Transport, TransportChannels), StartError> {
+        config.validate()?;
+        let local_addr = listener.local_addr()?;
+        let (message_tx, message_rx) = mpsc::channel(config.inbound_messages_max);
+        let (event_tx, event_rx) = mpsc::channel(config.events_max);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tracing::info!(
+            cluster_id = config.cluster_id,
+            node_id = config.node_id,
+            %local_addr,
+            "peer transport listening"
+        );
+        let shared = Arc::new(Shared {
+            config,
+            counters: Counters::default(),
+            delivery: message_tx,
+            events: event_tx,
+            state: Mutex::new(State::default()),
+        });
+        let listener = tokio::spawn(inbound::accept_loop(
+            shared.clone(),
+            listener,
+            Stop(stop_rx),
+        ));
+        let transport = Transport {
+            shared,
+            local_addr,
+            stop: stop_tx,
+            listener: Some(listener),
+        };
+        let channels = TransportChannels {
+            messages: message_rx,
+            events: event_rx,
+        };
+        Ok((transport, channels))
+    }
+
+    /// The address the peer listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The configuration the transport runs with.
+    pub fn config(&self) -> &TransportConfig {
+        &self.shared.config
+    }
+
+    /// Queues `message` for peer `to` without waiting.
+    ///
+    /// `Ok` means queued, not delivered. A full queue drops the message, counts it and
+    /// returns [`SendError::QueueFull`], which Raft may ignore.
+    pub fn send(&self, to: NodeId, message: PeerMessage) -> Result<(), SendError> {
+        let max = wire::payload_bytes_max(self.shared.config.frame_bytes_max);
+        if message.payload.len() > max {
+            return Err(SendError::MessageTooLarge {
+                bytes: message.payload.len(),
+                max,
+            });
+        }
+        let message_bytes = wire::message_encoded_bytes(&message);
+        let state = self.shared.state();
+        if state.closed {
+            return Err(SendError::ShutDown);
+        }
+        let peer = state.peers.get(&to).ok_or(SendError::UnknownPeer(to))?;
+        let queued_bytes = peer.queued_bytes.fetch_add(message_bytes, Ordering::AcqRel);
+        if queued_bytes + message_bytes > self.shared.config.queue_bytes_max {
+            peer.queued_bytes.fetch_sub(message_bytes, Ordering::AcqRel);
+            metrics::add(&self.shared.counters.messages_dropped, 1);
+            return Err(SendError::QueueFull(to));
+        }
+        match peer.queue.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                peer.queued_bytes.fetch_sub(message_bytes, Ordering::AcqRel);
+                metrics::add(&self.shared.counters.messages_dropped, 1);
+                Err(SendError::QueueFull(to))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                // The writer closes its queue only once stopped, which normally removes the
+                // peer under this same lock first; a writer that died otherwise is no peer.
+                peer.queued_bytes.fetch_sub(message_bytes, Ordering::AcqRel);
+                Err(SendError::UnknownPeer(to))
+            }
+        }
+    }
+
+    /// Adds peer `id` at `addr`: starts dialling it and accepts its connections.
+    pub fn add_peer(&self, id: NodeId, addr: SocketAddr) -> Result<(), PeerError> {
+        let config = &self.shared.config;
+        if id == config.node_id {
+            return Err(PeerError::SelfPeer(id));
+        }
+        let mut state = self.shared.state();
+        if state.closed {
+            return Err(PeerError::ShutDown);
+        }
+        if state.peers.contains_key(&id) {
+            return Err(PeerError::AlreadyPeer(id));
+        }
+        let (queue_tx, queue_rx) = mpsc::channel(config.queue_messages_max);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(
+            outbound::Outbound {
+                shared: self.shared.clone(),
+                peer_id: id,
+                addr,
+                queue: queue_rx,
+                queued_bytes: queued_bytes.clone(),
+                stop: Stop(stop_rx),
+            }
+            .run(),
+        );
+        state.peers.insert(
+            id,
+            PeerHandle {
+                addr,
+                queue: queue_tx,
+                queued_bytes,
+                stop: stop_tx,
+                task,
+            },
+        );
+        tracing::info!(
+            cluster_id = config.cluster_id,
+            node_id = config.node_id,
+            peer_id = id,
+            %addr,
+            "peer added"
+        );
+        Ok(())
+    }
+
+    /// Removes peer `id`: stops its writer (messages still queued are discarded and counted
+    /// as unsent), closes its inbound connection, and from now on refuses its handshakes.
+    /// Returns once the writer has stopped.
+    pub async fn remove_peer(&self, id: NodeId) -> Result<(), PeerError> {
+        let handle = {
+            let mut state = self.shared.state();
+            if state.closed {
+                return Err(PeerError::ShutDown);
+            }
+            let handle = state.peers.remove(&id).ok_or(PeerError::UnknownPeer(id))?;
+            if let Some(connection) = state.inbound.remove(&id) {
+                let _ = connection.stop.send(true);
+            }
+            handle
+        };
+        let _ = handle.stop.send(true);
+        join(handle.task).await;
+        tracing::info!(
+            cluster_id = self.shared.config.cluster_id,
+            node_id = self.shared.config.node_id,
+            peer_id = id,
+            "peer removed"
+        );
+        Ok(())
+    }
+
+    /// The current peers and their addresses, ordered by node id.
+    pub fn peers(&self) -> Vec<(NodeId, SocketAddr)> {
+        let state = self.shared.state();
+        let mut peers: Vec<_> = state.peers.iter().map(|(id, p)| (*id, p.addr)).collect();
+        peers.sort_unstable();
+        peers
+    }
+
+    /// A snapshot of the transport's counters.
+    pub fn metrics(&self) -> TransportMetrics {
+        self.shared.counters.snapshot()
+    }
+
+    /// Stops every task, closes the listener and every connection, and returns once all
+    /// tasks have finished.
+    ///
+    /// Afterwards both [`TransportChannels`] receivers report closed once drained.
+    pub async fn shutdown(mut self) {
+        for task in self.signal_stop() {
+            join(task).await;
+        }
+        if let Some(listener) = self.listener.take() {
+            join(listener).await;
+        }
+        tracing::info!(
+            cluster_id = self.shared.config.cluster_id,
+            node_id = self.shared.config.node_id,
+            "peer transport shut down"
+        );
+    }
+
+    /// Tells every task to stop and hands back the peer writers' join handles.
+    fn signal_stop(&self) -> Vec<JoinHandle<()>> {
+        let _ = self.stop.send(true);
+        let peers: Vec<PeerHandle> = {
+            let mut state = self.shared.state();
+            state.closed = true;
+            for (_, connection) in state.inbound.drain() {
+                let _ = connection.stop.send(true);
+            }
+            state.peers.drain().map(|(_, peer)| peer).collect()
+        };
+        peers
+            .into_iter()
+            .map(|peer| {
+                let _ = peer.stop.send(true);
+                peer.task
+            })
+            .collect()
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        // After `shutdown` this finds nothing left to stop.
+        self.signal_stop();
+    }
+}
+
+/// Waits for a task; a task that panicked broke an invariant, so the panic goes on.
+async fn join(task: JoinHandle<()>) {
+    if let Err(error) = task.await {
+        if error.is_panic() {
+            std::panic::resume_unwind(error.into_panic());
+        }
+    }
+}
+
+/// State shared by the handle and every task.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: TransportConfig,
+    pub(crate) counters: Counters,
+    pub(crate) delivery: mpsc::Sender<(NodeId, PeerMessage)>,
+    pub(crate) events: mpsc::Sender<PeerEvent>,
+    state: Mutex<State>,
+}
+
+/// Membership and connection registry. Held only for short, non-blocking sections.
+#[derive(Debug, Default)]
+struct State {
+    peers: HashMap<NodeId, PeerHandle>,
+    inbound: HashMap<NodeId, InboundConnection>,
+    next_connection_id: u64,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct PeerHandle {
+    addr: SocketAddr,
+    queue: mpsc::Sender<PeerMessage>,
+    queued_bytes: Arc<AtomicUsize>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct InboundConnection {
+    id: u64,
+    stop: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock means a panic inside a critical section: a bug, so stop loudly.
+        self.state.lock().expect("transport state lock poisoned")
+    }
+
+    /// Passes an event to the runtime without waiting; a full channel drops and counts it.
+    pub(crate) fn emit(&self, event: PeerEvent) {
+        if self.events.try_send(event).is_err() {
+            metrics::add(&self.counters.events_dropped, 1);
+        }
+    }
+
+    /// Decides whether an inbound handshake from `from` is accepted and, if so, registers
+    /// the connection, replacing an older one from the same peer.
+    ///
+    /// Done under the state lock so a concurrent `remove_peer` either sees the connection and
+    /// closes it, or happens first and the handshake is refused.
+    pub(crate) fn admit_inbound(
+        &self,
+        cluster_id: u64,
+        from: NodeId,
+        to: NodeId,
+    ) -> Result<(u64, Stop), ProtocolError> {
+        let config = &self.config;
+        if cluster_id != config.cluster_id {
+            return Err(ProtocolError::ClusterMismatch {
+                ours: config.cluster_id,
+                theirs: cluster_id,
+            });
+        }
+        if to != config.node_id {
+            return Err(ProtocolError::WrongReceiver {
+                expected: to,
+                actual: config.node_id,
+            });
+        }
+        let mut state = self.state();
+        if !state.peers.contains_key(&from) {
+            return Err(ProtocolError::UnknownNode { node_id: from });
+        }
+        state.next_connection_id += 1;
+        let id = state.next_connection_id;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        if let Some(older) = state
+            .inbound
+            .insert(from, InboundConnection { id, stop: stop_tx })
+        {
+            let _ = older.stop.send(true);
+        }
+        Ok((id, Stop(stop_rx)))
+    }
+
+    /// Forgets an inbound connection unless a newer one from the same peer replaced it.
+    pub(crate) fn release_inbound(&self, from: NodeId, id: u64) {
+        let mut state = self.state();
+        if state.inbound.get(&from).is_some_and(|c| c.id == id) {
+            state.inbound.remove(&from);
+        }
+    }
+}
+
+/// A stop signal a task can wait on; fires when set or when its sender is gone.
+#[derive(Debug, Clone)]
+pub(crate) struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    /// Resolves once the task should stop. Cancel-safe, so it can sit in a `select!`.
+    pub(crate) async fn wait(&mut self) {
+        let _ = self.0.wait_for(|stopped| *stopped).await;
+    }
+}
