@@ -947,3 +947,35 @@ async fn membership_rejects_self_and_duplicates() {
     assert_eq!(a.send(5, message(1, 1, 1)), Err(SendError::UnknownPeer(5)));
     a.shutdown().await;
 }
+
+#[tokio::test]
+async fn silent_connection_is_refused_after_the_handshake_timeout() {
+    let (b, mut b_rx) = start(TransportConfig {
+        handshake_timeout_ms: 100,
+        ..config(2)
+    })
+    .await;
+    let mut raw = TcpStream::connect(b.local_addr()).await.unwrap();
+    let reply = read_raw_reply(&mut raw).await;
+    assert_eq!(reply.code, 7, "{reply:?}");
+    assert_eq!(
+        inbound_error(&mut b_rx.events).await,
+        (None, ProtocolError::HandshakeTimeout { timeout_ms: 100 })
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_at_once() {
+    let (b, _b_rx) = start(TransportConfig {
+        inbound_connections_max: 1,
+        ..config(2)
+    })
+    .await;
+    // The first connection holds the only slot while it sits in its handshake.
+    let _first = TcpStream::connect(b.local_addr()).await.unwrap();
+    let mut second = TcpStream::connect(b.local_addr()).await.unwrap();
+    assert_eq!(read_to_close(&mut second).await, 0);
+    assert_eq!(b.metrics().inbound_connections_refused, 1);
+    b.shutdown().await;
+}
