@@ -979,3 +979,28 @@ async fn connections_beyond_the_limit_are_closed_at_once() {
     assert_eq!(b.metrics().inbound_connections_refused, 1);
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn newer_connection_from_the_same_peer_replaces_the_older() {
+    let ((a, _a_rx), (b, mut b_rx), _silent) = listener_with_good_peer().await;
+    let mut older = TcpStream::connect(b.local_addr()).await.unwrap();
+    older
+        .write_all(&hello(PROTOCOL_VERSION, CLUSTER, RAW, 2))
+        .await
+        .unwrap();
+    assert_eq!(read_raw_reply(&mut older).await.code, 0);
+    let mut newer = TcpStream::connect(b.local_addr()).await.unwrap();
+    newer
+        .write_all(&hello(PROTOCOL_VERSION, CLUSTER, RAW, 2))
+        .await
+        .unwrap();
+    assert_eq!(read_raw_reply(&mut newer).await.code, 0);
+    // The older connection is closed without a notice; the newer one carries messages.
+    assert_eq!(read_to_close(&mut older).await, 0);
+    newer.write_all(&frame(b"via newer", false)).await.unwrap();
+    let (from, got) = receive(&mut b_rx.messages, 1).await.remove(0);
+    assert_eq!((from, &got.payload[..]), (RAW, &b"via newer"[..]));
+    assert_delivers(&a, &mut b_rx, 2, 1).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -225,7 +225,7 @@ async fn read_frames(
         // never holds more than one frame plus one chunk.
         let wanted = if buffer.len() >= wire::FRAME_HEADER_BYTES {
             let body_bytes = u32::from_be_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]);
-            wire::FRAME_HEADER_BYTES + body_bytes as usize - buffer.len()
+            (wire::FRAME_HEADER_BYTES + body_bytes as usize).saturating_sub(buffer.len())
         } else {
             READ_CHUNK_BYTES
         };
