@@ -374,6 +374,7 @@ impl Transport {
     }
 
     /// Adds peer `id` at `addr`: starts dialling it and accepts its connections.
+    /// Must be called within a Tokio runtime: the peer's writer is a task.
     pub fn add_peer(&self, id: NodeId, addr: SocketAddr) -> Result<(), PeerError> {
         let config = &self.shared.config;
         if id == config.node_id {
