@@ -13,13 +13,16 @@ pub mod error;
 pub mod lessor;
 pub mod limits;
 pub mod proto;
+pub mod service;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+pub mod watch;
 
 pub use backend::{KvBackend, LocalBackend, LocalConfig, MemberInfo, NodeStatus, ProposalWaiters};
 pub use command::{Applied, ApplyResponse, Command};
 pub use error::{KvError, SnapshotError};
+pub use service::{EtcdApi, ServiceConfig};
 pub use state::KvState;
 pub use store::KvStore;
 
