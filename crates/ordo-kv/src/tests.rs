@@ -973,3 +973,29 @@ fn proposal_waiters_deliver_each_applied_result_to_its_request() {
         KvError::LeaderChanged
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_state_restored_from_a_snapshot_serves_the_same_reads_and_wakes_applied_waiters() {
+    let source = crate::KvState::new(KvStore::new());
+    for (i, key) in ["a", "b", "c"].iter().enumerate() {
+        let entry = command::encode(
+            i as u64,
+            Command::Put(PutRequest {
+                key: key.as_bytes().to_vec(),
+                value: b"v".to_vec(),
+                ..PutRequest::default()
+            }),
+        )
+        .unwrap();
+        assert!(source.apply(i as u64 + 1, &entry).result.is_ok());
+    }
+    let target = crate::KvState::new(KvStore::new());
+    assert!(target.restore(b"not a snapshot").is_err());
+    assert_eq!(target.progress().applied_index, 0);
+    let waiter = target.wait_applied(3);
+    target.restore(&source.snapshot()).unwrap();
+    waiter.await;
+    assert_eq!(target.progress(), source.progress());
+    let all = |state: &crate::KvState| state.read(|s| range(s, "\0", "\0", 0).unwrap().kvs);
+    assert_eq!(all(&target), all(&source));
+}

@@ -654,3 +654,141 @@ async fn member_list_and_status_describe_the_single_member() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
 }
+
+#[tokio::test]
+async fn a_duplicate_client_chosen_watch_id_is_refused_on_the_same_stream() {
+    let server = start_default().await;
+    let mut watch = WatchStream::open(&server).await;
+    let first = watch
+        .create(WatchCreateRequest {
+            key: b"a".to_vec(),
+            watch_id: 7,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!((first.watch_id, first.canceled), (7, false));
+    let second = watch
+        .create(WatchCreateRequest {
+            key: b"b".to_vec(),
+            watch_id: 7,
+            ..Default::default()
+        })
+        .await;
+    assert!(second.canceled);
+    assert_eq!(
+        second.cancel_reason,
+        "mvcc: duplicate watch ID provided on the WatchStream"
+    );
+    // Automatic ids start at zero, as etcd's do, independent of client-chosen ones.
+    let auto = watch.create(watch_key("c", 0)).await;
+    assert_eq!(auto.watch_id, 0);
+}
+
+#[tokio::test]
+async fn a_stream_refuses_watches_beyond_its_limit() {
+    let server = start_default().await;
+    let mut watch = WatchStream::open(&server).await;
+    for _ in 0..ordo_kv::limits::WATCHES_PER_STREAM_MAX {
+        let resp = watch.create(watch_key("k", 0)).await;
+        assert!(!resp.canceled, "{resp:?}");
+    }
+    let refused = watch.create(watch_key("k", 0)).await;
+    assert!(refused.canceled);
+    assert!(
+        refused.cancel_reason.contains("at most"),
+        "{}",
+        refused.cancel_reason
+    );
+}
+
+/// A backend whose cluster has lost its leader: writes and linearizable reads fail, local
+/// serializable reads still work.
+struct Leaderless(ordo_kv::LocalBackend);
+
+impl ordo_kv::KvBackend for Leaderless {
+    fn state(&self) -> &ordo_kv::KvState {
+        self.0.state()
+    }
+    async fn propose(
+        &self,
+        _command: ordo_kv::Command,
+    ) -> Result<ordo_kv::ApplyResponse, ordo_kv::KvError> {
+        Err(ordo_kv::KvError::NoLeader)
+    }
+    async fn read_barrier(&self) -> Result<(), ordo_kv::KvError> {
+        Err(ordo_kv::KvError::NoLeader)
+    }
+    async fn lease_keep_alive(&self, _id: i64) -> Result<Option<i64>, ordo_kv::KvError> {
+        Err(ordo_kv::KvError::NoLeader)
+    }
+    async fn lease_remaining(&self, _id: i64) -> Result<Option<i64>, ordo_kv::KvError> {
+        Err(ordo_kv::KvError::NoLeader)
+    }
+    fn members(&self) -> Vec<ordo_kv::MemberInfo> {
+        self.0.members()
+    }
+    fn status(&self) -> ordo_kv::NodeStatus {
+        ordo_kv::NodeStatus {
+            leader_id: None,
+            ..self.0.status()
+        }
+    }
+}
+
+#[tokio::test]
+async fn without_a_leader_writes_and_linearizable_reads_fail_with_etcds_no_leader_error() {
+    let local =
+        ordo_kv::LocalBackend::new(ordo_kv::KvStore::new(), ordo_kv::LocalConfig::default());
+    local
+        .apply_command(ordo_kv::Command::Put(PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        }))
+        .unwrap();
+    let backend = std::sync::Arc::new(Leaderless(local));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = ordo_kv::EtcdApi::new(backend, ServiceConfig::default());
+    let (addr, _task) = api
+        .spawn("127.0.0.1:0".parse().unwrap(), async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut kv = Kv::new(channel.clone());
+    let err = kv
+        .put(PutRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::Unavailable, "etcdserver: no leader")
+    );
+    let err = kv.range(get_req("k")).await.unwrap_err();
+    assert_eq!(err.message(), "etcdserver: no leader");
+    let local_read = kv
+        .range(RangeRequest {
+            serializable: true,
+            ..get_req("k")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(local_read.kvs[0].value, b"v");
+    let status = ordo_kv::proto::etcdserverpb::maintenance_client::MaintenanceClient::new(channel)
+        .status(StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.leader, 0);
+    assert_eq!(status.errors, ["etcdserver: no leader"]);
+    let _ = stop.send(());
+}
