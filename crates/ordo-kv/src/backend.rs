@@ -213,9 +213,11 @@ impl LocalBackend {
             config,
         };
         let now_ms = backend.now_ms();
-        backend
-            .state
-            .read(|store| backend.lock().lessor.sync(store, now_ms));
+        {
+            // Lock order everywhere: the backend's lock, then the store's.
+            let mut inner = backend.lock();
+            backend.state.read(|store| inner.lessor.sync(store, now_ms));
+        }
         backend
     }
 

@@ -999,3 +999,49 @@ async fn a_state_restored_from_a_snapshot_serves_the_same_reads_and_wakes_applie
     let all = |state: &crate::KvState| state.read(|s| range(s, "\0", "\0", 0).unwrap().kvs);
     assert_eq!(all(&target), all(&source));
 }
+
+#[test]
+fn a_txn_whose_range_is_too_large_is_rolled_back_completely() {
+    let mut s = KvStore::new();
+    let lease = grant(&mut s, 0, 100);
+    for i in 0..crate::limits::RANGE_KEYS_MAX {
+        let req = PutRequest {
+            key: format!("k{i:06}").into_bytes(),
+            ..PutRequest::default()
+        };
+        s.apply_command(&Command::Put(req)).unwrap();
+    }
+    let before = s.snapshot();
+    let leased_put = RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: b"k000000".to_vec(),
+            value: b"changed".to_vec(),
+            lease,
+            ..PutRequest::default()
+        })),
+    };
+    let bad = TxnRequest {
+        compare: vec![],
+        // The new key pushes the range over the limit only because of the txn's own write.
+        success: vec![leased_put, op_put("k999999", "new"), op_get_all()],
+        failure: vec![],
+    };
+    assert_eq!(
+        txn(&mut s, bad).unwrap_err(),
+        KvError::RangeTooLarge {
+            max: crate::limits::RANGE_KEYS_MAX
+        }
+    );
+    assert_eq!(s.snapshot(), before);
+    assert_eq!(s.lease(lease).unwrap().1, Vec::<Vec<u8>>::new());
+}
+
+fn op_get_all() -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(RangeRequest {
+            key: b"\0".to_vec(),
+            range_end: b"\0".to_vec(),
+            ..RangeRequest::default()
+        })),
+    }
+}
