@@ -2,7 +2,12 @@
 //! build needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/kv.proto", "proto/rpc.proto", "proto/internal.proto"];
+    let files = [
+        "proto/kv.proto",
+        "proto/auth.proto",
+        "proto/rpc.proto",
+        "proto/internal.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -6,6 +6,12 @@ pub mod mvccpb {
     tonic::include_proto!("mvccpb");
 }
 
+/// etcd's `authpb` package: users, roles and permissions.
+pub mod authpb {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("authpb");
+}
+
 /// etcd's `etcdserverpb` package: the v3 client API.
 pub mod etcdserverpb {
     #![allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -16,18 +16,20 @@ use crate::error::KvError;
 use crate::limits::{
     GRPC_MESSAGE_BYTES_MAX, KEEPALIVE_STREAM_BUFFER_RESPONSES, LEASE_TTL_MAX_SECONDS,
 };
+use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::{
-    alarm_request, cluster_server, kv_server, lease_server, maintenance_server, request_op,
-    response_op, watch_server, AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse,
-    DefragmentRequest, DefragmentResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvRequest,
-    HashKvResponse, HashRequest, HashResponse, LeaseGrantRequest, LeaseGrantResponse,
-    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
-    LeaseTimeToLiveResponse, Member, MemberAddRequest, MemberAddResponse, MemberListRequest,
-    MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
-    MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse, MoveLeaderRequest,
-    MoveLeaderResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
-    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse, TxnRequest, TxnResponse,
+    alarm_request, auth_server, cluster_server, kv_server, lease_server, maintenance_server,
+    request_op, response_op, watch_server, AlarmRequest, AlarmResponse, CompactionRequest,
+    CompactionResponse, DefragmentRequest, DefragmentResponse, DeleteRangeRequest,
+    DeleteRangeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, Member, MemberAddRequest, MemberAddResponse,
+    MemberListRequest, MemberListResponse, MemberPromoteRequest, MemberPromoteResponse,
+    MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
+    MoveLeaderRequest, MoveLeaderResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    ResponseHeader, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse, TxnRequest,
+    TxnResponse,
 };
 use crate::store::{check_put_static, check_txn_static, txn_has_writes};
 
@@ -143,7 +145,7 @@ impl<B: KvBackend> EtcdApi<B> {
         }
     }
 
-    /// Serves the KV, Watch, Lease, Cluster and Maintenance services on `listener` until
+    /// Serves the KV, Watch, Lease, Cluster, Maintenance and (unimplemented) Auth services on `listener` until
     /// `shutdown` resolves.
     pub async fn serve(
         self,
@@ -162,6 +164,7 @@ impl<B: KvBackend> EtcdApi<B> {
             .add_service(
                 cluster_server::ClusterServer::new(self.clone()).max_decoding_message_size(max),
             )
+            .add_service(auth_server::AuthServer::new(self.clone()).max_decoding_message_size(max))
             .add_service(
                 maintenance_server::MaintenanceServer::new(self).max_decoding_message_size(max),
             )
@@ -552,5 +555,129 @@ impl<B: KvBackend> maintenance_server::Maintenance for EtcdApi<B> {
         _request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
         Err(unserved("moving leadership through the etcd API"))
+    }
+}
+
+/// Authentication is not served: every Auth method answers `Unimplemented` with a message
+/// naming it, so a client learns why instead of seeing an unknown service.
+#[tonic::async_trait]
+impl<B: KvBackend> auth_server::Auth for EtcdApi<B> {
+    async fn auth_enable(
+        &self,
+        _request: Request<pb::AuthEnableRequest>,
+    ) -> Result<Response<pb::AuthEnableResponse>, Status> {
+        Err(unserved("authentication (auth_enable)"))
+    }
+
+    async fn auth_disable(
+        &self,
+        _request: Request<pb::AuthDisableRequest>,
+    ) -> Result<Response<pb::AuthDisableResponse>, Status> {
+        Err(unserved("authentication (auth_disable)"))
+    }
+
+    async fn auth_status(
+        &self,
+        _request: Request<pb::AuthStatusRequest>,
+    ) -> Result<Response<pb::AuthStatusResponse>, Status> {
+        Err(unserved("authentication (auth_status)"))
+    }
+
+    async fn authenticate(
+        &self,
+        _request: Request<pb::AuthenticateRequest>,
+    ) -> Result<Response<pb::AuthenticateResponse>, Status> {
+        Err(unserved("authentication (authenticate)"))
+    }
+
+    async fn user_add(
+        &self,
+        _request: Request<pb::AuthUserAddRequest>,
+    ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
+        Err(unserved("authentication (user_add)"))
+    }
+
+    async fn user_get(
+        &self,
+        _request: Request<pb::AuthUserGetRequest>,
+    ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
+        Err(unserved("authentication (user_get)"))
+    }
+
+    async fn user_list(
+        &self,
+        _request: Request<pb::AuthUserListRequest>,
+    ) -> Result<Response<pb::AuthUserListResponse>, Status> {
+        Err(unserved("authentication (user_list)"))
+    }
+
+    async fn user_delete(
+        &self,
+        _request: Request<pb::AuthUserDeleteRequest>,
+    ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
+        Err(unserved("authentication (user_delete)"))
+    }
+
+    async fn user_change_password(
+        &self,
+        _request: Request<pb::AuthUserChangePasswordRequest>,
+    ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
+        Err(unserved("authentication (user_change_password)"))
+    }
+
+    async fn user_grant_role(
+        &self,
+        _request: Request<pb::AuthUserGrantRoleRequest>,
+    ) -> Result<Response<pb::AuthUserGrantRoleResponse>, Status> {
+        Err(unserved("authentication (user_grant_role)"))
+    }
+
+    async fn user_revoke_role(
+        &self,
+        _request: Request<pb::AuthUserRevokeRoleRequest>,
+    ) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
+        Err(unserved("authentication (user_revoke_role)"))
+    }
+
+    async fn role_add(
+        &self,
+        _request: Request<pb::AuthRoleAddRequest>,
+    ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
+        Err(unserved("authentication (role_add)"))
+    }
+
+    async fn role_get(
+        &self,
+        _request: Request<pb::AuthRoleGetRequest>,
+    ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
+        Err(unserved("authentication (role_get)"))
+    }
+
+    async fn role_list(
+        &self,
+        _request: Request<pb::AuthRoleListRequest>,
+    ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
+        Err(unserved("authentication (role_list)"))
+    }
+
+    async fn role_delete(
+        &self,
+        _request: Request<pb::AuthRoleDeleteRequest>,
+    ) -> Result<Response<pb::AuthRoleDeleteResponse>, Status> {
+        Err(unserved("authentication (role_delete)"))
+    }
+
+    async fn role_grant_permission(
+        &self,
+        _request: Request<pb::AuthRoleGrantPermissionRequest>,
+    ) -> Result<Response<pb::AuthRoleGrantPermissionResponse>, Status> {
+        Err(unserved("authentication (role_grant_permission)"))
+    }
+
+    async fn role_revoke_permission(
+        &self,
+        _request: Request<pb::AuthRoleRevokePermissionRequest>,
+    ) -> Result<Response<pb::AuthRoleRevokePermissionResponse>, Status> {
+        Err(unserved("authentication (role_revoke_permission)"))
     }
 }

@@ -319,3 +319,19 @@ async fn etcdctl_sees_etcds_errors_for_compacted_revisions() {
         watch.stderr
     );
 }
+
+#[tokio::test]
+async fn etcdctl_auth_commands_get_a_clear_unimplemented_error() {
+    let Some(bin) = etcdctl_or_skip() else { return };
+    let server = start_default().await;
+    let ctl = Ctl::new(&bin, &server);
+    let run = ctl.run_with_stdin(&["user", "list"], None).await;
+    assert!(!run.success);
+    assert!(
+        run.stderr.contains(
+            "code = Unimplemented desc = ordo: authentication (user_list) is not supported"
+        ),
+        "{}",
+        run.stderr
+    );
+}
