@@ -53,6 +53,12 @@ pub enum KvError {
         /// The limit.
         max: usize,
     },
+    /// Granting would exceed [`crate::limits::LEASES_MAX`] leases.
+    #[error("ordo: too many leases (at most {max}); revoke unused leases")]
+    TooManyLeases {
+        /// The limit.
+        max: usize,
+    },
     /// A range would return more keys than [`crate::limits::RANGE_KEYS_MAX`].
     #[error("ordo: range matches more than {max} keys; set a limit")]
     RangeTooLarge {
@@ -112,7 +118,9 @@ impl KvError {
             | KvError::DuplicateKey
             | KvError::RequestTooLarge
             | KvError::TxnTooDeep { .. } => Code::InvalidArgument,
-            KvError::RangeTooLarge { .. } => Code::ResourceExhausted,
+            KvError::RangeTooLarge { .. } | KvError::TooManyLeases { .. } => {
+                Code::ResourceExhausted
+            }
             KvError::NoLeader | KvError::LeaderChanged | KvError::Timeout | KvError::Stopped => {
                 Code::Unavailable
             }

@@ -840,7 +840,7 @@ impl KvStore {
             return Err(KvError::LeaseTtlTooLarge);
         }
         if self.leases.len() >= LEASES_MAX {
-            return Err(KvError::LeaseExists);
+            return Err(KvError::TooManyLeases { max: LEASES_MAX });
         }
         let id = if req.id == 0 {
             let mut id = self.next_lease_id.max(1);
@@ -849,9 +849,6 @@ impl KvStore {
             }
             self.next_lease_id = id.checked_add(1).unwrap_or(1);
             id
-        } else if req.id < 0 {
-            // etcd's lease ids are positive; a negative one could never be kept alive.
-            return Err(KvError::LeaseNotFound);
         } else {
             if self.leases.contains_key(&req.id) {
                 return Err(KvError::LeaseExists);

@@ -75,6 +75,9 @@ impl<B: KvBackend> EtcdApi<B> {
                 }
                 Some(watch_request::RequestUnion::CancelRequest(cancel)) => {
                     match watchers.remove(&cancel.watch_id) {
+                        // A watcher that already ended (compacted) has sent its last
+                        // response; like etcd, a late cancel for it gets no answer.
+                        Some(watcher) if watcher.task.is_finished() => true,
                         Some(watcher) => {
                             watcher.task.abort();
                             // Once the task has stopped nothing more is queued for this id, so
