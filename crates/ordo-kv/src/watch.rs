@@ -122,7 +122,7 @@ impl<B: KvBackend> EtcdApi<B> {
     /// Registers a watcher; returns false when the stream is gone.
     async fn create_watcher(
         &self,
-        create: WatchCreateRequest,
+        mut create: WatchCreateRequest,
         watchers: &mut BTreeMap<i64, Watcher>,
         next_auto_id: &mut i64,
         tx: &Outbox,
@@ -137,9 +137,11 @@ impl<B: KvBackend> EtcdApi<B> {
             cancel_reason: reason,
             ..WatchResponse::default()
         };
-        let refusal = if create.key.is_empty() {
-            Some(refuse(create.watch_id, KvError::EmptyKey.to_string()))
-        } else if watchers.len() >= WATCHES_PER_STREAM_MAX {
+        if create.key.is_empty() {
+            // As in etcd, an empty key means the smallest key, "\0".
+            create.key = vec![0];
+        }
+        let refusal = if watchers.len() >= WATCHES_PER_STREAM_MAX {
             let reason =
                 format!("ordo: a watch stream holds at most {WATCHES_PER_STREAM_MAX} watches");
             Some(refuse(create.watch_id, reason))
@@ -160,10 +162,12 @@ impl<B: KvBackend> EtcdApi<B> {
         let watch_id = if create.watch_id != 0 {
             create.watch_id
         } else {
+            // Automatic ids only grow, so a cancelled watcher's id is never reused.
             while watchers.contains_key(next_auto_id) {
                 *next_auto_id += 1;
             }
-            *next_auto_id
+            *next_auto_id += 1;
+            *next_auto_id - 1
         };
         let filter = EventFilter {
             span: KeySpan::new(&create.key, &create.range_end),

@@ -792,3 +792,35 @@ async fn without_a_leader_writes_and_linearizable_reads_fail_with_etcds_no_leade
     assert_eq!(status.errors, ["etcdserver: no leader"]);
     let _ = stop.send(());
 }
+
+#[tokio::test]
+async fn an_empty_watch_key_with_nul_range_end_watches_every_key_and_auto_ids_are_not_reused() {
+    let server = start_default().await;
+    let mut kv = server.kv().await;
+    let mut watch = WatchStream::open(&server).await;
+    let first = watch
+        .create(WatchCreateRequest {
+            key: vec![],
+            range_end: vec![0],
+            ..Default::default()
+        })
+        .await;
+    put(&mut kv, "a", "1").await;
+    put(&mut kv, "zz", "1").await;
+    let events = watch.events(2).await;
+    let keys: Vec<_> = events
+        .iter()
+        .map(|e| e.kv.as_ref().unwrap().key.clone())
+        .collect();
+    assert_eq!(keys, [b"a".to_vec(), b"zz".to_vec()]);
+    watch
+        .send(watch_request::RequestUnion::CancelRequest(
+            WatchCancelRequest {
+                watch_id: first.watch_id,
+            },
+        ))
+        .await;
+    assert!(watch.next().await.canceled);
+    let second = watch.create(watch_key("a", 0)).await;
+    assert_ne!(second.watch_id, first.watch_id);
+}
