@@ -236,6 +236,11 @@ impl LocalBackend {
         let now_ms = self.now_ms();
         let mut inner = self.lock();
         let request_id = inner.next_request_id;
+        let revoked = match &command {
+            Command::LeaseRevoke(r) => Some(r.id),
+            Command::LeaseExpire(r) => Some(r.id),
+            _ => None,
+        };
         let bytes = command::encode(request_id, command)?;
         inner.next_request_id += 1;
         inner.last_index += 1;
@@ -245,7 +250,14 @@ impl LocalBackend {
             Some(request_id),
             "applied entry lost its request id"
         );
-        self.state.read(|store| inner.lessor.sync(store, now_ms));
+        // Keep the lessor in step with the applied command, without a full resync.
+        match (&applied.result, revoked) {
+            (Ok(ApplyResponse::LeaseGrant(granted)), _) => {
+                inner.lessor.grant(granted.id, granted.ttl, now_ms);
+            }
+            (Ok(ApplyResponse::LeaseRevoke(_)), Some(id)) => inner.lessor.revoke(id),
+            _ => {}
+        }
         applied.result
     }
 
@@ -302,16 +314,12 @@ impl KvBackend for LocalBackend {
 
     async fn lease_keep_alive(&self, id: i64) -> Result<Option<i64>, KvError> {
         let now_ms = self.now_ms();
-        let mut inner = self.lock();
-        self.state.read(|store| inner.lessor.sync(store, now_ms));
-        Ok(inner.lessor.keep_alive(id, now_ms))
+        Ok(self.lock().lessor.keep_alive(id, now_ms))
     }
 
     async fn lease_remaining(&self, id: i64) -> Result<Option<i64>, KvError> {
         let now_ms = self.now_ms();
-        let mut inner = self.lock();
-        self.state.read(|store| inner.lessor.sync(store, now_ms));
-        Ok(inner.lessor.remaining_seconds(id, now_ms))
+        Ok(self.lock().lessor.remaining_seconds(id, now_ms))
     }
 
     fn members(&self) -> Vec<MemberInfo> {

@@ -46,6 +46,20 @@ impl Lessor {
         }
     }
 
+    /// Starts tracking a newly granted lease with a full time to live from `now_ms`.
+    pub fn grant(&mut self, id: i64, ttl_seconds: i64, now_ms: u64) {
+        let deadline = Deadline {
+            ttl_seconds,
+            expires_at_ms: deadline_ms(now_ms, ttl_seconds),
+        };
+        self.deadlines.insert(id, deadline);
+    }
+
+    /// Stops tracking a revoked or expired lease.
+    pub fn revoke(&mut self, id: i64) {
+        self.deadlines.remove(&id);
+    }
+
     /// Restarts every deadline at `now_ms`: called on becoming leader.
     pub fn promote(&mut self, now_ms: u64) {
         for deadline in self.deadlines.values_mut() {

@@ -949,6 +949,11 @@ fn lessor_expires_leases_after_their_ttl_unless_kept_alive() {
     lessor.sync(&s, 20_000);
     assert_eq!(lessor.len(), 1);
     assert_eq!(lessor.remaining_seconds(a, 20_000), None);
+    // Incremental bookkeeping, as a leader applies grants and revokes.
+    lessor.grant(9, 5, 20_000);
+    assert_eq!(lessor.remaining_seconds(9, 20_000), Some(5));
+    lessor.revoke(9);
+    assert_eq!(lessor.keep_alive(9, 20_000), None);
 }
 
 #[test]
