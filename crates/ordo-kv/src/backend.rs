@@ -235,6 +235,15 @@ impl LocalBackend {
     pub fn apply_command(&self, command: Command) -> Result<ApplyResponse, KvError> {
         let now_ms = self.now_ms();
         let mut inner = self.lock();
+        self.apply_locked(&mut inner, command, now_ms)
+    }
+
+    fn apply_locked(
+        &self,
+        inner: &mut LocalInner,
+        command: Command,
+        now_ms: u64,
+    ) -> Result<ApplyResponse, KvError> {
         let request_id = inner.next_request_id;
         let revoked = match &command {
             Command::LeaseRevoke(r) => Some(r.id),
@@ -264,18 +273,18 @@ impl LocalBackend {
     /// Proposes expiry of every lease past its deadline; returns the ids expired.
     pub fn expire_leases(&self) -> Vec<i64> {
         let now_ms = self.now_ms();
-        let expired = {
-            let mut inner = self.lock();
-            self.state.read(|store| inner.lessor.sync(store, now_ms));
-            inner.lessor.expired(now_ms, LEASE_EXPIRIES_PER_TICK_MAX)
-        };
+        // One critical section from choosing to applying, so no keep-alive can renew a lease
+        // between the decision that it expired and its expiry.
+        let mut inner = self.lock();
+        self.state.read(|store| inner.lessor.sync(store, now_ms));
+        let expired = inner.lessor.expired(now_ms, LEASE_EXPIRIES_PER_TICK_MAX);
         for id in &expired {
-            // A lease revoked concurrently is simply gone already.
-            if let Err(error) =
-                self.apply_command(Command::LeaseExpire(LeaseExpireRequest { id: *id }))
-            {
-                tracing::debug!(lease_id = id, %error, "lease expiry not applied");
-            }
+            let command = Command::LeaseExpire(LeaseExpireRequest { id: *id });
+            let result = self.apply_locked(&mut inner, command, now_ms);
+            assert!(
+                result.is_ok(),
+                "lease {id} tracked by the lessor is missing from the store"
+            );
         }
         expired
     }
