@@ -285,6 +285,7 @@ impl LocalBackend {
                 result.is_ok(),
                 "lease {id} tracked by the lessor is missing from the store"
             );
+            tracing::debug!(lease_id = id, "lease expired");
         }
         expired
     }

@@ -263,6 +263,7 @@ impl<B: KvBackend> EtcdApi<B> {
                         KvError::Compacted { compact_revision } => *compact_revision,
                         _ => 0,
                     };
+                    tracing::debug!(watch_id, next_revision, compact_revision, %error, "watcher cancelled");
                     let resp = WatchResponse {
                         header: Some(self.header(current_revision)),
                         watch_id,
