@@ -87,7 +87,7 @@ impl KeySpan {
         match self {
             KeySpan::Single(k) => k.as_slice() == key,
             KeySpan::Range { start, end } => {
-                key >= start.as_slice() && end.as_ref().map_or(true, |e| key < e.as_slice())
+                key >= start.as_slice() && end.as_ref().is_none_or(|e| key < e.as_slice())
             }
         }
     }
@@ -334,7 +334,7 @@ impl KvStore {
                 continue;
             }
             kvs.push(kv);
-            if limit.map_or(true, |l| l > RANGE_KEYS_MAX) && kvs.len() > RANGE_KEYS_MAX {
+            if limit.is_none_or(|l| l > RANGE_KEYS_MAX) && kvs.len() > RANGE_KEYS_MAX {
                 return Err(KvError::RangeTooLarge {
                     max: RANGE_KEYS_MAX,
                 });
@@ -403,7 +403,7 @@ impl KvStore {
         cursor.sub += 1;
         let revs = self.index.entry(record.kv.key.clone()).or_default();
         assert!(
-            revs.last().map_or(true, |last| *last < rev),
+            revs.last().is_none_or(|last| *last < rev),
             "revisions of a key must ascend"
         );
         revs.push(rev);
