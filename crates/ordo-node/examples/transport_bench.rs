@@ -57,7 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             async move {
                 let mut sent = 0u64;
                 while sent < messages_max {
-                    if sent % 1024 == 0 && started.elapsed() >= duration_max {
+                    if sent.is_multiple_of(1024) && started.elapsed() >= duration_max {
                         break;
                     }
                     window.acquire().await?.forget();
