@@ -85,9 +85,9 @@ fn cutting_the_last_segment_at_every_offset_of_its_final_records_recovers_the_pr
     for cut in cut_from..original.len() as u64 {
         let expected_last = ends
             .iter()
-            .filter(|&&(_, end)| end <= cut)
+            .rev()
+            .find(|&&(_, end)| end <= cut)
             .map(|&(i, _)| i)
-            .last()
             .unwrap_or(first - 1);
         // A crash that lost the bytes past `cut`, with the file either ending there or
         // zero-filled (preallocated or extended) to its old length.
