@@ -7,8 +7,14 @@ pub(crate) struct Prng {
 }
 
 impl Prng {
-    pub(crate) fn new(seed: u64) -> Prng {
-        Prng { state: seed }
+    /// A generator for node `id` of a cluster seeded with `seed`: every (seed, id) pair
+    /// gets an unrelated stream, so nodes sharing a seed still draw different timeouts.
+    pub(crate) fn new(seed: u64, id: u64) -> Prng {
+        let mut p = Prng { state: seed };
+        let mixed = p.next_u64();
+        let mut q = Prng { state: mixed ^ id };
+        q.state = q.next_u64();
+        q
     }
 
     pub(crate) fn next_u64(&mut self) -> u64 {
@@ -32,13 +38,14 @@ mod tests {
 
     #[test]
     fn same_seed_gives_same_sequence_and_values_stay_in_bounds() {
-        let mut a = Prng::new(7);
-        let mut b = Prng::new(7);
+        let mut a = Prng::new(7, 1);
+        let mut b = Prng::new(7, 1);
         for _ in 0..1000 {
             let x = a.below(10);
             assert_eq!(x, b.below(10));
             assert!(x < 10);
         }
-        assert_ne!(Prng::new(1).next_u64(), Prng::new(2).next_u64());
+        assert_ne!(Prng::new(1, 1).next_u64(), Prng::new(2, 1).next_u64());
+        assert_ne!(Prng::new(1, 1).next_u64(), Prng::new(1, 2).next_u64());
     }
 }

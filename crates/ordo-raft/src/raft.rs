@@ -135,7 +135,7 @@ impl<S: Storage> Raft<S> {
             election_elapsed_ticks: 0,
             heartbeat_elapsed_ticks: 0,
             randomized_election_timeout_ticks: cfg.election_timeout_ticks,
-            rng: Prng::new(cfg.seed ^ cfg.id.wrapping_mul(0x2545_F491_4F6C_DD1D)),
+            rng: Prng::new(cfg.seed, cfg.id),
             cfg,
             msgs: Vec::new(),
             msgs_after_persist: Vec::new(),

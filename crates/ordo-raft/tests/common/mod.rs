@@ -25,6 +25,8 @@ pub struct Cluster {
     /// Every message delivered, in order.
     pub delivered: Vec<Message>,
     pub config: Box<dyn Fn(NodeId) -> Config>,
+    /// Messages for which this holds are dropped on delivery.
+    pub filter: Option<Box<dyn Fn(&Message) -> bool>>,
 }
 
 pub fn config(id: NodeId) -> Config {
@@ -71,6 +73,7 @@ impl Cluster {
             read_states: BTreeMap::new(),
             delivered: Vec::new(),
             config: Box::new(cfg),
+            filter: None,
         };
         for &id in voters.iter().chain(learners) {
             let storage = MemStorage::new_with_conf_state(cs.clone());
@@ -138,7 +141,16 @@ impl Cluster {
     }
 
     fn deliverable(&self, m: &Message) -> bool {
-        self.nodes.contains_key(&m.to) && !self.cut.contains(&(m.from, m.to))
+        self.nodes.contains_key(&m.to)
+            && !self.cut.contains(&(m.from, m.to))
+            && !self.filter.as_ref().is_some_and(|f| f(m))
+    }
+
+    /// Adds a node with storage bootstrapped with `conf_state`.
+    pub fn add_node_with(&mut self, id: NodeId, conf_state: ConfState) {
+        let storage = MemStorage::new_with_conf_state(conf_state);
+        let node = RawNode::new((self.config)(id), storage).unwrap();
+        self.nodes.insert(id, node);
     }
 
     /// Delivers one queued message (dropping it if its link is cut or its target is
