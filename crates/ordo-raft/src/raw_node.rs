@@ -1,0 +1,425 @@
+//! The runtime's handle on one Raft group: feed it inputs, take a [`Ready`], carry it
+//! out, call [`RawNode::advance`].
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::message::Message;
+use crate::raft::{EntryId, Raft, SnapshotStatus, StateRole};
+use crate::storage::Storage;
+use crate::tracker::progress::ProgressState;
+use crate::types::{
+    ConfChange, ConfState, Entry, EntryKind, HardState, Index, NodeId, ReadState, Snapshot, Term,
+};
+
+/// Volatile state worth reporting when it changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SoftState {
+    /// The known leader, or [`INVALID_ID`](crate::INVALID_ID).
+    pub leader_id: NodeId,
+    /// This node's role.
+    pub role: StateRole,
+}
+
+/// Work for the runtime, produced by [`RawNode::ready`].
+///
+/// # Persistence contract
+///
+/// The runtime must carry out a `Ready` in this order:
+///
+/// 1. Send [`messages`](Ready::messages) at once. They promise nothing about local
+///    durability: a leader's appends and heartbeats, vote requests, snapshots. A leader
+///    therefore writes its own log *in parallel* with replicating it.
+/// 2. Make durable, in this order: [`snapshot`](Ready::snapshot) (if any), then
+///    [`entries`](Ready::entries) (overwriting any stored entries at the same or later
+///    indexes), then [`hard_state`](Ready::hard_state) — and fsync. After this,
+///    [`Storage`] must return them.
+/// 3. Only then send [`persisted_messages`](Ready::persisted_messages): append
+///    acknowledgements and vote answers. Each promises that this node durably holds the
+///    acknowledged entries or durably recorded its vote; sending one early can lose an
+///    acknowledged write or elect two leaders in one term after a crash.
+/// 4. Apply [`committed_entries`](Ready::committed_entries) in order (and install the
+///    snapshot's data into the state machine first, if there is one). Committed entries
+///    are never beyond what is durable locally, so applying never gets ahead of this
+///    node's own disk. Answer [`read_states`](Ready::read_states) once the applied index
+///    reaches each one's index.
+/// 5. Call [`RawNode::advance`]. Only then does the core count its own entries towards
+///    the commit quorum, count a candidate's vote for itself, and consider the committed
+///    entries applied (configuration changes among them take effect here).
+///
+/// Inputs (`step`, `tick`, `propose`, …) may be given between `ready` and `advance`;
+/// `ready` must not be called again before `advance`.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// Role or leader changed.
+    pub soft_state: Option<SoftState>,
+    /// Hard state to persist, when it changed.
+    pub hard_state: Option<HardState>,
+    /// Answered reads.
+    pub read_states: Vec<ReadState>,
+    /// Entries to append to durable storage.
+    pub entries: Vec<Entry>,
+    /// A snapshot from the leader to install.
+    pub snapshot: Option<Snapshot>,
+    /// Committed entries to apply, in order.
+    pub committed_entries: Vec<Entry>,
+    /// Messages that may be sent before anything is persisted.
+    pub messages: Vec<Message>,
+    /// Messages that may be sent only after the entries, snapshot and hard state of this
+    /// `Ready` are durable.
+    pub persisted_messages: Vec<Message>,
+    must_sync: bool,
+}
+
+impl Ready {
+    /// Whether the writes of this `Ready` must be fsynced before `persisted_messages` are
+    /// sent: true when entries, a snapshot, or a new term or vote are to be persisted. A
+    /// change of the commit index alone need not be synced.
+    pub fn must_sync(&self) -> bool {
+        self.must_sync
+    }
+}
+
+/// What an outstanding `Ready` handed out, to acknowledge on `advance`.
+#[derive(Debug)]
+struct ReadyRecord {
+    last_entry: Option<(Index, Term)>,
+    snapshot_index: Option<Index>,
+    applied: Option<(Index, u64)>,
+    conf_changes: Vec<ConfChange>,
+    hard_state: HardState,
+}
+
+/// Replication progress of one peer, as the leader sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerProgress {
+    /// The highest index known replicated on the peer.
+    pub match_index: Index,
+    /// The next index the leader will send.
+    pub next_index: Index,
+    /// Flow control state.
+    pub state: ProgressState,
+    /// Heard from within the current check-quorum round.
+    pub recent_active: bool,
+    /// A learner.
+    pub is_learner: bool,
+}
+
+/// A summary of the node for monitoring (`/status`, lag reports).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This node.
+    pub id: NodeId,
+    /// Term, vote and commit index.
+    pub hard_state: HardState,
+    /// Role and known leader.
+    pub soft_state: SoftState,
+    /// The applied index.
+    pub applied_index: Index,
+    /// The last index of the log.
+    pub last_index: Index,
+    /// Progress of every member; empty unless this node is the leader.
+    pub progress: BTreeMap<NodeId, PeerProgress>,
+}
+
+/// A Raft node driven by its runtime.
+pub struct RawNode<S: Storage> {
+    raft: Raft<S>,
+    prev_soft: SoftState,
+    prev_hard: HardState,
+    outstanding: Option<ReadyRecord>,
+}
+
+impl<S: Storage> RawNode<S> {
+    /// Creates a node from its configuration and storage (empty for a new node, or what
+    /// the node persisted before a restart).
+    pub fn new(config: Config, storage: S) -> Result<RawNode<S>, Error> {
+        let raft = Raft::new(config, storage)?;
+        let prev_soft = SoftState {
+            leader_id: raft.leader_id,
+            role: raft.role,
+        };
+        let prev_hard = raft.hard_state();
+        Ok(RawNode {
+            raft,
+            prev_soft,
+            prev_hard,
+            outstanding: None,
+        })
+    }
+
+    /// Advances logical time by one tick: drives election timeouts and heartbeats.
+    pub fn tick(&mut self) {
+        self.raft.tick();
+    }
+
+    /// Feeds a message from a peer. Stale or malformed messages are ignored.
+    pub fn step(&mut self, message: Message) -> Result<(), Error> {
+        self.raft.step(message)
+    }
+
+    /// Starts an election now (as an elapsed election timeout would).
+    pub fn campaign(&mut self) -> Result<(), Error> {
+        if !self.raft.promotable() {
+            return Err(Error::UnknownNode(self.raft.id));
+        }
+        self.raft.hup(false);
+        Ok(())
+    }
+
+    /// Proposes `data` for the log. On a follower this fails with
+    /// [`Error::NotLeader`] naming the leader to forward to, or [`Error::NoLeader`].
+    pub fn propose(&mut self, data: Bytes) -> Result<EntryId, Error> {
+        self.raft.propose(EntryKind::Normal, [data])
+    }
+
+    /// Proposes several entries at once; returns the id of the last. All or none are
+    /// accepted.
+    pub fn propose_batch(
+        &mut self,
+        datas: impl IntoIterator<Item = Bytes>,
+    ) -> Result<EntryId, Error> {
+        self.raft.propose(EntryKind::Normal, datas)
+    }
+
+    /// Proposes a membership change. One change may be pending at a time.
+    pub fn propose_conf_change(&mut self, cc: &ConfChange) -> Result<EntryId, Error> {
+        self.raft.propose_conf_change(cc)
+    }
+
+    /// Requests a linearizable read tagged with `context` (unique per request). The
+    /// answer arrives as a [`ReadState`] in a later `Ready`; a follower forwards the
+    /// request to the leader.
+    pub fn read_index(&mut self, context: Bytes) -> Result<(), Error> {
+        self.raft.read_index(context)
+    }
+
+    /// Asks the leader to hand leadership to `target` (forwarded from a follower).
+    pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), Error> {
+        self.raft.transfer_leader(target)
+    }
+
+    /// The transport could not reach `id`; the leader stops streaming to it and probes.
+    pub fn report_unreachable(&mut self, id: NodeId) {
+        self.raft.report_unreachable(id);
+    }
+
+    /// Reports the outcome of sending a snapshot to `id`.
+    pub fn report_snapshot(&mut self, id: NodeId, status: SnapshotStatus) {
+        self.raft.report_snapshot(id, status);
+    }
+
+    fn soft_state(&self) -> SoftState {
+        SoftState {
+            leader_id: self.raft.leader_id,
+            role: self.raft.role,
+        }
+    }
+
+    /// Whether [`RawNode::ready`] has anything to hand out.
+    pub fn has_ready(&self) -> bool {
+        let r = &self.raft;
+        if self.outstanding.is_some() {
+            return false;
+        }
+        self.soft_state() != self.prev_soft
+            || r.hard_state() != self.prev_hard
+            || !r.log.unstable.entries.is_empty()
+            || r.log.unstable.snapshot.is_some()
+            || !r.msgs.is_empty()
+            || !r.msgs_after_persist.is_empty()
+            || !r.read_states.is_empty()
+            || r.log.has_next_committed_entries()
+            || (r.need_bcast && r.role == StateRole::Leader)
+    }
+
+    /// Collects the work to do. See [`Ready`] for the order in which to carry it out.
+    ///
+    /// # Panics
+    /// If the previous `Ready` has not been acknowledged with [`RawNode::advance`].
+    pub fn ready(&mut self) -> Ready {
+        assert!(
+            self.outstanding.is_none(),
+            "ready() called before advance() of the previous Ready"
+        );
+        self.raft.flush_bcast();
+        let r = &mut self.raft;
+        let soft = SoftState {
+            leader_id: r.leader_id,
+            role: r.role,
+        };
+        let hs = r.hard_state();
+        let entries = r.log.unstable.entries.clone();
+        let snapshot = r.log.unstable.snapshot.clone();
+        let committed_entries = r
+            .log
+            .next_committed_entries(r.cfg.max_committed_bytes_per_ready);
+        let conf_changes = committed_entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::ConfChange)
+            .filter_map(|e| ConfChange::decode(&e.data).ok())
+            .collect();
+        let applied_bytes = committed_entries.iter().map(|e| e.data.len() as u64).sum();
+        let must_sync = !entries.is_empty()
+            || snapshot.is_some()
+            || hs.term != self.prev_hard.term
+            || hs.vote != self.prev_hard.vote;
+        let record = ReadyRecord {
+            last_entry: entries.last().map(|e| (e.index, e.term)),
+            snapshot_index: snapshot.as_ref().map(|s| s.meta.index),
+            applied: committed_entries.last().map(|e| (e.index, applied_bytes)),
+            conf_changes,
+            hard_state: hs,
+        };
+        let ready = Ready {
+            soft_state: (soft != self.prev_soft).then_some(soft),
+            hard_state: (hs != self.prev_hard).then_some(hs),
+            read_states: std::mem::take(&mut r.read_states),
+            entries,
+            snapshot,
+            committed_entries,
+            messages: std::mem::take(&mut r.msgs),
+            persisted_messages: std::mem::take(&mut r.msgs_after_persist),
+            must_sync,
+        };
+        self.prev_soft = soft;
+        self.outstanding = Some(record);
+        ready
+    }
+
+    /// Acknowledges the last `Ready`: its writes are durable, its persisted messages sent
+    /// and its committed entries applied.
+    pub fn advance(&mut self) {
+        let Some(rec) = self.outstanding.take() else {
+            return;
+        };
+        self.prev_hard = rec.hard_state;
+        let r = &mut self.raft;
+        if let Some(index) = rec.snapshot_index {
+            r.log.stable_snap_to(index);
+            if index > r.log.applied {
+                r.log.applied = index;
+            }
+        }
+        if let Some((index, term)) = rec.last_entry {
+            r.on_persisted(index, term);
+        }
+        if rec.hard_state.term == r.term && rec.hard_state.vote == r.id {
+            r.on_vote_persisted();
+        }
+        if let Some((index, bytes)) = rec.applied {
+            r.on_applied(index, bytes);
+            for cc in &rec.conf_changes {
+                r.apply_conf_change(cc);
+            }
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.raft.id
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.raft.term
+    }
+
+    /// The current role.
+    pub fn role(&self) -> StateRole {
+        self.raft.role
+    }
+
+    /// The known leader, or [`INVALID_ID`](crate::INVALID_ID).
+    pub fn leader_id(&self) -> NodeId {
+        self.raft.leader_id
+    }
+
+    /// The commit index.
+    pub fn commit_index(&self) -> Index {
+        self.raft.log.committed
+    }
+
+    /// The applied index.
+    pub fn applied_index(&self) -> Index {
+        self.raft.log.applied
+    }
+
+    /// The last index of the log (durable or not).
+    pub fn last_index(&self) -> Index {
+        self.raft.log.last_index()
+    }
+
+    /// The configuration as of the applied index — the one to record with a snapshot
+    /// taken at that index.
+    pub fn conf_state(&self) -> ConfState {
+        self.raft.tracker.config().to_conf_state()
+    }
+
+    /// Bytes of entries proposed by this leader and not yet applied.
+    pub fn uncommitted_bytes(&self) -> u64 {
+        self.raft.uncommitted_bytes
+    }
+
+    /// The node a leadership transfer is aimed at, if one is in progress.
+    pub fn lead_transferee(&self) -> Option<NodeId> {
+        self.raft.lead_transferee
+    }
+
+    /// A summary for monitoring.
+    pub fn status(&self) -> Status {
+        let r = &self.raft;
+        let progress = if r.role == StateRole::Leader {
+            r.tracker
+                .progress()
+                .iter()
+                .map(|(&id, p)| {
+                    (
+                        id,
+                        PeerProgress {
+                            match_index: p.match_index,
+                            next_index: p.next_index,
+                            state: p.state,
+                            recent_active: p.recent_active,
+                            is_learner: p.is_learner,
+                        },
+                    )
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        Status {
+            id: r.id,
+            hard_state: r.hard_state(),
+            soft_state: self.soft_state(),
+            applied_index: r.log.applied,
+            last_index: r.log.last_index(),
+            progress,
+        }
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &S {
+        &self.raft.log.storage
+    }
+
+    /// The storage, to write what a `Ready` asks for.
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.raft.log.storage
+    }
+
+    /// Index of the latest configuration change this leader proposed.
+    pub fn pending_conf_index(&self) -> Index {
+        self.raft.has_pending_conf()
+    }
+
+    /// Ticks since the last heartbeat from a leader (follower) or since the last
+    /// check-quorum round (leader).
+    pub fn election_elapsed_ticks(&self) -> u64 {
+        self.raft.election_elapsed()
+    }
+}
