@@ -43,3 +43,248 @@ async fn three_nodes_elect_a_leader_and_apply_proposals_from_any_node_in_one_ord
     }
     cluster.shutdown_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn read_index_on_a_follower_sees_every_write_acknowledged_before_it() {
+    let cluster = Cluster::start(3, no_tweak).await;
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let mut last = 0;
+    for i in 0..10 {
+        last = cluster.propose(leader, &format!("w{i}")).await.0;
+    }
+    let group = cluster.group(follower);
+    let seen = group
+        .linearizable_read(|sm| text(&sm.entries))
+        .await
+        .expect("read_index on a follower");
+    assert!(group.applied_index() >= last);
+    assert_eq!(seen, (0..10).map(|i| format!("w{i}")).collect::<Vec<_>>());
+    assert!(group.metrics().reads >= 1);
+    cluster.shutdown_all().await;
+}
+
+fn short_timeouts(c: &mut ordo_node::NodeConfig) {
+    c.request_timeout_ms = 2_000;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crashed_leader_is_replaced_and_no_acknowledged_write_is_lost() {
+    let mut cluster = Cluster::start(3, short_timeouts).await;
+    let old_leader = cluster.leader().await;
+    let follower = (1..=3).find(|&id| id != old_leader).unwrap();
+    // Writers on a follower keep proposing while the leader crashes.
+    let group = cluster.group(follower).clone();
+    let writer = tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        for i in 0..60 {
+            let data = format!("w{i}");
+            if group.propose(data.clone()).await.is_ok() {
+                acknowledged.push(data);
+            }
+        }
+        acknowledged
+    });
+    // Let some writes through, then crash the leader without flushing anything.
+    cluster
+        .group(follower)
+        .wait_applied(10, GUARD)
+        .await
+        .unwrap();
+    cluster.crash(old_leader).await;
+    let acknowledged = tokio::time::timeout(GUARD, writer)
+        .await
+        .expect("writer finished")
+        .unwrap();
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, old_leader);
+    let last = cluster.propose(new_leader, "after").await.0;
+    for id in cluster.members.keys().copied().collect::<Vec<_>>() {
+        let applied = text(&cluster.applied_entries(id, last).await);
+        for a in &acknowledged {
+            assert_eq!(
+                applied.iter().filter(|e| *e == a).count(),
+                1,
+                "acknowledged {a} missing or duplicated on node {id}"
+            );
+        }
+    }
+    assert!(acknowledged.len() >= 10);
+    cluster.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_node_recovers_from_its_data_dir_and_catches_up() {
+    let mut cluster = Cluster::start(3, no_tweak).await;
+    let leader = cluster.leader().await;
+    for i in 0..10 {
+        cluster.propose(leader, &format!("a{i}")).await;
+    }
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    cluster.crash(follower).await;
+    let mut last = 0;
+    for i in 0..10 {
+        last = cluster.propose(leader, &format!("b{i}")).await.0;
+    }
+    cluster.restart(follower).await.expect("restart");
+    let expected = cluster.applied_entries(leader, last).await;
+    assert_eq!(cluster.applied_entries(follower, last).await, expected);
+    assert_eq!(expected.len(), 20);
+    cluster.shutdown_all().await;
+}
+
+fn small_snapshots(c: &mut ordo_node::NodeConfig) {
+    c.snapshot_entries = 20;
+    c.snapshot_tail_entries = 5;
+    c.snapshot_chunk_bytes = 1024;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_behind_the_compacted_log_catches_up_by_a_streamed_snapshot() {
+    let mut cluster = Cluster::start(3, small_snapshots).await;
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    cluster.crash(follower).await;
+    let mut last = 0;
+    for i in 0..80 {
+        // 100-byte entries make the snapshot span several 1 KiB chunks.
+        last = cluster.propose(leader, &format!("{i:0>100}")).await.0;
+    }
+    let status = cluster.group(leader).status().await.unwrap();
+    assert!(
+        status.first_index > 30,
+        "the leader's log was not compacted: {status:?}"
+    );
+    cluster.restart(follower).await.expect("restart");
+    let expected = cluster.applied_entries(leader, last).await;
+    assert_eq!(cluster.applied_entries(follower, last).await, expected);
+    assert_eq!(expected.len(), 80);
+    assert!(cluster.group(follower).metrics().snapshots_received >= 1);
+    assert!(cluster.group(leader).metrics().snapshots_sent >= 1);
+    cluster.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_write_survives_a_crash_of_all_three_nodes() {
+    let mut cluster = Cluster::start(3, no_tweak).await;
+    let leader = cluster.leader().await;
+    let mut acknowledged = Vec::new();
+    for i in 0..30 {
+        let via = 1 + (i % 3);
+        let data = format!("c{i}");
+        cluster.propose(via, &data).await;
+        acknowledged.push(data);
+    }
+    let _ = leader;
+    for id in 1..=3 {
+        cluster.crash(id).await;
+    }
+    for id in 1..=3 {
+        cluster.restart(id).await.expect("restart");
+    }
+    cluster.leader().await;
+    for id in 1..=3 {
+        let seen = cluster
+            .group(id)
+            .linearizable_read(|sm| text(&sm.entries))
+            .await
+            .expect("read after restart");
+        assert_eq!(seen, acknowledged, "node {id}");
+    }
+    cluster.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_with_a_corrupt_segment_refuses_to_start_and_the_others_go_on() {
+    let mut cluster = Cluster::start(3, no_tweak).await;
+    let leader = cluster.leader().await;
+    for i in 0..20 {
+        cluster.propose(leader, &format!("{i:0>40}")).await;
+    }
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    cluster
+        .group(follower)
+        .wait_applied(20, GUARD)
+        .await
+        .unwrap();
+    cluster.crash(follower).await;
+    let group_dir = cluster.data_dir(follower).join("group-1");
+    let segment = std::fs::read_dir(&group_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .expect("a segment file");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    // Damage a payload byte of an early record: valid records follow, so this is
+    // corruption, not a torn tail.
+    let at = 60.min(bytes.len() / 4);
+    bytes[at] ^= 0xff;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let error = match cluster.restart(follower).await {
+        Err(e) => e.to_string(),
+        Ok(()) => panic!("a node with a corrupt segment started"),
+    };
+    let name = segment.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        error.contains(&name),
+        "error does not name the file: {error}"
+    );
+    assert!(
+        error.contains("byte"),
+        "error does not give the offset: {error}"
+    );
+
+    let last = cluster.propose(leader, "still-going").await.0;
+    let other = (1..=3).find(|&id| id != leader && id != follower).unwrap();
+    let entries = text(&cluster.applied_entries(other, last).await);
+    assert_eq!(entries.last().map(String::as_str), Some("still-going"));
+    cluster.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fourth_node_joins_as_a_learner_and_is_promoted_to_voter() {
+    let mut cluster = Cluster::start(3, no_tweak).await;
+    let leader = cluster.leader().await;
+    for i in 0..10 {
+        cluster.propose(leader, &format!("before{i}")).await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr4 = listener.local_addr().unwrap();
+    cluster.addrs.insert(4, addr4);
+    let peers = cluster.addrs.clone();
+    let mut config = cluster.config(4, &peers);
+    config.join = true;
+    let member = start_member(config, listener).await.expect("node 4 starts");
+    cluster.members.insert(4, member);
+
+    // Asked through a follower: the change is forwarded to the leader.
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let conf = cluster
+        .group(follower)
+        .change_membership(ordo_node::MembershipChange::AddLearner { id: 4, addr: addr4 })
+        .await
+        .expect("add learner");
+    assert_eq!(conf.learners, vec![4]);
+    let last = cluster.propose(leader, "with-learner").await.0;
+    let expected = cluster.applied_entries(leader, last).await;
+    assert_eq!(cluster.applied_entries(4, last).await, expected);
+    let status = cluster.group(leader).status().await.unwrap();
+    assert!(status.peers.iter().any(|p| p.id == 4 && p.is_learner));
+
+    let conf = cluster
+        .group(leader)
+        .change_membership(ordo_node::MembershipChange::AddVoter { id: 4, addr: addr4 })
+        .await
+        .expect("promote");
+    assert_eq!(conf.voters, vec![1, 2, 3, 4]);
+    assert!(conf.learners.is_empty());
+    let last = cluster.propose(4, "from-the-new-voter").await.0;
+    let expected = cluster.applied_entries(leader, last).await;
+    assert_eq!(cluster.applied_entries(4, last).await, expected);
+    assert_eq!(
+        text(&expected).last().map(String::as_str),
+        Some("from-the-new-voter")
+    );
+    cluster.shutdown_all().await;
+}
