@@ -1,0 +1,351 @@
+//! What the gRPC services need from the node, and the single-replica implementation.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::command::{self, Applied, ApplyResponse, Command};
+use crate::error::KvError;
+use crate::lessor::Lessor;
+use crate::proto::internal::LeaseExpireRequest;
+use crate::state::KvState;
+use crate::store::KvStore;
+
+/// A cluster member as reported by `MemberList`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Member id.
+    pub id: u64,
+    /// Human-readable name.
+    pub name: String,
+    /// URLs peers reach it on.
+    pub peer_urls: Vec<String>,
+    /// URLs clients reach it on.
+    pub client_urls: Vec<String>,
+    /// Whether it is a non-voting learner.
+    pub is_learner: bool,
+}
+
+/// The local node's view of consensus, for response headers and `Status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Cluster id.
+    pub cluster_id: u64,
+    /// This member's id.
+    pub member_id: u64,
+    /// The leader this member follows, if it knows one.
+    pub leader_id: Option<u64>,
+    /// Current Raft term.
+    pub raft_term: u64,
+    /// Raft commit index.
+    pub commit_index: u64,
+    /// Index applied to the KV state machine.
+    pub applied_index: u64,
+    /// Whether this member is a learner.
+    pub is_learner: bool,
+}
+
+/// What the KV services need from the node runtime.
+///
+/// Writes go through [`KvBackend::propose`], which resolves once the command is committed
+/// and applied locally, with the result the state machine computed for it. Reads are served
+/// from [`KvBackend::state`]: linearizable ones after [`KvBackend::read_barrier`],
+/// serializable ones directly.
+pub trait KvBackend: Send + Sync + 'static {
+    /// The local replica's store.
+    fn state(&self) -> &KvState;
+
+    /// Orders `command` through the log (forwarding to the leader when needed) and resolves
+    /// with its result once applied locally. Errors before ordering are `NoLeader`,
+    /// `RequestTooLarge`; an unknown outcome is `LeaderChanged` or `Timeout`.
+    fn propose(
+        &self,
+        command: Command,
+    ) -> impl Future<Output = Result<ApplyResponse, KvError>> + Send;
+
+    /// Resolves once the local store reflects every write committed before the call
+    /// (ReadIndex, then waiting until applied index >= read index).
+    fn read_barrier(&self) -> impl Future<Output = Result<(), KvError>> + Send;
+
+    /// Renews a lease on the leader's lessor; `Ok(None)` when the lease is unknown or
+    /// expired, else its time to live in seconds.
+    fn lease_keep_alive(
+        &self,
+        id: i64,
+    ) -> impl Future<Output = Result<Option<i64>, KvError>> + Send;
+
+    /// A lease's remaining seconds according to the leader's lessor; `Ok(None)` if unknown.
+    fn lease_remaining(&self, id: i64)
+        -> impl Future<Output = Result<Option<i64>, KvError>> + Send;
+
+    /// The cluster's members, ascending by id.
+    fn members(&self) -> Vec<MemberInfo>;
+
+    /// The local node's consensus status.
+    fn status(&self) -> NodeStatus;
+}
+
+/// Matches applied log entries with the requests waiting for them, by request id.
+///
+/// The runtime registers a request id before proposing, hands every [`Applied`] from
+/// [`KvState::apply`] to [`ProposalWaiters::complete`], and fails the rest with
+/// [`ProposalWaiters::fail_all`] when it loses leadership.
+#[derive(Debug, Default)]
+pub struct ProposalWaiters {
+    waiting: Mutex<BTreeMap<u64, oneshot::Sender<Result<ApplyResponse, KvError>>>>,
+}
+
+/// Most proposals that may wait for their result at once.
+pub const PENDING_PROPOSALS_MAX: usize = 65_536;
+
+impl ProposalWaiters {
+    /// No waiters.
+    pub fn new() -> ProposalWaiters {
+        ProposalWaiters::default()
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<u64, oneshot::Sender<Result<ApplyResponse, KvError>>>>
+    {
+        // The map stays consistent under any panic (single insert/remove), so a poisoned
+        // lock is safe to keep using.
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers `request_id`; the receiver resolves with the entry's result. Fails with
+    /// `Timeout` when [`PENDING_PROPOSALS_MAX`] requests already wait.
+    pub fn register(
+        &self,
+        request_id: u64,
+    ) -> Result<oneshot::Receiver<Result<ApplyResponse, KvError>>, KvError> {
+        let mut waiting = self.lock();
+        if waiting.len() >= PENDING_PROPOSALS_MAX {
+            return Err(KvError::Timeout);
+        }
+        let (tx, rx) = oneshot::channel();
+        let previous = waiting.insert(request_id, tx);
+        assert!(
+            previous.is_none(),
+            "request id {request_id} registered twice"
+        );
+        Ok(rx)
+    }
+
+    /// Delivers an applied entry's result to its waiter, if one is registered here.
+    pub fn complete(&self, applied: &Applied) {
+        let Some(request_id) = applied.request_id else {
+            return;
+        };
+        if let Some(tx) = self.lock().remove(&request_id) {
+            // The waiter may have given up (client gone); nothing to do then.
+            let _ = tx.send(applied.result.clone());
+        }
+    }
+
+    /// Fails every waiter with `error` (e.g. `LeaderChanged`).
+    pub fn fail_all(&self, error: KvError) {
+        let waiting = std::mem::take(&mut *self.lock());
+        for (_, tx) in waiting {
+            let _ = tx.send(Err(error.clone()));
+        }
+    }
+}
+
+/// Identity of a single-replica deployment.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// Cluster id reported in headers.
+    pub cluster_id: u64,
+    /// The member.
+    pub member: MemberInfo,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            cluster_id: 0x6f72_646f_6b76_0001,
+            member: MemberInfo {
+                id: 0x6f72_646f_0000_0001,
+                name: "ordo".to_string(),
+                peer_urls: vec!["http://127.0.0.1:2380".to_string()],
+                client_urls: vec!["http://127.0.0.1:2379".to_string()],
+                is_learner: false,
+            },
+        }
+    }
+}
+
+struct LocalInner {
+    last_index: u64,
+    next_request_id: u64,
+    lessor: Lessor,
+}
+
+/// A one-node deployment: commands are applied directly, in order, under a lock. It is its
+/// own leader, so its log is its apply order and every read is linearizable without a
+/// barrier.
+pub struct LocalBackend {
+    state: KvState,
+    inner: Mutex<LocalInner>,
+    clock_origin: Instant,
+    config: LocalConfig,
+}
+
+/// Most leases expired per lessor tick, so one tick's proposals stay bounded.
+pub const LEASE_EXPIRIES_PER_TICK_MAX: usize = 1000;
+
+impl LocalBackend {
+    /// A backend over `store` (e.g. restored from a snapshot).
+    pub fn new(store: KvStore, config: LocalConfig) -> LocalBackend {
+        let last_index = store.applied_index();
+        let backend = LocalBackend {
+            state: KvState::new(store),
+            inner: Mutex::new(LocalInner {
+                last_index,
+                next_request_id: 1,
+                lessor: Lessor::new(),
+            }),
+            clock_origin: Instant::now(),
+            config,
+        };
+        let now_ms = backend.now_ms();
+        {
+            // Lock order everywhere: the backend's lock, then the store's.
+            let mut inner = backend.lock();
+            backend.state.read(|store| inner.lessor.sync(store, now_ms));
+        }
+        backend
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LocalInner> {
+        self.inner
+            .lock()
+            .expect("local backend lock poisoned by a panic during apply")
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock_origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Orders and applies one command.
+    pub fn apply_command(&self, command: Command) -> Result<ApplyResponse, KvError> {
+        let now_ms = self.now_ms();
+        let mut inner = self.lock();
+        self.apply_locked(&mut inner, command, now_ms)
+    }
+
+    fn apply_locked(
+        &self,
+        inner: &mut LocalInner,
+        command: Command,
+        now_ms: u64,
+    ) -> Result<ApplyResponse, KvError> {
+        let request_id = inner.next_request_id;
+        let revoked = match &command {
+            Command::LeaseRevoke(r) => Some(r.id),
+            Command::LeaseExpire(r) => Some(r.id),
+            _ => None,
+        };
+        let bytes = command::encode(request_id, command)?;
+        inner.next_request_id += 1;
+        inner.last_index += 1;
+        let applied = self.state.apply(inner.last_index, &bytes);
+        assert_eq!(
+            applied.request_id,
+            Some(request_id),
+            "applied entry lost its request id"
+        );
+        // Keep the lessor in step with the applied command, without a full resync.
+        match (&applied.result, revoked) {
+            (Ok(ApplyResponse::LeaseGrant(granted)), _) => {
+                inner.lessor.grant(granted.id, granted.ttl, now_ms);
+            }
+            (Ok(ApplyResponse::LeaseRevoke(_)), Some(id)) => inner.lessor.revoke(id),
+            _ => {}
+        }
+        applied.result
+    }
+
+    /// Proposes expiry of every lease past its deadline; returns the ids expired.
+    pub fn expire_leases(&self) -> Vec<i64> {
+        let now_ms = self.now_ms();
+        // One critical section from choosing to applying, so no keep-alive can renew a lease
+        // between the decision that it expired and its expiry.
+        let mut inner = self.lock();
+        self.state.read(|store| inner.lessor.sync(store, now_ms));
+        let expired = inner.lessor.expired(now_ms, LEASE_EXPIRIES_PER_TICK_MAX);
+        for id in &expired {
+            let command = Command::LeaseExpire(LeaseExpireRequest { id: *id });
+            let result = self.apply_locked(&mut inner, command, now_ms);
+            assert!(
+                result.is_ok(),
+                "lease {id} tracked by the lessor is missing from the store"
+            );
+            tracing::debug!(lease_id = id, "lease expired");
+        }
+        expired
+    }
+
+    /// Spawns the lessor's clock: every `interval`, expire leases whose time ran out. The task
+    /// ends when the backend is dropped.
+    pub fn spawn_lease_expiry(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let weak: Weak<LocalBackend> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(backend) = weak.upgrade() else {
+                    return;
+                };
+                backend.expire_leases();
+            }
+        })
+    }
+}
+
+impl KvBackend for LocalBackend {
+    fn state(&self) -> &KvState {
+        &self.state
+    }
+
+    async fn propose(&self, command: Command) -> Result<ApplyResponse, KvError> {
+        self.apply_command(command)
+    }
+
+    async fn read_barrier(&self) -> Result<(), KvError> {
+        // Every write is applied before its proposal returns, so the store is never behind.
+        Ok(())
+    }
+
+    async fn lease_keep_alive(&self, id: i64) -> Result<Option<i64>, KvError> {
+        let now_ms = self.now_ms();
+        Ok(self.lock().lessor.keep_alive(id, now_ms))
+    }
+
+    async fn lease_remaining(&self, id: i64) -> Result<Option<i64>, KvError> {
+        let now_ms = self.now_ms();
+        Ok(self.lock().lessor.remaining_seconds(id, now_ms))
+    }
+
+    fn members(&self) -> Vec<MemberInfo> {
+        vec![self.config.member.clone()]
+    }
+
+    fn status(&self) -> NodeStatus {
+        let applied_index = self.state.progress().applied_index;
+        NodeStatus {
+            cluster_id: self.config.cluster_id,
+            member_id: self.config.member.id,
+            leader_id: Some(self.config.member.id),
+            raft_term: 1,
+            commit_index: applied_index,
+            applied_index,
+            is_learner: false,
+        }
+    }
+}

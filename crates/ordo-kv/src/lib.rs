@@ -1,0 +1,30 @@
+//! Ordo's key-value state machine and its etcd v3 gRPC API.
+//!
+//! Data flows: a client request reaches a service in [`service`]; writes become a
+//! [`command::Command`], encoded as a log entry and ordered by the node runtime through the
+//! [`backend::KvBackend`] trait; every replica applies committed entries to its
+//! [`store::KvStore`] (through [`state::KvState`]), which is a deterministic MVCC store;
+//! watchers read the applied history ([`watch`]); the leader's [`lessor::Lessor`] turns lease
+//! deadlines into expiry commands. [`backend::LocalBackend`] is a complete one-node backend.
+
+pub mod backend;
+pub mod command;
+pub mod error;
+pub mod lessor;
+pub mod limits;
+pub mod proto;
+pub mod service;
+pub mod snapshot;
+pub mod state;
+pub mod store;
+pub mod watch;
+
+pub use backend::{KvBackend, LocalBackend, LocalConfig, MemberInfo, NodeStatus, ProposalWaiters};
+pub use command::{Applied, ApplyResponse, Command};
+pub use error::{KvError, SnapshotError};
+pub use service::{EtcdApi, ServiceConfig};
+pub use state::KvState;
+pub use store::KvStore;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,683 @@
+//! The etcd v3 gRPC services (KV, Watch, Lease, Cluster, Maintenance) over a [`KvBackend`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::backend::KvBackend;
+use crate::command::{ApplyResponse, Command};
+use crate::error::KvError;
+use crate::limits::{
+    GRPC_MESSAGE_BYTES_MAX, KEEPALIVE_STREAM_BUFFER_RESPONSES, LEASE_TTL_MAX_SECONDS,
+};
+use crate::proto::etcdserverpb as pb;
+use crate::proto::etcdserverpb::{
+    alarm_request, auth_server, cluster_server, kv_server, lease_server, maintenance_server,
+    request_op, response_op, watch_server, AlarmRequest, AlarmResponse, CompactionRequest,
+    CompactionResponse, DefragmentRequest, DefragmentResponse, DeleteRangeRequest,
+    DeleteRangeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, Member, MemberAddRequest, MemberAddResponse,
+    MemberListRequest, MemberListResponse, MemberPromoteRequest, MemberPromoteResponse,
+    MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
+    MoveLeaderRequest, MoveLeaderResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    ResponseHeader, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse, TxnRequest,
+    TxnResponse,
+};
+use crate::store::{check_put_static, check_txn_static, txn_has_writes};
+
+/// The etcd protocol version reported by `Status`: the API level these services implement.
+pub const ETCD_API_VERSION: &str = "3.4.0";
+
+/// Tunables of the services.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// How often a watcher created with `progress_notify` receives a progress notification
+    /// while idle.
+    pub watch_progress_interval: Duration,
+    /// How long a write may wait to be applied before the client is told
+    /// `etcdserver: request timed out` (its outcome is then unknown).
+    pub request_timeout: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            watch_progress_interval: Duration::from_secs(600),
+            request_timeout: Duration::from_secs(7),
+        }
+    }
+}
+
+/// The etcd API over one backend; implements every served gRPC service.
+pub struct EtcdApi<B> {
+    pub(crate) backend: Arc<B>,
+    pub(crate) config: ServiceConfig,
+}
+
+impl<B> Clone for EtcdApi<B> {
+    fn clone(&self) -> Self {
+        EtcdApi {
+            backend: Arc::clone(&self.backend),
+            config: self.config.clone(),
+        }
+    }
+}
+
+fn unexpected(response: &ApplyResponse) -> Status {
+    Status::internal(format!(
+        "ordo: state machine answered with the wrong kind: {response:?}"
+    ))
+}
+
+fn unserved(what: &str) -> Status {
+    Status::unimplemented(format!("ordo: {what} is not supported by this server"))
+}
+
+fn stamp_txn(resp: &mut TxnResponse, header: &ResponseHeader) {
+    resp.header = Some(*header);
+    for op in &mut resp.responses {
+        match &mut op.response {
+            Some(response_op::Response::ResponseRange(r)) => r.header = Some(*header),
+            Some(response_op::Response::ResponsePut(r)) => r.header = Some(*header),
+            Some(response_op::Response::ResponseDeleteRange(r)) => r.header = Some(*header),
+            Some(response_op::Response::ResponseTxn(t)) => stamp_txn(t, header),
+            None => {}
+        }
+    }
+}
+
+fn txn_is_serializable(txn: &TxnRequest) -> bool {
+    txn.success
+        .iter()
+        .chain(&txn.failure)
+        .all(|op| match &op.request {
+            Some(request_op::Request::RequestRange(r)) => r.serializable,
+            Some(request_op::Request::RequestTxn(nested)) => txn_is_serializable(nested),
+            _ => true,
+        })
+}
+
+fn revision_of(header: &Option<ResponseHeader>) -> i64 {
+    header.as_ref().map_or(0, |h| h.revision)
+}
+
+impl<B: KvBackend> EtcdApi<B> {
+    /// The API over `backend`.
+    pub fn new(backend: Arc<B>, config: ServiceConfig) -> EtcdApi<B> {
+        EtcdApi { backend, config }
+    }
+
+    /// A response header at `revision` carrying this member's identity and term.
+    pub(crate) fn header(&self, revision: i64) -> ResponseHeader {
+        let status = self.backend.status();
+        ResponseHeader {
+            cluster_id: status.cluster_id,
+            member_id: status.member_id,
+            revision,
+            raft_term: status.raft_term,
+        }
+    }
+
+    pub(crate) fn current_revision(&self) -> i64 {
+        self.backend.state().progress().revision
+    }
+
+    async fn propose(&self, command: Command) -> Result<ApplyResponse, Status> {
+        match tokio::time::timeout(self.config.request_timeout, self.backend.propose(command)).await
+        {
+            Ok(result) => result.map_err(Status::from),
+            Err(_) => Err(KvError::Timeout.into()),
+        }
+    }
+
+    async fn barrier(&self) -> Result<(), Status> {
+        match tokio::time::timeout(self.config.request_timeout, self.backend.read_barrier()).await {
+            Ok(result) => result.map_err(Status::from),
+            Err(_) => Err(KvError::Timeout.into()),
+        }
+    }
+
+    /// Serves the KV, Watch, Lease, Cluster, Maintenance and (unimplemented) Auth services on `listener` until
+    /// `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let max = GRPC_MESSAGE_BYTES_MAX;
+        tonic::transport::Server::builder()
+            .add_service(kv_server::KvServer::new(self.clone()).max_decoding_message_size(max))
+            .add_service(
+                watch_server::WatchServer::new(self.clone()).max_decoding_message_size(max),
+            )
+            .add_service(
+                lease_server::LeaseServer::new(self.clone()).max_decoding_message_size(max),
+            )
+            .add_service(
+                cluster_server::ClusterServer::new(self.clone()).max_decoding_message_size(max),
+            )
+            .add_service(auth_server::AuthServer::new(self.clone()).max_decoding_message_size(max))
+            .add_service(
+                maintenance_server::MaintenanceServer::new(self).max_decoding_message_size(max),
+            )
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await
+    }
+
+    /// Binds `addr` and serves in a background task; returns the bound address and the task.
+    pub async fn spawn(
+        self,
+        addr: SocketAddr,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<(
+        SocketAddr,
+        tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    )> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let task = tokio::spawn(self.serve(listener, shutdown));
+        Ok((local, task))
+    }
+}
+
+#[tonic::async_trait]
+impl<B: KvBackend> kv_server::Kv for EtcdApi<B> {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        let req = request.into_inner();
+        if req.key.is_empty() {
+            return Err(KvError::EmptyKey.into());
+        }
+        if !req.serializable {
+            self.barrier().await?;
+        }
+        let mut resp = self.backend.state().read(|store| store.range(&req))?;
+        resp.header = Some(self.header(revision_of(&resp.header)));
+        Ok(Response::new(resp))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = request.into_inner();
+        check_put_static(&req)?;
+        match self.propose(Command::Put(req)).await? {
+            ApplyResponse::Put(mut resp) => {
+                resp.header = Some(self.header(revision_of(&resp.header)));
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let req = request.into_inner();
+        if req.key.is_empty() {
+            return Err(KvError::EmptyKey.into());
+        }
+        match self.propose(Command::DeleteRange(req)).await? {
+            ApplyResponse::DeleteRange(mut resp) => {
+                resp.header = Some(self.header(revision_of(&resp.header)));
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let req = request.into_inner();
+        check_txn_static(&req)?;
+        let mut resp = if txn_has_writes(&req) {
+            match self.propose(Command::Txn(req)).await? {
+                ApplyResponse::Txn(resp) => resp,
+                other => return Err(unexpected(&other)),
+            }
+        } else {
+            // A txn without writes needs no log entry: a read barrier orders it.
+            if !txn_is_serializable(&req) {
+                self.barrier().await?;
+            }
+            self.backend
+                .state()
+                .read(|store| store.read_only_txn(&req))?
+        };
+        let header = self.header(revision_of(&resp.header));
+        stamp_txn(&mut resp, &header);
+        Ok(Response::new(resp))
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        match self
+            .propose(Command::Compaction(request.into_inner()))
+            .await?
+        {
+            ApplyResponse::Compaction(mut resp) => {
+                resp.header = Some(self.header(revision_of(&resp.header)));
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<B: KvBackend> lease_server::Lease for EtcdApi<B> {
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let req = request.into_inner();
+        if req.ttl > LEASE_TTL_MAX_SECONDS {
+            return Err(KvError::LeaseTtlTooLarge.into());
+        }
+        match self.propose(Command::LeaseGrant(req)).await? {
+            ApplyResponse::LeaseGrant(mut resp) => {
+                resp.header = Some(self.header(revision_of(&resp.header)));
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        match self
+            .propose(Command::LeaseRevoke(request.into_inner()))
+            .await?
+        {
+            ApplyResponse::LeaseRevoke(mut resp) => {
+                resp.header = Some(self.header(revision_of(&resp.header)));
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    type LeaseKeepAliveStream = ReceiverStream<Result<LeaseKeepAliveResponse, Status>>;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut requests = request.into_inner();
+        let (tx, rx) = mpsc::channel(KEEPALIVE_STREAM_BUFFER_RESPONSES);
+        let api = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = requests.message() => next,
+                    () = tx.closed() => return,
+                };
+                let req = match next {
+                    Ok(Some(req)) => req,
+                    Ok(None) | Err(_) => return,
+                };
+                let reply = match api.backend.lease_keep_alive(req.id).await {
+                    // etcd answers an unknown or expired lease with a zero TTL, not an error.
+                    Ok(ttl) => Ok(LeaseKeepAliveResponse {
+                        header: Some(api.header(api.current_revision())),
+                        id: req.id,
+                        ttl: ttl.unwrap_or(0),
+                    }),
+                    Err(error) => Err(Status::from(error)),
+                };
+                let failed = reply.is_err();
+                if tx.send(reply).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let req = request.into_inner();
+        self.barrier().await?;
+        let (lease, revision) = self
+            .backend
+            .state()
+            .read(|store| (store.lease(req.id), store.current_revision()));
+        let header = Some(self.header(revision));
+        let Some((granted_ttl, keys)) = lease else {
+            // etcd reports a missing lease as already expired: TTL -1.
+            let resp = LeaseTimeToLiveResponse {
+                header,
+                id: req.id,
+                ttl: -1,
+                ..Default::default()
+            };
+            return Ok(Response::new(resp));
+        };
+        let remaining = self
+            .backend
+            .lease_remaining(req.id)
+            .await?
+            .unwrap_or(granted_ttl);
+        Ok(Response::new(LeaseTimeToLiveResponse {
+            header,
+            id: req.id,
+            ttl: remaining,
+            granted_ttl,
+            keys: if req.keys { keys } else { Vec::new() },
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.barrier().await?;
+        let (ids, revision) = self
+            .backend
+            .state()
+            .read(|store| (store.lease_ids(), store.current_revision()));
+        Ok(Response::new(LeaseLeasesResponse {
+            header: Some(self.header(revision)),
+            leases: ids.into_iter().map(|id| LeaseStatus { id }).collect(),
+        }))
+    }
+}
+
+impl<B: KvBackend> EtcdApi<B> {
+    fn member_list(&self) -> Vec<Member> {
+        self.backend
+            .members()
+            .into_iter()
+            .map(|m| Member {
+                id: m.id,
+                name: m.name,
+                peer_ur_ls: m.peer_urls,
+                client_ur_ls: m.client_urls,
+                is_learner: m.is_learner,
+            })
+            .collect()
+    }
+}
+
+#[tonic::async_trait]
+impl<B: KvBackend> cluster_server::Cluster for EtcdApi<B> {
+    async fn member_add(
+        &self,
+        _request: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        Err(unserved("adding members through the etcd API"))
+    }
+
+    async fn member_remove(
+        &self,
+        _request: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        Err(unserved("removing members through the etcd API"))
+    }
+
+    async fn member_update(
+        &self,
+        _request: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        Err(unserved("updating members through the etcd API"))
+    }
+
+    async fn member_list(
+        &self,
+        _request: Request<MemberListRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
+        Ok(Response::new(MemberListResponse {
+            header: Some(self.header(self.current_revision())),
+            members: self.member_list(),
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        _request: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        Err(unserved("promoting learners through the etcd API"))
+    }
+}
+
+#[tonic::async_trait]
+impl<B: KvBackend> maintenance_server::Maintenance for EtcdApi<B> {
+    async fn alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
+        match request.into_inner().action() {
+            // No alarm is ever raised, so the list is truthfully empty.
+            alarm_request::AlarmAction::Get => Ok(Response::new(AlarmResponse {
+                header: Some(self.header(self.current_revision())),
+                alarms: Vec::new(),
+            })),
+            alarm_request::AlarmAction::Activate | alarm_request::AlarmAction::Deactivate => {
+                Err(unserved("raising or clearing alarms"))
+            }
+        }
+    }
+
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let status = self.backend.status();
+        let (revision, size_bytes) = self
+            .backend
+            .state()
+            .read(|store| (store.current_revision(), store.size_bytes()));
+        let db_size = i64::try_from(size_bytes).unwrap_or(i64::MAX);
+        let errors = match status.leader_id {
+            Some(_) => Vec::new(),
+            None => vec![KvError::NoLeader.to_string()],
+        };
+        Ok(Response::new(StatusResponse {
+            header: Some(self.header(revision)),
+            version: ETCD_API_VERSION.to_string(),
+            db_size,
+            leader: status.leader_id.unwrap_or(0),
+            raft_index: status.commit_index,
+            raft_term: status.raft_term,
+            raft_applied_index: status.applied_index,
+            errors,
+            db_size_in_use: db_size,
+            is_learner: status.is_learner,
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        // Compaction frees memory immediately; there is no file to defragment.
+        Ok(Response::new(DefragmentResponse {
+            header: Some(self.header(self.current_revision())),
+        }))
+    }
+
+    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        let (hash, revision) = self
+            .backend
+            .state()
+            .read(|store| (store.hash_kv(0), store.current_revision()));
+        Ok(Response::new(HashResponse {
+            header: Some(self.header(revision)),
+            hash: hash?,
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let req = request.into_inner();
+        let (hash, revision, compact_revision) = self.backend.state().read(|store| {
+            (
+                store.hash_kv(req.revision),
+                store.current_revision(),
+                store.compact_revision(),
+            )
+        });
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.header(revision)),
+            hash: hash?,
+            compact_revision,
+        }))
+    }
+
+    type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;
+
+    async fn snapshot(
+        &self,
+        _request: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        // etcdctl expects a bbolt database file; an Ordo snapshot is not one.
+        Err(unserved("streaming an etcd-format (bbolt) snapshot"))
+    }
+
+    async fn move_leader(
+        &self,
+        _request: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        Err(unserved("moving leadership through the etcd API"))
+    }
+}
+
+/// Authentication is not served: every Auth method answers `Unimplemented` with a message
+/// naming it, so a client learns why instead of seeing an unknown service.
+#[tonic::async_trait]
+impl<B: KvBackend> auth_server::Auth for EtcdApi<B> {
+    async fn auth_enable(
+        &self,
+        _request: Request<pb::AuthEnableRequest>,
+    ) -> Result<Response<pb::AuthEnableResponse>, Status> {
+        Err(unserved("authentication (auth_enable)"))
+    }
+
+    async fn auth_disable(
+        &self,
+        _request: Request<pb::AuthDisableRequest>,
+    ) -> Result<Response<pb::AuthDisableResponse>, Status> {
+        Err(unserved("authentication (auth_disable)"))
+    }
+
+    async fn auth_status(
+        &self,
+        _request: Request<pb::AuthStatusRequest>,
+    ) -> Result<Response<pb::AuthStatusResponse>, Status> {
+        Err(unserved("authentication (auth_status)"))
+    }
+
+    async fn authenticate(
+        &self,
+        _request: Request<pb::AuthenticateRequest>,
+    ) -> Result<Response<pb::AuthenticateResponse>, Status> {
+        Err(unserved("authentication (authenticate)"))
+    }
+
+    async fn user_add(
+        &self,
+        _request: Request<pb::AuthUserAddRequest>,
+    ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
+        Err(unserved("authentication (user_add)"))
+    }
+
+    async fn user_get(
+        &self,
+        _request: Request<pb::AuthUserGetRequest>,
+    ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
+        Err(unserved("authentication (user_get)"))
+    }
+
+    async fn user_list(
+        &self,
+        _request: Request<pb::AuthUserListRequest>,
+    ) -> Result<Response<pb::AuthUserListResponse>, Status> {
+        Err(unserved("authentication (user_list)"))
+    }
+
+    async fn user_delete(
+        &self,
+        _request: Request<pb::AuthUserDeleteRequest>,
+    ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
+        Err(unserved("authentication (user_delete)"))
+    }
+
+    async fn user_change_password(
+        &self,
+        _request: Request<pb::AuthUserChangePasswordRequest>,
+    ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
+        Err(unserved("authentication (user_change_password)"))
+    }
+
+    async fn user_grant_role(
+        &self,
+        _request: Request<pb::AuthUserGrantRoleRequest>,
+    ) -> Result<Response<pb::AuthUserGrantRoleResponse>, Status> {
+        Err(unserved("authentication (user_grant_role)"))
+    }
+
+    async fn user_revoke_role(
+        &self,
+        _request: Request<pb::AuthUserRevokeRoleRequest>,
+    ) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
+        Err(unserved("authentication (user_revoke_role)"))
+    }
+
+    async fn role_add(
+        &self,
+        _request: Request<pb::AuthRoleAddRequest>,
+    ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
+        Err(unserved("authentication (role_add)"))
+    }
+
+    async fn role_get(
+        &self,
+        _request: Request<pb::AuthRoleGetRequest>,
+    ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
+        Err(unserved("authentication (role_get)"))
+    }
+
+    async fn role_list(
+        &self,
+        _request: Request<pb::AuthRoleListRequest>,
+    ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
+        Err(unserved("authentication (role_list)"))
+    }
+
+    async fn role_delete(
+        &self,
+        _request: Request<pb::AuthRoleDeleteRequest>,
+    ) -> Result<Response<pb::AuthRoleDeleteResponse>, Status> {
+        Err(unserved("authentication (role_delete)"))
+    }
+
+    async fn role_grant_permission(
+        &self,
+        _request: Request<pb::AuthRoleGrantPermissionRequest>,
+    ) -> Result<Response<pb::AuthRoleGrantPermissionResponse>, Status> {
+        Err(unserved("authentication (role_grant_permission)"))
+    }
+
+    async fn role_revoke_permission(
+        &self,
+        _request: Request<pb::AuthRoleRevokePermissionRequest>,
+    ) -> Result<Response<pb::AuthRoleRevokePermissionResponse>, Status> {
+        Err(unserved("authentication (role_revoke_permission)"))
+    }
+}
