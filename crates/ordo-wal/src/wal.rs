@@ -3,8 +3,9 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, Thread};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
@@ -23,6 +24,9 @@ const START_MAGIC: &[u8; 8] = b"ORDOST01";
 /// The truncate-suffix intent: present while a suffix truncation is under way.
 const TRUNCATE_FILE: &str = "truncate";
 const TRUNCATE_MAGIC: &[u8; 8] = b"ORDOTR01";
+/// With `Always` and nobody listening, how long written entries may wait for a round that no
+/// waiter led.
+const ALWAYS_BACKSTOP: std::time::Duration = std::time::Duration::from_millis(1);
 /// Read size of recovery scans.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
 
@@ -191,8 +195,34 @@ struct SyncState {
     generation: u64,
     /// Someone wants an fsync now, whatever the policy.
     requested: bool,
+    /// An fsync round is running (on the fsync thread or a waiter leading it).
+    in_flight: bool,
+    /// Parked threads waiting for an index to become durable; a round wakes exactly those it
+    /// covers, so waking costs one unpark per waiter instead of a herd contending for a lock.
+    waiters: Vec<(u64, Thread)>,
     shutdown: bool,
     poisoned: bool,
+}
+
+impl SyncState {
+    /// Wakes and forgets every waiter for an index at or below `durable_index`.
+    fn wake_covered(&mut self) {
+        let durable = self.durable_index;
+        self.waiters.retain(|(index, thread)| {
+            let covered = *index <= durable;
+            if covered {
+                thread.unpark();
+            }
+            !covered
+        });
+    }
+
+    /// Wakes and forgets every waiter (poisoning, shutdown).
+    fn wake_all(&mut self) {
+        for (_, thread) in self.waiters.drain(..) {
+            thread.unpark();
+        }
+    }
 }
 
 type Listener = Arc<dyn Fn(u64) + Send + Sync>;
@@ -207,9 +237,10 @@ struct Shared {
     sync: Mutex<SyncState>,
     /// Wakes the fsync thread.
     sync_wanted: Condvar,
-    /// Signals a new durable index (or poisoning) to waiters.
-    durable_changed: Condvar,
     listeners: Mutex<Vec<Listener>>,
+    /// Set once a listener is registered: then an `Always` append wakes the fsync thread at
+    /// once, since nobody may be waiting to lead the round.
+    has_listeners: AtomicBool,
     hard_state: Mutex<HardState>,
     snapshots: Arc<Snapshots>,
     /// Test hook: the number of crash points to pass before failing like a crash.
@@ -265,8 +296,8 @@ impl Wal {
                 ..SyncState::default()
             }),
             sync_wanted: Condvar::new(),
-            durable_changed: Condvar::new(),
             listeners: Mutex::new(Vec::new()),
+            has_listeners: AtomicBool::new(false),
             hard_state: Mutex::new(hard_state),
             snapshots,
             #[cfg(test)]
@@ -382,7 +413,9 @@ impl Wal {
         drop(log);
         let mut s = lock(&self.shared.sync);
         s.written_index = s.written_index.max(last);
-        if opts.durability == Durability::Always {
+        if opts.durability == Durability::Always
+            && self.shared.has_listeners.load(Ordering::Acquire)
+        {
             self.shared.sync_wanted.notify_one();
         }
         Ok(last)
@@ -572,6 +605,8 @@ impl Wal {
     /// into a method of this `Wal` that waits for durability.
     pub fn on_durable(&self, listener: impl Fn(u64) + Send + Sync + 'static) {
         lock(&self.shared.listeners).push(Arc::new(listener));
+        self.shared.has_listeners.store(true, Ordering::Release);
+        self.shared.sync_wanted.notify_one();
     }
 
     /// The last stored hard state (the default before the first [`set_hard_state`](Self::set_hard_state)).
@@ -619,9 +654,12 @@ impl Wal {
 
 impl Drop for Wal {
     fn drop(&mut self) {
-        lock(&self.shared.sync).shutdown = true;
+        {
+            let mut s = lock(&self.shared.sync);
+            s.shutdown = true;
+            s.wake_all();
+        }
         self.shared.sync_wanted.notify_all();
-        self.shared.durable_changed.notify_all();
         if let Some(t) = self.syncer.take() {
             let _ = t.join();
         }
@@ -649,8 +687,9 @@ impl Shared {
 
     fn poison(&self) {
         lock(&self.log).poisoned = true;
-        lock(&self.sync).poisoned = true;
-        self.durable_changed.notify_all();
+        let mut s = lock(&self.sync);
+        s.poisoned = true;
+        s.wake_all();
     }
 
     /// Starts a new segment whose first record will be `first_index`.
@@ -668,7 +707,9 @@ impl Shared {
             } else if let Err(e) = old.file.sync_data() {
                 let path = old.path.clone();
                 log.poisoned = true;
-                lock(&self.sync).poisoned = true;
+                let mut s = lock(&self.sync);
+                s.poisoned = true;
+                s.wake_all();
                 return Err(Error::io(path, e));
             }
         }
@@ -731,6 +772,9 @@ impl Shared {
         Ok(())
     }
 
+    /// Waits until `index` is durable. With `Always`, or when `force`d, a waiter that finds no
+    /// fsync in flight runs one itself (leader-based group commit): a lone appender pays no
+    /// thread hand-off, and appenders arriving meanwhile park until a round covers them.
     fn wait_durable(&self, index: u64, force: bool) -> Result<u64> {
         let last = lock(&self.log).next_index - 1;
         if index > last {
@@ -739,33 +783,67 @@ impl Shared {
                 last_index: last,
             });
         }
+        let lead = force || self.options.durability == Durability::Always;
+        let me = std::thread::current();
         let mut s = lock(&self.sync);
         loop {
-            if s.poisoned {
+            if s.poisoned || s.shutdown {
+                s.waiters.retain(|(_, t)| t.id() != me.id());
                 return Err(Error::Poisoned);
             }
             if s.durable_index >= index {
                 return Ok(s.durable_index);
             }
-            if s.shutdown {
-                return Err(Error::Poisoned);
+            if lead && !s.in_flight {
+                s.in_flight = true;
+                s.requested = false;
+                s.waiters.retain(|(_, t)| t.id() != me.id());
+                drop(s);
+                self.sync_round()?;
+                s = lock(&self.sync);
+                continue;
             }
             if force && !s.requested {
                 s.requested = true;
                 self.sync_wanted.notify_one();
             }
-            s = self
-                .durable_changed
-                .wait(s)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !s.waiters.iter().any(|(_, t)| t.id() == me.id()) {
+                s.waiters.push((index, me.clone()));
+            }
+            drop(s);
+            std::thread::park();
+            s = lock(&self.sync);
         }
     }
 
-    /// The fsync thread: waits for work per the durability policy, then syncs.
+    /// Runs one fsync round (the caller set `in_flight`), then hands on: if more was written
+    /// meanwhile, a parked waiter is woken to lead the next round, or else the fsync thread.
+    fn sync_round(&self) -> Result<()> {
+        let result = self.sync_once();
+        if result.is_err() {
+            self.poison();
+        }
+        let mut s = lock(&self.sync);
+        s.in_flight = false;
+        if s.written_index > s.durable_index || s.requested {
+            if s.waiters.is_empty() {
+                self.sync_wanted.notify_one();
+            } else {
+                let (_, next_leader) = s.waiters.remove(0);
+                next_leader.unpark();
+            }
+        }
+        result
+    }
+
+    /// The fsync thread: waits for work per the durability policy, then syncs. With `Always`
+    /// and no listener, waiters lead their own rounds and this thread is only a backstop that
+    /// keeps [`Wal::durable_index`] moving for callers that neither wait nor listen.
     fn run_syncer(&self) {
         let interval = match self.options.durability {
             Durability::Interval(d) => Some(d),
-            _ => None,
+            Durability::Always => Some(ALWAYS_BACKSTOP),
+            Durability::Never => None,
         };
         let mut deadline = interval.map(|d| Instant::now() + d);
         loop {
@@ -776,13 +854,15 @@ impl Shared {
                         return;
                     }
                     let behind = s.written_index > s.durable_index && !s.poisoned;
+                    let listened = self.has_listeners.load(Ordering::Acquire);
                     let due = match (self.options.durability, deadline) {
-                        (Durability::Always, _) => behind,
-                        (Durability::Interval(_), Some(d)) => behind && Instant::now() >= d,
+                        (Durability::Always, _) if listened => behind,
+                        (_, Some(d)) => behind && Instant::now() >= d,
                         _ => false,
                     };
-                    if s.requested || due {
+                    if (s.requested || due) && !s.in_flight {
                         s.requested = false;
+                        s.in_flight = true;
                         break;
                     }
                     s = match deadline {
@@ -804,9 +884,8 @@ impl Shared {
                     };
                 }
             }
-            if self.sync_once().is_err() {
-                self.poison();
-            }
+            // Errors poison the log; waiters learn of it from there.
+            let _ = self.sync_round();
             deadline = interval.map(|i| Instant::now() + i);
         }
     }
@@ -845,10 +924,9 @@ impl Shared {
                 None
             } else if target > s.durable_index {
                 s.durable_index = target;
-                self.durable_changed.notify_all();
+                s.wake_covered();
                 Some(target)
             } else {
-                self.durable_changed.notify_all();
                 None
             }
         };
