@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ordo_wal::{Durability, Entry, Options, Wal};
+use ordo_wal::{Durability, Options, Wal};
 
 const ENTRY_SIZES: [usize; 2] = [256, 4096];
 const THREADS: [usize; 2] = [1, 16];
@@ -131,25 +131,19 @@ fn wal_cell(
         let ev = Arc::clone(&events);
         wal.on_durable(move |i| ev.lock().expect("events").push((i, Instant::now())));
     }
-    // Appenders choose the next index under one lock, as a Raft runtime's single writer would.
-    let order = Arc::new(Mutex::new(()));
     let payload = Bytes::from(vec![0xa5; size]);
     let start = Instant::now();
     let deadline = start + run;
     let workers: Vec<_> = (0..threads)
         .map(|_| {
-            let (wal, order, payload) = (Arc::clone(&wal), Arc::clone(&order), payload.clone());
+            let (wal, payload) = (Arc::clone(&wal), payload.clone());
             std::thread::spawn(move || {
                 let mut samples = Vec::new();
                 let mut n = 0u64;
+                let batch = [payload];
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    let index = {
-                        let _one_writer = order.lock().expect("order");
-                        let index = wal.last_index() + 1;
-                        wal.append(&[Entry::new(index, 1, 0, payload.clone())])
-                            .expect("append")
-                    };
+                    let index = wal.append_next(1, 0, &batch).expect("append");
                     if wait {
                         wal.wait_durable(index).expect("wait");
                         samples.push((index, t, Some(t.elapsed())));

@@ -37,6 +37,11 @@ pub(crate) fn encode(buf: &mut Vec<u8>, entry: &Entry) {
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// The length and term of the encoded record that `buf` starts with (one `encode` wrote).
+pub(crate) fn len_and_term(buf: &[u8]) -> (u64, u64) {
+    (u64::from(u32_at(buf, 0)), u64_at(buf, 9))
+}
+
 /// The checksum of an encoded record: everything but the checksum field itself.
 fn checksum(record: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&record[..4]), &record[8..])

@@ -1,12 +1,15 @@
 //! The log itself: segments, appends with group commit, reads, truncation and recovery.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::Instant;
+
+use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::files::{
@@ -42,8 +45,10 @@ struct Segment {
     next_index: u64,
     path: PathBuf,
     file: Arc<File>,
-    /// Bytes of complete records; the file holds nothing beyond.
+    /// Bytes of records completely written, a prefix of the file: what readers may read.
     len_bytes: u64,
+    /// Bytes of records reserved by appenders, written or still being written.
+    len_reserved: u64,
     sparse: Vec<(u64, u64)>,
     terms: Vec<(u64, u64)>,
 }
@@ -56,6 +61,7 @@ impl Segment {
             path,
             file: Arc::new(file),
             len_bytes: 0,
+            len_reserved: 0,
             sparse: Vec::new(),
             terms: Vec::new(),
         }
@@ -67,7 +73,7 @@ impl Segment {
             "records of a segment are consecutive"
         );
         assert_eq!(
-            offset, self.len_bytes,
+            offset, self.len_reserved,
             "records of a segment are contiguous"
         );
         if self
@@ -81,7 +87,7 @@ impl Segment {
             self.terms.push((index, term));
         }
         self.next_index = index + 1;
-        self.len_bytes = offset + len;
+        self.len_reserved = offset + len;
     }
 
     /// A record offset at or before the record with `index`, and that record's index.
@@ -110,6 +116,7 @@ impl Segment {
         self.terms.retain(|&(i, _)| i < index);
         self.next_index = index;
         self.len_bytes = offset;
+        self.len_reserved = offset;
     }
 
     /// Byte offset of the record with `index`, found by reading from the nearest hint.
@@ -148,8 +155,17 @@ impl Segment {
 struct LogState {
     /// First index of the log; entries below it are compacted.
     start_index: u64,
-    /// One past the last index.
+    /// One past the last index reserved by an appender.
     next_index: u64,
+    /// One past the last index whose record, and every one before it, is written: the end
+    /// of the log as readers and fsyncs see it.
+    written_next: u64,
+    /// Appends reserved but not yet known to be written, in reservation order. Appenders
+    /// write outside the lock, to disjoint byte ranges, so they never queue behind each
+    /// other's `write` system calls.
+    inflight: VecDeque<Inflight>,
+    /// Sequence number of `inflight[0]`.
+    inflight_front_seq: u64,
     /// Ascending by first index; the last one is the one appended to.
     segments: Vec<Segment>,
     /// Files rolled away from that still need an fsync (only with `Durability::Never`).
@@ -173,14 +189,57 @@ impl LogState {
                 first_index: self.start_index,
             });
         }
-        if index >= self.next_index {
+        if index >= self.written_next {
             return Err(Error::Unavailable {
                 index,
-                last_index: self.next_index - 1,
+                last_index: self.written_next - 1,
             });
         }
         Ok(())
     }
+
+    /// Marks the append with sequence number `seq` written and advances the written prefix
+    /// over every leading append that is. Returns the new `written_next`.
+    fn complete(&mut self, seq: u64) -> u64 {
+        let at = usize::try_from(seq - self.inflight_front_seq).expect("in-flight queue is short");
+        self.inflight[at].done = true;
+        while self.inflight.front().is_some_and(|w| w.done) {
+            let w = self.inflight.pop_front().expect("checked above");
+            self.inflight_front_seq += 1;
+            self.segments[w.segment].len_bytes = w.end_offset;
+            self.written_next = w.next_index;
+        }
+        self.written_next
+    }
+
+    /// Waits until no append is in flight (truncations and rolls need the file settled).
+    fn drain<'a>(
+        mut log: MutexGuard<'a, LogState>,
+        drained: &Condvar,
+    ) -> Result<MutexGuard<'a, LogState>> {
+        loop {
+            if log.poisoned {
+                return Err(Error::Poisoned);
+            }
+            if log.inflight.is_empty() {
+                return Ok(log);
+            }
+            log = drained
+                .wait(log)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+/// An append whose bytes are being written outside the lock.
+#[derive(Debug)]
+struct Inflight {
+    /// Position in `LogState::segments`: stable while the append is in flight, since rolls
+    /// only push and truncations wait until nothing is in flight.
+    segment: usize,
+    end_offset: u64,
+    next_index: u64,
+    done: bool,
 }
 
 /// What the fsync thread and the durability waiters share.
@@ -237,6 +296,8 @@ struct Shared {
     sync: Mutex<SyncState>,
     /// Wakes the fsync thread.
     sync_wanted: Condvar,
+    /// Signals (with `log`) that no append is in flight any more.
+    writes_drained: Condvar,
     listeners: Mutex<Vec<Listener>>,
     /// Set once a listener is registered: then an `Always` append wakes the fsync thread at
     /// once, since nobody may be waiting to lead the round.
@@ -296,6 +357,7 @@ impl Wal {
                 ..SyncState::default()
             }),
             sync_wanted: Condvar::new(),
+            writes_drained: Condvar::new(),
             listeners: Mutex::new(Vec::new()),
             has_listeners: AtomicBool::new(false),
             hard_state: Mutex::new(hard_state),
@@ -325,9 +387,10 @@ impl Wal {
         lock(&self.shared.log).start_index
     }
 
-    /// The last index of the log, `first_index() - 1` if it is empty.
+    /// The last index of the log, `first_index() - 1` if it is empty. Entries of appends
+    /// still in progress on other threads count once they, and all before them, are written.
     pub fn last_index(&self) -> u64 {
-        lock(&self.shared.log).next_index - 1
+        lock(&self.shared.log).written_next - 1
     }
 
     /// Appends `entries`, which must carry consecutive indices starting at `last_index() + 1`,
@@ -345,13 +408,7 @@ impl Wal {
         let opts = &self.shared.options;
         let mut bytes = 0u64;
         for (i, e) in entries.iter().enumerate() {
-            if e.payload.len() as u64 > opts.record_bytes_max {
-                return Err(Error::RecordTooLarge {
-                    index: e.index,
-                    bytes: e.payload.len() as u64,
-                    max: opts.record_bytes_max,
-                });
-            }
+            check_payload(e.index, e.payload.len(), opts)?;
             let expected = first.index + i as u64;
             if e.index != expected {
                 return Err(Error::NonContiguousAppend {
@@ -361,64 +418,42 @@ impl Wal {
             }
             bytes += (record::HEADER_BYTES + e.payload.len()) as u64;
         }
-        if bytes > opts.segment_bytes_max {
-            return Err(Error::BatchTooLarge {
-                bytes,
-                max: opts.segment_bytes_max,
-            });
-        }
+        check_batch(bytes, opts)?;
         // Encode (and checksum) before taking the lock, so appenders overlap that work.
         let mut buf = Vec::with_capacity(bytes as usize);
         for e in entries {
             record::encode(&mut buf, e);
         }
-        let last = first.index + entries.len() as u64 - 1;
-        let mut log = lock(&self.shared.log);
-        if log.poisoned {
-            return Err(Error::Poisoned);
+        self.shared
+            .write_batch(Some(first.index), bytes, move |_| buf)
+    }
+
+    /// Appends `payloads` as entries of `term` and `kind` at the end of the log, whatever its
+    /// last index is, and returns the index of the last one. For many threads appending to
+    /// one log (each learns its indices from the result); a Raft runtime that chooses indices
+    /// itself uses [`append`](Self::append). Limits and durability are as for `append`.
+    pub fn append_next(&self, term: u64, kind: u8, payloads: &[Bytes]) -> Result<u64> {
+        if payloads.is_empty() {
+            return Ok(self.last_index());
         }
-        if first.index != log.next_index {
-            return Err(Error::NonContiguousAppend {
-                expected: log.next_index,
-                found: first.index,
-            });
+        let opts = &self.shared.options;
+        let mut bytes = 0u64;
+        for p in payloads {
+            check_payload(self.last_index() + 1, p.len(), opts)?;
+            bytes += (record::HEADER_BYTES + p.len()) as u64;
         }
-        let roll = match log.segments.last() {
-            None => true,
-            Some(s) => s.len_bytes > 0 && s.len_bytes + bytes > opts.segment_bytes_max,
-        };
-        if roll {
-            self.shared.roll(&mut log, first.index)?;
-        }
-        let seg = log
-            .segments
-            .last_mut()
-            .expect("a segment exists after rolling");
-        assert_eq!(seg.next_index, first.index);
-        if let Err(e) = seg.file.write_all_at(&buf, seg.len_bytes) {
-            let path = seg.path.clone();
-            // What reached the file is unknown: refuse further work until recovery has looked.
-            let _ = seg.file.set_len(seg.len_bytes);
-            drop(log);
-            self.shared.poison();
-            return Err(Error::io(path, e));
-        }
-        let mut offset = seg.len_bytes;
-        for e in entries {
-            let len = (record::HEADER_BYTES + e.payload.len()) as u64;
-            seg.note_record(e.index, e.term, offset, len, opts.index_interval_bytes);
-            offset += len;
-        }
-        log.next_index = last + 1;
-        drop(log);
-        let mut s = lock(&self.shared.sync);
-        s.written_index = s.written_index.max(last);
-        if opts.durability == Durability::Always
-            && self.shared.has_listeners.load(Ordering::Acquire)
-        {
-            self.shared.sync_wanted.notify_one();
-        }
-        Ok(last)
+        check_batch(bytes, opts)?;
+        // The index is part of the record, so encoding waits until the lock assigns it.
+        self.shared.write_batch(None, bytes, |first| {
+            let mut buf = Vec::with_capacity(bytes as usize);
+            for (i, p) in payloads.iter().enumerate() {
+                record::encode(
+                    &mut buf,
+                    &Entry::new(first + i as u64, term, kind, p.clone()),
+                );
+            }
+            buf
+        })
     }
 
     /// Entries with indices in `[lo, hi)`, stopping before the total encoded size would exceed
@@ -515,10 +550,7 @@ impl Wal {
             .truncation
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut log = lock(&self.shared.log);
-        if log.poisoned {
-            return Err(Error::Poisoned);
-        }
+        let mut log = LogState::drain(lock(&self.shared.log), &self.shared.writes_drained)?;
         if from < log.start_index {
             return Err(Error::Compacted {
                 index: from,
@@ -554,10 +586,7 @@ impl Wal {
     /// the records below it in the segment that holds it (a file cannot be cut at the front),
     /// so a crash at any later step still yields the new log.
     pub fn truncate_prefix(&self, through: u64) -> Result<()> {
-        let mut log = lock(&self.shared.log);
-        if log.poisoned {
-            return Err(Error::Poisoned);
-        }
+        let mut log = LogState::drain(lock(&self.shared.log), &self.shared.writes_drained)?;
         if through < log.start_index {
             return Ok(());
         }
@@ -687,6 +716,7 @@ impl Shared {
 
     fn poison(&self) {
         lock(&self.log).poisoned = true;
+        self.writes_drained.notify_all();
         let mut s = lock(&self.sync);
         s.poisoned = true;
         s.wake_all();
@@ -725,6 +755,108 @@ impl Shared {
         Ok(())
     }
 
+    /// The append protocol: under the lock, roll to a new segment if the batch does not fit,
+    /// take the next index (or check the caller's `first`), let `encode` produce the records,
+    /// index them and reserve their byte range; write the range without the lock; then,
+    /// under the lock again, publish it once every earlier reservation is written too.
+    fn write_batch(
+        &self,
+        first: Option<u64>,
+        bytes: u64,
+        encode: impl FnOnce(u64) -> Vec<u8>,
+    ) -> Result<u64> {
+        let opts = &self.options;
+        let mut log = lock(&self.log);
+        loop {
+            if log.poisoned {
+                return Err(Error::Poisoned);
+            }
+            let roll = log.segments.last().map_or(true, |s| {
+                s.len_reserved > 0 && s.len_reserved + bytes > opts.segment_bytes_max
+            });
+            if !roll {
+                break;
+            }
+            if !log.inflight.is_empty() {
+                // The finished segment is fsynced on rolling: its writes must land first.
+                log = LogState::drain(log, &self.writes_drained)?;
+                continue;
+            }
+            let index = log.next_index;
+            if first.is_some_and(|f| f != index) {
+                break; // refused just below, before a segment is created for it
+            }
+            self.roll(&mut log, index)?;
+            break;
+        }
+        let index = log.next_index;
+        if let Some(f) = first.filter(|&f| f != index) {
+            return Err(Error::NonContiguousAppend {
+                expected: index,
+                found: f,
+            });
+        }
+        let buf = encode(index);
+        assert_eq!(buf.len() as u64, bytes);
+        let segment = log.segments.len() - 1;
+        let seg = &mut log.segments[segment];
+        let offset = seg.len_reserved;
+        let mut at = 0;
+        let mut next = index;
+        while at < buf.len() {
+            let (len, term) = record::len_and_term(&buf[at..]);
+            seg.note_record(
+                next,
+                term,
+                offset + at as u64,
+                len,
+                opts.index_interval_bytes,
+            );
+            at += len as usize;
+            next += 1;
+        }
+        let file = Arc::clone(&seg.file);
+        log.next_index = next;
+        let seq = log.inflight_front_seq + log.inflight.len() as u64;
+        log.inflight.push_back(Inflight {
+            segment,
+            end_offset: offset + bytes,
+            next_index: next,
+            done: false,
+        });
+        drop(log);
+
+        if let Err(e) = file.write_all_at(&buf, offset) {
+            // What reached the file is unknown: refuse further work until recovery has looked.
+            let path = lock(&self.log).segments[segment].path.clone();
+            self.poison();
+            return Err(Error::io(path, e));
+        }
+
+        let written = {
+            let mut log = lock(&self.log);
+            let written_next = log.complete(seq);
+            if log.inflight.is_empty() {
+                self.writes_drained.notify_all();
+            }
+            written_next - 1
+        };
+        let mut s = lock(&self.sync);
+        if written > s.written_index {
+            s.written_index = written;
+            let listened = self.has_listeners.load(Ordering::Acquire);
+            if opts.durability == Durability::Always && listened {
+                self.sync_wanted.notify_one();
+            } else if !s.in_flight && !s.waiters.is_empty() {
+                // A waiter may have parked because its entry was not yet written (an earlier
+                // append was still in flight): it can lead a round now.
+                let (_, leader) = s.waiters.remove(0);
+                leader.unpark();
+            }
+        }
+        Ok(next - 1)
+    }
+
     fn truncate_suffix_locked(&self, log: &mut LogState, from: u64) -> Result<()> {
         self.crash_point()?;
         write_atomic(
@@ -751,6 +883,7 @@ impl Shared {
             .map_err(|e| Error::io(self.dir.join(TRUNCATE_FILE), e))?;
         sync_dir(&self.dir)?;
         log.next_index = from;
+        log.written_next = from;
         Ok(())
     }
 
@@ -764,6 +897,7 @@ impl Shared {
         )?;
         log.start_index = start;
         log.next_index = log.next_index.max(start);
+        log.written_next = log.next_index;
         while log.segments.first().is_some_and(|s| s.next_index <= start) {
             self.crash_point()?;
             let s = log.segments.remove(0);
@@ -794,7 +928,7 @@ impl Shared {
             if s.durable_index >= index {
                 return Ok(s.durable_index);
             }
-            if lead && !s.in_flight {
+            if lead && !s.in_flight && s.written_index > s.durable_index {
                 s.in_flight = true;
                 s.requested = false;
                 s.waiters.retain(|(_, t)| t.id() != me.id());
@@ -904,7 +1038,7 @@ impl Shared {
             }
             let generation = lock(&self.sync).generation;
             (
-                log.next_index - 1,
+                log.written_next - 1,
                 generation,
                 files,
                 std::mem::take(&mut log.dir_dirty),
@@ -938,6 +1072,27 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+fn check_payload(index: u64, payload_bytes: usize, opts: &Options) -> Result<()> {
+    if payload_bytes as u64 > opts.record_bytes_max {
+        return Err(Error::RecordTooLarge {
+            index,
+            bytes: payload_bytes as u64,
+            max: opts.record_bytes_max,
+        });
+    }
+    Ok(())
+}
+
+fn check_batch(bytes: u64, opts: &Options) -> Result<()> {
+    if bytes > opts.segment_bytes_max {
+        return Err(Error::BatchTooLarge {
+            bytes,
+            max: opts.segment_bytes_max,
+        });
+    }
+    Ok(())
 }
 
 /// Recovers the log in `dir`; see [`Wal::open`].
@@ -1022,6 +1177,7 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
         let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         let mut seg = Segment::new(first, path, file);
         let cut = scan_segment(&mut seg, file_len, is_last, truncate_from, options)?;
+        seg.len_bytes = seg.len_reserved;
         if let Some(offset) = cut {
             seg.file
                 .set_len(offset)
@@ -1059,6 +1215,9 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
     Ok(LogState {
         start_index,
         next_index: next_index.max(start_index),
+        written_next: next_index.max(start_index),
+        inflight: VecDeque::new(),
+        inflight_front_seq: 0,
         segments,
         pending_sync: Vec::new(),
         dir_dirty: false,
