@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::Instant;
@@ -17,9 +17,9 @@ use crate::files::{
     sync_dir, write_atomic, TMP_SUFFIX,
 };
 use crate::hard_state::HardState;
-use crate::record::{self, Cursor, Step};
+use crate::record::{self, Cursor, Damage, Step};
 use crate::snapshot::{SnapshotMeta, SnapshotReader, SnapshotWriter, Snapshots};
-use crate::{lock, Durability, Entry, Options};
+use crate::{lock, Durability, Entry, Options, INDEX_MAX};
 
 /// The log-start marker: the first index of the log, written by `truncate_prefix`.
 const START_FILE: &str = "start";
@@ -299,6 +299,9 @@ struct Shared {
     /// Signals (with `log`) that no append is in flight any more.
     writes_drained: Condvar,
     listeners: Mutex<Vec<Listener>>,
+    /// A copy of `SyncState::durable_index` that appenders read under the log lock, to seal
+    /// into each record as its durability claim.
+    durable_claim: AtomicU64,
     /// Set once a listener is registered: then an `Always` append wakes the fsync thread at
     /// once, since nobody may be waiting to lead the round.
     has_listeners: AtomicBool,
@@ -360,6 +363,7 @@ impl Wal {
             writes_drained: Condvar::new(),
             listeners: Mutex::new(Vec::new()),
             has_listeners: AtomicBool::new(false),
+            durable_claim: AtomicU64::new(recovered_index),
             hard_state: Mutex::new(hard_state),
             snapshots,
             #[cfg(test)]
@@ -405,6 +409,7 @@ impl Wal {
         let Some(first) = entries.first() else {
             return Ok(self.last_index());
         };
+        check_index(first.index)?;
         let opts = &self.shared.options;
         let mut bytes = 0u64;
         for (i, e) in entries.iter().enumerate() {
@@ -421,11 +426,12 @@ impl Wal {
         check_batch(bytes, opts)?;
         // Encode (and checksum) before taking the lock, so appenders overlap that work.
         let mut buf = Vec::with_capacity(bytes as usize);
-        for e in entries {
-            record::encode(&mut buf, e);
-        }
+        let crcs: Vec<u32> = entries
+            .iter()
+            .map(|e| record::encode(&mut buf, e))
+            .collect();
         self.shared
-            .write_batch(Some(first.index), bytes, move |_| buf)
+            .write_batch(Some(first.index), bytes, move |_| (buf, crcs))
     }
 
     /// Appends `payloads` as entries of `term` and `kind` at the end of the log, whatever its
@@ -438,21 +444,23 @@ impl Wal {
         }
         let opts = &self.shared.options;
         let mut bytes = 0u64;
+        let next = self.last_index() + 1;
+        check_index(next)?;
         for p in payloads {
-            check_payload(self.last_index() + 1, p.len(), opts)?;
+            check_payload(next, p.len(), opts)?;
             bytes += (record::HEADER_BYTES + p.len()) as u64;
         }
         check_batch(bytes, opts)?;
         // The index is part of the record, so encoding waits until the lock assigns it.
         self.shared.write_batch(None, bytes, |first| {
             let mut buf = Vec::with_capacity(bytes as usize);
-            for (i, p) in payloads.iter().enumerate() {
-                record::encode(
-                    &mut buf,
-                    &Entry::new(first + i as u64, term, kind, p.clone()),
-                );
-            }
-            buf
+            let crcs = (first..)
+                .zip(payloads)
+                .map(|(index, p)| {
+                    record::encode(&mut buf, &Entry::new(index, term, kind, p.clone()))
+                })
+                .collect();
+            (buf, crcs)
         })
     }
 
@@ -561,15 +569,19 @@ impl Wal {
             return Ok(());
         }
         let result = self.shared.truncate_suffix_locked(&mut log, from);
+        if result.is_ok() {
+            // Before appends can resume: they seal the durability claim into their records.
+            let mut s = lock(&self.shared.sync);
+            s.generation += 1;
+            s.written_index = s.written_index.min(from - 1);
+            s.durable_index = s.durable_index.min(from - 1);
+            self.shared
+                .durable_claim
+                .store(s.durable_index, Ordering::Release);
+        }
         drop(log);
         match result {
-            Ok(()) => {
-                let mut s = lock(&self.shared.sync);
-                s.generation += 1;
-                s.written_index = s.written_index.min(from - 1);
-                s.durable_index = s.durable_index.min(from - 1);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(e) => {
                 self.shared.poison();
                 Err(e)
@@ -586,22 +598,24 @@ impl Wal {
     /// the records below it in the segment that holds it (a file cannot be cut at the front),
     /// so a crash at any later step still yields the new log.
     pub fn truncate_prefix(&self, through: u64) -> Result<()> {
+        check_index(through)?;
         let mut log = LogState::drain(lock(&self.shared.log), &self.shared.writes_drained)?;
         if through < log.start_index {
             return Ok(());
         }
         let result = self.shared.truncate_prefix_locked(&mut log, through);
-        let emptied = log.next_index == log.start_index;
+        if result.is_ok() && log.next_index == log.start_index {
+            // Nothing is left below the new start: the snapshot covers it all, durably.
+            let mut s = lock(&self.shared.sync);
+            s.written_index = s.written_index.max(through);
+            s.durable_index = s.durable_index.max(through);
+            self.shared
+                .durable_claim
+                .store(s.durable_index, Ordering::Release);
+        }
         drop(log);
         match result {
-            Ok(()) => {
-                if emptied {
-                    let mut s = lock(&self.shared.sync);
-                    s.written_index = s.written_index.max(through);
-                    s.durable_index = s.durable_index.max(through);
-                }
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(e) => {
                 self.shared.poison();
                 Err(e)
@@ -763,7 +777,7 @@ impl Shared {
         &self,
         first: Option<u64>,
         bytes: u64,
-        encode: impl FnOnce(u64) -> Vec<u8>,
+        encode: impl FnOnce(u64) -> (Vec<u8>, Vec<u32>),
     ) -> Result<u64> {
         let opts = &self.options;
         let mut log = lock(&self.log);
@@ -796,15 +810,20 @@ impl Shared {
                 found: f,
             });
         }
-        let buf = encode(index);
+        let (mut buf, crcs) = encode(index);
         assert_eq!(buf.len() as u64, bytes);
+        // Read under the lock: a suffix truncation lowers it before it lets go of the lock,
+        // so a record never claims an index durable that is not (see `judge_damage`).
+        let durable = self.durable_claim.load(Ordering::Acquire);
         let segment = log.segments.len() - 1;
         let seg = &mut log.segments[segment];
         let offset = seg.len_reserved;
         let mut at = 0;
         let mut next = index;
-        while at < buf.len() {
+        for crc in crcs {
             let (len, term) = record::len_and_term(&buf[at..]);
+            let end = at + len as usize;
+            record::seal(&mut buf[at..end], crc, durable);
             seg.note_record(
                 next,
                 term,
@@ -812,9 +831,10 @@ impl Shared {
                 len,
                 opts.index_interval_bytes,
             );
-            at += len as usize;
+            at = end;
             next += 1;
         }
+        assert_eq!(at, buf.len());
         let file = Arc::clone(&seg.file);
         log.next_index = next;
         let seq = log.inflight_front_seq + log.inflight.len() as u64;
@@ -1058,6 +1078,7 @@ impl Shared {
                 None
             } else if target > s.durable_index {
                 s.durable_index = target;
+                self.durable_claim.store(target, Ordering::Release);
                 s.wake_covered();
                 Some(target)
             } else {
@@ -1072,6 +1093,16 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+fn check_index(index: u64) -> Result<()> {
+    if index >= INDEX_MAX {
+        return Err(Error::IndexTooLarge {
+            index,
+            max: INDEX_MAX,
+        });
+    }
+    Ok(())
 }
 
 fn check_payload(index: u64, payload_bytes: usize, opts: &Options) -> Result<()> {
@@ -1102,8 +1133,12 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
         Some(p) => le_u64(&p),
         None => 1,
     };
-    if start_index == 0 {
-        return Err(Error::corrupt(&start_path, 8, "log start index 0"));
+    if start_index == 0 || start_index >= INDEX_MAX {
+        return Err(Error::corrupt(
+            &start_path,
+            8,
+            format!("impossible log start index {start_index}"),
+        ));
     }
     let truncate_path = dir.join(TRUNCATE_FILE);
     let truncate_from = read_small(&truncate_path, TRUNCATE_MAGIC, 8)?.map(|p| le_u64(&p));
@@ -1114,6 +1149,13 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
             // An atomic replacement that never reached its rename: the old file stands.
             remove_if_exists(&path)?;
         } else if let Some(first) = parse_segment_name(&name) {
+            if first >= INDEX_MAX {
+                return Err(Error::corrupt(
+                    &path,
+                    0,
+                    "first index in the name is out of range",
+                ));
+            }
             names.push((first, path));
         }
     }
@@ -1156,9 +1198,8 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
     }
 
     let mut segments: Vec<Segment> = Vec::new();
-    let count = names.len();
-    for (i, (first, path)) in names.into_iter().enumerate() {
-        let is_last = i + 1 == count;
+    let mut names = names.into_iter();
+    while let Some((first, path)) = names.next() {
         if let Some(prev) = segments.last() {
             if prev.next_index != first {
                 return Err(Error::Gap {
@@ -1176,8 +1217,22 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
             .map_err(|e| Error::io(&path, e))?;
         let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         let mut seg = Segment::new(first, path, file);
-        let cut = scan_segment(&mut seg, file_len, is_last, truncate_from, options)?;
+        let end = scan_segment(&mut seg, file_len, truncate_from, options)?;
         seg.len_bytes = seg.len_reserved;
+        let cut = match end {
+            ScanEnd::Clean => None,
+            ScanEnd::Truncate(offset) => Some(offset),
+            ScanEnd::Damaged { offset, damage } => {
+                let later: Vec<PathBuf> = names.by_ref().map(|(_, p)| p).collect();
+                judge_damage(&seg, offset, damage, file_len, &later, options)?;
+                // A torn tail: nothing from here on was ever durable.
+                for p in later {
+                    remove_if_exists(&p)?;
+                    dir_dirty = true;
+                }
+                Some(offset)
+            }
+        };
         if let Some(offset) = cut {
             seg.file
                 .set_len(offset)
@@ -1225,41 +1280,48 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
     })
 }
 
-/// Scans one segment, filling its index, and returns where to cut it, if anywhere.
-///
-/// Torn tail or corruption? A crash can only damage bytes written after the last completed
-/// fsync, and those are always at the end of the last segment (a segment is fsynced before the
-/// next one is created, and with `Durability::Never` in the background right after). So:
-/// damage in a segment that is not the last is corruption; damage in the last segment is a
-/// torn tail only if no valid record with a later index starts anywhere after it. A damaged
-/// record followed by a valid one cannot come from a torn final write: it is corruption, and
-/// an error names the file and offset instead of dropping acknowledged entries.
+/// How the scan of a segment ended.
+enum ScanEnd {
+    /// At the end of the file.
+    Clean,
+    /// At the first record an interrupted suffix truncation removes.
+    Truncate(u64),
+    /// At bytes that are not a valid record.
+    Damaged { offset: u64, damage: Damage },
+}
+
+/// Scans one segment from the start, filling its index, checking every checksum and that
+/// the indices run on from the file name without a gap.
 fn scan_segment(
     seg: &mut Segment,
     file_len: u64,
-    is_last: bool,
     truncate_from: Option<u64>,
     options: &Options,
-) -> Result<Option<u64>> {
-    let record_max = options.record_bytes_max;
+) -> Result<ScanEnd> {
     let file = Arc::clone(&seg.file);
-    let mut c = Cursor::new(&file, 0, file_len, record_max, SCAN_CHUNK_BYTES);
+    let mut c = Cursor::new(
+        &file,
+        0,
+        file_len,
+        options.record_bytes_max,
+        SCAN_CHUNK_BYTES,
+    );
     loop {
         let offset = c.position();
         match c.next_step().map_err(|e| Error::io(&seg.path, e))? {
             Step::Record(r) => {
                 if r.entry.index != seg.next_index {
-                    let (expected, found) = (seg.next_index, r.entry.index);
+                    let (path, expected, found) = (seg.path.clone(), seg.next_index, r.entry.index);
                     return Err(if offset == 0 {
                         Error::Gap {
-                            path: seg.path.clone(),
+                            path,
                             offset,
                             expected,
                             found,
                         }
                     } else {
                         Error::OutOfSequence {
-                            path: seg.path.clone(),
+                            path,
                             offset,
                             expected,
                             found,
@@ -1267,33 +1329,73 @@ fn scan_segment(
                     });
                 }
                 if truncate_from.is_some_and(|from| r.entry.index >= from) {
-                    return Ok(Some(offset));
+                    return Ok(ScanEnd::Truncate(offset));
                 }
                 let (index, term) = (r.entry.index, r.entry.term);
                 seg.note_record(index, term, offset, r.len, options.index_interval_bytes);
             }
-            Step::End => return Ok(None),
-            Step::Damaged { offset, damage } => {
-                if !is_last {
-                    return Err(Error::corrupt(&seg.path, offset, damage.to_string()));
-                }
-                let later = record::find_valid_record_after(
-                    &file,
-                    offset,
-                    file_len,
-                    seg.next_index,
-                    record_max,
-                )
-                .map_err(|e| Error::io(&seg.path, e))?;
-                if let Some(valid) = later {
-                    return Err(Error::corrupt(
-                        &seg.path,
-                        offset,
-                        format!("{damage}, followed by a valid record at byte {valid}"),
-                    ));
-                }
-                return Ok(Some(offset));
-            }
+            Step::End => return Ok(ScanEnd::Clean),
+            Step::Damaged { offset, damage } => return Ok(ScanEnd::Damaged { offset, damage }),
         }
+    }
+}
+
+/// Torn tail or corruption? Decides for damage at `offset` of `seg`, where the record with
+/// index `i = seg.next_index` should start; `later` are the segment files after `seg`.
+///
+/// A crash can damage only what was written after the last completed fsync, in any pattern:
+/// concurrent appends complete out of order and the page cache writes back pages in any
+/// order, so valid records may well follow a hole. What a crash cannot do is damage a record
+/// that was already durable. Every record carries a durability claim: the durable index when
+/// it was appended. So if any valid record after the damage (at any byte offset, in this or a
+/// later segment) claims `i` or more, record `i` was durable before the crash and its damage
+/// is corruption: an error naming file and offset, and nothing is dropped. Otherwise no
+/// surviving record proves `i` durable, the damage is a torn tail, and recovery truncates
+/// there (the records after it were not durable either, as the durable index only grows over
+/// a contiguous prefix).
+///
+/// The limit of any such scheme: damage to durable records with no later record left to
+/// vouch for them (the last records before a crash, or a bit flip there) reads as a torn
+/// tail. Those entries were acknowledged; Raft recovers them from the majority that has them.
+fn judge_damage(
+    seg: &Segment,
+    offset: u64,
+    damage: Damage,
+    file_len: u64,
+    later: &[PathBuf],
+    options: &Options,
+) -> Result<()> {
+    let index = seg.next_index;
+    let max = options.record_bytes_max;
+    let mut best = record::highest_claim(&seg.file, offset + 1, file_len, index, max)
+        .map_err(|e| Error::io(&seg.path, e))?
+        .map(|c| (c, seg.path.clone()));
+    for path in later {
+        let claim = File::open(path)
+            .and_then(|f| {
+                let len = f.metadata()?.len();
+                record::highest_claim(&f, 0, len, index, max)
+            })
+            .map_err(|e| Error::io(path, e))?;
+        if let Some(c) =
+            claim.filter(|c| best.as_ref().map_or(true, |(b, _)| c.durable > b.durable))
+        {
+            best = Some((c, path.clone()));
+        }
+    }
+    match best {
+        Some((c, path)) if c.durable >= index => Err(Error::corrupt(
+            &seg.path,
+            offset,
+            format!(
+                "{damage} where index {index} should be, yet the record of index {} at byte {} \
+                 of {} was appended when index {} was already durable",
+                c.index,
+                c.offset,
+                path.display(),
+                c.durable
+            ),
+        )),
+        _ => Ok(()),
     }
 }

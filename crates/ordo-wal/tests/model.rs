@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use ordo_wal::{Durability, Entry, Options, Wal};
+use ordo_wal::{Durability, Entry, Options, Wal, RECORD_HEADER_BYTES};
+
+const HEADER: u64 = RECORD_HEADER_BYTES as u64;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -153,10 +155,12 @@ fn run(dir: &Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(&got[..], &want[..got.len()]);
                 if !want.is_empty() {
                     prop_assert!(!got.is_empty(), "a read returns at least one entry");
-                    let bytes: u64 = got.iter().map(|e| 25 + e.payload.len() as u64).sum();
+                    let bytes: u64 = got.iter().map(|e| HEADER + e.payload.len() as u64).sum();
                     prop_assert!(got.len() == 1 || bytes <= max_bytes);
                     if got.len() < want.len() {
-                        prop_assert!(bytes + 25 + want[got.len()].payload.len() as u64 > max_bytes);
+                        prop_assert!(
+                            bytes + HEADER + want[got.len()].payload.len() as u64 > max_bytes
+                        );
                     }
                 }
             }
