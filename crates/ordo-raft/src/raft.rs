@@ -284,6 +284,8 @@ impl<S: Storage> Raft<S> {
         self.last_bcast_commit = self.log.committed;
         for id in self.peers() {
             self.maybe_send_append(id, send_empty);
+            // Pipelining: fill the in-flight window (bounded by `max_inflight_msgs`).
+            while self.maybe_send_append(id, false) {}
         }
     }
 

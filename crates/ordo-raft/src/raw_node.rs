@@ -305,6 +305,13 @@ impl<S: Storage> RawNode<S> {
             }
         }
         if let Some((index, term)) = rec.last_entry {
+            // The contract: storage returns what the Ready asked to persist before
+            // `advance`. Catch a runtime that forgot, before it loses the entries.
+            let stored = r.log.storage.term(index);
+            assert!(
+                stored.is_ok() || r.log.storage.first_index() > index,
+                "advance(): entry {index} of the Ready is not in storage ({stored:?})"
+            );
             r.on_persisted(index, term);
         }
         if rec.hard_state.term == r.term && rec.hard_state.vote == r.id {

@@ -11,6 +11,9 @@ use ordo_raft::{
     ReadState, StateRole, Storage,
 };
 
+/// Decides which messages the network drops.
+pub type MessageFilter = Box<dyn Fn(&Message) -> bool>;
+
 pub struct Cluster {
     pub nodes: BTreeMap<NodeId, RawNode<MemStorage>>,
     /// Storage of crashed nodes, kept for restart.
@@ -26,7 +29,7 @@ pub struct Cluster {
     pub delivered: Vec<Message>,
     pub config: Box<dyn Fn(NodeId) -> Config>,
     /// Messages for which this holds are dropped on delivery.
-    pub filter: Option<Box<dyn Fn(&Message) -> bool>>,
+    pub filter: Option<MessageFilter>,
 }
 
 pub fn config(id: NodeId) -> Config {
