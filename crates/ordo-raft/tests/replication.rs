@@ -121,6 +121,7 @@ fn follower_acknowledges_appends_only_after_persisting() {
     c.node_mut(1).propose(data("x")).unwrap();
     let rd = c.node_mut(1).ready();
     let to2: Vec<_> = rd.messages.into_iter().filter(|m| m.to == 2).collect();
+    c.node_mut(1).storage_mut().append_owned(rd.entries);
     c.node_mut(1).advance();
     for m in to2 {
         c.node_mut(2).step(m).unwrap();
