@@ -13,7 +13,7 @@ use crate::prng::Prng;
 use crate::quorum::VoteResult;
 use crate::read_only::{ReadIndexStatus, ReadOnly};
 use crate::storage::Storage;
-use crate::tracker::progress::{Progress, ProgressState};
+use crate::tracker::progress::{Progress, ProgressState, SNAPSHOT_TIMEOUT_ROUNDS};
 use crate::tracker::{ProgressTracker, TrackerConfig};
 use crate::types::{
     ConfChange, Entry, EntryKind, HardState, Index, NodeId, ReadState, Snapshot, Term, INVALID_ID,
@@ -448,6 +448,16 @@ impl<S: Storage> Raft<S> {
             // A transfer that did not finish within an election timeout is abandoned
             // (thesis §3.10), so proposals resume.
             self.lead_transferee = None;
+            for pr in self.tracker.progress.values_mut() {
+                if pr.state == ProgressState::Snapshot {
+                    pr.snapshot_rounds += 1;
+                    if pr.snapshot_rounds >= SNAPSHOT_TIMEOUT_ROUNDS {
+                        // Nobody reported the snapshot's fate: presume it lost and probe.
+                        pr.pending_snapshot = 0;
+                        pr.become_probe();
+                    }
+                }
+            }
         }
         if self.role != StateRole::Leader {
             return;
@@ -586,6 +596,14 @@ impl<S: Storage> Raft<S> {
                 MessageBody::Append { .. }
                 | MessageBody::Heartbeat { .. }
                 | MessageBody::Snapshot { .. } => self.become_follower(m.term, m.from),
+                MessageBody::RequestVote { .. } => {
+                    // Figure 2: only hearing from a leader or granting a vote restarts the
+                    // election timer. Adopting a candidate's term does not, so a candidate
+                    // with a stale log cannot keep the up-to-date nodes from campaigning.
+                    let elapsed = self.election_elapsed_ticks;
+                    self.become_follower(m.term, INVALID_ID);
+                    self.election_elapsed_ticks = elapsed;
+                }
                 _ => self.become_follower(m.term, INVALID_ID),
             }
         } else if m.term < self.term {
@@ -1172,7 +1190,17 @@ impl<S: Storage> Raft<S> {
         }
         self.maybe_commit();
         self.need_bcast = true;
-        if self.tracker.config.auto_leave && self.tracker.config.voters.is_joint() {
+        self.maybe_auto_leave();
+    }
+
+    /// A leader whose applied configuration is joint with `auto_leave` proposes leaving
+    /// it — including a leader elected after the joint configuration was entered.
+    pub(crate) fn maybe_auto_leave(&mut self) {
+        if self.role == StateRole::Leader
+            && self.tracker.config.auto_leave
+            && self.tracker.config.voters.is_joint()
+            && self.pending_conf_index <= self.log.applied
+        {
             let _ = self.propose_conf_change(&ConfChange::leave_joint());
         }
     }

@@ -322,6 +322,7 @@ impl<S: Storage> RawNode<S> {
             for cc in &rec.conf_changes {
                 r.apply_conf_change(cc);
             }
+            r.maybe_auto_leave();
         }
     }
 
