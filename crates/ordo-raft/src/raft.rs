@@ -1310,7 +1310,7 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    pub(crate) fn has_pending_conf(&self) -> Index {
+    pub(crate) fn pending_conf_index(&self) -> Index {
         self.pending_conf_index
     }
 

@@ -422,7 +422,7 @@ impl<S: Storage> RawNode<S> {
 
     /// Index of the latest configuration change this leader proposed.
     pub fn pending_conf_index(&self) -> Index {
-        self.raft.has_pending_conf()
+        self.raft.pending_conf_index()
     }
 
     /// Ticks since the last heartbeat from a leader (follower) or since the last
