@@ -1054,14 +1054,9 @@ impl<S: Storage> Raft<S> {
         if meta.index <= self.log.committed {
             return false;
         }
+        // The snapshot's configuration may not include us: a node added after the
+        // snapshot was taken learns of its own addition from the entries that follow.
         let cs = &meta.conf_state;
-        let member = cs.voters.contains(&self.id)
-            || cs.learners.contains(&self.id)
-            || cs.voters_outgoing.contains(&self.id);
-        if !member {
-            // A snapshot for a configuration we are not part of cannot be ours to install.
-            return false;
-        }
         if self.log.match_term(meta.index, meta.term) {
             // Our log already holds the snapshot's last entry: just commit up to it.
             self.log.commit_to(meta.index);

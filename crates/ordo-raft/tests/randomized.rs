@@ -1,5 +1,5 @@
 //! Randomized runs of small clusters under message loss, reordering, duplication,
-//! partitions, crashes, compaction and leadership transfers, checking the safety
+//! partitions, crashes, compaction, leadership transfers and membership changes, checking the safety
 //! properties of Raft (Figure 3) after every step. Deterministic per seed; a failure
 //! names its seed. `ORDO_RAFT_SEEDS=A..B` chooses the seeds (default `0..300`; the same
 //! run with `--release` and `0..40000` is the long sweep); `ORDO_RAFT_DEBUG=1` prints every
@@ -10,7 +10,10 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{config, data, Cluster};
-use ordo_raft::{Config, Error, StateRole, Storage};
+use ordo_raft::{
+    ConfChange, ConfChangeKind, ConfChangeSingle, ConfChangeTransition, Config, Error, StateRole,
+    Storage,
+};
 
 /// SplitMix64, independent of the core's generator.
 struct Rng(u64);
@@ -105,14 +108,23 @@ fn run(seed: u64) {
     let n = if rng.chance(50) { 3 } else { 5 };
     let pre_vote = rng.chance(50);
     let check_quorum = rng.chance(50);
-    let mut c = Cluster::with_config(n, move |id| Config {
+    // Membership changes run with pre-vote only: without it a removed node that never
+    // learns of its removal keeps raising terms (thesis §4.2.3), a liveness problem this
+    // test is not about.
+    let membership = pre_vote && n == 5 && rng.chance(70);
+    let cfg = move |id| Config {
         pre_vote,
         check_quorum,
         seed,
         max_append_bytes: 64 + (seed % 4) * 64,
         max_inflight_msgs: 1 + (seed % 8) as usize,
         ..config(id)
-    });
+    };
+    let mut c = if membership {
+        Cluster::with_members(&[1, 2, 3], &[4, 5], cfg)
+    } else {
+        Cluster::with_config(n, cfg)
+    };
     let mut checker = Checker {
         leaders: BTreeMap::new(),
         applied: BTreeMap::new(),
@@ -124,7 +136,7 @@ fn run(seed: u64) {
     for _step in 0..800 {
         let ids: Vec<u64> = c.nodes.keys().copied().collect();
         let pick = |rng: &mut Rng, ids: &[u64]| ids[rng.below(ids.len() as u64) as usize];
-        match rng.below(100) {
+        match rng.below(if membership { 105 } else { 100 }) {
             0..=29 => {
                 if !ids.is_empty() {
                     let id = pick(&mut rng, &ids);
@@ -197,10 +209,28 @@ fn run(seed: u64) {
                     c.process_ready(id);
                 }
             }
-            _ => {
+            98..=99 => {
                 if !ids.is_empty() {
                     let id = pick(&mut rng, &ids);
                     let _ = c.node_mut(id).read_index(data(&format!("r{}", rng.next())));
+                    c.process_ready(id);
+                }
+            }
+            _ => {
+                if !ids.is_empty() {
+                    let id = pick(&mut rng, &ids);
+                    let cc = random_conf_change(&mut rng, n);
+                    match c.node_mut(id).propose_conf_change(&cc) {
+                        Ok(_)
+                        | Err(Error::NotLeader { .. })
+                        | Err(Error::NoLeader)
+                        | Err(Error::ConfChangePending)
+                        | Err(Error::InvalidConfChange(_))
+                        | Err(Error::TransferInProgress)
+                        | Err(Error::LeaderRemoved)
+                        | Err(Error::UncommittedBytesExceeded { .. }) => {}
+                        Err(e) => panic!("unexpected conf change error {e}"),
+                    }
                     c.process_ready(id);
                 }
             }
@@ -239,6 +269,8 @@ fn run(seed: u64) {
     c.tick_all(5);
     checker.check(&c);
     let commit = c.node(leader).commit_index();
+    let cs = c.node(leader).conf_state();
+    let members: Vec<u64> = cs.voters.iter().chain(&cs.learners).copied().collect();
     if std::env::var("ORDO_RAFT_DEBUG").is_ok() {
         for (&id, node) in &c.nodes {
             eprintln!(
@@ -249,8 +281,45 @@ fn run(seed: u64) {
             );
         }
     }
-    for (&id, node) in &c.nodes {
-        assert_eq!(node.commit_index(), commit, "node {id} did not converge");
+    for id in members {
+        assert_eq!(
+            c.node(id).commit_index(),
+            commit,
+            "node {id} did not converge"
+        );
+    }
+}
+
+fn random_conf_change(rng: &mut Rng, n: u64) -> ConfChange {
+    let one = |rng: &mut Rng| {
+        let kind = match rng.below(3) {
+            0 => ConfChangeKind::AddVoter,
+            1 => ConfChangeKind::AddLearner,
+            _ => ConfChangeKind::Remove,
+        };
+        ConfChangeSingle {
+            kind,
+            node_id: rng.below(n) + 1,
+        }
+    };
+    let changes = if rng.chance(30) {
+        vec![one(&mut *rng), one(&mut *rng)]
+    } else {
+        vec![one(&mut *rng)]
+    };
+    let transition = match rng.below(4) {
+        0 => ConfChangeTransition::JointImplicit,
+        1 => ConfChangeTransition::JointExplicit,
+        _ => ConfChangeTransition::Auto,
+    };
+    let leave = rng.chance(15);
+    if leave {
+        return ConfChange::leave_joint();
+    }
+    ConfChange {
+        transition,
+        changes,
+        ..ConfChange::default()
     }
 }
 
