@@ -94,15 +94,13 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn new(cfg: Config, storage: S) -> Result<Raft<S>, Error> {
         cfg.validate()?;
         let rs = storage.initial_state();
-        let hs = rs.hard_state;
+        let mut hs = rs.hard_state;
         let last = storage.last_index();
         let first = storage.first_index();
-        if hs.commit > last {
-            return Err(Error::InvalidConfig(format!(
-                "hard state commit {} is beyond the last stored index {last}",
-                hs.commit
-            )));
-        }
+        // A durable commit index beyond the durable log means the hard state outlived
+        // entries written before it. The commit index is only a hint (the leader tells us
+        // again), so forget the part we cannot back with entries.
+        hs.commit = hs.commit.min(last);
         if cfg.applied_index > hs.commit.max(first - 1) {
             return Err(Error::InvalidConfig(format!(
                 "applied index {} is beyond the commit index {}",
