@@ -295,3 +295,45 @@ mod common_figure8 {
         (c, 2)
     }
 }
+
+#[test]
+fn unreachable_follower_drops_from_streaming_to_probing() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    assert_eq!(
+        c.node(1).status().progress[&2].state,
+        ProgressState::Replicate
+    );
+    c.node_mut(1).report_unreachable(2);
+    assert_eq!(c.node(1).status().progress[&2].state, ProgressState::Probe);
+    c.propose(1, "x");
+    c.stabilize();
+    assert_eq!(
+        c.node(1).status().progress[&2].state,
+        ProgressState::Replicate
+    );
+    assert_eq!(c.applied_data(2), vec!["x"]);
+}
+
+#[test]
+fn status_reports_each_followers_lag() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.isolate(3);
+    for i in 0..4 {
+        c.propose(1, &format!("e{i}"));
+    }
+    c.stabilize();
+    let st = c.node(1).status();
+    let last = st.last_index;
+    assert_eq!(st.progress[&2].match_index, last);
+    assert_eq!(
+        last - st.progress[&3].match_index,
+        4,
+        "node 3 is four entries behind"
+    );
+    assert!(
+        c.node(2).status().progress.is_empty(),
+        "only the leader tracks progress"
+    );
+}
