@@ -27,7 +27,8 @@ impl std::fmt::Display for GroupId {
 /// Why a proposal or membership change did not produce an outcome.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
-    /// This node cannot reach the leader to forward to; `leader` is the one it knows.
+    /// The node this one forwarded to is no longer the leader; `leader` is the one that
+    /// node knows of. [`Group::propose`] retries this itself until its timeout.
     #[error("not the leader; the leader is node {leader}")]
     NotLeader {
         /// The leader this node knows of.
@@ -330,8 +331,9 @@ impl<S: StateMachine> Group<S> {
     }
 
     /// Proposes `data` and resolves to the state machine's output once this node has
-    /// applied the entry. While no leader is known the proposal is retried until the
-    /// request timeout.
+    /// applied the entry. While no leader is known, or a forward reached a node that had
+    /// just lost leadership, the proposal (which was then not appended anywhere) is
+    /// retried until the request timeout.
     pub async fn propose(&self, data: impl Into<Bytes>) -> Result<S::Output, ProposeError> {
         let data = data.into();
         let deadline = tokio::time::Instant::now() + self.timeout();
@@ -354,7 +356,9 @@ impl<S: StateMachine> Group<S> {
                 }),
             };
             match outcome {
-                Err(ProposeError::NoLeader) if tokio::time::Instant::now() < deadline => {
+                Err(ProposeError::NoLeader | ProposeError::NotLeader { .. })
+                    if tokio::time::Instant::now() < deadline =>
+                {
                     self.wait_a_tick(deadline).await;
                 }
                 other => break other,
@@ -395,7 +399,9 @@ impl<S: StateMachine> Group<S> {
                 timeout_ms: self.request_timeout_ms,
             }));
             match outcome {
-                Err(ProposeError::NoLeader) if tokio::time::Instant::now() < deadline => {
+                Err(ProposeError::NoLeader | ProposeError::NotLeader { .. })
+                    if tokio::time::Instant::now() < deadline =>
+                {
                     self.wait_a_tick(deadline).await;
                 }
                 other => return other,
@@ -508,4 +514,58 @@ pub(crate) fn boot_id() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     nanos ^ (u64::from(std::process::id()) << 32) ^ BOOT_COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiter(tx: oneshot::Sender<Result<u32, ProposeError>>) -> Waiter<u32> {
+        Waiter {
+            reply: Reply::Output(tx),
+            at: None,
+        }
+    }
+
+    #[test]
+    fn a_waiter_whose_index_is_taken_by_another_proposal_learns_it_was_dropped() {
+        let mut w = Waiters::default();
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, mut rx2) = oneshot::channel();
+        w.by_seq.insert(1, waiter(tx1));
+        w.by_seq.insert(2, waiter(tx2));
+        w.bind(1, 5, 2);
+        // A new leader put another of our proposals at the same index.
+        w.bind(2, 5, 3);
+        assert_eq!(rx1.try_recv().unwrap(), Err(ProposeError::Dropped));
+        assert!(rx2.try_recv().is_err(), "the second is still waiting");
+        assert!(w.take(2).is_some());
+        assert!(w.by_index.is_empty());
+    }
+
+    #[test]
+    fn waiters_below_an_applied_index_fail_and_later_ones_keep_waiting() {
+        let mut w = Waiters::default();
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, mut rx2) = oneshot::channel();
+        w.by_seq.insert(1, waiter(tx1));
+        w.by_seq.insert(2, waiter(tx2));
+        w.bind(1, 4, 1);
+        w.bind(2, 9, 1);
+        w.fail_through(5, ProposeError::OutcomeUnknown);
+        assert_eq!(rx1.try_recv().unwrap(), Err(ProposeError::OutcomeUnknown));
+        assert!(rx2.try_recv().is_err());
+        assert_eq!(w.by_seq.len(), 1);
+    }
+
+    #[test]
+    fn abandoned_waiters_are_purged() {
+        let mut w = Waiters::default();
+        let (tx, rx) = oneshot::channel();
+        w.by_seq.insert(1, waiter(tx));
+        w.bind(1, 3, 1);
+        drop(rx);
+        w.purge_abandoned();
+        assert!(w.by_seq.is_empty() && w.by_index.is_empty());
+    }
 }

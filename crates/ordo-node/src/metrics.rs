@@ -142,7 +142,7 @@ pub struct MetricsSnapshot {
     pub fsync_latency_us: HistogramSnapshot,
     /// Time to apply one batch of committed entries, in microseconds.
     pub apply_batch_us: HistogramSnapshot,
-    /// Heartbeat to heartbeat answer, per peer, in microseconds.
+    /// From the oldest unanswered heartbeat to a peer until its answer, in microseconds.
     pub peer_round_trip_us: HistogramSnapshot,
 }
 

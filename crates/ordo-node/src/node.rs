@@ -387,7 +387,7 @@ impl Node {
         }
     }
 
-    /// The role of this node in each group, for a quick look.
+    /// The groups this node hosts.
     pub fn groups(&self) -> Vec<GroupId> {
         let mut ids: Vec<GroupId> = lock(&self.groups).keys().copied().collect();
         ids.sort_unstable();

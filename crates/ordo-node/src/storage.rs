@@ -169,10 +169,18 @@ impl WalStorage {
 
     /// Reads the newest snapshot's data from its file, verifying its checksum.
     pub fn read_snapshot_data(&self) -> Result<Bytes, StorageFailure> {
+        Ok(self
+            .read_snapshot()?
+            .map_or_else(Bytes::new, |(_, data)| data))
+    }
+
+    /// Reads the newest snapshot file: its index and its data, checksum verified.
+    fn read_snapshot(&self) -> Result<Option<(Index, Bytes)>, StorageFailure> {
         let dir = self.wal.dir().display().to_string();
         let Some(mut reader) = self.wal.open_snapshot()? else {
-            return Ok(Bytes::new());
+            return Ok(None);
         };
+        let index = reader.meta().last_index;
         let mut data = Vec::new();
         reader
             .by_ref()
@@ -185,7 +193,7 @@ impl WalStorage {
                 max: self.snapshot_bytes_max,
             });
         }
-        Ok(data.into())
+        Ok(Some((index, data.into())))
     }
 
     /// Writes a snapshot file and installs it (atomically, by the WAL).
@@ -393,14 +401,16 @@ impl Storage for WalStorage {
         };
         let data = match cached {
             Some(data) => data,
-            None => match self.read_snapshot_data() {
-                Ok(data) => {
+            None => match self.read_snapshot() {
+                Ok(Some((index, data))) if index == meta.index => {
                     let mut inner = lock(&self.inner);
                     if inner.snapshot_meta.index == meta.index {
                         inner.snapshot_data = Some(data.clone());
                     }
                     data
                 }
+                // A newer snapshot was installed meanwhile; the next attempt picks it up.
+                Ok(_) => return Err(StorageError::SnapshotTemporarilyUnavailable),
                 Err(error) => {
                     tracing::error!(%error, "reading the snapshot to send failed");
                     return Err(StorageError::SnapshotTemporarilyUnavailable);

@@ -29,7 +29,7 @@
 //!
 //! # Layout
 //!
-//! Files use the paper's vocabulary: [`raft`](crate::raft) (roles, elections, replication,
+//! Files use the paper's vocabulary: [`raft`] (roles, elections, replication,
 //! commitment), `log` and `log_unstable` (the replicated log, durable and not yet
 //! durable), [`tracker`] (per-peer progress, in-flight windows), [`quorum`] (majority and
 //! joint-consensus arithmetic), `confchange` (membership changes), `read_only`

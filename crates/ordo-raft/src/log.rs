@@ -105,7 +105,15 @@ impl<S: Storage> RaftLog<S> {
             return None;
         }
         let last_new = prev_index + entries.len() as u64;
-        let conflict = self.find_conflict(&entries);
+        let mut conflict = self.find_conflict(&entries);
+        if skip_prev_term_check && conflict != 0 && conflict <= self.committed {
+            // Without the check a leader can contradict our committed prefix; keep the
+            // prefix (so the node stays runnable) and let the checkers see divergence.
+            conflict = (self.committed + 1).min(last_new + 1);
+            if conflict > last_new {
+                conflict = 0;
+            }
+        }
         if conflict != 0 {
             assert!(
                 conflict > self.committed,

@@ -13,7 +13,7 @@ use crate::prng::Prng;
 use crate::quorum::VoteResult;
 use crate::read_only::{ReadIndexStatus, ReadOnly};
 use crate::storage::Storage;
-use crate::tracker::progress::{Progress, ProgressState};
+use crate::tracker::progress::{Progress, ProgressState, SNAPSHOT_TIMEOUT_ROUNDS};
 use crate::tracker::{ProgressTracker, TrackerConfig};
 use crate::types::{
     ConfChange, Entry, EntryKind, HardState, Index, NodeId, ReadState, Snapshot, Term, INVALID_ID,
@@ -94,15 +94,13 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn new(cfg: Config, storage: S) -> Result<Raft<S>, Error> {
         cfg.validate()?;
         let rs = storage.initial_state();
-        let hs = rs.hard_state;
+        let mut hs = rs.hard_state;
         let last = storage.last_index();
         let first = storage.first_index();
-        if hs.commit > last {
-            return Err(Error::InvalidConfig(format!(
-                "hard state commit {} is beyond the last stored index {last}",
-                hs.commit
-            )));
-        }
+        // A durable commit index beyond the durable log means the hard state outlived
+        // entries written before it. The commit index is only a hint (the leader tells us
+        // again), so forget the part we cannot back with entries.
+        hs.commit = hs.commit.min(last);
         if cfg.applied_index > hs.commit.max(first - 1) {
             return Err(Error::InvalidConfig(format!(
                 "applied index {} is beyond the commit index {}",
@@ -284,6 +282,8 @@ impl<S: Storage> Raft<S> {
         self.last_bcast_commit = self.log.committed;
         for id in self.peers() {
             self.maybe_send_append(id, send_empty);
+            // Pipelining: fill the in-flight window (bounded by `max_inflight_msgs`).
+            while self.maybe_send_append(id, false) {}
         }
     }
 
@@ -446,6 +446,16 @@ impl<S: Storage> Raft<S> {
             // A transfer that did not finish within an election timeout is abandoned
             // (thesis §3.10), so proposals resume.
             self.lead_transferee = None;
+            for pr in self.tracker.progress.values_mut() {
+                if pr.state == ProgressState::Snapshot {
+                    pr.snapshot_rounds += 1;
+                    if pr.snapshot_rounds >= SNAPSHOT_TIMEOUT_ROUNDS {
+                        // Nobody reported the snapshot's fate: presume it lost and probe.
+                        pr.pending_snapshot = 0;
+                        pr.become_probe();
+                    }
+                }
+            }
         }
         if self.role != StateRole::Leader {
             return;
@@ -584,6 +594,14 @@ impl<S: Storage> Raft<S> {
                 MessageBody::Append { .. }
                 | MessageBody::Heartbeat { .. }
                 | MessageBody::Snapshot { .. } => self.become_follower(m.term, m.from),
+                MessageBody::RequestVote { .. } => {
+                    // Figure 2: only hearing from a leader or granting a vote restarts the
+                    // election timer. Adopting a candidate's term does not, so a candidate
+                    // with a stale log cannot keep the up-to-date nodes from campaigning.
+                    let elapsed = self.election_elapsed_ticks;
+                    self.become_follower(m.term, INVALID_ID);
+                    self.election_elapsed_ticks = elapsed;
+                }
                 _ => self.become_follower(m.term, INVALID_ID),
             }
         } else if m.term < self.term {
@@ -1034,14 +1052,9 @@ impl<S: Storage> Raft<S> {
         if meta.index <= self.log.committed {
             return false;
         }
+        // The snapshot's configuration may not include us: a node added after the
+        // snapshot was taken learns of its own addition from the entries that follow.
         let cs = &meta.conf_state;
-        let member = cs.voters.contains(&self.id)
-            || cs.learners.contains(&self.id)
-            || cs.voters_outgoing.contains(&self.id);
-        if !member {
-            // A snapshot for a configuration we are not part of cannot be ours to install.
-            return false;
-        }
         if self.log.match_term(meta.index, meta.term) {
             // Our log already holds the snapshot's last entry: just commit up to it.
             self.log.commit_to(meta.index);
@@ -1170,7 +1183,17 @@ impl<S: Storage> Raft<S> {
         }
         self.maybe_commit();
         self.need_bcast = true;
-        if self.tracker.config.auto_leave && self.tracker.config.voters.is_joint() {
+        self.maybe_auto_leave();
+    }
+
+    /// A leader whose applied configuration is joint with `auto_leave` proposes leaving
+    /// it — including a leader elected after the joint configuration was entered.
+    pub(crate) fn maybe_auto_leave(&mut self) {
+        if self.role == StateRole::Leader
+            && self.tracker.config.auto_leave
+            && self.tracker.config.voters.is_joint()
+            && self.pending_conf_index <= self.log.applied
+        {
             let _ = self.propose_conf_change(&ConfChange::leave_joint());
         }
     }
@@ -1280,7 +1303,7 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    pub(crate) fn has_pending_conf(&self) -> Index {
+    pub(crate) fn pending_conf_index(&self) -> Index {
         self.pending_conf_index
     }
 

@@ -135,7 +135,8 @@ pub struct RawNode<S: Storage> {
 
 impl<S: Storage> RawNode<S> {
     /// Creates a node from its configuration and storage (empty for a new node, or what
-    /// the node persisted before a restart).
+    /// the node persisted before a restart). A durable commit index beyond the durable
+    /// log is lowered to the last index: the leader will tell the node again.
     pub fn new(config: Config, storage: S) -> Result<RawNode<S>, Error> {
         let raft = Raft::new(config, storage)?;
         let prev_soft = SoftState {
@@ -305,6 +306,13 @@ impl<S: Storage> RawNode<S> {
             }
         }
         if let Some((index, term)) = rec.last_entry {
+            // The contract: storage returns what the Ready asked to persist before
+            // `advance`. Catch a runtime that forgot, before it loses the entries.
+            let stored = r.log.storage.term(index);
+            assert!(
+                stored.is_ok() || r.log.storage.first_index() > index,
+                "advance(): entry {index} of the Ready is not in storage ({stored:?})"
+            );
             r.on_persisted(index, term);
         }
         if rec.hard_state.term == r.term && rec.hard_state.vote == r.id {
@@ -315,6 +323,7 @@ impl<S: Storage> RawNode<S> {
             for cc in &rec.conf_changes {
                 r.apply_conf_change(cc);
             }
+            r.maybe_auto_leave();
         }
     }
 
@@ -414,7 +423,7 @@ impl<S: Storage> RawNode<S> {
 
     /// Index of the latest configuration change this leader proposed.
     pub fn pending_conf_index(&self) -> Index {
-        self.raft.has_pending_conf()
+        self.raft.pending_conf_index()
     }
 
     /// Ticks since the last heartbeat from a leader (follower) or since the last

@@ -197,3 +197,32 @@ fn entry_commits_only_after_a_majority_acknowledges_and_all_apply_same_order() {
         assert_eq!(c.applied_data(id), vec!["w"]);
     }
 }
+
+/// A crash can leave the hard state durable but not the entries written before it (their
+/// acknowledgements were never sent); the node restarts with its commit index lowered to
+/// what its log holds and catches up.
+#[test]
+fn restart_with_commit_beyond_durable_log_recovers() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.cut.insert((3, 1)); // node 3's acknowledgements are lost
+    c.propose(1, "a");
+    c.propose(1, "b");
+    c.stabilize();
+    c.tick_all(1);
+    c.crash(3);
+    let written = c.crashed.remove(&3).unwrap();
+    let hs = written.hard_state();
+    assert_eq!(hs.commit, 3);
+    let mut survived =
+        ordo_raft::MemStorage::new_with_conf_state(ordo_raft::ConfState::with_voters([1, 2, 3]));
+    survived.append(&ordo_raft::Storage::entries(&written, 1, 2, u64::MAX).unwrap());
+    survived.set_hard_state(hs);
+    c.crashed.insert(3, survived);
+    c.restart(3);
+    assert_eq!(c.node(3).commit_index(), 1);
+    c.heal();
+    c.tick_all(3);
+    assert_eq!(c.log_of(3), c.log_of(1));
+    assert_eq!(c.applied_data(3), vec!["a", "b"]);
+}

@@ -110,6 +110,16 @@ pub enum Error {
         last_index: u64,
     },
 
+    /// An index at or above [`INDEX_MAX`](crate::INDEX_MAX): far beyond any real log, and
+    /// refused so that index arithmetic can never overflow.
+    #[error("index {index} is beyond the largest supported index {max}")]
+    IndexTooLarge {
+        /// The offending index.
+        index: u64,
+        /// [`INDEX_MAX`](crate::INDEX_MAX).
+        max: u64,
+    },
+
     /// A configuration value is out of range.
     #[error("invalid option: {0}")]
     InvalidOptions(String),

@@ -67,6 +67,8 @@
 
 mod error;
 mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hard_state;
 mod record;
 mod snapshot;
@@ -84,6 +86,14 @@ pub use error::{Error, Result};
 pub use hard_state::HardState;
 pub use snapshot::{SnapshotMeta, SnapshotReader, SnapshotWriter, SNAPSHOT_CONFIG_BYTES_MAX};
 pub use wal::Wal;
+
+/// Bytes each entry takes on disk besides its payload; [`Wal::entries`] counts these too
+/// against its byte bound.
+pub const RECORD_HEADER_BYTES: usize = record::HEADER_BYTES;
+
+/// Indices must stay below this (2^62): a limit no log reaches, which keeps every index
+/// computation clear of overflow, whatever a damaged file claims.
+pub const INDEX_MAX: u64 = 1 << 62;
 
 /// One log entry.
 #[derive(Debug, Clone, PartialEq, Eq)]

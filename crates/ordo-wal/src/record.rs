@@ -5,11 +5,15 @@
 //! | bytes | field | meaning |
 //! |---|---|---|
 //! | 0..4 | `len` | total record length, header included (never 0: 0 marks the end of data) |
-//! | 4..8 | `crc` | CRC32C over bytes `0..4` and `8..len` |
+//! | 4..8 | `crc` | CRC32C over the payload, then bytes `0..4` and `8..33` |
 //! | 8 | `kind` | opaque entry kind |
 //! | 9..17 | `term` | Raft term |
 //! | 17..25 | `index` | log index |
-//! | 25..len | payload | |
+//! | 25..33 | `durable` | durability claim: every index up to this one was on stable storage when this record was appended |
+//! | 33..len | payload | |
+//!
+//! The checksum takes the payload first so that the costly part is computed before the
+//! append lock, and the durability claim, known only under the lock, is sealed in cheaply.
 
 use std::fs::File;
 use std::io;
@@ -20,11 +24,11 @@ use bytes::Bytes;
 use crate::Entry;
 
 /// Bytes of a record header.
-pub(crate) const HEADER_BYTES: usize = 25;
+pub(crate) const HEADER_BYTES: usize = 33;
 
-/// Appends the encoding of `entry` to `buf`.
-pub(crate) fn encode(buf: &mut Vec<u8>, entry: &Entry) {
-    let start = buf.len();
+/// Appends the encoding of `entry` to `buf`, without its durability claim and checksum
+/// (see [`seal`]); returns the checksum of the payload.
+pub(crate) fn encode(buf: &mut Vec<u8>, entry: &Entry) -> u32 {
     let len = HEADER_BYTES + entry.payload.len();
     let len = u32::try_from(len).expect("payload size is checked against record_bytes_max");
     buf.extend_from_slice(&len.to_le_bytes());
@@ -32,14 +36,33 @@ pub(crate) fn encode(buf: &mut Vec<u8>, entry: &Entry) {
     buf.push(entry.kind);
     buf.extend_from_slice(&entry.term.to_le_bytes());
     buf.extend_from_slice(&entry.index.to_le_bytes());
+    buf.extend_from_slice(&[0; 8]);
     buf.extend_from_slice(&entry.payload);
-    let crc = checksum(&buf[start..]);
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    crc32c::crc32c(&entry.payload)
 }
 
-/// The checksum of an encoded record: everything but the checksum field itself.
+/// Writes the durability claim and the checksum into the encoded `record`.
+pub(crate) fn seal(record: &mut [u8], payload_crc: u32, durable: u64) {
+    record[25..33].copy_from_slice(&durable.to_le_bytes());
+    let crc = header_checksum(payload_crc, record);
+    record[4..8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The length and term of the encoded record that `buf` starts with.
+pub(crate) fn len_and_term(buf: &[u8]) -> (u64, u64) {
+    (u64::from(u32_at(buf, 0)), u64_at(buf, 9))
+}
+
+fn header_checksum(payload_crc: u32, record: &[u8]) -> u32 {
+    crc32c::crc32c_append(
+        crc32c::crc32c_append(payload_crc, &record[..4]),
+        &record[8..HEADER_BYTES],
+    )
+}
+
+/// The checksum a complete encoded record must carry.
 fn checksum(record: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&record[..4]), &record[8..])
+    header_checksum(crc32c::crc32c(&record[HEADER_BYTES..]), record)
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -198,53 +221,77 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Looks for any valid record with index at least `index_min` that starts in `(from, end)`,
-/// at any byte offset. Recovery uses it to tell a torn tail (nothing valid after the damage)
-/// from corruption in the middle (damage followed by valid records). Returns its offset.
-pub(crate) fn find_valid_record_after(
+/// A valid record found by [`highest_claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Claim {
+    pub(crate) durable: u64,
+    pub(crate) index: u64,
+    pub(crate) offset: u64,
+}
+
+/// Finds, among all valid records with index at least `index_min` that start anywhere in
+/// `[from, end)` (at any byte offset), the one with the highest durability claim.
+///
+/// Recovery uses it to judge damage at index `i`: a later record claiming `i` durable was
+/// appended after `i` reached stable storage, so a crash cannot explain the damage.
+pub(crate) fn highest_claim(
     file: &File,
     from: u64,
     end: u64,
     index_min: u64,
     record_bytes_max: u64,
-) -> io::Result<Option<u64>> {
+) -> io::Result<Option<Claim>> {
     const CHUNK_BYTES: u64 = 1 << 20;
+    let header = HEADER_BYTES as u64;
     // No record can be shorter than a header, so at most this many can follow `from`.
-    let index_max = index_min.saturating_add((end - from) / HEADER_BYTES as u64 + 1);
-    let mut chunk_start = from + 1;
+    let index_max = index_min.saturating_add(end.saturating_sub(from) / header + 1);
+    let mut best: Option<Claim> = None;
+    let mut chunk_start = from;
     let mut buf = Vec::new();
-    while chunk_start + (HEADER_BYTES as u64) <= end {
-        let chunk_end = end.min(chunk_start + CHUNK_BYTES + HEADER_BYTES as u64);
+    let mut record = Vec::new();
+    while chunk_start + header <= end {
+        let chunk_end = end.min(chunk_start + CHUNK_BYTES + header);
         buf.resize((chunk_end - chunk_start) as usize, 0);
         file.read_exact_at(&mut buf, chunk_start)?;
         for at in 0..=(buf.len() - HEADER_BYTES) {
             let len = u64::from(u32_at(&buf, at));
             let offset = chunk_start + at as u64;
-            if len < HEADER_BYTES as u64
-                || len > HEADER_BYTES as u64 + record_bytes_max
-                || offset + len > end
-            {
+            if len < header || len > header + record_bytes_max || offset + len > end {
                 continue;
             }
             let index = u64_at(&buf, at + 17);
             if index < index_min || index > index_max {
                 continue;
             }
-            let mut record = vec![0; len as usize];
+            record.resize(len as usize, 0);
             file.read_exact_at(&mut record, offset)?;
-            if u32_at(&record, 4) == checksum(&record) {
-                return Ok(Some(offset));
+            if u32_at(&record, 4) != checksum(&record) {
+                continue;
+            }
+            let durable = u64_at(&record, 25);
+            if best.map_or(true, |b| durable > b.durable) {
+                best = Some(Claim {
+                    durable,
+                    index,
+                    offset,
+                });
             }
         }
-        chunk_start += CHUNK_BYTES;
+        chunk_start += CHUNK_BYTES + 1;
     }
-    Ok(None)
+    Ok(best)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    fn encode_sealed(buf: &mut Vec<u8>, e: &Entry, durable: u64) {
+        let start = buf.len();
+        let crc = encode(buf, e);
+        seal(&mut buf[start..], crc, durable);
+    }
 
     fn entry(index: u64, payload: &'static [u8]) -> Entry {
         Entry {
@@ -265,8 +312,8 @@ mod tests {
     #[test]
     fn encoded_records_decode_back_in_order() {
         let mut buf = Vec::new();
-        encode(&mut buf, &entry(1, b"hello"));
-        encode(&mut buf, &entry(2, b""));
+        encode_sealed(&mut buf, &entry(1, b"hello"), 0);
+        encode_sealed(&mut buf, &entry(2, b""), 1);
         let (_d, f) = file_with(&buf);
         let mut c = Cursor::new(&f, 0, buf.len() as u64, 100, 7);
         for (i, p) in [(1u64, &b"hello"[..]), (2, b"")] {
@@ -286,7 +333,7 @@ mod tests {
     #[test]
     fn every_single_bit_flip_is_detected() {
         let mut buf = Vec::new();
-        encode(&mut buf, &entry(9, b"payload bytes"));
+        encode_sealed(&mut buf, &entry(9, b"payload bytes"), 8);
         for bit in 0..buf.len() * 8 {
             let mut b = buf.clone();
             b[bit / 8] ^= 1 << (bit % 8);
@@ -315,17 +362,22 @@ mod tests {
     }
 
     #[test]
-    fn valid_record_after_damage_is_found_at_any_offset() {
+    fn highest_claim_is_found_at_any_offset() {
         let mut buf = vec![0xAB; 11];
-        encode(&mut buf, &entry(5, b"x"));
+        encode_sealed(&mut buf, &entry(5, b"x"), 3);
+        buf.extend_from_slice(&[0; 5]);
+        encode_sealed(&mut buf, &entry(6, b"yy"), 4);
         let (_d, f) = file_with(&buf);
+        let end = buf.len() as u64;
+        let claim = highest_claim(&f, 0, end, 5, 100).unwrap().unwrap();
         assert_eq!(
-            find_valid_record_after(&f, 0, buf.len() as u64, 5, 100).unwrap(),
-            Some(11)
+            (claim.durable, claim.index, claim.offset),
+            (4, 6, 11 + 34 + 5)
         );
+        assert_eq!(highest_claim(&f, 0, end, 7, 100).unwrap(), None);
         assert_eq!(
-            find_valid_record_after(&f, 0, buf.len() as u64, 6, 100).unwrap(),
-            None
+            highest_claim(&f, 12, end, 5, 100).unwrap().unwrap().index,
+            6
         );
     }
 }

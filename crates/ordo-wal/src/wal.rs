@@ -1,11 +1,15 @@
 //! The log itself: segments, appends with group commit, reads, truncation and recovery.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::{JoinHandle, Thread};
 use std::time::Instant;
+
+use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::files::{
@@ -13,9 +17,9 @@ use crate::files::{
     sync_dir, write_atomic, TMP_SUFFIX,
 };
 use crate::hard_state::HardState;
-use crate::record::{self, Cursor, Step};
+use crate::record::{self, Cursor, Damage, Step};
 use crate::snapshot::{SnapshotMeta, SnapshotReader, SnapshotWriter, Snapshots};
-use crate::{lock, Durability, Entry, Options};
+use crate::{lock, Durability, Entry, Options, INDEX_MAX};
 
 /// The log-start marker: the first index of the log, written by `truncate_prefix`.
 const START_FILE: &str = "start";
@@ -23,6 +27,9 @@ const START_MAGIC: &[u8; 8] = b"ORDOST01";
 /// The truncate-suffix intent: present while a suffix truncation is under way.
 const TRUNCATE_FILE: &str = "truncate";
 const TRUNCATE_MAGIC: &[u8; 8] = b"ORDOTR01";
+/// With `Always` and nobody listening, how long written entries may wait for a round that no
+/// waiter led.
+const ALWAYS_BACKSTOP: std::time::Duration = std::time::Duration::from_millis(1);
 /// Read size of recovery scans.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
 
@@ -38,8 +45,10 @@ struct Segment {
     next_index: u64,
     path: PathBuf,
     file: Arc<File>,
-    /// Bytes of complete records; the file holds nothing beyond.
+    /// Bytes of records completely written, a prefix of the file: what readers may read.
     len_bytes: u64,
+    /// Bytes of records reserved by appenders, written or still being written.
+    len_reserved: u64,
     sparse: Vec<(u64, u64)>,
     terms: Vec<(u64, u64)>,
 }
@@ -52,6 +61,7 @@ impl Segment {
             path,
             file: Arc::new(file),
             len_bytes: 0,
+            len_reserved: 0,
             sparse: Vec::new(),
             terms: Vec::new(),
         }
@@ -63,7 +73,7 @@ impl Segment {
             "records of a segment are consecutive"
         );
         assert_eq!(
-            offset, self.len_bytes,
+            offset, self.len_reserved,
             "records of a segment are contiguous"
         );
         if self
@@ -77,7 +87,7 @@ impl Segment {
             self.terms.push((index, term));
         }
         self.next_index = index + 1;
-        self.len_bytes = offset + len;
+        self.len_reserved = offset + len;
     }
 
     /// A record offset at or before the record with `index`, and that record's index.
@@ -106,6 +116,7 @@ impl Segment {
         self.terms.retain(|&(i, _)| i < index);
         self.next_index = index;
         self.len_bytes = offset;
+        self.len_reserved = offset;
     }
 
     /// Byte offset of the record with `index`, found by reading from the nearest hint.
@@ -144,8 +155,17 @@ impl Segment {
 struct LogState {
     /// First index of the log; entries below it are compacted.
     start_index: u64,
-    /// One past the last index.
+    /// One past the last index reserved by an appender.
     next_index: u64,
+    /// One past the last index whose record, and every one before it, is written: the end
+    /// of the log as readers and fsyncs see it.
+    written_next: u64,
+    /// Appends reserved but not yet known to be written, in reservation order. Appenders
+    /// write outside the lock, to disjoint byte ranges, so they never queue behind each
+    /// other's `write` system calls.
+    inflight: VecDeque<Inflight>,
+    /// Sequence number of `inflight[0]`.
+    inflight_front_seq: u64,
     /// Ascending by first index; the last one is the one appended to.
     segments: Vec<Segment>,
     /// Files rolled away from that still need an fsync (only with `Durability::Never`).
@@ -169,14 +189,57 @@ impl LogState {
                 first_index: self.start_index,
             });
         }
-        if index >= self.next_index {
+        if index >= self.written_next {
             return Err(Error::Unavailable {
                 index,
-                last_index: self.next_index - 1,
+                last_index: self.written_next - 1,
             });
         }
         Ok(())
     }
+
+    /// Marks the append with sequence number `seq` written and advances the written prefix
+    /// over every leading append that is. Returns the new `written_next`.
+    fn complete(&mut self, seq: u64) -> u64 {
+        let at = usize::try_from(seq - self.inflight_front_seq).expect("in-flight queue is short");
+        self.inflight[at].done = true;
+        while self.inflight.front().is_some_and(|w| w.done) {
+            let w = self.inflight.pop_front().expect("checked above");
+            self.inflight_front_seq += 1;
+            self.segments[w.segment].len_bytes = w.end_offset;
+            self.written_next = w.next_index;
+        }
+        self.written_next
+    }
+
+    /// Waits until no append is in flight (truncations and rolls need the file settled).
+    fn drain<'a>(
+        mut log: MutexGuard<'a, LogState>,
+        drained: &Condvar,
+    ) -> Result<MutexGuard<'a, LogState>> {
+        loop {
+            if log.poisoned {
+                return Err(Error::Poisoned);
+            }
+            if log.inflight.is_empty() {
+                return Ok(log);
+            }
+            log = drained
+                .wait(log)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+/// An append whose bytes are being written outside the lock.
+#[derive(Debug)]
+struct Inflight {
+    /// Position in `LogState::segments`: stable while the append is in flight, since rolls
+    /// only push and truncations wait until nothing is in flight.
+    segment: usize,
+    end_offset: u64,
+    next_index: u64,
+    done: bool,
 }
 
 /// What the fsync thread and the durability waiters share.
@@ -191,8 +254,34 @@ struct SyncState {
     generation: u64,
     /// Someone wants an fsync now, whatever the policy.
     requested: bool,
+    /// An fsync round is running (on the fsync thread or a waiter leading it).
+    in_flight: bool,
+    /// Parked threads waiting for an index to become durable; a round wakes exactly those it
+    /// covers, so waking costs one unpark per waiter instead of a herd contending for a lock.
+    waiters: Vec<(u64, Thread)>,
     shutdown: bool,
     poisoned: bool,
+}
+
+impl SyncState {
+    /// Wakes and forgets every waiter for an index at or below `durable_index`.
+    fn wake_covered(&mut self) {
+        let durable = self.durable_index;
+        self.waiters.retain(|(index, thread)| {
+            let covered = *index <= durable;
+            if covered {
+                thread.unpark();
+            }
+            !covered
+        });
+    }
+
+    /// Wakes and forgets every waiter (poisoning, shutdown).
+    fn wake_all(&mut self) {
+        for (_, thread) in self.waiters.drain(..) {
+            thread.unpark();
+        }
+    }
 }
 
 type Listener = Arc<dyn Fn(u64) + Send + Sync>;
@@ -207,9 +296,15 @@ struct Shared {
     sync: Mutex<SyncState>,
     /// Wakes the fsync thread.
     sync_wanted: Condvar,
-    /// Signals a new durable index (or poisoning) to waiters.
-    durable_changed: Condvar,
+    /// Signals (with `log`) that no append is in flight any more.
+    writes_drained: Condvar,
     listeners: Mutex<Vec<Listener>>,
+    /// A copy of `SyncState::durable_index` that appenders read under the log lock, to seal
+    /// into each record as its durability claim.
+    durable_claim: AtomicU64,
+    /// Set once a listener is registered: then an `Always` append wakes the fsync thread at
+    /// once, since nobody may be waiting to lead the round.
+    has_listeners: AtomicBool,
     hard_state: Mutex<HardState>,
     snapshots: Arc<Snapshots>,
     /// Test hook: the number of crash points to pass before failing like a crash.
@@ -265,8 +360,10 @@ impl Wal {
                 ..SyncState::default()
             }),
             sync_wanted: Condvar::new(),
-            durable_changed: Condvar::new(),
+            writes_drained: Condvar::new(),
             listeners: Mutex::new(Vec::new()),
+            has_listeners: AtomicBool::new(false),
+            durable_claim: AtomicU64::new(recovered_index),
             hard_state: Mutex::new(hard_state),
             snapshots,
             #[cfg(test)]
@@ -294,9 +391,10 @@ impl Wal {
         lock(&self.shared.log).start_index
     }
 
-    /// The last index of the log, `first_index() - 1` if it is empty.
+    /// The last index of the log, `first_index() - 1` if it is empty. Entries of appends
+    /// still in progress on other threads count once they, and all before them, are written.
     pub fn last_index(&self) -> u64 {
-        lock(&self.shared.log).next_index - 1
+        lock(&self.shared.log).written_next - 1
     }
 
     /// Appends `entries`, which must carry consecutive indices starting at `last_index() + 1`,
@@ -311,16 +409,11 @@ impl Wal {
         let Some(first) = entries.first() else {
             return Ok(self.last_index());
         };
+        check_index(first.index)?;
         let opts = &self.shared.options;
         let mut bytes = 0u64;
         for (i, e) in entries.iter().enumerate() {
-            if e.payload.len() as u64 > opts.record_bytes_max {
-                return Err(Error::RecordTooLarge {
-                    index: e.index,
-                    bytes: e.payload.len() as u64,
-                    max: opts.record_bytes_max,
-                });
-            }
+            check_payload(e.index, e.payload.len(), opts)?;
             let expected = first.index + i as u64;
             if e.index != expected {
                 return Err(Error::NonContiguousAppend {
@@ -330,62 +423,45 @@ impl Wal {
             }
             bytes += (record::HEADER_BYTES + e.payload.len()) as u64;
         }
-        if bytes > opts.segment_bytes_max {
-            return Err(Error::BatchTooLarge {
-                bytes,
-                max: opts.segment_bytes_max,
-            });
-        }
+        check_batch(bytes, opts)?;
         // Encode (and checksum) before taking the lock, so appenders overlap that work.
         let mut buf = Vec::with_capacity(bytes as usize);
-        for e in entries {
-            record::encode(&mut buf, e);
+        let crcs: Vec<u32> = entries
+            .iter()
+            .map(|e| record::encode(&mut buf, e))
+            .collect();
+        self.shared
+            .write_batch(Some(first.index), bytes, move |_| (buf, crcs))
+    }
+
+    /// Appends `payloads` as entries of `term` and `kind` at the end of the log, whatever its
+    /// last index is, and returns the index of the last one. For many threads appending to
+    /// one log (each learns its indices from the result); a Raft runtime that chooses indices
+    /// itself uses [`append`](Self::append). Limits and durability are as for `append`.
+    pub fn append_next(&self, term: u64, kind: u8, payloads: &[Bytes]) -> Result<u64> {
+        if payloads.is_empty() {
+            return Ok(self.last_index());
         }
-        let last = first.index + entries.len() as u64 - 1;
-        let mut log = lock(&self.shared.log);
-        if log.poisoned {
-            return Err(Error::Poisoned);
+        let opts = &self.shared.options;
+        let mut bytes = 0u64;
+        let next = self.last_index() + 1;
+        check_index(next)?;
+        for p in payloads {
+            check_payload(next, p.len(), opts)?;
+            bytes += (record::HEADER_BYTES + p.len()) as u64;
         }
-        if first.index != log.next_index {
-            return Err(Error::NonContiguousAppend {
-                expected: log.next_index,
-                found: first.index,
-            });
-        }
-        let roll = match log.segments.last() {
-            None => true,
-            Some(s) => s.len_bytes > 0 && s.len_bytes + bytes > opts.segment_bytes_max,
-        };
-        if roll {
-            self.shared.roll(&mut log, first.index)?;
-        }
-        let seg = log
-            .segments
-            .last_mut()
-            .expect("a segment exists after rolling");
-        assert_eq!(seg.next_index, first.index);
-        if let Err(e) = seg.file.write_all_at(&buf, seg.len_bytes) {
-            let path = seg.path.clone();
-            // What reached the file is unknown: refuse further work until recovery has looked.
-            let _ = seg.file.set_len(seg.len_bytes);
-            drop(log);
-            self.shared.poison();
-            return Err(Error::io(path, e));
-        }
-        let mut offset = seg.len_bytes;
-        for e in entries {
-            let len = (record::HEADER_BYTES + e.payload.len()) as u64;
-            seg.note_record(e.index, e.term, offset, len, opts.index_interval_bytes);
-            offset += len;
-        }
-        log.next_index = last + 1;
-        drop(log);
-        let mut s = lock(&self.shared.sync);
-        s.written_index = s.written_index.max(last);
-        if opts.durability == Durability::Always {
-            self.shared.sync_wanted.notify_one();
-        }
-        Ok(last)
+        check_batch(bytes, opts)?;
+        // The index is part of the record, so encoding waits until the lock assigns it.
+        self.shared.write_batch(None, bytes, |first| {
+            let mut buf = Vec::with_capacity(bytes as usize);
+            let crcs = (first..)
+                .zip(payloads)
+                .map(|(index, p)| {
+                    record::encode(&mut buf, &Entry::new(index, term, kind, p.clone()))
+                })
+                .collect();
+            (buf, crcs)
+        })
     }
 
     /// Entries with indices in `[lo, hi)`, stopping before the total encoded size would exceed
@@ -482,10 +558,7 @@ impl Wal {
             .truncation
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut log = lock(&self.shared.log);
-        if log.poisoned {
-            return Err(Error::Poisoned);
-        }
+        let mut log = LogState::drain(lock(&self.shared.log), &self.shared.writes_drained)?;
         if from < log.start_index {
             return Err(Error::Compacted {
                 index: from,
@@ -496,15 +569,19 @@ impl Wal {
             return Ok(());
         }
         let result = self.shared.truncate_suffix_locked(&mut log, from);
+        if result.is_ok() {
+            // Before appends can resume: they seal the durability claim into their records.
+            let mut s = lock(&self.shared.sync);
+            s.generation += 1;
+            s.written_index = s.written_index.min(from - 1);
+            s.durable_index = s.durable_index.min(from - 1);
+            self.shared
+                .durable_claim
+                .store(s.durable_index, Ordering::Release);
+        }
         drop(log);
         match result {
-            Ok(()) => {
-                let mut s = lock(&self.shared.sync);
-                s.generation += 1;
-                s.written_index = s.written_index.min(from - 1);
-                s.durable_index = s.durable_index.min(from - 1);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(e) => {
                 self.shared.poison();
                 Err(e)
@@ -521,25 +598,24 @@ impl Wal {
     /// the records below it in the segment that holds it (a file cannot be cut at the front),
     /// so a crash at any later step still yields the new log.
     pub fn truncate_prefix(&self, through: u64) -> Result<()> {
-        let mut log = lock(&self.shared.log);
-        if log.poisoned {
-            return Err(Error::Poisoned);
-        }
+        check_index(through)?;
+        let mut log = LogState::drain(lock(&self.shared.log), &self.shared.writes_drained)?;
         if through < log.start_index {
             return Ok(());
         }
         let result = self.shared.truncate_prefix_locked(&mut log, through);
-        let emptied = log.next_index == log.start_index;
+        if result.is_ok() && log.next_index == log.start_index {
+            // Nothing is left below the new start: the snapshot covers it all, durably.
+            let mut s = lock(&self.shared.sync);
+            s.written_index = s.written_index.max(through);
+            s.durable_index = s.durable_index.max(through);
+            self.shared
+                .durable_claim
+                .store(s.durable_index, Ordering::Release);
+        }
         drop(log);
         match result {
-            Ok(()) => {
-                if emptied {
-                    let mut s = lock(&self.shared.sync);
-                    s.written_index = s.written_index.max(through);
-                    s.durable_index = s.durable_index.max(through);
-                }
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(e) => {
                 self.shared.poison();
                 Err(e)
@@ -572,6 +648,8 @@ impl Wal {
     /// into a method of this `Wal` that waits for durability.
     pub fn on_durable(&self, listener: impl Fn(u64) + Send + Sync + 'static) {
         lock(&self.shared.listeners).push(Arc::new(listener));
+        self.shared.has_listeners.store(true, Ordering::Release);
+        self.shared.sync_wanted.notify_one();
     }
 
     /// The last stored hard state (the default before the first [`set_hard_state`](Self::set_hard_state)).
@@ -619,9 +697,12 @@ impl Wal {
 
 impl Drop for Wal {
     fn drop(&mut self) {
-        lock(&self.shared.sync).shutdown = true;
+        {
+            let mut s = lock(&self.shared.sync);
+            s.shutdown = true;
+            s.wake_all();
+        }
         self.shared.sync_wanted.notify_all();
-        self.shared.durable_changed.notify_all();
         if let Some(t) = self.syncer.take() {
             let _ = t.join();
         }
@@ -649,8 +730,10 @@ impl Shared {
 
     fn poison(&self) {
         lock(&self.log).poisoned = true;
-        lock(&self.sync).poisoned = true;
-        self.durable_changed.notify_all();
+        self.writes_drained.notify_all();
+        let mut s = lock(&self.sync);
+        s.poisoned = true;
+        s.wake_all();
     }
 
     /// Starts a new segment whose first record will be `first_index`.
@@ -668,7 +751,9 @@ impl Shared {
             } else if let Err(e) = old.file.sync_data() {
                 let path = old.path.clone();
                 log.poisoned = true;
-                lock(&self.sync).poisoned = true;
+                let mut s = lock(&self.sync);
+                s.poisoned = true;
+                s.wake_all();
                 return Err(Error::io(path, e));
             }
         }
@@ -682,6 +767,114 @@ impl Shared {
         log.segments.push(Segment::new(first_index, path, file));
         log.dir_dirty = true;
         Ok(())
+    }
+
+    /// The append protocol: under the lock, roll to a new segment if the batch does not fit,
+    /// take the next index (or check the caller's `first`), let `encode` produce the records,
+    /// index them and reserve their byte range; write the range without the lock; then,
+    /// under the lock again, publish it once every earlier reservation is written too.
+    fn write_batch(
+        &self,
+        first: Option<u64>,
+        bytes: u64,
+        encode: impl FnOnce(u64) -> (Vec<u8>, Vec<u32>),
+    ) -> Result<u64> {
+        let opts = &self.options;
+        let mut log = lock(&self.log);
+        loop {
+            if log.poisoned {
+                return Err(Error::Poisoned);
+            }
+            let roll = log.segments.last().map_or(true, |s| {
+                s.len_reserved > 0 && s.len_reserved + bytes > opts.segment_bytes_max
+            });
+            if !roll {
+                break;
+            }
+            if !log.inflight.is_empty() {
+                // The finished segment is fsynced on rolling: its writes must land first.
+                log = LogState::drain(log, &self.writes_drained)?;
+                continue;
+            }
+            let index = log.next_index;
+            if first.is_some_and(|f| f != index) {
+                break; // refused just below, before a segment is created for it
+            }
+            self.roll(&mut log, index)?;
+            break;
+        }
+        let index = log.next_index;
+        if let Some(f) = first.filter(|&f| f != index) {
+            return Err(Error::NonContiguousAppend {
+                expected: index,
+                found: f,
+            });
+        }
+        let (mut buf, crcs) = encode(index);
+        assert_eq!(buf.len() as u64, bytes);
+        // Read under the lock: a suffix truncation lowers it before it lets go of the lock,
+        // so a record never claims an index durable that is not (see `judge_damage`).
+        let durable = self.durable_claim.load(Ordering::Acquire);
+        let segment = log.segments.len() - 1;
+        let seg = &mut log.segments[segment];
+        let offset = seg.len_reserved;
+        let mut at = 0;
+        let mut next = index;
+        for crc in crcs {
+            let (len, term) = record::len_and_term(&buf[at..]);
+            let end = at + len as usize;
+            record::seal(&mut buf[at..end], crc, durable);
+            seg.note_record(
+                next,
+                term,
+                offset + at as u64,
+                len,
+                opts.index_interval_bytes,
+            );
+            at = end;
+            next += 1;
+        }
+        assert_eq!(at, buf.len());
+        let file = Arc::clone(&seg.file);
+        log.next_index = next;
+        let seq = log.inflight_front_seq + log.inflight.len() as u64;
+        log.inflight.push_back(Inflight {
+            segment,
+            end_offset: offset + bytes,
+            next_index: next,
+            done: false,
+        });
+        drop(log);
+
+        if let Err(e) = file.write_all_at(&buf, offset) {
+            // What reached the file is unknown: refuse further work until recovery has looked.
+            let path = lock(&self.log).segments[segment].path.clone();
+            self.poison();
+            return Err(Error::io(path, e));
+        }
+
+        let written = {
+            let mut log = lock(&self.log);
+            let written_next = log.complete(seq);
+            if log.inflight.is_empty() {
+                self.writes_drained.notify_all();
+            }
+            written_next - 1
+        };
+        let mut s = lock(&self.sync);
+        if written > s.written_index {
+            s.written_index = written;
+            let listened = self.has_listeners.load(Ordering::Acquire);
+            if opts.durability == Durability::Always && listened {
+                self.sync_wanted.notify_one();
+            } else if !s.in_flight && !s.waiters.is_empty() {
+                // A waiter may have parked because its entry was not yet written (an earlier
+                // append was still in flight): it can lead a round now.
+                let (_, leader) = s.waiters.remove(0);
+                leader.unpark();
+            }
+        }
+        Ok(next - 1)
     }
 
     fn truncate_suffix_locked(&self, log: &mut LogState, from: u64) -> Result<()> {
@@ -710,6 +903,7 @@ impl Shared {
             .map_err(|e| Error::io(self.dir.join(TRUNCATE_FILE), e))?;
         sync_dir(&self.dir)?;
         log.next_index = from;
+        log.written_next = from;
         Ok(())
     }
 
@@ -723,6 +917,7 @@ impl Shared {
         )?;
         log.start_index = start;
         log.next_index = log.next_index.max(start);
+        log.written_next = log.next_index;
         while log.segments.first().is_some_and(|s| s.next_index <= start) {
             self.crash_point()?;
             let s = log.segments.remove(0);
@@ -731,6 +926,9 @@ impl Shared {
         Ok(())
     }
 
+    /// Waits until `index` is durable. With `Always`, or when `force`d, a waiter that finds no
+    /// fsync in flight runs one itself (leader-based group commit): a lone appender pays no
+    /// thread hand-off, and appenders arriving meanwhile park until a round covers them.
     fn wait_durable(&self, index: u64, force: bool) -> Result<u64> {
         let last = lock(&self.log).next_index - 1;
         if index > last {
@@ -739,33 +937,67 @@ impl Shared {
                 last_index: last,
             });
         }
+        let lead = force || self.options.durability == Durability::Always;
+        let me = std::thread::current();
         let mut s = lock(&self.sync);
         loop {
-            if s.poisoned {
+            if s.poisoned || s.shutdown {
+                s.waiters.retain(|(_, t)| t.id() != me.id());
                 return Err(Error::Poisoned);
             }
             if s.durable_index >= index {
                 return Ok(s.durable_index);
             }
-            if s.shutdown {
-                return Err(Error::Poisoned);
+            if lead && !s.in_flight && s.written_index > s.durable_index {
+                s.in_flight = true;
+                s.requested = false;
+                s.waiters.retain(|(_, t)| t.id() != me.id());
+                drop(s);
+                self.sync_round()?;
+                s = lock(&self.sync);
+                continue;
             }
             if force && !s.requested {
                 s.requested = true;
                 self.sync_wanted.notify_one();
             }
-            s = self
-                .durable_changed
-                .wait(s)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !s.waiters.iter().any(|(_, t)| t.id() == me.id()) {
+                s.waiters.push((index, me.clone()));
+            }
+            drop(s);
+            std::thread::park();
+            s = lock(&self.sync);
         }
     }
 
-    /// The fsync thread: waits for work per the durability policy, then syncs.
+    /// Runs one fsync round (the caller set `in_flight`), then hands on: if more was written
+    /// meanwhile, a parked waiter is woken to lead the next round, or else the fsync thread.
+    fn sync_round(&self) -> Result<()> {
+        let result = self.sync_once();
+        if result.is_err() {
+            self.poison();
+        }
+        let mut s = lock(&self.sync);
+        s.in_flight = false;
+        if s.written_index > s.durable_index || s.requested {
+            if s.waiters.is_empty() {
+                self.sync_wanted.notify_one();
+            } else {
+                let (_, next_leader) = s.waiters.remove(0);
+                next_leader.unpark();
+            }
+        }
+        result
+    }
+
+    /// The fsync thread: waits for work per the durability policy, then syncs. With `Always`
+    /// and no listener, waiters lead their own rounds and this thread is only a backstop that
+    /// keeps [`Wal::durable_index`] moving for callers that neither wait nor listen.
     fn run_syncer(&self) {
         let interval = match self.options.durability {
             Durability::Interval(d) => Some(d),
-            _ => None,
+            Durability::Always => Some(ALWAYS_BACKSTOP),
+            Durability::Never => None,
         };
         let mut deadline = interval.map(|d| Instant::now() + d);
         loop {
@@ -776,13 +1008,15 @@ impl Shared {
                         return;
                     }
                     let behind = s.written_index > s.durable_index && !s.poisoned;
+                    let listened = self.has_listeners.load(Ordering::Acquire);
                     let due = match (self.options.durability, deadline) {
-                        (Durability::Always, _) => behind,
-                        (Durability::Interval(_), Some(d)) => behind && Instant::now() >= d,
+                        (Durability::Always, _) if listened => behind,
+                        (_, Some(d)) => behind && Instant::now() >= d,
                         _ => false,
                     };
-                    if s.requested || due {
+                    if (s.requested || due) && !s.in_flight {
                         s.requested = false;
+                        s.in_flight = true;
                         break;
                     }
                     s = match deadline {
@@ -804,9 +1038,8 @@ impl Shared {
                     };
                 }
             }
-            if self.sync_once().is_err() {
-                self.poison();
-            }
+            // Errors poison the log; waiters learn of it from there.
+            let _ = self.sync_round();
             deadline = interval.map(|i| Instant::now() + i);
         }
     }
@@ -825,7 +1058,7 @@ impl Shared {
             }
             let generation = lock(&self.sync).generation;
             (
-                log.next_index - 1,
+                log.written_next - 1,
                 generation,
                 files,
                 std::mem::take(&mut log.dir_dirty),
@@ -845,10 +1078,10 @@ impl Shared {
                 None
             } else if target > s.durable_index {
                 s.durable_index = target;
-                self.durable_changed.notify_all();
+                self.durable_claim.store(target, Ordering::Release);
+                s.wake_covered();
                 Some(target)
             } else {
-                self.durable_changed.notify_all();
                 None
             }
         };
@@ -862,6 +1095,37 @@ impl Shared {
     }
 }
 
+fn check_index(index: u64) -> Result<()> {
+    if index >= INDEX_MAX {
+        return Err(Error::IndexTooLarge {
+            index,
+            max: INDEX_MAX,
+        });
+    }
+    Ok(())
+}
+
+fn check_payload(index: u64, payload_bytes: usize, opts: &Options) -> Result<()> {
+    if payload_bytes as u64 > opts.record_bytes_max {
+        return Err(Error::RecordTooLarge {
+            index,
+            bytes: payload_bytes as u64,
+            max: opts.record_bytes_max,
+        });
+    }
+    Ok(())
+}
+
+fn check_batch(bytes: u64, opts: &Options) -> Result<()> {
+    if bytes > opts.segment_bytes_max {
+        return Err(Error::BatchTooLarge {
+            bytes,
+            max: opts.segment_bytes_max,
+        });
+    }
+    Ok(())
+}
+
 /// Recovers the log in `dir`; see [`Wal::open`].
 fn recover(dir: &Path, options: &Options) -> Result<LogState> {
     let start_path = dir.join(START_FILE);
@@ -869,8 +1133,12 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
         Some(p) => le_u64(&p),
         None => 1,
     };
-    if start_index == 0 {
-        return Err(Error::corrupt(&start_path, 8, "log start index 0"));
+    if start_index == 0 || start_index >= INDEX_MAX {
+        return Err(Error::corrupt(
+            &start_path,
+            8,
+            format!("impossible log start index {start_index}"),
+        ));
     }
     let truncate_path = dir.join(TRUNCATE_FILE);
     let truncate_from = read_small(&truncate_path, TRUNCATE_MAGIC, 8)?.map(|p| le_u64(&p));
@@ -881,6 +1149,13 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
             // An atomic replacement that never reached its rename: the old file stands.
             remove_if_exists(&path)?;
         } else if let Some(first) = parse_segment_name(&name) {
+            if first >= INDEX_MAX {
+                return Err(Error::corrupt(
+                    &path,
+                    0,
+                    "first index in the name is out of range",
+                ));
+            }
             names.push((first, path));
         }
     }
@@ -923,9 +1198,8 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
     }
 
     let mut segments: Vec<Segment> = Vec::new();
-    let count = names.len();
-    for (i, (first, path)) in names.into_iter().enumerate() {
-        let is_last = i + 1 == count;
+    let mut names = names.into_iter();
+    while let Some((first, path)) = names.next() {
         if let Some(prev) = segments.last() {
             if prev.next_index != first {
                 return Err(Error::Gap {
@@ -943,7 +1217,22 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
             .map_err(|e| Error::io(&path, e))?;
         let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         let mut seg = Segment::new(first, path, file);
-        let cut = scan_segment(&mut seg, file_len, is_last, truncate_from, options)?;
+        let end = scan_segment(&mut seg, file_len, truncate_from, options)?;
+        seg.len_bytes = seg.len_reserved;
+        let cut = match end {
+            ScanEnd::Clean => None,
+            ScanEnd::Truncate(offset) => Some(offset),
+            ScanEnd::Damaged { offset, damage } => {
+                let later: Vec<PathBuf> = names.by_ref().map(|(_, p)| p).collect();
+                judge_damage(&seg, offset, damage, file_len, &later, options)?;
+                // A torn tail: nothing from here on was ever durable.
+                for p in later {
+                    remove_if_exists(&p)?;
+                    dir_dirty = true;
+                }
+                Some(offset)
+            }
+        };
         if let Some(offset) = cut {
             seg.file
                 .set_len(offset)
@@ -981,6 +1270,9 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
     Ok(LogState {
         start_index,
         next_index: next_index.max(start_index),
+        written_next: next_index.max(start_index),
+        inflight: VecDeque::new(),
+        inflight_front_seq: 0,
         segments,
         pending_sync: Vec::new(),
         dir_dirty: false,
@@ -988,41 +1280,48 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
     })
 }
 
-/// Scans one segment, filling its index, and returns where to cut it, if anywhere.
-///
-/// Torn tail or corruption? A crash can only damage bytes written after the last completed
-/// fsync, and those are always at the end of the last segment (a segment is fsynced before the
-/// next one is created, and with `Durability::Never` in the background right after). So:
-/// damage in a segment that is not the last is corruption; damage in the last segment is a
-/// torn tail only if no valid record with a later index starts anywhere after it. A damaged
-/// record followed by a valid one cannot come from a torn final write: it is corruption, and
-/// an error names the file and offset instead of dropping acknowledged entries.
+/// How the scan of a segment ended.
+enum ScanEnd {
+    /// At the end of the file.
+    Clean,
+    /// At the first record an interrupted suffix truncation removes.
+    Truncate(u64),
+    /// At bytes that are not a valid record.
+    Damaged { offset: u64, damage: Damage },
+}
+
+/// Scans one segment from the start, filling its index, checking every checksum and that
+/// the indices run on from the file name without a gap.
 fn scan_segment(
     seg: &mut Segment,
     file_len: u64,
-    is_last: bool,
     truncate_from: Option<u64>,
     options: &Options,
-) -> Result<Option<u64>> {
-    let record_max = options.record_bytes_max;
+) -> Result<ScanEnd> {
     let file = Arc::clone(&seg.file);
-    let mut c = Cursor::new(&file, 0, file_len, record_max, SCAN_CHUNK_BYTES);
+    let mut c = Cursor::new(
+        &file,
+        0,
+        file_len,
+        options.record_bytes_max,
+        SCAN_CHUNK_BYTES,
+    );
     loop {
         let offset = c.position();
         match c.next_step().map_err(|e| Error::io(&seg.path, e))? {
             Step::Record(r) => {
                 if r.entry.index != seg.next_index {
-                    let (expected, found) = (seg.next_index, r.entry.index);
+                    let (path, expected, found) = (seg.path.clone(), seg.next_index, r.entry.index);
                     return Err(if offset == 0 {
                         Error::Gap {
-                            path: seg.path.clone(),
+                            path,
                             offset,
                             expected,
                             found,
                         }
                     } else {
                         Error::OutOfSequence {
-                            path: seg.path.clone(),
+                            path,
                             offset,
                             expected,
                             found,
@@ -1030,33 +1329,73 @@ fn scan_segment(
                     });
                 }
                 if truncate_from.is_some_and(|from| r.entry.index >= from) {
-                    return Ok(Some(offset));
+                    return Ok(ScanEnd::Truncate(offset));
                 }
                 let (index, term) = (r.entry.index, r.entry.term);
                 seg.note_record(index, term, offset, r.len, options.index_interval_bytes);
             }
-            Step::End => return Ok(None),
-            Step::Damaged { offset, damage } => {
-                if !is_last {
-                    return Err(Error::corrupt(&seg.path, offset, damage.to_string()));
-                }
-                let later = record::find_valid_record_after(
-                    &file,
-                    offset,
-                    file_len,
-                    seg.next_index,
-                    record_max,
-                )
-                .map_err(|e| Error::io(&seg.path, e))?;
-                if let Some(valid) = later {
-                    return Err(Error::corrupt(
-                        &seg.path,
-                        offset,
-                        format!("{damage}, followed by a valid record at byte {valid}"),
-                    ));
-                }
-                return Ok(Some(offset));
-            }
+            Step::End => return Ok(ScanEnd::Clean),
+            Step::Damaged { offset, damage } => return Ok(ScanEnd::Damaged { offset, damage }),
         }
+    }
+}
+
+/// Torn tail or corruption? Decides for damage at `offset` of `seg`, where the record with
+/// index `i = seg.next_index` should start; `later` are the segment files after `seg`.
+///
+/// A crash can damage only what was written after the last completed fsync, in any pattern:
+/// concurrent appends complete out of order and the page cache writes back pages in any
+/// order, so valid records may well follow a hole. What a crash cannot do is damage a record
+/// that was already durable. Every record carries a durability claim: the durable index when
+/// it was appended. So if any valid record after the damage (at any byte offset, in this or a
+/// later segment) claims `i` or more, record `i` was durable before the crash and its damage
+/// is corruption: an error naming file and offset, and nothing is dropped. Otherwise no
+/// surviving record proves `i` durable, the damage is a torn tail, and recovery truncates
+/// there (the records after it were not durable either, as the durable index only grows over
+/// a contiguous prefix).
+///
+/// The limit of any such scheme: damage to durable records with no later record left to
+/// vouch for them (the last records before a crash, or a bit flip there) reads as a torn
+/// tail. Those entries were acknowledged; Raft recovers them from the majority that has them.
+fn judge_damage(
+    seg: &Segment,
+    offset: u64,
+    damage: Damage,
+    file_len: u64,
+    later: &[PathBuf],
+    options: &Options,
+) -> Result<()> {
+    let index = seg.next_index;
+    let max = options.record_bytes_max;
+    let mut best = record::highest_claim(&seg.file, offset + 1, file_len, index, max)
+        .map_err(|e| Error::io(&seg.path, e))?
+        .map(|c| (c, seg.path.clone()));
+    for path in later {
+        let claim = File::open(path)
+            .and_then(|f| {
+                let len = f.metadata()?.len();
+                record::highest_claim(&f, 0, len, index, max)
+            })
+            .map_err(|e| Error::io(path, e))?;
+        if let Some(c) =
+            claim.filter(|c| best.as_ref().map_or(true, |(b, _)| c.durable > b.durable))
+        {
+            best = Some((c, path.clone()));
+        }
+    }
+    match best {
+        Some((c, path)) if c.durable >= index => Err(Error::corrupt(
+            &seg.path,
+            offset,
+            format!(
+                "{damage} where index {index} should be, yet the record of index {} at byte {} \
+                 of {} was appended when index {} was already durable",
+                c.index,
+                c.offset,
+                path.display(),
+                c.durable
+            ),
+        )),
+        _ => Ok(()),
     }
 }

@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use ordo_wal::{Durability, Entry, Options, Wal};
+use ordo_wal::{Durability, Entry, Options, Wal, RECORD_HEADER_BYTES};
+
+const HEADER: u64 = RECORD_HEADER_BYTES as u64;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -11,6 +13,10 @@ enum Op {
         count: u64,
         payload_bytes: usize,
         new_term: bool,
+    },
+    AppendNext {
+        count: u64,
+        payload_bytes: usize,
     },
     TruncateSuffix {
         back: u64,
@@ -32,6 +38,8 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (1..8u64, 0..300usize, proptest::bool::weighted(0.2)).prop_map(
             |(count, payload_bytes, new_term)| Op::Append { count, payload_bytes, new_term }
         ),
+        2 => (1..5u64, 0..300usize)
+            .prop_map(|(count, payload_bytes)| Op::AppendNext { count, payload_bytes }),
         2 => (0..25u64).prop_map(|back| Op::TruncateSuffix { back }),
         1 => (0..40u64).prop_map(|ahead| Op::TruncatePrefix { ahead }),
         2 => (0..60u64, 0..20u64, 0..2000u64)
@@ -101,6 +109,25 @@ fn run(dir: &Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(w.append(&batch).unwrap(), first + count - 1);
                 model.entries.extend(batch);
             }
+            Op::AppendNext {
+                count,
+                payload_bytes,
+            } => {
+                let first = model.last() + 1;
+                let payloads: Vec<bytes::Bytes> = (0..count)
+                    .map(|i| vec![i as u8 ^ 0x5a; payload_bytes].into())
+                    .collect();
+                prop_assert_eq!(
+                    w.append_next(model.term, 1, &payloads).unwrap(),
+                    first + count - 1
+                );
+                model.entries.extend(
+                    payloads
+                        .into_iter()
+                        .zip(first..)
+                        .map(|(p, i)| Entry::new(i, model.term, 1, p)),
+                );
+            }
             Op::TruncateSuffix { back } => {
                 let from = (model.last() + 1).saturating_sub(back).max(model.start);
                 w.truncate_suffix(from).unwrap();
@@ -128,10 +155,12 @@ fn run(dir: &Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(&got[..], &want[..got.len()]);
                 if !want.is_empty() {
                     prop_assert!(!got.is_empty(), "a read returns at least one entry");
-                    let bytes: u64 = got.iter().map(|e| 25 + e.payload.len() as u64).sum();
+                    let bytes: u64 = got.iter().map(|e| HEADER + e.payload.len() as u64).sum();
                     prop_assert!(got.len() == 1 || bytes <= max_bytes);
                     if got.len() < want.len() {
-                        prop_assert!(bytes + 25 + want[got.len()].payload.len() as u64 > max_bytes);
+                        prop_assert!(
+                            bytes + HEADER + want[got.len()].payload.len() as u64 > max_bytes
+                        );
                     }
                 }
             }

@@ -100,3 +100,66 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    use std::collections::BTreeMap;
+
+    /// The definition, by brute force: the largest index held by a majority of each half.
+    fn committed_by_definition(c: &JointConfig, acked: &BTreeMap<NodeId, Index>) -> Index {
+        let holds = |half: &MajorityConfig, i: Index| {
+            half.is_empty()
+                || half
+                    .ids()
+                    .iter()
+                    .filter(|id| acked.get(id).copied().unwrap_or(0) >= i)
+                    .count()
+                    > half.len() / 2
+        };
+        let max = acked.values().copied().max().unwrap_or(0);
+        (0..=max)
+            .rev()
+            .find(|&i| holds(&c.incoming, i) && holds(&c.outgoing, i))
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn joint_committed_index_matches_its_definition() {
+        // Deterministic: the same cases on every run.
+        let mut runner = TestRunner::new_with_rng(
+            Config {
+                cases: 2000,
+                failure_persistence: None,
+                ..Config::default()
+            },
+            proptest::test_runner::TestRng::deterministic_rng(
+                proptest::test_runner::RngAlgorithm::ChaCha,
+            ),
+        );
+        let ids = proptest::collection::btree_set(1u64..8, 1..6);
+        let strategy = (
+            ids.clone(),
+            proptest::option::of(ids),
+            proptest::collection::vec(0u64..20, 8),
+        );
+        runner
+            .run(&strategy, |(inc, out, acks)| {
+                let c = JointConfig {
+                    incoming: MajorityConfig::new(inc),
+                    outgoing: MajorityConfig::new(out.unwrap_or_default()),
+                };
+                let acked: BTreeMap<NodeId, Index> = acks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &a)| (i as NodeId, a))
+                    .collect();
+                let got = c.committed_index(|id| acked.get(&id).copied());
+                prop_assert_eq!(got, committed_by_definition(&c, &acked));
+                Ok(())
+            })
+            .unwrap();
+    }
+}

@@ -36,7 +36,14 @@ pub struct Progress {
     pub inflights: Inflights,
     /// Whether the peer is a learner.
     pub is_learner: bool,
+    /// Check-quorum rounds spent in `Snapshot` state; a snapshot whose fate is never
+    /// reported is presumed lost after [`SNAPSHOT_TIMEOUT_ROUNDS`].
+    pub snapshot_rounds: u32,
 }
+
+/// Election timeouts after which a snapshot with no reported outcome and no
+/// acknowledgement is presumed lost and the peer is probed again.
+pub const SNAPSHOT_TIMEOUT_ROUNDS: u32 = 3;
 
 impl Progress {
     /// A peer whose log is unknown; probing starts at `next_index`.
@@ -50,11 +57,13 @@ impl Progress {
             probe_sent: false,
             inflights: Inflights::new(max_inflight_msgs, max_inflight_bytes),
             is_learner: false,
+            snapshot_rounds: 0,
         }
     }
 
     fn reset_state(&mut self, state: ProgressState) {
         self.probe_sent = false;
+        self.snapshot_rounds = 0;
         self.pending_snapshot = 0;
         self.state = state;
         self.inflights.reset();

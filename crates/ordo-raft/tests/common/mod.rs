@@ -11,6 +11,9 @@ use ordo_raft::{
     ReadState, StateRole, Storage,
 };
 
+/// Decides which messages the network drops.
+pub type MessageFilter = Box<dyn Fn(&Message) -> bool>;
+
 pub struct Cluster {
     pub nodes: BTreeMap<NodeId, RawNode<MemStorage>>,
     /// Storage of crashed nodes, kept for restart.
@@ -26,7 +29,20 @@ pub struct Cluster {
     pub delivered: Vec<Message>,
     pub config: Box<dyn Fn(NodeId) -> Config>,
     /// Messages for which this holds are dropped on delivery.
-    pub filter: Option<Box<dyn Fn(&Message) -> bool>>,
+    pub filter: Option<MessageFilter>,
+    /// Writes become durable only at `complete_io`; a crash loses the rest.
+    pub async_io: bool,
+    pub pending_io: BTreeMap<NodeId, PendingIo>,
+    /// What each node's disk holds after its last completed fsync (async mode).
+    pub durable: BTreeMap<NodeId, MemStorage>,
+}
+
+/// The second half of a `Ready`, waiting for its writes to become durable.
+pub struct PendingIo {
+    persisted_messages: Vec<Message>,
+    committed_entries: Vec<Entry>,
+    read_states: Vec<ReadState>,
+    snapshot_index: Option<u64>,
 }
 
 pub fn config(id: NodeId) -> Config {
@@ -74,9 +90,13 @@ impl Cluster {
             delivered: Vec::new(),
             config: Box::new(cfg),
             filter: None,
+            async_io: false,
+            pending_io: BTreeMap::new(),
+            durable: BTreeMap::new(),
         };
         for &id in voters.iter().chain(learners) {
             let storage = MemStorage::new_with_conf_state(cs.clone());
+            c.durable.insert(id, storage.clone());
             c.nodes
                 .insert(id, RawNode::new((c.config)(id), storage).unwrap());
         }
@@ -86,6 +106,7 @@ impl Cluster {
     /// Adds a node with empty storage (it learns the configuration from the leader).
     pub fn add_empty_node(&mut self, id: NodeId) {
         let node = RawNode::new((self.config)(id), MemStorage::new()).unwrap();
+        self.durable.insert(id, MemStorage::new());
         self.nodes.insert(id, node);
     }
 
@@ -97,9 +118,14 @@ impl Cluster {
         self.nodes.get_mut(&id).unwrap()
     }
 
-    /// Carries out every pending `Ready` of node `id`, as the contract prescribes.
+    /// Carries out every pending `Ready` of node `id`, as the contract prescribes. With
+    /// `async_io`, the writes stay volatile until [`Cluster::complete_io`] (the fsync), and
+    /// the node keeps taking input meanwhile.
     pub fn process_ready(&mut self, id: NodeId) {
         for _ in 0..100 {
+            if self.pending_io.contains_key(&id) {
+                return;
+            }
             let Some(node) = self.nodes.get_mut(&id) else {
                 return;
             };
@@ -116,21 +142,47 @@ impl Cluster {
             if let Some(hs) = rd.hard_state {
                 node.storage_mut().set_hard_state(hs);
             }
-            self.queue.extend(rd.persisted_messages);
-            let applied = self.applied.entry(id).or_default();
-            if let Some(snap) = &rd.snapshot {
-                // The state machine of these tests is the list of applied entries; a
-                // snapshot carries that list's length, the entries themselves are gone.
-                applied.retain(|e| e.index <= snap.meta.index);
+            let io = PendingIo {
+                persisted_messages: rd.persisted_messages,
+                committed_entries: rd.committed_entries,
+                read_states: rd.read_states,
+                snapshot_index: rd.snapshot.map(|s| s.meta.index),
+            };
+            if self.async_io {
+                self.pending_io.insert(id, io);
+                return;
             }
-            applied.extend(rd.committed_entries);
-            self.read_states
-                .entry(id)
-                .or_default()
-                .extend(rd.read_states);
-            node.advance();
+            self.finish_io(id, io);
         }
         panic!("node {id} never ran out of Ready");
+    }
+
+    fn finish_io(&mut self, id: NodeId, io: PendingIo) {
+        self.queue.extend(io.persisted_messages);
+        let applied = self.applied.entry(id).or_default();
+        if let Some(snap_index) = io.snapshot_index {
+            // The state machine of these tests is the list of applied entries; a
+            // snapshot carries that list's length, the entries themselves are gone.
+            applied.retain(|e| e.index <= snap_index);
+        }
+        applied.extend(io.committed_entries);
+        self.read_states
+            .entry(id)
+            .or_default()
+            .extend(io.read_states);
+        let node = self.nodes.get_mut(&id).unwrap();
+        node.advance();
+        if self.async_io {
+            self.durable.insert(id, node.storage().clone());
+        }
+    }
+
+    /// The fsync of node `id`'s outstanding `Ready` completes.
+    pub fn complete_io(&mut self, id: NodeId) {
+        if let Some(io) = self.pending_io.remove(&id) {
+            self.finish_io(id, io);
+            self.process_ready(id);
+        }
     }
 
     pub fn process_all_readies(&mut self) {
@@ -149,6 +201,7 @@ impl Cluster {
     /// Adds a node with storage bootstrapped with `conf_state`.
     pub fn add_node_with(&mut self, id: NodeId, conf_state: ConfState) {
         let storage = MemStorage::new_with_conf_state(conf_state);
+        self.durable.insert(id, storage.clone());
         let node = RawNode::new((self.config)(id), storage).unwrap();
         self.nodes.insert(id, node);
     }
@@ -172,11 +225,19 @@ impl Cluster {
     pub fn stabilize(&mut self) {
         self.process_all_readies();
         for _ in 0..100_000 {
-            if !self.deliver_one() {
-                self.process_all_readies();
-                if self.queue.is_empty() {
-                    return;
+            if self.deliver_one() {
+                continue;
+            }
+            self.process_all_readies();
+            if !self.pending_io.is_empty() {
+                let ids: Vec<NodeId> = self.pending_io.keys().copied().collect();
+                for id in ids {
+                    self.complete_io(id);
                 }
+                continue;
+            }
+            if self.queue.is_empty() {
+                return;
             }
         }
         panic!("cluster did not stabilize");
@@ -242,7 +303,14 @@ impl Cluster {
     /// Stops node `id`; what it persisted survives in its storage.
     pub fn crash(&mut self, id: NodeId) {
         let node = self.nodes.remove(&id).unwrap();
-        self.crashed.insert(id, node.storage().clone());
+        let disk = if self.async_io {
+            // Writes of an unfinished fsync are lost.
+            self.pending_io.remove(&id);
+            self.durable[&id].clone()
+        } else {
+            node.storage().clone()
+        };
+        self.crashed.insert(id, disk);
         self.queue.retain(|m| m.to != id && m.from != id);
     }
 
@@ -258,6 +326,7 @@ impl Cluster {
             .entry(id)
             .or_default()
             .retain(|e| e.index <= snap_index);
+        self.durable.insert(id, storage.clone());
         self.nodes.insert(id, RawNode::new(cfg, storage).unwrap());
     }
 
