@@ -138,11 +138,16 @@ pub(crate) struct Driver<S: crate::StateMachine> {
     pub(crate) incoming_snapshots: HashMap<NodeId, Incoming>,
     pub(crate) heartbeat_sent: HashMap<NodeId, Instant>,
     pub(crate) last_leader: NodeId,
+    pub(crate) ticks: u64,
 }
 
 /// Inputs handled per wake-up before the driver turns to the core's `Ready`, so that
 /// bursts of proposals and messages are batched into one `Ready` (and one fsync).
 const INPUTS_PER_TURN_MAX: usize = 256;
+
+/// Ticks between sweeps for requests whose caller gave up (timed out), so the waiting
+/// tables hold only live requests without scanning them on every tick.
+const PURGE_INTERVAL_TICKS: u64 = 64;
 
 impl<S: crate::StateMachine> Driver<S> {
     pub(crate) async fn run(mut self) -> Result<(), GroupError> {
@@ -328,6 +333,9 @@ impl<S: crate::StateMachine> Driver<S> {
             p.committed_entries.len() as u64,
         );
         self.raw.advance();
+        self.metrics
+            .commit_index
+            .store(self.raw.commit_index(), Ordering::Relaxed);
         let conf_state = self.raw.conf_state();
         if !conf_changes.is_empty() || p.snapshot.is_some() {
             self.storage.set_conf_now(conf_state.clone());
@@ -443,11 +451,14 @@ impl<S: crate::StateMachine> Driver<S> {
 
     fn on_tick(&mut self) {
         self.raw.tick();
+        self.ticks += 1;
         if self.storage.take_snapshot_wanted() {
             self.snapshot_wanted = true;
         }
-        lock(&self.waiters).purge_abandoned();
-        self.reads.retain(|_, reply| !reply.is_closed());
+        if self.ticks % PURGE_INTERVAL_TICKS == 0 {
+            lock(&self.waiters).purge_abandoned();
+            self.reads.retain(|_, reply| !reply.is_closed());
+        }
     }
 
     fn on_event(&mut self, event: Event) {

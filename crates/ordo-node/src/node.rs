@@ -312,6 +312,7 @@ impl Node {
             incoming_snapshots: HashMap::new(),
             heartbeat_sent: HashMap::new(),
             last_leader: 0,
+            ticks: 0,
         };
         let driver = tokio::spawn(driver.run());
         lock(&self.groups).insert(
