@@ -139,6 +139,9 @@ pub(crate) struct Driver<S: crate::StateMachine> {
     pub(crate) heartbeat_sent: HashMap<NodeId, Instant>,
     pub(crate) last_leader: NodeId,
     pub(crate) ticks: u64,
+    pub(crate) members: crate::members::MemberFile,
+    /// The address peers reach this node at.
+    pub(crate) self_addr: std::net::SocketAddr,
 }
 
 /// Inputs handled per wake-up before the driver turns to the core's `Ready`, so that
@@ -362,33 +365,52 @@ impl<S: crate::StateMachine> Driver<S> {
         }
     }
 
-    /// Keeps the transport's peer set in line with an applied membership change.
+    /// Keeps the member file and the transport's peer set in line with an applied
+    /// membership change.
     fn update_peers(&mut self, cc: &ConfChange) {
         let addr = membership_addr(cc);
-        for change in &cc.changes {
-            if change.node_id == self.node_id {
-                continue;
-            }
-            match change.kind {
+        let changes: Vec<(NodeId, Option<std::net::SocketAddr>)> = cc
+            .changes
+            .iter()
+            .filter_map(|c| match c.kind {
                 ConfChangeKind::AddVoter | ConfChangeKind::AddLearner => {
-                    let known = self
-                        .transport
-                        .peers()
-                        .iter()
-                        .any(|(id, _)| *id == change.node_id);
-                    if let (false, Some(addr)) = (known, addr) {
-                        if let Err(error) = self.transport.add_peer(change.node_id, addr) {
-                            tracing::warn!(group = %self.group_id, peer = change.node_id, %error, "adding peer failed");
-                        }
+                    addr.map(|a| (c.node_id, Some(a)))
+                }
+                ConfChangeKind::Remove => Some((c.node_id, None)),
+            })
+            .collect();
+        self.record_members(changes);
+    }
+
+    /// Records member addresses (or removals) durably and updates the transport.
+    pub(crate) fn record_members(
+        &mut self,
+        changes: impl IntoIterator<Item = (NodeId, Option<std::net::SocketAddr>)>,
+    ) {
+        let changes: Vec<_> = changes
+            .into_iter()
+            .filter(|(id, _)| *id != self.node_id)
+            .collect();
+        let members = &mut self.members;
+        if let Err(error) = tokio::task::block_in_place(|| members.update(changes.clone())) {
+            tracing::error!(group = %self.group_id, %error, "recording member addresses failed");
+        }
+        let known: Vec<NodeId> = self.transport.peers().iter().map(|(id, _)| *id).collect();
+        for (id, addr) in changes {
+            match addr {
+                Some(addr) if !known.contains(&id) => {
+                    if let Err(error) = self.transport.add_peer(id, addr) {
+                        tracing::warn!(group = %self.group_id, peer = id, %error, "adding peer failed");
                     }
                 }
-                ConfChangeKind::Remove => {
+                Some(_) => {}
+                None if known.contains(&id) => {
                     let transport = Arc::clone(&self.transport);
-                    let id = change.node_id;
                     tokio::spawn(async move {
                         let _ = transport.remove_peer(id).await;
                     });
                 }
+                None => {}
             }
         }
     }
@@ -445,8 +467,16 @@ impl<S: crate::StateMachine> Driver<S> {
             chunk_timeout: Duration::from_millis(self.snapshot_chunk_timeout_ms),
             acks: ack_rx,
             done: self.events_tx.clone(),
+            members: self.members_with_self(),
         };
         tokio::spawn(sender.run());
+    }
+
+    /// The member addresses including this node's own, as sent with snapshots.
+    fn members_with_self(&self) -> std::collections::BTreeMap<NodeId, std::net::SocketAddr> {
+        let mut members = self.members.members().clone();
+        members.insert(self.node_id, self.self_addr);
+        members
     }
 
     fn on_tick(&mut self) {
@@ -626,18 +656,21 @@ impl<S: crate::StateMachine> Driver<S> {
                 self.incoming_snapshots.insert(from, incoming);
                 (next, true, None)
             }
-            Ok((_, Some(done))) => (done.1, true, Some(done.0)),
+            Ok((_, Some(done))) => (done.snapshot.data.len() as u64, true, Some(done)),
             Err(error) => {
                 tracing::warn!(group = %self.group_id, from, %error, "snapshot transfer refused");
                 (0, false, None)
             }
         };
-        if let Some((term, snapshot)) = complete {
+        if let Some(done) = complete {
+            let snapshot = done.snapshot;
             tracing::info!(group = %self.group_id, from, index = snapshot.meta.index, term = snapshot.meta.term, "snapshot received");
+            // Learn the members' addresses before the configuration names them.
+            self.record_members(done.members.into_iter().map(|(id, a)| (id, Some(a))));
             let m = Message {
                 from,
                 to: self.node_id,
-                term,
+                term: done.term,
                 body: MessageBody::Snapshot { snapshot },
             };
             if let Err(error) = self.raw.step(m) {

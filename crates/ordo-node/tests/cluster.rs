@@ -286,6 +286,23 @@ async fn a_fourth_node_joins_as_a_learner_and_is_promoted_to_voter() {
         text(&expected).last().map(String::as_str),
         Some("from-the-new-voter")
     );
+
+    // Node 4 restarts knowing only the leader's address: the other members' addresses
+    // come from what it recorded. Then the leader crashes, and the three remaining voters
+    // of four — node 4 among them — must all talk to each other to go on.
+    cluster.crash(4).await;
+    let mut config = cluster.config(4, &[(leader, cluster.addrs[&leader]), (4, addr4)].into());
+    config.join = true;
+    let member = start_member(config, bind_again(addr4).await)
+        .await
+        .expect("node 4 restarts");
+    cluster.members.insert(4, member);
+    cluster.crash(leader).await;
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader);
+    let last = cluster.propose(4, "after-the-leader-crash").await.0;
+    let expected = cluster.applied_entries(new_leader, last).await;
+    assert_eq!(cluster.applied_entries(4, last).await, expected);
     cluster.shutdown_all().await;
 }
 
