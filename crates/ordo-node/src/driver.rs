@@ -741,6 +741,14 @@ impl<S: crate::StateMachine> Driver<S> {
             Request::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Request::TransferLeader { target, reply } => {
+                let result = match self.raw.transfer_leader(target) {
+                    Ok(()) => Ok(()),
+                    Err(ordo_raft::Error::NoLeader) => Err(ProposeError::NoLeader),
+                    Err(e) => Err(ProposeError::Rejected(e.to_string())),
+                };
+                let _ = reply.send(result);
+            }
         }
     }
 

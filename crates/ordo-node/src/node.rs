@@ -260,6 +260,11 @@ impl Node {
             max_uncommitted_bytes: config.uncommitted_bytes_max,
             max_pending_reads: config.pending_reads_max,
             applied_index: snap.index,
+            read_only: if config.lease_reads {
+                ordo_raft::ReadOnlyOption::LeaseBased
+            } else {
+                ordo_raft::ReadOnlyOption::Safe
+            },
             seed: config.id ^ self.boot ^ group_id.0.rotate_left(17),
             ..Config::new(config.id)
         };

@@ -481,3 +481,88 @@ async fn undecodable_peer_messages_are_dropped_and_counted() {
         m.node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_groups_on_the_same_nodes_keep_separate_logs() {
+    let cluster = Cluster::start(3, no_tweak).await;
+    let second = ordo_node::GroupId(2);
+    let mut groups2 = std::collections::BTreeMap::new();
+    for (id, m) in &cluster.members {
+        let g = m
+            .node
+            .start_group(second, Recorder::default())
+            .await
+            .unwrap();
+        groups2.insert(*id, g);
+    }
+    let leader = cluster.leader().await;
+    let mut last1 = 0;
+    let mut last2 = 0;
+    for i in 0..10 {
+        last1 = cluster.propose(leader, &format!("one-{i}")).await.0;
+        let via = 1 + (i % 3);
+        last2 = tokio::time::timeout(GUARD, async {
+            loop {
+                match groups2[&via].propose(format!("two-{i}")).await {
+                    Ok(out) => return out.0,
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                }
+            }
+        })
+        .await
+        .expect("group 2 commits");
+    }
+    for id in 1..=3u64 {
+        let one = text(&cluster.applied_entries(id, last1).await);
+        assert!(one.iter().all(|e| e.starts_with("one-")) && one.len() == 10);
+        groups2[&id].wait_applied(last2, GUARD).await.unwrap();
+        let two = groups2[&id].read(|sm| text(&sm.entries));
+        assert_eq!(two, (0..10).map(|i| format!("two-{i}")).collect::<Vec<_>>());
+    }
+    cluster.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_moves_to_the_node_asked_for() {
+    let cluster = Cluster::start(3, no_tweak).await;
+    let leader = cluster.leader().await;
+    cluster.propose(leader, "x").await;
+    let target = (1..=3).find(|&id| id != leader).unwrap();
+    // Asked through the target itself: a follower forwards the request.
+    tokio::time::timeout(GUARD, async {
+        loop {
+            cluster.group(target).transfer_leader(target).await.unwrap();
+            if cluster.leader().await == target {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("leadership moved");
+    let last = cluster.propose(target, "y").await.0;
+    assert_eq!(
+        text(&cluster.applied_entries(leader, last).await),
+        vec!["x", "y"]
+    );
+    cluster.shutdown_all().await;
+}
+
+fn lease_reads(c: &mut ordo_node::NodeConfig) {
+    c.lease_reads = true;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lease_based_reads_on_a_follower_see_acknowledged_writes() {
+    let cluster = Cluster::start(3, lease_reads).await;
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    cluster.propose(leader, "leased").await;
+    let seen = cluster
+        .group(follower)
+        .linearizable_read(|sm| text(&sm.entries))
+        .await
+        .unwrap();
+    assert_eq!(seen, vec!["leased"]);
+    cluster.shutdown_all().await;
+}
