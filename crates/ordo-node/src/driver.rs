@@ -628,7 +628,19 @@ impl<S: crate::StateMachine> Driver<S> {
         }
         let mut waiters = lock(&self.waiters);
         match r.outcome {
-            ForwardOutcome::Accepted { index, term } => waiters.bind(r.request.seq, index, term),
+            ForwardOutcome::Accepted { index, term } => {
+                // The apply thread publishes its applied index only after resolving the
+                // waiters of the entries up to it: if it passed `index` and this waiter is
+                // still here, another entry took the place.
+                let applied = self.metrics.applied_index.load(Ordering::Acquire);
+                if applied >= index {
+                    if let Some(w) = waiters.take(r.request.seq) {
+                        w.reply.fail(ProposeError::Dropped);
+                    }
+                } else {
+                    waiters.bind(r.request.seq, index, term);
+                }
+            }
             ForwardOutcome::NotLeader { leader } => {
                 if let Some(w) = waiters.take(r.request.seq) {
                     w.reply.fail(if leader == 0 {
