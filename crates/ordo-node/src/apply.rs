@@ -98,6 +98,9 @@ impl<S: StateMachine> Applier<S> {
         self.metrics
             .apply_batch_us
             .record(started.elapsed().as_micros() as u64);
+        self.metrics
+            .applied_index
+            .store(self.applied.0, Ordering::Release);
         let _ = self.applied_tx.send(self.applied.0);
         let due = self.applied.0 - self.last_snapshot_index >= self.snapshot_entries
             || self.bytes_since_snapshot >= self.snapshot_bytes;

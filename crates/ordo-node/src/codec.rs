@@ -17,6 +17,9 @@
 //! against a limit, every tag against the known ones, and trailing bytes are refused. A bad
 //! payload yields a [`DecodeError`]; the runtime drops the message and counts it.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ordo_raft::{
     ConfState, ConflictHint, Entry, EntryKind, Index, Message, MessageBody, NodeId, Snapshot,
@@ -145,6 +148,9 @@ pub struct SnapshotChunk {
     pub offset: u64,
     /// The chunk.
     pub data: Bytes,
+    /// The peer addresses of the group's members as the leader knows them: a follower
+    /// that catches up by snapshot never sees the membership changes that carried them.
+    pub members: BTreeMap<NodeId, SocketAddr>,
 }
 
 /// A follower's acknowledgement of a [`SnapshotChunk`].
@@ -299,6 +305,7 @@ impl WireMessage {
                 buf.put_u32(c.data_crc);
                 buf.put_u64(c.offset);
                 put_bytes(&mut buf, &c.data);
+                crate::members::encode_members(&mut buf, &c.members);
             }
             WireMessage::SnapshotAck(a) => {
                 buf.put_u8(KIND_SNAPSHOT_ACK);
@@ -398,6 +405,7 @@ impl WireMessage {
                 let data_crc = buf.get_u32();
                 let offset = get_u64(buf, "offset")?;
                 let data = get_bytes(buf, "chunk data")?;
+                let members = crate::members::decode_members(buf)?;
                 let end = offset.checked_add(data.len() as u64);
                 if !matches!(end, Some(end) if end <= total_bytes) {
                     return Err(DecodeError::Invalid("chunk beyond the snapshot's length"));
@@ -410,6 +418,7 @@ impl WireMessage {
                     data_crc,
                     offset,
                     data,
+                    members,
                 })
             }
             KIND_SNAPSHOT_ACK => WireMessage::SnapshotAck(SnapshotAck {
@@ -888,6 +897,9 @@ mod tests {
                     data_crc: g.next() as u32,
                     offset,
                     data,
+                    members: (0..g.below(4))
+                        .map(|i| (1 + i, SocketAddr::from(([127, 0, 0, 1], 2380 + i as u16))))
+                        .collect(),
                 })
             }
             3 => WireMessage::SnapshotAck(SnapshotAck {

@@ -62,6 +62,9 @@ pub struct NodeConfig {
     pub heartbeat_interval_ticks: u64,
     /// When appended entries are fsynced.
     pub fsync: FsyncPolicy,
+    /// Serve linearizable reads from a leader lease instead of a heartbeat round: faster,
+    /// but correct only while clocks advance at about the same rate on every node.
+    pub lease_reads: bool,
     /// Take a snapshot once this many entries were applied since the last one.
     pub snapshot_entries: u64,
     /// Take a snapshot once this many entry bytes were applied since the last one.
@@ -119,6 +122,7 @@ impl NodeConfig {
             election_timeout_ticks: 10,
             heartbeat_interval_ticks: 1,
             fsync: FsyncPolicy::Always,
+            lease_reads: false,
             snapshot_entries: 10_000,
             snapshot_bytes: 64 << 20,
             snapshot_tail_entries: 1_000,

@@ -138,11 +138,19 @@ pub(crate) struct Driver<S: crate::StateMachine> {
     pub(crate) incoming_snapshots: HashMap<NodeId, Incoming>,
     pub(crate) heartbeat_sent: HashMap<NodeId, Instant>,
     pub(crate) last_leader: NodeId,
+    pub(crate) ticks: u64,
+    pub(crate) members: crate::members::MemberFile,
+    /// The address peers reach this node at.
+    pub(crate) self_addr: std::net::SocketAddr,
 }
 
 /// Inputs handled per wake-up before the driver turns to the core's `Ready`, so that
 /// bursts of proposals and messages are batched into one `Ready` (and one fsync).
 const INPUTS_PER_TURN_MAX: usize = 256;
+
+/// Ticks between sweeps for requests whose caller gave up (timed out), so the waiting
+/// tables hold only live requests without scanning them on every tick.
+const PURGE_INTERVAL_TICKS: u64 = 64;
 
 impl<S: crate::StateMachine> Driver<S> {
     pub(crate) async fn run(mut self) -> Result<(), GroupError> {
@@ -328,6 +336,9 @@ impl<S: crate::StateMachine> Driver<S> {
             p.committed_entries.len() as u64,
         );
         self.raw.advance();
+        self.metrics
+            .commit_index
+            .store(self.raw.commit_index(), Ordering::Relaxed);
         let conf_state = self.raw.conf_state();
         if !conf_changes.is_empty() || p.snapshot.is_some() {
             self.storage.set_conf_now(conf_state.clone());
@@ -354,33 +365,52 @@ impl<S: crate::StateMachine> Driver<S> {
         }
     }
 
-    /// Keeps the transport's peer set in line with an applied membership change.
+    /// Keeps the member file and the transport's peer set in line with an applied
+    /// membership change.
     fn update_peers(&mut self, cc: &ConfChange) {
         let addr = membership_addr(cc);
-        for change in &cc.changes {
-            if change.node_id == self.node_id {
-                continue;
-            }
-            match change.kind {
+        let changes: Vec<(NodeId, Option<std::net::SocketAddr>)> = cc
+            .changes
+            .iter()
+            .filter_map(|c| match c.kind {
                 ConfChangeKind::AddVoter | ConfChangeKind::AddLearner => {
-                    let known = self
-                        .transport
-                        .peers()
-                        .iter()
-                        .any(|(id, _)| *id == change.node_id);
-                    if let (false, Some(addr)) = (known, addr) {
-                        if let Err(error) = self.transport.add_peer(change.node_id, addr) {
-                            tracing::warn!(group = %self.group_id, peer = change.node_id, %error, "adding peer failed");
-                        }
+                    addr.map(|a| (c.node_id, Some(a)))
+                }
+                ConfChangeKind::Remove => Some((c.node_id, None)),
+            })
+            .collect();
+        self.record_members(changes);
+    }
+
+    /// Records member addresses (or removals) durably and updates the transport.
+    pub(crate) fn record_members(
+        &mut self,
+        changes: impl IntoIterator<Item = (NodeId, Option<std::net::SocketAddr>)>,
+    ) {
+        let changes: Vec<_> = changes
+            .into_iter()
+            .filter(|(id, _)| *id != self.node_id)
+            .collect();
+        let members = &mut self.members;
+        if let Err(error) = tokio::task::block_in_place(|| members.update(changes.clone())) {
+            tracing::error!(group = %self.group_id, %error, "recording member addresses failed");
+        }
+        let known: Vec<NodeId> = self.transport.peers().iter().map(|(id, _)| *id).collect();
+        for (id, addr) in changes {
+            match addr {
+                Some(addr) if !known.contains(&id) => {
+                    if let Err(error) = self.transport.add_peer(id, addr) {
+                        tracing::warn!(group = %self.group_id, peer = id, %error, "adding peer failed");
                     }
                 }
-                ConfChangeKind::Remove => {
+                Some(_) => {}
+                None if known.contains(&id) => {
                     let transport = Arc::clone(&self.transport);
-                    let id = change.node_id;
                     tokio::spawn(async move {
                         let _ = transport.remove_peer(id).await;
                     });
                 }
+                None => {}
             }
         }
     }
@@ -437,17 +467,28 @@ impl<S: crate::StateMachine> Driver<S> {
             chunk_timeout: Duration::from_millis(self.snapshot_chunk_timeout_ms),
             acks: ack_rx,
             done: self.events_tx.clone(),
+            members: self.members_with_self(),
         };
         tokio::spawn(sender.run());
     }
 
+    /// The member addresses including this node's own, as sent with snapshots.
+    fn members_with_self(&self) -> std::collections::BTreeMap<NodeId, std::net::SocketAddr> {
+        let mut members = self.members.members().clone();
+        members.insert(self.node_id, self.self_addr);
+        members
+    }
+
     fn on_tick(&mut self) {
         self.raw.tick();
+        self.ticks += 1;
         if self.storage.take_snapshot_wanted() {
             self.snapshot_wanted = true;
         }
-        lock(&self.waiters).purge_abandoned();
-        self.reads.retain(|_, reply| !reply.is_closed());
+        if self.ticks % PURGE_INTERVAL_TICKS == 0 {
+            lock(&self.waiters).purge_abandoned();
+            self.reads.retain(|_, reply| !reply.is_closed());
+        }
     }
 
     fn on_event(&mut self, event: Event) {
@@ -587,7 +628,19 @@ impl<S: crate::StateMachine> Driver<S> {
         }
         let mut waiters = lock(&self.waiters);
         match r.outcome {
-            ForwardOutcome::Accepted { index, term } => waiters.bind(r.request.seq, index, term),
+            ForwardOutcome::Accepted { index, term } => {
+                // The apply thread publishes its applied index only after resolving the
+                // waiters of the entries up to it: if it passed `index` and this waiter is
+                // still here, another entry took the place.
+                let applied = self.metrics.applied_index.load(Ordering::Acquire);
+                if applied >= index {
+                    if let Some(w) = waiters.take(r.request.seq) {
+                        w.reply.fail(ProposeError::Dropped);
+                    }
+                } else {
+                    waiters.bind(r.request.seq, index, term);
+                }
+            }
             ForwardOutcome::NotLeader { leader } => {
                 if let Some(w) = waiters.take(r.request.seq) {
                     w.reply.fail(if leader == 0 {
@@ -615,18 +668,21 @@ impl<S: crate::StateMachine> Driver<S> {
                 self.incoming_snapshots.insert(from, incoming);
                 (next, true, None)
             }
-            Ok((_, Some(done))) => (done.1, true, Some(done.0)),
+            Ok((_, Some(done))) => (done.snapshot.data.len() as u64, true, Some(done)),
             Err(error) => {
                 tracing::warn!(group = %self.group_id, from, %error, "snapshot transfer refused");
                 (0, false, None)
             }
         };
-        if let Some((term, snapshot)) = complete {
+        if let Some(done) = complete {
+            let snapshot = done.snapshot;
             tracing::info!(group = %self.group_id, from, index = snapshot.meta.index, term = snapshot.meta.term, "snapshot received");
+            // Learn the members' addresses before the configuration names them.
+            self.record_members(done.members.into_iter().map(|(id, a)| (id, Some(a))));
             let m = Message {
                 from,
                 to: self.node_id,
-                term,
+                term: done.term,
                 body: MessageBody::Snapshot { snapshot },
             };
             if let Err(error) = self.raw.step(m) {
@@ -696,6 +752,14 @@ impl<S: crate::StateMachine> Driver<S> {
             }
             Request::Status { reply } => {
                 let _ = reply.send(self.status());
+            }
+            Request::TransferLeader { target, reply } => {
+                let result = match self.raw.transfer_leader(target) {
+                    Ok(()) => Ok(()),
+                    Err(ordo_raft::Error::NoLeader) => Err(ProposeError::NoLeader),
+                    Err(e) => Err(ProposeError::Rejected(e.to_string())),
+                };
+                let _ = reply.send(result);
             }
         }
     }

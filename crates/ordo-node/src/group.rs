@@ -289,6 +289,10 @@ pub(crate) enum Request<O> {
     Status {
         reply: oneshot::Sender<GroupStatus>,
     },
+    TransferLeader {
+        target: NodeId,
+        reply: oneshot::Sender<Result<(), ProposeError>>,
+    },
 }
 
 /// The handle on one Raft group hosted by this node. Cheap to clone.
@@ -483,6 +487,18 @@ impl<S: StateMachine> Group<S> {
                 timeout_ms: timeout.as_millis() as u64,
             }),
         }
+    }
+
+    /// Asks the leader to hand leadership to `target` (thesis §3.10); from a follower the
+    /// request is forwarded. Resolves once the request is handed to the core, not when
+    /// the transfer completes: watch [`Group::status`] for the new leader.
+    pub async fn transfer_leader(&self, target: NodeId) -> Result<(), ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::TransferLeader { target, reply })
+            .await
+            .map_err(|_| ProposeError::ShuttingDown)?;
+        rx.await.map_err(|_| ProposeError::ShuttingDown)?
     }
 
     /// The group's status.

@@ -28,6 +28,7 @@ pub mod codec;
 mod config;
 mod driver;
 mod group;
+mod members;
 mod metrics;
 mod node;
 mod snapshot;
@@ -40,6 +41,7 @@ pub use driver::GroupError;
 pub use group::{
     Group, GroupId, GroupStatus, MembershipChange, PeerStatus, ProposeError, ReadError,
 };
+pub use members::MembersError;
 pub use metrics::{Histogram, HistogramSnapshot, MetricsSnapshot, HISTOGRAM_BUCKETS};
 pub use node::{role_name, Node, NodeError};
 pub use ordo_raft::{ConfState, Index, NodeId, StateRole, Term};

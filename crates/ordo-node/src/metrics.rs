@@ -89,6 +89,8 @@ impl Histogram {
 #[derive(Debug, Default)]
 pub struct GroupMetrics {
     pub(crate) term: AtomicU64,
+    pub(crate) commit_index: AtomicU64,
+    pub(crate) applied_index: AtomicU64,
     pub(crate) elections: AtomicU64,
     pub(crate) leader_changes: AtomicU64,
     pub(crate) proposals: AtomicU64,
@@ -112,6 +114,12 @@ pub struct GroupMetrics {
 pub struct MetricsSnapshot {
     /// The current term.
     pub term: u64,
+    /// The commit index this node knows.
+    pub commit_index: u64,
+    /// The index the state machine has applied.
+    pub applied_index: u64,
+    /// Committed entries not yet applied (`commit_index - applied_index`).
+    pub apply_lag_entries: u64,
     /// Elections this node started (pre-votes excluded).
     pub elections: u64,
     /// Times the known leader changed.
@@ -150,8 +158,13 @@ impl GroupMetrics {
     /// Reads every counter.
     pub fn snapshot(&self) -> MetricsSnapshot {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let commit_index = r(&self.commit_index);
+        let applied_index = r(&self.applied_index);
         MetricsSnapshot {
             term: r(&self.term),
+            commit_index,
+            applied_index,
+            apply_lag_entries: commit_index.saturating_sub(applied_index),
             elections: r(&self.elections),
             leader_changes: r(&self.leader_changes),
             proposals: r(&self.proposals),

@@ -16,6 +16,7 @@ use crate::codec::WireMessage;
 use crate::config::{ConfigError, FsyncPolicy, NodeConfig};
 use crate::driver::{Driver, Event, GroupError};
 use crate::group::{boot_id, lock, Group, GroupId};
+use crate::members::MemberFile;
 use crate::metrics::{inc, GroupMetrics};
 use crate::state_machine::StateMachine;
 use crate::storage::{StorageFailure, WalStorage};
@@ -57,6 +58,14 @@ pub enum NodeError {
         group: GroupId,
         /// The core's error.
         source: ordo_raft::Error,
+    },
+    /// The group's member address file could not be read or written.
+    #[error("group {group}: {source}")]
+    Members {
+        /// The group.
+        group: GroupId,
+        /// The failure.
+        source: crate::members::MembersError,
     },
     /// A group with this id runs already.
     #[error("group {0} is already running on this node")]
@@ -196,6 +205,33 @@ impl Node {
             .map_err(storage_err)?;
             tracing::info!(group = %group_id, node = config.id, voters = ?voters.voters, "group bootstrapped");
         }
+        let mut members =
+            tokio::task::block_in_place(|| MemberFile::load(&dir)).map_err(|source| {
+                NodeError::Members {
+                    group: group_id,
+                    source,
+                }
+            })?;
+        // The configured peers are the starting point; addresses learned later (from
+        // membership changes and snapshots) take precedence.
+        let missing: Vec<_> = config
+            .peers
+            .iter()
+            .filter(|(id, _)| **id != config.id && !members.members().contains_key(id))
+            .map(|(id, addr)| (*id, Some(*addr)))
+            .collect();
+        tokio::task::block_in_place(|| members.update(missing)).map_err(|source| {
+            NodeError::Members {
+                group: group_id,
+                source,
+            }
+        })?;
+        let known: Vec<NodeId> = transport.peers().iter().map(|(id, _)| *id).collect();
+        for (&id, &addr) in members.members() {
+            if id != config.id && !known.contains(&id) {
+                transport.add_peer(id, addr)?;
+            }
+        }
         let storage = tokio::task::block_in_place(|| {
             WalStorage::open(Arc::clone(&wal), config.snapshot_bytes_max)
         })
@@ -224,6 +260,11 @@ impl Node {
             max_uncommitted_bytes: config.uncommitted_bytes_max,
             max_pending_reads: config.pending_reads_max,
             applied_index: snap.index,
+            read_only: if config.lease_reads {
+                ordo_raft::ReadOnlyOption::LeaseBased
+            } else {
+                ordo_raft::ReadOnlyOption::Safe
+            },
             seed: config.id ^ self.boot ^ group_id.0.rotate_left(17),
             ..Config::new(config.id)
         };
@@ -312,6 +353,13 @@ impl Node {
             incoming_snapshots: HashMap::new(),
             heartbeat_sent: HashMap::new(),
             last_leader: 0,
+            ticks: 0,
+            members,
+            self_addr: config
+                .peers
+                .get(&config.id)
+                .copied()
+                .unwrap_or(self.local_addr),
         };
         let driver = tokio::spawn(driver.run());
         lock(&self.groups).insert(

@@ -10,6 +10,8 @@
 //! file and installed atomically by the WAL — in its next `Ready`. The leader reports the
 //! transfer's outcome to its core (`report_snapshot`).
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +36,7 @@ pub(crate) struct SnapshotSender {
     pub(crate) chunk_timeout: Duration,
     pub(crate) acks: mpsc::Receiver<SnapshotAck>,
     pub(crate) done: mpsc::Sender<Event>,
+    pub(crate) members: BTreeMap<NodeId, SocketAddr>,
 }
 
 impl SnapshotSender {
@@ -64,6 +67,7 @@ impl SnapshotSender {
                 data_crc,
                 offset: offset as u64,
                 data: data.slice(offset..end),
+                members: self.members.clone(),
             };
             let message = PeerMessage {
                 group_id: self.group_id.0,
@@ -105,6 +109,15 @@ pub(crate) enum ChunkError {
     Checksum,
 }
 
+/// A snapshot received whole and verified.
+pub(crate) struct Received {
+    /// The sender's term.
+    pub(crate) term: Term,
+    pub(crate) snapshot: Snapshot,
+    /// The member addresses the sender sent along.
+    pub(crate) members: BTreeMap<NodeId, SocketAddr>,
+}
+
 /// A snapshot being reassembled from one sender.
 pub(crate) struct Incoming {
     first: SnapshotChunk,
@@ -117,13 +130,12 @@ impl Incoming {
     }
 
     /// Adds `chunk` to the transfer in progress (or starts one). Returns the transfer to
-    /// keep, or once complete and verified the sender's term, the snapshot and its length.
-    #[allow(clippy::type_complexity)]
+    /// keep, and once the data is complete and verified, the snapshot.
     pub(crate) fn accept(
         current: Option<Incoming>,
         chunk: SnapshotChunk,
         snapshot_bytes_max: u64,
-    ) -> Result<(Incoming, Option<((Term, Snapshot), u64)>), ChunkError> {
+    ) -> Result<(Incoming, Option<Received>), ChunkError> {
         if chunk.total_bytes > snapshot_bytes_max {
             return Err(ChunkError::TooLarge {
                 total: chunk.total_bytes,
@@ -173,12 +185,16 @@ impl Incoming {
         if crc32c::crc32c(&data) != incoming.first.data_crc {
             return Err(ChunkError::Checksum);
         }
-        let total = data.len() as u64;
         let snapshot = Snapshot {
             meta: incoming.first.meta.clone(),
             data,
         };
-        Ok((incoming, Some(((chunk.term, snapshot), total))))
+        let received = Received {
+            term: chunk.term,
+            snapshot,
+            members: incoming.first.members.clone(),
+        };
+        Ok((incoming, Some(received)))
     }
 }
 
@@ -204,6 +220,7 @@ mod tests {
                 data_crc: crc,
                 offset: (i * size) as u64,
                 data: Bytes::copy_from_slice(c),
+                members: BTreeMap::from([(1, SocketAddr::from(([127, 0, 0, 1], 2380)))]),
             })
             .collect()
     }
@@ -218,10 +235,11 @@ mod tests {
             current = Some(inc);
             done = complete;
         }
-        let ((term, snap), total) = done.expect("complete");
-        assert_eq!((term, total), (3, 10_000));
-        assert_eq!(&snap.data[..], &data[..]);
-        assert_eq!(snap.meta.index, 10);
+        let done = done.expect("complete");
+        assert_eq!(done.term, 3);
+        assert_eq!(&done.snapshot.data[..], &data[..]);
+        assert_eq!(done.snapshot.meta.index, 10);
+        assert_eq!(done.members.len(), 1);
     }
 
     #[test]
