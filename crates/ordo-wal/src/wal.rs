@@ -30,6 +30,8 @@ const TRUNCATE_MAGIC: &[u8; 8] = b"ORDOTR01";
 /// With `Always` and nobody listening, how long written entries may wait for a round that no
 /// waiter led.
 const ALWAYS_BACKSTOP: std::time::Duration = std::time::Duration::from_millis(1);
+/// How far that check backs off while the log is idle.
+const ALWAYS_BACKSTOP_IDLE: std::time::Duration = std::time::Duration::from_millis(64);
 /// Read size of recovery scans.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
 
@@ -314,10 +316,13 @@ struct Shared {
 
 /// A write-ahead log in one directory: segment files, the hard state and snapshots.
 ///
-/// `Wal` is `Send + Sync`; share it with an `Arc`. Appends are serialised by an internal lock
-/// that covers only encoding checks and the `write` system call; fsyncs run on a background
-/// thread without that lock, so appends keep flowing while an fsync runs, and one fsync covers
-/// everything written before it started (group commit).
+/// `Wal` is `Send + Sync`; share it with an `Arc`. An append holds the internal lock only to
+/// take its indices and byte range (no system call); it writes its bytes after letting go, so
+/// concurrent appenders write in parallel. Fsyncs (`fdatasync`) run without that lock, so
+/// appends keep flowing while one runs, and each covers everything written before it started
+/// (group commit). A thread in [`wait_durable`](Self::wait_durable) that finds no fsync in
+/// flight runs it itself; others park until a round covers their index. A background thread
+/// runs the rounds for listeners and the `Interval` policy.
 ///
 /// See the [crate documentation](crate) for the format and the crash-safety argument.
 pub struct Wal {
@@ -994,7 +999,7 @@ impl Shared {
     /// and no listener, waiters lead their own rounds and this thread is only a backstop that
     /// keeps [`Wal::durable_index`] moving for callers that neither wait nor listen.
     fn run_syncer(&self) {
-        let interval = match self.options.durability {
+        let mut interval = match self.options.durability {
             Durability::Interval(d) => Some(d),
             Durability::Always => Some(ALWAYS_BACKSTOP),
             Durability::Never => None,
@@ -1023,6 +1028,10 @@ impl Shared {
                         Some(d) => {
                             let now = Instant::now();
                             if now >= d {
+                                if self.options.durability == Durability::Always {
+                                    // Idle: back off, so an idle log costs next to nothing.
+                                    interval = interval.map(|i| (i * 2).min(ALWAYS_BACKSTOP_IDLE));
+                                }
                                 deadline = interval.map(|i| now + i);
                                 continue;
                             }
@@ -1040,6 +1049,9 @@ impl Shared {
             }
             // Errors poison the log; waiters learn of it from there.
             let _ = self.sync_round();
+            if self.options.durability == Durability::Always {
+                interval = Some(ALWAYS_BACKSTOP);
+            }
             deadline = interval.map(|i| Instant::now() + i);
         }
     }
