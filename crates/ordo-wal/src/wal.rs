@@ -579,19 +579,11 @@ impl Wal {
             let mut s = lock(&self.shared.sync);
             s.generation += 1;
             s.written_index = s.written_index.min(from - 1);
-            s.durable_index = s.durable_index.min(from - 1);
-            self.shared
-                .durable_claim
-                .store(s.durable_index, Ordering::Release);
+            let durable = s.durable_index.min(from - 1);
+            self.shared.set_durable(&mut s, durable);
         }
         drop(log);
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.shared.poison();
-                Err(e)
-            }
-        }
+        self.shared.poison_on_error(result)
     }
 
     /// Removes the entries through `through` (they are in a snapshot); the log then starts at
@@ -613,19 +605,11 @@ impl Wal {
             // Nothing is left below the new start: the snapshot covers it all, durably.
             let mut s = lock(&self.shared.sync);
             s.written_index = s.written_index.max(through);
-            s.durable_index = s.durable_index.max(through);
-            self.shared
-                .durable_claim
-                .store(s.durable_index, Ordering::Release);
+            let durable = s.durable_index.max(through);
+            self.shared.set_durable(&mut s, durable);
         }
         drop(log);
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.shared.poison();
-                Err(e)
-            }
-        }
+        self.shared.poison_on_error(result)
     }
 
     /// The highest index known to be on stable storage. It only grows, except that
@@ -731,6 +715,21 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// Sets the durable index and the durability claim appenders seal into records.
+    fn set_durable(&self, s: &mut SyncState, durable_index: u64) {
+        s.durable_index = durable_index;
+        self.durable_claim.store(durable_index, Ordering::Release);
+    }
+
+    /// Poisons the log if `result` is an error: the operation stopped part-way and what is
+    /// on disk is for recovery to judge.
+    fn poison_on_error<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.poison();
+        }
+        result
     }
 
     fn poison(&self) {
@@ -978,10 +977,7 @@ impl Shared {
     /// Runs one fsync round (the caller set `in_flight`), then hands on: if more was written
     /// meanwhile, a parked waiter is woken to lead the next round, or else the fsync thread.
     fn sync_round(&self) -> Result<()> {
-        let result = self.sync_once();
-        if result.is_err() {
-            self.poison();
-        }
+        let result = self.poison_on_error(self.sync_once());
         let mut s = lock(&self.sync);
         s.in_flight = false;
         if s.written_index > s.durable_index || s.requested {
@@ -1089,8 +1085,7 @@ impl Shared {
                 s.requested = true;
                 None
             } else if target > s.durable_index {
-                s.durable_index = target;
-                self.durable_claim.store(target, Ordering::Release);
+                self.set_durable(&mut s, target);
                 s.wake_covered();
                 Some(target)
             } else {
