@@ -1055,6 +1055,10 @@ impl<S: Storage> Raft<S> {
         // The snapshot's configuration may not include us: a node added after the
         // snapshot was taken learns of its own addition from the entries that follow.
         let cs = &meta.conf_state;
+        if !TrackerConfig::from_conf_state(&meta.conf_state).is_valid() {
+            // Malformed input: refuse it rather than adopt an impossible configuration.
+            return false;
+        }
         if self.log.match_term(meta.index, meta.term) {
             // Our log already holds the snapshot's last entry: just commit up to it.
             self.log.commit_to(meta.index);

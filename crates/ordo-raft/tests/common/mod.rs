@@ -35,6 +35,10 @@ pub struct Cluster {
     pub pending_io: BTreeMap<NodeId, PendingIo>,
     /// What each node's disk holds after its last completed fsync (async mode).
     pub durable: BTreeMap<NodeId, MemStorage>,
+    /// Apply committed entries later than they are handed out (`advance_append`, then
+    /// `advance_apply_to` at `apply_one`).
+    pub split_apply: bool,
+    pub pending_apply: BTreeMap<NodeId, VecDeque<Vec<Entry>>>,
 }
 
 /// The second half of a `Ready`, waiting for its writes to become durable.
@@ -93,6 +97,8 @@ impl Cluster {
             async_io: false,
             pending_io: BTreeMap::new(),
             durable: BTreeMap::new(),
+            split_apply: false,
+            pending_apply: BTreeMap::new(),
         };
         for &id in voters.iter().chain(learners) {
             let storage = MemStorage::new_with_conf_state(cs.clone());
@@ -164,17 +170,42 @@ impl Cluster {
             // The state machine of these tests is the list of applied entries; a
             // snapshot carries that list's length, the entries themselves are gone.
             applied.retain(|e| e.index <= snap_index);
+            // Batches waiting to be applied are superseded by the snapshot.
+            self.pending_apply.remove(&id);
         }
-        applied.extend(io.committed_entries);
         self.read_states
             .entry(id)
             .or_default()
             .extend(io.read_states);
         let node = self.nodes.get_mut(&id).unwrap();
-        node.advance();
+        if self.split_apply {
+            node.advance_append();
+            if !io.committed_entries.is_empty() {
+                self.pending_apply
+                    .entry(id)
+                    .or_default()
+                    .push_back(io.committed_entries);
+            }
+        } else {
+            applied.extend(io.committed_entries);
+            node.advance();
+        }
         if self.async_io {
             self.durable.insert(id, node.storage().clone());
         }
+    }
+
+    /// The state machine of node `id` applies its oldest batch of committed entries.
+    pub fn apply_one(&mut self, id: NodeId) {
+        let Some(batch) = self.pending_apply.get_mut(&id).and_then(|q| q.pop_front()) else {
+            return;
+        };
+        let last = batch.last().map(|e| e.index).unwrap_or(0);
+        self.applied.entry(id).or_default().extend(batch);
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.advance_apply_to(last);
+        }
+        self.process_ready(id);
     }
 
     /// The fsync of node `id`'s outstanding `Ready` completes.
@@ -229,6 +260,15 @@ impl Cluster {
                 continue;
             }
             self.process_all_readies();
+            if self.pending_apply.values().any(|q| !q.is_empty()) {
+                let ids: Vec<NodeId> = self.pending_apply.keys().copied().collect();
+                for id in ids {
+                    while self.pending_apply.get(&id).is_some_and(|q| !q.is_empty()) {
+                        self.apply_one(id);
+                    }
+                }
+                continue;
+            }
             if !self.pending_io.is_empty() {
                 let ids: Vec<NodeId> = self.pending_io.keys().copied().collect();
                 for id in ids {
@@ -303,6 +343,7 @@ impl Cluster {
     /// Stops node `id`; what it persisted survives in its storage.
     pub fn crash(&mut self, id: NodeId) {
         let node = self.nodes.remove(&id).unwrap();
+        self.pending_apply.remove(&id);
         let disk = if self.async_io {
             // Writes of an unfinished fsync are lost.
             self.pending_io.remove(&id);
