@@ -17,17 +17,9 @@ use tonic::transport::Channel;
 
 use crate::cluster::LocalCluster;
 
-/// Timing flags of the demo's servers: 50 ms ticks, elections after 0.5–1 s.
-pub const DEMO_SERVER_ARGS: &[&str] = &[
-    "--tick-interval-ms",
-    "50",
-    "--election-timeout-ticks",
-    "10",
-    "--heartbeat-interval-ticks",
-    "1",
-    "--log-level",
-    "warn",
-];
+/// Flags of the demo's servers. The Raft timings are the defaults (100 ms ticks, elections
+/// after 1–2 s without a leader), so the failover the demo shows is the one users get.
+pub const DEMO_SERVER_ARGS: &[&str] = &["--log-level", "warn"];
 
 const BALANCE_KEY: &[u8] = b"bank/balance";
 const LEDGER_PREFIX: &[u8] = b"bank/ledger/";
@@ -35,6 +27,9 @@ const LEDGER_PREFIX: &[u8] = b"bank/ledger/";
 const ATTEMPTS_MAX: usize = 20;
 /// Time one request may take before another node is tried.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time one request may take while the leader is down: short, so the moment writes resume
+/// is seen within about this much.
+const FAILOVER_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(250);
 /// Time for the cluster to reach each milestone.
 const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -78,12 +73,16 @@ fn put_op(key: &[u8], value: String) -> RequestOp {
     }
 }
 
-async fn get(client: &mut KvClient<Channel>, key: &[u8]) -> anyhow::Result<Option<(Vec<u8>, i64)>> {
+async fn get(
+    client: &mut KvClient<Channel>,
+    key: &[u8],
+    timeout: Duration,
+) -> anyhow::Result<Option<(Vec<u8>, i64)>> {
     let request = RangeRequest {
         key: key.to_vec(),
         ..Default::default()
     };
-    let response = tokio::time::timeout(REQUEST_TIMEOUT, client.range(request))
+    let response = tokio::time::timeout(timeout, client.range(request))
         .await
         .context("timed out")??
         .into_inner();
@@ -107,17 +106,18 @@ fn parse_amount(value: &[u8]) -> anyhow::Result<i64> {
 
 /// Moves `delta` dollars (negative: a withdrawal) as `who`, recording it under
 /// `ledger_key`. Idempotent: if an earlier attempt whose answer was lost did apply, its
-/// ledger entry is found and reported.
+/// ledger entry is found and reported. Each request may take `timeout`.
 pub async fn transact(
     client: &mut KvClient<Channel>,
     who: &str,
     delta: i64,
     ledger_key: &[u8],
+    timeout: Duration,
 ) -> anyhow::Result<Outcome> {
     for conflicts in 0..ATTEMPTS_MAX {
-        if let Some((text, revision)) = get(client, ledger_key).await? {
+        if let Some((text, revision)) = get(client, ledger_key, timeout).await? {
             let text = String::from_utf8_lossy(&text).into_owned();
-            let balance = get(client, BALANCE_KEY)
+            let balance = get(client, BALANCE_KEY, timeout)
                 .await?
                 .map(|(v, _)| parse_amount(&v))
                 .transpose()?
@@ -129,7 +129,7 @@ pub async fn transact(
                 conflicts,
             });
         }
-        let (balance, seen) = match get(client, BALANCE_KEY).await? {
+        let (balance, seen) = match get(client, BALANCE_KEY, timeout).await? {
             Some((value, mod_revision)) => (parse_amount(&value)?, mod_revision),
             None => (0, 0),
         };
@@ -168,7 +168,7 @@ pub async fn transact(
             success,
             failure: Vec::new(),
         };
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, client.txn(txn))
+        let response = tokio::time::timeout(timeout, client.txn(txn))
             .await
             .context("timed out")??
             .into_inner();
@@ -283,7 +283,14 @@ pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<(
     ));
 
     let mut client = cluster.kv(leader.id);
-    let opening = transact(&mut client, "The bank", 1000, b"bank/ledger/0-open").await?;
+    let opening = transact(
+        &mut client,
+        "The bank",
+        1000,
+        b"bank/ledger/0-open",
+        REQUEST_TIMEOUT,
+    )
+    .await?;
     say(format!(
         "The account opens with ${} (revision {}).",
         opening.balance, opening.revision
@@ -304,11 +311,25 @@ pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<(
     let (b1, b2) = (barrier.clone(), barrier.clone());
     let atm = async move {
         b1.wait().await;
-        transact(&mut atm_client, "ATM", -800, b"bank/ledger/1-atm").await
+        transact(
+            &mut atm_client,
+            "ATM",
+            -800,
+            b"bank/ledger/1-atm",
+            REQUEST_TIMEOUT,
+        )
+        .await
     };
     let app = async move {
         b2.wait().await;
-        transact(&mut app_client, "Mobile app", -600, b"bank/ledger/1-app").await
+        transact(
+            &mut app_client,
+            "Mobile app",
+            -600,
+            b"bank/ledger/1-app",
+            REQUEST_TIMEOUT,
+        )
+        .await
     };
     let (atm, app) = tokio::join!(atm, app);
     let (atm, app) = (atm?, app?);
@@ -383,8 +404,14 @@ pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<(
         let mut done = None;
         for &id in &survivors {
             let mut client = cluster.kv(id);
-            if let Ok(outcome) =
-                transact(&mut client, "Payroll", 250, b"bank/ledger/2-payroll").await
+            if let Ok(outcome) = transact(
+                &mut client,
+                "Payroll",
+                250,
+                b"bank/ledger/2-payroll",
+                FAILOVER_ATTEMPT_TIMEOUT,
+            )
+            .await
             {
                 done = Some(outcome);
                 break;

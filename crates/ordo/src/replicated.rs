@@ -158,6 +158,8 @@ pub struct ReplicatedBackend {
     members: BTreeMap<NodeId, MemberAddrs>,
     status: Mutex<Option<GroupStatus>>,
     next_request_id: AtomicU64,
+    // One connection to the leader's client address, reused by forwarded lease requests.
+    leader_channel: Mutex<Option<(NodeId, tonic::transport::Channel)>>,
 }
 
 fn propose_error(error: ProposeError) -> KvError {
@@ -203,6 +205,7 @@ impl ReplicatedBackend {
             members,
             status: Mutex::new(None),
             next_request_id: AtomicU64::new(1),
+            leader_channel: Mutex::new(None),
         }
     }
 
@@ -283,11 +286,18 @@ impl ReplicatedBackend {
             );
             return Err(KvError::NoLeader);
         };
+        if let Some((cached, channel)) = lock(&self.leader_channel).as_ref() {
+            if *cached == leader {
+                return Ok(LeaseClient::new(channel.clone()));
+            }
+        }
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|_| KvError::NoLeader)?
             .connect_timeout(LEASE_FORWARD_TIMEOUT)
             .timeout(LEASE_FORWARD_TIMEOUT);
-        let channel = endpoint.connect().await.map_err(|_| KvError::NoLeader)?;
+        // Connects on first use and reconnects by itself after a failure.
+        let channel = endpoint.connect_lazy();
+        *lock(&self.leader_channel) = Some((leader, channel.clone()));
         Ok(LeaseClient::new(channel))
     }
 }
@@ -312,10 +322,9 @@ impl KvBackend for ReplicatedBackend {
     }
 
     async fn read_barrier(&self) -> Result<(), KvError> {
-        let index = self.group.read_index().await.map_err(read_error)?;
-        // The runtime's applied index counts entries the store never sees (no-ops), so it
-        // is the one to wait on; the store then holds everything up to `index`.
-        debug_assert!(self.group.applied_index() >= index);
+        // `read_index` returns once the runtime's applied index reaches the read index; the
+        // runtime applies through `KvMachine`, so the store then holds every entry up to it.
+        self.group.read_index().await.map_err(read_error)?;
         Ok(())
     }
 

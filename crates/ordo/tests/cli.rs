@@ -97,8 +97,8 @@ fn bad_flags_and_config_exit_with_code_2_and_say_what_is_wrong() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_prints_every_node_and_kv_puts_gets_and_deletes() {
-    let (cluster, leader) = start(&[]).await;
+async fn status_prints_every_node_kv_puts_gets_and_deletes_and_sigterm_stops_cleanly() {
+    let (mut cluster, leader) = start(&[]).await;
     let admins = cluster
         .ids()
         .iter()
@@ -164,6 +164,10 @@ async fn status_prints_every_node_and_kv_puts_gets_and_deletes() {
         "ordo_peer_round_trip_seconds_bucket",
     ] {
         assert!(metrics.body.contains(name), "{name} missing from /metrics");
+    }
+    for id in cluster.ids() {
+        let code = cluster.terminate(id, std::time::Duration::from_secs(20));
+        assert_eq!(code, Some(0), "node {id} did not exit cleanly on SIGTERM");
     }
 }
 
