@@ -435,6 +435,12 @@ impl Node {
         }
     }
 
+    /// The peer transport, for its metrics and peer list (and for tests that cut a node
+    /// off by removing its peers). `None` once shut down.
+    pub fn transport(&self) -> Option<&Transport> {
+        self.transport.as_deref()
+    }
+
     /// The groups this node hosts.
     pub fn groups(&self) -> Vec<GroupId> {
         let mut ids: Vec<GroupId> = lock(&self.groups).keys().copied().collect();

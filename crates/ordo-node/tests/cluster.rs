@@ -566,3 +566,50 @@ async fn lease_based_reads_on_a_follower_see_acknowledged_writes() {
     assert_eq!(seen, vec!["leased"]);
     cluster.shutdown_all().await;
 }
+
+fn slow_elections(c: &mut ordo_node::NodeConfig) {
+    c.election_timeout_ticks = 30;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proposal_overwritten_by_a_new_leader_fails_as_dropped() {
+    let cluster = Cluster::start(3, slow_elections).await;
+    let old = cluster.leader().await;
+    cluster.propose(old, "a").await;
+    let others: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
+    // Cut the leader off: it stops sending to its peers and refuses their connections.
+    let transport = cluster.members[&old].node.transport().unwrap();
+    for id in &others {
+        transport.remove_peer(*id).await.unwrap();
+    }
+    // Still leader for an election timeout: it appends the proposal and waits.
+    let lost = {
+        let g = cluster.group(old).clone();
+        tokio::spawn(async move { g.propose("lost").await })
+    };
+    // The others elect a leader of a later term, which commits in the same places.
+    let new = tokio::time::timeout(GUARD, async {
+        loop {
+            for id in &others {
+                let s = cluster.group(*id).status().await.unwrap();
+                if s.role == ordo_node::StateRole::Leader {
+                    return *id;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the majority elects a leader");
+    let last = cluster.propose(new, "won").await.0;
+    // Heal: the old leader hears from the new one and its entry is overwritten.
+    for id in &others {
+        transport.add_peer(*id, cluster.addrs[id]).unwrap();
+    }
+    let outcome = tokio::time::timeout(GUARD, lost).await.unwrap().unwrap();
+    assert_eq!(outcome, Err(ordo_node::ProposeError::Dropped));
+    let expected = cluster.applied_entries(new, last).await;
+    assert_eq!(cluster.applied_entries(old, last).await, expected);
+    assert!(!text(&expected).contains(&"lost".to_string()));
+    cluster.shutdown_all().await;
+}
