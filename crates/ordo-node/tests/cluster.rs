@@ -613,3 +613,29 @@ async fn a_proposal_overwritten_by_a_new_leader_fails_as_dropped() {
     assert!(!text(&expected).contains(&"lost".to_string()));
     cluster.shutdown_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_node_restores_its_own_snapshot_and_reapplies_the_committed_rest() {
+    let mut cluster = Cluster::start(3, small_snapshots).await;
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let mut last = 0;
+    for i in 0..50 {
+        last = cluster.propose(leader, &format!("r{i}")).await.0;
+    }
+    let before = cluster.applied_entries(follower, last).await;
+    let m = cluster.members.remove(&follower).unwrap();
+    assert!(m.group.metrics().snapshots_taken >= 1);
+    // A clean stop records the commit index, so the restarted node re-applies up to it
+    // on its own, before hearing from the leader.
+    m.node.shutdown().await;
+    cluster.restart(follower).await.unwrap();
+    let status = cluster.group(follower).status().await.unwrap();
+    assert!(
+        status.snapshot_index > 1,
+        "no snapshot of its own: {status:?}"
+    );
+    assert!(status.commit_index >= last, "{status:?}");
+    assert_eq!(cluster.applied_entries(follower, last).await, before);
+    cluster.shutdown_all().await;
+}
