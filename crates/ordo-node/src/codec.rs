@@ -557,7 +557,7 @@ fn decode_message(buf: &mut Bytes) -> Result<Message, DecodeError> {
             let mut entries = Vec::with_capacity(count);
             for i in 0..count {
                 let e = decode_entry(buf)?;
-                if e.index != prev_index + 1 + i as u64 {
+                if Some(e.index) != prev_index.checked_add(1 + i as u64) {
                     return Err(DecodeError::Invalid("entry indexes not consecutive"));
                 }
                 entries.push(e);
@@ -1016,6 +1016,25 @@ mod tests {
         assert_eq!(
             WireMessage::decode(buf.freeze()),
             Err(DecodeError::Truncated("entries"))
+        );
+    }
+
+    #[test]
+    fn an_append_whose_indexes_would_overflow_is_refused() {
+        let m = WireMessage::Raft(Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body: MessageBody::Append {
+                prev_index: u64::MAX,
+                prev_term: 1,
+                entries: vec![Entry::new(1, 0, Bytes::new())],
+                commit: 0,
+            },
+        });
+        assert_eq!(
+            WireMessage::decode(m.encode()),
+            Err(DecodeError::Invalid("entry indexes not consecutive"))
         );
     }
 
