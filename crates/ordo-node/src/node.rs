@@ -247,11 +247,16 @@ impl Node {
                     source,
                 })?;
         }
-        assert_eq!(
-            state_machine.applied_index(),
-            snap.index,
-            "the state machine must report the restored snapshot's index"
-        );
+        if state_machine.applied_index() != snap.index {
+            return Err(NodeError::Restore {
+                group: group_id,
+                source: crate::RestoreError::new(format!(
+                    "the state machine reports applied index {} but starts from the snapshot at {}",
+                    state_machine.applied_index(),
+                    snap.index
+                )),
+            });
+        }
         let raft_config = Config {
             election_timeout_ticks: config.election_timeout_ticks,
             heartbeat_interval_ticks: config.heartbeat_interval_ticks,
