@@ -161,6 +161,7 @@ async fn register_operations_from_every_node_across_a_leader_crash_are_lineariza
             peers.clone(),
         );
         c.tick_interval_ms = 10;
+        c.election_timeout_ticks = 20;
         c.heartbeat_interval_ticks = 2;
         c.request_timeout_ms = 2_000;
         c.fsync = FsyncPolicy::Always;
