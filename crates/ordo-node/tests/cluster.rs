@@ -462,16 +462,7 @@ async fn undecodable_peer_messages_are_dropped_and_counted() {
     .await
     .expect("garbage counted");
     // Nodes 1 and 2 are a majority of three and carry on.
-    let out = tokio::time::timeout(GUARD, async {
-        loop {
-            match g1.propose("ok").await {
-                Ok(out) => return out,
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-            }
-        }
-    })
-    .await
-    .expect("the majority commits");
+    let out = propose_on(&g1, "ok").await;
     assert_eq!(out.1, 1);
     rogue.shutdown().await;
     for m in members {
@@ -498,16 +489,7 @@ async fn two_groups_on_the_same_nodes_keep_separate_logs() {
     for i in 0..10 {
         last1 = cluster.propose(leader, &format!("one-{i}")).await.0;
         let via = 1 + (i % 3);
-        last2 = tokio::time::timeout(GUARD, async {
-            loop {
-                match groups2[&via].propose(format!("two-{i}")).await {
-                    Ok(out) => return out.0,
-                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-                }
-            }
-        })
-        .await
-        .expect("group 2 commits");
+        last2 = propose_on(&groups2[&via], &format!("two-{i}")).await.0;
     }
     for id in 1..=3u64 {
         let one = text(&cluster.applied_entries(id, last1).await);
