@@ -39,14 +39,19 @@ fn all_entries(wal: &Wal) -> Vec<Entry> {
         .unwrap()
 }
 
-fn segment_files(dir: &Path) -> Vec<String> {
+/// The sorted names of the files in `dir` that `keep` accepts.
+fn files_where(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".log"))
+        .filter(|n| keep(n))
         .collect();
     v.sort();
     v
+}
+
+fn segment_files(dir: &Path) -> Vec<String> {
+    files_where(dir, |n| n.ends_with(".log"))
 }
 
 #[test]
@@ -341,13 +346,7 @@ fn write_snapshot(wal: &Wal, index: u64, term: u64, data: &[u8]) -> SnapshotMeta
 }
 
 fn snapshot_files(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with("snap-"))
-        .collect();
-    v.sort();
-    v
+    files_where(dir, |n| n.starts_with("snap-"))
 }
 
 #[test]

@@ -30,6 +30,8 @@ const TRUNCATE_MAGIC: &[u8; 8] = b"ORDOTR01";
 /// With `Always` and nobody listening, how long written entries may wait for a round that no
 /// waiter led.
 const ALWAYS_BACKSTOP: std::time::Duration = std::time::Duration::from_millis(1);
+/// How far that check backs off while the log is idle.
+const ALWAYS_BACKSTOP_IDLE: std::time::Duration = std::time::Duration::from_millis(64);
 /// Read size of recovery scans.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
 
@@ -314,10 +316,13 @@ struct Shared {
 
 /// A write-ahead log in one directory: segment files, the hard state and snapshots.
 ///
-/// `Wal` is `Send + Sync`; share it with an `Arc`. Appends are serialised by an internal lock
-/// that covers only encoding checks and the `write` system call; fsyncs run on a background
-/// thread without that lock, so appends keep flowing while an fsync runs, and one fsync covers
-/// everything written before it started (group commit).
+/// `Wal` is `Send + Sync`; share it with an `Arc`. An append holds the internal lock only to
+/// take its indices and byte range (no system call); it writes its bytes after letting go, so
+/// concurrent appenders write in parallel. Fsyncs (`fdatasync`) run without that lock, so
+/// appends keep flowing while one runs, and each covers everything written before it started
+/// (group commit). A thread in [`wait_durable`](Self::wait_durable) that finds no fsync in
+/// flight runs it itself; others park until a round covers their index. A background thread
+/// runs the rounds for listeners and the `Interval` policy.
 ///
 /// See the [crate documentation](crate) for the format and the crash-safety argument.
 pub struct Wal {
@@ -574,19 +579,11 @@ impl Wal {
             let mut s = lock(&self.shared.sync);
             s.generation += 1;
             s.written_index = s.written_index.min(from - 1);
-            s.durable_index = s.durable_index.min(from - 1);
-            self.shared
-                .durable_claim
-                .store(s.durable_index, Ordering::Release);
+            let durable = s.durable_index.min(from - 1);
+            self.shared.set_durable(&mut s, durable);
         }
         drop(log);
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.shared.poison();
-                Err(e)
-            }
-        }
+        self.shared.poison_on_error(result)
     }
 
     /// Removes the entries through `through` (they are in a snapshot); the log then starts at
@@ -608,19 +605,11 @@ impl Wal {
             // Nothing is left below the new start: the snapshot covers it all, durably.
             let mut s = lock(&self.shared.sync);
             s.written_index = s.written_index.max(through);
-            s.durable_index = s.durable_index.max(through);
-            self.shared
-                .durable_claim
-                .store(s.durable_index, Ordering::Release);
+            let durable = s.durable_index.max(through);
+            self.shared.set_durable(&mut s, durable);
         }
         drop(log);
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.shared.poison();
-                Err(e)
-            }
-        }
+        self.shared.poison_on_error(result)
     }
 
     /// The highest index known to be on stable storage. It only grows, except that
@@ -726,6 +715,21 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// Sets the durable index and the durability claim appenders seal into records.
+    fn set_durable(&self, s: &mut SyncState, durable_index: u64) {
+        s.durable_index = durable_index;
+        self.durable_claim.store(durable_index, Ordering::Release);
+    }
+
+    /// Poisons the log if `result` is an error: the operation stopped part-way and what is
+    /// on disk is for recovery to judge.
+    fn poison_on_error<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.poison();
+        }
+        result
     }
 
     fn poison(&self) {
@@ -973,10 +977,7 @@ impl Shared {
     /// Runs one fsync round (the caller set `in_flight`), then hands on: if more was written
     /// meanwhile, a parked waiter is woken to lead the next round, or else the fsync thread.
     fn sync_round(&self) -> Result<()> {
-        let result = self.sync_once();
-        if result.is_err() {
-            self.poison();
-        }
+        let result = self.poison_on_error(self.sync_once());
         let mut s = lock(&self.sync);
         s.in_flight = false;
         if s.written_index > s.durable_index || s.requested {
@@ -994,7 +995,7 @@ impl Shared {
     /// and no listener, waiters lead their own rounds and this thread is only a backstop that
     /// keeps [`Wal::durable_index`] moving for callers that neither wait nor listen.
     fn run_syncer(&self) {
-        let interval = match self.options.durability {
+        let mut interval = match self.options.durability {
             Durability::Interval(d) => Some(d),
             Durability::Always => Some(ALWAYS_BACKSTOP),
             Durability::Never => None,
@@ -1023,6 +1024,10 @@ impl Shared {
                         Some(d) => {
                             let now = Instant::now();
                             if now >= d {
+                                if self.options.durability == Durability::Always {
+                                    // Idle: back off, so an idle log costs next to nothing.
+                                    interval = interval.map(|i| (i * 2).min(ALWAYS_BACKSTOP_IDLE));
+                                }
                                 deadline = interval.map(|i| now + i);
                                 continue;
                             }
@@ -1040,6 +1045,9 @@ impl Shared {
             }
             // Errors poison the log; waiters learn of it from there.
             let _ = self.sync_round();
+            if self.options.durability == Durability::Always {
+                interval = Some(ALWAYS_BACKSTOP);
+            }
             deadline = interval.map(|i| Instant::now() + i);
         }
     }
@@ -1077,8 +1085,7 @@ impl Shared {
                 s.requested = true;
                 None
             } else if target > s.durable_index {
-                s.durable_index = target;
-                self.durable_claim.store(target, Ordering::Release);
+                self.set_durable(&mut s, target);
                 s.wake_covered();
                 Some(target)
             } else {

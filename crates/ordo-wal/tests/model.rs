@@ -182,7 +182,7 @@ fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|c| c.parse().ok())
-        .unwrap_or(256)
+        .unwrap_or(96)
 }
 
 proptest! {
