@@ -74,6 +74,8 @@ pub(crate) struct Raft<S: Storage> {
     read_only: ReadOnly,
     /// Reads that arrived before this leader committed an entry of its own term.
     pending_reads: Vec<(NodeId, Bytes)>,
+    /// Logical time: ticks since this node started.
+    now_ticks: u64,
     election_elapsed_ticks: u64,
     heartbeat_elapsed_ticks: u64,
     randomized_election_timeout_ticks: u64,
@@ -130,6 +132,7 @@ impl<S: Storage> Raft<S> {
             uncommitted_bytes: 0,
             read_only: ReadOnly::default(),
             pending_reads: Vec::new(),
+            now_ticks: 0,
             election_elapsed_ticks: 0,
             heartbeat_elapsed_ticks: 0,
             randomized_election_timeout_ticks: cfg.election_timeout_ticks,
@@ -300,11 +303,13 @@ impl<S: Storage> Raft<S> {
             // Never tell a follower to commit beyond what it is known to hold: its
             // entries past `match` may still differ from ours.
             let commit = pr.match_index.min(self.log.committed);
+            let sent_tick = self.now_ticks;
             self.send_term(
                 id,
                 MessageBody::Heartbeat {
                     commit,
                     context: context.clone(),
+                    sent_tick,
                 },
             );
         }
@@ -406,6 +411,7 @@ impl<S: Storage> Raft<S> {
     // ---- Elections ---------------------------------------------------------------------
 
     pub(crate) fn tick(&mut self) {
+        self.now_ticks += 1;
         if self.role == StateRole::Leader {
             self.tick_heartbeat();
         } else {
@@ -570,9 +576,13 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
         if m.term > self.term {
-            let in_lease = self.cfg.check_quorum
-                && self.leader_id != INVALID_ID
+            let heard_leader = self.leader_id != INVALID_ID
                 && self.election_elapsed_ticks < self.cfg.election_timeout_ticks;
+            // A restarted node has forgotten which leader it promised; with leases it keeps
+            // the promise for one election timeout after starting.
+            let restarting = self.cfg.read_only == ReadOnlyOption::LeaseBased
+                && self.now_ticks < self.cfg.election_timeout_ticks;
+            let in_lease = self.cfg.check_quorum && (heard_leader || restarting);
             match m.body {
                 MessageBody::RequestVote {
                     leadership_transfer: false,
@@ -701,8 +711,8 @@ impl<S: Storage> Raft<S> {
             MessageBody::AppendResponse { index, reject } => {
                 self.handle_append_response(from, index, reject)
             }
-            MessageBody::HeartbeatResponse { context } => {
-                self.handle_heartbeat_response(from, context)
+            MessageBody::HeartbeatResponse { context, sent_tick } => {
+                self.handle_heartbeat_response(from, context, sent_tick)
             }
             MessageBody::ReadIndex { context } if self.tracker.progress.contains_key(&from) => {
                 // A follower's read: errors (queue full) are dropped; it retries.
@@ -770,20 +780,23 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    fn handle_heartbeat_response(&mut self, from: NodeId, context: Bytes) {
+    fn handle_heartbeat_response(&mut self, from: NodeId, context: Bytes, sent_tick: u64) {
         let last_index = self.log.last_index();
+        let now = self.now_ticks;
         let Some(pr) = self.tracker.progress.get_mut(&from) else {
             return;
         };
         pr.recent_active = true;
         pr.probe_sent = false;
+        // A tick from the future is hostile input; never let it extend the lease.
+        pr.lease_ack_tick = pr.lease_ack_tick.max(sent_tick.min(now));
         if pr.state == ProgressState::Replicate && pr.inflights.full() {
             pr.inflights.free_first_one();
         }
         if pr.match_index < last_index {
             self.maybe_send_append(from, true);
         }
-        if self.cfg.read_only != ReadOnlyOption::Safe || context.is_empty() {
+        if context.is_empty() {
             return;
         }
         let Some(acks) = self.read_only.recv_ack(from, &context) else {
@@ -800,6 +813,28 @@ impl<S: Storage> Raft<S> {
         for status in self.read_only.advance(&context) {
             self.respond_read(status);
         }
+    }
+
+    /// Whether the leader lease holds (thesis §6.4.1): a quorum acknowledged heartbeats
+    /// sent at or after `q`, each of those voters refuses other candidates until its
+    /// election timeout has passed since receiving one (check-quorum), so no other leader
+    /// can exist before `q + election_timeout_ticks`. One tick is kept in reserve because
+    /// the voters' ticks need not be aligned with ours; clock rates are assumed equal.
+    fn lease_is_valid(&self) -> bool {
+        if self.role != StateRole::Leader || self.lead_transferee.is_some() {
+            return false;
+        }
+        let now = self.now_ticks;
+        let id = self.id;
+        let p = &self.tracker.progress;
+        let q = self.tracker.config.voters.committed_index(|peer| {
+            if peer == id {
+                Some(now)
+            } else {
+                p.get(&peer).map(|pr| pr.lease_ack_tick)
+            }
+        });
+        now + 1 < q.saturating_add(self.cfg.election_timeout_ticks)
     }
 
     fn respond_read(&mut self, status: ReadIndexStatus) {
@@ -852,23 +887,21 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
         let index = self.log.committed;
-        match self.cfg.read_only {
-            ReadOnlyOption::Safe => {
-                self.read_only.add_request(index, from, context.clone());
-                let id = self.id;
-                self.read_only.recv_ack(id, &context);
-                self.bcast_heartbeat_with(context);
-            }
-            ReadOnlyOption::LeaseBased => {
-                // Check-quorum guarantees no other leader within the lease.
-                self.respond_read(ReadIndexStatus {
-                    index,
-                    from,
-                    context,
-                    acks: Default::default(),
-                });
-            }
+        if self.cfg.read_only == ReadOnlyOption::LeaseBased && self.lease_is_valid() {
+            self.respond_read(ReadIndexStatus {
+                index,
+                from,
+                context,
+                acks: Default::default(),
+            });
+            return Ok(());
         }
+        // ReadIndex proper, also the fallback when the lease has lapsed: confirm with a
+        // heartbeat round acknowledged by a quorum.
+        self.read_only.add_request(index, from, context.clone());
+        let id = self.id;
+        self.read_only.recv_ack(id, &context);
+        self.bcast_heartbeat_with(context);
         Ok(())
     }
 
@@ -1019,12 +1052,20 @@ impl<S: Storage> Raft<S> {
     }
 
     fn handle_heartbeat(&mut self, m: Message) {
-        let MessageBody::Heartbeat { commit, context } = m.body else {
+        let MessageBody::Heartbeat {
+            commit,
+            context,
+            sent_tick,
+        } = m.body
+        else {
             return;
         };
         let commit = commit.min(self.log.last_index());
         self.log.commit_to(commit);
-        self.send_term(m.from, MessageBody::HeartbeatResponse { context });
+        self.send_term(
+            m.from,
+            MessageBody::HeartbeatResponse { context, sent_tick },
+        );
     }
 
     fn handle_snapshot(&mut self, m: Message) {
