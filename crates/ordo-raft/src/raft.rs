@@ -261,6 +261,12 @@ impl<S: Storage> Raft<S> {
         if let Some(pr) = self.tracker.progress.get_mut(&to) {
             pr.become_snapshot(snapshot.meta.index);
         }
+        tracing::info!(
+            node = self.id,
+            to,
+            index = snapshot.meta.index,
+            "sending snapshot"
+        );
         self.send_term(to, MessageBody::Snapshot { snapshot });
         true
     }
@@ -355,6 +361,9 @@ impl<S: Storage> Raft<S> {
     }
 
     pub(crate) fn become_follower(&mut self, term: Term, leader_id: NodeId) {
+        if self.role != StateRole::Follower || term != self.term {
+            tracing::debug!(node = self.id, term, leader = leader_id, "became follower");
+        }
         self.reset(term);
         self.leader_id = leader_id;
         self.role = StateRole::Follower;
@@ -383,6 +392,7 @@ impl<S: Storage> Raft<S> {
         self.reset(term);
         self.vote = self.id;
         self.role = StateRole::Candidate;
+        tracing::debug!(node = self.id, term, "became candidate");
     }
 
     fn become_leader(&mut self) {
@@ -395,6 +405,12 @@ impl<S: Storage> Raft<S> {
         self.reset(term);
         self.leader_id = self.id;
         self.role = StateRole::Leader;
+        tracing::info!(
+            node = self.id,
+            term,
+            last_index = self.log.last_index(),
+            "became leader"
+        );
         let id = self.id;
         if let Some(pr) = self.tracker.progress.get_mut(&id) {
             pr.become_replicate();
@@ -439,6 +455,11 @@ impl<S: Storage> Raft<S> {
                     // Check-quorum: a leader cut off from a majority steps down rather than
                     // serve stale reads or accept writes that cannot commit.
                     let term = self.term;
+                    tracing::info!(
+                        node = self.id,
+                        term,
+                        "no quorum heard within an election timeout; stepping down"
+                    );
                     self.become_follower(term, INVALID_ID);
                     return;
                 }
@@ -1107,6 +1128,12 @@ impl<S: Storage> Raft<S> {
         }
         let config = TrackerConfig::from_conf_state(cs);
         let next = meta.index + 1;
+        tracing::info!(
+            node = self.id,
+            index = meta.index,
+            term = meta.term,
+            "restoring snapshot"
+        );
         self.log.restore(snapshot);
         self.tracker.apply_config(config, Default::default(), next);
         true
@@ -1201,10 +1228,15 @@ impl<S: Storage> Raft<S> {
 
     /// Applies a committed configuration change (called as the entry is applied).
     pub(crate) fn apply_conf_change(&mut self, cc: &ConfChange) {
-        let Ok(next) = confchange::apply(&self.tracker.config, cc) else {
-            // Every node rejects the same committed change the same way.
-            return;
+        let next = match confchange::apply(&self.tracker.config, cc) {
+            Ok(next) => next,
+            Err(e) => {
+                // Every node rejects the same committed change the same way.
+                tracing::warn!(node = self.id, error = %e, "ignoring committed configuration change");
+                return;
+            }
         };
+        tracing::info!(node = self.id, conf_state = ?next.to_conf_state(), "configuration changed");
         let progress = std::mem::take(&mut self.tracker.progress);
         let next_index = self.log.last_index() + 1;
         self.tracker.apply_config(next, progress, next_index);
@@ -1223,6 +1255,11 @@ impl<S: Storage> Raft<S> {
             self.need_bcast = true;
             self.flush_bcast();
             let term = self.term;
+            tracing::info!(
+                node = self.id,
+                term,
+                "removed from the configuration; stepping down"
+            );
             self.become_follower(term, INVALID_ID);
             return;
         }
