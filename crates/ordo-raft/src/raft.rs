@@ -76,6 +76,8 @@ pub(crate) struct Raft<S: Storage> {
     pending_reads: Vec<(NodeId, Bytes)>,
     /// Logical time: ticks since this node started.
     now_ticks: u64,
+    /// A TimeoutNow was sent in this term: no more lease reads until the next term.
+    lease_forfeited: bool,
     election_elapsed_ticks: u64,
     heartbeat_elapsed_ticks: u64,
     randomized_election_timeout_ticks: u64,
@@ -133,6 +135,7 @@ impl<S: Storage> Raft<S> {
             read_only: ReadOnly::default(),
             pending_reads: Vec::new(),
             now_ticks: 0,
+            lease_forfeited: false,
             election_elapsed_ticks: 0,
             heartbeat_elapsed_ticks: 0,
             randomized_election_timeout_ticks: cfg.election_timeout_ticks,
@@ -334,6 +337,7 @@ impl<S: Storage> Raft<S> {
         let base = self.cfg.election_timeout_ticks;
         self.randomized_election_timeout_ticks = base + self.rng.below(base);
         self.lead_transferee = None;
+        self.lease_forfeited = false;
         self.tracker.reset_votes();
         self.self_vote_pending = false;
         let last = self.log.last_index();
@@ -797,7 +801,7 @@ impl<S: Storage> Raft<S> {
         // Pipelining: keep the window full.
         while self.maybe_send_append(from, false) {}
         if self.lead_transferee == Some(from) && match_index == self.log.last_index() {
-            self.send_term(from, MessageBody::TimeoutNow);
+            self.send_timeout_now(from);
         }
     }
 
@@ -842,7 +846,8 @@ impl<S: Storage> Raft<S> {
     /// can exist before `q + election_timeout_ticks`. One tick is kept in reserve because
     /// the voters' ticks need not be aligned with ours; clock rates are assumed equal.
     fn lease_is_valid(&self) -> bool {
-        if self.role != StateRole::Leader || self.lead_transferee.is_some() {
+        if self.role != StateRole::Leader || self.lead_transferee.is_some() || self.lease_forfeited
+        {
             return false;
         }
         let now = self.now_ticks;
@@ -1280,6 +1285,14 @@ impl<S: Storage> Raft<S> {
         }
     }
 
+    /// Tells `target` to campaign at once. Its vote requests bypass the voters' lease
+    /// promises, possibly long after this (a delayed message), so this leader gives up
+    /// lease reads for the rest of its term.
+    fn send_timeout_now(&mut self, target: NodeId) {
+        self.lease_forfeited = true;
+        self.send_term(target, MessageBody::TimeoutNow);
+    }
+
     pub(crate) fn handle_transfer_leader(&mut self, target: NodeId) -> Result<(), Error> {
         if target == self.id {
             return Ok(());
@@ -1298,7 +1311,7 @@ impl<S: Storage> Raft<S> {
         // The transfer must finish within an election timeout (checked on tick).
         self.election_elapsed_ticks = 0;
         if caught_up {
-            self.send_term(target, MessageBody::TimeoutNow);
+            self.send_timeout_now(target);
         } else {
             self.maybe_send_append(target, true);
         }

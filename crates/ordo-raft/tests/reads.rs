@@ -241,3 +241,26 @@ fn lease_based_reads_require_check_quorum() {
     };
     assert!(cfg.validate().is_err());
 }
+
+/// A TimeoutNow lets its target's vote requests bypass the voters' lease promises, even
+/// if they arrive much later, so a leader that sent one stops serving lease reads.
+#[test]
+fn leader_gives_up_lease_reads_once_it_has_sent_timeout_now() {
+    let (mut c, leader) = lease_cluster();
+    let target = if leader == 1 { 2 } else { 1 };
+    c.isolate(target);
+    c.node_mut(leader).transfer_leader(target).unwrap();
+    c.process_ready(leader);
+    // The transfer cannot finish; after an election timeout it is abandoned.
+    for _ in 0..12 {
+        c.tick_all(1);
+    }
+    assert_eq!(c.node(leader).lead_transferee(), None);
+    assert_eq!(c.node(leader).role(), StateRole::Leader);
+    // Whether TimeoutNow went out depends on whether the target was caught up; it was.
+    assert!(!answered_at_once(&mut c, leader, "after-transfer"));
+    c.stabilize();
+    assert!(c.read_states[&leader]
+        .iter()
+        .any(|r| r.context.as_ref() == b"after-transfer"));
+}
