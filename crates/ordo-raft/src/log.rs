@@ -13,6 +13,8 @@ pub(crate) struct RaftLog<S: Storage> {
     pub(crate) committed: Index,
     /// The highest index the state machine has applied (acknowledged by `advance`).
     pub(crate) applied: Index,
+    /// The highest index handed out for applying (`applied <= applying <= committed`).
+    pub(crate) applying: Index,
 }
 
 impl<S: Storage> RaftLog<S> {
@@ -29,6 +31,7 @@ impl<S: Storage> RaftLog<S> {
             unstable: Unstable::new(last + 1),
             committed,
             applied,
+            applying: applied,
         }
     }
 
@@ -256,7 +259,7 @@ impl<S: Storage> RaftLog<S> {
     }
 
     pub(crate) fn has_next_committed_entries(&self) -> bool {
-        self.unstable.snapshot.is_none() && self.applied < self.max_appliable_index()
+        self.unstable.snapshot.is_none() && self.applying < self.max_appliable_index()
     }
 
     pub(crate) fn next_committed_entries(&self, max_bytes: u64) -> Vec<Entry> {
@@ -264,8 +267,8 @@ impl<S: Storage> RaftLog<S> {
             return Vec::new();
         }
         let hi = self.max_appliable_index() + 1;
-        self.slice(self.applied + 1, hi, max_bytes)
-            .unwrap_or_else(|e| panic!("committed entries from {}: {e}", self.applied + 1))
+        self.slice(self.applying + 1, hi, max_bytes)
+            .unwrap_or_else(|e| panic!("committed entries from {}: {e}", self.applying + 1))
     }
 
     pub(crate) fn applied_to(&mut self, index: Index) {
@@ -279,6 +282,13 @@ impl<S: Storage> RaftLog<S> {
             self.committed
         );
         self.applied = index;
+        self.applying = self.applying.max(index);
+    }
+
+    /// Entries up to `index` were handed out for applying.
+    pub(crate) fn applying_to(&mut self, index: Index) {
+        assert!(index <= self.committed && index >= self.applying);
+        self.applying = index;
     }
 
     pub(crate) fn stable_to(&mut self, index: Index, term: Term) {

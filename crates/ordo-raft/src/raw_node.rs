@@ -1,7 +1,7 @@
 //! The runtime's handle on one Raft group: feed it inputs, take a [`Ready`], carry it
 //! out, call [`RawNode::advance`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -52,6 +52,11 @@ pub struct SoftState {
 ///
 /// Inputs (`step`, `tick`, `propose`, …) may be given between `ready` and `advance`;
 /// `ready` must not be called again before `advance`.
+///
+/// A runtime that applies on another thread splits step 5: [`RawNode::advance_append`]
+/// after step 3 (then `ready` may be called again, and committed entries already handed
+/// out are not repeated), and [`RawNode::advance_apply_to`] whenever the state machine has
+/// applied up to an index.
 #[derive(Debug, Default)]
 pub struct Ready {
     /// Role or leader changed.
@@ -88,9 +93,18 @@ impl Ready {
 struct ReadyRecord {
     last_entry: Option<(Index, Term)>,
     snapshot_index: Option<Index>,
-    applied: Option<(Index, u64)>,
-    conf_changes: Vec<ConfChange>,
+    apply: Option<ApplyBatch>,
     hard_state: HardState,
+}
+
+/// Committed entries handed out and not yet reported applied.
+#[derive(Debug)]
+struct ApplyBatch {
+    first_index: Index,
+    last_index: Index,
+    /// Payload bytes, released from the uncommitted budget when the batch is applied.
+    bytes: u64,
+    conf_changes: VecDeque<(Index, ConfChange)>,
 }
 
 /// Replication progress of one peer, as the leader sees it.
@@ -131,6 +145,7 @@ pub struct RawNode<S: Storage> {
     prev_soft: SoftState,
     prev_hard: HardState,
     outstanding: Option<ReadyRecord>,
+    unapplied: VecDeque<ApplyBatch>,
 }
 
 impl<S: Storage> RawNode<S> {
@@ -149,6 +164,7 @@ impl<S: Storage> RawNode<S> {
             prev_soft,
             prev_hard,
             outstanding: None,
+            unapplied: VecDeque::new(),
         })
     }
 
@@ -258,12 +274,22 @@ impl<S: Storage> RawNode<S> {
         let committed_entries = r
             .log
             .next_committed_entries(r.cfg.max_committed_bytes_per_ready);
-        let conf_changes = committed_entries
-            .iter()
-            .filter(|e| e.kind == EntryKind::ConfChange)
-            .filter_map(|e| ConfChange::decode(&e.data).ok())
-            .collect();
-        let applied_bytes = committed_entries.iter().map(|e| e.data.len() as u64).sum();
+        let apply = match (committed_entries.first(), committed_entries.last()) {
+            (Some(first), Some(last)) => {
+                r.log.applying_to(last.index);
+                Some(ApplyBatch {
+                    first_index: first.index,
+                    last_index: last.index,
+                    bytes: committed_entries.iter().map(|e| e.data.len() as u64).sum(),
+                    conf_changes: committed_entries
+                        .iter()
+                        .filter(|e| e.kind == EntryKind::ConfChange)
+                        .filter_map(|e| Some((e.index, ConfChange::decode(&e.data).ok()?)))
+                        .collect(),
+                })
+            }
+            _ => None,
+        };
         let must_sync = !entries.is_empty()
             || snapshot.is_some()
             || hs.term != self.prev_hard.term
@@ -271,8 +297,7 @@ impl<S: Storage> RawNode<S> {
         let record = ReadyRecord {
             last_entry: entries.last().map(|e| (e.index, e.term)),
             snapshot_index: snapshot.as_ref().map(|s| s.meta.index),
-            applied: committed_entries.last().map(|e| (e.index, applied_bytes)),
-            conf_changes,
+            apply,
             hard_state: hs,
         };
         let ready = Ready {
@@ -292,8 +317,24 @@ impl<S: Storage> RawNode<S> {
     }
 
     /// Acknowledges the last `Ready`: its writes are durable, its persisted messages sent
-    /// and its committed entries applied.
+    /// and its committed entries applied. Equivalent to [`RawNode::advance_append`]
+    /// followed by [`RawNode::advance_apply_to`] the last committed entry it handed out.
     pub fn advance(&mut self) {
+        let last_committed = self
+            .outstanding
+            .as_ref()
+            .and_then(|r| r.apply.as_ref())
+            .map(|a| a.last_index);
+        self.advance_append();
+        if let Some(index) = last_committed {
+            self.advance_apply_to(index);
+        }
+    }
+
+    /// Acknowledges only the durable half of the last `Ready` (steps 2 and 3 of the
+    /// contract), for runtimes that apply committed entries on another thread: `ready` may
+    /// be called again at once. Report applying later with [`RawNode::advance_apply_to`].
+    pub fn advance_append(&mut self) {
         let Some(rec) = self.outstanding.take() else {
             return;
         };
@@ -303,6 +344,15 @@ impl<S: Storage> RawNode<S> {
             r.log.stable_snap_to(index);
             if index > r.log.applied {
                 r.log.applied = index;
+                r.log.applying = r.log.applying.max(index);
+            }
+            // Batches the snapshot covers are superseded, configuration changes included.
+            while self
+                .unapplied
+                .front()
+                .is_some_and(|b| b.last_index <= index)
+            {
+                self.unapplied.pop_front();
             }
         }
         if let Some((index, term)) = rec.last_entry {
@@ -318,13 +368,38 @@ impl<S: Storage> RawNode<S> {
         if rec.hard_state.term == r.term && rec.hard_state.vote == r.id {
             r.on_vote_persisted();
         }
-        if let Some((index, bytes)) = rec.applied {
-            r.on_applied(index, bytes);
-            for cc in &rec.conf_changes {
-                r.apply_conf_change(cc);
-            }
-            r.maybe_auto_leave();
+        if let Some(batch) = rec.apply {
+            self.unapplied.push_back(batch);
         }
+    }
+
+    /// The state machine has applied every committed entry handed out up to `index`.
+    /// Configuration changes among them take effect now, in order.
+    pub fn advance_apply_to(&mut self, index: Index) {
+        let r = &mut self.raft;
+        while let Some(batch) = self.unapplied.front_mut() {
+            if batch.first_index > index {
+                break;
+            }
+            let upto = index.min(batch.last_index);
+            while batch.conf_changes.front().is_some_and(|(i, _)| *i <= upto) {
+                let Some((i, cc)) = batch.conf_changes.pop_front() else {
+                    break;
+                };
+                // The change takes effect as its entry is applied, not before.
+                r.on_applied(i, 0);
+                r.apply_conf_change(&cc);
+            }
+            if upto == batch.last_index {
+                r.on_applied(upto, batch.bytes);
+                self.unapplied.pop_front();
+            } else {
+                r.on_applied(upto, 0);
+                batch.first_index = upto + 1;
+                break;
+            }
+        }
+        r.maybe_auto_leave();
     }
 
     /// This node's id.

@@ -1,6 +1,6 @@
 //! Randomized runs of small clusters under message loss, reordering, duplication,
 //! partitions, crashes that lose unsynced writes, compaction, leadership transfers and
-//! membership changes, checking the safety
+//! membership changes, with entries applied late or at once, checking the safety
 //! properties of Raft (Figure 3) after every step. Deterministic per seed; a failure
 //! names its seed. `ORDO_RAFT_SEEDS=A..B` chooses the seeds (default `0..300`; the same
 //! run with `--release` and `0..40000` is the long sweep); `ORDO_RAFT_DEBUG=1` prints every
@@ -130,6 +130,8 @@ fn run(seed: u64, mutation: Option<Mutation>) {
     // Half the runs make writes durable only at a later, random step (the fsync), so a
     // crash loses them and messages keep arriving between `ready` and `advance`.
     c.async_io = rng.chance(50);
+    // Half the runs apply committed entries later than they are handed out.
+    c.split_apply = rng.chance(50);
     let mut checker = Checker {
         leaders: BTreeMap::new(),
         applied: BTreeMap::new(),
@@ -142,6 +144,15 @@ fn run(seed: u64, mutation: Option<Mutation>) {
         let ids: Vec<u64> = c.nodes.keys().copied().collect();
         let pick = |rng: &mut Rng, ids: &[u64]| ids[rng.below(ids.len() as u64) as usize];
         match rng.below(if membership { 105 } else { 100 }) {
+            25..=29 if c.pending_apply.values().any(|q| !q.is_empty()) => {
+                let pending: Vec<u64> = c
+                    .pending_apply
+                    .iter()
+                    .filter(|(_, q)| !q.is_empty())
+                    .map(|(&id, _)| id)
+                    .collect();
+                c.apply_one(pick(&mut rng, &pending));
+            }
             0..=29 => {
                 if !ids.is_empty() {
                     let id = pick(&mut rng, &ids);

@@ -61,6 +61,17 @@ impl TrackerConfig {
         all
     }
 
+    /// Whether the structural invariants hold (for configurations from the network).
+    pub(crate) fn is_valid(&self) -> bool {
+        self.learners.iter().all(|l| !self.voters.contains(*l))
+            && self
+                .learners_next
+                .iter()
+                .all(|l| self.voters.outgoing.contains(*l) && !self.learners.contains(l))
+            && (self.voters.is_joint() || (self.learners_next.is_empty() && !self.auto_leave))
+            && !self.members().contains(&0)
+    }
+
     /// Checks the structural invariants; a violation is a bug.
     pub(crate) fn assert_invariants(&self) {
         for l in &self.learners {

@@ -27,6 +27,8 @@ pub struct Cluster {
     pub read_states: BTreeMap<NodeId, Vec<ReadState>>,
     /// Every message delivered, in order.
     pub delivered: Vec<Message>,
+    /// Every message delivered or dropped, rendered, since the last `take_trace`.
+    pub trace: Vec<String>,
     pub config: Box<dyn Fn(NodeId) -> Config>,
     /// Messages for which this holds are dropped on delivery.
     pub filter: Option<MessageFilter>,
@@ -35,6 +37,10 @@ pub struct Cluster {
     pub pending_io: BTreeMap<NodeId, PendingIo>,
     /// What each node's disk holds after its last completed fsync (async mode).
     pub durable: BTreeMap<NodeId, MemStorage>,
+    /// Apply committed entries later than they are handed out (`advance_append`, then
+    /// `advance_apply_to` at `apply_one`).
+    pub split_apply: bool,
+    pub pending_apply: BTreeMap<NodeId, VecDeque<Vec<Entry>>>,
 }
 
 /// The second half of a `Ready`, waiting for its writes to become durable.
@@ -88,11 +94,14 @@ impl Cluster {
             applied: BTreeMap::new(),
             read_states: BTreeMap::new(),
             delivered: Vec::new(),
+            trace: Vec::new(),
             config: Box::new(cfg),
             filter: None,
             async_io: false,
             pending_io: BTreeMap::new(),
             durable: BTreeMap::new(),
+            split_apply: false,
+            pending_apply: BTreeMap::new(),
         };
         for &id in voters.iter().chain(learners) {
             let storage = MemStorage::new_with_conf_state(cs.clone());
@@ -164,17 +173,42 @@ impl Cluster {
             // The state machine of these tests is the list of applied entries; a
             // snapshot carries that list's length, the entries themselves are gone.
             applied.retain(|e| e.index <= snap_index);
+            // Batches waiting to be applied are superseded by the snapshot.
+            self.pending_apply.remove(&id);
         }
-        applied.extend(io.committed_entries);
         self.read_states
             .entry(id)
             .or_default()
             .extend(io.read_states);
         let node = self.nodes.get_mut(&id).unwrap();
-        node.advance();
+        if self.split_apply {
+            node.advance_append();
+            if !io.committed_entries.is_empty() {
+                self.pending_apply
+                    .entry(id)
+                    .or_default()
+                    .push_back(io.committed_entries);
+            }
+        } else {
+            applied.extend(io.committed_entries);
+            node.advance();
+        }
         if self.async_io {
             self.durable.insert(id, node.storage().clone());
         }
+    }
+
+    /// The state machine of node `id` applies its oldest batch of committed entries.
+    pub fn apply_one(&mut self, id: NodeId) {
+        let Some(batch) = self.pending_apply.get_mut(&id).and_then(|q| q.pop_front()) else {
+            return;
+        };
+        let last = batch.last().map(|e| e.index).unwrap_or(0);
+        self.applied.entry(id).or_default().extend(batch);
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.advance_apply_to(last);
+        }
+        self.process_ready(id);
     }
 
     /// The fsync of node `id`'s outstanding `Ready` completes.
@@ -212,7 +246,13 @@ impl Cluster {
         let Some(m) = self.queue.pop_front() else {
             return false;
         };
-        if self.deliverable(&m) {
+        let deliverable = self.deliverable(&m);
+        self.trace.push(format!(
+            "{}{}",
+            render(&m),
+            if deliverable { "" } else { " (dropped)" }
+        ));
+        if deliverable {
             let to = m.to;
             self.delivered.push(m.clone());
             self.nodes.get_mut(&to).unwrap().step(m).unwrap();
@@ -229,6 +269,15 @@ impl Cluster {
                 continue;
             }
             self.process_all_readies();
+            if self.pending_apply.values().any(|q| !q.is_empty()) {
+                let ids: Vec<NodeId> = self.pending_apply.keys().copied().collect();
+                for id in ids {
+                    while self.pending_apply.get(&id).is_some_and(|q| !q.is_empty()) {
+                        self.apply_one(id);
+                    }
+                }
+                continue;
+            }
             if !self.pending_io.is_empty() {
                 let ids: Vec<NodeId> = self.pending_io.keys().copied().collect();
                 for id in ids {
@@ -303,6 +352,7 @@ impl Cluster {
     /// Stops node `id`; what it persisted survives in its storage.
     pub fn crash(&mut self, id: NodeId) {
         let node = self.nodes.remove(&id).unwrap();
+        self.pending_apply.remove(&id);
         let disk = if self.async_io {
             // Writes of an unfinished fsync are lost.
             self.pending_io.remove(&id);
@@ -409,5 +459,165 @@ pub fn describe(m: &Message) -> Option<String> {
             reject: None,
         } => Some(format!("{}->{} Accept(last={index})", m.from, m.to)),
         _ => None,
+    }
+}
+
+/// One line per message, for golden traces.
+pub fn render(m: &Message) -> String {
+    let body = match &m.body {
+        MessageBody::Append {
+            prev_index,
+            prev_term,
+            entries,
+            commit,
+        } => {
+            let ents: Vec<String> = entries
+                .iter()
+                .map(|e| {
+                    let data = String::from_utf8_lossy(&e.data);
+                    match (e.kind, data.is_empty()) {
+                        (EntryKind::ConfChange, _) => format!("{}/{} conf", e.term, e.index),
+                        (_, true) => format!("{}/{}", e.term, e.index),
+                        (_, false) => format!("{}/{} {data}", e.term, e.index),
+                    }
+                })
+                .collect();
+            format!(
+                "Append prev={prev_term}/{prev_index} commit={commit} [{}]",
+                ents.join(", ")
+            )
+        }
+        MessageBody::AppendResponse {
+            index,
+            reject: None,
+        } => format!("AppendResponse ok {index}"),
+        MessageBody::AppendResponse {
+            index,
+            reject: Some(h),
+        } => {
+            format!("AppendResponse reject {index} hint={}/{}", h.term, h.index)
+        }
+        MessageBody::RequestVote {
+            last_log_index,
+            last_log_term,
+            leadership_transfer,
+        } => format!(
+            "RequestVote last={last_log_term}/{last_log_index}{}",
+            if *leadership_transfer {
+                " transfer"
+            } else {
+                ""
+            }
+        ),
+        MessageBody::RequestVoteResponse { reject } => {
+            format!(
+                "RequestVoteResponse {}",
+                if *reject { "reject" } else { "grant" }
+            )
+        }
+        MessageBody::RequestPreVote {
+            last_log_index,
+            last_log_term,
+        } => {
+            format!("RequestPreVote last={last_log_term}/{last_log_index}")
+        }
+        MessageBody::RequestPreVoteResponse { reject } => {
+            format!(
+                "RequestPreVoteResponse {}",
+                if *reject { "reject" } else { "grant" }
+            )
+        }
+        MessageBody::Heartbeat {
+            commit, context, ..
+        } => {
+            format!(
+                "Heartbeat commit={commit} ctx={:?}",
+                String::from_utf8_lossy(context)
+            )
+        }
+        MessageBody::HeartbeatResponse { context, .. } => {
+            format!(
+                "HeartbeatResponse ctx={:?}",
+                String::from_utf8_lossy(context)
+            )
+        }
+        MessageBody::Snapshot { snapshot } => {
+            format!("Snapshot {}/{}", snapshot.meta.term, snapshot.meta.index)
+        }
+        other => other.name().to_string(),
+    };
+    format!("{}->{} t{} {body}", m.from, m.to, m.term)
+}
+
+impl Cluster {
+    /// The delivered messages since the last call, rendered, followed by every node's
+    /// role, term, commit index and log.
+    pub fn take_trace(&mut self) -> String {
+        let mut out = String::new();
+        for line in self.trace.drain(..) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        let ids: BTreeSet<NodeId> = self
+            .nodes
+            .keys()
+            .chain(self.crashed.keys())
+            .copied()
+            .collect();
+        for id in ids {
+            let log: Vec<String> = self
+                .log_of(id)
+                .iter()
+                .map(|(i, t)| format!("{t}/{i}"))
+                .collect();
+            let state = match self.nodes.get(&id) {
+                Some(n) => format!(
+                    "{:?} term={} commit={}",
+                    n.role(),
+                    n.term(),
+                    n.commit_index()
+                ),
+                None => "crashed".to_string(),
+            };
+            out.push_str(&format!("  node {id}: {state} log=[{}]\n", log.join(" ")));
+        }
+        out
+    }
+}
+
+/// Compares `actual` with `testdata/<name>.txt`; `ORDO_RAFT_BLESS=1` rewrites the file.
+pub fn golden(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(format!("{name}.txt"));
+    if std::env::var_os("ORDO_RAFT_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with ORDO_RAFT_BLESS=1 to create it)",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let mut diff = String::new();
+        for (i, (e, a)) in expected.lines().zip(actual.lines()).enumerate() {
+            if e != a {
+                diff.push_str(&format!(
+                    "line {}:\n  expected: {e}\n  actual:   {a}\n",
+                    i + 1
+                ));
+            }
+        }
+        let (ne, na) = (expected.lines().count(), actual.lines().count());
+        if ne != na {
+            diff.push_str(&format!("expected {ne} lines, got {na}\n"));
+        }
+        panic!(
+            "{} differs from the behaviour (ORDO_RAFT_BLESS=1 to accept):\n{diff}",
+            path.display()
+        );
     }
 }
