@@ -508,13 +508,19 @@ fn encode_message(buf: &mut BytesMut, m: &Message) {
             buf.put_u8(BODY_REQUEST_PRE_VOTE_RESPONSE);
             buf.put_u8(u8::from(*reject));
         }
-        MessageBody::Heartbeat { commit, context } => {
+        MessageBody::Heartbeat {
+            commit,
+            context,
+            sent_tick,
+        } => {
             buf.put_u8(BODY_HEARTBEAT);
             buf.put_u64(*commit);
+            buf.put_u64(*sent_tick);
             put_bytes(buf, context);
         }
-        MessageBody::HeartbeatResponse { context } => {
+        MessageBody::HeartbeatResponse { context, sent_tick } => {
             buf.put_u8(BODY_HEARTBEAT_RESPONSE);
+            buf.put_u64(*sent_tick);
             put_bytes(buf, context);
         }
         MessageBody::Snapshot { snapshot } => {
@@ -598,9 +604,11 @@ fn decode_message(buf: &mut Bytes) -> Result<Message, DecodeError> {
         },
         BODY_HEARTBEAT => MessageBody::Heartbeat {
             commit: get_u64(buf, "commit")?,
+            sent_tick: get_u64(buf, "sent tick")?,
             context: get_bytes(buf, "context")?,
         },
         BODY_HEARTBEAT_RESPONSE => MessageBody::HeartbeatResponse {
+            sent_tick: get_u64(buf, "sent tick")?,
             context: get_bytes(buf, "context")?,
         },
         BODY_SNAPSHOT => {
@@ -838,9 +846,11 @@ mod tests {
             6 => MessageBody::Heartbeat {
                 commit: g.next(),
                 context: g.bytes(24),
+                sent_tick: g.next(),
             },
             7 => MessageBody::HeartbeatResponse {
                 context: g.bytes(24),
+                sent_tick: g.next(),
             },
             8 => MessageBody::Snapshot {
                 snapshot: Snapshot {
