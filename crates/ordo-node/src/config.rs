@@ -191,10 +191,12 @@ impl NodeConfig {
                 "must be at least 1 entry / 1 byte",
             );
         }
-        if self.snapshot_chunk_bytes < 1024 || self.snapshot_chunk_bytes > (4 << 20) - 4096 {
+        // A chunk travels with the snapshot's configuration and member addresses in one
+        // peer frame of 4 MiB; half of it leaves ample room for those.
+        if self.snapshot_chunk_bytes < 1024 || self.snapshot_chunk_bytes > (2 << 20) {
             return bad(
                 "snapshot_chunk_bytes",
-                "must be between 1 KiB and just under the 4 MiB peer frame",
+                "must be between 1 KiB and 2 MiB (half the 4 MiB peer frame)",
             );
         }
         if self.snapshot_bytes_max == 0 || self.snapshot_chunk_timeout_ms == 0 {

@@ -264,6 +264,9 @@ impl<S: crate::StateMachine> Driver<S> {
             if ss.leader_id != self.last_leader {
                 inc(&self.metrics.leader_changes, 1);
                 self.last_leader = ss.leader_id;
+                // A transfer from a deposed leader will not be finished: free its buffer.
+                self.incoming_snapshots
+                    .retain(|from, _| *from == ss.leader_id);
                 tracing::info!(group = %self.group_id, term = self.raw.term(), leader = ss.leader_id, role = ?ss.role, "leader changed");
             }
             if ss.role == StateRole::Candidate {

@@ -247,11 +247,16 @@ impl Node {
                     source,
                 })?;
         }
-        assert_eq!(
-            state_machine.applied_index(),
-            snap.index,
-            "the state machine must report the restored snapshot's index"
-        );
+        if state_machine.applied_index() != snap.index {
+            return Err(NodeError::Restore {
+                group: group_id,
+                source: crate::RestoreError::new(format!(
+                    "the state machine reports applied index {} but starts from the snapshot at {}",
+                    state_machine.applied_index(),
+                    snap.index
+                )),
+            });
+        }
         let raft_config = Config {
             election_timeout_ticks: config.election_timeout_ticks,
             heartbeat_interval_ticks: config.heartbeat_interval_ticks,
@@ -433,6 +438,12 @@ impl Node {
                 Err(shared) => drop(shared),
             }
         }
+    }
+
+    /// The peer transport, for its metrics and peer list (and for tests that cut a node
+    /// off by removing its peers). `None` once shut down.
+    pub fn transport(&self) -> Option<&Transport> {
+        self.transport.as_deref()
     }
 
     /// The groups this node hosts.

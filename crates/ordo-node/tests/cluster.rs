@@ -15,17 +15,14 @@ async fn three_nodes_elect_a_leader_and_apply_proposals_from_any_node_in_one_ord
         for i in 0..20 {
             let group = cluster.group(via).clone();
             tasks.push(tokio::spawn(async move {
-                group
-                    .propose(format!("n{via}-{i}"))
-                    .await
-                    .map(|(index, _)| index)
+                propose_on(&group, &format!("n{via}-{i}")).await.0
             }));
         }
     }
     let mut max_index = 0;
     let mut acknowledged = 0;
     for t in tasks {
-        let index = t.await.unwrap().expect("proposal failed");
+        let index = t.await.unwrap();
         max_index = max_index.max(index);
         acknowledged += 1;
     }
@@ -465,16 +462,7 @@ async fn undecodable_peer_messages_are_dropped_and_counted() {
     .await
     .expect("garbage counted");
     // Nodes 1 and 2 are a majority of three and carry on.
-    let out = tokio::time::timeout(GUARD, async {
-        loop {
-            match g1.propose("ok").await {
-                Ok(out) => return out,
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-            }
-        }
-    })
-    .await
-    .expect("the majority commits");
+    let out = propose_on(&g1, "ok").await;
     assert_eq!(out.1, 1);
     rogue.shutdown().await;
     for m in members {
@@ -501,16 +489,7 @@ async fn two_groups_on_the_same_nodes_keep_separate_logs() {
     for i in 0..10 {
         last1 = cluster.propose(leader, &format!("one-{i}")).await.0;
         let via = 1 + (i % 3);
-        last2 = tokio::time::timeout(GUARD, async {
-            loop {
-                match groups2[&via].propose(format!("two-{i}")).await {
-                    Ok(out) => return out.0,
-                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-                }
-            }
-        })
-        .await
-        .expect("group 2 commits");
+        last2 = propose_on(&groups2[&via], &format!("two-{i}")).await.0;
     }
     for id in 1..=3u64 {
         let one = text(&cluster.applied_entries(id, last1).await);
@@ -564,5 +543,85 @@ async fn lease_based_reads_on_a_follower_see_acknowledged_writes() {
         .await
         .unwrap();
     assert_eq!(seen, vec!["leased"]);
+    cluster.shutdown_all().await;
+}
+
+fn slow_elections(c: &mut ordo_node::NodeConfig) {
+    c.election_timeout_ticks = 40;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proposal_overwritten_by_a_new_leader_fails_as_dropped() {
+    let cluster = Cluster::start(3, slow_elections).await;
+    let old = cluster.leader().await;
+    cluster.propose(old, "a").await;
+    let others: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
+    // Cut the leader off: it stops sending to its peers and refuses their connections.
+    let transport = cluster.members[&old].node.transport().unwrap();
+    for id in &others {
+        transport.remove_peer(*id).await.unwrap();
+    }
+    // Still leader for an election timeout: it appends the proposal and waits.
+    let lost = {
+        let g = cluster.group(old).clone();
+        tokio::spawn(async move { g.propose("lost").await })
+    };
+    // The others elect a leader of a later term, which commits in the same places.
+    let new = tokio::time::timeout(GUARD, async {
+        loop {
+            for id in &others {
+                let s = cluster.group(*id).status().await.unwrap();
+                if s.role == ordo_node::StateRole::Leader {
+                    return *id;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the majority elects a leader");
+    let last = cluster.propose(new, "won").await.0;
+    // Heal: the old leader hears from the new one and its entry is overwritten.
+    for id in &others {
+        transport.add_peer(*id, cluster.addrs[id]).unwrap();
+    }
+    let outcome = tokio::time::timeout(GUARD, lost).await.unwrap().unwrap();
+    assert_eq!(outcome, Err(ordo_node::ProposeError::Dropped));
+    let expected = cluster.applied_entries(new, last).await;
+    assert_eq!(cluster.applied_entries(old, last).await, expected);
+    assert!(!text(&expected).contains(&"lost".to_string()));
+    cluster.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_node_restores_its_own_snapshot_and_reapplies_the_committed_rest() {
+    let mut cluster = Cluster::start(3, small_snapshots).await;
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let mut last = 0;
+    for i in 0..50 {
+        last = cluster.propose(leader, &format!("r{i}")).await.0;
+    }
+    let before = cluster.applied_entries(follower, last).await;
+    let m = cluster.members.remove(&follower).unwrap();
+    // The applied index is published before the snapshot that follows it is written.
+    tokio::time::timeout(GUARD, async {
+        while m.group.metrics().snapshots_taken == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the follower took a snapshot of its own");
+    // A clean stop records the commit index, so the restarted node re-applies up to it
+    // on its own, before hearing from the leader.
+    m.node.shutdown().await;
+    cluster.restart(follower).await.unwrap();
+    let status = cluster.group(follower).status().await.unwrap();
+    assert!(
+        status.snapshot_index > 1,
+        "no snapshot of its own: {status:?}"
+    );
+    assert!(status.commit_index >= last, "{status:?}");
+    assert_eq!(cluster.applied_entries(follower, last).await, before);
     cluster.shutdown_all().await;
 }

@@ -10,9 +10,10 @@ pub enum ReadOnlyOption {
     /// by a quorum before answering. Safe under any clock behaviour.
     #[default]
     Safe,
-    /// Leader lease: the leader answers at once, trusting that no other leader can exist
-    /// within an election timeout of its last quorum contact. Requires `check_quorum` and
-    /// bounded clock drift.
+    /// Leader lease: the leader answers at once while a quorum acknowledged one of its
+    /// heartbeats sent less than an election timeout ago (no other leader can exist
+    /// before then), and falls back to `Safe` otherwise. Requires `check_quorum` and
+    /// equal clock rates; restarted voters wait an election timeout before voting.
     LeaseBased,
 }
 

@@ -85,11 +85,16 @@ pub enum MessageBody {
         commit: Index,
         /// ReadIndex context to echo, empty when none.
         context: Bytes,
+        /// The leader's logical clock when sending, echoed so that the leader can date the
+        /// quorum contact its lease is measured from.
+        sent_tick: u64,
     },
     /// The answer to `Heartbeat`.
     HeartbeatResponse {
         /// The echoed ReadIndex context.
         context: Bytes,
+        /// The echoed `sent_tick`.
+        sent_tick: u64,
     },
     /// InstallSnapshot (§7): the follower is behind the leader's compacted prefix.
     Snapshot {

@@ -74,6 +74,10 @@ pub(crate) struct Raft<S: Storage> {
     read_only: ReadOnly,
     /// Reads that arrived before this leader committed an entry of its own term.
     pending_reads: Vec<(NodeId, Bytes)>,
+    /// Logical time: ticks since this node started.
+    now_ticks: u64,
+    /// A TimeoutNow was sent in this term: no more lease reads until the next term.
+    lease_forfeited: bool,
     election_elapsed_ticks: u64,
     heartbeat_elapsed_ticks: u64,
     randomized_election_timeout_ticks: u64,
@@ -130,6 +134,8 @@ impl<S: Storage> Raft<S> {
             uncommitted_bytes: 0,
             read_only: ReadOnly::default(),
             pending_reads: Vec::new(),
+            now_ticks: 0,
+            lease_forfeited: false,
             election_elapsed_ticks: 0,
             heartbeat_elapsed_ticks: 0,
             randomized_election_timeout_ticks: cfg.election_timeout_ticks,
@@ -258,6 +264,12 @@ impl<S: Storage> Raft<S> {
         if let Some(pr) = self.tracker.progress.get_mut(&to) {
             pr.become_snapshot(snapshot.meta.index);
         }
+        tracing::info!(
+            node = self.id,
+            to,
+            index = snapshot.meta.index,
+            "sending snapshot"
+        );
         self.send_term(to, MessageBody::Snapshot { snapshot });
         true
     }
@@ -300,11 +312,13 @@ impl<S: Storage> Raft<S> {
             // Never tell a follower to commit beyond what it is known to hold: its
             // entries past `match` may still differ from ours.
             let commit = pr.match_index.min(self.log.committed);
+            let sent_tick = self.now_ticks;
             self.send_term(
                 id,
                 MessageBody::Heartbeat {
                     commit,
                     context: context.clone(),
+                    sent_tick,
                 },
             );
         }
@@ -323,6 +337,7 @@ impl<S: Storage> Raft<S> {
         let base = self.cfg.election_timeout_ticks;
         self.randomized_election_timeout_ticks = base + self.rng.below(base);
         self.lead_transferee = None;
+        self.lease_forfeited = false;
         self.tracker.reset_votes();
         self.self_vote_pending = false;
         let last = self.log.last_index();
@@ -350,6 +365,9 @@ impl<S: Storage> Raft<S> {
     }
 
     pub(crate) fn become_follower(&mut self, term: Term, leader_id: NodeId) {
+        if self.role != StateRole::Follower || term != self.term {
+            tracing::debug!(node = self.id, term, leader = leader_id, "became follower");
+        }
         self.reset(term);
         self.leader_id = leader_id;
         self.role = StateRole::Follower;
@@ -378,6 +396,7 @@ impl<S: Storage> Raft<S> {
         self.reset(term);
         self.vote = self.id;
         self.role = StateRole::Candidate;
+        tracing::debug!(node = self.id, term, "became candidate");
     }
 
     fn become_leader(&mut self) {
@@ -390,6 +409,12 @@ impl<S: Storage> Raft<S> {
         self.reset(term);
         self.leader_id = self.id;
         self.role = StateRole::Leader;
+        tracing::info!(
+            node = self.id,
+            term,
+            last_index = self.log.last_index(),
+            "became leader"
+        );
         let id = self.id;
         if let Some(pr) = self.tracker.progress.get_mut(&id) {
             pr.become_replicate();
@@ -406,6 +431,7 @@ impl<S: Storage> Raft<S> {
     // ---- Elections ---------------------------------------------------------------------
 
     pub(crate) fn tick(&mut self) {
+        self.now_ticks += 1;
         if self.role == StateRole::Leader {
             self.tick_heartbeat();
         } else {
@@ -433,6 +459,11 @@ impl<S: Storage> Raft<S> {
                     // Check-quorum: a leader cut off from a majority steps down rather than
                     // serve stale reads or accept writes that cannot commit.
                     let term = self.term;
+                    tracing::info!(
+                        node = self.id,
+                        term,
+                        "no quorum heard within an election timeout; stepping down"
+                    );
                     self.become_follower(term, INVALID_ID);
                     return;
                 }
@@ -570,9 +601,13 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
         if m.term > self.term {
-            let in_lease = self.cfg.check_quorum
-                && self.leader_id != INVALID_ID
+            let heard_leader = self.leader_id != INVALID_ID
                 && self.election_elapsed_ticks < self.cfg.election_timeout_ticks;
+            // A restarted node has forgotten which leader it promised; with leases it keeps
+            // the promise for one election timeout after starting.
+            let restarting = self.cfg.read_only == ReadOnlyOption::LeaseBased
+                && self.now_ticks < self.cfg.election_timeout_ticks;
+            let in_lease = self.cfg.check_quorum && (heard_leader || restarting);
             match m.body {
                 MessageBody::RequestVote {
                     leadership_transfer: false,
@@ -701,8 +736,8 @@ impl<S: Storage> Raft<S> {
             MessageBody::AppendResponse { index, reject } => {
                 self.handle_append_response(from, index, reject)
             }
-            MessageBody::HeartbeatResponse { context } => {
-                self.handle_heartbeat_response(from, context)
+            MessageBody::HeartbeatResponse { context, sent_tick } => {
+                self.handle_heartbeat_response(from, context, sent_tick)
             }
             MessageBody::ReadIndex { context } if self.tracker.progress.contains_key(&from) => {
                 // A follower's read: errors (queue full) are dropped; it retries.
@@ -766,24 +801,27 @@ impl<S: Storage> Raft<S> {
         // Pipelining: keep the window full.
         while self.maybe_send_append(from, false) {}
         if self.lead_transferee == Some(from) && match_index == self.log.last_index() {
-            self.send_term(from, MessageBody::TimeoutNow);
+            self.send_timeout_now(from);
         }
     }
 
-    fn handle_heartbeat_response(&mut self, from: NodeId, context: Bytes) {
+    fn handle_heartbeat_response(&mut self, from: NodeId, context: Bytes, sent_tick: u64) {
         let last_index = self.log.last_index();
+        let now = self.now_ticks;
         let Some(pr) = self.tracker.progress.get_mut(&from) else {
             return;
         };
         pr.recent_active = true;
         pr.probe_sent = false;
+        // A tick from the future is hostile input; never let it extend the lease.
+        pr.lease_ack_tick = pr.lease_ack_tick.max(sent_tick.min(now));
         if pr.state == ProgressState::Replicate && pr.inflights.full() {
             pr.inflights.free_first_one();
         }
         if pr.match_index < last_index {
             self.maybe_send_append(from, true);
         }
-        if self.cfg.read_only != ReadOnlyOption::Safe || context.is_empty() {
+        if context.is_empty() {
             return;
         }
         let Some(acks) = self.read_only.recv_ack(from, &context) else {
@@ -800,6 +838,29 @@ impl<S: Storage> Raft<S> {
         for status in self.read_only.advance(&context) {
             self.respond_read(status);
         }
+    }
+
+    /// Whether the leader lease holds (thesis §6.4.1): a quorum acknowledged heartbeats
+    /// sent at or after `q`, each of those voters refuses other candidates until its
+    /// election timeout has passed since receiving one (check-quorum), so no other leader
+    /// can exist before `q + election_timeout_ticks`. One tick is kept in reserve because
+    /// the voters' ticks need not be aligned with ours; clock rates are assumed equal.
+    fn lease_is_valid(&self) -> bool {
+        if self.role != StateRole::Leader || self.lead_transferee.is_some() || self.lease_forfeited
+        {
+            return false;
+        }
+        let now = self.now_ticks;
+        let id = self.id;
+        let p = &self.tracker.progress;
+        let q = self.tracker.config.voters.committed_index(|peer| {
+            if peer == id {
+                Some(now)
+            } else {
+                p.get(&peer).map(|pr| pr.lease_ack_tick)
+            }
+        });
+        now + 1 < q.saturating_add(self.cfg.election_timeout_ticks)
     }
 
     fn respond_read(&mut self, status: ReadIndexStatus) {
@@ -852,23 +913,21 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
         let index = self.log.committed;
-        match self.cfg.read_only {
-            ReadOnlyOption::Safe => {
-                self.read_only.add_request(index, from, context.clone());
-                let id = self.id;
-                self.read_only.recv_ack(id, &context);
-                self.bcast_heartbeat_with(context);
-            }
-            ReadOnlyOption::LeaseBased => {
-                // Check-quorum guarantees no other leader within the lease.
-                self.respond_read(ReadIndexStatus {
-                    index,
-                    from,
-                    context,
-                    acks: Default::default(),
-                });
-            }
+        if self.cfg.read_only == ReadOnlyOption::LeaseBased && self.lease_is_valid() {
+            self.respond_read(ReadIndexStatus {
+                index,
+                from,
+                context,
+                acks: Default::default(),
+            });
+            return Ok(());
         }
+        // ReadIndex proper, also the fallback when the lease has lapsed: confirm with a
+        // heartbeat round acknowledged by a quorum.
+        self.read_only.add_request(index, from, context.clone());
+        let id = self.id;
+        self.read_only.recv_ack(id, &context);
+        self.bcast_heartbeat_with(context);
         Ok(())
     }
 
@@ -1019,12 +1078,20 @@ impl<S: Storage> Raft<S> {
     }
 
     fn handle_heartbeat(&mut self, m: Message) {
-        let MessageBody::Heartbeat { commit, context } = m.body else {
+        let MessageBody::Heartbeat {
+            commit,
+            context,
+            sent_tick,
+        } = m.body
+        else {
             return;
         };
         let commit = commit.min(self.log.last_index());
         self.log.commit_to(commit);
-        self.send_term(m.from, MessageBody::HeartbeatResponse { context });
+        self.send_term(
+            m.from,
+            MessageBody::HeartbeatResponse { context, sent_tick },
+        );
     }
 
     fn handle_snapshot(&mut self, m: Message) {
@@ -1066,6 +1133,12 @@ impl<S: Storage> Raft<S> {
         }
         let config = TrackerConfig::from_conf_state(cs);
         let next = meta.index + 1;
+        tracing::info!(
+            node = self.id,
+            index = meta.index,
+            term = meta.term,
+            "restoring snapshot"
+        );
         self.log.restore(snapshot);
         self.tracker.apply_config(config, Default::default(), next);
         true
@@ -1160,10 +1233,15 @@ impl<S: Storage> Raft<S> {
 
     /// Applies a committed configuration change (called as the entry is applied).
     pub(crate) fn apply_conf_change(&mut self, cc: &ConfChange) {
-        let Ok(next) = confchange::apply(&self.tracker.config, cc) else {
-            // Every node rejects the same committed change the same way.
-            return;
+        let next = match confchange::apply(&self.tracker.config, cc) {
+            Ok(next) => next,
+            Err(e) => {
+                // Every node rejects the same committed change the same way.
+                tracing::warn!(node = self.id, error = %e, "ignoring committed configuration change");
+                return;
+            }
         };
+        tracing::info!(node = self.id, conf_state = ?next.to_conf_state(), "configuration changed");
         let progress = std::mem::take(&mut self.tracker.progress);
         let next_index = self.log.last_index() + 1;
         self.tracker.apply_config(next, progress, next_index);
@@ -1182,6 +1260,11 @@ impl<S: Storage> Raft<S> {
             self.need_bcast = true;
             self.flush_bcast();
             let term = self.term;
+            tracing::info!(
+                node = self.id,
+                term,
+                "removed from the configuration; stepping down"
+            );
             self.become_follower(term, INVALID_ID);
             return;
         }
@@ -1202,6 +1285,14 @@ impl<S: Storage> Raft<S> {
         }
     }
 
+    /// Tells `target` to campaign at once. Its vote requests bypass the voters' lease
+    /// promises, possibly long after this (a delayed message), so this leader gives up
+    /// lease reads for the rest of its term.
+    fn send_timeout_now(&mut self, target: NodeId) {
+        self.lease_forfeited = true;
+        self.send_term(target, MessageBody::TimeoutNow);
+    }
+
     pub(crate) fn handle_transfer_leader(&mut self, target: NodeId) -> Result<(), Error> {
         if target == self.id {
             return Ok(());
@@ -1220,7 +1311,7 @@ impl<S: Storage> Raft<S> {
         // The transfer must finish within an election timeout (checked on tick).
         self.election_elapsed_ticks = 0;
         if caught_up {
-            self.send_term(target, MessageBody::TimeoutNow);
+            self.send_timeout_now(target);
         } else {
             self.maybe_send_append(target, true);
         }

@@ -71,12 +71,16 @@ fn body() -> impl Strategy<Value = MessageBody> {
             last_log_term: t
         }),
         any::<bool>().prop_map(|reject| MessageBody::RequestPreVoteResponse { reject }),
-        (small.clone(), any::<u8>()).prop_map(|(commit, c)| MessageBody::Heartbeat {
-            commit,
-            context: vec![c].into()
+        (small.clone(), any::<u8>(), 0u64..40).prop_map(|(commit, c, sent_tick)| {
+            MessageBody::Heartbeat {
+                commit,
+                context: vec![c].into(),
+                sent_tick,
+            }
         }),
-        any::<u8>().prop_map(|c| MessageBody::HeartbeatResponse {
-            context: vec![c].into()
+        (any::<u8>(), 0u64..40).prop_map(|(c, sent_tick)| MessageBody::HeartbeatResponse {
+            context: vec![c].into(),
+            sent_tick
         }),
         (small.clone(), 0u64..6, ids(), ids(), ids()).prop_map(|(index, term, v, l, o)| {
             MessageBody::Snapshot {

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{config, data, Cluster};
-use ordo_raft::{Config, MessageBody, ReadOnlyOption};
+use ordo_raft::{Config, MessageBody, ReadOnlyOption, StateRole};
 
 #[test]
 fn read_index_is_answered_after_a_quorum_acknowledges_a_heartbeat() {
@@ -110,20 +110,126 @@ fn pending_reads_are_bounded() {
     );
 }
 
-#[test]
-fn lease_based_read_is_answered_without_a_heartbeat_round() {
-    let lease = |id| Config {
+fn lease(id: u64) -> Config {
+    Config {
         read_only: ReadOnlyOption::LeaseBased,
         check_quorum: true,
+        pre_vote: true,
         ..config(id)
-    };
+    }
+}
+
+/// A lease cluster after a natural election and one heartbeat round.
+fn lease_cluster() -> (Cluster, u64) {
     let mut c = Cluster::with_config(3, lease);
-    c.elect(1);
-    c.node_mut(1).read_index(data("l")).unwrap();
-    let rd = c.node_mut(1).ready();
+    while c.leaders().is_empty() {
+        c.tick_all(1);
+    }
+    let leader = c.leaders()[0];
+    c.tick_all(1);
+    (c, leader)
+}
+
+/// Whether a read issued on `id` now is answered in the very next Ready.
+fn answered_at_once(c: &mut Cluster, id: u64, ctx: &str) -> bool {
+    if c.node_mut(id).read_index(data(ctx)).is_err() {
+        return false;
+    }
+    let rd = c.node_mut(id).ready();
+    let answered = !rd.read_states.is_empty();
+    c.queue.extend(rd.messages);
+    c.queue.extend(rd.persisted_messages);
+    c.node_mut(id).advance();
+    answered
+}
+
+#[test]
+fn lease_based_read_is_answered_without_a_heartbeat_round() {
+    let (mut c, leader) = lease_cluster();
+    c.node_mut(leader).read_index(data("l")).unwrap();
+    let rd = c.node_mut(leader).ready();
     assert_eq!(rd.read_states.len(), 1);
     assert!(rd.messages.is_empty(), "no heartbeat needed");
-    c.node_mut(1).advance();
+    c.node_mut(leader).advance();
+}
+
+#[test]
+fn lease_lapses_without_quorum_contact_and_reads_fall_back_to_read_index() {
+    let (mut c, leader) = lease_cluster();
+    c.isolate(leader);
+    let mut answered_ticks = 0;
+    for t in 0..9 {
+        if answered_at_once(&mut c, leader, &format!("r{t}")) {
+            answered_ticks += 1;
+        }
+        c.tick(leader);
+    }
+    assert!(answered_ticks > 0, "the lease covers the first ticks");
+    assert!(
+        !answered_at_once(&mut c, leader, "late"),
+        "the lease has lapsed"
+    );
+    c.stabilize();
+    assert!(
+        !c.read_states[&leader]
+            .iter()
+            .any(|r| r.context.as_ref() == b"late"),
+        "the fallback round cannot complete while isolated"
+    );
+}
+
+/// The lease must end before any other leader can be elected (a deposed leader serving
+/// a stale read is a linearizability violation).
+#[test]
+fn deposed_leader_never_serves_a_lease_read_once_another_leader_exists() {
+    let (mut c, old) = lease_cluster();
+    c.isolate(old);
+    let old_term = c.node(old).term();
+    let mut served_after_new_leader = false;
+    let mut new_leader_seen = false;
+    for t in 0..60 {
+        let served = c.node(old).role() == StateRole::Leader
+            && answered_at_once(&mut c, old, &format!("s{t}"));
+        let other = c
+            .nodes
+            .iter()
+            .any(|(&id, n)| id != old && n.role() == StateRole::Leader && n.term() > old_term);
+        new_leader_seen |= other;
+        served_after_new_leader |= served && other;
+        c.tick_all(1);
+    }
+    assert!(new_leader_seen, "the majority elects a new leader");
+    assert!(!served_after_new_leader);
+}
+
+#[test]
+fn restarted_voter_keeps_its_lease_promise_for_an_election_timeout() {
+    let (mut c, leader) = lease_cluster();
+    let voter = if leader == 1 { 2 } else { 1 };
+    c.crash(voter);
+    c.restart(voter);
+    c.process_ready(voter);
+    let request = ordo_raft::Message {
+        from: 3,
+        to: voter,
+        term: 99,
+        body: MessageBody::RequestVote {
+            last_log_index: 99,
+            last_log_term: 98,
+            leadership_transfer: false,
+        },
+    };
+    c.node_mut(voter).step(request.clone()).unwrap();
+    assert_ne!(c.node(voter).term(), 99, "ignored right after restart");
+    for _ in 0..10 {
+        c.node_mut(voter).tick();
+    }
+    c.node_mut(voter).step(request).unwrap();
+    assert_eq!(
+        c.node(voter).term(),
+        99,
+        "heard once the promise has run out"
+    );
 }
 
 #[test]
@@ -134,4 +240,27 @@ fn lease_based_reads_require_check_quorum() {
         ..config(1)
     };
     assert!(cfg.validate().is_err());
+}
+
+/// A TimeoutNow lets its target's vote requests bypass the voters' lease promises, even
+/// if they arrive much later, so a leader that sent one stops serving lease reads.
+#[test]
+fn leader_gives_up_lease_reads_once_it_has_sent_timeout_now() {
+    let (mut c, leader) = lease_cluster();
+    let target = if leader == 1 { 2 } else { 1 };
+    c.isolate(target);
+    c.node_mut(leader).transfer_leader(target).unwrap();
+    c.process_ready(leader);
+    // The transfer cannot finish; after an election timeout it is abandoned.
+    for _ in 0..12 {
+        c.tick_all(1);
+    }
+    assert_eq!(c.node(leader).lead_transferee(), None);
+    assert_eq!(c.node(leader).role(), StateRole::Leader);
+    // Whether TimeoutNow went out depends on whether the target was caught up; it was.
+    assert!(!answered_at_once(&mut c, leader, "after-transfer"));
+    c.stabilize();
+    assert!(c.read_states[&leader]
+        .iter()
+        .any(|r| r.context.as_ref() == b"after-transfer"));
 }

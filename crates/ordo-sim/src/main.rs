@@ -21,6 +21,8 @@ usage: ordo-sim (--seed S | --seeds A..B) [options]
   --mutation NAME     break one rule in the core: grant-vote-without-log-check,
                       commit-previous-term-by-counting, ack-append-before-durable,
                       skip-prev-term-check
+  --no-conf-snapshot  do not snapshot after each applied configuration change
+  --watch N           with --seed: also trace every Raft message to or from node N
   --no-trace          with --seed: print only the result
   --keep-going        with --seeds: do not stop at the first violation
 ";
@@ -38,6 +40,8 @@ struct Options {
     mutation: Option<Mutation>,
     trace: bool,
     keep_going: bool,
+    conf_snapshot: bool,
+    watch_node: Option<u64>,
 }
 
 /// Parses a mutation's command-line name.
@@ -70,6 +74,8 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         mutation: None,
         trace: true,
         keep_going: false,
+        conf_snapshot: true,
+        watch_node: None,
     };
     let mut seeds_given = false;
     let mut rest = args.iter();
@@ -119,6 +125,8 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             }
             "--mutation" => options.mutation = Some(parse_mutation(value()?)?),
             "--no-trace" => options.trace = false,
+            "--watch" => options.watch_node = Some(parse_number(flag, value()?)?),
+            "--no-conf-snapshot" => options.conf_snapshot = false,
             "--keep-going" => options.keep_going = true,
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown option {other:?}")),
@@ -143,6 +151,8 @@ fn config_for(options: &Options, seed: u64) -> SimConfig {
         read_mode: options.reads,
         mutation: options.mutation,
         trace: options.single && options.trace,
+        snapshot_after_conf_change: options.conf_snapshot,
+        watch_node: options.watch_node,
         ..SimConfig::new(seed, nodes)
     }
 }

@@ -51,8 +51,8 @@ struct PendingIo {
 pub struct Outbox {
     /// Messages to hand to the network: (from, to, payload).
     pub wire: Vec<(u64, u64, Wire)>,
-    /// Writes acknowledged to clients: (index, term).
-    pub acked: Vec<(Index, Term)>,
+    /// Writes acknowledged to clients: (node, index, term).
+    pub acked: Vec<(NodeId, Index, Term)>,
     /// Configuration changes applied, as the index of the last one applied and the
     /// configuration after it.
     pub conf_applied: Vec<(Index, ConfState)>,
@@ -67,6 +67,10 @@ pub struct NodeTuning {
     pub fsync_ticks_max: u64,
     /// Take a state machine snapshot and compact the log after this many applied entries.
     pub snapshot_every_entries: u64,
+    /// Also take one right after applying a configuration change, so the latest snapshot
+    /// always lists every current member (the core refuses a snapshot that omits the
+    /// receiving node, so an older one could never bring a newly added node up to date).
+    pub snapshot_after_conf_change: bool,
 }
 
 /// One node of the simulated cluster.
@@ -486,7 +490,7 @@ impl SimNode {
                     if let (Some(result), Some(client_address)) =
                         (applied.result(), self.pending_writes.remove(&key))
                     {
-                        outbox.acked.push((entry.index, entry.term));
+                        outbox.acked.push((id, entry.index, entry.term));
                         outbox.wire.push((
                             id,
                             client_address,
@@ -527,7 +531,8 @@ impl SimNode {
             debug_assert!(applied_index >= last);
         }
         self.answer_reads(applied_index, outbox);
-        if self.applied_since_snapshot >= self.tuning.snapshot_every_entries {
+        let conf_changed = last_conf_change.is_some() && self.tuning.snapshot_after_conf_change;
+        if conf_changed || self.applied_since_snapshot >= self.tuning.snapshot_every_entries {
             self.take_snapshot(now_ticks, trace);
         }
         Ok(())

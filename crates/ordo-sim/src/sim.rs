@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ordo_lincheck::{CheckError, History, KvInput, KvModel, KvOutput};
+use ordo_lincheck::{CheckError, CheckOptions, History, KvInput, KvModel, KvOutput};
 use ordo_raft::{
     ConfChange, ConfChangeKind, ConfChangeSingle, ConfChangeTransition, ConfState, Config,
     Mutation, NodeId, ReadOnlyOption, SnapshotStatus, StateRole, Storage,
@@ -143,12 +143,19 @@ pub struct SimConfig {
     pub read_mode: ReadMode,
     /// A rule-breaking switch in every node's core, to prove the checkers fire.
     pub mutation: Option<Mutation>,
+    /// Snapshot after every applied configuration change (see [`NodeTuning`]).
+    pub snapshot_after_conf_change: bool,
     /// Record a readable trace.
     pub trace: bool,
+    /// Also trace every Raft message delivered to or from this node.
+    pub watch_node: Option<NodeId>,
 }
 
 /// Simulated ticks per Raft tick: message delays and fsyncs are finer than the core's clock.
 pub const RAFT_TICK_TICKS: u64 = 10;
+
+/// Search budget of the linearizability check per run; beyond it the run is undecided.
+const LINCHECK_STATES_MAX: u64 = 1_000_000;
 
 /// Most node ids a run may create (initial voters plus nodes added by the nemesis).
 const SPARE_NODES_MAX: usize = 4;
@@ -165,7 +172,9 @@ impl SimConfig {
             clients: 4,
             read_mode: ReadMode::Mixed,
             mutation: None,
+            snapshot_after_conf_change: true,
             trace: false,
+            watch_node: None,
         }
     }
 }
@@ -233,6 +242,10 @@ struct Simulation {
     next_tick_at: BTreeMap<NodeId, u64>,
     tick_interval_ticks: BTreeMap<NodeId, u64>,
     restart_at: BTreeMap<NodeId, u64>,
+    crash_at: BTreeMap<NodeId, u64>,
+    figure8: Figure8,
+    append_bytes_max: u64,
+    inflight_msgs_max: usize,
     /// Nodes shut down for good after their removal; never restarted, ids never reused.
     removed: BTreeSet<NodeId>,
     /// Nodes that were members of some configuration a leader applied.
@@ -260,6 +273,39 @@ struct Simulation {
     conf_index_seen: u64,
     /// Each leader's configuration at the start of the current step.
     leader_conf_before: BTreeMap<NodeId, ConfState>,
+}
+
+/// The phases of the Figure 8 scenario of the Raft paper, played with partitions: a leader
+/// replicates entries to a minority; a rival leader elected on the other side appends a
+/// conflicting entry it cannot replicate; the first side elects a leader again, which
+/// replicates the old entries to a majority and is cut off the moment it commits one of them;
+/// then the rival, whose last entry has the higher term, may be elected and overwrite them.
+/// With the §5.4.2 commit rule the old entries are never committed at that moment, so the
+/// rival overwriting them is harmless.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Figure8 {
+    Idle,
+    /// The old leader and a minority are cut off; waiting for a rival leader on the other
+    /// side.
+    AwaitRival {
+        side: Vec<NodeId>,
+        deadline_ticks: u64,
+    },
+    /// The rival is cut off right after its election; the old side reunites at `until_ticks`.
+    RivalIsolated {
+        rival: NodeId,
+        until_ticks: u64,
+    },
+    /// Everyone but the rival talks; waiting for a leader to commit an earlier term's entry.
+    AwaitFragileCommit {
+        rival: NodeId,
+        deadline_ticks: u64,
+    },
+    /// That leader is cut off and the rival is back; waiting for the rival to win.
+    AwaitRivalWin {
+        rival: NodeId,
+        deadline_ticks: u64,
+    },
 }
 
 fn derive_seed(seed: u64, stream: u64) -> u64 {
@@ -308,8 +354,13 @@ impl Simulation {
             fsync_ticks_min: 1,
             fsync_ticks_max: prng.range(1, 8),
             snapshot_every_entries: *prng.choose(&[16, 50, 200, 1000]).expect("non-empty"),
+            snapshot_after_conf_change: config.snapshot_after_conf_change,
         };
 
+        // Small messages and windows exercise batching, pipelining and flow control, and split
+        // a backlog across several appends.
+        let append_bytes_max = *prng.choose(&[100, 512, 64 * 1024]).expect("non-empty");
+        let inflight_msgs_max = *prng.choose(&[1, 4, 64]).expect("non-empty");
         let mut sim = Simulation {
             now_ticks: 0,
             prng,
@@ -320,6 +371,10 @@ impl Simulation {
             next_tick_at: BTreeMap::new(),
             tick_interval_ticks: BTreeMap::new(),
             restart_at: BTreeMap::new(),
+            crash_at: BTreeMap::new(),
+            figure8: Figure8::Idle,
+            append_bytes_max,
+            inflight_msgs_max,
             removed: BTreeSet::new(),
             ever_member: BTreeSet::new(),
             shutdown_at: BTreeMap::new(),
@@ -347,7 +402,7 @@ impl Simulation {
         let client_config = ClientConfig {
             keys: 3,
             attempt_timeout_ticks: 40 * RAFT_TICK_TICKS,
-            attempts_max: 4,
+            attempts_max: 8,
             think_ticks_max: 30,
             backoff_ticks: 2 * RAFT_TICK_TICKS,
         };
@@ -361,9 +416,8 @@ impl Simulation {
     fn raft_config(&mut self, id: NodeId) -> Config {
         let mut config = Config::new(id);
         config.seed = self.prng.next_u64();
-        // Small messages and windows so batching, pipelining and flow control are exercised.
-        config.max_append_bytes = 512;
-        config.max_inflight_msgs = 4;
+        config.max_append_bytes = self.append_bytes_max;
+        config.max_inflight_msgs = self.inflight_msgs_max;
         config.max_uncommitted_bytes = 16 * 1024;
         config.read_only = if self.lease_reads {
             ReadOnlyOption::LeaseBased
@@ -463,6 +517,18 @@ impl Simulation {
         while let Some((from, to, wire)) = self.network.next_due(now) {
             match wire {
                 Wire::Raft(message) => {
+                    if self
+                        .config
+                        .watch_node
+                        .is_some_and(|watched| watched == from || watched == to)
+                    {
+                        self.trace.log(now, || {
+                            format!(
+                                "deliver {from} -> {to} (term {}): {:?}",
+                                message.term, message.body
+                            )
+                        });
+                    }
                     let snapshot = is_snapshot_message(&message);
                     let delivered = self
                         .nodes
@@ -558,7 +624,8 @@ impl Simulation {
                 &mut outbox,
             )?;
         }
-        for (index, term) in std::mem::take(&mut outbox.acked) {
+        self.crash_fresh_leaders(&mut outbox)?;
+        for (_, index, term) in std::mem::take(&mut outbox.acked) {
             self.checker.observe_ack(now, index, term)?;
         }
         for (from, to, wire) in std::mem::take(&mut outbox.wire) {
@@ -573,6 +640,70 @@ impl Simulation {
         self.observe_membership(&outbox.conf_applied);
 
         self.check_step()
+    }
+
+    /// Sometimes crashes a node the moment it becomes leader, before anything it decided
+    /// leaves it: its no-op is written but unsynced and never sent. The previous terms'
+    /// uncommitted entries elsewhere then decide who can win next, and commitment rules
+    /// (Figure 8 of the Raft paper) are put to the test.
+    fn crash_fresh_leaders(&mut self, outbox: &mut Outbox) -> Result<(), Violation> {
+        if self.faults_stopped {
+            return Ok(());
+        }
+        let now = self.now_ticks;
+        let fresh: Vec<(NodeId, u64)> = self
+            .nodes
+            .iter()
+            .filter_map(|(&id, node)| node.raw().map(|raw| (id, raw)))
+            .filter(|(id, raw)| {
+                raw.role() == StateRole::Leader && !self.leaders_seen.contains(&(raw.term(), *id))
+            })
+            .map(|(id, raw)| (id, raw.term()))
+            .collect();
+        for &(id, term) in &fresh {
+            let Figure8::AwaitRival { side, .. } = &self.figure8 else {
+                continue;
+            };
+            if side.contains(&id) {
+                continue;
+            }
+            // Cut off before anything it decided leaves: its no-op stays its own.
+            let side = side.clone();
+            let nodes = self.live_member_ids();
+            self.network.partition(&[id], &nodes);
+            let until_ticks = now + self.nemesis_prng.range(50, 300);
+            self.figure8 = Figure8::RivalIsolated {
+                rival: id,
+                until_ticks,
+            };
+            self.trace.log(now, || {
+                format!("figure 8: rival {id} (term {term}) isolated as it is elected; {side:?} still apart")
+            });
+        }
+        if !self.config.faults.crashes {
+            return Ok(());
+        }
+        for (id, term) in fresh {
+            if matches!(self.figure8, Figure8::RivalIsolated { rival, .. } if rival == id) {
+                continue;
+            }
+            if !self.nemesis_prng.chance(1, 4) {
+                continue;
+            }
+            // It was leader, however briefly: the checkers must know.
+            self.checker.observe_role(now, id, term, true)?;
+            self.leaders_seen.insert((term, id));
+            self.stats.leaders_elected += 1;
+            outbox.wire.retain(|(from, _, _)| *from != id);
+            outbox.acked.retain(|(from, _, _)| *from != id);
+            self.trace.log(now, || {
+                format!("node {id} crashes as it becomes leader of term {term}")
+            });
+            self.crash(id);
+            let down_ticks = self.nemesis_prng.range(20, 600);
+            self.restart_at.insert(id, now + down_ticks);
+        }
+        Ok(())
     }
 
     fn trace_client_event(&mut self, event: ClientEvent) {
@@ -610,6 +741,8 @@ impl Simulation {
     fn check_step(&mut self) -> Result<(), Violation> {
         let now = self.now_ticks;
         let mut leader_commits = Vec::new();
+        let mut new_leaders = Vec::new();
+        let mut fragile = Vec::new();
         for (&id, node) in &self.nodes {
             let Some(raw) = node.raw() else {
                 continue;
@@ -621,8 +754,19 @@ impl Simulation {
             if is_leader {
                 if self.leaders_seen.insert((term, id)) {
                     self.stats.leaders_elected += 1;
+                    new_leaders.push(id);
                 }
                 leader_commits.push((id, term, raw.commit_index()));
+            }
+        }
+        // Leader churn: a leader that fails right after its election, while its log still
+        // carries the previous terms' uncommitted tail, is where commitment rules are tested
+        // (Figure 8 of the Raft paper).
+        for id in new_leaders {
+            if !self.faults_stopped && self.config.faults.crashes && self.nemesis_prng.chance(1, 5)
+            {
+                let at = now + self.nemesis_prng.range(1, 4 * RAFT_TICK_TICKS);
+                self.crash_at.entry(id).or_insert(at);
             }
         }
         for (id, term, commit) in leader_commits {
@@ -640,6 +784,12 @@ impl Simulation {
             if commit == 0 {
                 continue;
             }
+            if entry_term < term {
+                // The commit index moved onto an entry of an earlier term: the moment the
+                // leader's own entry is not yet on a quorum, which Figure 8 of the Raft paper
+                // shows to be fragile. A leader following §5.4.2 never gets here.
+                fragile.push(id);
+            }
             let holders: BTreeSet<NodeId> = self
                 .nodes
                 .values()
@@ -656,6 +806,34 @@ impl Simulation {
             let conf = raw.conf_state();
             self.checker
                 .observe_leader_commit(now, id, commit, entry_term, &conf, &holders)?;
+        }
+        for id in fragile {
+            if let Figure8::AwaitFragileCommit { rival, .. } = self.figure8 {
+                if id != rival {
+                    let nodes = self.live_member_ids();
+                    self.network.heal();
+                    self.network.partition(&[id], &nodes);
+                    self.figure8 = Figure8::AwaitRivalWin {
+                        rival,
+                        deadline_ticks: now + 2000,
+                    };
+                    self.trace.log(now, || {
+                        format!(
+                            "figure 8: leader {id} committed an earlier term's entry; it is cut \
+                             off and rival {rival} rejoins"
+                        )
+                    });
+                    continue;
+                }
+            }
+            if !self.faults_stopped && self.config.faults.crashes {
+                self.trace.log(now, || {
+                    format!("node {id} crashes right after committing an earlier term's entry")
+                });
+                self.crash(id);
+                let down_ticks = self.nemesis_prng.range(200, 1500);
+                self.restart_at.insert(id, now + down_ticks);
+            }
         }
         if let Some(deadline) = self.leader_deadline_ticks {
             if now >= deadline {
@@ -720,6 +898,7 @@ impl Simulation {
 
     fn stop_faults(&mut self) {
         self.faults_stopped = true;
+        self.figure8 = Figure8::Idle;
         self.network.heal();
         self.network.set_config(self.calm_network);
         self.heal_at = None;
@@ -781,6 +960,23 @@ impl Simulation {
             self.restart(id)?;
         }
         let due: Vec<NodeId> = self
+            .crash_at
+            .iter()
+            .filter(|(_, &at)| at <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            self.crash_at.remove(&id);
+            if self.faults_stopped || !self.nodes.get(&id).is_some_and(SimNode::is_up) {
+                continue;
+            }
+            self.trace
+                .log(now, || format!("node {id} crashes soon after its election"));
+            self.crash(id);
+            let down_ticks = self.nemesis_prng.range(20, 600);
+            self.restart_at.insert(id, now + down_ticks);
+        }
+        let due: Vec<NodeId> = self
             .shutdown_at
             .iter()
             .filter(|(_, &at)| at <= now)
@@ -794,6 +990,7 @@ impl Simulation {
             self.trace
                 .log(now, || format!("node {id} shut down after removal"));
         }
+        self.figure8_advance();
         if self.heal_at.is_some_and(|at| at <= now) {
             self.heal_at = None;
             self.network.heal();
@@ -817,14 +1014,21 @@ impl Simulation {
         if faults.transfers {
             options.push(3);
         }
+        if faults.partitions {
+            options.push(5);
+        }
         if faults.loss || faults.duplication || faults.delay_spikes {
             options.push(4);
         }
         let Some(&choice) = self.nemesis_prng.choose(&options) else {
             return Ok(());
         };
+        if self.figure8 != Figure8::Idle && matches!(choice, 0 | 5) {
+            return Ok(());
+        }
         match choice {
             0 => self.nemesis_partition(),
+            5 => self.figure8_start(),
             1 => self.nemesis_crash(),
             2 => self.nemesis_membership()?,
             3 => self.nemesis_transfer(),
@@ -890,6 +1094,87 @@ impl Simulation {
         self.stats.partitions += 1;
         self.heal_at = Some(now + self.nemesis_prng.range(100, 2000));
         self.trace.log(now, || description);
+    }
+
+    fn figure8_start(&mut self) {
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        let conf = self.nodes[&leader]
+            .raw()
+            .expect("leader is up")
+            .conf_state();
+        if conf.is_joint() || conf.voters.len() < 3 || !conf.voters.contains(&leader) {
+            return;
+        }
+        // The leader plus followers short of a majority by one: they replicate, never commit.
+        let majority = conf.voters.len() / 2 + 1;
+        let mut others: Vec<NodeId> = conf
+            .voters
+            .iter()
+            .copied()
+            .filter(|&id| id != leader)
+            .collect();
+        self.nemesis_prng.shuffle(&mut others);
+        let mut side = vec![leader];
+        side.extend(others.into_iter().take(majority - 2));
+        let nodes = self.live_member_ids();
+        self.network.heal();
+        self.heal_at = None;
+        self.network.partition(&side, &nodes);
+        self.stats.partitions += 1;
+        self.figure8 = Figure8::AwaitRival {
+            side: side.clone(),
+            deadline_ticks: self.now_ticks + 1500,
+        };
+        self.trace.log(self.now_ticks, || {
+            format!("figure 8: {side:?} cut off from the rest")
+        });
+    }
+
+    /// Moves the Figure 8 scenario along on timeouts; gives up (healing) when a phase takes
+    /// too long.
+    fn figure8_advance(&mut self) {
+        let now = self.now_ticks;
+        match self.figure8.clone() {
+            Figure8::Idle => {}
+            Figure8::AwaitRival { deadline_ticks, .. }
+            | Figure8::AwaitFragileCommit { deadline_ticks, .. } => {
+                if now >= deadline_ticks {
+                    self.figure8_end("gave up waiting");
+                }
+            }
+            Figure8::RivalIsolated { rival, until_ticks } => {
+                if now >= until_ticks {
+                    let nodes = self.live_member_ids();
+                    self.network.heal();
+                    self.network.partition(&[rival], &nodes);
+                    self.figure8 = Figure8::AwaitFragileCommit {
+                        rival,
+                        deadline_ticks: now + 1500,
+                    };
+                    self.trace.log(now, || {
+                        format!("figure 8: everyone but rival {rival} reunites")
+                    });
+                }
+            }
+            Figure8::AwaitRivalWin {
+                rival,
+                deadline_ticks,
+            } => {
+                if self.leader() == Some(rival) || now >= deadline_ticks {
+                    self.figure8_end("rival's chance is over");
+                }
+            }
+        }
+    }
+
+    fn figure8_end(&mut self, why: &str) {
+        self.figure8 = Figure8::Idle;
+        self.network.heal();
+        self.trace.log(self.now_ticks, || {
+            format!("figure 8 ends ({why}); network healed")
+        });
     }
 
     fn nemesis_crash(&mut self) {
@@ -1101,7 +1386,10 @@ impl Simulation {
         }
         self.checker.check_acked_applied(now)?;
         self.stats.applied_max = self.checker.applied_max();
-        match ordo_lincheck::check(&KvModel, &self.history) {
+        let options = CheckOptions {
+            states_explored_max: LINCHECK_STATES_MAX,
+        };
+        match ordo_lincheck::check_with(&KvModel, &self.history, options) {
             Ok(()) => Ok(()),
             Err(CheckError::NotLinearizable(violation)) => Err(Violation {
                 kind: ViolationKind::Linearizability,

@@ -98,7 +98,9 @@ impl Cluster {
     pub fn config(&self, id: NodeId, peers: &BTreeMap<NodeId, SocketAddr>) -> NodeConfig {
         let mut c = NodeConfig::new(id, self.data_dir(id), self.addrs[&id], peers.clone());
         c.tick_interval_ms = 10;
-        c.election_timeout_ticks = 10;
+        // Elections after 200-400 ms: short, yet long enough that a loaded machine running
+        // several clusters at once does not depose leaders by starving their heartbeats.
+        c.election_timeout_ticks = 20;
         c.heartbeat_interval_ticks = 2;
         c.fsync = FsyncPolicy::Always;
         c.request_timeout_ms = 10_000;
@@ -191,21 +193,7 @@ impl Cluster {
     /// Proposes through node `via`, retrying while leadership settles (the outcome of a
     /// retried proposal that timed out is checked by the callers' assertions).
     pub async fn propose(&self, via: NodeId, data: &str) -> (Index, usize) {
-        let group = self.group(via).clone();
-        let data = Bytes::copy_from_slice(data.as_bytes());
-        tokio::time::timeout(GUARD, async move {
-            loop {
-                match group.propose(data.clone()).await {
-                    Ok(out) => return out,
-                    Err(ProposeError::NoLeader | ProposeError::NotLeader { .. }) => {
-                        tokio::time::sleep(Duration::from_millis(20)).await
-                    }
-                    Err(e) => panic!("proposal through node {via} failed: {e}"),
-                }
-            }
-        })
-        .await
-        .expect("proposal did not complete within the guard")
+        propose_on(self.group(via), data).await
     }
 
     /// The entries applied by `id`, once it has applied at least `index`.
@@ -214,6 +202,26 @@ impl Cluster {
         g.wait_applied(index, GUARD).await.unwrap();
         g.read(|sm| sm.entries.clone())
     }
+}
+
+/// Proposes through `group`, retrying while leadership settles; panics on any outcome
+/// that leaves the proposal's fate unknown, so callers can assert on exact contents.
+pub async fn propose_on(group: &Group<Recorder>, data: &str) -> (Index, usize) {
+    let data = Bytes::copy_from_slice(data.as_bytes());
+    tokio::time::timeout(GUARD, async move {
+        loop {
+            match group.propose(data.clone()).await {
+                Ok(out) => return out,
+                // Not appended, or appended and overwritten: never applied, safe to retry.
+                Err(
+                    ProposeError::NoLeader | ProposeError::NotLeader { .. } | ProposeError::Dropped,
+                ) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => panic!("proposal failed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("proposal did not complete within the guard")
 }
 
 pub async fn start_member(

@@ -39,6 +39,9 @@ pub struct Progress {
     /// Check-quorum rounds spent in `Snapshot` state; a snapshot whose fate is never
     /// reported is presumed lost after [`SNAPSHOT_TIMEOUT_ROUNDS`].
     pub snapshot_rounds: u32,
+    /// The leader's clock when it sent the newest heartbeat this peer acknowledged: the
+    /// peer refuses to vote for anyone else until an election timeout after that.
+    pub lease_ack_tick: u64,
 }
 
 /// Election timeouts after which a snapshot with no reported outcome and no
@@ -58,6 +61,7 @@ impl Progress {
             inflights: Inflights::new(max_inflight_msgs, max_inflight_bytes),
             is_learner: false,
             snapshot_rounds: 0,
+            lease_ack_tick: 0,
         }
     }
 

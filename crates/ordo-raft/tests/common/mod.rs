@@ -27,6 +27,8 @@ pub struct Cluster {
     pub read_states: BTreeMap<NodeId, Vec<ReadState>>,
     /// Every message delivered, in order.
     pub delivered: Vec<Message>,
+    /// Every message delivered or dropped, rendered, since the last `take_trace`.
+    pub trace: Vec<String>,
     pub config: Box<dyn Fn(NodeId) -> Config>,
     /// Messages for which this holds are dropped on delivery.
     pub filter: Option<MessageFilter>,
@@ -92,6 +94,7 @@ impl Cluster {
             applied: BTreeMap::new(),
             read_states: BTreeMap::new(),
             delivered: Vec::new(),
+            trace: Vec::new(),
             config: Box::new(cfg),
             filter: None,
             async_io: false,
@@ -243,7 +246,13 @@ impl Cluster {
         let Some(m) = self.queue.pop_front() else {
             return false;
         };
-        if self.deliverable(&m) {
+        let deliverable = self.deliverable(&m);
+        self.trace.push(format!(
+            "{}{}",
+            render(&m),
+            if deliverable { "" } else { " (dropped)" }
+        ));
+        if deliverable {
             let to = m.to;
             self.delivered.push(m.clone());
             self.nodes.get_mut(&to).unwrap().step(m).unwrap();
@@ -450,5 +459,165 @@ pub fn describe(m: &Message) -> Option<String> {
             reject: None,
         } => Some(format!("{}->{} Accept(last={index})", m.from, m.to)),
         _ => None,
+    }
+}
+
+/// One line per message, for golden traces.
+pub fn render(m: &Message) -> String {
+    let body = match &m.body {
+        MessageBody::Append {
+            prev_index,
+            prev_term,
+            entries,
+            commit,
+        } => {
+            let ents: Vec<String> = entries
+                .iter()
+                .map(|e| {
+                    let data = String::from_utf8_lossy(&e.data);
+                    match (e.kind, data.is_empty()) {
+                        (EntryKind::ConfChange, _) => format!("{}/{} conf", e.term, e.index),
+                        (_, true) => format!("{}/{}", e.term, e.index),
+                        (_, false) => format!("{}/{} {data}", e.term, e.index),
+                    }
+                })
+                .collect();
+            format!(
+                "Append prev={prev_term}/{prev_index} commit={commit} [{}]",
+                ents.join(", ")
+            )
+        }
+        MessageBody::AppendResponse {
+            index,
+            reject: None,
+        } => format!("AppendResponse ok {index}"),
+        MessageBody::AppendResponse {
+            index,
+            reject: Some(h),
+        } => {
+            format!("AppendResponse reject {index} hint={}/{}", h.term, h.index)
+        }
+        MessageBody::RequestVote {
+            last_log_index,
+            last_log_term,
+            leadership_transfer,
+        } => format!(
+            "RequestVote last={last_log_term}/{last_log_index}{}",
+            if *leadership_transfer {
+                " transfer"
+            } else {
+                ""
+            }
+        ),
+        MessageBody::RequestVoteResponse { reject } => {
+            format!(
+                "RequestVoteResponse {}",
+                if *reject { "reject" } else { "grant" }
+            )
+        }
+        MessageBody::RequestPreVote {
+            last_log_index,
+            last_log_term,
+        } => {
+            format!("RequestPreVote last={last_log_term}/{last_log_index}")
+        }
+        MessageBody::RequestPreVoteResponse { reject } => {
+            format!(
+                "RequestPreVoteResponse {}",
+                if *reject { "reject" } else { "grant" }
+            )
+        }
+        MessageBody::Heartbeat {
+            commit, context, ..
+        } => {
+            format!(
+                "Heartbeat commit={commit} ctx={:?}",
+                String::from_utf8_lossy(context)
+            )
+        }
+        MessageBody::HeartbeatResponse { context, .. } => {
+            format!(
+                "HeartbeatResponse ctx={:?}",
+                String::from_utf8_lossy(context)
+            )
+        }
+        MessageBody::Snapshot { snapshot } => {
+            format!("Snapshot {}/{}", snapshot.meta.term, snapshot.meta.index)
+        }
+        other => other.name().to_string(),
+    };
+    format!("{}->{} t{} {body}", m.from, m.to, m.term)
+}
+
+impl Cluster {
+    /// The delivered messages since the last call, rendered, followed by every node's
+    /// role, term, commit index and log.
+    pub fn take_trace(&mut self) -> String {
+        let mut out = String::new();
+        for line in self.trace.drain(..) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        let ids: BTreeSet<NodeId> = self
+            .nodes
+            .keys()
+            .chain(self.crashed.keys())
+            .copied()
+            .collect();
+        for id in ids {
+            let log: Vec<String> = self
+                .log_of(id)
+                .iter()
+                .map(|(i, t)| format!("{t}/{i}"))
+                .collect();
+            let state = match self.nodes.get(&id) {
+                Some(n) => format!(
+                    "{:?} term={} commit={}",
+                    n.role(),
+                    n.term(),
+                    n.commit_index()
+                ),
+                None => "crashed".to_string(),
+            };
+            out.push_str(&format!("  node {id}: {state} log=[{}]\n", log.join(" ")));
+        }
+        out
+    }
+}
+
+/// Compares `actual` with `testdata/<name>.txt`; `ORDO_RAFT_BLESS=1` rewrites the file.
+pub fn golden(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(format!("{name}.txt"));
+    if std::env::var_os("ORDO_RAFT_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with ORDO_RAFT_BLESS=1 to create it)",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let mut diff = String::new();
+        for (i, (e, a)) in expected.lines().zip(actual.lines()).enumerate() {
+            if e != a {
+                diff.push_str(&format!(
+                    "line {}:\n  expected: {e}\n  actual:   {a}\n",
+                    i + 1
+                ));
+            }
+        }
+        let (ne, na) = (expected.lines().count(), actual.lines().count());
+        if ne != na {
+            diff.push_str(&format!("expected {ne} lines, got {na}\n"));
+        }
+        panic!(
+            "{} differs from the behaviour (ORDO_RAFT_BLESS=1 to accept):\n{diff}",
+            path.display()
+        );
     }
 }
