@@ -897,7 +897,13 @@ impl<S: Storage> Raft<S> {
         {
             return Err(Error::DuplicateReadContext);
         }
+        if !self.committed_entry_in_current_term() {
+            // Our commit index may lag the previous leader's until our no-op commits.
+            self.pending_reads.push((from, context));
+            return Ok(());
+        }
         if self.tracker.is_singleton(self.id) {
+            // Alone, there is nobody to confirm with.
             let index = self.log.committed;
             self.respond_read(ReadIndexStatus {
                 index,
@@ -905,11 +911,6 @@ impl<S: Storage> Raft<S> {
                 context,
                 acks: Default::default(),
             });
-            return Ok(());
-        }
-        if !self.committed_entry_in_current_term() {
-            // Our commit index may lag the previous leader's until our no-op commits.
-            self.pending_reads.push((from, context));
             return Ok(());
         }
         let index = self.log.committed;
