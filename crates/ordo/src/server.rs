@@ -49,7 +49,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         Err(error) => {
             node.shutdown().await;
             return Err(anyhow::Error::new(error).context(format!(
-                "cannot open the log in {} (a damaged file is named above; move this node's data directory aside to have it rebuilt from its peers)",
+                "cannot open the log in {} (the cause below names the damaged file and offset; the other nodes keep serving without this one)",
                 config.node.data_dir.display()
             )));
         }

@@ -221,6 +221,9 @@ async fn follower_with_a_corrupt_segment_refuses_to_start_naming_file_and_offset
         log.contains("byte"),
         "the error does not give the offset:\n{log}"
     );
+    if let Some(line) = log.lines().find(|l| l.contains(&name)) {
+        println!("node {follower} refused to start: {line}");
+    }
 
     let others: Vec<u64> = ids.iter().copied().filter(|&id| id != follower).collect();
     put(&cluster, &others, "c/after", "v").await;

@@ -5,14 +5,16 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{get, keys_with_prefix, put, start, STEP};
 use ordo_kv::proto::etcdserverpb::cluster_client::ClusterClient;
+use ordo_kv::proto::etcdserverpb::kv_client::KvClient;
 use ordo_kv::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use ordo_kv::proto::etcdserverpb::watch_client::WatchClient;
 use ordo_kv::proto::etcdserverpb::{
-    watch_request, MemberListRequest, StatusRequest, WatchCreateRequest, WatchRequest,
+    watch_request, MemberListRequest, PutRequest, StatusRequest, WatchCreateRequest, WatchRequest,
 };
 use tokio_stream::StreamExt as _;
 
@@ -107,43 +109,87 @@ async fn three_nodes_bootstrap_and_serve_writes_and_reads_through_any_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_under_write_load_elects_a_new_leader_and_loses_no_acknowledged_write() {
+    const WRITERS: usize = 4;
+    const WRITES_PER_WRITER: usize = 40;
     let (mut cluster, leader) = start(&[]).await;
     let ids = cluster.ids();
     let survivors: Vec<u64> = ids.iter().copied().filter(|&id| id != leader.id).collect();
-    let mut acknowledged = BTreeSet::new();
-    // Bounded load: 40 writes before the kill, 40 after, each retried until acknowledged.
-    for i in 0..40 {
-        let key = format!("load/{i:04}");
-        put(&cluster, &ids, &key, "v").await;
-        acknowledged.insert(key);
+    // Bounded load: four concurrent writers, 40 writes each, every write retried (through
+    // any node) until acknowledged; each acknowledgement is recorded with its time.
+    let acknowledged: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let channels: Vec<_> = ids.iter().map(|&id| cluster.channel(id)).collect();
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let channels = channels.clone();
+        let acknowledged = Arc::clone(&acknowledged);
+        writers.push(tokio::spawn(async move {
+            for i in 0..WRITES_PER_WRITER {
+                let key = format!("load/{w}/{i:04}");
+                let deadline = Instant::now() + STEP;
+                let mut attempt = 0usize;
+                loop {
+                    let channel = channels[(w + attempt) % channels.len()].clone();
+                    let request = PutRequest {
+                        key: key.clone().into_bytes(),
+                        value: b"v".to_vec(),
+                        ..Default::default()
+                    };
+                    let mut client = KvClient::new(channel);
+                    let put = client.put(request);
+                    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), put).await {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{key} not acknowledged within {STEP:?}"
+                    );
+                    attempt += 1;
+                    tokio::time::sleep(ordo::cluster::POLL_INTERVAL).await;
+                }
+                acknowledged
+                    .lock()
+                    .expect("lock")
+                    .push((key, Instant::now()));
+            }
+        }));
+    }
+    let deadline = Instant::now() + STEP;
+    while acknowledged.lock().expect("lock").len() < WRITERS * WRITES_PER_WRITER / 4 {
+        assert!(Instant::now() < deadline, "the load did not start");
+        tokio::time::sleep(ordo::cluster::POLL_INTERVAL).await;
     }
     cluster.kill(leader.id);
     let killed_at = Instant::now();
-    let mut resumed = None;
-    for i in 40..80 {
-        let key = format!("load/{i:04}");
-        put(&cluster, &survivors, &key, "v").await;
-        resumed.get_or_insert_with(|| killed_at.elapsed());
-        acknowledged.insert(key);
+    let acked_before_kill = acknowledged.lock().expect("lock").len();
+    for writer in writers {
+        writer.await.expect("writer");
     }
     let new_leader = cluster
         .wait_leader(&[leader.id], STEP)
         .await
         .expect("a new leader");
     assert_ne!(new_leader.id, leader.id);
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    let resumed = acknowledged
+        .iter()
+        .skip(acked_before_kill)
+        .map(|(_, at)| at.saturating_duration_since(killed_at))
+        .find(|d| !d.is_zero());
     println!(
-        "leader {} killed; writes resumed after {} ms; node {} leads in term {}",
+        "leader {} killed after {acked_before_kill} acknowledged writes; writes resumed after {} ms; node {} leads in term {}",
         leader.id,
         resumed.unwrap_or_default().as_millis(),
         new_leader.id,
         new_leader.term
     );
+    let expected: BTreeSet<String> = acknowledged.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(expected.len(), WRITERS * WRITES_PER_WRITER);
     for &id in &survivors {
         let present: BTreeSet<String> = keys_with_prefix(&cluster, id, "load/")
             .await
             .into_iter()
             .collect();
-        let lost: Vec<_> = acknowledged.difference(&present).collect();
+        let lost: Vec<_> = expected.difference(&present).collect();
         assert!(
             lost.is_empty(),
             "node {id} lost acknowledged writes: {lost:?}"
