@@ -424,3 +424,61 @@ async fn respond(
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ordo_node::Histogram;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_in_seconds() {
+        let h = Histogram::default();
+        for us in [1, 3, 3, 1000] {
+            h.record(us);
+        }
+        let mut out = String::new();
+        histogram(&mut out, "x_seconds", "help", &h.snapshot());
+        assert!(
+            out.contains("x_seconds_bucket{le=\"0.000002\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{le=\"0.000004\"} 3\n"),
+            "{out}"
+        );
+        assert!(out.contains("x_seconds_bucket{le=\"+Inf\"} 4\n"), "{out}");
+        assert!(out.contains("x_seconds_count 4\n"), "{out}");
+        assert!(out.contains("x_seconds_sum 0.001007\n"), "{out}");
+    }
+
+    #[test]
+    fn metrics_report_apply_lag_and_per_peer_lag_from_the_status() {
+        let status = StatusReport {
+            id: 1,
+            role: "leader".into(),
+            term: 3,
+            leader: 1,
+            commit_index: 10,
+            applied_index: 7,
+            first_index: 1,
+            last_index: 10,
+            snapshot_index: 0,
+            revision: 5,
+            voters: vec![1, 2],
+            peers: vec![PeerReport {
+                id: 2,
+                match_index: 8,
+                lag: 2,
+                is_learner: false,
+                recent_active: true,
+            }],
+        };
+        let out = render_metrics(&MetricsSnapshot::default(), Some(&status));
+        assert!(out.contains("ordo_apply_lag_entries 3\n"), "{out}");
+        assert!(
+            out.contains("ordo_peer_lag_entries{peer=\"2\"} 2\n"),
+            "{out}"
+        );
+        assert!(out.contains("ordo_is_leader 1\n"), "{out}");
+    }
+}

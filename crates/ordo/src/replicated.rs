@@ -407,3 +407,109 @@ impl KvBackend for ReplicatedBackend {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ordo_kv::proto::etcdserverpb::{LeaseGrantRequest, PutRequest, RangeRequest};
+
+    fn machine() -> (KvMachine, Arc<KvState>, Arc<LeaseClock>) {
+        let state = Arc::new(KvState::new(KvStore::new()));
+        let leases = Arc::new(LeaseClock::default());
+        let machine = KvMachine::new(Arc::clone(&state), Arc::clone(&leases));
+        (machine, state, leases)
+    }
+
+    fn put(key: &str, value: &str) -> Vec<u8> {
+        let request = PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        command::encode(1, Command::Put(request)).unwrap()
+    }
+
+    fn value(state: &KvState, key: &str) -> Option<Vec<u8>> {
+        let request = RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        state
+            .read(|s| s.range(&request))
+            .unwrap()
+            .kvs
+            .first()
+            .map(|kv| kv.value.clone())
+    }
+
+    #[test]
+    fn entries_without_kv_data_advance_the_applied_index_and_later_entries_still_apply() {
+        let (mut m, state, _) = machine();
+        m.note_applied(1);
+        m.note_applied(2);
+        assert_eq!(m.applied_index(), 2);
+        let result = m.apply(3, &put("a", "1"));
+        assert!(matches!(result, Ok(ApplyResponse::Put(_))));
+        assert_eq!(m.applied_index(), 3);
+        assert_eq!(value(&state, "a"), Some(b"1".to_vec()));
+    }
+
+    #[test]
+    fn snapshot_restores_on_another_replica_at_a_later_raft_index() {
+        let (mut a, _, _) = machine();
+        a.apply(2, &put("a", "1"));
+        a.note_applied(3);
+        let snapshot = a.snapshot();
+        let (mut b, state_b, _) = machine();
+        b.restore(3, &snapshot).unwrap();
+        assert_eq!(b.applied_index(), 3);
+        assert_eq!(value(&state_b, "a"), Some(b"1".to_vec()));
+        assert!(matches!(b.apply(4, &put("b", "2")), Ok(_)));
+    }
+
+    #[test]
+    fn refused_snapshot_leaves_the_state_as_it_was() {
+        let (mut m, state, _) = machine();
+        m.apply(2, &put("a", "1"));
+        assert!(m.restore(5, b"not a snapshot").is_err());
+        assert_eq!(m.applied_index(), 2);
+        assert_eq!(value(&state, "a"), Some(b"1".to_vec()));
+        // A snapshot claiming a later KV index than the Raft index it arrived at.
+        let snapshot = m.snapshot();
+        let (mut other, _, _) = machine();
+        assert!(other.restore(1, &snapshot).is_err());
+        assert_eq!(other.applied_index(), 0);
+    }
+
+    #[test]
+    fn applied_lease_grants_and_revokes_keep_the_lease_clock_in_step() {
+        let (mut m, _, leases) = machine();
+        let grant = LeaseGrantRequest { ttl: 30, id: 7 };
+        let entry = command::encode(1, Command::LeaseGrant(grant)).unwrap();
+        assert!(matches!(
+            m.apply(2, &entry),
+            Ok(ApplyResponse::LeaseGrant(_))
+        ));
+        let now_ms = leases.now_ms();
+        assert_eq!(lock(&leases.lessor).keep_alive(7, now_ms), Some(30));
+        let revoke = ordo_kv::proto::etcdserverpb::LeaseRevokeRequest { id: 7 };
+        let entry = command::encode(2, Command::LeaseRevoke(revoke)).unwrap();
+        assert!(matches!(
+            m.apply(3, &entry),
+            Ok(ApplyResponse::LeaseRevoke(_))
+        ));
+        assert!(lock(&leases.lessor).is_empty());
+    }
+
+    #[test]
+    fn runtime_errors_map_to_etcd_errors_clients_understand() {
+        assert_eq!(propose_error(ProposeError::NoLeader), KvError::NoLeader);
+        assert_eq!(propose_error(ProposeError::Dropped), KvError::LeaderChanged);
+        assert_eq!(
+            propose_error(ProposeError::TooLarge { bytes: 9, max: 1 }),
+            KvError::RequestTooLarge
+        );
+        assert_eq!(read_error(ReadError::NoLeader), KvError::NoLeader);
+        assert_eq!(read_error(ReadError::ShuttingDown), KvError::Stopped);
+    }
+}
