@@ -432,7 +432,6 @@ impl Storage for WalStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ordo_raft::Storage as _;
 
     fn entry(index: Index, term: Term) -> ordo_wal::Entry {
         ordo_wal::Entry::new(index, term, 0, Bytes::from_static(b"e"))
