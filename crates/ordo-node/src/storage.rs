@@ -110,6 +110,14 @@ impl WalStorage {
                     }
                 })?;
                 if wal.first_index() <= meta.last_index {
+                    // A crash while installing a leader's snapshot can leave entries after
+                    // its index from a history that diverged before it. They follow the
+                    // snapshot only if the entry at its index has its term (log matching).
+                    if meta.last_index < wal.last_index()
+                        && wal.term_at(meta.last_index)? != meta.last_term
+                    {
+                        wal.truncate_suffix(meta.last_index + 1)?;
+                    }
                     wal.truncate_prefix(meta.last_index)?;
                 }
                 let m = SnapshotMeta {
@@ -418,5 +426,77 @@ impl Storage for WalStorage {
             },
         };
         Ok(Snapshot { meta, data })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: Index, term: Term) -> ordo_wal::Entry {
+        ordo_wal::Entry::new(index, term, 0, Bytes::from_static(b"e"))
+    }
+
+    fn open_wal(dir: &std::path::Path) -> Arc<Wal> {
+        Arc::new(Wal::open(dir, ordo_wal::Options::default()).unwrap())
+    }
+
+    #[test]
+    fn entries_after_a_snapshot_from_a_diverged_history_are_dropped_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = open_wal(dir.path());
+        wal.append(&(1..=6).map(|i| entry(i, 1)).collect::<Vec<_>>())
+            .unwrap();
+        // A leader's snapshot at 4 whose entry has term 2: ours (term 1) diverged. The
+        // crash came before the log was cut.
+        let cs = ConfState::with_voters([1, 2, 3]);
+        WalStorage::write_snapshot(&wal, 4, 2, &cs, b"state").unwrap();
+        drop(wal);
+        let storage = WalStorage::open(open_wal(dir.path()), 1 << 20).unwrap();
+        assert_eq!(storage.first_index(), 5);
+        assert_eq!(storage.last_index(), 4);
+        assert_eq!(storage.term(4), Ok(2));
+        assert_eq!(storage.initial_state().conf_state, cs);
+    }
+
+    #[test]
+    fn entries_that_follow_the_snapshot_are_kept_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = open_wal(dir.path());
+        wal.append(&(1..=6).map(|i| entry(i, 1)).collect::<Vec<_>>())
+            .unwrap();
+        let cs = ConfState::with_voters([1]);
+        WalStorage::write_snapshot(&wal, 4, 1, &cs, b"state").unwrap();
+        drop(wal);
+        let storage = WalStorage::open(open_wal(dir.path()), 1 << 20).unwrap();
+        assert_eq!((storage.first_index(), storage.last_index()), (5, 6));
+        assert_eq!(storage.entries(5, 7, u64::MAX).unwrap().len(), 2);
+        assert_eq!(
+            storage.entries(4, 7, u64::MAX),
+            Err(StorageError::Compacted)
+        );
+        assert_eq!(
+            storage.read_snapshot_data().unwrap(),
+            Bytes::from_static(b"state")
+        );
+    }
+
+    #[test]
+    fn a_snapshot_is_refused_for_sending_until_it_has_the_current_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = open_wal(dir.path());
+        WalStorage::write_snapshot(&wal, 1, 1, &ConfState::with_voters([1, 2, 3]), b"").unwrap();
+        wal.truncate_prefix(1).unwrap();
+        let storage = WalStorage::open(wal, 1 << 20).unwrap();
+        assert!(storage.snapshot().is_ok());
+        let mut with_learner = ConfState::with_voters([1, 2, 3]);
+        with_learner.learners = vec![4];
+        storage.set_conf_now(with_learner);
+        assert_eq!(
+            storage.snapshot(),
+            Err(StorageError::SnapshotTemporarilyUnavailable)
+        );
+        assert!(storage.take_snapshot_wanted());
+        assert!(!storage.take_snapshot_wanted());
     }
 }

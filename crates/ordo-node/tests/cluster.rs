@@ -625,3 +625,76 @@ async fn a_restarted_node_restores_its_own_snapshot_and_reapplies_the_committed_
     assert_eq!(cluster.applied_entries(follower, last).await, before);
     cluster.shutdown_all().await;
 }
+
+fn churn(c: &mut ordo_node::NodeConfig) {
+    c.snapshot_entries = 15;
+    c.snapshot_tail_entries = 3;
+    c.snapshot_chunk_bytes = 1024;
+    // Proposals forwarded to a leader that just crashed wait this long before counting as
+    // unknown; keep the test short.
+    c.request_timeout_ms = 1_000;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_writes_survive_rounds_of_crashes_restarts_and_compaction() {
+    let mut cluster = Cluster::start(3, churn).await;
+    let mut acknowledged: Vec<String> = Vec::new();
+    let mut unknown: Vec<String> = Vec::new();
+    let mut n = 0;
+    // A fixed schedule: which node crashes in each round (leader or not, as it falls).
+    for (round, victim) in [1u64, 2, 3, 1, 3, 2].into_iter().enumerate() {
+        for _ in 0..10 {
+            let via = *cluster
+                .members
+                .keys()
+                .nth(n % cluster.members.len())
+                .unwrap();
+            let data = format!("r{round}-{n:0>60}");
+            n += 1;
+            match cluster.group(via).propose(data.clone()).await {
+                Ok(_) => acknowledged.push(data),
+                Err(_) => unknown.push(data),
+            }
+        }
+        cluster.crash(victim).await;
+        for _ in 0..20 {
+            let via = *cluster
+                .members
+                .keys()
+                .nth(n % cluster.members.len())
+                .unwrap();
+            let data = format!("r{round}-{n:0>60}");
+            n += 1;
+            match cluster.group(via).propose(data.clone()).await {
+                Ok(_) => acknowledged.push(data),
+                Err(_) => unknown.push(data),
+            }
+        }
+        cluster.restart(victim).await.expect("restart");
+    }
+    let leader = cluster.leader().await;
+    let last = cluster.propose(leader, "final").await.0;
+    let reference = text(&cluster.applied_entries(leader, last).await);
+    for id in 1..=3 {
+        assert_eq!(
+            text(&cluster.applied_entries(id, last).await),
+            reference,
+            "node {id} diverged"
+        );
+    }
+    for a in &acknowledged {
+        assert_eq!(
+            reference.iter().filter(|e| *e == a).count(),
+            1,
+            "acknowledged {a} lost or duplicated"
+        );
+    }
+    for u in &unknown {
+        assert!(
+            reference.iter().filter(|e| *e == u).count() <= 1,
+            "{u} applied twice"
+        );
+    }
+    assert!(acknowledged.len() > unknown.len());
+    cluster.shutdown_all().await;
+}
