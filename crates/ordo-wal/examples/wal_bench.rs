@@ -290,16 +290,20 @@ fn main() {
         ),
         ("Never", Durability::Never),
     ];
-    let mut specs = vec![
-        Spec::RawSync { size: 256 },
-        Spec::RawSync { size: 4096 },
-        Spec::RawSequential,
-    ];
+    let wanted = |label: &str| only.as_ref().map_or(true, |o| label.contains(o.as_str()));
+    let mut specs = Vec::new();
+    for size in ENTRY_SIZES {
+        if wanted(&format!("raw write+fdatasync {size}")) {
+            specs.push(Spec::RawSync { size });
+        }
+    }
+    if wanted("raw sequential") {
+        specs.push(Spec::RawSequential);
+    }
     for size in ENTRY_SIZES {
         for (name, policy) in policies {
             for threads in THREADS {
-                let label = format!("wal {name} {size} {threads}");
-                if only.as_ref().map_or(true, |o| label.contains(o.as_str())) {
+                if wanted(&format!("wal {name} {size} {threads}")) {
                     specs.push(Spec::Wal {
                         name,
                         policy,

@@ -266,13 +266,13 @@ struct SyncState {
 }
 
 impl SyncState {
-    /// Wakes and forgets every waiter for an index at or below `durable_index`.
-    fn wake_covered(&mut self) {
+    /// Moves every waiter for an index at or below `durable_index` to `out`, to be woken.
+    fn take_covered(&mut self, out: &mut Vec<Thread>) {
         let durable = self.durable_index;
         self.waiters.retain(|(index, thread)| {
             let covered = *index <= durable;
             if covered {
-                thread.unpark();
+                out.push(thread.clone());
             }
             !covered
         });
@@ -865,18 +865,24 @@ impl Shared {
             }
             written_next - 1
         };
-        let mut s = lock(&self.sync);
-        if written > s.written_index {
-            s.written_index = written;
-            let listened = self.has_listeners.load(Ordering::Acquire);
-            if opts.durability == Durability::Always && listened {
-                self.sync_wanted.notify_one();
-            } else if !s.in_flight && !s.waiters.is_empty() {
-                // A waiter may have parked because its entry was not yet written (an earlier
-                // append was still in flight): it can lead a round now.
-                let (_, leader) = s.waiters.remove(0);
-                leader.unpark();
+        let leader = {
+            let mut s = lock(&self.sync);
+            let mut leader = None;
+            if written > s.written_index {
+                s.written_index = written;
+                let listened = self.has_listeners.load(Ordering::Acquire);
+                if opts.durability == Durability::Always && listened {
+                    self.sync_wanted.notify_one();
+                } else if !s.in_flight && !s.waiters.is_empty() {
+                    // A waiter may have parked because its entry was not yet written (an
+                    // earlier append was still in flight): it can lead a round now.
+                    leader = Some(s.waiters.remove(0).1);
+                }
             }
+            leader
+        };
+        if let Some(thread) = leader {
+            thread.unpark();
         }
         Ok(next - 1)
     }
@@ -934,16 +940,22 @@ impl Shared {
     /// fsync in flight runs one itself (leader-based group commit): a lone appender pays no
     /// thread hand-off, and appenders arriving meanwhile park until a round covers them.
     fn wait_durable(&self, index: u64, force: bool) -> Result<u64> {
-        let last = lock(&self.log).next_index - 1;
-        if index > last {
-            return Err(Error::Unavailable {
-                index,
-                last_index: last,
-            });
+        let mut s = lock(&self.sync);
+        if index > s.written_index {
+            // Perhaps still being written, perhaps never appended: ask the log (the usual
+            // caller, waiting for its own append, skips this lock).
+            drop(s);
+            let last = lock(&self.log).next_index - 1;
+            if index > last {
+                return Err(Error::Unavailable {
+                    index,
+                    last_index: last,
+                });
+            }
+            s = lock(&self.sync);
         }
         let lead = force || self.options.durability == Durability::Always;
         let me = std::thread::current();
-        let mut s = lock(&self.sync);
         loop {
             if s.poisoned || s.shutdown {
                 s.waiters.retain(|(_, t)| t.id() != me.id());
@@ -976,19 +988,47 @@ impl Shared {
 
     /// Runs one fsync round (the caller set `in_flight`), then hands on: if more was written
     /// meanwhile, a parked waiter is woken to lead the next round, or else the fsync thread.
+    ///
+    /// Publishing, ending the round and choosing the next leader take one critical section;
+    /// the woken threads are unparked after it, so they do not wake only to block on the lock.
     fn sync_round(&self) -> Result<()> {
         let result = self.poison_on_error(self.sync_once());
-        let mut s = lock(&self.sync);
-        s.in_flight = false;
-        if s.written_index > s.durable_index || s.requested {
-            if s.waiters.is_empty() {
-                self.sync_wanted.notify_one();
-            } else {
-                let (_, next_leader) = s.waiters.remove(0);
-                next_leader.unpark();
+        let mut wake = Vec::new();
+        let advanced = {
+            let mut s = lock(&self.sync);
+            s.in_flight = false;
+            let advanced = match result {
+                Ok((_, generation)) if generation != s.generation => {
+                    // A suffix truncation ran meanwhile: go round again for what follows it.
+                    s.requested = true;
+                    None
+                }
+                Ok((target, _)) if target > s.durable_index => {
+                    self.set_durable(&mut s, target);
+                    s.take_covered(&mut wake);
+                    Some(target)
+                }
+                _ => None,
+            };
+            if s.written_index > s.durable_index || s.requested {
+                if s.waiters.is_empty() {
+                    self.sync_wanted.notify_one();
+                } else {
+                    wake.push(s.waiters.remove(0).1);
+                }
+            }
+            advanced
+        };
+        for thread in wake {
+            thread.unpark();
+        }
+        if let Some(index) = advanced {
+            let listeners = lock(&self.listeners).clone();
+            for l in listeners {
+                l(index);
             }
         }
-        result
+        result.map(drop)
     }
 
     /// The fsync thread: waits for work per the durability policy, then syncs. With `Always`
@@ -1052,9 +1092,10 @@ impl Shared {
         }
     }
 
-    /// One group commit: fsyncs every file with unsynced writes, outside the append lock, then
-    /// publishes the last index written before it started.
-    fn sync_once(&self) -> Result<()> {
+    /// The I/O of one group commit: fsyncs every file with unsynced writes, outside the append
+    /// lock. Returns the last index written before it started, and the truncation generation
+    /// then, for [`sync_round`](Self::sync_round) to publish.
+    fn sync_once(&self) -> Result<(u64, u64)> {
         let (target, generation, files, dir_dirty) = {
             let mut log = lock(&self.log);
             if log.poisoned {
@@ -1078,27 +1119,7 @@ impl Shared {
         if dir_dirty {
             sync_dir(&self.dir)?;
         }
-        let advanced = {
-            let mut s = lock(&self.sync);
-            if s.generation != generation {
-                // A suffix truncation ran meanwhile: go round again for what follows it.
-                s.requested = true;
-                None
-            } else if target > s.durable_index {
-                self.set_durable(&mut s, target);
-                s.wake_covered();
-                Some(target)
-            } else {
-                None
-            }
-        };
-        if let Some(index) = advanced {
-            let listeners = lock(&self.listeners).clone();
-            for l in listeners {
-                l(index);
-            }
-        }
-        Ok(())
+        Ok((target, generation))
     }
 }
 
