@@ -574,6 +574,7 @@ impl Wal {
             return Ok(());
         }
         let result = self.shared.truncate_suffix_locked(&mut log, from);
+        let mut waiters = Vec::new();
         if result.is_ok() {
             // Before appends can resume: they seal the durability claim into their records.
             let mut s = lock(&self.shared.sync);
@@ -581,8 +582,13 @@ impl Wal {
             s.written_index = s.written_index.min(from - 1);
             let durable = s.durable_index.min(from - 1);
             self.shared.set_durable(&mut s, durable);
+            // Waiters for removed indices must learn so rather than wait for new appends.
+            waiters = std::mem::take(&mut s.waiters);
         }
         drop(log);
+        for (_, thread) in waiters {
+            thread.unpark();
+        }
         self.shared.poison_on_error(result)
     }
 
@@ -619,8 +625,9 @@ impl Wal {
     }
 
     /// Blocks until `index` is durable and returns the durable index. With
-    /// [`Durability::Never`] it asks for an fsync. Fails if `index` is past the last index or
-    /// the log is poisoned.
+    /// [`Durability::Never`] it asks for an fsync. Fails with [`Error::Unavailable`] if `index`
+    /// was never appended or a [`truncate_suffix`](Self::truncate_suffix) removes it while
+    /// waiting, and with [`Error::Poisoned`] if the log is poisoned.
     pub fn wait_durable(&self, index: u64) -> Result<u64> {
         let force = self.shared.options.durability == Durability::Never;
         self.shared.wait_durable(index, force)
@@ -940,22 +947,9 @@ impl Shared {
     /// fsync in flight runs one itself (leader-based group commit): a lone appender pays no
     /// thread hand-off, and appenders arriving meanwhile park until a round covers them.
     fn wait_durable(&self, index: u64, force: bool) -> Result<u64> {
-        let mut s = lock(&self.sync);
-        if index > s.written_index {
-            // Perhaps still being written, perhaps never appended: ask the log (the usual
-            // caller, waiting for its own append, skips this lock).
-            drop(s);
-            let last = lock(&self.log).next_index - 1;
-            if index > last {
-                return Err(Error::Unavailable {
-                    index,
-                    last_index: last,
-                });
-            }
-            s = lock(&self.sync);
-        }
         let lead = force || self.options.durability == Durability::Always;
         let me = std::thread::current();
+        let mut s = lock(&self.sync);
         loop {
             if s.poisoned || s.shutdown {
                 s.waiters.retain(|(_, t)| t.id() != me.id());
@@ -963,6 +957,21 @@ impl Shared {
             }
             if s.durable_index >= index {
                 return Ok(s.durable_index);
+            }
+            if index > s.written_index {
+                // Still being written, never appended, or removed by a suffix truncation
+                // (which wakes waiters to find out): ask the log. The usual caller, waiting
+                // for its own append, skips this lock.
+                drop(s);
+                let last = lock(&self.log).next_index - 1;
+                s = lock(&self.sync);
+                if index > last {
+                    s.waiters.retain(|(_, t)| t.id() != me.id());
+                    return Err(Error::Unavailable {
+                        index,
+                        last_index: last,
+                    });
+                }
             }
             if lead && !s.in_flight && s.written_index > s.durable_index {
                 s.in_flight = true;
