@@ -2,11 +2,12 @@
 //! `write + fdatasync` rate and sequential write bandwidth measured in the same run.
 //!
 //! ```sh
-//! cargo run --release -p ordo-wal --example wal_bench -- [--dir D] [--seconds S]
+//! cargo run --release -p ordo-wal --example wal_bench -- [--dir D] [--seconds S] [--only TEXT]
 //! ```
 //!
 //! `--dir` defaults to a fresh directory under the current one (the same filesystem, not a
-//! tmpfs); `--seconds` is the length of each measurement (default 3).
+//! tmpfs); `--seconds` is the length of each measurement (default 3); `--only` keeps the
+//! measurements whose label (e.g. `wal Always 256 16`, `raw sequential`) contains `TEXT`.
 
 use std::fs::OpenOptions;
 use std::io::Write;

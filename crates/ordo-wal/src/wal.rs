@@ -247,7 +247,7 @@ struct Inflight {
 /// What the fsync thread and the durability waiters share.
 #[derive(Debug, Default)]
 struct SyncState {
-    /// Highest index handed to the OS.
+    /// Highest index up to which every record is handed to the OS.
     written_index: u64,
     /// Highest index known to be on stable storage.
     durable_index: u64,
@@ -317,7 +317,8 @@ struct Shared {
 /// A write-ahead log in one directory: segment files, the hard state and snapshots.
 ///
 /// `Wal` is `Send + Sync`; share it with an `Arc`. An append holds the internal lock only to
-/// take its indices and byte range (no system call); it writes its bytes after letting go, so
+/// take its indices and byte range (no system call but when it rolls to a new segment); it
+/// writes its bytes after letting go, so
 /// concurrent appenders write in parallel. Fsyncs (`fdatasync`) run without that lock, so
 /// appends keep flowing while one runs, and each covers everything written before it started
 /// (group commit). A thread in [`wait_durable`](Self::wait_durable) that finds no fsync in
