@@ -2,11 +2,12 @@
 //! `write + fdatasync` rate and sequential write bandwidth measured in the same run.
 //!
 //! ```sh
-//! cargo run --release -p ordo-wal --example wal_bench -- [--dir D] [--seconds S]
+//! cargo run --release -p ordo-wal --example wal_bench -- [--dir D] [--seconds S] [--only TEXT]
 //! ```
 //!
 //! `--dir` defaults to a fresh directory under the current one (the same filesystem, not a
-//! tmpfs); `--seconds` is the length of each measurement (default 3).
+//! tmpfs); `--seconds` is the length of each measurement (default 3); `--only` keeps the
+//! measurements whose label (e.g. `wal Always 256 16`, `raw sequential`) contains `TEXT`.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -290,16 +291,20 @@ fn main() {
         ),
         ("Never", Durability::Never),
     ];
-    let mut specs = vec![
-        Spec::RawSync { size: 256 },
-        Spec::RawSync { size: 4096 },
-        Spec::RawSequential,
-    ];
+    let wanted = |label: &str| only.as_ref().map_or(true, |o| label.contains(o.as_str()));
+    let mut specs = Vec::new();
+    for size in ENTRY_SIZES {
+        if wanted(&format!("raw write+fdatasync {size}")) {
+            specs.push(Spec::RawSync { size });
+        }
+    }
+    if wanted("raw sequential") {
+        specs.push(Spec::RawSequential);
+    }
     for size in ENTRY_SIZES {
         for (name, policy) in policies {
             for threads in THREADS {
-                let label = format!("wal {name} {size} {threads}");
-                if only.as_ref().map_or(true, |o| label.contains(o.as_str())) {
+                if wanted(&format!("wal {name} {size} {threads}")) {
                     specs.push(Spec::Wal {
                         name,
                         policy,

@@ -668,3 +668,35 @@ fn opening_arbitrary_directories_never_panics() {
         );
     }
 }
+
+#[test]
+fn waiting_for_an_index_that_a_truncation_removes_fails_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    // An interval far longer than the test, so nothing becomes durable by itself.
+    let durability = Durability::Interval(Duration::from_secs(3600));
+    let wal = Arc::new(
+        Wal::open(
+            dir.path(),
+            Options {
+                durability,
+                ..small()
+            },
+        )
+        .unwrap(),
+    );
+    append_range(&wal, 1, 11, 1);
+    let waiter = {
+        let wal = Arc::clone(&wal);
+        std::thread::spawn(move || wal.wait_durable(10))
+    };
+    // Whether the waiter is parked by now or not, it must come back with an error.
+    wal.truncate_suffix(5).unwrap();
+    match waiter.join().unwrap() {
+        Err(Error::Unavailable {
+            index: 10,
+            last_index: 4,
+        }) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert_eq!(wal.last_index(), 4);
+}

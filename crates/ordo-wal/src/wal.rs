@@ -247,7 +247,7 @@ struct Inflight {
 /// What the fsync thread and the durability waiters share.
 #[derive(Debug, Default)]
 struct SyncState {
-    /// Highest index handed to the OS.
+    /// Highest index up to which every record is handed to the OS.
     written_index: u64,
     /// Highest index known to be on stable storage.
     durable_index: u64,
@@ -266,13 +266,13 @@ struct SyncState {
 }
 
 impl SyncState {
-    /// Wakes and forgets every waiter for an index at or below `durable_index`.
-    fn wake_covered(&mut self) {
+    /// Moves every waiter for an index at or below `durable_index` to `out`, to be woken.
+    fn take_covered(&mut self, out: &mut Vec<Thread>) {
         let durable = self.durable_index;
         self.waiters.retain(|(index, thread)| {
             let covered = *index <= durable;
             if covered {
-                thread.unpark();
+                out.push(thread.clone());
             }
             !covered
         });
@@ -317,7 +317,8 @@ struct Shared {
 /// A write-ahead log in one directory: segment files, the hard state and snapshots.
 ///
 /// `Wal` is `Send + Sync`; share it with an `Arc`. An append holds the internal lock only to
-/// take its indices and byte range (no system call); it writes its bytes after letting go, so
+/// take its indices and byte range (no system call but when it rolls to a new segment); it
+/// writes its bytes after letting go, so
 /// concurrent appenders write in parallel. Fsyncs (`fdatasync`) run without that lock, so
 /// appends keep flowing while one runs, and each covers everything written before it started
 /// (group commit). A thread in [`wait_durable`](Self::wait_durable) that finds no fsync in
@@ -574,6 +575,7 @@ impl Wal {
             return Ok(());
         }
         let result = self.shared.truncate_suffix_locked(&mut log, from);
+        let mut waiters = Vec::new();
         if result.is_ok() {
             // Before appends can resume: they seal the durability claim into their records.
             let mut s = lock(&self.shared.sync);
@@ -581,8 +583,13 @@ impl Wal {
             s.written_index = s.written_index.min(from - 1);
             let durable = s.durable_index.min(from - 1);
             self.shared.set_durable(&mut s, durable);
+            // Waiters for removed indices must learn so rather than wait for new appends.
+            waiters = std::mem::take(&mut s.waiters);
         }
         drop(log);
+        for (_, thread) in waiters {
+            thread.unpark();
+        }
         self.shared.poison_on_error(result)
     }
 
@@ -619,8 +626,9 @@ impl Wal {
     }
 
     /// Blocks until `index` is durable and returns the durable index. With
-    /// [`Durability::Never`] it asks for an fsync. Fails if `index` is past the last index or
-    /// the log is poisoned.
+    /// [`Durability::Never`] it asks for an fsync. Fails with [`Error::Unavailable`] if `index`
+    /// was never appended or a [`truncate_suffix`](Self::truncate_suffix) removes it while
+    /// waiting, and with [`Error::Poisoned`] if the log is poisoned.
     pub fn wait_durable(&self, index: u64) -> Result<u64> {
         let force = self.shared.options.durability == Durability::Never;
         self.shared.wait_durable(index, force)
@@ -865,18 +873,24 @@ impl Shared {
             }
             written_next - 1
         };
-        let mut s = lock(&self.sync);
-        if written > s.written_index {
-            s.written_index = written;
-            let listened = self.has_listeners.load(Ordering::Acquire);
-            if opts.durability == Durability::Always && listened {
-                self.sync_wanted.notify_one();
-            } else if !s.in_flight && !s.waiters.is_empty() {
-                // A waiter may have parked because its entry was not yet written (an earlier
-                // append was still in flight): it can lead a round now.
-                let (_, leader) = s.waiters.remove(0);
-                leader.unpark();
+        let leader = {
+            let mut s = lock(&self.sync);
+            let mut leader = None;
+            if written > s.written_index {
+                s.written_index = written;
+                let listened = self.has_listeners.load(Ordering::Acquire);
+                if opts.durability == Durability::Always && listened {
+                    self.sync_wanted.notify_one();
+                } else if !s.in_flight && !s.waiters.is_empty() {
+                    // A waiter may have parked because its entry was not yet written (an
+                    // earlier append was still in flight): it can lead a round now.
+                    leader = Some(s.waiters.remove(0).1);
+                }
             }
+            leader
+        };
+        if let Some(thread) = leader {
+            thread.unpark();
         }
         Ok(next - 1)
     }
@@ -934,13 +948,6 @@ impl Shared {
     /// fsync in flight runs one itself (leader-based group commit): a lone appender pays no
     /// thread hand-off, and appenders arriving meanwhile park until a round covers them.
     fn wait_durable(&self, index: u64, force: bool) -> Result<u64> {
-        let last = lock(&self.log).next_index - 1;
-        if index > last {
-            return Err(Error::Unavailable {
-                index,
-                last_index: last,
-            });
-        }
         let lead = force || self.options.durability == Durability::Always;
         let me = std::thread::current();
         let mut s = lock(&self.sync);
@@ -951,6 +958,21 @@ impl Shared {
             }
             if s.durable_index >= index {
                 return Ok(s.durable_index);
+            }
+            if index > s.written_index {
+                // Still being written, never appended, or removed by a suffix truncation
+                // (which wakes waiters to find out): ask the log. The usual caller, waiting
+                // for its own append, skips this lock.
+                drop(s);
+                let last = lock(&self.log).next_index - 1;
+                s = lock(&self.sync);
+                if index > last {
+                    s.waiters.retain(|(_, t)| t.id() != me.id());
+                    return Err(Error::Unavailable {
+                        index,
+                        last_index: last,
+                    });
+                }
             }
             if lead && !s.in_flight && s.written_index > s.durable_index {
                 s.in_flight = true;
@@ -976,19 +998,47 @@ impl Shared {
 
     /// Runs one fsync round (the caller set `in_flight`), then hands on: if more was written
     /// meanwhile, a parked waiter is woken to lead the next round, or else the fsync thread.
+    ///
+    /// Publishing, ending the round and choosing the next leader take one critical section;
+    /// the woken threads are unparked after it, so they do not wake only to block on the lock.
     fn sync_round(&self) -> Result<()> {
         let result = self.poison_on_error(self.sync_once());
-        let mut s = lock(&self.sync);
-        s.in_flight = false;
-        if s.written_index > s.durable_index || s.requested {
-            if s.waiters.is_empty() {
-                self.sync_wanted.notify_one();
-            } else {
-                let (_, next_leader) = s.waiters.remove(0);
-                next_leader.unpark();
+        let mut wake = Vec::new();
+        let advanced = {
+            let mut s = lock(&self.sync);
+            s.in_flight = false;
+            let advanced = match result {
+                Ok((_, generation)) if generation != s.generation => {
+                    // A suffix truncation ran meanwhile: go round again for what follows it.
+                    s.requested = true;
+                    None
+                }
+                Ok((target, _)) if target > s.durable_index => {
+                    self.set_durable(&mut s, target);
+                    s.take_covered(&mut wake);
+                    Some(target)
+                }
+                _ => None,
+            };
+            if s.written_index > s.durable_index || s.requested {
+                if s.waiters.is_empty() {
+                    self.sync_wanted.notify_one();
+                } else {
+                    wake.push(s.waiters.remove(0).1);
+                }
+            }
+            advanced
+        };
+        for thread in wake {
+            thread.unpark();
+        }
+        if let Some(index) = advanced {
+            let listeners = lock(&self.listeners).clone();
+            for l in listeners {
+                l(index);
             }
         }
-        result
+        result.map(drop)
     }
 
     /// The fsync thread: waits for work per the durability policy, then syncs. With `Always`
@@ -1052,9 +1102,10 @@ impl Shared {
         }
     }
 
-    /// One group commit: fsyncs every file with unsynced writes, outside the append lock, then
-    /// publishes the last index written before it started.
-    fn sync_once(&self) -> Result<()> {
+    /// The I/O of one group commit: fsyncs every file with unsynced writes, outside the append
+    /// lock. Returns the last index written before it started, and the truncation generation
+    /// then, for [`sync_round`](Self::sync_round) to publish.
+    fn sync_once(&self) -> Result<(u64, u64)> {
         let (target, generation, files, dir_dirty) = {
             let mut log = lock(&self.log);
             if log.poisoned {
@@ -1078,27 +1129,7 @@ impl Shared {
         if dir_dirty {
             sync_dir(&self.dir)?;
         }
-        let advanced = {
-            let mut s = lock(&self.sync);
-            if s.generation != generation {
-                // A suffix truncation ran meanwhile: go round again for what follows it.
-                s.requested = true;
-                None
-            } else if target > s.durable_index {
-                self.set_durable(&mut s, target);
-                s.wake_covered();
-                Some(target)
-            } else {
-                None
-            }
-        };
-        if let Some(index) = advanced {
-            let listeners = lock(&self.listeners).clone();
-            for l in listeners {
-                l(index);
-            }
-        }
-        Ok(())
+        Ok((target, generation))
     }
 }
 
