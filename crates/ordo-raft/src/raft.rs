@@ -105,12 +105,15 @@ impl<S: Storage> Raft<S> {
         // entries written before it. The commit index is only a hint (the leader tells us
         // again), so forget the part we cannot back with entries.
         hs.commit = hs.commit.min(last);
-        if cfg.applied_index > hs.commit.max(first - 1) {
+        if cfg.applied_index > last {
             return Err(Error::InvalidConfig(format!(
-                "applied index {} is beyond the commit index {}",
-                cfg.applied_index, hs.commit
+                "applied index {} is beyond the last stored index {last}",
+                cfg.applied_index
             )));
         }
+        // Applied entries were committed, even if the commit index recording it was not
+        // synced before a crash.
+        hs.commit = hs.commit.max(cfg.applied_index).max(first - 1);
         let log = RaftLog::new(storage, hs.commit, cfg.applied_index);
         let mut tracker = ProgressTracker::new(
             cfg.max_inflight_msgs,
