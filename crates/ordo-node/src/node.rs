@@ -264,6 +264,7 @@ impl Node {
             max_inflight_msgs: config.inflight_appends_max,
             max_uncommitted_bytes: config.uncommitted_bytes_max,
             max_pending_reads: config.pending_reads_max,
+            max_committed_bytes_per_ready: config.apply_batch_bytes_max,
             applied_index: snap.index,
             read_only: if config.lease_reads {
                 ordo_raft::ReadOnlyOption::LeaseBased
