@@ -340,6 +340,7 @@ impl Node {
             apply_stopped,
             waiters,
             reads: HashMap::new(),
+            read_batch: Vec::new(),
             metrics: Arc::clone(&metrics),
             shutdown: self.shutdown.subscribe(),
             tick_interval_ms: config.tick_interval_ms,
