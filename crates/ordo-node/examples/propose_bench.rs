@@ -5,7 +5,8 @@
 //! cargo run --release -p ordo-node --example propose_bench -- [clients] [proposals per client] [bytes]
 //! ```
 //!
-//! Defaults: 64 clients, 200 proposals each, 100-byte payloads, all sent to the leader.
+//! Defaults: 64 clients, 200 proposals each, 100-byte payloads, all sent to the leader;
+//! then as many linearizable reads on a follower.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -124,6 +125,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         q(0.99),
         q(1.0),
     );
+    // Linearizable reads on a follower: ReadIndex forwarded to the leader, then served
+    // from the follower's state machine.
+    let mut follower = None;
+    for g in &groups {
+        if g.status().await?.role != StateRole::Leader {
+            follower = Some(g.clone());
+        }
+    }
+    if let Some(f) = follower {
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let f = f.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..per_client {
+                    f.linearizable_read(|s| s.bytes).await?;
+                }
+                Ok::<_, ordo_node::ReadError>(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        let elapsed = started.elapsed();
+        println!(
+            "{} linearizable follower reads from {clients} clients in {:.2} s: {:.0} reads/s",
+            clients * per_client,
+            elapsed.as_secs_f64(),
+            (clients * per_client) as f64 / elapsed.as_secs_f64()
+        );
+    }
     let m = leader.metrics();
     println!(
         "leader fsync-to-durable p50 <= {} us, p99 <= {} us over {} appends",

@@ -87,8 +87,12 @@ pub struct NodeConfig {
     /// Milliseconds a proposal or read may wait before failing with a timeout.
     pub request_timeout_ms: u64,
     /// Batches of committed entries queued for the state machine, per group. When full
-    /// the group stops taking new work from the core until the state machine catches up.
+    /// the group stops taking new work from the core until the state machine catches up
+    /// (with a state machine that slow, heartbeats pause too). Memory for queued entries
+    /// is bounded by `apply_queue_batches_max * apply_batch_bytes_max`.
     pub apply_queue_batches_max: usize,
+    /// Bytes of committed entries in one batch for the state machine (at least one entry).
+    pub apply_batch_bytes_max: u64,
     /// Inputs (peer messages, requests) queued for a group's driver; peer messages beyond
     /// it are dropped and counted (Raft retransmits), requests wait.
     pub group_queue_max: usize,
@@ -133,7 +137,8 @@ impl NodeConfig {
             pending_proposals_max: 10_000,
             pending_reads_max: 4_096,
             request_timeout_ms: 10_000,
-            apply_queue_batches_max: 64,
+            apply_queue_batches_max: 16,
+            apply_batch_bytes_max: 4 << 20,
             group_queue_max: 4_096,
             segment_bytes_max: 64 << 20,
             append_bytes_max: 1 << 20,
@@ -218,6 +223,9 @@ impl NodeConfig {
             || self.inflight_appends_max == 0
         {
             return bad("limits", "queue and pending limits must be at least 1");
+        }
+        if self.apply_batch_bytes_max == 0 {
+            return bad("apply_batch_bytes_max", "must be positive");
         }
         if self.request_timeout_ms == 0 {
             return bad("request_timeout_ms", "must be positive");

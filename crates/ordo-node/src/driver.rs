@@ -91,6 +91,9 @@ pub enum GroupError {
     },
 }
 
+/// Where a read's index is delivered.
+pub(crate) type ReadReply = oneshot::Sender<Result<Index, ReadError>>;
+
 /// A `Ready` whose writes are waiting to become durable.
 pub(crate) struct InFlight {
     /// The last appended index to wait for, if any.
@@ -118,7 +121,10 @@ pub(crate) struct Driver<S: crate::StateMachine> {
     pub(crate) apply_progress: Arc<Notify>,
     pub(crate) apply_stopped: Arc<AtomicBool>,
     pub(crate) waiters: Arc<Mutex<Waiters<S::Output>>>,
-    pub(crate) reads: HashMap<Bytes, oneshot::Sender<Result<Index, ReadError>>>,
+    /// Reads waiting for their read index, by the context they were requested under.
+    pub(crate) reads: HashMap<Bytes, Vec<ReadReply>>,
+    /// Reads that arrived this turn; requested together under one context at its end.
+    pub(crate) read_batch: Vec<ReadReply>,
     pub(crate) metrics: Arc<GroupMetrics>,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) tick_interval_ms: u64,
@@ -183,6 +189,7 @@ impl<S: crate::StateMachine> Driver<S> {
                             Err(_) => break,
                         }
                     }
+                    self.request_read_batch();
                 }
                 _ = self.durable.changed(), if waiting_durable => {}
                 _ = self.apply_progress.notified(), if apply_blocked => {}
@@ -203,7 +210,12 @@ impl<S: crate::StateMachine> Driver<S> {
             self.persist_commit();
         }
         lock(&self.waiters).fail_all(ProposeError::ShuttingDown);
-        for (_, reply) in self.reads.drain() {
+        for reply in self
+            .reads
+            .drain()
+            .flat_map(|(_, r)| r)
+            .chain(self.read_batch.drain(..))
+        {
             let _ = reply.send(Err(ReadError::ShuttingDown));
         }
         if let Err(error) = &result {
@@ -350,7 +362,7 @@ impl<S: crate::StateMachine> Driver<S> {
             }
         }
         for rs in p.read_states {
-            if let Some(reply) = self.reads.remove(&rs.context) {
+            for reply in self.reads.remove(&rs.context).unwrap_or_default() {
                 let _ = reply.send(Ok(rs.index));
             }
         }
@@ -490,7 +502,10 @@ impl<S: crate::StateMachine> Driver<S> {
         }
         if self.ticks % PURGE_INTERVAL_TICKS == 0 {
             lock(&self.waiters).purge_abandoned();
-            self.reads.retain(|_, reply| !reply.is_closed());
+            self.reads.retain(|_, replies| {
+                replies.retain(|r| !r.is_closed());
+                !replies.is_empty()
+            });
         }
     }
 
@@ -731,27 +746,14 @@ impl<S: crate::StateMachine> Driver<S> {
                 self.propose(id, Reply::Membership(reply), ForwardKind::ConfChange, cc);
             }
             Request::ReadIndex { reply } => {
-                if self.reads.len() >= self.pending_reads_max {
+                let waiting: usize = self.reads.values().map(Vec::len).sum();
+                if waiting + self.read_batch.len() >= self.pending_reads_max {
                     let _ = reply.send(Err(ReadError::TooManyPending {
                         limit: self.pending_reads_max,
                     }));
                     return;
                 }
-                let id = self.next_request();
-                let mut ctx = BytesMut::with_capacity(RequestId::BYTES);
-                id.put(&mut ctx);
-                let ctx = ctx.freeze();
-                match self.raw.read_index(ctx.clone()) {
-                    Ok(()) => {
-                        self.reads.insert(ctx, reply);
-                    }
-                    Err(ordo_raft::Error::NoLeader | ordo_raft::Error::NotLeader { .. }) => {
-                        let _ = reply.send(Err(ReadError::NoLeader));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(ReadError::Rejected(e.to_string())));
-                    }
-                }
+                self.read_batch.push(reply);
             }
             Request::Status { reply } => {
                 let _ = reply.send(self.status());
@@ -764,6 +766,34 @@ impl<S: crate::StateMachine> Driver<S> {
                 };
                 let _ = reply.send(result);
             }
+        }
+    }
+
+    /// Requests one read index for every read that arrived this turn. Each of them was
+    /// invoked before this request, so the index the leader confirms for it is at least
+    /// the commit index at some moment after each read began: that is all a
+    /// linearizable read needs, and one heartbeat round then serves the whole batch.
+    fn request_read_batch(&mut self) {
+        if self.read_batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.read_batch);
+        let id = self.next_request();
+        let mut ctx = BytesMut::with_capacity(RequestId::BYTES);
+        id.put(&mut ctx);
+        let ctx = ctx.freeze();
+        let error = match self.raw.read_index(ctx.clone()) {
+            Ok(()) => {
+                self.reads.insert(ctx, batch);
+                return;
+            }
+            Err(ordo_raft::Error::NoLeader | ordo_raft::Error::NotLeader { .. }) => {
+                ReadError::NoLeader
+            }
+            Err(e) => ReadError::Rejected(e.to_string()),
+        };
+        for reply in batch {
+            let _ = reply.send(Err(error.clone()));
         }
     }
 

@@ -264,6 +264,7 @@ impl Node {
             max_inflight_msgs: config.inflight_appends_max,
             max_uncommitted_bytes: config.uncommitted_bytes_max,
             max_pending_reads: config.pending_reads_max,
+            max_committed_bytes_per_ready: config.apply_batch_bytes_max,
             applied_index: snap.index,
             read_only: if config.lease_reads {
                 ordo_raft::ReadOnlyOption::LeaseBased
@@ -339,6 +340,7 @@ impl Node {
             apply_stopped,
             waiters,
             reads: HashMap::new(),
+            read_batch: Vec::new(),
             metrics: Arc::clone(&metrics),
             shutdown: self.shutdown.subscribe(),
             tick_interval_ms: config.tick_interval_ms,
