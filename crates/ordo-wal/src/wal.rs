@@ -286,7 +286,7 @@ impl SyncState {
     }
 }
 
-type Listener = Arc<dyn Fn(u64) + Send + Sync>;
+type Listener = Box<dyn Fn(u64) + Send + Sync>;
 
 struct Shared {
     dir: PathBuf,
@@ -640,11 +640,14 @@ impl Wal {
         self.shared.wait_durable(last, true)
     }
 
-    /// Registers `listener` to be called, on the log's fsync thread, with each new durable
-    /// index. Keep it short and non-blocking (e.g. notify a channel); it must not call back
-    /// into a method of this `Wal` that waits for durability.
+    /// Registers `listener` to be called with each new durable index, on the thread that
+    /// completed the fsync: the log's fsync thread, or a thread that led the round from
+    /// [`wait_durable`](Self::wait_durable) or [`sync`](Self::sync). Calls never overlap, and
+    /// the index never goes backwards except after a [`truncate_suffix`](Self::truncate_suffix)
+    /// lowered it. Keep it short and non-blocking (e.g. notify a channel); it must not call
+    /// back into this `Wal` to wait for durability or to register a listener.
     pub fn on_durable(&self, listener: impl Fn(u64) + Send + Sync + 'static) {
-        lock(&self.shared.listeners).push(Arc::new(listener));
+        lock(&self.shared.listeners).push(Box::new(listener));
         self.shared.has_listeners.store(true, Ordering::Release);
         self.shared.sync_wanted.notify_one();
     }
@@ -1011,14 +1014,14 @@ impl Shared {
                 Ok((_, generation)) if generation != s.generation => {
                     // A suffix truncation ran meanwhile: go round again for what follows it.
                     s.requested = true;
-                    None
+                    false
                 }
                 Ok((target, _)) if target > s.durable_index => {
                     self.set_durable(&mut s, target);
                     s.take_covered(&mut wake);
-                    Some(target)
+                    true
                 }
-                _ => None,
+                _ => false,
             };
             if s.written_index > s.durable_index || s.requested {
                 if s.waiters.is_empty() {
@@ -1032,9 +1035,12 @@ impl Shared {
         for thread in wake {
             thread.unpark();
         }
-        if let Some(index) = advanced {
-            let listeners = lock(&self.listeners).clone();
-            for l in listeners {
+        if advanced {
+            // Under the lock, with the durable index as of now: calls are serialised and a
+            // round that finished late never reports less than one that finished early.
+            let listeners = lock(&self.listeners);
+            let index = self.durable_claim.load(Ordering::Acquire);
+            for l in listeners.iter() {
                 l(index);
             }
         }
