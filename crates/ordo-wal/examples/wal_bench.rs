@@ -7,7 +7,8 @@
 //!
 //! `--dir` defaults to a fresh directory under the current one (the same filesystem, not a
 //! tmpfs); `--seconds` is the length of each measurement (default 3); `--only` keeps the
-//! measurements whose label (e.g. `wal Always 256 16`, `raw sequential`) contains `TEXT`.
+//! measurements whose label (e.g. `wal Always 256 16`, `raw sequential`) contains `TEXT`, or
+//! ends with it if it ends in `$`.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -291,7 +292,13 @@ fn main() {
         ),
         ("Never", Durability::Never),
     ];
-    let wanted = |label: &str| only.as_ref().map_or(true, |o| label.contains(o.as_str()));
+    // `TEXT$` matches labels ending in `TEXT` (`wal Always 256 1$` leaves out 16 appenders).
+    let wanted = |label: &str| {
+        only.as_ref().map_or(true, |o| match o.strip_suffix('$') {
+            Some(end) => label.ends_with(end),
+            None => label.contains(o.as_str()),
+        })
+    };
     let mut specs = Vec::new();
     for size in ENTRY_SIZES {
         if wanted(&format!("raw write+fdatasync {size}")) {

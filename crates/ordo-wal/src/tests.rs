@@ -700,3 +700,23 @@ fn waiting_for_an_index_that_a_truncation_removes_fails_instead_of_hanging() {
     }
     assert_eq!(wal.last_index(), 4);
 }
+
+#[test]
+fn always_policy_makes_entries_durable_even_if_nobody_waits_or_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        durability: Durability::Always,
+        ..small()
+    };
+    let wal = Wal::open(dir.path(), opts).unwrap();
+    append_range(&wal, 1, 30, 1);
+    // The backstop promises durability within a few milliseconds; poll with a generous bound.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while wal.durable_index() < 29 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "entries never became durable"
+        );
+        std::thread::yield_now();
+    }
+}

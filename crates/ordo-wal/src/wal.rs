@@ -27,8 +27,8 @@ const START_MAGIC: &[u8; 8] = b"ORDOST01";
 /// The truncate-suffix intent: present while a suffix truncation is under way.
 const TRUNCATE_FILE: &str = "truncate";
 const TRUNCATE_MAGIC: &[u8; 8] = b"ORDOTR01";
-/// With `Always` and nobody listening, how long written entries may wait for a round that no
-/// waiter led.
+/// With `Always` and nobody listening, the tick of the backstop that syncs entries no waiter
+/// covered: they become durable within about two ticks.
 const ALWAYS_BACKSTOP: std::time::Duration = std::time::Duration::from_millis(1);
 /// How far that check backs off while the log is idle.
 const ALWAYS_BACKSTOP_IDLE: std::time::Duration = std::time::Duration::from_millis(64);
@@ -168,6 +168,9 @@ struct LogState {
     inflight: VecDeque<Inflight>,
     /// Sequence number of `inflight[0]`.
     inflight_front_seq: u64,
+    /// Threads waiting for `inflight` to drain: only then is the condvar signalled, which
+    /// saves every append a wake-up system call.
+    drain_waiters: usize,
     /// Ascending by first index; the last one is the one appended to.
     segments: Vec<Segment>,
     /// Files rolled away from that still need an fsync (only with `Durability::Never`).
@@ -226,9 +229,11 @@ impl LogState {
             if log.inflight.is_empty() {
                 return Ok(log);
             }
+            log.drain_waiters += 1;
             log = drained
                 .wait(log)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            log.drain_waiters -= 1;
         }
     }
 }
@@ -286,7 +291,7 @@ impl SyncState {
     }
 }
 
-type Listener = Arc<dyn Fn(u64) + Send + Sync>;
+type Listener = Box<dyn Fn(u64) + Send + Sync>;
 
 struct Shared {
     dir: PathBuf,
@@ -640,11 +645,14 @@ impl Wal {
         self.shared.wait_durable(last, true)
     }
 
-    /// Registers `listener` to be called, on the log's fsync thread, with each new durable
-    /// index. Keep it short and non-blocking (e.g. notify a channel); it must not call back
-    /// into a method of this `Wal` that waits for durability.
+    /// Registers `listener` to be called with each new durable index, on the thread that
+    /// completed the fsync: the log's fsync thread, or a thread that led the round from
+    /// [`wait_durable`](Self::wait_durable) or [`sync`](Self::sync). Calls never overlap, and
+    /// the index never goes backwards except after a [`truncate_suffix`](Self::truncate_suffix)
+    /// lowered it. Keep it short and non-blocking (e.g. notify a channel); it must not call
+    /// back into this `Wal` to wait for durability or to register a listener.
     pub fn on_durable(&self, listener: impl Fn(u64) + Send + Sync + 'static) {
-        lock(&self.shared.listeners).push(Arc::new(listener));
+        lock(&self.shared.listeners).push(Box::new(listener));
         self.shared.has_listeners.store(true, Ordering::Release);
         self.shared.sync_wanted.notify_one();
     }
@@ -868,7 +876,7 @@ impl Shared {
         let written = {
             let mut log = lock(&self.log);
             let written_next = log.complete(seq);
-            if log.inflight.is_empty() {
+            if log.inflight.is_empty() && log.drain_waiters > 0 {
                 self.writes_drained.notify_all();
             }
             written_next - 1
@@ -1011,14 +1019,14 @@ impl Shared {
                 Ok((_, generation)) if generation != s.generation => {
                     // A suffix truncation ran meanwhile: go round again for what follows it.
                     s.requested = true;
-                    None
+                    false
                 }
                 Ok((target, _)) if target > s.durable_index => {
                     self.set_durable(&mut s, target);
                     s.take_covered(&mut wake);
-                    Some(target)
+                    true
                 }
-                _ => None,
+                _ => false,
             };
             if s.written_index > s.durable_index || s.requested {
                 if s.waiters.is_empty() {
@@ -1032,9 +1040,12 @@ impl Shared {
         for thread in wake {
             thread.unpark();
         }
-        if let Some(index) = advanced {
-            let listeners = lock(&self.listeners).clone();
-            for l in listeners {
+        if advanced {
+            // Under the lock, with the durable index as of now: calls are serialised and a
+            // round that finished late never reports less than one that finished early.
+            let listeners = lock(&self.listeners);
+            let index = self.durable_claim.load(Ordering::Acquire);
+            for l in listeners.iter() {
                 l(index);
             }
         }
@@ -1043,14 +1054,20 @@ impl Shared {
 
     /// The fsync thread: waits for work per the durability policy, then syncs. With `Always`
     /// and no listener, waiters lead their own rounds and this thread is only a backstop that
-    /// keeps [`Wal::durable_index`] moving for callers that neither wait nor listen.
+    /// keeps [`Wal::durable_index`] moving for callers that neither wait nor listen: at each
+    /// tick it syncs only if entries written before the previous tick are still not durable,
+    /// so it never races an appender that is about to wait.
     fn run_syncer(&self) {
-        let mut interval = match self.options.durability {
+        let policy = self.options.durability;
+        let base = match policy {
             Durability::Interval(d) => Some(d),
             Durability::Always => Some(ALWAYS_BACKSTOP),
             Durability::Never => None,
         };
-        let mut deadline = interval.map(|d| Instant::now() + d);
+        let mut interval = base;
+        let mut deadline = interval.map(|i| Instant::now() + i);
+        // `Always` without listeners: the written index at the previous tick.
+        let mut stale_mark = 0;
         loop {
             {
                 let mut s = lock(&self.sync);
@@ -1058,31 +1075,39 @@ impl Shared {
                     if s.shutdown {
                         return;
                     }
+                    let now = Instant::now();
+                    let tick = deadline.is_some_and(|d| now >= d);
                     let behind = s.written_index > s.durable_index && !s.poisoned;
-                    let listened = self.has_listeners.load(Ordering::Acquire);
-                    let due = match (self.options.durability, deadline) {
-                        (Durability::Always, _) if listened => behind,
-                        (_, Some(d)) => behind && Instant::now() >= d,
-                        _ => false,
+                    let due = match policy {
+                        Durability::Always if self.has_listeners.load(Ordering::Acquire) => behind,
+                        Durability::Always => tick && s.durable_index < stale_mark,
+                        Durability::Interval(_) => tick && behind,
+                        Durability::Never => false,
                     };
                     if (s.requested || due) && !s.in_flight {
                         s.requested = false;
                         s.in_flight = true;
                         break;
                     }
+                    if tick {
+                        if policy == Durability::Always {
+                            // Unless entries are lagging (a round is then in flight), waiters
+                            // keep up by themselves or the log is idle: back off, so the
+                            // backstop costs next to nothing.
+                            let lagging = s.durable_index < stale_mark;
+                            stale_mark = s.written_index;
+                            interval = if lagging {
+                                base
+                            } else {
+                                interval.map(|i| (i * 2).min(ALWAYS_BACKSTOP_IDLE))
+                            };
+                        }
+                        deadline = interval.map(|i| now + i);
+                    }
                     s = match deadline {
                         Some(d) => {
-                            let now = Instant::now();
-                            if now >= d {
-                                if self.options.durability == Durability::Always {
-                                    // Idle: back off, so an idle log costs next to nothing.
-                                    interval = interval.map(|i| (i * 2).min(ALWAYS_BACKSTOP_IDLE));
-                                }
-                                deadline = interval.map(|i| now + i);
-                                continue;
-                            }
                             self.sync_wanted
-                                .wait_timeout(s, d - now)
+                                .wait_timeout(s, d.saturating_duration_since(now))
                                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                                 .0
                         }
@@ -1095,9 +1120,6 @@ impl Shared {
             }
             // Errors poison the log; waiters learn of it from there.
             let _ = self.sync_round();
-            if self.options.durability == Durability::Always {
-                interval = Some(ALWAYS_BACKSTOP);
-            }
             deadline = interval.map(|i| Instant::now() + i);
         }
     }
@@ -1311,6 +1333,7 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
         written_next: next_index.max(start_index),
         inflight: VecDeque::new(),
         inflight_front_seq: 0,
+        drain_waiters: 0,
         segments,
         pending_sync: Vec::new(),
         dir_dirty: false,
