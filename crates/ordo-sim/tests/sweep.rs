@@ -138,3 +138,22 @@ fn cluster_without_faults_completes_every_operation() {
         );
     }
 }
+
+#[test]
+fn liveness_checker_fires_when_the_cluster_has_no_time_to_recover() {
+    // Faults until the last tick: nothing guarantees a leader or caught-up members at the end,
+    // and the liveness checker must say so for some seeds.
+    let caught = (0..30).any(|seed| {
+        let config = SimConfig {
+            quiet_ticks: 1,
+            ..SimConfig::new(seed, 5)
+        };
+        run(&config)
+            .violation
+            .is_some_and(|violation| violation.kind == ViolationKind::Liveness)
+    });
+    assert!(
+        caught,
+        "no seed in 0..30 ended without a leader or with a member behind"
+    );
+}
