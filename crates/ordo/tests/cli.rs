@@ -208,3 +208,67 @@ fn demo_tells_the_story_and_exits_0_leaving_nothing_running() {
         "demo processes still running: {running:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_runs_from_a_config_file_alone_as_a_single_node_cluster() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ports = ordo::cluster::free_ports(3).expect("ports");
+    let config = dir.path().join("ordo.toml");
+    let text = format!(
+        "id = 1\ndata_dir = {:?}\nclient_addr = \"{}\"\npeer_addr = \"{}\"\nadmin_addr = \"{}\"\n\
+         tick_interval_ms = 25\nelection_timeout_ticks = 10\nfsync = \"interval\"\nfsync_interval_ms = 5\n",
+        dir.path().join("data").display().to_string(),
+        ports[0],
+        ports[1],
+        ports[2]
+    );
+    std::fs::write(&config, text).expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ordo"))
+        .args(["server", "--config", config.to_str().expect("utf-8 path")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the server");
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let guard = Kill(&mut child);
+    let deadline = std::time::Instant::now() + common::STEP;
+    let status = loop {
+        let answer = ordo::http::get(ports[2], "/status", std::time::Duration::from_secs(1)).await;
+        if let Ok(answer) = answer {
+            let status: ordo::admin::StatusReport =
+                serde_json::from_str(&answer.body).expect("json");
+            if status.role == "leader" {
+                break status;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the single node never led"
+        );
+        tokio::time::sleep(ordo::cluster::POLL_INTERVAL).await;
+    };
+    assert_eq!((status.id, status.voters.clone()), (1, vec![1]));
+    let out = ordo(&[
+        "kv",
+        "--endpoints",
+        &ports[0].to_string(),
+        "put",
+        "solo",
+        "yes",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ordo(&["kv", "--endpoints", &ports[0].to_string(), "get", "solo"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "solo\nyes\n");
+    drop(guard);
+}
