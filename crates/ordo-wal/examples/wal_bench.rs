@@ -2,11 +2,13 @@
 //! `write + fdatasync` rate and sequential write bandwidth measured in the same run.
 //!
 //! ```sh
-//! cargo run --release -p ordo-wal --example wal_bench -- [--dir D] [--seconds S]
+//! cargo run --release -p ordo-wal --example wal_bench -- [--dir D] [--seconds S] [--only TEXT]
 //! ```
 //!
 //! `--dir` defaults to a fresh directory under the current one (the same filesystem, not a
-//! tmpfs); `--seconds` is the length of each measurement (default 3).
+//! tmpfs); `--seconds` is the length of each measurement (default 3); `--only` keeps the
+//! measurements whose label (e.g. `wal Always 256 16`, `raw sequential`) contains `TEXT`, or
+//! ends with it if it ends in `$`.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -46,10 +48,16 @@ impl Cell {
     }
 }
 
+/// An empty directory for one measurement. Whatever an earlier measurement left is deleted
+/// and the deletion committed (directory fsync) before the clock starts, so no measurement
+/// pays for another's clean-up.
 fn fresh_dir(base: &Path, name: &str) -> PathBuf {
     let d = base.join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("create benchmark directory");
+    std::fs::File::open(base)
+        .and_then(|b| b.sync_all())
+        .expect("fsync the benchmark directory");
     d
 }
 
@@ -177,7 +185,6 @@ fn wal_cell(
         .map(|d| d.as_micros() as u64)
         .collect();
     drop(wal);
-    let _ = std::fs::remove_dir_all(&dir);
     Cell {
         entries,
         payload_bytes: entries * size as u64,
@@ -244,7 +251,7 @@ impl Spec {
 
 /// Each measurement runs in this many slices, interleaved with the others, so that load
 /// changes on a shared machine hit every cell alike and the same-run ratios stay fair.
-const SLICES: u32 = 5;
+const SLICES: u32 = 10;
 
 fn main() {
     let mut dir: Option<PathBuf> = None;
@@ -290,16 +297,26 @@ fn main() {
         ),
         ("Never", Durability::Never),
     ];
-    let mut specs = vec![
-        Spec::RawSync { size: 256 },
-        Spec::RawSync { size: 4096 },
-        Spec::RawSequential,
-    ];
+    // `TEXT$` matches labels ending in `TEXT` (`wal Always 256 1$` leaves out 16 appenders).
+    let wanted = |label: &str| {
+        only.as_ref().map_or(true, |o| match o.strip_suffix('$') {
+            Some(end) => label.ends_with(end),
+            None => label.contains(o.as_str()),
+        })
+    };
+    let mut specs = Vec::new();
+    for size in ENTRY_SIZES {
+        if wanted(&format!("raw write+fdatasync {size}")) {
+            specs.push(Spec::RawSync { size });
+        }
+    }
+    if wanted("raw sequential") {
+        specs.push(Spec::RawSequential);
+    }
     for size in ENTRY_SIZES {
         for (name, policy) in policies {
             for threads in THREADS {
-                let label = format!("wal {name} {size} {threads}");
-                if only.as_ref().map_or(true, |o| label.contains(o.as_str())) {
+                if wanted(&format!("wal {name} {size} {threads}")) {
                     specs.push(Spec::Wal {
                         name,
                         policy,

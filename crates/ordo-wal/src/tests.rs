@@ -668,3 +668,55 @@ fn opening_arbitrary_directories_never_panics() {
         );
     }
 }
+
+#[test]
+fn waiting_for_an_index_that_a_truncation_removes_fails_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    // An interval far longer than the test, so nothing becomes durable by itself.
+    let durability = Durability::Interval(Duration::from_secs(3600));
+    let wal = Arc::new(
+        Wal::open(
+            dir.path(),
+            Options {
+                durability,
+                ..small()
+            },
+        )
+        .unwrap(),
+    );
+    append_range(&wal, 1, 11, 1);
+    let waiter = {
+        let wal = Arc::clone(&wal);
+        std::thread::spawn(move || wal.wait_durable(10))
+    };
+    // Whether the waiter is parked by now or not, it must come back with an error.
+    wal.truncate_suffix(5).unwrap();
+    match waiter.join().unwrap() {
+        Err(Error::Unavailable {
+            index: 10,
+            last_index: 4,
+        }) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert_eq!(wal.last_index(), 4);
+}
+
+#[test]
+fn always_policy_makes_entries_durable_even_if_nobody_waits_or_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        durability: Durability::Always,
+        ..small()
+    };
+    let wal = Wal::open(dir.path(), opts).unwrap();
+    append_range(&wal, 1, 30, 1);
+    // The backstop promises durability within a few milliseconds; poll with a generous bound.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while wal.durable_index() < 29 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "entries never became durable"
+        );
+        std::thread::yield_now();
+    }
+}

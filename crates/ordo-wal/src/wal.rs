@@ -27,8 +27,8 @@ const START_MAGIC: &[u8; 8] = b"ORDOST01";
 /// The truncate-suffix intent: present while a suffix truncation is under way.
 const TRUNCATE_FILE: &str = "truncate";
 const TRUNCATE_MAGIC: &[u8; 8] = b"ORDOTR01";
-/// With `Always` and nobody listening, how long written entries may wait for a round that no
-/// waiter led.
+/// With `Always` and nobody listening, the tick of the backstop that syncs entries no waiter
+/// covered: they become durable within about two ticks.
 const ALWAYS_BACKSTOP: std::time::Duration = std::time::Duration::from_millis(1);
 /// How far that check backs off while the log is idle.
 const ALWAYS_BACKSTOP_IDLE: std::time::Duration = std::time::Duration::from_millis(64);
@@ -168,6 +168,9 @@ struct LogState {
     inflight: VecDeque<Inflight>,
     /// Sequence number of `inflight[0]`.
     inflight_front_seq: u64,
+    /// Threads waiting for `inflight` to drain: only then is the condvar signalled, which
+    /// saves every append a wake-up system call.
+    drain_waiters: usize,
     /// Ascending by first index; the last one is the one appended to.
     segments: Vec<Segment>,
     /// Files rolled away from that still need an fsync (only with `Durability::Never`).
@@ -226,9 +229,11 @@ impl LogState {
             if log.inflight.is_empty() {
                 return Ok(log);
             }
+            log.drain_waiters += 1;
             log = drained
                 .wait(log)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            log.drain_waiters -= 1;
         }
     }
 }
@@ -247,7 +252,7 @@ struct Inflight {
 /// What the fsync thread and the durability waiters share.
 #[derive(Debug, Default)]
 struct SyncState {
-    /// Highest index handed to the OS.
+    /// Highest index up to which every record is handed to the OS.
     written_index: u64,
     /// Highest index known to be on stable storage.
     durable_index: u64,
@@ -266,13 +271,13 @@ struct SyncState {
 }
 
 impl SyncState {
-    /// Wakes and forgets every waiter for an index at or below `durable_index`.
-    fn wake_covered(&mut self) {
+    /// Moves every waiter for an index at or below `durable_index` to `out`, to be woken.
+    fn take_covered(&mut self, out: &mut Vec<Thread>) {
         let durable = self.durable_index;
         self.waiters.retain(|(index, thread)| {
             let covered = *index <= durable;
             if covered {
-                thread.unpark();
+                out.push(thread.clone());
             }
             !covered
         });
@@ -286,7 +291,7 @@ impl SyncState {
     }
 }
 
-type Listener = Arc<dyn Fn(u64) + Send + Sync>;
+type Listener = Box<dyn Fn(u64) + Send + Sync>;
 
 struct Shared {
     dir: PathBuf,
@@ -317,7 +322,8 @@ struct Shared {
 /// A write-ahead log in one directory: segment files, the hard state and snapshots.
 ///
 /// `Wal` is `Send + Sync`; share it with an `Arc`. An append holds the internal lock only to
-/// take its indices and byte range (no system call); it writes its bytes after letting go, so
+/// take its indices and byte range (no system call but when it rolls to a new segment); it
+/// writes its bytes after letting go, so
 /// concurrent appenders write in parallel. Fsyncs (`fdatasync`) run without that lock, so
 /// appends keep flowing while one runs, and each covers everything written before it started
 /// (group commit). A thread in [`wait_durable`](Self::wait_durable) that finds no fsync in
@@ -574,6 +580,7 @@ impl Wal {
             return Ok(());
         }
         let result = self.shared.truncate_suffix_locked(&mut log, from);
+        let mut waiters = Vec::new();
         if result.is_ok() {
             // Before appends can resume: they seal the durability claim into their records.
             let mut s = lock(&self.shared.sync);
@@ -581,8 +588,13 @@ impl Wal {
             s.written_index = s.written_index.min(from - 1);
             let durable = s.durable_index.min(from - 1);
             self.shared.set_durable(&mut s, durable);
+            // Waiters for removed indices must learn so rather than wait for new appends.
+            waiters = std::mem::take(&mut s.waiters);
         }
         drop(log);
+        for (_, thread) in waiters {
+            thread.unpark();
+        }
         self.shared.poison_on_error(result)
     }
 
@@ -619,8 +631,9 @@ impl Wal {
     }
 
     /// Blocks until `index` is durable and returns the durable index. With
-    /// [`Durability::Never`] it asks for an fsync. Fails if `index` is past the last index or
-    /// the log is poisoned.
+    /// [`Durability::Never`] it asks for an fsync. Fails with [`Error::Unavailable`] if `index`
+    /// was never appended or a [`truncate_suffix`](Self::truncate_suffix) removes it while
+    /// waiting, and with [`Error::Poisoned`] if the log is poisoned.
     pub fn wait_durable(&self, index: u64) -> Result<u64> {
         let force = self.shared.options.durability == Durability::Never;
         self.shared.wait_durable(index, force)
@@ -632,11 +645,14 @@ impl Wal {
         self.shared.wait_durable(last, true)
     }
 
-    /// Registers `listener` to be called, on the log's fsync thread, with each new durable
-    /// index. Keep it short and non-blocking (e.g. notify a channel); it must not call back
-    /// into a method of this `Wal` that waits for durability.
+    /// Registers `listener` to be called with each new durable index, on the thread that
+    /// completed the fsync: the log's fsync thread, or a thread that led the round from
+    /// [`wait_durable`](Self::wait_durable) or [`sync`](Self::sync). Calls never overlap, and
+    /// the index never goes backwards except after a [`truncate_suffix`](Self::truncate_suffix)
+    /// lowered it. Keep it short and non-blocking (e.g. notify a channel); it must not call
+    /// back into this `Wal` to wait for durability or to register a listener.
     pub fn on_durable(&self, listener: impl Fn(u64) + Send + Sync + 'static) {
-        lock(&self.shared.listeners).push(Arc::new(listener));
+        lock(&self.shared.listeners).push(Box::new(listener));
         self.shared.has_listeners.store(true, Ordering::Release);
         self.shared.sync_wanted.notify_one();
     }
@@ -860,23 +876,29 @@ impl Shared {
         let written = {
             let mut log = lock(&self.log);
             let written_next = log.complete(seq);
-            if log.inflight.is_empty() {
+            if log.inflight.is_empty() && log.drain_waiters > 0 {
                 self.writes_drained.notify_all();
             }
             written_next - 1
         };
-        let mut s = lock(&self.sync);
-        if written > s.written_index {
-            s.written_index = written;
-            let listened = self.has_listeners.load(Ordering::Acquire);
-            if opts.durability == Durability::Always && listened {
-                self.sync_wanted.notify_one();
-            } else if !s.in_flight && !s.waiters.is_empty() {
-                // A waiter may have parked because its entry was not yet written (an earlier
-                // append was still in flight): it can lead a round now.
-                let (_, leader) = s.waiters.remove(0);
-                leader.unpark();
+        let leader = {
+            let mut s = lock(&self.sync);
+            let mut leader = None;
+            if written > s.written_index {
+                s.written_index = written;
+                let listened = self.has_listeners.load(Ordering::Acquire);
+                if opts.durability == Durability::Always && listened {
+                    self.sync_wanted.notify_one();
+                } else if !s.in_flight && !s.waiters.is_empty() {
+                    // A waiter may have parked because its entry was not yet written (an
+                    // earlier append was still in flight): it can lead a round now.
+                    leader = Some(s.waiters.remove(0).1);
+                }
             }
+            leader
+        };
+        if let Some(thread) = leader {
+            thread.unpark();
         }
         Ok(next - 1)
     }
@@ -934,13 +956,6 @@ impl Shared {
     /// fsync in flight runs one itself (leader-based group commit): a lone appender pays no
     /// thread hand-off, and appenders arriving meanwhile park until a round covers them.
     fn wait_durable(&self, index: u64, force: bool) -> Result<u64> {
-        let last = lock(&self.log).next_index - 1;
-        if index > last {
-            return Err(Error::Unavailable {
-                index,
-                last_index: last,
-            });
-        }
         let lead = force || self.options.durability == Durability::Always;
         let me = std::thread::current();
         let mut s = lock(&self.sync);
@@ -951,6 +966,21 @@ impl Shared {
             }
             if s.durable_index >= index {
                 return Ok(s.durable_index);
+            }
+            if index > s.written_index {
+                // Still being written, never appended, or removed by a suffix truncation
+                // (which wakes waiters to find out): ask the log. The usual caller, waiting
+                // for its own append, skips this lock.
+                drop(s);
+                let last = lock(&self.log).next_index - 1;
+                s = lock(&self.sync);
+                if index > last {
+                    s.waiters.retain(|(_, t)| t.id() != me.id());
+                    return Err(Error::Unavailable {
+                        index,
+                        last_index: last,
+                    });
+                }
             }
             if lead && !s.in_flight && s.written_index > s.durable_index {
                 s.in_flight = true;
@@ -976,31 +1006,68 @@ impl Shared {
 
     /// Runs one fsync round (the caller set `in_flight`), then hands on: if more was written
     /// meanwhile, a parked waiter is woken to lead the next round, or else the fsync thread.
+    ///
+    /// Publishing, ending the round and choosing the next leader take one critical section;
+    /// the woken threads are unparked after it, so they do not wake only to block on the lock.
     fn sync_round(&self) -> Result<()> {
         let result = self.poison_on_error(self.sync_once());
-        let mut s = lock(&self.sync);
-        s.in_flight = false;
-        if s.written_index > s.durable_index || s.requested {
-            if s.waiters.is_empty() {
-                self.sync_wanted.notify_one();
-            } else {
-                let (_, next_leader) = s.waiters.remove(0);
-                next_leader.unpark();
+        let mut wake = Vec::new();
+        let advanced = {
+            let mut s = lock(&self.sync);
+            s.in_flight = false;
+            let advanced = match result {
+                Ok((_, generation)) if generation != s.generation => {
+                    // A suffix truncation ran meanwhile: go round again for what follows it.
+                    s.requested = true;
+                    false
+                }
+                Ok((target, _)) if target > s.durable_index => {
+                    self.set_durable(&mut s, target);
+                    s.take_covered(&mut wake);
+                    true
+                }
+                _ => false,
+            };
+            if s.written_index > s.durable_index || s.requested {
+                if s.waiters.is_empty() {
+                    self.sync_wanted.notify_one();
+                } else {
+                    wake.push(s.waiters.remove(0).1);
+                }
+            }
+            advanced
+        };
+        for thread in wake {
+            thread.unpark();
+        }
+        if advanced {
+            // Under the lock, with the durable index as of now: calls are serialised and a
+            // round that finished late never reports less than one that finished early.
+            let listeners = lock(&self.listeners);
+            let index = self.durable_claim.load(Ordering::Acquire);
+            for l in listeners.iter() {
+                l(index);
             }
         }
-        result
+        result.map(drop)
     }
 
     /// The fsync thread: waits for work per the durability policy, then syncs. With `Always`
     /// and no listener, waiters lead their own rounds and this thread is only a backstop that
-    /// keeps [`Wal::durable_index`] moving for callers that neither wait nor listen.
+    /// keeps [`Wal::durable_index`] moving for callers that neither wait nor listen: at each
+    /// tick it syncs only if entries written before the previous tick are still not durable,
+    /// so it never races an appender that is about to wait.
     fn run_syncer(&self) {
-        let mut interval = match self.options.durability {
+        let policy = self.options.durability;
+        let base = match policy {
             Durability::Interval(d) => Some(d),
             Durability::Always => Some(ALWAYS_BACKSTOP),
             Durability::Never => None,
         };
-        let mut deadline = interval.map(|d| Instant::now() + d);
+        let mut interval = base;
+        let mut deadline = interval.map(|i| Instant::now() + i);
+        // `Always` without listeners: the written index at the previous tick.
+        let mut stale_mark = 0;
         loop {
             {
                 let mut s = lock(&self.sync);
@@ -1008,31 +1075,39 @@ impl Shared {
                     if s.shutdown {
                         return;
                     }
+                    let now = Instant::now();
+                    let tick = deadline.is_some_and(|d| now >= d);
                     let behind = s.written_index > s.durable_index && !s.poisoned;
-                    let listened = self.has_listeners.load(Ordering::Acquire);
-                    let due = match (self.options.durability, deadline) {
-                        (Durability::Always, _) if listened => behind,
-                        (_, Some(d)) => behind && Instant::now() >= d,
-                        _ => false,
+                    let due = match policy {
+                        Durability::Always if self.has_listeners.load(Ordering::Acquire) => behind,
+                        Durability::Always => tick && s.durable_index < stale_mark,
+                        Durability::Interval(_) => tick && behind,
+                        Durability::Never => false,
                     };
                     if (s.requested || due) && !s.in_flight {
                         s.requested = false;
                         s.in_flight = true;
                         break;
                     }
+                    if tick {
+                        if policy == Durability::Always {
+                            // Unless entries are lagging (a round is then in flight), waiters
+                            // keep up by themselves or the log is idle: back off, so the
+                            // backstop costs next to nothing.
+                            let lagging = s.durable_index < stale_mark;
+                            stale_mark = s.written_index;
+                            interval = if lagging {
+                                base
+                            } else {
+                                interval.map(|i| (i * 2).min(ALWAYS_BACKSTOP_IDLE))
+                            };
+                        }
+                        deadline = interval.map(|i| now + i);
+                    }
                     s = match deadline {
                         Some(d) => {
-                            let now = Instant::now();
-                            if now >= d {
-                                if self.options.durability == Durability::Always {
-                                    // Idle: back off, so an idle log costs next to nothing.
-                                    interval = interval.map(|i| (i * 2).min(ALWAYS_BACKSTOP_IDLE));
-                                }
-                                deadline = interval.map(|i| now + i);
-                                continue;
-                            }
                             self.sync_wanted
-                                .wait_timeout(s, d - now)
+                                .wait_timeout(s, d.saturating_duration_since(now))
                                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                                 .0
                         }
@@ -1045,16 +1120,14 @@ impl Shared {
             }
             // Errors poison the log; waiters learn of it from there.
             let _ = self.sync_round();
-            if self.options.durability == Durability::Always {
-                interval = Some(ALWAYS_BACKSTOP);
-            }
             deadline = interval.map(|i| Instant::now() + i);
         }
     }
 
-    /// One group commit: fsyncs every file with unsynced writes, outside the append lock, then
-    /// publishes the last index written before it started.
-    fn sync_once(&self) -> Result<()> {
+    /// The I/O of one group commit: fsyncs every file with unsynced writes, outside the append
+    /// lock. Returns the last index written before it started, and the truncation generation
+    /// then, for [`sync_round`](Self::sync_round) to publish.
+    fn sync_once(&self) -> Result<(u64, u64)> {
         let (target, generation, files, dir_dirty) = {
             let mut log = lock(&self.log);
             if log.poisoned {
@@ -1078,27 +1151,7 @@ impl Shared {
         if dir_dirty {
             sync_dir(&self.dir)?;
         }
-        let advanced = {
-            let mut s = lock(&self.sync);
-            if s.generation != generation {
-                // A suffix truncation ran meanwhile: go round again for what follows it.
-                s.requested = true;
-                None
-            } else if target > s.durable_index {
-                self.set_durable(&mut s, target);
-                s.wake_covered();
-                Some(target)
-            } else {
-                None
-            }
-        };
-        if let Some(index) = advanced {
-            let listeners = lock(&self.listeners).clone();
-            for l in listeners {
-                l(index);
-            }
-        }
-        Ok(())
+        Ok((target, generation))
     }
 }
 
@@ -1280,6 +1333,7 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
         written_next: next_index.max(start_index),
         inflight: VecDeque::new(),
         inflight_front_seq: 0,
+        drain_waiters: 0,
         segments,
         pending_sync: Vec::new(),
         dir_dirty: false,
