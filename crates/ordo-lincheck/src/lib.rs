@@ -20,6 +20,25 @@
 //! The search is bounded ([`CheckOptions::states_explored_max`]); a search that runs out of budget
 //! says so ([`CheckError::Undecided`]) instead of answering "linearizable".
 //!
+//! ```
+//! use ordo_lincheck::{check, CheckError, History, RegisterInput, RegisterModel, RegisterOutput};
+//!
+//! let mut history = History::new();
+//! let write = history.invoke(1, RegisterInput::Write(7), 0);
+//! history.complete(write, RegisterOutput::Written, 10).unwrap();
+//! // A read that starts after the write returned must see it.
+//! let read = history.invoke(2, RegisterInput::Read, 20);
+//! history.complete(read, RegisterOutput::Read(0), 30).unwrap();
+//!
+//! match check(&RegisterModel::default(), &history) {
+//!     Err(CheckError::NotLinearizable(violation)) => {
+//!         assert_eq!(violation.stuck.op, read);
+//!         println!("{violation}");
+//!     }
+//!     other => panic!("a stale read must be rejected, got {other:?}"),
+//! }
+//! ```
+//!
 //! Times are plain `u64`s in whatever unit the recorder uses (simulated ticks, nanoseconds): the
 //! checker only compares them. Intervals are closed, so an operation that returns at the same
 //! time another is called is treated as concurrent with it, the permissive reading.

@@ -784,3 +784,11 @@ fn checker_agrees_with_brute_force_on_small_random_histories() {
         "{violations} violations"
     );
 }
+
+#[test]
+fn long_concurrent_history_is_decided_within_the_default_budget() {
+    // Three keys, generous overlaps, some unknown outcomes: a simulator run, only longer.
+    let mut rng = Rng(99);
+    let history = generate_kv_history(&mut rng, 3000, 40, true);
+    assert_eq!(check(&KvModel, &history), Ok(()));
+}

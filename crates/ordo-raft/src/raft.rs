@@ -105,12 +105,15 @@ impl<S: Storage> Raft<S> {
         // entries written before it. The commit index is only a hint (the leader tells us
         // again), so forget the part we cannot back with entries.
         hs.commit = hs.commit.min(last);
-        if cfg.applied_index > hs.commit.max(first - 1) {
+        if cfg.applied_index > last {
             return Err(Error::InvalidConfig(format!(
-                "applied index {} is beyond the commit index {}",
-                cfg.applied_index, hs.commit
+                "applied index {} is beyond the last stored index {last}",
+                cfg.applied_index
             )));
         }
+        // Applied entries were committed, even if the commit index recording it was not
+        // synced before a crash.
+        hs.commit = hs.commit.max(cfg.applied_index).max(first - 1);
         let log = RaftLog::new(storage, hs.commit, cfg.applied_index);
         let mut tracker = ProgressTracker::new(
             cfg.max_inflight_msgs,
@@ -897,7 +900,13 @@ impl<S: Storage> Raft<S> {
         {
             return Err(Error::DuplicateReadContext);
         }
+        if !self.committed_entry_in_current_term() {
+            // Our commit index may lag the previous leader's until our no-op commits.
+            self.pending_reads.push((from, context));
+            return Ok(());
+        }
         if self.tracker.is_singleton(self.id) {
+            // Alone, there is nobody to confirm with.
             let index = self.log.committed;
             self.respond_read(ReadIndexStatus {
                 index,
@@ -905,11 +914,6 @@ impl<S: Storage> Raft<S> {
                 context,
                 acks: Default::default(),
             });
-            return Ok(());
-        }
-        if !self.committed_entry_in_current_term() {
-            // Our commit index may lag the previous leader's until our no-op commits.
-            self.pending_reads.push((from, context));
             return Ok(());
         }
         let index = self.log.committed;

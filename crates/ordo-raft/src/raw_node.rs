@@ -151,7 +151,8 @@ pub struct RawNode<S: Storage> {
 impl<S: Storage> RawNode<S> {
     /// Creates a node from its configuration and storage (empty for a new node, or what
     /// the node persisted before a restart). A durable commit index beyond the durable
-    /// log is lowered to the last index: the leader will tell the node again.
+    /// log is lowered to the last index (the leader will tell the node again); one below
+    /// `Config::applied_index` is raised to it (applied entries were committed).
     pub fn new(config: Config, storage: S) -> Result<RawNode<S>, Error> {
         let raft = Raft::new(config, storage)?;
         let prev_soft = SoftState {

@@ -264,3 +264,27 @@ fn leader_gives_up_lease_reads_once_it_has_sent_timeout_now() {
         .iter()
         .any(|r| r.context.as_ref() == b"after-transfer"));
 }
+
+/// Even alone, a new leader answers reads only once its own term's entry commits: the
+/// commit index it restarted with may be behind writes acknowledged before a crash.
+#[test]
+fn single_node_read_waits_for_the_new_terms_entry_to_commit() {
+    let mut c = Cluster::new(1);
+    c.node_mut(1).campaign().unwrap();
+    // Persist the vote; the node becomes leader and appends its no-op.
+    let rd = c.node_mut(1).ready();
+    c.node_mut(1)
+        .storage_mut()
+        .set_hard_state(rd.hard_state.unwrap());
+    c.node_mut(1).advance();
+    assert_eq!(c.node(1).role(), StateRole::Leader);
+    c.node_mut(1).read_index(data("solo")).unwrap();
+    let rd = c.node_mut(1).ready();
+    assert!(rd.read_states.is_empty(), "the no-op is not committed yet");
+    c.node_mut(1).storage_mut().append_owned(rd.entries);
+    c.node_mut(1).advance();
+    let rd = c.node_mut(1).ready();
+    assert_eq!(rd.read_states.len(), 1);
+    assert_eq!(rd.read_states[0].index, 1);
+    c.node_mut(1).advance();
+}

@@ -226,3 +226,27 @@ fn restart_with_commit_beyond_durable_log_recovers() {
     assert_eq!(c.log_of(3), c.log_of(1));
     assert_eq!(c.applied_data(3), vec!["a", "b"]);
 }
+
+/// The commit index need not be synced (`Ready::must_sync` is false for it alone): a node
+/// whose state machine applied further than its durable commit index restarts from the
+/// applied index.
+#[test]
+fn restart_with_applied_index_beyond_durable_commit_recovers() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.propose(1, "a");
+    c.stabilize();
+    let applied = c.node(2).applied_index();
+    c.crash(2);
+    let mut storage = c.crashed.remove(&2).unwrap();
+    let mut hs = storage.hard_state();
+    hs.commit = 0;
+    storage.set_hard_state(hs);
+    let cfg = ordo_raft::Config {
+        applied_index: applied,
+        ..common::config(2)
+    };
+    let node = ordo_raft::RawNode::new(cfg, storage).unwrap();
+    assert_eq!(node.commit_index(), applied);
+    assert_eq!(node.applied_index(), applied);
+}

@@ -150,6 +150,14 @@ enum State {
         target: NodeId,
         deadline_ticks: u64,
     },
+    /// Refused with no leader known: wait before the next attempt, so that attempts are not
+    /// all spent during one election.
+    Backoff {
+        request: Request,
+        op: OpId,
+        attempt: u32,
+        until_ticks: u64,
+    },
     Stopped,
 }
 
@@ -194,15 +202,7 @@ impl Client {
 
     /// Whether a request is outstanding.
     pub fn is_waiting(&self) -> bool {
-        matches!(self.state, State::Waiting { .. })
-    }
-
-    /// When the outstanding request, if any, was first sent (its history call time).
-    pub fn waiting_op(&self) -> Option<OpId> {
-        match &self.state {
-            State::Waiting { op, .. } => Some(*op),
-            _ => None,
-        }
+        matches!(self.state, State::Waiting { .. } | State::Backoff { .. })
     }
 
     /// Starts no new request after the current one.
@@ -292,6 +292,32 @@ impl Client {
         self.send(now_ticks, request, op, attempt + 1, target, out, events);
     }
 
+    fn back_off(&mut self, now_ticks: u64, events: &mut Vec<ClientEvent>) {
+        let State::Waiting {
+            request,
+            op,
+            attempt,
+            ..
+        } = self.state.clone()
+        else {
+            return;
+        };
+        if attempt >= self.config.attempts_max {
+            events.push(ClientEvent::GaveUp {
+                client_id: self.id,
+                request,
+            });
+            self.think(now_ticks);
+            return;
+        }
+        self.state = State::Backoff {
+            request,
+            op,
+            attempt,
+            until_ticks: now_ticks + self.config.backoff_ticks,
+        };
+    }
+
     fn think(&mut self, now_ticks: u64) {
         if self.stopping {
             self.state = State::Stopped;
@@ -332,6 +358,16 @@ impl Client {
             State::Waiting { deadline_ticks, .. } if deadline_ticks <= now_ticks => {
                 self.leader_guess = None;
                 self.retry(now_ticks, None, nodes, out, events);
+            }
+            State::Backoff {
+                ref request,
+                op,
+                attempt,
+                until_ticks,
+            } if until_ticks <= now_ticks => {
+                let request = request.clone();
+                let target = self.random_node(nodes);
+                self.send(now_ticks, request, op, attempt + 1, target, out, events);
             }
             _ => {}
         }
@@ -394,9 +430,15 @@ impl Client {
             (_, Reply::NotLeader { leader }) => {
                 // Only the node the current attempt went to may redirect it; a stale refusal
                 // from an earlier attempt must not start a second copy.
-                if from == target {
-                    self.leader_guess = *leader;
-                    self.retry(now_ticks, *leader, nodes, out, events);
+                if from != target {
+                    return;
+                }
+                self.leader_guess = *leader;
+                match leader {
+                    Some(leader) if *leader != from => {
+                        self.retry(now_ticks, Some(*leader), nodes, out, events);
+                    }
+                    _ => self.back_off(now_ticks, events),
                 }
                 return;
             }
@@ -458,20 +500,52 @@ mod tests {
         let nodes = [1, 2, 3];
         client.poll(0, &nodes, &mut history, &mut out, &mut events);
         let (target, request) = out[0].clone();
+        let leader = if target == 3 { 2 } else { 3 };
         client.on_response(
             1,
             target,
             Response {
                 client_id: 1,
                 request_id: request.request_id,
-                reply: Reply::NotLeader { leader: Some(3) },
+                reply: Reply::NotLeader {
+                    leader: Some(leader),
+                },
             },
             &nodes,
             &mut history,
             &mut out,
             &mut events,
         );
-        assert_eq!(out[1].0, 3);
+        assert_eq!(out[1].0, leader);
+        assert_eq!(out[1].1, request);
+    }
+
+    #[test]
+    fn refusal_without_a_leader_waits_before_retrying() {
+        let mut client = Client::new(1, config(), Prng::new(4));
+        let mut history = History::new();
+        let (mut out, mut events) = (Vec::new(), Vec::new());
+        let nodes = [1, 2, 3];
+        client.poll(0, &nodes, &mut history, &mut out, &mut events);
+        let (target, request) = out[0].clone();
+        client.on_response(
+            1,
+            target,
+            Response {
+                client_id: 1,
+                request_id: request.request_id,
+                reply: Reply::NotLeader { leader: None },
+            },
+            &nodes,
+            &mut history,
+            &mut out,
+            &mut events,
+        );
+        assert_eq!(out.len(), 1, "no retry during the backoff");
+        client.poll(5, &nodes, &mut history, &mut out, &mut events);
+        assert_eq!(out.len(), 1, "backoff is 5 ticks from tick 1");
+        client.poll(6, &nodes, &mut history, &mut out, &mut events);
+        assert_eq!(out.len(), 2);
         assert_eq!(out[1].1, request);
     }
 

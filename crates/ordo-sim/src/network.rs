@@ -29,6 +29,19 @@ pub struct NetworkConfig {
 }
 
 impl NetworkConfig {
+    /// Panics on a configuration no network could have: the simulator's own bug.
+    fn validate(&self) {
+        assert!(
+            self.delay_ticks_min >= 1,
+            "a message cannot arrive the tick it is sent"
+        );
+        assert!(self.delay_ticks_min <= self.delay_ticks_max);
+        assert!(self.spike_delay_ticks_max >= self.delay_ticks_min);
+        assert!(self.loss_per_mille <= 1000 && self.duplicate_per_mille <= 1000);
+        assert!(self.spike_per_mille <= 1000);
+        assert!(self.in_flight_max >= 1);
+    }
+
     /// A network that delivers everything, in order of a fixed delay.
     pub fn reliable() -> NetworkConfig {
         NetworkConfig {
@@ -83,14 +96,7 @@ pub struct Network<M> {
 impl<M: Clone> Network<M> {
     /// An empty network with no partitions.
     pub fn new(config: NetworkConfig) -> Network<M> {
-        assert!(
-            config.delay_ticks_min >= 1,
-            "a message cannot arrive the tick it is sent"
-        );
-        assert!(config.delay_ticks_min <= config.delay_ticks_max);
-        assert!(config.spike_delay_ticks_max >= config.delay_ticks_min);
-        assert!(config.loss_per_mille <= 1000 && config.duplicate_per_mille <= 1000);
-        assert!(config.spike_per_mille <= 1000);
+        config.validate();
         Network {
             config,
             in_flight: BTreeMap::new(),
@@ -107,8 +113,8 @@ impl<M: Clone> Network<M> {
 
     /// Changes loss, delay and duplication from now on (messages in flight keep their delay).
     pub fn set_config(&mut self, config: NetworkConfig) {
-        let checked: Network<M> = Network::new(config);
-        self.config = checked.config;
+        config.validate();
+        self.config = config;
     }
 
     /// Hands `message` to the network at time `now`.

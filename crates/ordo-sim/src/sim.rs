@@ -777,6 +777,9 @@ impl Simulation {
             if !advanced {
                 continue;
             }
+            self.trace.log(now, || {
+                format!("leader {id} (term {term}) commits up to index {commit}")
+            });
             let raw = self.nodes[&id].raw().expect("leaders are up");
             let Ok(entry_term) = raw.storage().term(commit) else {
                 continue;
