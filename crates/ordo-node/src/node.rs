@@ -73,6 +73,9 @@ pub enum NodeError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The node was started outside a multi-threaded Tokio runtime.
+    #[error("a node needs a multi-threaded Tokio runtime (it writes to disk with block_in_place)")]
+    Runtime,
 }
 
 struct GroupEntry {
@@ -115,6 +118,11 @@ impl Node {
         listener: tokio::net::TcpListener,
     ) -> Result<Node, NodeError> {
         config.validate()?;
+        let multi_threaded = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if !multi_threaded {
+            return Err(NodeError::Runtime);
+        }
         let (transport, channels) = Transport::start(config.transport_config(), listener)?;
         for (&id, &addr) in &config.peers {
             if id != config.id {

@@ -708,3 +708,16 @@ async fn acknowledged_writes_survive_rounds_of_crashes_restarts_and_compaction()
     assert!(acknowledged.len() > unknown.len());
     cluster.shutdown_all().await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_node_refuses_a_single_threaded_runtime_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = ordo_node::NodeConfig::new(1, dir.path(), addr, [(1, addr)].into());
+    match ordo_node::Node::start_on(config, listener) {
+        Err(ordo_node::NodeError::Runtime) => {}
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("started on a current-thread runtime"),
+    }
+}

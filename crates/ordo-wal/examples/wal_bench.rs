@@ -48,10 +48,16 @@ impl Cell {
     }
 }
 
+/// An empty directory for one measurement. Whatever an earlier measurement left is deleted
+/// and the deletion committed (directory fsync) before the clock starts, so no measurement
+/// pays for another's clean-up.
 fn fresh_dir(base: &Path, name: &str) -> PathBuf {
     let d = base.join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("create benchmark directory");
+    std::fs::File::open(base)
+        .and_then(|b| b.sync_all())
+        .expect("fsync the benchmark directory");
     d
 }
 
@@ -179,7 +185,6 @@ fn wal_cell(
         .map(|d| d.as_micros() as u64)
         .collect();
     drop(wal);
-    let _ = std::fs::remove_dir_all(&dir);
     Cell {
         entries,
         payload_bytes: entries * size as u64,
@@ -246,7 +251,7 @@ impl Spec {
 
 /// Each measurement runs in this many slices, interleaved with the others, so that load
 /// changes on a shared machine hit every cell alike and the same-run ratios stay fair.
-const SLICES: u32 = 5;
+const SLICES: u32 = 10;
 
 fn main() {
     let mut dir: Option<PathBuf> = None;
