@@ -1,12 +1,87 @@
 //! `ordo-node`: the runtime that turns Ordo's consensus core and write-ahead log into a
 //! networked node.
 //!
-//! A node hosts many Raft groups. The runtime feeds each group's `RawNode` with ticks, peer
-//! messages and proposals, carries out the `Ready` it returns — persist through `ordo-wal`,
-//! send to peers, apply committed entries — and advances it.
+//! A [`Node`] hosts many Raft groups over one peer transport. For each [`Group`] a driver
+//! task owns the core's `RawNode`, feeds it ticks, peer messages and proposals, and carries
+//! out the `Ready` it returns — persist through `ordo-wal`, send to peers, hand committed
+//! entries to an apply thread — before advancing it (the ordering is spelled out in
+//! `driver.rs`). A user's replicated logic is a [`StateMachine`].
+//!
+//! ```text
+//!  handles ──requests──▶ driver task ──Ready──▶ WAL (append, hard state, snapshots)
+//!  transport ─router──▶  (RawNode)   ──────────▶ transport (messages, snapshot chunks)
+//!                            │ committed entries (bounded queue)
+//!                            ▼
+//!                       apply thread ──▶ StateMachine, waiting proposals, snapshots
+//! ```
+//!
+//! # Using it
+//!
+//! ```no_run
+//! # use std::collections::BTreeMap;
+//! # use bytes::Bytes;
+//! # use ordo_node::{GroupId, Index, Node, NodeConfig, RestoreError, StateMachine};
+//! # #[derive(Default)] struct Counter { n: u64, applied: Index }
+//! # impl StateMachine for Counter {
+//! #     type Output = u64;
+//! #     fn apply(&mut self, index: Index, _: &[u8]) -> u64 { self.applied = index; self.n += 1; self.n }
+//! #     fn note_applied(&mut self, index: Index) { self.applied = index; }
+//! #     fn snapshot(&self) -> Bytes { Bytes::copy_from_slice(&self.n.to_be_bytes()) }
+//! #     fn restore(&mut self, index: Index, d: &[u8]) -> Result<(), RestoreError> {
+//! #         self.n = u64::from_be_bytes(d.try_into().map_err(|_| RestoreError::new("len"))?);
+//! #         self.applied = index; Ok(()) }
+//! #     fn applied_index(&self) -> Index { self.applied }
+//! # }
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let peers: BTreeMap<u64, std::net::SocketAddr> = [
+//!     (1, "127.0.0.1:2380".parse()?),
+//!     (2, "127.0.0.1:2381".parse()?),
+//!     (3, "127.0.0.1:2382".parse()?),
+//! ].into();
+//! let config = NodeConfig::new(1, "/var/lib/ordo/node-1", peers[&1], peers.clone());
+//! let node = Node::start(config).await?;
+//! let counter = node.start_group(GroupId(1), Counter::default()).await?;
+//!
+//! let n = counter.propose("tick").await?;               // any node; followers forward
+//! let seen = counter.linearizable_read(|c| c.n).await?; // ReadIndex, then local read
+//! let stale_ok = counter.read(|c| c.n);                 // serializable: local state now
+//! let status = counter.status().await?;                 // role, term, leader, lag, …
+//! # let _ = (n, seen, stale_ok, status);
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Modules
 //!
 //! - [`transport`]: the peer transport. One long-lived TCP connection per peer and
 //!   direction, a versioned handshake that checks cluster and node ids, checksummed batch
 //!   frames, bounded queues that drop rather than block, reconnect with backoff.
+//! - [`codec`]: the versioned encoding of Raft messages, forwarded proposals and snapshot
+//!   chunks carried as transport payloads.
+//! - `storage`: the core's `Storage` over the WAL.
+//! - `driver`, `apply`, `snapshot`: the Ready loop, the apply thread, snapshot streaming.
 
+mod apply;
+pub mod codec;
+mod config;
+mod driver;
+mod group;
+mod members;
+mod metrics;
+mod node;
+mod snapshot;
+mod state_machine;
+mod storage;
 pub mod transport;
+
+pub use config::{ConfigError, FsyncPolicy, NodeConfig};
+pub use driver::GroupError;
+pub use group::{
+    Group, GroupId, GroupStatus, MembershipChange, PeerStatus, ProposeError, ReadError,
+};
+pub use members::MembersError;
+pub use metrics::{Histogram, HistogramSnapshot, MetricsSnapshot, HISTOGRAM_BUCKETS};
+pub use node::{role_name, Node, NodeError};
+pub use ordo_raft::{ConfState, Index, NodeId, StateRole, Term};
+pub use state_machine::{RestoreError, StateMachine, ENVELOPE_BYTES};
+pub use storage::{StorageFailure, WalStorage};

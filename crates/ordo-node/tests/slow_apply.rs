@@ -1,0 +1,123 @@
+//! A slow state machine delays only its own apply thread, never the consensus task.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ordo_node::{GroupId, Index, Node, NodeConfig, RestoreError, StateMachine, StateRole};
+
+/// Takes `APPLY_MS` per entry, as a state machine doing real work (or stuck on its disk)
+/// would.
+#[derive(Default)]
+struct Slow {
+    count: u64,
+    applied: Index,
+}
+
+const APPLY_MS: u64 = 25;
+
+impl StateMachine for Slow {
+    type Output = u64;
+    fn apply(&mut self, index: Index, _data: &[u8]) -> u64 {
+        std::thread::sleep(Duration::from_millis(APPLY_MS));
+        self.count += 1;
+        self.applied = index;
+        self.count
+    }
+    fn note_applied(&mut self, index: Index) {
+        self.applied = index;
+    }
+    fn snapshot(&self) -> Bytes {
+        Bytes::copy_from_slice(&self.count.to_be_bytes())
+    }
+    fn restore(&mut self, index: Index, data: &[u8]) -> Result<(), RestoreError> {
+        let raw: [u8; 8] = data
+            .try_into()
+            .map_err(|_| RestoreError::new("not 8 bytes"))?;
+        self.count = u64::from_be_bytes(raw);
+        self.applied = index;
+        Ok(())
+    }
+    fn applied_index(&self) -> Index {
+        self.applied
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_state_machine_does_not_cost_the_leader_its_leadership() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut listeners = BTreeMap::new();
+    for id in 1..=3u64 {
+        listeners.insert(
+            id,
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        );
+    }
+    let peers: BTreeMap<u64, _> = listeners
+        .iter()
+        .map(|(id, l)| (*id, l.local_addr().unwrap()))
+        .collect();
+    let mut nodes = Vec::new();
+    let mut groups = BTreeMap::new();
+    for (id, listener) in listeners {
+        let mut c = NodeConfig::new(
+            id,
+            dir.path().join(format!("n{id}")),
+            peers[&id],
+            peers.clone(),
+        );
+        c.tick_interval_ms = 10;
+        c.election_timeout_ticks = 20;
+        c.heartbeat_interval_ticks = 2;
+        let node = Node::start_on(c, listener).unwrap();
+        groups.insert(
+            id,
+            node.start_group(GroupId(1), Slow::default()).await.unwrap(),
+        );
+        nodes.push(node);
+    }
+    let (leader, term) = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            for (id, g) in &groups {
+                let s = g.status().await.unwrap();
+                if s.role == StateRole::Leader {
+                    return (*id, s.term);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("a leader");
+    // 40 entries take a second to apply on every node: several election timeouts.
+    let g = groups[&leader].clone();
+    let proposals: Vec<_> = (0..40)
+        .map(|i| {
+            let g = g.clone();
+            tokio::spawn(async move { g.propose(format!("e{i}")).await })
+        })
+        .collect();
+    let mut last = 0;
+    for p in proposals {
+        last = last.max(p.await.unwrap().expect("proposal applied"));
+    }
+    assert_eq!(last, 40);
+    for (id, g) in &groups {
+        g.wait_applied(
+            g.status().await.unwrap().commit_index,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        let s = g.status().await.unwrap();
+        // Any election, won or not, would have raised the term.
+        assert_eq!(
+            (s.leader, s.term),
+            (leader, term),
+            "node {id} saw an election"
+        );
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
