@@ -249,8 +249,9 @@ impl Spec {
     }
 }
 
-/// Each measurement runs in this many slices, interleaved with the others, so that load
-/// changes on a shared machine hit every cell alike and the same-run ratios stay fair.
+/// Each measurement runs in this many slices, interleaved with the others in an order that
+/// rotates from slice to slice, so that load changes on a shared machine hit every cell alike
+/// and the same-run ratios stay fair.
 const SLICES: u32 = 10;
 
 fn main() {
@@ -341,8 +342,12 @@ fn main() {
             latencies_us: Vec::new(),
         })
         .collect();
-    for _ in 0..SLICES {
-        for (spec, cell) in specs.iter().zip(cells.iter_mut()) {
+    for slice in 0..SLICES as usize {
+        // Rotate the order each slice, so that no cell always follows the same one (a cell
+        // right after a heavy one pays for the disk catching up).
+        for k in 0..specs.len() {
+            let i = (k + slice * 7) % specs.len();
+            let (spec, cell) = (&specs[i], &mut cells[i]);
             let c = spec.run(&base, run / SLICES);
             cell.entries += c.entries;
             cell.payload_bytes += c.payload_bytes;
