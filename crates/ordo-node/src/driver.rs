@@ -445,14 +445,20 @@ impl<S: crate::StateMachine> Driver<S> {
         }
     }
 
-    fn send_wire(&self, to: NodeId, message: WireMessage) {
+    /// Queues a message for a peer; false if the transport refused it (it is then
+    /// certainly not delivered).
+    fn send_wire(&self, to: NodeId, message: WireMessage) -> bool {
         let payload = message.encode();
         let message = PeerMessage {
             group_id: self.group_id.0,
             payload,
         };
-        if let Err(error) = self.transport.send(to, message) {
-            tracing::debug!(group = %self.group_id, to, %error, "peer message not sent");
+        match self.transport.send(to, message) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::debug!(group = %self.group_id, to, %error, "peer message not sent");
+                false
+            }
         }
     }
 
@@ -823,7 +829,7 @@ impl<S: crate::StateMachine> Driver<S> {
             Err(ordo_raft::Error::NotLeader { leader_id }) if leader_id != 0 => {
                 drop(waiters);
                 inc(&self.metrics.proposals_forwarded, 1);
-                self.send_wire(
+                let queued = self.send_wire(
                     leader_id,
                     WireMessage::Forward(ForwardProposal {
                         request: id,
@@ -831,6 +837,13 @@ impl<S: crate::StateMachine> Driver<S> {
                         data,
                     }),
                 );
+                if !queued {
+                    // Never left this node, so never appended: the caller may retry (the
+                    // handle does, once a tick has passed).
+                    if let Some(w) = lock(&self.waiters).take(id.seq) {
+                        w.reply.fail(ProposeError::NotLeader { leader: leader_id });
+                    }
+                }
             }
             Err(ordo_raft::Error::NotLeader { .. } | ordo_raft::Error::NoLeader) => {
                 if let Some(w) = waiters.take(id.seq) {

@@ -289,6 +289,10 @@ impl Node {
         })?;
         storage.set_conf_now(raw.conf_state());
 
+        // The driver never blocks on an fsync: it appends, keeps stepping, and learns of
+        // durability from this listener. With a listener registered the WAL's fsync thread
+        // starts a round as soon as entries are written (group commit across whatever
+        // arrived meanwhile) rather than leaving it to a waiting caller.
         let (durable_tx, durable_rx) = watch::channel(wal.durable_index());
         wal.on_durable(move |index| {
             let _ = durable_tx.send(index);
