@@ -412,10 +412,7 @@ fn search_part<M: Model>(
             EventKind::Return => {
                 // `op` returned and is not linearized: everything linearized so far must be
                 // undone in turn.
-                if best
-                    .as_ref()
-                    .map_or(true, |(seq, _)| stack.len() > seq.len())
-                {
+                if best.as_ref().is_none_or(|(seq, _)| stack.len() > seq.len()) {
                     best = Some((stack.clone(), op));
                 }
                 let Some((last, before)) = stack.pop() else {

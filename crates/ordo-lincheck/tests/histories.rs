@@ -712,7 +712,7 @@ fn permutations_replay(
                 // b comes after a, so b must not have returned before a was called.
                 ops[chosen[b]]
                     .return_time()
-                    .map_or(true, |ret| ret >= ops[chosen[a]].call_time)
+                    .is_none_or(|ret| ret >= ops[chosen[a]].call_time)
             })
         });
         if !ordered_in_time {

@@ -506,7 +506,7 @@ impl<S: crate::StateMachine> Driver<S> {
         if self.storage.take_snapshot_wanted() {
             self.snapshot_wanted = true;
         }
-        if self.ticks % PURGE_INTERVAL_TICKS == 0 {
+        if self.ticks.is_multiple_of(PURGE_INTERVAL_TICKS) {
             lock(&self.waiters).purge_abandoned();
             self.reads.retain(|_, replies| {
                 replies.retain(|r| !r.is_closed());

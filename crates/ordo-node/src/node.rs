@@ -476,7 +476,7 @@ impl Node {
     pub fn group_stopped(&self, group: GroupId) -> bool {
         lock(&self.groups)
             .get(&group)
-            .map_or(true, |g| g.driver.is_finished())
+            .is_none_or(|g| g.driver.is_finished())
     }
 }
 

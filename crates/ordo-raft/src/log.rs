@@ -245,7 +245,7 @@ impl<S: Storage> RaftLog<S> {
     /// Advances the commit index to `index` if the entry there has term `term` — the
     /// leader's rule of §5.4.2 (`term` is the leader's current term).
     pub(crate) fn maybe_commit(&mut self, index: Index, term: Option<Term>) -> bool {
-        if index > self.committed && term.map_or(true, |t| self.match_term(index, t)) {
+        if index > self.committed && term.is_none_or(|t| self.match_term(index, t)) {
             self.commit_to(index);
             return true;
         }

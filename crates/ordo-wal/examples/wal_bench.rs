@@ -155,7 +155,7 @@ fn wal_cell(
                     if wait {
                         wal.wait_durable(index).expect("wait");
                         samples.push((index, t, Some(t.elapsed())));
-                    } else if n % LATENCY_SAMPLE_EVERY == 0 {
+                    } else if n.is_multiple_of(LATENCY_SAMPLE_EVERY) {
                         samples.push((index, t, None));
                     }
                     n += 1;
@@ -300,7 +300,7 @@ fn main() {
     ];
     // `TEXT$` matches labels ending in `TEXT` (`wal Always 256 1$` leaves out 16 appenders).
     let wanted = |label: &str| {
-        only.as_ref().map_or(true, |o| match o.strip_suffix('$') {
+        only.as_ref().is_none_or(|o| match o.strip_suffix('$') {
             Some(end) => label.ends_with(end),
             None => label.contains(o.as_str()),
         })

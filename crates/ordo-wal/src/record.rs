@@ -269,7 +269,7 @@ pub(crate) fn highest_claim(
                 continue;
             }
             let durable = u64_at(&record, 25);
-            if best.map_or(true, |b| durable > b.durable) {
+            if best.is_none_or(|b| durable > b.durable) {
                 best = Some(Claim {
                     durable,
                     index,

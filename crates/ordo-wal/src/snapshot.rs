@@ -299,7 +299,7 @@ impl SnapshotWriter {
         sync_dir(&dir)?;
         let keep = {
             let mut latest = lock(&self.snapshots.latest);
-            let newer = latest.as_ref().map_or(true, |l| {
+            let newer = latest.as_ref().is_none_or(|l| {
                 (l.last_index, l.last_term) <= (self.meta.last_index, self.meta.last_term)
             });
             if newer {

@@ -81,7 +81,7 @@ impl Segment {
         if self
             .sparse
             .last()
-            .map_or(true, |&(_, o)| offset - o >= interval)
+            .is_none_or(|&(_, o)| offset - o >= interval)
         {
             self.sparse.push((index, offset));
         }
@@ -805,7 +805,7 @@ impl Shared {
             if log.poisoned {
                 return Err(Error::Poisoned);
             }
-            let roll = log.segments.last().map_or(true, |s| {
+            let roll = log.segments.last().is_none_or(|s| {
                 s.len_reserved > 0 && s.len_reserved + bytes > opts.segment_bytes_max
             });
             if !roll {
@@ -1438,8 +1438,7 @@ fn judge_damage(
                 record::highest_claim(&f, 0, len, index, max)
             })
             .map_err(|e| Error::io(path, e))?;
-        if let Some(c) =
-            claim.filter(|c| best.as_ref().map_or(true, |(b, _)| c.durable > b.durable))
+        if let Some(c) = claim.filter(|c| best.as_ref().is_none_or(|(b, _)| c.durable > b.durable))
         {
             best = Some((c, path.clone()));
         }
