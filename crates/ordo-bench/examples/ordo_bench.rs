@@ -1,0 +1,36 @@
+//! `ordo bench` as a standalone program: parses [`ordo_bench::BenchArgs`], runs, prints.
+//!
+//! `cargo run --release -p ordo-bench --example ordo_bench -- --endpoints 127.0.0.1:2379
+//! --workload put --clients 64 --conns 8 --duration-s 10`
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ordo_bench::BenchArgs;
+
+/// Load generator for etcd v3 endpoints (Ordo or etcd).
+#[derive(Parser)]
+#[command(name = "ordo-bench")]
+struct Cli {
+    #[command(flatten)]
+    bench: BenchArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json_only = cli.bench.json;
+    match ordo_bench::run(cli.bench).await {
+        Ok(report) => match report.print(json_only) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ordo bench: could not print the report: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("ordo bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
