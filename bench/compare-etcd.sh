@@ -25,8 +25,8 @@
 #
 # Settings (environment): SYSTEMS ("etcd ordo"), CLIENTS ("1 16 64 256"), WORKLOADS
 # ("put get"), DURATION_S (10), WARMUP_S (2), VALUE_BYTES (256), PUT_KEY_SPACE (100000),
-# GET_KEY_SPACE (1000), TARGET (leader), DATA_DIR (target/bench-data), ORDO_BIN (an `ordo`
-# binary to use instead of building one).
+# GET_KEY_SPACE (1000), TARGET (leader), DATA_DIR (target/bench-data), RESULTS_DIR
+# (bench/results), ORDO_BIN (an `ordo` binary to use instead of building one).
 #
 # Usage: bench/compare-etcd.sh                    # both systems
 #        SYSTEMS=etcd bench/compare-etcd.sh       # etcd only
@@ -34,7 +34,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-RESULTS="$ROOT/bench/results"
+RESULTS="${RESULTS_DIR:-$ROOT/bench/results}"
 SYSTEMS="${SYSTEMS:-etcd ordo}"
 CLIENTS="${CLIENTS:-1 16 64 256}"
 WORKLOADS="${WORKLOADS:-put get}"

@@ -9,7 +9,8 @@ cell) and `meta-<system>.json` (version, load average, start time), and writes:
   results.md      the table (system, workload, clients, ops/s, p50, p99, p99.9) and, when
                   both systems were measured, Ordo's figures relative to etcd's;
   throughput.svg  ops/s against clients, one panel per workload;
-  latency.svg     p99 latency against clients, one panel per workload.
+  latency.svg     p99 latency against clients, one panel per workload;
+and puts the table into bench/README.md between its result markers.
 Standard library only; the SVG is written by hand.
 """
 
@@ -48,14 +49,13 @@ def load(results_dir):
                         cell["system"] = system
                         cells.append(cell)
     cells = [c for c in cells if c["system"] in systems]
-    cells.sort(
-        key=lambda c: (
-            system_rank(c["system"]),
-            c["workload"],
-            c["clients"],
-        )
-    )
+    cells.sort(key=lambda c: (system_rank(c["system"]), workload_rank(c["workload"]), c["clients"]))
     return systems, cells
+
+
+def workload_rank(workload):
+    order = list(WORKLOAD_TITLES)
+    return order.index(workload) if workload in order else len(order)
 
 
 def system_rank(system):
@@ -71,7 +71,7 @@ def workloads_of(cells):
     for c in cells:
         if c["workload"] not in seen:
             seen.append(c["workload"])
-    return sorted(seen, key=lambda w: list(WORKLOAD_TITLES).index(w) if w in WORKLOAD_TITLES else 9)
+    return sorted(seen, key=workload_rank)
 
 
 def markdown(systems, cells):
@@ -136,6 +136,9 @@ def markdown(systems, cells):
                 "leader" if m["target"] == "leader" else "leader and followers",
             )
         )
+    for system in SYSTEM_ORDER:
+        if system not in systems:
+            out.append("- %s: not measured in these results." % system)
     return "\n".join(out) + "\n"
 
 
@@ -248,6 +251,24 @@ def chart(cells, metric, title, y_label, scale):
     return "\n".join(svg) + "\n"
 
 
+README_BEGIN = "<!-- results:begin (written by bench/report.py) -->"
+README_END = "<!-- results:end -->"
+
+
+def update_readme(path, table):
+    """Replaces the text between the result markers of bench/README.md, if both are there."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        text = f.read()
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        return
+    text = text[: begin + len(README_BEGIN)] + "\n" + table + text[end:]
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: report.py RESULTS_DIR")
@@ -261,6 +282,9 @@ def main():
         f.write("\n")
     with open(os.path.join(results_dir, "results.md"), "w") as f:
         f.write(markdown(systems, cells))
+    here = os.path.dirname(os.path.abspath(__file__))
+    if os.path.samefile(results_dir, os.path.join(here, "results")):
+        update_readme(os.path.join(here, "README.md"), markdown(systems, cells))
     with open(os.path.join(results_dir, "throughput.svg"), "w") as f:
         f.write(chart(cells, "ops_per_s", "Throughput (three members, fsync before ack)", "ops/s", 1.0))
     with open(os.path.join(results_dir, "latency.svg"), "w") as f:
