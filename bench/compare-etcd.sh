@@ -133,10 +133,11 @@ endpoints_when_ready() {
             leader="$(python3 -c '
 import json, sys
 rows = json.load(sys.stdin)
-ids = {r["Status"]["header"]["member_id"] for r in rows}
-leaders = {r["Status"]["leader"] for r in rows}
+# etcdctl leaves zero fields out of its JSON: a member that knows no leader has no "leader".
+ids = {r["Status"]["header"].get("member_id", 0) for r in rows}
+leaders = {r["Status"].get("leader", 0) for r in rows}
 if len(rows) == 3 and len(leaders) == 1 and leaders <= ids and 0 not in leaders:
-    print(next(r["Endpoint"] for r in rows if r["Status"]["header"]["member_id"] in leaders))
+    print(next(r["Endpoint"] for r in rows if r["Status"]["header"].get("member_id") in leaders))
 ' <<<"$status" || true)"
             if [ -n "$leader" ]; then
                 if [ "$TARGET" = leader ]; then
@@ -193,7 +194,7 @@ start_ordo() {
 system_version() {
     case "$1" in
         etcd) echo "$ETCD_VERSION" ;;
-        ordo) echo "ordo $(git -C "$ROOT" rev-parse --short HEAD) ($ORDO_BIN)" ;;
+        ordo) echo "$("$ORDO_BIN" --version 2>/dev/null || echo ordo) ($ORDO_BIN)" ;;
     esac
 }
 
