@@ -19,15 +19,8 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let json_only = cli.bench.json;
-    match ordo_bench::run(cli.bench).await {
-        Ok(report) => match report.print(json_only) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ordo bench: could not print the report: {e}");
-                ExitCode::FAILURE
-            }
-        },
+    match ordo_bench::run_and_print(cli.bench).await {
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ordo bench: {e}");
             ExitCode::FAILURE

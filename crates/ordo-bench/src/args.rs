@@ -364,6 +364,31 @@ fn endpoint_uri(endpoint: &str) -> Result<String, BenchError> {
 }
 
 impl Plan {
+    /// One line saying what the run does and how long it may take.
+    pub fn describe(&self) -> String {
+        let mut line = format!(
+            "{} with {} clients over {} connections to {}",
+            self.workload.name(),
+            self.clients,
+            self.conns,
+            self.endpoints.join(",")
+        );
+        if self.prefill {
+            line.push_str(&format!("; writing {} keys first", self.key_space));
+        }
+        if !self.warmup.is_zero() {
+            line.push_str(&format!("; {} s warmup", self.warmup.as_secs_f64()));
+        }
+        line.push_str(&format!(
+            "; measuring up to {} s",
+            self.duration.as_secs_f64()
+        ));
+        if self.total < TOTAL_MAX {
+            line.push_str(&format!(" or {} operations", self.total));
+        }
+        line
+    }
+
     /// The key with index `index` (below the key space): the prefix and the index zero-padded
     /// to the width of the largest index, so keys sort in index order.
     pub fn key(&self, index: u64) -> Vec<u8> {
@@ -595,6 +620,30 @@ mod tests {
         assert_eq!(plan.key(999), b"p/999");
         let single = super::tests::plan(&["--key-space", "1"]).unwrap();
         assert_eq!(single.key(0), b"bench/0");
+    }
+
+    #[test]
+    fn description_names_the_workload_prefill_and_limits() {
+        let plan = plan(&[
+            "--workload",
+            "get",
+            "--clients",
+            "4",
+            "--key-space",
+            "100",
+            "--warmup-s",
+            "2",
+            "--total",
+            "500",
+            "--duration-s",
+            "10",
+        ])
+        .unwrap();
+        assert_eq!(
+            plan.describe(),
+            "get with 4 clients over 1 connections to http://127.0.0.1:2379; writing 100 keys \
+             first; 2 s warmup; measuring up to 10 s or 500 operations"
+        );
     }
 
     #[test]

@@ -49,4 +49,8 @@ pub enum BenchError {
          --rate"
     )]
     NothingMeasured,
+
+    /// The report could not be written to stdout.
+    #[error("could not print the report: {0}")]
+    Print(#[from] std::io::Error),
 }

@@ -23,4 +23,4 @@ pub use args::{BenchArgs, Consistency, Plan, Workload};
 pub use error::BenchError;
 pub use histogram::{LatencyHistogram, LatencySummary};
 pub use report::Report;
-pub use runner::{run, run_plan};
+pub use runner::{run, run_and_print, run_plan};

@@ -45,6 +45,20 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     run_plan(plan).await
 }
 
+/// Runs one benchmark like [`run`] and prints its report to stdout: the table and the JSON
+/// line, or only the JSON line with `--json`. Without `--json`, one line on stderr first says
+/// what is about to run, since a run can take a while before it prints anything.
+pub async fn run_and_print(args: BenchArgs) -> Result<Report, BenchError> {
+    let json_only = args.json;
+    let plan = args.plan()?;
+    if !json_only {
+        eprintln!("ordo bench: {}", plan.describe());
+    }
+    let report = run_plan(plan).await?;
+    report.print(json_only)?;
+    Ok(report)
+}
+
 /// Runs an already validated plan (see [`run`]).
 pub async fn run_plan(plan: Plan) -> Result<Report, BenchError> {
     let conns = connect(&plan).await?;
