@@ -26,6 +26,8 @@ pub const WARMUP_S_MAX: f64 = 600.0;
 pub const TOTAL_MAX: u64 = 1_000_000_000;
 /// Highest fixed rate.
 pub const RATE_MAX: f64 = 10_000_000.0;
+/// Lowest fixed rate (one operation every 1000 s).
+pub const RATE_MIN: f64 = 0.001;
 /// Longest wait for one request before it counts as a `timeout` error.
 pub const REQUEST_TIMEOUT_MS_MAX: u64 = 600_000;
 /// Most endpoints.
@@ -280,11 +282,11 @@ impl BenchArgs {
         }
         let rate_ops_per_s = match self.rate {
             None => None,
-            Some(rate) if rate.is_finite() && rate > 0.0 && rate <= RATE_MAX => Some(rate),
+            Some(rate) if (RATE_MIN..=RATE_MAX).contains(&rate) => Some(rate),
             Some(rate) => {
                 return invalid(format!(
-                    "--rate {rate} is out of range: give operations per second above 0 and at \
-                     most {RATE_MAX}, or leave it out to send as fast as possible"
+                    "--rate {rate} is out of range: give {RATE_MIN} to {RATE_MAX} operations per \
+                     second, or leave it out to send as fast as possible"
                 ))
             }
         };
@@ -575,6 +577,7 @@ mod tests {
         assert!(invalid(&["--rate", "0"]).contains("--rate 0"));
         assert!(invalid(&["--rate=-5"]).contains("--rate -5"));
         assert!(invalid(&["--rate", "NaN"]).contains("--rate NaN"));
+        assert!(invalid(&["--rate", "1e-300"]).contains("out of range"));
         assert!(invalid(&["--duration-s", "0"]).contains("--duration-s 0"));
         assert!(invalid(&["--duration-s", "3601"]).contains("--duration-s 3601"));
         assert!(invalid(&["--warmup-s=-1"]).contains("--warmup-s -1"));
