@@ -9,7 +9,10 @@ use clap::Parser;
 use ordo_bench::{BenchArgs, BenchError, Report, Workload};
 use ordo_kv::proto::etcdserverpb::kv_client::KvClient;
 use ordo_kv::proto::etcdserverpb::lease_server::LeaseServer;
-use ordo_kv::proto::etcdserverpb::RangeRequest;
+use ordo_kv::proto::etcdserverpb::{
+    kv_server, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
 use ordo_kv::{EtcdApi, KvStore, LocalBackend, LocalConfig, ServiceConfig};
 use tokio::sync::oneshot;
 
@@ -344,4 +347,86 @@ async fn run_where_every_operation_fails_returns_the_first_error() {
         }
         other => panic!("expected every operation to fail, got {other:?}"),
     }
+}
+
+/// A KV service whose first put stalls for `STALL` before answering; every later put answers
+/// at once. Everything else is unimplemented.
+struct StallingKv {
+    puts: std::sync::atomic::AtomicU64,
+}
+
+const STALL: Duration = Duration::from_millis(300);
+
+#[tonic::async_trait]
+impl kv_server::Kv for StallingKv {
+    async fn range(
+        &self,
+        _: tonic::Request<RangeRequest>,
+    ) -> Result<tonic::Response<RangeResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("range"))
+    }
+    async fn put(
+        &self,
+        _: tonic::Request<PutRequest>,
+    ) -> Result<tonic::Response<PutResponse>, tonic::Status> {
+        if self.puts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::time::sleep(STALL).await;
+        }
+        Ok(tonic::Response::new(PutResponse::default()))
+    }
+    async fn delete_range(
+        &self,
+        _: tonic::Request<DeleteRangeRequest>,
+    ) -> Result<tonic::Response<DeleteRangeResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("delete_range"))
+    }
+    async fn txn(
+        &self,
+        _: tonic::Request<TxnRequest>,
+    ) -> Result<tonic::Response<TxnResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("txn"))
+    }
+    async fn compact(
+        &self,
+        _: tonic::Request<CompactionRequest>,
+    ) -> Result<tonic::Response<CompactionResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("compact"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_rate_latency_counts_the_wait_behind_a_stalled_request() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(kv_server::KvServer::new(StallingKv {
+                puts: Default::default(),
+            }))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async move {
+                    let _ = stopped.await;
+                },
+            ),
+    );
+    // One client at 1000 ops/s: the 20 operations are due within the first 20 ms, but the
+    // first answer takes at least STALL, so every later operation is sent late. Measured from
+    // its due time, each one waited at least STALL minus 20 ms; measured from its send time
+    // (coordinated omission) all but the first would look instant.
+    let report = bench(
+        addr,
+        &["--workload", "put", "--rate", "1000", "--total", "20"],
+    )
+    .await
+    .unwrap();
+    drop(shutdown);
+    assert_eq!(report.ops, 20);
+    let floor_us = (STALL - Duration::from_millis(20)).as_micros() as u64;
+    assert!(
+        report.latency_us_p50 >= floor_us,
+        "p50 {} µs should include the wait behind the stalled request (≥ {floor_us} µs)",
+        report.latency_us_p50
+    );
 }
