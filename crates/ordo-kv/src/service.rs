@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::backend::KvBackend;
@@ -168,7 +168,12 @@ impl<B: KvBackend> EtcdApi<B> {
             .add_service(
                 maintenance_server::MaintenanceServer::new(self).max_decoding_message_size(max),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            // Small responses must not wait for a delayed ACK (Nagle): without TCP_NODELAY
+            // every unary read costs tens of milliseconds.
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                shutdown,
+            )
             .await
     }
 

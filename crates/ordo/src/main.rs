@@ -30,6 +30,8 @@ enum Commands {
     Status(ordo::status::StatusArgs),
     /// A small etcd v3 client: put, get, del, watch.
     Kv(ordo::kv::KvArgs),
+    /// Measure any etcd v3 endpoint list: throughput and latency percentiles.
+    Bench(Box<ordo_bench::BenchArgs>),
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -82,6 +84,11 @@ fn main() -> ExitCode {
         Commands::Kv(args) => runtime()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(ordo::kv::run(args))),
+        Commands::Bench(args) => runtime().map_err(anyhow::Error::from).and_then(|rt| {
+            rt.block_on(ordo_bench::run_and_print(*args))
+                .map(|_| ())
+                .map_err(anyhow::Error::from)
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
