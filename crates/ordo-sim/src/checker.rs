@@ -168,10 +168,19 @@ impl Chain {
 #[derive(Debug, Clone, Copy)]
 struct LeaderWatch {
     term: Term,
-    /// The highest index known committed when this node became leader.
-    committed_at_election: Index,
     /// Indexes up to here were found in the leader's log.
     checked_upto: Index,
+}
+
+/// What is known about a committed entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Committed {
+    /// The entry's term.
+    term: Term,
+    /// A term at least as high as the one in which it was committed: the current term of a
+    /// node that knew it committed. Raft promises the entry only to leaders of later terms
+    /// (§5.4.3); a leader of an earlier term, elected late, may rightly lack it.
+    committed_by_term_max: Term,
 }
 
 /// The state of every checker for one run.
@@ -183,8 +192,8 @@ pub struct Checker {
     chains: BTreeMap<NodeId, Chain>,
     /// (index, term) → chain hash, over every log ever written.
     chain_hashes: HashMap<(Index, Term), u64>,
-    /// Index → term of entries known committed (applied somewhere, or acknowledged).
-    committed: BTreeMap<Index, Term>,
+    /// Entries known committed (applied somewhere, or acknowledged).
+    committed: BTreeMap<Index, Committed>,
     /// (index, term) of writes acknowledged to clients.
     acked: BTreeSet<(Index, Term)>,
     /// Index → (term, content hash) of the entry applied there, by whichever node first did.
@@ -236,7 +245,7 @@ impl Checker {
 
     /// The term of the committed entry at `index`, if known.
     pub fn committed_term(&self, index: Index) -> Option<Term> {
-        self.committed.get(&index).copied()
+        self.committed.get(&index).map(|committed| committed.term)
     }
 
     /// Writes acknowledged to clients, as (index, term).
@@ -269,33 +278,40 @@ impl Checker {
                 self.leaders.insert(term, node);
             }
         }
-        let committed_at_election = self.committed_max();
         let watch = self.watches.entry(node).or_insert(LeaderWatch {
             term,
-            committed_at_election,
             checked_upto: 0,
         });
         if watch.term != term {
             *watch = LeaderWatch {
                 term,
-                committed_at_election,
                 checked_upto: 0,
             };
         }
         self.check_leader_completeness(time_ticks, node)
     }
 
-    /// Checks that leader `node` holds everything committed before it was elected, as far as
-    /// its written log reaches (entries it holds but has not written yet are checked later).
+    /// Checks that leader `node` holds everything committed in earlier terms, as far as its
+    /// written log reaches (entries it holds but has not written yet are checked later; a
+    /// leader missing an entry altogether writes its own entry at that index, which differs).
     fn check_leader_completeness(&mut self, time_ticks: u64, node: NodeId) -> Check {
         let Some(mut watch) = self.watches.get(&node).copied() else {
             return Ok(());
         };
         let chain = self.chains.entry(node).or_default();
-        let upto = watch.committed_at_election.min(chain.last_index());
-        let mut index = watch.checked_upto + 1;
-        while index <= upto {
-            if let Some(&committed_term) = self.committed.get(&index) {
+        let upto = chain.last_index();
+        let from = watch.checked_upto + 1;
+        let range = if from <= upto {
+            self.committed.range(from..=upto)
+        } else {
+            self.committed.range(0..0)
+        };
+        for (&index, committed) in range {
+            if committed.committed_by_term_max >= watch.term {
+                continue;
+            }
+            let committed_term = committed.term;
+            {
                 let held = chain.term(index);
                 // At or below the snapshot point the entry is in the snapshot.
                 if index > chain.offset && held != Some(committed_term) {
@@ -315,7 +331,6 @@ impl Checker {
                     );
                 }
             }
-            index += 1;
         }
         watch.checked_upto = watch.checked_upto.max(upto);
         if let Some(stored) = self.watches.get_mut(&node) {
@@ -421,7 +436,7 @@ impl Checker {
                 links: Vec::new(),
             },
         );
-        if let Some(&committed_term) = self.committed.get(&index) {
+        if let Some(committed_term) = self.committed_term(index) {
             if committed_term != term {
                 return violation(
                     ViolationKind::StateMachineSafety,
@@ -483,8 +498,14 @@ impl Checker {
         )
     }
 
-    /// `node` applied `entry` to its state machine.
-    pub fn observe_apply(&mut self, time_ticks: u64, node: NodeId, entry: &Entry) -> Check {
+    /// `node`, in `node_term`, applied `entry` to its state machine.
+    pub fn observe_apply(
+        &mut self,
+        time_ticks: u64,
+        node: NodeId,
+        node_term: Term,
+        entry: &Entry,
+    ) -> Check {
         let last = self.applied_index.entry(node).or_insert(0);
         if entry.index != *last + 1 {
             return violation(
@@ -515,14 +536,15 @@ impl Checker {
                 self.applied.insert(entry.index, (entry.term, hash));
             }
         }
-        self.mark_committed(time_ticks, entry.index, entry.term)
+        self.mark_committed(time_ticks, entry.index, entry.term, node_term)
     }
 
-    /// `node` restored its state machine from a snapshot at (`index`, `term`).
+    /// `node`, in `node_term`, restored its state machine from a snapshot at (`index`, `term`).
     pub fn observe_restore(
         &mut self,
         time_ticks: u64,
         node: NodeId,
+        node_term: Term,
         index: Index,
         term: Term,
     ) -> Check {
@@ -550,29 +572,58 @@ impl Checker {
         if index == 0 {
             return Ok(());
         }
-        self.mark_committed(time_ticks, index, term)
+        self.mark_committed(time_ticks, index, term, node_term)
     }
 
-    fn mark_committed(&mut self, time_ticks: u64, index: Index, term: Term) -> Check {
-        match self.committed.get(&index) {
-            Some(&known) if known != term => violation(
+    fn mark_committed(
+        &mut self,
+        time_ticks: u64,
+        index: Index,
+        term: Term,
+        observer_term: Term,
+    ) -> Check {
+        match self.committed.get_mut(&index) {
+            Some(known) if known.term != term => violation(
                 ViolationKind::StateMachineSafety,
                 time_ticks,
-                format!("index {index} was committed with term {known} and with term {term}"),
+                format!(
+                    "index {index} was committed with term {} and with term {term}",
+                    known.term
+                ),
             ),
-            Some(_) => Ok(()),
+            Some(known) => {
+                known.committed_by_term_max = known.committed_by_term_max.min(observer_term);
+                Ok(())
+            }
             None => {
-                self.committed.insert(index, term);
+                self.committed.insert(
+                    index,
+                    Committed {
+                        term,
+                        committed_by_term_max: observer_term,
+                    },
+                );
+                // Leaders already checked past this index must hold it too.
+                for watch in self.watches.values_mut() {
+                    watch.checked_upto = watch.checked_upto.min(index - 1);
+                }
                 Ok(())
             }
         }
     }
 
-    /// A client was told its write at (`index`, `term`) succeeded.
-    pub fn observe_ack(&mut self, time_ticks: u64, index: Index, term: Term) -> Check {
+    /// A client was told by a node in `node_term` that its write at (`index`, `term`)
+    /// succeeded.
+    pub fn observe_ack(
+        &mut self,
+        time_ticks: u64,
+        node_term: Term,
+        index: Index,
+        term: Term,
+    ) -> Check {
         self.acked.insert((index, term));
-        match self.committed.get(&index) {
-            Some(&known) if known != term => violation(
+        match self.committed_term(index) {
+            Some(known) if known != term => violation(
                 ViolationKind::AckedWriteLost,
                 time_ticks,
                 format!(
@@ -580,7 +631,7 @@ impl Checker {
                      is committed there"
                 ),
             ),
-            _ => self.mark_committed(time_ticks, index, term),
+            _ => self.mark_committed(time_ticks, index, term, node_term),
         }
     }
 
@@ -697,7 +748,7 @@ mod tests {
         checker
             .observe_append(1, 1, &[entry(1, 1, "a")], None)
             .unwrap();
-        checker.observe_apply(2, 1, &entry(1, 1, "a")).unwrap();
+        checker.observe_apply(2, 1, 1, &entry(1, 1, "a")).unwrap();
         // Node 2 holds a different entry at index 1 and becomes leader of term 2.
         checker
             .observe_append(3, 2, &[entry(1, 2, "b")], None)
@@ -711,8 +762,8 @@ mod tests {
     #[test]
     fn leader_completeness_checks_entries_as_the_leader_writes_them() {
         let mut checker = Checker::new();
-        checker.observe_apply(1, 1, &entry(1, 1, "a")).unwrap();
-        checker.observe_apply(1, 1, &entry(2, 1, "b")).unwrap();
+        checker.observe_apply(1, 1, 1, &entry(1, 1, "a")).unwrap();
+        checker.observe_apply(1, 1, 1, &entry(2, 1, "b")).unwrap();
         checker.observe_role(2, 2, 2, true).unwrap();
         checker
             .observe_append(3, 2, &[entry(1, 1, "a")], Some(2))
@@ -724,9 +775,29 @@ mod tests {
     }
 
     #[test]
+    fn leader_of_an_earlier_term_elected_late_may_lack_a_later_commit() {
+        let mut checker = Checker::new();
+        // Committed by the leader of term 9 (node 5 applies it in term 9).
+        checker.observe_apply(1, 5, 9, &entry(1, 6, "a")).unwrap();
+        // Node 4 wins term 8 late, with votes cast before term 9 began; its log lacks the entry.
+        checker
+            .observe_append(2, 4, &[entry(1, 8, "noop")], None)
+            .unwrap();
+        checker.observe_role(3, 4, 8, true).unwrap();
+        // A leader of term 10 must have it.
+        checker
+            .observe_append(4, 3, &[entry(1, 8, "noop")], None)
+            .unwrap();
+        assert_eq!(
+            kind(checker.observe_role(5, 3, 10, true)),
+            ViolationKind::LeaderCompleteness
+        );
+    }
+
+    #[test]
     fn acked_write_missing_from_a_leader_is_reported_as_lost() {
         let mut checker = Checker::new();
-        checker.observe_ack(1, 1, 1).unwrap();
+        checker.observe_ack(1, 1, 1, 1).unwrap();
         checker
             .observe_append(2, 2, &[entry(1, 2, "other")], None)
             .unwrap();
@@ -739,7 +810,7 @@ mod tests {
     #[test]
     fn acked_write_never_applied_is_reported_at_the_end() {
         let mut checker = Checker::new();
-        checker.observe_ack(1, 5, 1).unwrap();
+        checker.observe_ack(1, 1, 5, 1).unwrap();
         assert_eq!(
             kind(checker.check_acked_applied(9)),
             ViolationKind::AckedWriteLost
@@ -749,9 +820,9 @@ mod tests {
     #[test]
     fn state_machine_safety_fires_on_different_entries_at_one_index() {
         let mut checker = Checker::new();
-        checker.observe_apply(1, 1, &entry(1, 1, "a")).unwrap();
+        checker.observe_apply(1, 1, 1, &entry(1, 1, "a")).unwrap();
         assert_eq!(
-            kind(checker.observe_apply(2, 2, &entry(1, 1, "b"))),
+            kind(checker.observe_apply(2, 2, 1, &entry(1, 1, "b"))),
             ViolationKind::StateMachineSafety
         );
     }
@@ -759,9 +830,9 @@ mod tests {
     #[test]
     fn state_machine_safety_fires_on_a_gap_in_applied_indexes() {
         let mut checker = Checker::new();
-        checker.observe_apply(1, 1, &entry(1, 1, "a")).unwrap();
+        checker.observe_apply(1, 1, 1, &entry(1, 1, "a")).unwrap();
         assert_eq!(
-            kind(checker.observe_apply(2, 1, &entry(3, 1, "c"))),
+            kind(checker.observe_apply(2, 1, 1, &entry(3, 1, "c"))),
             ViolationKind::StateMachineSafety
         );
     }

@@ -51,8 +51,8 @@ struct PendingIo {
 pub struct Outbox {
     /// Messages to hand to the network: (from, to, payload).
     pub wire: Vec<(u64, u64, Wire)>,
-    /// Writes acknowledged to clients: (node, index, term).
-    pub acked: Vec<(NodeId, Index, Term)>,
+    /// Writes acknowledged to clients: (node, node's term, index, entry's term).
+    pub acked: Vec<(NodeId, Term, Index, Term)>,
     /// Configuration changes applied, as the index of the last one applied and the
     /// configuration after it.
     pub conf_applied: Vec<(Index, ConfState)>,
@@ -187,7 +187,14 @@ impl SimNode {
         };
         checker.observe_restart(self.id, durable_commit, applied_index);
         checker.observe_log_reset(now_ticks, self.id, first - 1, offset_term, &entries)?;
-        checker.observe_restore(now_ticks, self.id, applied_index, snapshot.meta.term)?;
+        let durable_term = storage.hard_state().term;
+        checker.observe_restore(
+            now_ticks,
+            self.id,
+            durable_term,
+            applied_index,
+            snapshot.meta.term,
+        )?;
         let config = Config {
             applied_index,
             ..config
@@ -458,13 +465,21 @@ impl SimNode {
             self.kv = KvStore::restore(&snapshot.data).unwrap_or_else(|error| {
                 panic!("node {id} received an unreadable snapshot: {error}")
             });
-            checker.observe_restore(now_ticks, id, snapshot.meta.index, snapshot.meta.term)?;
+            let node_term = self.raw.as_ref().map_or(0, RawNode::term);
+            checker.observe_restore(
+                now_ticks,
+                id,
+                node_term,
+                snapshot.meta.index,
+                snapshot.meta.term,
+            )?;
             self.applied_since_snapshot = 0;
         }
         let raw = self.raw.as_mut().expect("io finishes only while up");
+        let node_term = raw.term();
         let mut applied_last = None;
         for entry in &io.committed_entries {
-            checker.observe_apply(now_ticks, id, entry)?;
+            checker.observe_apply(now_ticks, id, node_term, entry)?;
             applied_last = Some(entry.index);
             self.applied_since_snapshot += 1;
             match entry.kind {
@@ -490,7 +505,7 @@ impl SimNode {
                     if let (Some(result), Some(client_address)) =
                         (applied.result(), self.pending_writes.remove(&key))
                     {
-                        outbox.acked.push((id, entry.index, entry.term));
+                        outbox.acked.push((id, node_term, entry.index, entry.term));
                         outbox.wire.push((
                             id,
                             client_address,

@@ -625,8 +625,8 @@ impl Simulation {
             )?;
         }
         self.crash_fresh_leaders(&mut outbox)?;
-        for (_, index, term) in std::mem::take(&mut outbox.acked) {
-            self.checker.observe_ack(now, index, term)?;
+        for (_, node_term, index, term) in std::mem::take(&mut outbox.acked) {
+            self.checker.observe_ack(now, node_term, index, term)?;
         }
         for (from, to, wire) in std::mem::take(&mut outbox.wire) {
             if let Wire::Raft(message) = &wire {
@@ -695,7 +695,7 @@ impl Simulation {
             self.leaders_seen.insert((term, id));
             self.stats.leaders_elected += 1;
             outbox.wire.retain(|(from, _, _)| *from != id);
-            outbox.acked.retain(|(from, _, _)| *from != id);
+            outbox.acked.retain(|(from, _, _, _)| *from != id);
             self.trace.log(now, || {
                 format!("node {id} crashes as it becomes leader of term {term}")
             });
