@@ -1,0 +1,273 @@
+//! The node's configuration: identity, addresses, timing, durability and limits.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::transport::{NodeId, TransportConfig};
+
+/// When appended log entries are fsynced, and so what an acknowledgement promises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Every entry is fsynced before this node acknowledges it or counts itself towards
+    /// its commit quorum: an acknowledged write survives the simultaneous crash of every
+    /// node. The default.
+    #[default]
+    Always,
+    /// Entries are acknowledged once written to the OS and fsynced at most
+    /// `interval_ms` later: a simultaneous power loss of a majority can lose about that
+    /// much acknowledged data.
+    Interval {
+        /// Milliseconds between fsyncs.
+        interval_ms: u64,
+    },
+    /// Entries are acknowledged once written to the OS and fsynced only when a segment
+    /// fills: durability comes from replication alone.
+    Never,
+}
+
+/// Why a [`NodeConfig`] was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid node configuration: {field}: {problem}")]
+pub struct ConfigError {
+    /// The offending field.
+    pub field: &'static str,
+    /// What is wrong with it and what would be right.
+    pub problem: String,
+}
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// This node's id: unique in the cluster, not 0.
+    pub id: NodeId,
+    /// The cluster's id: peers of another cluster are refused at the handshake.
+    pub cluster_id: u64,
+    /// The directory holding one sub-directory per Raft group.
+    pub data_dir: PathBuf,
+    /// The address the peer listener binds (port 0 picks a free port).
+    pub peer_addr: SocketAddr,
+    /// Peer addresses by node id; may include this node. For a new cluster these are the
+    /// initial voters (every node must be given the same set); for a joining node the
+    /// existing members it dials.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// Start as a node that waits to be added by a membership change, instead of
+    /// bootstrapping a new cluster from `peers`.
+    pub join: bool,
+    /// Milliseconds per Raft tick.
+    pub tick_interval_ms: u64,
+    /// Ticks without a leader before a follower campaigns (randomized up to twice this).
+    pub election_timeout_ticks: u64,
+    /// Ticks between a leader's heartbeats.
+    pub heartbeat_interval_ticks: u64,
+    /// When appended entries are fsynced.
+    pub fsync: FsyncPolicy,
+    /// Serve linearizable reads from a leader lease instead of a heartbeat round: faster,
+    /// but correct only while clocks advance at about the same rate on every node.
+    pub lease_reads: bool,
+    /// Take a snapshot once this many entries were applied since the last one.
+    pub snapshot_entries: u64,
+    /// Take a snapshot once this many entry bytes were applied since the last one.
+    pub snapshot_bytes: u64,
+    /// Entries kept in the log behind a snapshot, so a slightly lagging follower catches
+    /// up from the log rather than by snapshot.
+    pub snapshot_tail_entries: u64,
+    /// Bytes of snapshot data in one chunk on the wire.
+    pub snapshot_chunk_bytes: usize,
+    /// Largest snapshot this node sends or accepts.
+    pub snapshot_bytes_max: u64,
+    /// Milliseconds to wait for a follower to acknowledge a snapshot chunk.
+    pub snapshot_chunk_timeout_ms: u64,
+    /// Largest proposal, in bytes of application data.
+    pub proposal_bytes_max: usize,
+    /// Proposals waiting for their outcome on this node, per group.
+    pub pending_proposals_max: usize,
+    /// Reads waiting for a read index, per group.
+    pub pending_reads_max: usize,
+    /// Milliseconds a proposal or read may wait before failing with a timeout.
+    pub request_timeout_ms: u64,
+    /// Batches of committed entries queued for the state machine, per group. When full
+    /// the group stops taking new work from the core until the state machine catches up.
+    pub apply_queue_batches_max: usize,
+    /// Inputs (peer messages, requests) queued for a group's driver; peer messages beyond
+    /// it are dropped and counted (Raft retransmits), requests wait.
+    pub group_queue_max: usize,
+    /// Size at which a WAL segment is closed and the next started.
+    pub segment_bytes_max: u64,
+    /// Bytes of entries in one append message.
+    pub append_bytes_max: u64,
+    /// Append messages in flight to one follower.
+    pub inflight_appends_max: usize,
+    /// Bytes of proposed and not yet applied entries on a leader.
+    pub uncommitted_bytes_max: u64,
+}
+
+impl NodeConfig {
+    /// Defaults for a local three-node cluster: 100 ms ticks, elections after 1–2 s,
+    /// heartbeats every 100 ms, `fsync = always`.
+    pub fn new(
+        id: NodeId,
+        data_dir: impl Into<PathBuf>,
+        peer_addr: SocketAddr,
+        peers: BTreeMap<NodeId, SocketAddr>,
+    ) -> NodeConfig {
+        NodeConfig {
+            id,
+            cluster_id: 1,
+            data_dir: data_dir.into(),
+            peer_addr,
+            peers,
+            join: false,
+            tick_interval_ms: 100,
+            election_timeout_ticks: 10,
+            heartbeat_interval_ticks: 1,
+            fsync: FsyncPolicy::Always,
+            lease_reads: false,
+            snapshot_entries: 10_000,
+            snapshot_bytes: 64 << 20,
+            snapshot_tail_entries: 1_000,
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_bytes_max: 1 << 30,
+            snapshot_chunk_timeout_ms: 10_000,
+            proposal_bytes_max: 1 << 20,
+            pending_proposals_max: 10_000,
+            pending_reads_max: 4_096,
+            request_timeout_ms: 10_000,
+            apply_queue_batches_max: 64,
+            group_queue_max: 4_096,
+            segment_bytes_max: 64 << 20,
+            append_bytes_max: 1 << 20,
+            inflight_appends_max: 256,
+            uncommitted_bytes_max: 64 << 20,
+        }
+    }
+
+    /// Checks every field and how they fit together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, problem: &str| {
+            Err(ConfigError {
+                field,
+                problem: problem.to_string(),
+            })
+        };
+        if self.id == 0 {
+            return bad("id", "must not be 0 (0 means \"no node\")");
+        }
+        if self.peers.contains_key(&0) {
+            return bad("peers", "node id 0 is reserved");
+        }
+        if !self.join && !self.peers.contains_key(&self.id) {
+            return bad(
+                "peers",
+                "a node that bootstraps a cluster must list itself among the initial peers",
+            );
+        }
+        if self.join && self.peers.keys().all(|&p| p == self.id) {
+            return bad("peers", "a joining node needs the address of a member");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir", "must be set");
+        }
+        if self.tick_interval_ms == 0 || self.tick_interval_ms > 60_000 {
+            return bad("tick_interval_ms", "must be in 1..=60000");
+        }
+        if self.heartbeat_interval_ticks == 0 {
+            return bad("heartbeat_interval_ticks", "must be at least 1");
+        }
+        if self.election_timeout_ticks <= self.heartbeat_interval_ticks {
+            return bad(
+                "election_timeout_ticks",
+                "must exceed heartbeat_interval_ticks (several times over is usual)",
+            );
+        }
+        if let FsyncPolicy::Interval { interval_ms } = self.fsync {
+            if interval_ms == 0 || interval_ms > 3_600_000 {
+                return bad("fsync", "interval_ms must be in 1..=3600000");
+            }
+        }
+        if self.snapshot_entries == 0 || self.snapshot_bytes == 0 {
+            return bad(
+                "snapshot_entries/snapshot_bytes",
+                "must be at least 1 entry / 1 byte",
+            );
+        }
+        if self.snapshot_chunk_bytes < 1024 || self.snapshot_chunk_bytes > (4 << 20) - 4096 {
+            return bad(
+                "snapshot_chunk_bytes",
+                "must be between 1 KiB and just under the 4 MiB peer frame",
+            );
+        }
+        if self.snapshot_bytes_max == 0 || self.snapshot_chunk_timeout_ms == 0 {
+            return bad(
+                "snapshot_bytes_max/snapshot_chunk_timeout_ms",
+                "must be positive",
+            );
+        }
+        if self.proposal_bytes_max == 0 || self.proposal_bytes_max as u64 > self.append_bytes_max {
+            return bad(
+                "proposal_bytes_max",
+                "must be positive and at most append_bytes_max",
+            );
+        }
+        if self.pending_proposals_max == 0
+            || self.pending_reads_max == 0
+            || self.apply_queue_batches_max == 0
+            || self.group_queue_max == 0
+            || self.inflight_appends_max == 0
+        {
+            return bad("limits", "queue and pending limits must be at least 1");
+        }
+        if self.request_timeout_ms == 0 {
+            return bad("request_timeout_ms", "must be positive");
+        }
+        if self.segment_bytes_max < 4096 {
+            return bad("segment_bytes_max", "must be at least 4 KiB");
+        }
+        if self.uncommitted_bytes_max < self.proposal_bytes_max as u64 {
+            return bad(
+                "uncommitted_bytes_max",
+                "must be at least proposal_bytes_max",
+            );
+        }
+        Ok(())
+    }
+
+    /// The transport settings that follow from this configuration.
+    pub fn transport_config(&self) -> TransportConfig {
+        TransportConfig::new(self.cluster_id, self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three() -> NodeConfig {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        NodeConfig::new(1, "/tmp/x", addr, [(1, addr), (2, addr), (3, addr)].into())
+    }
+
+    #[test]
+    fn defaults_validate() {
+        assert_eq!(three().validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_names_the_offending_field() {
+        let mut c = three();
+        c.election_timeout_ticks = 1;
+        assert_eq!(c.validate().unwrap_err().field, "election_timeout_ticks");
+        let mut c = three();
+        c.id = 0;
+        assert_eq!(c.validate().unwrap_err().field, "id");
+        let mut c = three();
+        c.peers.remove(&1);
+        assert_eq!(c.validate().unwrap_err().field, "peers");
+        let mut c = three();
+        c.fsync = FsyncPolicy::Interval { interval_ms: 0 };
+        assert_eq!(c.validate().unwrap_err().field, "fsync");
+        let mut c = three();
+        c.snapshot_chunk_bytes = 16 << 20;
+        assert_eq!(c.validate().unwrap_err().field, "snapshot_chunk_bytes");
+    }
+}

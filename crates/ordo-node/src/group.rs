@@ -1,0 +1,587 @@
+//! One Raft group on this node: the handle users call, and the requests and errors it
+//! speaks in.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ordo_raft::{ConfState, Index, NodeId, StateRole, Term};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::metrics::{inc, GroupMetrics, MetricsSnapshot};
+use crate::state_machine::StateMachine;
+
+/// Identifies a Raft group within a cluster; carried in every peer message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupId(pub u64);
+
+impl std::fmt::Display for GroupId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Why a proposal or membership change did not produce an outcome.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// The node this one forwarded to is no longer the leader; `leader` is the one that
+    /// node knows of. [`Group::propose`] retries this itself until its timeout.
+    #[error("not the leader; the leader is node {leader}")]
+    NotLeader {
+        /// The leader this node knows of.
+        leader: NodeId,
+    },
+    /// No leader is known (an election is in progress); retry shortly.
+    #[error("no leader is known; retry shortly")]
+    NoLeader,
+    /// The entry was overwritten by a new leader's log: it was not applied, and may be
+    /// retried.
+    #[error("the proposal was dropped by a leader change; it was not applied")]
+    Dropped,
+    /// This node installed a snapshot covering the entry's position, so it cannot tell
+    /// whether the entry was applied.
+    #[error("the outcome is unknown: a snapshot covered the entry")]
+    OutcomeUnknown,
+    /// No outcome within the request timeout; the entry may still be applied later.
+    #[error("no outcome within {timeout_ms} ms; the proposal may still be applied")]
+    Timeout {
+        /// The timeout.
+        timeout_ms: u64,
+    },
+    /// The group is shutting down or stopped.
+    #[error("the group is shutting down")]
+    ShuttingDown,
+    /// The proposal is larger than `proposal_bytes_max`.
+    #[error("proposal of {bytes} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Too many proposals are waiting on this node.
+    #[error("too many pending proposals (limit {limit})")]
+    TooManyPending {
+        /// The limit.
+        limit: usize,
+    },
+    /// The leader refused the proposal (uncommitted bytes over the limit, a leadership
+    /// transfer or a membership change in progress, an invalid membership change, …).
+    #[error("refused by the leader: {0}")]
+    Rejected(String),
+}
+
+/// Why a linearizable read did not complete.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// No leader is known to confirm the read; retry shortly.
+    #[error("no leader is known; retry shortly")]
+    NoLeader,
+    /// The read was not confirmed (or not applied locally) within the request timeout.
+    #[error("the read was not confirmed within {timeout_ms} ms")]
+    Timeout {
+        /// The timeout.
+        timeout_ms: u64,
+    },
+    /// Too many reads are waiting on this node.
+    #[error("too many pending reads (limit {limit})")]
+    TooManyPending {
+        /// The limit.
+        limit: usize,
+    },
+    /// The group is shutting down or stopped.
+    #[error("the group is shutting down")]
+    ShuttingDown,
+    /// The core refused the read.
+    #[error("refused: {0}")]
+    Rejected(String),
+}
+
+/// A membership operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Add a node that receives the log but does not vote; `addr` is its peer address.
+    AddLearner {
+        /// The node.
+        id: NodeId,
+        /// Its peer address.
+        addr: SocketAddr,
+    },
+    /// Make a node a voter (a learner is promoted; a new node is added as a voter).
+    AddVoter {
+        /// The node.
+        id: NodeId,
+        /// Its peer address.
+        addr: SocketAddr,
+    },
+    /// Remove a node.
+    Remove {
+        /// The node.
+        id: NodeId,
+    },
+}
+
+/// Replication state of one member, as the leader sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The member.
+    pub id: NodeId,
+    /// The highest index known to be replicated on it.
+    pub match_index: Index,
+    /// Entries it lags behind the leader's last index.
+    pub lag: u64,
+    /// Whether it is a learner.
+    pub is_learner: bool,
+    /// Whether the leader heard from it in the current check-quorum round.
+    pub recent_active: bool,
+}
+
+/// A snapshot of a group's state, for `/status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// The group.
+    pub group_id: GroupId,
+    /// This node.
+    pub node_id: NodeId,
+    /// This node's role.
+    pub role: StateRole,
+    /// The current term.
+    pub term: Term,
+    /// The known leader, or 0.
+    pub leader: NodeId,
+    /// The commit index.
+    pub commit_index: Index,
+    /// The index the state machine has applied.
+    pub applied_index: Index,
+    /// The first index still in the log.
+    pub first_index: Index,
+    /// The last index of the log.
+    pub last_index: Index,
+    /// The newest snapshot's index.
+    pub snapshot_index: Index,
+    /// The configuration as of the core's applied index.
+    pub conf_state: ConfState,
+    /// Per-member progress; empty unless this node leads.
+    pub peers: Vec<PeerStatus>,
+}
+
+pub(crate) enum Reply<O> {
+    Output(oneshot::Sender<Result<O, ProposeError>>),
+    Membership(oneshot::Sender<Result<ConfState, ProposeError>>),
+}
+
+impl<O> Reply<O> {
+    pub(crate) fn fail(self, error: ProposeError) {
+        match self {
+            Reply::Output(tx) => drop(tx.send(Err(error))),
+            Reply::Membership(tx) => drop(tx.send(Err(error))),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Reply::Output(tx) => tx.is_closed(),
+            Reply::Membership(tx) => tx.is_closed(),
+        }
+    }
+}
+
+pub(crate) struct Waiter<O> {
+    pub(crate) reply: Reply<O>,
+    /// Where the entry landed, once known: another entry applied there means it was
+    /// dropped.
+    pub(crate) at: Option<(Index, Term)>,
+}
+
+/// Proposals of this node waiting for their entry to be applied, shared by the driver
+/// (which registers them) and the apply thread (which resolves them).
+pub(crate) struct Waiters<O> {
+    pub(crate) by_seq: BTreeMap<u64, Waiter<O>>,
+    pub(crate) by_index: BTreeMap<Index, u64>,
+}
+
+impl<O> Default for Waiters<O> {
+    fn default() -> Self {
+        Waiters {
+            by_seq: BTreeMap::new(),
+            by_index: BTreeMap::new(),
+        }
+    }
+}
+
+impl<O> Waiters<O> {
+    pub(crate) fn bind(&mut self, seq: u64, index: Index, term: Term) {
+        if let Some(w) = self.by_seq.get_mut(&seq) {
+            w.at = Some((index, term));
+            if let Some(other) = self.by_index.insert(index, seq) {
+                // A different proposal held this index: its entry was overwritten.
+                if other != seq {
+                    if let Some(w) = self.by_seq.remove(&other) {
+                        w.reply.fail(ProposeError::Dropped);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn take(&mut self, seq: u64) -> Option<Waiter<O>> {
+        let w = self.by_seq.remove(&seq)?;
+        if let Some((index, _)) = w.at {
+            if self.by_index.get(&index) == Some(&seq) {
+                self.by_index.remove(&index);
+            }
+        }
+        Some(w)
+    }
+
+    /// Fails every waiter bound at or below `index` other than `except`: the entries
+    /// there have been applied and were not theirs.
+    pub(crate) fn fail_through(&mut self, index: Index, error: ProposeError) {
+        let stale: Vec<u64> = self.by_index.range(..=index).map(|(_, s)| *s).collect();
+        for seq in stale {
+            if let Some(w) = self.take(seq) {
+                w.reply.fail(error.clone());
+            }
+        }
+    }
+
+    /// Forgets waiters whose caller gave up.
+    pub(crate) fn purge_abandoned(&mut self) {
+        let gone: Vec<u64> = self
+            .by_seq
+            .iter()
+            .filter(|(_, w)| w.reply.is_closed())
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in gone {
+            self.take(seq);
+        }
+    }
+
+    pub(crate) fn fail_all(&mut self, error: ProposeError) {
+        for (_, w) in std::mem::take(&mut self.by_seq) {
+            w.reply.fail(error.clone());
+        }
+        self.by_index.clear();
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Requests from handles to the group's driver.
+pub(crate) enum Request<O> {
+    Propose {
+        data: Bytes,
+        reply: oneshot::Sender<Result<O, ProposeError>>,
+    },
+    Membership {
+        change: MembershipChange,
+        reply: oneshot::Sender<Result<ConfState, ProposeError>>,
+    },
+    ReadIndex {
+        reply: oneshot::Sender<Result<Index, ReadError>>,
+    },
+    Status {
+        reply: oneshot::Sender<GroupStatus>,
+    },
+    TransferLeader {
+        target: NodeId,
+        reply: oneshot::Sender<Result<(), ProposeError>>,
+    },
+}
+
+/// The handle on one Raft group hosted by this node. Cheap to clone.
+///
+/// Proposals and reads may be made on any node: a follower forwards proposals to the
+/// leader and resolves them when it applies the entry itself; reads are confirmed by the
+/// leader (ReadIndex) and served from the local state machine.
+pub struct Group<S: StateMachine> {
+    pub(crate) id: GroupId,
+    pub(crate) requests: mpsc::Sender<Request<S::Output>>,
+    pub(crate) state_machine: Arc<Mutex<S>>,
+    pub(crate) applied: watch::Receiver<Index>,
+    pub(crate) metrics: Arc<GroupMetrics>,
+    pub(crate) request_timeout_ms: u64,
+    pub(crate) tick_interval_ms: u64,
+}
+
+impl<S: StateMachine> Clone for Group<S> {
+    fn clone(&self) -> Self {
+        Group {
+            id: self.id,
+            requests: self.requests.clone(),
+            state_machine: Arc::clone(&self.state_machine),
+            applied: self.applied.clone(),
+            metrics: Arc::clone(&self.metrics),
+            request_timeout_ms: self.request_timeout_ms,
+            tick_interval_ms: self.tick_interval_ms,
+        }
+    }
+}
+
+impl<S: StateMachine> Group<S> {
+    /// The group's id.
+    pub fn id(&self) -> GroupId {
+        self.id
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// Proposes `data` and resolves to the state machine's output once this node has
+    /// applied the entry. While no leader is known, or a forward reached a node that had
+    /// just lost leadership, the proposal (which was then not appended anywhere) is
+    /// retried until the request timeout.
+    pub async fn propose(&self, data: impl Into<Bytes>) -> Result<S::Output, ProposeError> {
+        let data = data.into();
+        let deadline = tokio::time::Instant::now() + self.timeout();
+        inc(&self.metrics.proposals, 1);
+        let result = loop {
+            let (reply, rx) = oneshot::channel();
+            let sent = self.requests.send(Request::Propose {
+                data: data.clone(),
+                reply,
+            });
+            let outcome = match tokio::time::timeout_at(deadline, async {
+                sent.await.map_err(|_| ProposeError::ShuttingDown)?;
+                rx.await.map_err(|_| ProposeError::ShuttingDown)?
+            })
+            .await
+            {
+                Ok(outcome) => outcome,
+                Err(_) => Err(ProposeError::Timeout {
+                    timeout_ms: self.request_timeout_ms,
+                }),
+            };
+            match outcome {
+                Err(ProposeError::NoLeader | ProposeError::NotLeader { .. })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    self.wait_a_tick(deadline).await;
+                }
+                other => break other,
+            }
+        };
+        if result.is_err() {
+            inc(&self.metrics.proposals_failed, 1);
+        }
+        result
+    }
+
+    async fn wait_a_tick(&self, deadline: tokio::time::Instant) {
+        let next = tokio::time::Instant::now() + Duration::from_millis(self.tick_interval_ms);
+        tokio::time::sleep_until(next.min(deadline)).await;
+    }
+
+    /// Changes the group's membership and resolves to the new configuration once this
+    /// node has applied the change. One change may be in progress at a time.
+    pub async fn change_membership(
+        &self,
+        change: MembershipChange,
+    ) -> Result<ConfState, ProposeError> {
+        let deadline = tokio::time::Instant::now() + self.timeout();
+        loop {
+            let (reply, rx) = oneshot::channel();
+            let outcome = tokio::time::timeout_at(deadline, async {
+                self.requests
+                    .send(Request::Membership {
+                        change: change.clone(),
+                        reply,
+                    })
+                    .await
+                    .map_err(|_| ProposeError::ShuttingDown)?;
+                rx.await.map_err(|_| ProposeError::ShuttingDown)?
+            })
+            .await
+            .unwrap_or(Err(ProposeError::Timeout {
+                timeout_ms: self.request_timeout_ms,
+            }));
+            match outcome {
+                Err(ProposeError::NoLeader | ProposeError::NotLeader { .. })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    self.wait_a_tick(deadline).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A linearizable read barrier: resolves to an index once this node's state machine
+    /// has applied it, where the index was the leader's commit index at some moment after
+    /// this call began. Everything acknowledged before the call is then visible through
+    /// [`Group::read`].
+    pub async fn read_index(&self) -> Result<Index, ReadError> {
+        let deadline = tokio::time::Instant::now() + self.timeout();
+        let timeout = ReadError::Timeout {
+            timeout_ms: self.request_timeout_ms,
+        };
+        let index = loop {
+            let (reply, rx) = oneshot::channel();
+            let outcome = tokio::time::timeout_at(deadline, async {
+                self.requests
+                    .send(Request::ReadIndex { reply })
+                    .await
+                    .map_err(|_| ReadError::ShuttingDown)?;
+                rx.await.map_err(|_| ReadError::ShuttingDown)?
+            })
+            .await
+            .unwrap_or(Err(timeout.clone()));
+            match outcome {
+                Err(ReadError::NoLeader) if tokio::time::Instant::now() < deadline => {
+                    self.wait_a_tick(deadline).await;
+                }
+                Ok(index) => break index,
+                Err(e) => return Err(e),
+            }
+        };
+        let mut applied = self.applied.clone();
+        let reached = tokio::time::timeout_at(deadline, async {
+            applied.wait_for(|&a| a >= index).await.map(|_| ())
+        })
+        .await;
+        match reached {
+            Ok(Ok(())) => {
+                inc(&self.metrics.reads, 1);
+                Ok(index)
+            }
+            Ok(Err(_)) => Err(ReadError::ShuttingDown),
+            Err(_) => Err(timeout),
+        }
+    }
+
+    /// Reads the local state machine as it is now (a serializable read: it may miss
+    /// writes acknowledged elsewhere that this node has not applied yet).
+    pub fn read<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        f(&lock(&self.state_machine))
+    }
+
+    /// A linearizable read: [`Group::read_index`], then [`Group::read`].
+    pub async fn linearizable_read<R>(&self, f: impl FnOnce(&S) -> R) -> Result<R, ReadError> {
+        self.read_index().await?;
+        Ok(self.read(f))
+    }
+
+    /// The index the local state machine has applied.
+    pub fn applied_index(&self) -> Index {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the local state machine has applied `index` (or the timeout passes).
+    pub async fn wait_applied(&self, index: Index, timeout: Duration) -> Result<(), ReadError> {
+        let mut applied = self.applied.clone();
+        let reached = tokio::time::timeout(timeout, async {
+            applied.wait_for(|&a| a >= index).await.map(|_| ())
+        })
+        .await;
+        match reached {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(ReadError::ShuttingDown),
+            Err(_) => Err(ReadError::Timeout {
+                timeout_ms: timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// Asks the leader to hand leadership to `target` (thesis §3.10); from a follower the
+    /// request is forwarded. Resolves once the request is handed to the core, not when
+    /// the transfer completes: watch [`Group::status`] for the new leader.
+    pub async fn transfer_leader(&self, target: NodeId) -> Result<(), ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::TransferLeader { target, reply })
+            .await
+            .map_err(|_| ProposeError::ShuttingDown)?;
+        rx.await.map_err(|_| ProposeError::ShuttingDown)?
+    }
+
+    /// The group's status.
+    pub async fn status(&self) -> Result<GroupStatus, ReadError> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Status { reply })
+            .await
+            .map_err(|_| ReadError::ShuttingDown)?;
+        let mut status = rx.await.map_err(|_| ReadError::ShuttingDown)?;
+        status.applied_index = self.applied_index();
+        Ok(status)
+    }
+
+    /// The group's counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+}
+
+/// Numbers requests of this process.
+pub(crate) static BOOT_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A number that differs between runs of a node's process (and between node instances
+/// in one process), so request ids never repeat across restarts.
+pub(crate) fn boot_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (u64::from(std::process::id()) << 32) ^ BOOT_COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiter(tx: oneshot::Sender<Result<u32, ProposeError>>) -> Waiter<u32> {
+        Waiter {
+            reply: Reply::Output(tx),
+            at: None,
+        }
+    }
+
+    #[test]
+    fn a_waiter_whose_index_is_taken_by_another_proposal_learns_it_was_dropped() {
+        let mut w = Waiters::default();
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, mut rx2) = oneshot::channel();
+        w.by_seq.insert(1, waiter(tx1));
+        w.by_seq.insert(2, waiter(tx2));
+        w.bind(1, 5, 2);
+        // A new leader put another of our proposals at the same index.
+        w.bind(2, 5, 3);
+        assert_eq!(rx1.try_recv().unwrap(), Err(ProposeError::Dropped));
+        assert!(rx2.try_recv().is_err(), "the second is still waiting");
+        assert!(w.take(2).is_some());
+        assert!(w.by_index.is_empty());
+    }
+
+    #[test]
+    fn waiters_below_an_applied_index_fail_and_later_ones_keep_waiting() {
+        let mut w = Waiters::default();
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, mut rx2) = oneshot::channel();
+        w.by_seq.insert(1, waiter(tx1));
+        w.by_seq.insert(2, waiter(tx2));
+        w.bind(1, 4, 1);
+        w.bind(2, 9, 1);
+        w.fail_through(5, ProposeError::OutcomeUnknown);
+        assert_eq!(rx1.try_recv().unwrap(), Err(ProposeError::OutcomeUnknown));
+        assert!(rx2.try_recv().is_err());
+        assert_eq!(w.by_seq.len(), 1);
+    }
+
+    #[test]
+    fn abandoned_waiters_are_purged() {
+        let mut w = Waiters::default();
+        let (tx, rx) = oneshot::channel();
+        w.by_seq.insert(1, waiter(tx));
+        w.bind(1, 3, 1);
+        drop(rx);
+        w.purge_abandoned();
+        assert!(w.by_seq.is_empty() && w.by_index.is_empty());
+    }
+}

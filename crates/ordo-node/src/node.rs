@@ -1,0 +1,515 @@
+//! A node: the peer transport, a router that hands each peer message to its group, and
+//! the groups this node hosts.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use ordo_raft::{Config, RawNode, StateRole};
+use ordo_wal::{Durability, Options, Wal};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::apply::{Applier, ApplyBatch};
+use crate::codec::WireMessage;
+use crate::config::{ConfigError, FsyncPolicy, NodeConfig};
+use crate::driver::{Driver, Event, GroupError};
+use crate::group::{boot_id, lock, Group, GroupId};
+use crate::members::MemberFile;
+use crate::metrics::{inc, GroupMetrics};
+use crate::state_machine::StateMachine;
+use crate::storage::{StorageFailure, WalStorage};
+use crate::transport::{NodeId, PeerError, PeerEvent, StartError, Transport, TransportChannels};
+
+/// Why a node or group could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The peer transport could not start.
+    #[error("peer transport: {0}")]
+    Transport(#[from] StartError),
+    /// A peer could not be added.
+    #[error("peer: {0}")]
+    Peer(#[from] PeerError),
+    /// The group's data directory could not be opened or recovered; the error names the
+    /// file and byte offset of any corruption.
+    #[error("group {group}: cannot open its log: {source}")]
+    Storage {
+        /// The group.
+        group: GroupId,
+        /// The failure.
+        source: StorageFailure,
+    },
+    /// The state machine refused the newest snapshot.
+    #[error("group {group}: {source}")]
+    Restore {
+        /// The group.
+        group: GroupId,
+        /// The state machine's error.
+        source: crate::RestoreError,
+    },
+    /// The Raft core refused its configuration or storage.
+    #[error("group {group}: raft: {source}")]
+    Raft {
+        /// The group.
+        group: GroupId,
+        /// The core's error.
+        source: ordo_raft::Error,
+    },
+    /// The group's member address file could not be read or written.
+    #[error("group {group}: {source}")]
+    Members {
+        /// The group.
+        group: GroupId,
+        /// The failure.
+        source: crate::members::MembersError,
+    },
+    /// A group with this id runs already.
+    #[error("group {0} is already running on this node")]
+    GroupExists(GroupId),
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+struct GroupEntry {
+    events: mpsc::Sender<Event>,
+    metrics: Arc<GroupMetrics>,
+    driver: JoinHandle<Result<(), GroupError>>,
+    apply_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+type Groups = Arc<Mutex<HashMap<GroupId, GroupEntry>>>;
+
+/// A running Ordo node. Hosts any number of Raft groups over one peer transport.
+///
+/// Needs a multi-threaded Tokio runtime: disk writes run with `block_in_place`.
+pub struct Node {
+    config: NodeConfig,
+    boot: u64,
+    transport: Option<Arc<Transport>>,
+    local_addr: SocketAddr,
+    groups: Groups,
+    router: Option<JoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Node {
+    /// Validates the configuration, binds the peer listener and starts dialling peers.
+    /// Groups are started with [`Node::start_group`].
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        config.validate()?;
+        let listener = tokio::net::TcpListener::bind(config.peer_addr)
+            .await
+            .map_err(StartError::Io)?;
+        Node::start_on(config, listener)
+    }
+
+    /// Like [`Node::start`], on a peer listener bound already (`config.peer_addr` is then
+    /// ignored): lets a caller learn every node's address before any node starts.
+    pub fn start_on(
+        config: NodeConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Result<Node, NodeError> {
+        config.validate()?;
+        let (transport, channels) = Transport::start(config.transport_config(), listener)?;
+        for (&id, &addr) in &config.peers {
+            if id != config.id {
+                transport.add_peer(id, addr)?;
+            }
+        }
+        let local_addr = transport.local_addr();
+        let transport = Arc::new(transport);
+        let groups: Groups = Arc::default();
+        let router = tokio::spawn(route(channels, Arc::clone(&groups), config.id));
+        let (shutdown, _) = watch::channel(false);
+        tracing::info!(node = config.id, %local_addr, "node started");
+        Ok(Node {
+            boot: boot_id(),
+            config,
+            transport: Some(transport),
+            local_addr,
+            groups,
+            router: Some(router),
+            shutdown,
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// The address the peer listener is bound to.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Opens (or creates) the group's log under the data directory, recovers it, restores
+    /// `state_machine` from the newest snapshot and starts the group. Committed entries
+    /// after the snapshot are re-applied as the core hands them out.
+    ///
+    /// A new node of a new cluster (`join = false`, empty directory) bootstraps the group:
+    /// it records a first snapshot at index 1 holding the initial voters (`peers`) and
+    /// `state_machine`'s initial state, so every member starts from the same point and a
+    /// node added later receives the configuration with a snapshot.
+    pub async fn start_group<S: StateMachine>(
+        &self,
+        group_id: GroupId,
+        mut state_machine: S,
+    ) -> Result<Group<S>, NodeError> {
+        let transport = self.transport.clone().ok_or(NodeError::ShuttingDown)?;
+        if lock(&self.groups).contains_key(&group_id) {
+            return Err(NodeError::GroupExists(group_id));
+        }
+        let config = &self.config;
+        let storage_err = |source: StorageFailure| NodeError::Storage {
+            group: group_id,
+            source,
+        };
+        let dir = config.data_dir.join(format!("group-{}", group_id.0));
+        let options = Options {
+            segment_bytes_max: config.segment_bytes_max,
+            record_bytes_max: (config.proposal_bytes_max + crate::ENVELOPE_BYTES + 4096) as u64,
+            durability: match config.fsync {
+                FsyncPolicy::Always => Durability::Always,
+                FsyncPolicy::Interval { interval_ms } => {
+                    Durability::Interval(std::time::Duration::from_millis(interval_ms))
+                }
+                FsyncPolicy::Never => Durability::Never,
+            },
+            ..Options::default()
+        };
+        let wal = tokio::task::block_in_place(|| Wal::open(&dir, options))
+            .map_err(|e| storage_err(e.into()))?;
+        let wal = Arc::new(wal);
+        let fresh = wal.latest_snapshot().is_none()
+            && wal.last_index() == 0
+            && wal.hard_state() == ordo_wal::HardState::default();
+        if fresh && !config.join {
+            let voters = ordo_raft::ConfState::with_voters(config.peers.keys().copied());
+            let initial = state_machine.snapshot();
+            tokio::task::block_in_place(|| -> Result<(), StorageFailure> {
+                WalStorage::write_snapshot(&wal, 1, 1, &voters, &initial)?;
+                wal.truncate_prefix(1)?;
+                wal.set_hard_state(ordo_wal::HardState {
+                    term: 1,
+                    vote: None,
+                    commit: 1,
+                })?;
+                Ok(())
+            })
+            .map_err(storage_err)?;
+            tracing::info!(group = %group_id, node = config.id, voters = ?voters.voters, "group bootstrapped");
+        }
+        let mut members =
+            tokio::task::block_in_place(|| MemberFile::load(&dir)).map_err(|source| {
+                NodeError::Members {
+                    group: group_id,
+                    source,
+                }
+            })?;
+        // The configured peers are the starting point; addresses learned later (from
+        // membership changes and snapshots) take precedence.
+        let missing: Vec<_> = config
+            .peers
+            .iter()
+            .filter(|(id, _)| **id != config.id && !members.members().contains_key(id))
+            .map(|(id, addr)| (*id, Some(*addr)))
+            .collect();
+        tokio::task::block_in_place(|| members.update(missing)).map_err(|source| {
+            NodeError::Members {
+                group: group_id,
+                source,
+            }
+        })?;
+        let known: Vec<NodeId> = transport.peers().iter().map(|(id, _)| *id).collect();
+        for (&id, &addr) in members.members() {
+            if id != config.id && !known.contains(&id) {
+                transport.add_peer(id, addr)?;
+            }
+        }
+        let storage = tokio::task::block_in_place(|| {
+            WalStorage::open(Arc::clone(&wal), config.snapshot_bytes_max)
+        })
+        .map_err(storage_err)?;
+        let snap = storage.snapshot_meta();
+        if snap.index > 0 {
+            let data = tokio::task::block_in_place(|| storage.read_snapshot_data())
+                .map_err(storage_err)?;
+            state_machine
+                .restore(snap.index, &data)
+                .map_err(|source| NodeError::Restore {
+                    group: group_id,
+                    source,
+                })?;
+        }
+        assert_eq!(
+            state_machine.applied_index(),
+            snap.index,
+            "the state machine must report the restored snapshot's index"
+        );
+        let raft_config = Config {
+            election_timeout_ticks: config.election_timeout_ticks,
+            heartbeat_interval_ticks: config.heartbeat_interval_ticks,
+            max_append_bytes: config.append_bytes_max,
+            max_inflight_msgs: config.inflight_appends_max,
+            max_uncommitted_bytes: config.uncommitted_bytes_max,
+            max_pending_reads: config.pending_reads_max,
+            applied_index: snap.index,
+            read_only: if config.lease_reads {
+                ordo_raft::ReadOnlyOption::LeaseBased
+            } else {
+                ordo_raft::ReadOnlyOption::Safe
+            },
+            seed: config.id ^ self.boot ^ group_id.0.rotate_left(17),
+            ..Config::new(config.id)
+        };
+        let persisted_hs = ordo_raft::Storage::initial_state(&storage).hard_state;
+        let raw = RawNode::new(raft_config, storage.clone()).map_err(|source| NodeError::Raft {
+            group: group_id,
+            source,
+        })?;
+        storage.set_conf_now(raw.conf_state());
+
+        let (durable_tx, durable_rx) = watch::channel(wal.durable_index());
+        wal.on_durable(move |index| {
+            let _ = durable_tx.send(index);
+        });
+        let (requests_tx, requests_rx) = mpsc::channel(config.group_queue_max);
+        let (events_tx, events_rx) = mpsc::channel(config.group_queue_max);
+        let (apply_tx, apply_rx) = mpsc::channel::<ApplyBatch>(config.apply_queue_batches_max);
+        let (applied_tx, applied_rx) = watch::channel(snap.index);
+        let state_machine = Arc::new(Mutex::new(state_machine));
+        let waiters = Arc::default();
+        let metrics = Arc::new(GroupMetrics::default());
+        let progress = Arc::new(Notify::new());
+        let apply_stopped = Arc::new(AtomicBool::new(false));
+
+        let applier = Applier {
+            group_id,
+            node_id: config.id,
+            boot: self.boot,
+            state_machine: Arc::clone(&state_machine),
+            waiters: Arc::clone(&waiters),
+            applied_tx,
+            progress: Arc::clone(&progress),
+            events: events_tx.clone(),
+            storage: storage.clone(),
+            metrics: Arc::clone(&metrics),
+            snapshot_entries: config.snapshot_entries,
+            snapshot_bytes: config.snapshot_bytes,
+            stopped: Arc::clone(&apply_stopped),
+            applied: (snap.index, snap.term),
+            last_snapshot_index: snap.index,
+            bytes_since_snapshot: 0,
+        };
+        let apply_thread = std::thread::Builder::new()
+            .name(format!("ordo-apply-{}-{}", config.id, group_id.0))
+            .spawn(move || applier.run(apply_rx))
+            .map_err(|e| {
+                storage_err(StorageFailure::SnapshotIo {
+                    dir: dir.display().to_string(),
+                    source: e,
+                })
+            })?;
+
+        let driver = Driver::<S> {
+            group_id,
+            node_id: config.id,
+            boot: self.boot,
+            raw,
+            storage,
+            transport,
+            fsync: config.fsync,
+            requests: requests_rx,
+            events: events_rx,
+            events_tx: events_tx.clone(),
+            durable: durable_rx,
+            apply_tx,
+            apply_progress: progress,
+            apply_stopped,
+            waiters,
+            reads: HashMap::new(),
+            metrics: Arc::clone(&metrics),
+            shutdown: self.shutdown.subscribe(),
+            tick_interval_ms: config.tick_interval_ms,
+            proposal_bytes_max: config.proposal_bytes_max,
+            pending_proposals_max: config.pending_proposals_max,
+            pending_reads_max: config.pending_reads_max,
+            snapshot_tail_entries: config.snapshot_tail_entries,
+            snapshot_chunk_bytes: config.snapshot_chunk_bytes,
+            snapshot_bytes_max: config.snapshot_bytes_max,
+            snapshot_chunk_timeout_ms: config.snapshot_chunk_timeout_ms,
+            next_seq: 0,
+            persisted_hs,
+            pending: None,
+            apply_blocked: false,
+            snapshot_wanted: false,
+            outgoing_snapshots: HashMap::new(),
+            incoming_snapshots: HashMap::new(),
+            heartbeat_sent: HashMap::new(),
+            last_leader: 0,
+            ticks: 0,
+            members,
+            self_addr: config
+                .peers
+                .get(&config.id)
+                .copied()
+                .unwrap_or(self.local_addr),
+        };
+        let driver = tokio::spawn(driver.run());
+        lock(&self.groups).insert(
+            group_id,
+            GroupEntry {
+                events: events_tx,
+                metrics: Arc::clone(&metrics),
+                driver,
+                apply_thread: Some(apply_thread),
+            },
+        );
+        tracing::info!(group = %group_id, node = config.id, snapshot_index = snap.index, "group started");
+        Ok(Group {
+            id: group_id,
+            requests: requests_tx,
+            state_machine,
+            applied: applied_rx,
+            metrics,
+            request_timeout_ms: config.request_timeout_ms,
+            tick_interval_ms: config.tick_interval_ms,
+        })
+    }
+
+    /// Stops every group (each records its commit index), then the transport, and waits
+    /// for all of it.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        self.stop_groups(false).await;
+        self.stop_transport().await;
+    }
+
+    /// Stops abruptly, as a crash would: group drivers are aborted wherever they are, so
+    /// nothing is fsynced, no commit index recorded and no message sent after this call
+    /// (the apply threads finish the batches already queued to them); connections are
+    /// dropped. Returns once
+    /// every task and thread has let go of the data directory, so a test can start a new
+    /// node on it.
+    pub async fn crash(mut self) {
+        self.stop_groups(true).await;
+        self.stop_transport().await;
+    }
+
+    async fn stop_groups(&mut self, abort: bool) {
+        let entries: Vec<(GroupId, GroupEntry)> = lock(&self.groups).drain().collect();
+        for (group, mut entry) in entries {
+            if abort {
+                entry.driver.abort();
+            }
+            match entry.driver.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%group, %error, "group had stopped"),
+                Err(_) => {}
+            }
+            drop(entry.events);
+            if let Some(thread) = entry.apply_thread.take() {
+                // The driver is gone, so the apply channel is closed: the thread finishes
+                // its queue and exits.
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+        }
+    }
+
+    async fn stop_transport(&mut self) {
+        if let Some(router) = self.router.take() {
+            router.abort();
+            let _ = router.await;
+        }
+        if let Some(transport) = self.transport.take() {
+            match Arc::try_unwrap(transport) {
+                Ok(transport) => transport.shutdown().await,
+                Err(shared) => drop(shared),
+            }
+        }
+    }
+
+    /// The groups this node hosts.
+    pub fn groups(&self) -> Vec<GroupId> {
+        let mut ids: Vec<GroupId> = lock(&self.groups).keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Counters of a group hosted here.
+    pub fn metrics(&self, group: GroupId) -> Option<crate::MetricsSnapshot> {
+        lock(&self.groups).get(&group).map(|g| g.metrics.snapshot())
+    }
+
+    /// Whether a group's driver has stopped (on an error, or after shutdown).
+    pub fn group_stopped(&self, group: GroupId) -> bool {
+        lock(&self.groups)
+            .get(&group)
+            .map_or(true, |g| g.driver.is_finished())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for (_, entry) in lock(&self.groups).drain() {
+            entry.driver.abort();
+        }
+        if let Some(router) = self.router.take() {
+            router.abort();
+        }
+    }
+}
+
+/// Moves peer messages from the transport to their groups. Never waits on a group: a
+/// full group queue drops the message (Raft retransmits) and counts it.
+async fn route(mut channels: TransportChannels, groups: Groups, node_id: NodeId) {
+    loop {
+        tokio::select! {
+            message = channels.messages.recv() => {
+                let Some((from, message)) = message else { return };
+                let group = GroupId(message.group_id);
+                let guard = lock(&groups);
+                let Some(entry) = guard.get(&group) else {
+                    tracing::debug!(node = node_id, %group, from, "message for an unknown group dropped");
+                    continue;
+                };
+                match WireMessage::decode(message.payload) {
+                    Ok(decoded) => {
+                        if entry.events.try_send(Event::Peer(from, decoded)).is_err() {
+                            inc(&entry.metrics.messages_dropped, 1);
+                        }
+                    }
+                    Err(error) => {
+                        inc(&entry.metrics.messages_decode_failed, 1);
+                        tracing::warn!(node = node_id, %group, from, %error, "undecodable peer message dropped");
+                    }
+                }
+            }
+            event = channels.events.recv() => {
+                let Some(event) = event else { return };
+                if let PeerEvent::Unreachable(peer) = event {
+                    for entry in lock(&groups).values() {
+                        let _ = entry.events.try_send(Event::Unreachable(peer));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The role a status reports, as text for logs and examples.
+pub fn role_name(role: StateRole) -> &'static str {
+    match role {
+        StateRole::Follower => "follower",
+        StateRole::PreCandidate => "pre-candidate",
+        StateRole::Candidate => "candidate",
+        StateRole::Leader => "leader",
+    }
+}

@@ -1,0 +1,422 @@
+//! The Raft core's [`Storage`] over `ordo-wal`, and the writes a `Ready` asks for.
+//!
+//! The WAL holds the entries, the hard state and snapshot files. This module adds what the
+//! core needs on top: the term of the entry just before the first retained one (the
+//! compaction point), the configuration recorded with the snapshot, and the snapshot's
+//! data for sending to a lagging follower.
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use ordo_raft::{
+    ConfState, Entry, HardState, Index, RaftState, Snapshot, SnapshotMeta, Storage, StorageError,
+    Term,
+};
+use ordo_wal::Wal;
+
+use crate::codec::{decode_conf_state, encode_conf_state, entry_kind_from_u8, entry_kind_to_u8};
+
+/// Why the runtime could not persist or load a group's state.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageFailure {
+    /// The WAL failed (I/O, corruption naming file and offset, …).
+    #[error(transparent)]
+    Wal(#[from] ordo_wal::Error),
+    /// A snapshot's configuration blob or an entry kind does not decode.
+    #[error("{what} in {dir}: {reason}")]
+    Malformed {
+        /// What was being read.
+        what: &'static str,
+        /// The group's data directory.
+        dir: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Reading or writing snapshot data failed.
+    #[error("snapshot data in {dir}: {source}")]
+    SnapshotIo {
+        /// The group's data directory.
+        dir: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A snapshot is larger than the configured maximum.
+    #[error("snapshot of {bytes} bytes exceeds snapshot_bytes_max {max}")]
+    SnapshotTooLarge {
+        /// Its size.
+        bytes: u64,
+        /// The limit.
+        max: u64,
+    },
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// The index before the first retained entry, and its term.
+    compacted: (Index, Term),
+    /// The newest snapshot's metadata.
+    snapshot_meta: SnapshotMeta,
+    /// Its data, loaded when first asked for.
+    snapshot_data: Option<Bytes>,
+    /// The configuration as of the core's applied index; a stored snapshot with another
+    /// configuration is refused for sending (a node just added would not be in it).
+    conf_now: ConfState,
+    hard_state: HardState,
+}
+
+/// [`Storage`] over a group's WAL. Cheap to clone; clones share state.
+#[derive(Clone, Debug)]
+pub struct WalStorage {
+    wal: Arc<Wal>,
+    inner: Arc<Mutex<Inner>>,
+    snapshot_bytes_max: u64,
+    /// Set when the core asked for a snapshot that is missing or predates the current
+    /// configuration; the runtime then takes a fresh one.
+    snapshot_wanted: Arc<AtomicBool>,
+    /// Set when a read failed for a reason `StorageError` cannot express (I/O,
+    /// corruption); the runtime stops the group.
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+pub(crate) fn to_wal_entry(e: &Entry) -> ordo_wal::Entry {
+    ordo_wal::Entry {
+        index: e.index,
+        term: e.term,
+        kind: entry_kind_to_u8(e.kind),
+        payload: e.data.clone(),
+    }
+}
+
+impl WalStorage {
+    /// Opens the storage over a recovered WAL. If the log still holds entries the newest
+    /// snapshot covers, they are dropped so that the compaction point is the snapshot
+    /// (its term is known; the term of an arbitrary earlier entry would not be after a
+    /// restart).
+    pub fn open(wal: Arc<Wal>, snapshot_bytes_max: u64) -> Result<WalStorage, StorageFailure> {
+        let dir = wal.dir().display().to_string();
+        let (snapshot_meta, compacted) = match wal.latest_snapshot() {
+            Some(meta) => {
+                let conf_state = decode_conf_state(meta.config.clone()).map_err(|e| {
+                    StorageFailure::Malformed {
+                        what: "snapshot configuration",
+                        dir: dir.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                if wal.first_index() <= meta.last_index {
+                    wal.truncate_prefix(meta.last_index)?;
+                }
+                let m = SnapshotMeta {
+                    index: meta.last_index,
+                    term: meta.last_term,
+                    conf_state,
+                };
+                (m, (meta.last_index, meta.last_term))
+            }
+            None => (SnapshotMeta::default(), (0, 0)),
+        };
+        if wal.first_index() != compacted.0 + 1 {
+            return Err(StorageFailure::Malformed {
+                what: "log start",
+                dir,
+                reason: format!(
+                    "the log starts at {} but the newest snapshot ends at {}",
+                    wal.first_index(),
+                    compacted.0
+                ),
+            });
+        }
+        let whs = wal.hard_state();
+        let last = wal.last_index();
+        let hard_state = HardState {
+            term: whs.term.max(compacted.1),
+            vote: whs.vote.unwrap_or(0),
+            // The commit index is persisted lazily; it cannot exceed what the log holds,
+            // and the snapshot is committed by definition.
+            commit: whs.commit.min(last).max(compacted.0),
+        };
+        let conf_now = snapshot_meta.conf_state.clone();
+        Ok(WalStorage {
+            wal,
+            inner: Arc::new(Mutex::new(Inner {
+                compacted,
+                snapshot_meta,
+                snapshot_data: None,
+                conf_now,
+                hard_state,
+            })),
+            snapshot_bytes_max,
+            snapshot_wanted: Arc::new(AtomicBool::new(false)),
+            failed: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// The WAL.
+    pub fn wal(&self) -> &Arc<Wal> {
+        &self.wal
+    }
+
+    /// The newest snapshot's metadata.
+    pub fn snapshot_meta(&self) -> SnapshotMeta {
+        lock(&self.inner).snapshot_meta.clone()
+    }
+
+    /// Reads the newest snapshot's data from its file, verifying its checksum.
+    pub fn read_snapshot_data(&self) -> Result<Bytes, StorageFailure> {
+        Ok(self
+            .read_snapshot()?
+            .map_or_else(Bytes::new, |(_, data)| data))
+    }
+
+    /// Reads the newest snapshot file: its index and its data, checksum verified.
+    fn read_snapshot(&self) -> Result<Option<(Index, Bytes)>, StorageFailure> {
+        let dir = self.wal.dir().display().to_string();
+        let Some(mut reader) = self.wal.open_snapshot()? else {
+            return Ok(None);
+        };
+        let index = reader.meta().last_index;
+        let mut data = Vec::new();
+        reader
+            .by_ref()
+            .take(self.snapshot_bytes_max + 1)
+            .read_to_end(&mut data)
+            .map_err(|source| StorageFailure::SnapshotIo { dir, source })?;
+        if data.len() as u64 > self.snapshot_bytes_max {
+            return Err(StorageFailure::SnapshotTooLarge {
+                bytes: data.len() as u64,
+                max: self.snapshot_bytes_max,
+            });
+        }
+        Ok(Some((index, data.into())))
+    }
+
+    /// Writes a snapshot file and installs it (atomically, by the WAL).
+    pub fn write_snapshot(
+        wal: &Wal,
+        index: Index,
+        term: Term,
+        conf_state: &ConfState,
+        data: &[u8],
+    ) -> Result<(), StorageFailure> {
+        let meta = ordo_wal::SnapshotMeta {
+            last_index: index,
+            last_term: term,
+            config: encode_conf_state(conf_state),
+        };
+        let mut writer = wal.snapshot_writer(meta)?;
+        writer
+            .write_all(data)
+            .map_err(|source| StorageFailure::SnapshotIo {
+                dir: wal.dir().display().to_string(),
+                source,
+            })?;
+        writer.finish()?;
+        Ok(())
+    }
+
+    /// Records a snapshot this node took (already written by [`WalStorage::write_snapshot`]).
+    pub fn note_snapshot_taken(&self, meta: SnapshotMeta) {
+        let mut inner = lock(&self.inner);
+        if meta.index > inner.snapshot_meta.index {
+            inner.snapshot_meta = meta;
+            inner.snapshot_data = None;
+        }
+    }
+
+    /// Installs a snapshot from the leader: writes its file, discards the whole log and
+    /// moves the compaction point to it.
+    pub fn install_snapshot(&self, snapshot: &Snapshot) -> Result<(), StorageFailure> {
+        let meta = &snapshot.meta;
+        Self::write_snapshot(
+            &self.wal,
+            meta.index,
+            meta.term,
+            &meta.conf_state,
+            &snapshot.data,
+        )?;
+        let first = self.wal.first_index();
+        if self.wal.last_index() >= first {
+            self.wal.truncate_suffix(first)?;
+        }
+        self.wal.truncate_prefix(meta.index)?;
+        let mut inner = lock(&self.inner);
+        inner.compacted = (meta.index, meta.term);
+        inner.snapshot_meta = meta.clone();
+        inner.snapshot_data = Some(snapshot.data.clone());
+        inner.conf_now = meta.conf_state.clone();
+        Ok(())
+    }
+
+    /// Appends entries, first cutting any stored entries at or after the first new index
+    /// (a follower overwriting a conflicting suffix). Returns the last index written.
+    pub fn append(&self, entries: &[Entry]) -> Result<Option<Index>, StorageFailure> {
+        let Some(first) = entries.first() else {
+            return Ok(None);
+        };
+        assert!(
+            first.index > lock(&self.inner).compacted.0,
+            "append at {} overwrites the compacted prefix",
+            first.index
+        );
+        if first.index <= self.wal.last_index() {
+            self.wal.truncate_suffix(first.index)?;
+        }
+        let converted: Vec<ordo_wal::Entry> = entries.iter().map(to_wal_entry).collect();
+        Ok(Some(self.wal.append(&converted)?))
+    }
+
+    /// Persists the hard state, durably.
+    pub fn set_hard_state(&self, hs: HardState) -> Result<(), StorageFailure> {
+        self.wal.set_hard_state(ordo_wal::HardState {
+            term: hs.term,
+            vote: (hs.vote != 0).then_some(hs.vote),
+            commit: hs.commit,
+        })?;
+        lock(&self.inner).hard_state = hs;
+        Ok(())
+    }
+
+    /// Removes entries through `through` (which must be at most the snapshot index).
+    pub fn compact(&self, through: Index) -> Result<(), StorageFailure> {
+        let mut inner = lock(&self.inner);
+        assert!(
+            through <= inner.snapshot_meta.index,
+            "compaction through {through} passes the snapshot at {}",
+            inner.snapshot_meta.index
+        );
+        if through <= inner.compacted.0 {
+            return Ok(());
+        }
+        let term = self.wal.term_at(through)?;
+        self.wal.truncate_prefix(through)?;
+        inner.compacted = (through, term);
+        Ok(())
+    }
+
+    /// Records the configuration as of the core's applied index.
+    pub fn set_conf_now(&self, conf_state: ConfState) {
+        lock(&self.inner).conf_now = conf_state;
+    }
+
+    /// Whether the core asked for a snapshot the storage could not give; clears the flag.
+    pub fn take_snapshot_wanted(&self) -> bool {
+        self.snapshot_wanted.swap(false, Ordering::AcqRel)
+    }
+
+    /// A read failure the core could not be told about, if any.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failed).clone()
+    }
+
+    fn fail(&self, error: ordo_wal::Error) -> StorageError {
+        tracing::error!(dir = %self.wal.dir().display(), %error, "log read failed");
+        let mut failed = lock(&self.failed);
+        if failed.is_none() {
+            *failed = Some(error.to_string());
+        }
+        StorageError::SnapshotTemporarilyUnavailable
+    }
+
+    fn map_err(&self, error: ordo_wal::Error) -> StorageError {
+        match error {
+            ordo_wal::Error::Compacted { .. } => StorageError::Compacted,
+            ordo_wal::Error::Unavailable { index, .. } => StorageError::Unavailable(index),
+            other => self.fail(other),
+        }
+    }
+}
+
+impl Storage for WalStorage {
+    fn initial_state(&self) -> RaftState {
+        let inner = lock(&self.inner);
+        RaftState {
+            hard_state: inner.hard_state,
+            conf_state: inner.snapshot_meta.conf_state.clone(),
+        }
+    }
+
+    fn entries(&self, lo: Index, hi: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+        if lo <= lock(&self.inner).compacted.0 {
+            return Err(StorageError::Compacted);
+        }
+        let read = self
+            .wal
+            .entries(lo, hi, max_bytes)
+            .map_err(|e| self.map_err(e))?;
+        let mut out = Vec::with_capacity(read.len());
+        for e in read {
+            let kind = match entry_kind_from_u8(e.kind) {
+                Ok(kind) => kind,
+                Err(_) => {
+                    return Err(self.fail(ordo_wal::Error::InvalidOptions(format!(
+                        "entry {} has unknown kind {}",
+                        e.index, e.kind
+                    ))))
+                }
+            };
+            out.push(Entry {
+                term: e.term,
+                index: e.index,
+                kind,
+                data: e.payload,
+            });
+        }
+        Ok(out)
+    }
+
+    fn term(&self, index: Index) -> Result<Term, StorageError> {
+        let compacted = lock(&self.inner).compacted;
+        if index == compacted.0 {
+            return Ok(compacted.1);
+        }
+        if index < compacted.0 {
+            return Err(StorageError::Compacted);
+        }
+        self.wal.term_at(index).map_err(|e| self.map_err(e))
+    }
+
+    fn first_index(&self) -> Index {
+        lock(&self.inner).compacted.0 + 1
+    }
+
+    fn last_index(&self) -> Index {
+        self.wal.last_index().max(lock(&self.inner).compacted.0)
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        let (meta, cached) = {
+            let inner = lock(&self.inner);
+            if inner.snapshot_meta.index == 0 || inner.snapshot_meta.conf_state != inner.conf_now {
+                drop(inner);
+                self.snapshot_wanted.store(true, Ordering::Release);
+                return Err(StorageError::SnapshotTemporarilyUnavailable);
+            }
+            (inner.snapshot_meta.clone(), inner.snapshot_data.clone())
+        };
+        let data = match cached {
+            Some(data) => data,
+            None => match self.read_snapshot() {
+                Ok(Some((index, data))) if index == meta.index => {
+                    let mut inner = lock(&self.inner);
+                    if inner.snapshot_meta.index == meta.index {
+                        inner.snapshot_data = Some(data.clone());
+                    }
+                    data
+                }
+                // A newer snapshot was installed meanwhile; the next attempt picks it up.
+                Ok(_) => return Err(StorageError::SnapshotTemporarilyUnavailable),
+                Err(error) => {
+                    tracing::error!(%error, "reading the snapshot to send failed");
+                    return Err(StorageError::SnapshotTemporarilyUnavailable);
+                }
+            },
+        };
+        Ok(Snapshot { meta, data })
+    }
+}

@@ -1,0 +1,244 @@
+//! In-process clusters over loopback with real WAL directories, for the runtime tests.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use ordo_node::{
+    FsyncPolicy, Group, GroupId, Index, Node, NodeConfig, NodeError, NodeId, ProposeError,
+    RestoreError, StateMachine, StateRole,
+};
+
+pub const GROUP: GroupId = GroupId(1);
+
+/// A state machine that records every applied entry: the order is the observable.
+#[derive(Default, Debug, Clone, PartialEq, Eq)]
+pub struct Recorder {
+    pub entries: Vec<Bytes>,
+    pub applied: Index,
+}
+
+impl StateMachine for Recorder {
+    type Output = (Index, usize);
+
+    fn apply(&mut self, index: Index, data: &[u8]) -> (Index, usize) {
+        self.entries.push(Bytes::copy_from_slice(data));
+        self.applied = index;
+        (index, self.entries.len())
+    }
+
+    fn note_applied(&mut self, index: Index) {
+        self.applied = index;
+    }
+
+    fn snapshot(&self) -> Bytes {
+        let mut buf = BytesMut::new();
+        buf.put_u32(self.entries.len() as u32);
+        for e in &self.entries {
+            buf.put_u32(e.len() as u32);
+            buf.put_slice(e);
+        }
+        buf.freeze()
+    }
+
+    fn restore(&mut self, index: Index, mut data: &[u8]) -> Result<(), RestoreError> {
+        let bad = || RestoreError::new("truncated recorder snapshot");
+        if data.remaining() < 4 {
+            return Err(bad());
+        }
+        let n = data.get_u32() as usize;
+        let mut entries = Vec::with_capacity(n.min(1 << 20));
+        for _ in 0..n {
+            if data.remaining() < 4 {
+                return Err(bad());
+            }
+            let len = data.get_u32() as usize;
+            if data.remaining() < len {
+                return Err(bad());
+            }
+            entries.push(Bytes::copy_from_slice(&data[..len]));
+            data.advance(len);
+        }
+        self.entries = entries;
+        self.applied = index;
+        Ok(())
+    }
+
+    fn applied_index(&self) -> Index {
+        self.applied
+    }
+}
+
+pub struct Member {
+    pub node: Node,
+    pub group: Group<Recorder>,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub addrs: BTreeMap<NodeId, SocketAddr>,
+    pub members: BTreeMap<NodeId, Member>,
+    pub tweak: fn(&mut NodeConfig),
+}
+
+pub fn no_tweak(_: &mut NodeConfig) {}
+
+/// A hang guard for awaits in tests: generous, never a timing assertion.
+pub const GUARD: Duration = Duration::from_secs(30);
+
+impl Cluster {
+    pub fn data_dir(&self, id: NodeId) -> PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
+    pub fn config(&self, id: NodeId, peers: &BTreeMap<NodeId, SocketAddr>) -> NodeConfig {
+        let mut c = NodeConfig::new(id, self.data_dir(id), self.addrs[&id], peers.clone());
+        c.tick_interval_ms = 10;
+        c.election_timeout_ticks = 10;
+        c.heartbeat_interval_ticks = 2;
+        c.fsync = FsyncPolicy::Always;
+        c.request_timeout_ms = 10_000;
+        c.snapshot_chunk_timeout_ms = 5_000;
+        (self.tweak)(&mut c);
+        c
+    }
+
+    /// Starts `n` nodes bootstrapping one group.
+    pub async fn start(n: u64, tweak: fn(&mut NodeConfig)) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut listeners = BTreeMap::new();
+        let mut addrs = BTreeMap::new();
+        for id in 1..=n {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.insert(id, l.local_addr().unwrap());
+            listeners.insert(id, l);
+        }
+        let mut cluster = Cluster {
+            dir,
+            addrs: addrs.clone(),
+            members: BTreeMap::new(),
+            tweak,
+        };
+        for (id, l) in listeners {
+            let config = cluster.config(id, &addrs);
+            let member = start_member(config, l).await.unwrap();
+            cluster.members.insert(id, member);
+        }
+        cluster
+    }
+
+    /// Restarts node `id` from its data directory on its old address.
+    pub async fn restart(&mut self, id: NodeId) -> Result<(), NodeError> {
+        assert!(!self.members.contains_key(&id), "node {id} is running");
+        let peers = self.addrs.clone();
+        let config = self.config(id, &peers);
+        let listener = bind_again(self.addrs[&id]).await;
+        let member = start_member(config, listener).await?;
+        self.members.insert(id, member);
+        Ok(())
+    }
+
+    pub async fn crash(&mut self, id: NodeId) {
+        let m = self.members.remove(&id).expect("running");
+        m.node.crash().await;
+    }
+
+    pub async fn shutdown_all(mut self) {
+        let ids: Vec<NodeId> = self.members.keys().copied().collect();
+        for id in ids {
+            let m = self.members.remove(&id).unwrap();
+            m.node.shutdown().await;
+        }
+    }
+
+    pub fn group(&self, id: NodeId) -> &Group<Recorder> {
+        &self.members[&id].group
+    }
+
+    /// Waits until the running nodes agree on one leader in one term.
+    pub async fn leader(&self) -> NodeId {
+        tokio::time::timeout(GUARD, async {
+            loop {
+                let mut leaders = Vec::new();
+                for m in self.members.values() {
+                    let s = m.group.status().await.unwrap();
+                    if s.role == StateRole::Leader {
+                        leaders.push((s.term, s.node_id));
+                    }
+                }
+                leaders.sort_unstable();
+                if let Some(&(term, id)) = leaders.last() {
+                    let mut all_agree = true;
+                    for m in self.members.values() {
+                        let s = m.group.status().await.unwrap();
+                        all_agree &= s.leader == id && s.term == term;
+                    }
+                    if all_agree {
+                        return id;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("no agreed leader within the guard")
+    }
+
+    /// Proposes through node `via`, retrying while leadership settles (the outcome of a
+    /// retried proposal that timed out is checked by the callers' assertions).
+    pub async fn propose(&self, via: NodeId, data: &str) -> (Index, usize) {
+        let group = self.group(via).clone();
+        let data = Bytes::copy_from_slice(data.as_bytes());
+        tokio::time::timeout(GUARD, async move {
+            loop {
+                match group.propose(data.clone()).await {
+                    Ok(out) => return out,
+                    Err(ProposeError::NoLeader | ProposeError::NotLeader { .. }) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await
+                    }
+                    Err(e) => panic!("proposal through node {via} failed: {e}"),
+                }
+            }
+        })
+        .await
+        .expect("proposal did not complete within the guard")
+    }
+
+    /// The entries applied by `id`, once it has applied at least `index`.
+    pub async fn applied_entries(&self, id: NodeId, index: Index) -> Vec<Bytes> {
+        let g = self.group(id);
+        g.wait_applied(index, GUARD).await.unwrap();
+        g.read(|sm| sm.entries.clone())
+    }
+}
+
+pub async fn start_member(
+    config: NodeConfig,
+    listener: tokio::net::TcpListener,
+) -> Result<Member, NodeError> {
+    let node = Node::start_on(config, listener)?;
+    let group = node.start_group(GROUP, Recorder::default()).await?;
+    Ok(Member { node, group })
+}
+
+/// Binds `addr` again after its node stopped; the port may take a moment to free.
+pub async fn bind_again(addr: SocketAddr) -> tokio::net::TcpListener {
+    for _ in 0..200 {
+        if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("cannot bind {addr} again");
+}
+
+pub fn text(entries: &[Bytes]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect()
+}

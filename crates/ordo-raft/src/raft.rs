@@ -1,0 +1,1317 @@
+//! The Raft state machine: roles, elections, replication, commitment, reads, membership
+//! and leadership transfer. Section numbers refer to the Raft paper (Ongaro & Ousterhout,
+//! 2014) and, where marked "thesis", to Ongaro's dissertation.
+
+use bytes::Bytes;
+
+use crate::confchange;
+use crate::config::{Config, MutationKind, ReadOnlyOption};
+use crate::error::Error;
+use crate::log::RaftLog;
+use crate::message::{ConflictHint, Message, MessageBody};
+use crate::prng::Prng;
+use crate::quorum::VoteResult;
+use crate::read_only::{ReadIndexStatus, ReadOnly};
+use crate::storage::Storage;
+use crate::tracker::progress::{Progress, ProgressState, SNAPSHOT_TIMEOUT_ROUNDS};
+use crate::tracker::{ProgressTracker, TrackerConfig};
+use crate::types::{
+    ConfChange, Entry, EntryKind, HardState, Index, NodeId, ReadState, Snapshot, Term, INVALID_ID,
+};
+
+/// A node's role (§5.1, plus the pre-candidate of thesis §9.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StateRole {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asks whether an election could be won, without changing its term.
+    PreCandidate,
+    /// Campaigns for leadership in a new term.
+    Candidate,
+    /// Leads the cluster.
+    Leader,
+}
+
+/// The identity of a log entry: its term and index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EntryId {
+    /// The entry's term.
+    pub term: Term,
+    /// The entry's index.
+    pub index: Index,
+}
+
+/// What became of a snapshot sent to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotStatus {
+    /// The follower received and installed it.
+    Finish,
+    /// Sending failed; the leader probes again after a heartbeat.
+    Failure,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CampaignKind {
+    PreElection,
+    Election,
+    Transfer,
+}
+
+pub(crate) struct Raft<S: Storage> {
+    pub(crate) id: NodeId,
+    pub(crate) term: Term,
+    pub(crate) vote: NodeId,
+    pub(crate) log: RaftLog<S>,
+    pub(crate) tracker: ProgressTracker,
+    pub(crate) role: StateRole,
+    pub(crate) leader_id: NodeId,
+    pub(crate) lead_transferee: Option<NodeId>,
+    /// Index of the latest configuration change proposed by this leader; a new change is
+    /// refused until it is applied (one change at a time, thesis §4.1).
+    pending_conf_index: Index,
+    /// Bytes of entries this leader appended and has not yet applied.
+    pub(crate) uncommitted_bytes: u64,
+    read_only: ReadOnly,
+    /// Reads that arrived before this leader committed an entry of its own term.
+    pending_reads: Vec<(NodeId, Bytes)>,
+    election_elapsed_ticks: u64,
+    heartbeat_elapsed_ticks: u64,
+    randomized_election_timeout_ticks: u64,
+    pub(crate) cfg: Config,
+    rng: Prng,
+    pub(crate) msgs: Vec<Message>,
+    pub(crate) msgs_after_persist: Vec<Message>,
+    pub(crate) read_states: Vec<ReadState>,
+    /// A candidate's own vote counts only once its hard state (term, vote) is durable.
+    pub(crate) self_vote_pending: bool,
+    /// Appends are due to every follower (new entries or a new commit index); sent when
+    /// the next `Ready` is built so that many proposals share one message.
+    pub(crate) need_bcast: bool,
+    last_bcast_commit: Index,
+}
+
+impl<S: Storage> Raft<S> {
+    pub(crate) fn new(cfg: Config, storage: S) -> Result<Raft<S>, Error> {
+        cfg.validate()?;
+        let rs = storage.initial_state();
+        let mut hs = rs.hard_state;
+        let last = storage.last_index();
+        let first = storage.first_index();
+        // A durable commit index beyond the durable log means the hard state outlived
+        // entries written before it. The commit index is only a hint (the leader tells us
+        // again), so forget the part we cannot back with entries.
+        hs.commit = hs.commit.min(last);
+        if cfg.applied_index > hs.commit.max(first - 1) {
+            return Err(Error::InvalidConfig(format!(
+                "applied index {} is beyond the commit index {}",
+                cfg.applied_index, hs.commit
+            )));
+        }
+        let log = RaftLog::new(storage, hs.commit, cfg.applied_index);
+        let mut tracker = ProgressTracker::new(
+            cfg.max_inflight_msgs,
+            cfg.max_append_bytes.saturating_mul(64),
+        );
+        tracker.apply_config(
+            TrackerConfig::from_conf_state(&rs.conf_state),
+            Default::default(),
+            last + 1,
+        );
+        let mut r = Raft {
+            id: cfg.id,
+            term: hs.term,
+            vote: hs.vote,
+            log,
+            tracker,
+            role: StateRole::Follower,
+            leader_id: INVALID_ID,
+            lead_transferee: None,
+            pending_conf_index: 0,
+            uncommitted_bytes: 0,
+            read_only: ReadOnly::default(),
+            pending_reads: Vec::new(),
+            election_elapsed_ticks: 0,
+            heartbeat_elapsed_ticks: 0,
+            randomized_election_timeout_ticks: cfg.election_timeout_ticks,
+            rng: Prng::new(cfg.seed, cfg.id),
+            cfg,
+            msgs: Vec::new(),
+            msgs_after_persist: Vec::new(),
+            read_states: Vec::new(),
+            self_vote_pending: false,
+            need_bcast: false,
+            last_bcast_commit: 0,
+        };
+        // Configuration changes between the snapshot and the applied index were applied
+        // before the restart; replay them so the configuration matches the applied state.
+        let applied = r.log.applied;
+        if applied >= first {
+            let entries = r.log.slice(first, applied + 1, u64::MAX)?;
+            for e in entries.iter().filter(|e| e.kind == EntryKind::ConfChange) {
+                if let Ok(cc) = ConfChange::decode(&e.data) {
+                    r.apply_conf_change(&cc);
+                }
+            }
+        }
+        let term = r.term;
+        r.become_follower(term, INVALID_ID);
+        Ok(r)
+    }
+
+    pub(crate) fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+
+    /// Whether this node may campaign: a voter with no snapshot being installed.
+    pub(crate) fn promotable(&self) -> bool {
+        self.tracker.is_voter(self.id) && self.log.unstable.snapshot.is_none()
+    }
+
+    fn mutation(&self, m: MutationKind) -> bool {
+        self.cfg.mutation_is(m)
+    }
+
+    // ---- Sending ---------------------------------------------------------------------
+
+    fn send(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        let m = Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        };
+        // Persistence ordering (DESIGN.md): a vote grant or an append acknowledgement
+        // promises durable state, so it leaves only after this Ready is persisted.
+        let after_persist = match m.body {
+            MessageBody::AppendResponse { .. } => {
+                !self.mutation(MutationKind::AckAppendBeforeDurable)
+            }
+            MessageBody::RequestVoteResponse { .. } => true,
+            _ => false,
+        };
+        if after_persist {
+            self.msgs_after_persist.push(m);
+        } else {
+            self.msgs.push(m);
+        }
+    }
+
+    fn send_term(&mut self, to: NodeId, body: MessageBody) {
+        let term = self.term;
+        self.send(to, term, body);
+    }
+
+    /// Sends the follower the entries it lacks, or a snapshot when they are compacted.
+    /// Returns whether a message was sent.
+    fn maybe_send_append(&mut self, to: NodeId, send_if_empty: bool) -> bool {
+        let Some(pr) = self.tracker.progress.get(&to) else {
+            return false;
+        };
+        if pr.is_paused() {
+            return false;
+        }
+        let next = pr.next_index;
+        let prev_index = next - 1;
+        let prev_term = self.log.term(prev_index);
+        let entries = self.log.entries(next, self.cfg.max_append_bytes);
+        let (prev_term, entries) = match (prev_term, entries) {
+            (Ok(t), Ok(e)) => (t, e),
+            _ => return self.maybe_send_snapshot(to),
+        };
+        if entries.is_empty() && !send_if_empty {
+            return false;
+        }
+        let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
+        let last = entries.last().map(|e| e.index);
+        if let Some(pr) = self.tracker.progress.get_mut(&to) {
+            pr.sent_entries(last, bytes);
+        }
+        let commit = self.log.committed;
+        self.send_term(
+            to,
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            },
+        );
+        true
+    }
+
+    fn maybe_send_snapshot(&mut self, to: NodeId) -> bool {
+        let Some(pr) = self.tracker.progress.get(&to) else {
+            return false;
+        };
+        if !pr.recent_active {
+            // Do not ship a snapshot to a peer that may be down.
+            return false;
+        }
+        let snapshot = match self.log.snapshot() {
+            Ok(s) if !s.is_empty() => s,
+            _ => return false,
+        };
+        if let Some(pr) = self.tracker.progress.get_mut(&to) {
+            pr.become_snapshot(snapshot.meta.index);
+        }
+        self.send_term(to, MessageBody::Snapshot { snapshot });
+        true
+    }
+
+    fn peers(&self) -> Vec<NodeId> {
+        self.tracker
+            .progress
+            .keys()
+            .copied()
+            .filter(|&id| id != self.id)
+            .collect()
+    }
+
+    /// Sends pending appends to every follower (called when a `Ready` is built).
+    pub(crate) fn flush_bcast(&mut self) {
+        if !self.need_bcast || self.role != StateRole::Leader {
+            self.need_bcast = false;
+            return;
+        }
+        self.need_bcast = false;
+        let send_empty = self.log.committed > self.last_bcast_commit;
+        self.last_bcast_commit = self.log.committed;
+        for id in self.peers() {
+            self.maybe_send_append(id, send_empty);
+            // Pipelining: fill the in-flight window (bounded by `max_inflight_msgs`).
+            while self.maybe_send_append(id, false) {}
+        }
+    }
+
+    fn bcast_heartbeat(&mut self) {
+        let context = self.read_only.last_pending().cloned().unwrap_or_default();
+        self.bcast_heartbeat_with(context);
+    }
+
+    fn bcast_heartbeat_with(&mut self, context: Bytes) {
+        for id in self.peers() {
+            let Some(pr) = self.tracker.progress.get(&id) else {
+                continue;
+            };
+            // Never tell a follower to commit beyond what it is known to hold: its
+            // entries past `match` may still differ from ours.
+            let commit = pr.match_index.min(self.log.committed);
+            self.send_term(
+                id,
+                MessageBody::Heartbeat {
+                    commit,
+                    context: context.clone(),
+                },
+            );
+        }
+    }
+
+    // ---- Role changes ------------------------------------------------------------------
+
+    fn reset(&mut self, term: Term) {
+        if self.term != term {
+            self.term = term;
+            self.vote = INVALID_ID;
+        }
+        self.leader_id = INVALID_ID;
+        self.election_elapsed_ticks = 0;
+        self.heartbeat_elapsed_ticks = 0;
+        let base = self.cfg.election_timeout_ticks;
+        self.randomized_election_timeout_ticks = base + self.rng.below(base);
+        self.lead_transferee = None;
+        self.tracker.reset_votes();
+        self.self_vote_pending = false;
+        let last = self.log.last_index();
+        let persisted = self.log.persisted_index();
+        let (max_msgs, max_bytes) = (
+            self.tracker.max_inflight_msgs,
+            self.tracker.max_inflight_bytes,
+        );
+        let id = self.id;
+        for (&pid, pr) in self.tracker.progress.iter_mut() {
+            let is_learner = pr.is_learner;
+            *pr = Progress::new(last + 1, max_msgs, max_bytes);
+            pr.is_learner = is_learner;
+            if pid == id {
+                pr.match_index = persisted;
+                pr.recent_active = true;
+            }
+        }
+        self.pending_conf_index = 0;
+        self.uncommitted_bytes = 0;
+        self.read_only = ReadOnly::default();
+        self.pending_reads.clear();
+        self.need_bcast = false;
+        self.last_bcast_commit = 0;
+    }
+
+    pub(crate) fn become_follower(&mut self, term: Term, leader_id: NodeId) {
+        self.reset(term);
+        self.leader_id = leader_id;
+        self.role = StateRole::Follower;
+    }
+
+    fn become_pre_candidate(&mut self) {
+        assert_ne!(
+            self.role,
+            StateRole::Leader,
+            "a leader cannot become pre-candidate"
+        );
+        // Term and vote are untouched: a pre-vote changes no durable state (thesis §9.6).
+        self.tracker.reset_votes();
+        self.self_vote_pending = false;
+        self.leader_id = INVALID_ID;
+        self.role = StateRole::PreCandidate;
+    }
+
+    fn become_candidate(&mut self) {
+        assert_ne!(
+            self.role,
+            StateRole::Leader,
+            "a leader cannot become candidate"
+        );
+        let term = self.term + 1;
+        self.reset(term);
+        self.vote = self.id;
+        self.role = StateRole::Candidate;
+    }
+
+    fn become_leader(&mut self) {
+        assert_ne!(
+            self.role,
+            StateRole::Follower,
+            "a follower cannot become leader"
+        );
+        let term = self.term;
+        self.reset(term);
+        self.leader_id = self.id;
+        self.role = StateRole::Leader;
+        let id = self.id;
+        if let Some(pr) = self.tracker.progress.get_mut(&id) {
+            pr.become_replicate();
+        }
+        // Conservatively treat any configuration change in the uncommitted tail as
+        // pending, so a second one cannot be proposed before it is applied.
+        self.pending_conf_index = self.log.last_index();
+        // The no-op of §8: committing an entry of the new term commits everything before
+        // it (§5.4.2) and tells the leader its commit index is current (thesis §6.4).
+        let index = self.log.last_index() + 1;
+        self.append_entries(vec![Entry::new(term, index, Bytes::new())]);
+    }
+
+    // ---- Elections ---------------------------------------------------------------------
+
+    pub(crate) fn tick(&mut self) {
+        if self.role == StateRole::Leader {
+            self.tick_heartbeat();
+        } else {
+            self.tick_election();
+        }
+    }
+
+    fn tick_election(&mut self) {
+        self.election_elapsed_ticks += 1;
+        if self.promotable()
+            && self.election_elapsed_ticks >= self.randomized_election_timeout_ticks
+        {
+            self.election_elapsed_ticks = 0;
+            self.hup(false);
+        }
+    }
+
+    fn tick_heartbeat(&mut self) {
+        self.heartbeat_elapsed_ticks += 1;
+        self.election_elapsed_ticks += 1;
+        if self.election_elapsed_ticks >= self.cfg.election_timeout_ticks {
+            self.election_elapsed_ticks = 0;
+            if self.cfg.check_quorum {
+                if !self.tracker.quorum_active(self.id) {
+                    // Check-quorum: a leader cut off from a majority steps down rather than
+                    // serve stale reads or accept writes that cannot commit.
+                    let term = self.term;
+                    self.become_follower(term, INVALID_ID);
+                    return;
+                }
+                let id = self.id;
+                for (&pid, pr) in self.tracker.progress.iter_mut() {
+                    if pid != id {
+                        pr.recent_active = false;
+                    }
+                }
+            }
+            // A transfer that did not finish within an election timeout is abandoned
+            // (thesis §3.10), so proposals resume.
+            self.lead_transferee = None;
+            for pr in self.tracker.progress.values_mut() {
+                if pr.state == ProgressState::Snapshot {
+                    pr.snapshot_rounds += 1;
+                    if pr.snapshot_rounds >= SNAPSHOT_TIMEOUT_ROUNDS {
+                        // Nobody reported the snapshot's fate: presume it lost and probe.
+                        pr.pending_snapshot = 0;
+                        pr.become_probe();
+                    }
+                }
+            }
+        }
+        if self.role != StateRole::Leader {
+            return;
+        }
+        if self.heartbeat_elapsed_ticks >= self.cfg.heartbeat_interval_ticks {
+            self.heartbeat_elapsed_ticks = 0;
+            self.bcast_heartbeat();
+        }
+    }
+
+    /// Starts an election unless this node is leader, cannot vote, or has configuration
+    /// changes committed but not yet applied (it might not be a voter after them).
+    pub(crate) fn hup(&mut self, transfer: bool) {
+        if self.role == StateRole::Leader || !self.promotable() {
+            return;
+        }
+        if self.has_unapplied_conf_change() {
+            return;
+        }
+        let kind = if transfer {
+            CampaignKind::Transfer
+        } else if self.cfg.pre_vote {
+            CampaignKind::PreElection
+        } else {
+            CampaignKind::Election
+        };
+        self.campaign(kind);
+    }
+
+    fn has_unapplied_conf_change(&self) -> bool {
+        let (lo, hi) = (self.log.applied + 1, self.log.committed + 1);
+        if lo >= hi {
+            return false;
+        }
+        match self.log.slice(lo, hi, u64::MAX) {
+            Ok(entries) => entries.iter().any(|e| e.kind == EntryKind::ConfChange),
+            Err(_) => false,
+        }
+    }
+
+    fn campaign(&mut self, kind: CampaignKind) {
+        let vote_term = if kind == CampaignKind::PreElection {
+            self.become_pre_candidate();
+            // The pre-candidate's own answer needs no durability: it changes nothing.
+            self.tracker.record_vote(self.id, true);
+            self.term + 1
+        } else {
+            self.become_candidate();
+            // Our own vote counts once (term, vote) is durable (see `on_vote_persisted`).
+            self.self_vote_pending = true;
+            self.term
+        };
+        if kind == CampaignKind::PreElection && self.tracker.tally().2 == VoteResult::Won {
+            self.campaign(CampaignKind::Election);
+            return;
+        }
+        let last_log_index = self.log.last_index();
+        let last_log_term = self.log.last_term();
+        for id in self.tracker.config.voters.ids() {
+            if id == self.id {
+                continue;
+            }
+            let body = if kind == CampaignKind::PreElection {
+                MessageBody::RequestPreVote {
+                    last_log_index,
+                    last_log_term,
+                }
+            } else {
+                MessageBody::RequestVote {
+                    last_log_index,
+                    last_log_term,
+                    leadership_transfer: kind == CampaignKind::Transfer,
+                }
+            };
+            self.send(id, vote_term, body);
+        }
+    }
+
+    /// The runtime made this Ready's hard state durable: a candidate may now count the
+    /// vote it cast for itself.
+    pub(crate) fn on_vote_persisted(&mut self) {
+        if !self.self_vote_pending || self.role != StateRole::Candidate {
+            return;
+        }
+        self.self_vote_pending = false;
+        let id = self.id;
+        self.tracker.record_vote(id, true);
+        self.check_election_result();
+    }
+
+    fn check_election_result(&mut self) {
+        match self.tracker.tally().2 {
+            VoteResult::Won => {
+                if self.role == StateRole::PreCandidate {
+                    self.campaign(CampaignKind::Election);
+                } else {
+                    self.become_leader();
+                }
+            }
+            VoteResult::Lost => {
+                let term = self.term;
+                self.become_follower(term, INVALID_ID);
+            }
+            VoteResult::Pending => {}
+        }
+    }
+
+    // ---- Stepping messages -----------------------------------------------------------
+
+    pub(crate) fn step(&mut self, m: Message) -> Result<(), Error> {
+        if m.to != self.id || m.from == INVALID_ID || m.from == self.id {
+            return Ok(());
+        }
+        if m.term > self.term {
+            let in_lease = self.cfg.check_quorum
+                && self.leader_id != INVALID_ID
+                && self.election_elapsed_ticks < self.cfg.election_timeout_ticks;
+            match m.body {
+                MessageBody::RequestVote {
+                    leadership_transfer: false,
+                    ..
+                }
+                | MessageBody::RequestPreVote { .. }
+                    if in_lease =>
+                {
+                    // We heard from a leader within the minimum election timeout: this
+                    // candidate cannot win, and a disruptive one must not depose it.
+                    return Ok(());
+                }
+                _ => {}
+            }
+            match m.body {
+                // A pre-vote changes no term; a granted pre-vote carries the future term.
+                MessageBody::RequestPreVote { .. }
+                | MessageBody::RequestPreVoteResponse { reject: false } => {}
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::Snapshot { .. } => self.become_follower(m.term, m.from),
+                MessageBody::RequestVote { .. } => {
+                    // Figure 2: only hearing from a leader or granting a vote restarts the
+                    // election timer. Adopting a candidate's term does not, so a candidate
+                    // with a stale log cannot keep the up-to-date nodes from campaigning.
+                    let elapsed = self.election_elapsed_ticks;
+                    self.become_follower(m.term, INVALID_ID);
+                    self.election_elapsed_ticks = elapsed;
+                }
+                _ => self.become_follower(m.term, INVALID_ID),
+            }
+        } else if m.term < self.term {
+            match m.body {
+                MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+                    if self.cfg.check_quorum || self.cfg.pre_vote =>
+                {
+                    // A stale leader that cannot learn the new term (pre-vote keeps us from
+                    // campaigning to it) would otherwise never step down.
+                    self.send_term(
+                        m.from,
+                        MessageBody::AppendResponse {
+                            index: 0,
+                            reject: None,
+                        },
+                    );
+                }
+                MessageBody::RequestPreVote { .. } => {
+                    self.send_term(m.from, MessageBody::RequestPreVoteResponse { reject: true });
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+
+        match m.body {
+            MessageBody::RequestVote {
+                last_log_index,
+                last_log_term,
+                ..
+            } => {
+                self.handle_vote_request(m.from, m.term, last_log_index, last_log_term, false);
+                Ok(())
+            }
+            MessageBody::RequestPreVote {
+                last_log_index,
+                last_log_term,
+            } => {
+                self.handle_vote_request(m.from, m.term, last_log_index, last_log_term, true);
+                Ok(())
+            }
+            _ => match self.role {
+                StateRole::Leader => self.step_leader(m),
+                StateRole::Candidate | StateRole::PreCandidate => {
+                    self.step_candidate(m);
+                    Ok(())
+                }
+                StateRole::Follower => {
+                    self.step_follower(m);
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    fn handle_vote_request(
+        &mut self,
+        from: NodeId,
+        msg_term: Term,
+        last_log_index: Index,
+        last_log_term: Term,
+        pre: bool,
+    ) {
+        let can_vote = self.vote == from
+            || (self.vote == INVALID_ID && self.leader_id == INVALID_ID)
+            || (pre && msg_term > self.term);
+        // The voting rule (§5.4.1): only a candidate whose log is at least as up to date
+        // as ours can hold every committed entry.
+        let up_to_date = self.mutation(MutationKind::GrantVoteWithoutLogCheck)
+            || self.log.is_up_to_date(last_log_index, last_log_term);
+        if can_vote && up_to_date {
+            if pre {
+                self.send(
+                    from,
+                    msg_term,
+                    MessageBody::RequestPreVoteResponse { reject: false },
+                );
+            } else {
+                self.election_elapsed_ticks = 0;
+                self.vote = from;
+                self.send(
+                    from,
+                    msg_term,
+                    MessageBody::RequestVoteResponse { reject: false },
+                );
+            }
+        } else if pre {
+            self.send_term(from, MessageBody::RequestPreVoteResponse { reject: true });
+        } else {
+            self.send_term(from, MessageBody::RequestVoteResponse { reject: true });
+        }
+    }
+
+    fn step_leader(&mut self, m: Message) -> Result<(), Error> {
+        let from = m.from;
+        match m.body {
+            MessageBody::AppendResponse { index, reject } => {
+                self.handle_append_response(from, index, reject)
+            }
+            MessageBody::HeartbeatResponse { context } => {
+                self.handle_heartbeat_response(from, context)
+            }
+            MessageBody::ReadIndex { context } if self.tracker.progress.contains_key(&from) => {
+                // A follower's read: errors (queue full) are dropped; it retries.
+                let _ = self.handle_read_index(from, context);
+            }
+            MessageBody::TransferLeader { target } => {
+                let _ = self.handle_transfer_leader(target);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn handle_append_response(&mut self, from: NodeId, index: Index, reject: Option<ConflictHint>) {
+        let last_index = self.log.last_index();
+        let Some(pr) = self.tracker.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        if let Some(hint) = reject {
+            // Fast back-tracking (§5.3): skip every entry of the conflicting term at once.
+            let mut next_probe = hint.index;
+            if hint.term > 0 {
+                next_probe = self.log.find_conflict_by_term(hint.index, hint.term).0;
+            }
+            let Some(pr) = self.tracker.progress.get_mut(&from) else {
+                return;
+            };
+            if pr.maybe_decr_to(index, next_probe) {
+                if pr.state == ProgressState::Replicate {
+                    pr.become_probe();
+                }
+                self.maybe_send_append(from, true);
+            }
+            return;
+        }
+        if index > last_index {
+            // An acknowledgement of entries we never sent: ignore it.
+            return;
+        }
+        let old_paused = pr.is_paused();
+        if !pr.maybe_update(index) {
+            return;
+        }
+        let first_index = self.log.first_index();
+        match pr.state {
+            ProgressState::Probe => pr.become_replicate(),
+            ProgressState::Snapshot if pr.match_index + 1 >= first_index => {
+                pr.become_probe();
+                pr.become_replicate();
+            }
+            ProgressState::Snapshot => {}
+            ProgressState::Replicate => pr.inflights.free_le(index),
+        }
+        let match_index = pr.match_index;
+        if self.maybe_commit() {
+            self.need_bcast = true;
+        } else if old_paused {
+            self.maybe_send_append(from, true);
+        }
+        // Pipelining: keep the window full.
+        while self.maybe_send_append(from, false) {}
+        if self.lead_transferee == Some(from) && match_index == self.log.last_index() {
+            self.send_term(from, MessageBody::TimeoutNow);
+        }
+    }
+
+    fn handle_heartbeat_response(&mut self, from: NodeId, context: Bytes) {
+        let last_index = self.log.last_index();
+        let Some(pr) = self.tracker.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        pr.probe_sent = false;
+        if pr.state == ProgressState::Replicate && pr.inflights.full() {
+            pr.inflights.free_first_one();
+        }
+        if pr.match_index < last_index {
+            self.maybe_send_append(from, true);
+        }
+        if self.cfg.read_only != ReadOnlyOption::Safe || context.is_empty() {
+            return;
+        }
+        let Some(acks) = self.read_only.recv_ack(from, &context) else {
+            return;
+        };
+        let won = self
+            .tracker
+            .config
+            .voters
+            .vote_result(|id| Some(acks.contains(&id)));
+        if won != VoteResult::Won {
+            return;
+        }
+        for status in self.read_only.advance(&context) {
+            self.respond_read(status);
+        }
+    }
+
+    fn respond_read(&mut self, status: ReadIndexStatus) {
+        if status.from == self.id {
+            self.read_states.push(ReadState {
+                index: status.index,
+                context: status.context,
+            });
+        } else {
+            self.send_term(
+                status.from,
+                MessageBody::ReadIndexResponse {
+                    index: status.index,
+                    context: status.context,
+                },
+            );
+        }
+    }
+
+    fn committed_entry_in_current_term(&self) -> bool {
+        self.log
+            .term(self.log.committed)
+            .is_ok_and(|t| t == self.term)
+    }
+
+    /// ReadIndex on the leader (thesis §6.4).
+    pub(crate) fn handle_read_index(&mut self, from: NodeId, context: Bytes) -> Result<(), Error> {
+        let limit = self.cfg.max_pending_reads;
+        if self.read_only.len() + self.pending_reads.len() >= limit {
+            return Err(Error::ReadIndexQueueFull { limit });
+        }
+        if self.read_only.contains(&context)
+            || self.pending_reads.iter().any(|(_, c)| *c == context)
+        {
+            return Err(Error::DuplicateReadContext);
+        }
+        if self.tracker.is_singleton(self.id) {
+            let index = self.log.committed;
+            self.respond_read(ReadIndexStatus {
+                index,
+                from,
+                context,
+                acks: Default::default(),
+            });
+            return Ok(());
+        }
+        if !self.committed_entry_in_current_term() {
+            // Our commit index may lag the previous leader's until our no-op commits.
+            self.pending_reads.push((from, context));
+            return Ok(());
+        }
+        let index = self.log.committed;
+        match self.cfg.read_only {
+            ReadOnlyOption::Safe => {
+                self.read_only.add_request(index, from, context.clone());
+                let id = self.id;
+                self.read_only.recv_ack(id, &context);
+                self.bcast_heartbeat_with(context);
+            }
+            ReadOnlyOption::LeaseBased => {
+                // Check-quorum guarantees no other leader within the lease.
+                self.respond_read(ReadIndexStatus {
+                    index,
+                    from,
+                    context,
+                    acks: Default::default(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn release_pending_reads(&mut self) {
+        if self.pending_reads.is_empty() || !self.committed_entry_in_current_term() {
+            return;
+        }
+        for (from, context) in std::mem::take(&mut self.pending_reads) {
+            let _ = self.handle_read_index(from, context);
+        }
+    }
+
+    /// Advances the commit index to what a quorum holds, under the §5.4.2 rule that only
+    /// entries of the current term are committed by counting replicas.
+    pub(crate) fn maybe_commit(&mut self) -> bool {
+        let index = self.tracker.committed();
+        let term = if self.mutation(MutationKind::CommitPreviousTermByCounting) {
+            None
+        } else {
+            Some(self.term)
+        };
+        let index = index.min(self.log.last_index());
+        if self.log.maybe_commit(index, term) {
+            self.release_pending_reads();
+            return true;
+        }
+        false
+    }
+
+    fn step_candidate(&mut self, m: Message) {
+        match m.body {
+            MessageBody::Append { .. } => {
+                self.become_follower(m.term, m.from);
+                self.handle_append(m);
+            }
+            MessageBody::Heartbeat { .. } => {
+                self.become_follower(m.term, m.from);
+                self.handle_heartbeat(m);
+            }
+            MessageBody::Snapshot { .. } => {
+                self.become_follower(m.term, m.from);
+                self.handle_snapshot(m);
+            }
+            MessageBody::RequestPreVoteResponse { reject }
+                if self.role == StateRole::PreCandidate && m.term >= self.term =>
+            {
+                self.tracker.record_vote(m.from, !reject);
+                self.check_election_result();
+            }
+            MessageBody::RequestVoteResponse { reject } if self.role == StateRole::Candidate => {
+                self.tracker.record_vote(m.from, !reject);
+                if self.self_vote_pending && self.tracker.tally().2 == VoteResult::Won {
+                    // Even with a quorum of others, wait for our own vote to be durable
+                    // before leading: a lost vote could be cast again in this term.
+                    return;
+                }
+                self.check_election_result();
+            }
+            _ => {}
+        }
+    }
+
+    fn step_follower(&mut self, m: Message) {
+        match m.body {
+            MessageBody::Append { .. } => {
+                self.election_elapsed_ticks = 0;
+                self.leader_id = m.from;
+                self.handle_append(m);
+            }
+            MessageBody::Heartbeat { .. } => {
+                self.election_elapsed_ticks = 0;
+                self.leader_id = m.from;
+                self.handle_heartbeat(m);
+            }
+            MessageBody::Snapshot { .. } => {
+                self.election_elapsed_ticks = 0;
+                self.leader_id = m.from;
+                self.handle_snapshot(m);
+            }
+            MessageBody::TimeoutNow => {
+                // Leadership transfer: campaign at once, bypassing pre-vote and leases.
+                self.hup(true);
+            }
+            MessageBody::ReadIndexResponse { index, context } => {
+                self.read_states.push(ReadState { index, context });
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_append(&mut self, m: Message) {
+        let from = m.from;
+        let MessageBody::Append {
+            prev_index,
+            prev_term,
+            entries,
+            commit,
+        } = m.body
+        else {
+            return;
+        };
+        // Reject malformed input rather than corrupt the log: entries must follow
+        // `prev_index` consecutively with terms no newer than the sender's.
+        let mut last_term = 0;
+        for (expect, e) in (prev_index + 1..).zip(entries.iter()) {
+            if e.index != expect || e.term > m.term || e.term < last_term {
+                return;
+            }
+            last_term = e.term;
+        }
+        if prev_index < self.log.committed {
+            let committed = self.log.committed;
+            self.send_term(
+                from,
+                MessageBody::AppendResponse {
+                    index: committed,
+                    reject: None,
+                },
+            );
+            return;
+        }
+        let skip = self.mutation(MutationKind::SkipPrevTermCheck);
+        match self
+            .log
+            .maybe_append(prev_index, prev_term, commit, entries, skip)
+        {
+            Some(last_new) => {
+                self.send_term(
+                    from,
+                    MessageBody::AppendResponse {
+                        index: last_new,
+                        reject: None,
+                    },
+                );
+            }
+            None => {
+                let probe = prev_index.min(self.log.last_index());
+                let (index, term) = self.log.find_conflict_by_term(probe, prev_term);
+                self.send_term(
+                    from,
+                    MessageBody::AppendResponse {
+                        index: prev_index,
+                        reject: Some(ConflictHint { index, term }),
+                    },
+                );
+            }
+        }
+    }
+
+    fn handle_heartbeat(&mut self, m: Message) {
+        let MessageBody::Heartbeat { commit, context } = m.body else {
+            return;
+        };
+        let commit = commit.min(self.log.last_index());
+        self.log.commit_to(commit);
+        self.send_term(m.from, MessageBody::HeartbeatResponse { context });
+    }
+
+    fn handle_snapshot(&mut self, m: Message) {
+        let MessageBody::Snapshot { snapshot } = m.body else {
+            return;
+        };
+        let index = if self.restore(snapshot) {
+            self.log.last_index()
+        } else {
+            self.log.committed
+        };
+        self.send_term(
+            m.from,
+            MessageBody::AppendResponse {
+                index,
+                reject: None,
+            },
+        );
+    }
+
+    /// Installs a leader's snapshot (§7). Returns false when it is stale or already
+    /// covered by our log.
+    fn restore(&mut self, snapshot: Snapshot) -> bool {
+        let meta = &snapshot.meta;
+        if meta.index <= self.log.committed {
+            return false;
+        }
+        // The snapshot's configuration may not include us: a node added after the
+        // snapshot was taken learns of its own addition from the entries that follow.
+        let cs = &meta.conf_state;
+        if !TrackerConfig::from_conf_state(&meta.conf_state).is_valid() {
+            // Malformed input: refuse it rather than adopt an impossible configuration.
+            return false;
+        }
+        if self.log.match_term(meta.index, meta.term) {
+            // Our log already holds the snapshot's last entry: just commit up to it.
+            self.log.commit_to(meta.index);
+            return false;
+        }
+        let config = TrackerConfig::from_conf_state(cs);
+        let next = meta.index + 1;
+        self.log.restore(snapshot);
+        self.tracker.apply_config(config, Default::default(), next);
+        true
+    }
+
+    // ---- Local requests --------------------------------------------------------------
+
+    fn check_can_propose(&self) -> Result<(), Error> {
+        match self.role {
+            StateRole::Leader => {}
+            StateRole::Follower if self.leader_id != INVALID_ID => {
+                return Err(Error::NotLeader {
+                    leader_id: self.leader_id,
+                })
+            }
+            _ => return Err(Error::NoLeader),
+        }
+        if self.lead_transferee.is_some() {
+            return Err(Error::TransferInProgress);
+        }
+        if !self.tracker.is_voter(self.id) {
+            return Err(Error::LeaderRemoved);
+        }
+        Ok(())
+    }
+
+    /// Appends new entries as leader; returns the last one's id.
+    pub(crate) fn propose(
+        &mut self,
+        kind: EntryKind,
+        datas: impl IntoIterator<Item = Bytes>,
+    ) -> Result<EntryId, Error> {
+        self.check_can_propose()?;
+        let term = self.term;
+        let mut index = self.log.last_index();
+        let entries: Vec<Entry> = datas
+            .into_iter()
+            .map(|data| {
+                index += 1;
+                Entry {
+                    term,
+                    index,
+                    kind,
+                    data,
+                }
+            })
+            .collect();
+        if entries.is_empty() {
+            return Ok(EntryId {
+                term: self.log.last_term(),
+                index,
+            });
+        }
+        let bytes: u64 = entries.iter().map(|e| e.data.len() as u64).sum();
+        // One oversize batch is let through on an empty pipeline so it can make progress.
+        if self.uncommitted_bytes > 0
+            && self.uncommitted_bytes.saturating_add(bytes) > self.cfg.max_uncommitted_bytes
+        {
+            return Err(Error::UncommittedBytesExceeded {
+                limit_bytes: self.cfg.max_uncommitted_bytes,
+            });
+        }
+        self.uncommitted_bytes += bytes;
+        self.append_entries(entries);
+        Ok(EntryId { term, index })
+    }
+
+    fn append_entries(&mut self, entries: Vec<Entry>) {
+        let last = self.log.append(entries);
+        if self.mutation(MutationKind::AckAppendBeforeDurable) {
+            let id = self.id;
+            if let Some(pr) = self.tracker.progress.get_mut(&id) {
+                pr.maybe_update(last);
+            }
+            self.maybe_commit();
+        }
+        self.need_bcast = true;
+    }
+
+    pub(crate) fn propose_conf_change(&mut self, cc: &ConfChange) -> Result<EntryId, Error> {
+        self.check_can_propose()?;
+        if self.pending_conf_index > self.log.applied {
+            return Err(Error::ConfChangePending);
+        }
+        // Validate against the current configuration now, so that an invalid change is
+        // refused to the caller rather than ignored when applied.
+        confchange::apply(&self.tracker.config, cc)?;
+        let id = self.propose(EntryKind::ConfChange, [cc.encode()])?;
+        self.pending_conf_index = id.index;
+        Ok(id)
+    }
+
+    /// Applies a committed configuration change (called as the entry is applied).
+    pub(crate) fn apply_conf_change(&mut self, cc: &ConfChange) {
+        let Ok(next) = confchange::apply(&self.tracker.config, cc) else {
+            // Every node rejects the same committed change the same way.
+            return;
+        };
+        let progress = std::mem::take(&mut self.tracker.progress);
+        let next_index = self.log.last_index() + 1;
+        self.tracker.apply_config(next, progress, next_index);
+        if self.role != StateRole::Leader {
+            return;
+        }
+        if let Some(t) = self.lead_transferee {
+            if !self.tracker.is_voter(t) {
+                self.lead_transferee = None;
+            }
+        }
+        if !self.tracker.config.voters.contains(self.id) {
+            // Removed leader (thesis §4.2.2): having committed its own removal it tells
+            // the followers the commit index, then steps down and stays silent.
+            self.maybe_commit();
+            self.need_bcast = true;
+            self.flush_bcast();
+            let term = self.term;
+            self.become_follower(term, INVALID_ID);
+            return;
+        }
+        self.maybe_commit();
+        self.need_bcast = true;
+        self.maybe_auto_leave();
+    }
+
+    /// A leader whose applied configuration is joint with `auto_leave` proposes leaving
+    /// it — including a leader elected after the joint configuration was entered.
+    pub(crate) fn maybe_auto_leave(&mut self) {
+        if self.role == StateRole::Leader
+            && self.tracker.config.auto_leave
+            && self.tracker.config.voters.is_joint()
+            && self.pending_conf_index <= self.log.applied
+        {
+            let _ = self.propose_conf_change(&ConfChange::leave_joint());
+        }
+    }
+
+    pub(crate) fn handle_transfer_leader(&mut self, target: NodeId) -> Result<(), Error> {
+        if target == self.id {
+            return Ok(());
+        }
+        let Some(pr) = self.tracker.progress.get(&target) else {
+            return Err(Error::UnknownNode(target));
+        };
+        if pr.is_learner || !self.tracker.is_voter(target) {
+            return Err(Error::UnknownNode(target));
+        }
+        if self.lead_transferee == Some(target) {
+            return Ok(());
+        }
+        let caught_up = pr.match_index == self.log.last_index();
+        self.lead_transferee = Some(target);
+        // The transfer must finish within an election timeout (checked on tick).
+        self.election_elapsed_ticks = 0;
+        if caught_up {
+            self.send_term(target, MessageBody::TimeoutNow);
+        } else {
+            self.maybe_send_append(target, true);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn transfer_leader(&mut self, target: NodeId) -> Result<(), Error> {
+        match self.role {
+            StateRole::Leader => self.handle_transfer_leader(target),
+            StateRole::Follower if self.leader_id != INVALID_ID => {
+                let leader = self.leader_id;
+                self.send_term(leader, MessageBody::TransferLeader { target });
+                Ok(())
+            }
+            _ => Err(Error::NoLeader),
+        }
+    }
+
+    pub(crate) fn read_index(&mut self, context: Bytes) -> Result<(), Error> {
+        match self.role {
+            StateRole::Leader => {
+                let id = self.id;
+                self.handle_read_index(id, context)
+            }
+            StateRole::Follower if self.leader_id != INVALID_ID => {
+                let leader = self.leader_id;
+                self.send_term(leader, MessageBody::ReadIndex { context });
+                Ok(())
+            }
+            _ => Err(Error::NoLeader),
+        }
+    }
+
+    pub(crate) fn report_unreachable(&mut self, id: NodeId) {
+        if self.role != StateRole::Leader {
+            return;
+        }
+        if let Some(pr) = self.tracker.progress.get_mut(&id) {
+            if pr.state == ProgressState::Replicate {
+                pr.become_probe();
+            }
+        }
+    }
+
+    pub(crate) fn report_snapshot(&mut self, id: NodeId, status: SnapshotStatus) {
+        if self.role != StateRole::Leader {
+            return;
+        }
+        let Some(pr) = self.tracker.progress.get_mut(&id) else {
+            return;
+        };
+        if pr.state != ProgressState::Snapshot {
+            return;
+        }
+        if status == SnapshotStatus::Failure {
+            pr.pending_snapshot = 0;
+        }
+        pr.become_probe();
+        // Wait for the follower's answer (or a heartbeat) before the next append.
+        pr.probe_sent = true;
+    }
+
+    /// Entries up to (`index`, `term`) are durable locally.
+    pub(crate) fn on_persisted(&mut self, index: Index, term: Term) {
+        self.log.stable_to(index, term);
+        if self.role != StateRole::Leader {
+            return;
+        }
+        let persisted = self.log.persisted_index();
+        let id = self.id;
+        if let Some(pr) = self.tracker.progress.get_mut(&id) {
+            pr.maybe_update(persisted);
+        }
+        if self.maybe_commit() {
+            self.need_bcast = true;
+        }
+    }
+
+    /// Entries up to `index` were applied; `bytes` is their payload total.
+    pub(crate) fn on_applied(&mut self, index: Index, bytes: u64) {
+        self.log.applied_to(index);
+        if self.role == StateRole::Leader {
+            self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(bytes);
+        }
+    }
+
+    pub(crate) fn pending_conf_index(&self) -> Index {
+        self.pending_conf_index
+    }
+
+    pub(crate) fn election_elapsed(&self) -> u64 {
+        self.election_elapsed_ticks
+    }
+}

@@ -1,0 +1,223 @@
+//! The leader's view of one follower's log (§5.3 nextIndex / matchIndex) and the flow
+//! control state that decides how fast to send to it.
+
+use super::inflights::Inflights;
+use crate::types::Index;
+
+/// How the leader sends to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressState {
+    /// The match point is unknown: send one append at a time and wait for the answer,
+    /// backing off on rejection.
+    Probe,
+    /// The follower is known to match: stream appends optimistically within the
+    /// in-flight window.
+    Replicate,
+    /// The follower needs a snapshot, which is in flight.
+    Snapshot,
+}
+
+/// Replication progress of one peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// The highest index known to be durably replicated on the peer.
+    pub match_index: Index,
+    /// The next index to send.
+    pub next_index: Index,
+    /// Flow control state.
+    pub state: ProgressState,
+    /// In `Snapshot` state: the index of the snapshot being sent.
+    pub pending_snapshot: Index,
+    /// Whether the peer was heard from since the last check-quorum round.
+    pub recent_active: bool,
+    /// In `Probe` state: an append was sent and its answer is awaited.
+    pub probe_sent: bool,
+    /// Appends in flight, in `Replicate` state.
+    pub inflights: Inflights,
+    /// Whether the peer is a learner.
+    pub is_learner: bool,
+    /// Check-quorum rounds spent in `Snapshot` state; a snapshot whose fate is never
+    /// reported is presumed lost after [`SNAPSHOT_TIMEOUT_ROUNDS`].
+    pub snapshot_rounds: u32,
+}
+
+/// Election timeouts after which a snapshot with no reported outcome and no
+/// acknowledgement is presumed lost and the peer is probed again.
+pub const SNAPSHOT_TIMEOUT_ROUNDS: u32 = 3;
+
+impl Progress {
+    /// A peer whose log is unknown; probing starts at `next_index`.
+    pub fn new(next_index: Index, max_inflight_msgs: usize, max_inflight_bytes: u64) -> Progress {
+        Progress {
+            match_index: 0,
+            next_index,
+            state: ProgressState::Probe,
+            pending_snapshot: 0,
+            recent_active: false,
+            probe_sent: false,
+            inflights: Inflights::new(max_inflight_msgs, max_inflight_bytes),
+            is_learner: false,
+            snapshot_rounds: 0,
+        }
+    }
+
+    fn reset_state(&mut self, state: ProgressState) {
+        self.probe_sent = false;
+        self.snapshot_rounds = 0;
+        self.pending_snapshot = 0;
+        self.state = state;
+        self.inflights.reset();
+    }
+
+    /// Back to probing from just after the match point (or after a sent snapshot).
+    pub fn become_probe(&mut self) {
+        if self.state == ProgressState::Snapshot {
+            let pending = self.pending_snapshot;
+            self.reset_state(ProgressState::Probe);
+            self.next_index = (self.match_index + 1).max(pending + 1);
+        } else {
+            self.reset_state(ProgressState::Probe);
+            self.next_index = self.match_index + 1;
+        }
+    }
+
+    /// Start streaming after the match point.
+    pub fn become_replicate(&mut self) {
+        self.reset_state(ProgressState::Replicate);
+        self.next_index = self.match_index + 1;
+    }
+
+    /// A snapshot at `snapshot_index` is on its way.
+    pub fn become_snapshot(&mut self, snapshot_index: Index) {
+        self.reset_state(ProgressState::Snapshot);
+        self.pending_snapshot = snapshot_index;
+    }
+
+    /// An acknowledgement up to `index` arrived. Returns whether the match point moved.
+    pub fn maybe_update(&mut self, index: Index) -> bool {
+        let updated = index > self.match_index;
+        if updated {
+            self.match_index = index;
+            self.probe_sent = false;
+        }
+        self.next_index = self.next_index.max(index + 1);
+        updated
+    }
+
+    /// An append ending at `last_index` with `bytes` of entries was sent.
+    pub fn sent_entries(&mut self, last_index: Option<Index>, bytes: u64) {
+        match self.state {
+            ProgressState::Replicate => {
+                if let Some(last) = last_index {
+                    self.next_index = last + 1;
+                    self.inflights.add(last, bytes);
+                }
+            }
+            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Snapshot => {
+                unreachable!("appends are not sent to a peer receiving a snapshot")
+            }
+        }
+    }
+
+    /// The peer rejected an append at `rejected` and hinted that the logs can match at
+    /// most up to `match_hint`. Returns false when the rejection is stale (answers an
+    /// append that is no longer the one outstanding).
+    pub fn maybe_decr_to(&mut self, rejected: Index, match_hint: Index) -> bool {
+        if self.state == ProgressState::Replicate {
+            if rejected <= self.match_index {
+                return false;
+            }
+            self.next_index = self.match_index + 1;
+            return true;
+        }
+        if self.next_index == 0 || self.next_index - 1 != rejected {
+            return false;
+        }
+        self.next_index = rejected.min(match_hint + 1).max(self.match_index + 1);
+        self.probe_sent = false;
+        true
+    }
+
+    /// Whether sending appends must wait.
+    pub fn is_paused(&self) -> bool {
+        match self.state {
+            ProgressState::Probe => self.probe_sent,
+            ProgressState::Replicate => self.inflights.full(),
+            ProgressState::Snapshot => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pr(match_index: Index, next_index: Index) -> Progress {
+        let mut p = Progress::new(next_index, 4, 0);
+        p.match_index = match_index;
+        p
+    }
+
+    #[test]
+    fn probe_sends_one_message_until_answered() {
+        let mut p = pr(0, 6);
+        assert!(!p.is_paused());
+        p.sent_entries(Some(6), 10);
+        assert!(p.is_paused());
+        assert!(p.maybe_decr_to(5, 3));
+        assert_eq!(p.next_index, 4, "the hint skips straight past the conflict");
+        assert!(!p.is_paused());
+    }
+
+    #[test]
+    fn stale_rejection_in_probe_is_ignored() {
+        let mut p = pr(0, 4);
+        assert!(!p.maybe_decr_to(5, 2));
+        assert_eq!(p.next_index, 4);
+    }
+
+    #[test]
+    fn rejection_in_replicate_falls_back_to_match_plus_one() {
+        let mut p = pr(3, 4);
+        p.become_replicate();
+        p.sent_entries(Some(8), 10);
+        assert_eq!(p.next_index, 9);
+        assert!(!p.maybe_decr_to(2, 0), "stale: at or below match");
+        assert!(p.maybe_decr_to(6, 0));
+        assert_eq!(p.next_index, 4);
+    }
+
+    #[test]
+    fn replicate_pauses_when_inflight_window_is_full() {
+        let mut p = pr(0, 1);
+        p.become_replicate();
+        for i in 1..=4 {
+            assert!(!p.is_paused());
+            p.sent_entries(Some(i), 1);
+        }
+        assert!(p.is_paused());
+        p.inflights.free_le(2);
+        assert!(!p.is_paused());
+    }
+
+    #[test]
+    fn probe_after_snapshot_resumes_after_the_snapshot() {
+        let mut p = pr(2, 3);
+        p.become_snapshot(10);
+        assert!(p.is_paused());
+        p.become_probe();
+        assert_eq!(p.next_index, 11);
+    }
+
+    #[test]
+    fn update_moves_match_and_next_forward_only() {
+        let mut p = pr(5, 9);
+        assert!(!p.maybe_update(4));
+        assert_eq!((p.match_index, p.next_index), (5, 9));
+        assert!(p.maybe_update(7));
+        assert_eq!((p.match_index, p.next_index), (7, 9));
+        assert!(p.maybe_update(12));
+        assert_eq!((p.match_index, p.next_index), (12, 13));
+    }
+}

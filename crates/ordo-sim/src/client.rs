@@ -1,0 +1,515 @@
+//! Simulated clients: each runs one request at a time against whichever node it believes is
+//! leader, follows redirects, retries with a bound, and records every operation in the
+//! history that is checked for linearizability.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use ordo_lincheck::{History, KvInput, KvOutput, OpId};
+use ordo_raft::{Index, NodeId, Term};
+
+use crate::kv::WriteResult;
+use crate::prng::Prng;
+
+/// What a client asks a node to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientOp {
+    /// Read a key linearizably.
+    Get {
+        /// The key.
+        key: Bytes,
+    },
+    /// Write a key.
+    Put {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+    },
+    /// Compare-and-set a key.
+    Cas {
+        /// The key.
+        key: Bytes,
+        /// The value expected (`None`: absent).
+        expected: Option<Bytes>,
+        /// The value to store on a match.
+        new: Bytes,
+    },
+}
+
+impl ClientOp {
+    /// The operation as the linearizability checker sees it.
+    pub fn to_input(&self) -> KvInput {
+        match self.clone() {
+            ClientOp::Get { key } => KvInput::Get { key },
+            ClientOp::Put { key, value } => KvInput::Put { key, value },
+            ClientOp::Cas { key, expected, new } => KvInput::Cas { key, expected, new },
+        }
+    }
+}
+
+/// A request on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The session.
+    pub client_id: u64,
+    /// The request's number in the session; a retry reuses it.
+    pub request_id: u64,
+    /// What to do.
+    pub op: ClientOp,
+}
+
+/// A node's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// The value read.
+    Value(Option<Bytes>),
+    /// The write was applied at (`index`, `term`) with `result`.
+    Written {
+        /// The write's result.
+        result: WriteResult,
+        /// Where it was committed.
+        index: Index,
+        /// The entry's term.
+        term: Term,
+    },
+    /// This node cannot serve the request; try `leader` (or anyone, when unknown).
+    NotLeader {
+        /// The leader the node knows of.
+        leader: Option<NodeId>,
+    },
+}
+
+/// A response on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The session.
+    pub client_id: u64,
+    /// The request answered.
+    pub request_id: u64,
+    /// The answer.
+    pub reply: Reply,
+}
+
+/// How clients behave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Keys the workload touches (`k0`, `k1`, ...); few keys make conflicts likely.
+    pub keys: u64,
+    /// How long to wait for one attempt's answer.
+    pub attempt_timeout_ticks: u64,
+    /// Attempts per request before giving up (the outcome is then unknown).
+    pub attempts_max: u32,
+    /// Longest pause between one request's end and the next one's start.
+    pub think_ticks_max: u64,
+    /// Pause after a "no leader known" answer, before trying a random node.
+    pub backoff_ticks: u64,
+}
+
+/// What a client did, for the trace and for the acknowledged-write checker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// A request was sent to a node.
+    Sent {
+        /// The client.
+        client_id: u64,
+        /// The target.
+        node: NodeId,
+        /// The attempt number (1-based).
+        attempt: u32,
+        /// The request.
+        request: Request,
+    },
+    /// A request finished with an answer.
+    Completed {
+        /// The client.
+        client_id: u64,
+        /// The request.
+        request: Request,
+        /// The answer.
+        reply: Reply,
+    },
+    /// A request ran out of attempts; its outcome is unknown.
+    GaveUp {
+        /// The client.
+        client_id: u64,
+        /// The request.
+        request: Request,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    Thinking {
+        until_ticks: u64,
+    },
+    Waiting {
+        request: Request,
+        op: OpId,
+        attempt: u32,
+        target: NodeId,
+        deadline_ticks: u64,
+    },
+    Stopped,
+}
+
+/// One client session.
+#[derive(Debug, Clone)]
+pub struct Client {
+    id: u64,
+    config: ClientConfig,
+    prng: Prng,
+    state: State,
+    request_id_last: u64,
+    leader_guess: Option<NodeId>,
+    /// The last value this client saw per key, used as the expectation of its CAS requests.
+    seen: BTreeMap<Bytes, Option<Bytes>>,
+    values_written: u64,
+    stopping: bool,
+}
+
+impl Client {
+    /// A client that starts after a random pause.
+    pub fn new(id: u64, config: ClientConfig, mut prng: Prng) -> Client {
+        assert!(config.keys >= 1 && config.attempts_max >= 1);
+        assert!(config.attempt_timeout_ticks >= 1);
+        let until_ticks = prng.range(0, config.think_ticks_max);
+        Client {
+            id,
+            config,
+            prng,
+            state: State::Thinking { until_ticks },
+            request_id_last: 0,
+            leader_guess: None,
+            seen: BTreeMap::new(),
+            values_written: 0,
+            stopping: false,
+        }
+    }
+
+    /// The client's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether a request is outstanding.
+    pub fn is_waiting(&self) -> bool {
+        matches!(self.state, State::Waiting { .. })
+    }
+
+    /// When the outstanding request, if any, was first sent (its history call time).
+    pub fn waiting_op(&self) -> Option<OpId> {
+        match &self.state {
+            State::Waiting { op, .. } => Some(*op),
+            _ => None,
+        }
+    }
+
+    /// Starts no new request after the current one.
+    pub fn stop(&mut self) {
+        self.stopping = true;
+        if let State::Thinking { .. } = self.state {
+            self.state = State::Stopped;
+        }
+    }
+
+    fn random_node(&mut self, nodes: &[NodeId]) -> NodeId {
+        *self.prng.choose(nodes).expect("a cluster has nodes")
+    }
+
+    fn next_op(&mut self) -> ClientOp {
+        let key = Bytes::from(format!("k{}", self.prng.below(self.config.keys)));
+        match self.prng.below(10) {
+            0..=3 => ClientOp::Get { key },
+            4..=6 => {
+                self.values_written += 1;
+                let value = Bytes::from(format!("c{}v{}", self.id, self.values_written));
+                ClientOp::Put { key, value }
+            }
+            _ => {
+                self.values_written += 1;
+                let new = Bytes::from(format!("c{}v{}", self.id, self.values_written));
+                let expected = self.seen.get(&key).cloned().flatten();
+                ClientOp::Cas { key, expected, new }
+            }
+        }
+    }
+
+    fn send(
+        &mut self,
+        now_ticks: u64,
+        request: Request,
+        op: OpId,
+        attempt: u32,
+        target: NodeId,
+        out: &mut Vec<(NodeId, Request)>,
+        events: &mut Vec<ClientEvent>,
+    ) {
+        out.push((target, request.clone()));
+        events.push(ClientEvent::Sent {
+            client_id: self.id,
+            node: target,
+            attempt,
+            request: request.clone(),
+        });
+        self.state = State::Waiting {
+            request,
+            op,
+            attempt,
+            target,
+            deadline_ticks: now_ticks + self.config.attempt_timeout_ticks,
+        };
+    }
+
+    /// Tries the outstanding request again elsewhere, or gives up after the last attempt.
+    #[allow(clippy::too_many_arguments)]
+    fn retry(
+        &mut self,
+        now_ticks: u64,
+        target: Option<NodeId>,
+        nodes: &[NodeId],
+        out: &mut Vec<(NodeId, Request)>,
+        events: &mut Vec<ClientEvent>,
+    ) {
+        let State::Waiting {
+            request,
+            op,
+            attempt,
+            ..
+        } = self.state.clone()
+        else {
+            return;
+        };
+        if attempt >= self.config.attempts_max {
+            events.push(ClientEvent::GaveUp {
+                client_id: self.id,
+                request,
+            });
+            self.think(now_ticks);
+            return;
+        }
+        let target = target.unwrap_or_else(|| self.random_node(nodes));
+        self.send(now_ticks, request, op, attempt + 1, target, out, events);
+    }
+
+    fn think(&mut self, now_ticks: u64) {
+        if self.stopping {
+            self.state = State::Stopped;
+            return;
+        }
+        let pause = self.prng.range(0, self.config.think_ticks_max);
+        self.state = State::Thinking {
+            until_ticks: now_ticks + pause,
+        };
+    }
+
+    /// Advances the client to `now_ticks`: starts a request when its pause is over, retries one
+    /// whose attempt timed out. Requests to send are pushed to `out`.
+    pub fn poll(
+        &mut self,
+        now_ticks: u64,
+        nodes: &[NodeId],
+        history: &mut History<KvInput, KvOutput>,
+        out: &mut Vec<(NodeId, Request)>,
+        events: &mut Vec<ClientEvent>,
+    ) {
+        match self.state {
+            State::Thinking { until_ticks } if until_ticks <= now_ticks => {
+                let op = self.next_op();
+                self.request_id_last += 1;
+                let request = Request {
+                    client_id: self.id,
+                    request_id: self.request_id_last,
+                    op,
+                };
+                let id = history.invoke(self.id, request.op.to_input(), now_ticks);
+                let target = match self.leader_guess {
+                    Some(leader) if nodes.contains(&leader) => leader,
+                    _ => self.random_node(nodes),
+                };
+                self.send(now_ticks, request, id, 1, target, out, events);
+            }
+            State::Waiting { deadline_ticks, .. } if deadline_ticks <= now_ticks => {
+                self.leader_guess = None;
+                self.retry(now_ticks, None, nodes, out, events);
+            }
+            _ => {}
+        }
+    }
+
+    /// Handles a node's response. Answers to anything but the outstanding request (late
+    /// answers to earlier attempts are matched by request id, so they count) are ignored.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_response(
+        &mut self,
+        now_ticks: u64,
+        from: NodeId,
+        response: Response,
+        nodes: &[NodeId],
+        history: &mut History<KvInput, KvOutput>,
+        out: &mut Vec<(NodeId, Request)>,
+        events: &mut Vec<ClientEvent>,
+    ) {
+        let State::Waiting {
+            request,
+            op,
+            target,
+            ..
+        } = self.state.clone()
+        else {
+            return;
+        };
+        if response.request_id != request.request_id {
+            return;
+        }
+        let output = match (&request.op, &response.reply) {
+            (ClientOp::Get { key }, Reply::Value(value)) => {
+                self.seen.insert(key.clone(), value.clone());
+                KvOutput::Value(value.clone())
+            }
+            (
+                ClientOp::Put { key, value },
+                Reply::Written {
+                    result: WriteResult::Done,
+                    ..
+                },
+            ) => {
+                self.seen.insert(key.clone(), Some(value.clone()));
+                KvOutput::Done
+            }
+            (
+                ClientOp::Cas { key, new, .. },
+                Reply::Written {
+                    result: WriteResult::Cas(matched),
+                    ..
+                },
+            ) => {
+                if *matched {
+                    self.seen.insert(key.clone(), Some(new.clone()));
+                } else {
+                    self.seen.remove(key);
+                }
+                KvOutput::Cas(*matched)
+            }
+            (_, Reply::NotLeader { leader }) => {
+                // Only the node the current attempt went to may redirect it; a stale refusal
+                // from an earlier attempt must not start a second copy.
+                if from == target {
+                    self.leader_guess = *leader;
+                    self.retry(now_ticks, *leader, nodes, out, events);
+                }
+                return;
+            }
+            (op, reply) => panic!(
+                "client {} got reply {reply:?} to {op:?}: the node answered the wrong kind",
+                self.id
+            ),
+        };
+        self.leader_guess = Some(from);
+        history
+            .complete(op, output, now_ticks)
+            .expect("a waiting request is open in the history");
+        events.push(ClientEvent::Completed {
+            client_id: self.id,
+            request,
+            reply: response.reply,
+        });
+        self.think(now_ticks);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ClientConfig {
+        ClientConfig {
+            keys: 2,
+            attempt_timeout_ticks: 10,
+            attempts_max: 3,
+            think_ticks_max: 0,
+            backoff_ticks: 5,
+        }
+    }
+
+    #[test]
+    fn request_retries_on_timeout_then_gives_up_with_unknown_outcome() {
+        let mut client = Client::new(1, config(), Prng::new(1));
+        let mut history = History::new();
+        let (mut out, mut events) = (Vec::new(), Vec::new());
+        let nodes = [1, 2, 3];
+        client.poll(0, &nodes, &mut history, &mut out, &mut events);
+        assert_eq!(out.len(), 1);
+        for now in [10, 20] {
+            client.poll(now, &nodes, &mut history, &mut out, &mut events);
+        }
+        assert_eq!(out.len(), 3, "three attempts");
+        assert!(out.iter().all(|(_, request)| request.request_id == 1));
+        client.poll(30, &nodes, &mut history, &mut out, &mut events);
+        assert!(matches!(events.last(), Some(ClientEvent::GaveUp { .. })));
+        assert_eq!(history.operations()[0].return_time(), None);
+    }
+
+    #[test]
+    fn redirect_goes_to_the_named_leader() {
+        let mut client = Client::new(1, config(), Prng::new(2));
+        let mut history = History::new();
+        let (mut out, mut events) = (Vec::new(), Vec::new());
+        let nodes = [1, 2, 3];
+        client.poll(0, &nodes, &mut history, &mut out, &mut events);
+        let (target, request) = out[0].clone();
+        client.on_response(
+            1,
+            target,
+            Response {
+                client_id: 1,
+                request_id: request.request_id,
+                reply: Reply::NotLeader { leader: Some(3) },
+            },
+            &nodes,
+            &mut history,
+            &mut out,
+            &mut events,
+        );
+        assert_eq!(out[1].0, 3);
+        assert_eq!(out[1].1, request);
+    }
+
+    #[test]
+    fn answer_completes_the_operation_in_the_history() {
+        let mut client = Client::new(1, config(), Prng::new(3));
+        let mut history = History::new();
+        let (mut out, mut events) = (Vec::new(), Vec::new());
+        let nodes = [1];
+        client.poll(0, &nodes, &mut history, &mut out, &mut events);
+        let request = out[0].1.clone();
+        let reply = match request.op {
+            ClientOp::Get { .. } => Reply::Value(None),
+            ClientOp::Put { .. } => Reply::Written {
+                result: WriteResult::Done,
+                index: 1,
+                term: 1,
+            },
+            ClientOp::Cas { .. } => Reply::Written {
+                result: WriteResult::Cas(false),
+                index: 1,
+                term: 1,
+            },
+        };
+        client.on_response(
+            4,
+            1,
+            Response {
+                client_id: 1,
+                request_id: request.request_id,
+                reply,
+            },
+            &nodes,
+            &mut history,
+            &mut out,
+            &mut events,
+        );
+        assert_eq!(history.operations()[0].return_time(), Some(4));
+        assert!(!client.is_waiting());
+    }
+}

@@ -1,0 +1,1138 @@
+//! One simulated run: a cluster, its clients, a nemesis injecting faults, and the checkers,
+//! advanced tick by tick from a single seed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ordo_lincheck::{CheckError, History, KvInput, KvModel, KvOutput};
+use ordo_raft::{
+    ConfChange, ConfChangeKind, ConfChangeSingle, ConfChangeTransition, ConfState, Config,
+    Mutation, NodeId, ReadOnlyOption, SnapshotStatus, StateRole, Storage,
+};
+
+use crate::checker::{Checker, Violation, ViolationKind};
+use crate::client::{Client, ClientConfig, ClientEvent, Request};
+use crate::network::{Network, NetworkConfig};
+use crate::node::{is_snapshot_message, NodeTuning, Outbox, SimNode, Wire, CLIENT_ADDRESS_BASE};
+use crate::prng::{splitmix64, Prng};
+use crate::trace::Trace;
+
+/// Which faults the nemesis may inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Faults {
+    /// Symmetric splits, one-way links, the isolated leader.
+    pub partitions: bool,
+    /// Power loss of one node or of all, and restarts from disk.
+    pub crashes: bool,
+    /// Random message loss.
+    pub loss: bool,
+    /// Duplicated messages.
+    pub duplication: bool,
+    /// Messages held back long enough to arrive far out of order.
+    pub delay_spikes: bool,
+    /// Adding learners, promoting, removing (the leader too), joint changes.
+    pub membership: bool,
+    /// Leadership transfers.
+    pub transfers: bool,
+    /// Nodes whose clocks tick at slightly different rates (never with lease reads).
+    pub clock_skew: bool,
+}
+
+impl Faults {
+    /// The names accepted by [`Faults::parse`].
+    pub const NAMES: [&'static str; 8] = [
+        "partition",
+        "crash",
+        "loss",
+        "duplication",
+        "delay",
+        "membership",
+        "transfer",
+        "skew",
+    ];
+
+    /// Every fault.
+    pub fn all() -> Faults {
+        Faults {
+            partitions: true,
+            crashes: true,
+            loss: true,
+            duplication: true,
+            delay_spikes: true,
+            membership: true,
+            transfers: true,
+            clock_skew: true,
+        }
+    }
+
+    /// No fault at all: a calm network and nodes that never fail.
+    pub fn none() -> Faults {
+        Faults {
+            partitions: false,
+            crashes: false,
+            loss: false,
+            duplication: false,
+            delay_spikes: false,
+            membership: false,
+            transfers: false,
+            clock_skew: false,
+        }
+    }
+
+    /// Parses `all`, `none`, or a comma-separated list of [`Faults::NAMES`].
+    pub fn parse(text: &str) -> Result<Faults, String> {
+        match text {
+            "all" => return Ok(Faults::all()),
+            "none" => return Ok(Faults::none()),
+            _ => {}
+        }
+        let mut faults = Faults::none();
+        for name in text
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+        {
+            let flag = match name {
+                "partition" => &mut faults.partitions,
+                "crash" => &mut faults.crashes,
+                "loss" => &mut faults.loss,
+                "duplication" => &mut faults.duplication,
+                "delay" => &mut faults.delay_spikes,
+                "membership" => &mut faults.membership,
+                "transfer" => &mut faults.transfers,
+                "skew" => &mut faults.clock_skew,
+                other => {
+                    return Err(format!(
+                        "unknown fault {other:?}; expected all, none, or a list of {}",
+                        Faults::NAMES.join(", ")
+                    ))
+                }
+            };
+            *flag = true;
+        }
+        Ok(faults)
+    }
+}
+
+/// How reads are served in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Always ReadIndex.
+    ReadIndex,
+    /// Always the leader lease.
+    Lease,
+    /// Chosen per seed.
+    Mixed,
+}
+
+/// What to simulate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimConfig {
+    /// Everything random in the run derives from this.
+    pub seed: u64,
+    /// Voters at the start (3, 5 or 7 in the standard sweeps).
+    pub nodes: usize,
+    /// Length of the run in simulated ticks (a Raft tick is [`RAFT_TICK_TICKS`] of them).
+    pub run_ticks: u64,
+    /// Simulated ticks at the end of the run with no faults, to check liveness.
+    pub quiet_ticks: u64,
+    /// Faults injected before the quiet phase.
+    pub faults: Faults,
+    /// Concurrent client sessions.
+    pub clients: u64,
+    /// How reads are confirmed.
+    pub read_mode: ReadMode,
+    /// A rule-breaking switch in every node's core, to prove the checkers fire.
+    pub mutation: Option<Mutation>,
+    /// Record a readable trace.
+    pub trace: bool,
+}
+
+/// Simulated ticks per Raft tick: message delays and fsyncs are finer than the core's clock.
+pub const RAFT_TICK_TICKS: u64 = 10;
+
+/// Most node ids a run may create (initial voters plus nodes added by the nemesis).
+const SPARE_NODES_MAX: usize = 4;
+
+impl SimConfig {
+    /// A run of `nodes` voters with every fault and the standard length.
+    pub fn new(seed: u64, nodes: usize) -> SimConfig {
+        SimConfig {
+            seed,
+            nodes,
+            run_ticks: 12_000,
+            quiet_ticks: 4_000,
+            faults: Faults::all(),
+            clients: 4,
+            read_mode: ReadMode::Mixed,
+            mutation: None,
+            trace: false,
+        }
+    }
+}
+
+/// Counters describing a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Distinct (term, leader) pairs seen.
+    pub leaders_elected: u64,
+    /// Node crashes.
+    pub crashes: u64,
+    /// Partitions started.
+    pub partitions: u64,
+    /// Configuration changes applied by a leader.
+    pub conf_changes: u64,
+    /// Leadership transfers requested.
+    pub transfers: u64,
+    /// Client operations that returned.
+    pub ops_completed: u64,
+    /// Client operations whose outcome stayed unknown.
+    pub ops_unknown: u64,
+    /// The highest index any node applied.
+    pub applied_max: u64,
+    /// Messages delivered.
+    pub messages_delivered: u64,
+}
+
+/// The result of one run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The seed.
+    pub seed: u64,
+    /// Voters at the start.
+    pub nodes: usize,
+    /// Whether reads used the leader lease.
+    pub lease_reads: bool,
+    /// The first broken guarantee, if any.
+    pub violation: Option<Violation>,
+    /// Set when the linearizability check ran out of budget: neither pass nor fail.
+    pub undecided: Option<String>,
+    /// Simulated ticks run.
+    pub ticks: u64,
+    /// Counters.
+    pub stats: RunStats,
+    /// The readable trace, when requested.
+    pub trace: Vec<String>,
+}
+
+/// Runs one simulation to completion (or to its first violation).
+pub fn run(config: &SimConfig) -> RunReport {
+    let mut sim = Simulation::new(config.clone());
+    let result = sim.run_to_end();
+    sim.into_report(result)
+}
+
+struct Simulation {
+    config: SimConfig,
+    now_ticks: u64,
+    prng: Prng,
+    nemesis_prng: Prng,
+    network: Network<Wire>,
+    /// The calm network restored when faults stop.
+    calm_network: NetworkConfig,
+    nodes: BTreeMap<NodeId, SimNode>,
+    next_tick_at: BTreeMap<NodeId, u64>,
+    tick_interval_ticks: BTreeMap<NodeId, u64>,
+    restart_at: BTreeMap<NodeId, u64>,
+    /// Nodes shut down for good after their removal; never restarted, ids never reused.
+    removed: BTreeSet<NodeId>,
+    /// Nodes that were members of some configuration a leader applied.
+    ever_member: BTreeSet<NodeId>,
+    shutdown_at: BTreeMap<NodeId, u64>,
+    heal_at: Option<u64>,
+    next_nemesis_at: u64,
+    next_node_id: NodeId,
+    clients: Vec<Client>,
+    history: History<KvInput, KvOutput>,
+    checker: Checker,
+    trace: Trace,
+    lease_reads: bool,
+    tuning: NodeTuning,
+    /// (leader, follower) → when to report a snapshot send as failed if not delivered.
+    snapshot_sends: BTreeMap<(NodeId, NodeId), u64>,
+    /// Each leader's commit index last checked for durability, per (node, term).
+    leader_commit_checked: BTreeMap<NodeId, (u64, u64)>,
+    leaders_seen: BTreeSet<(u64, NodeId)>,
+    stats: RunStats,
+    faults_stopped: bool,
+    leader_deadline_ticks: Option<u64>,
+    undecided: Option<String>,
+    /// The index of the latest configuration change applied anywhere.
+    conf_index_seen: u64,
+    /// Each leader's configuration at the start of the current step.
+    leader_conf_before: BTreeMap<NodeId, ConfState>,
+}
+
+fn derive_seed(seed: u64, stream: u64) -> u64 {
+    let mut state = seed ^ stream.wrapping_mul(0xA076_1D64_78BD_642F);
+    splitmix64(&mut state)
+}
+
+impl Simulation {
+    fn new(config: SimConfig) -> Simulation {
+        assert!(config.nodes >= 1, "a cluster needs a node");
+        assert!(config.quiet_ticks < config.run_ticks);
+        let mut prng = Prng::new(config.seed);
+        let nemesis_prng = Prng::new(derive_seed(config.seed, 1));
+        let faults = config.faults;
+
+        let lease_reads = match config.read_mode {
+            ReadMode::ReadIndex => false,
+            ReadMode::Lease => true,
+            ReadMode::Mixed => prng.chance(1, 3),
+        };
+        let calm_network = NetworkConfig {
+            delay_ticks_min: 1,
+            delay_ticks_max: prng.range(2, 8),
+            loss_per_mille: 0,
+            duplicate_per_mille: 0,
+            spike_per_mille: 0,
+            spike_delay_ticks_max: 8,
+            in_flight_max: 50_000,
+        };
+        let network_config = NetworkConfig {
+            loss_per_mille: if faults.loss { prng.range(0, 60) } else { 0 },
+            duplicate_per_mille: if faults.duplication {
+                prng.range(0, 40)
+            } else {
+                0
+            },
+            spike_per_mille: if faults.delay_spikes {
+                prng.range(0, 30)
+            } else {
+                0
+            },
+            spike_delay_ticks_max: 400,
+            ..calm_network
+        };
+        let tuning = NodeTuning {
+            fsync_ticks_min: 1,
+            fsync_ticks_max: prng.range(1, 8),
+            snapshot_every_entries: *prng.choose(&[16, 50, 200, 1000]).expect("non-empty"),
+        };
+
+        let mut sim = Simulation {
+            now_ticks: 0,
+            prng,
+            nemesis_prng,
+            network: Network::new(network_config),
+            calm_network,
+            nodes: BTreeMap::new(),
+            next_tick_at: BTreeMap::new(),
+            tick_interval_ticks: BTreeMap::new(),
+            restart_at: BTreeMap::new(),
+            removed: BTreeSet::new(),
+            ever_member: BTreeSet::new(),
+            shutdown_at: BTreeMap::new(),
+            heal_at: None,
+            next_nemesis_at: 0,
+            next_node_id: config.nodes as NodeId + 1,
+            clients: Vec::new(),
+            history: History::new(),
+            checker: Checker::new(),
+            trace: Trace::new(config.trace),
+            lease_reads,
+            tuning,
+            snapshot_sends: BTreeMap::new(),
+            leader_commit_checked: BTreeMap::new(),
+            leaders_seen: BTreeSet::new(),
+            stats: RunStats::default(),
+            faults_stopped: false,
+            leader_deadline_ticks: None,
+            undecided: None,
+            conf_index_seen: 0,
+            leader_conf_before: BTreeMap::new(),
+            config,
+        };
+        sim.next_nemesis_at = sim.nemesis_prng.range(200, 800);
+        let client_config = ClientConfig {
+            keys: 3,
+            attempt_timeout_ticks: 40 * RAFT_TICK_TICKS,
+            attempts_max: 4,
+            think_ticks_max: 30,
+            backoff_ticks: 2 * RAFT_TICK_TICKS,
+        };
+        for id in 1..=sim.config.clients {
+            let prng = Prng::new(derive_seed(sim.config.seed, 100 + id));
+            sim.clients.push(Client::new(id, client_config, prng));
+        }
+        sim
+    }
+
+    fn raft_config(&mut self, id: NodeId) -> Config {
+        let mut config = Config::new(id);
+        config.seed = self.prng.next_u64();
+        // Small messages and windows so batching, pipelining and flow control are exercised.
+        config.max_append_bytes = 512;
+        config.max_inflight_msgs = 4;
+        config.max_uncommitted_bytes = 16 * 1024;
+        config.read_only = if self.lease_reads {
+            ReadOnlyOption::LeaseBased
+        } else {
+            ReadOnlyOption::Safe
+        };
+        config.mutation = self.config.mutation;
+        config
+    }
+
+    fn spawn(&mut self, id: NodeId, initial: Option<ConfState>) -> Result<(), Violation> {
+        let mut node = SimNode::new(id, initial, self.tuning);
+        let config = self.raft_config(id);
+        node.boot(self.now_ticks, config, &mut self.checker, &mut self.trace)?;
+        self.nodes.insert(id, node);
+        let interval = if self.config.faults.clock_skew && !self.lease_reads {
+            self.prng.range(RAFT_TICK_TICKS - 1, RAFT_TICK_TICKS + 1)
+        } else {
+            RAFT_TICK_TICKS
+        };
+        self.tick_interval_ticks.insert(id, interval);
+        let phase = self.prng.range(0, interval - 1);
+        self.next_tick_at.insert(id, self.now_ticks + phase + 1);
+        Ok(())
+    }
+
+    fn live_member_ids(&self) -> Vec<NodeId> {
+        self.nodes
+            .keys()
+            .copied()
+            .filter(|id| !self.removed.contains(id))
+            .collect()
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        // The leader of the highest term among up nodes.
+        self.nodes
+            .values()
+            .filter_map(|node| node.raw().map(|raw| (raw.term(), raw.role(), node.id())))
+            .filter(|(_, role, _)| *role == StateRole::Leader)
+            .map(|(term, _, id)| (term, id))
+            .max()
+            .map(|(_, id)| id)
+    }
+
+    fn run_to_end(&mut self) -> Result<(), Violation> {
+        let initial = ConfState::with_voters(1..=self.config.nodes as NodeId);
+        for id in 1..=self.config.nodes as NodeId {
+            self.spawn(id, Some(initial.clone()))?;
+            self.ever_member.insert(id);
+        }
+        self.trace.log(0, || {
+            format!(
+                "cluster of {} voters; reads by {}; network {:?}; {:?}",
+                self.config.nodes,
+                if self.lease_reads {
+                    "lease"
+                } else {
+                    "read index"
+                },
+                self.network.config(),
+                self.tuning
+            )
+        });
+        let faults_stop_ticks = self.config.run_ticks - self.config.quiet_ticks;
+        let clients_stop_ticks = self.config.run_ticks - self.config.quiet_ticks / 2;
+        while self.now_ticks < self.config.run_ticks {
+            self.now_ticks += 1;
+            if !self.faults_stopped && self.now_ticks >= faults_stop_ticks {
+                self.stop_faults();
+            }
+            if self.now_ticks == clients_stop_ticks {
+                for client in &mut self.clients {
+                    client.stop();
+                }
+            }
+            self.step()?;
+        }
+        self.finish()
+    }
+
+    fn step(&mut self) -> Result<(), Violation> {
+        let now = self.now_ticks;
+        self.leader_conf_before = self
+            .nodes
+            .iter()
+            .filter_map(|(&id, node)| node.raw().map(|raw| (id, raw)))
+            .filter(|(_, raw)| raw.role() == StateRole::Leader)
+            .map(|(id, raw)| (id, raw.conf_state()))
+            .collect();
+        let mut outbox = Outbox::default();
+        let mut client_requests: Vec<(u64, NodeId, Request)> = Vec::new();
+        let mut client_events = Vec::new();
+        let members = self.live_member_ids();
+
+        // Deliveries.
+        while let Some((from, to, wire)) = self.network.next_due(now) {
+            match wire {
+                Wire::Raft(message) => {
+                    let snapshot = is_snapshot_message(&message);
+                    let delivered = self
+                        .nodes
+                        .get_mut(&to)
+                        .is_some_and(|node| node.step(message));
+                    if snapshot && delivered {
+                        self.snapshot_sends.remove(&(from, to));
+                        if let Some(raw) = self.nodes.get_mut(&from).and_then(SimNode::raw_mut) {
+                            raw.report_snapshot(to, SnapshotStatus::Finish);
+                        }
+                    }
+                }
+                Wire::Request(request) => {
+                    if let Some(node) = self.nodes.get_mut(&to) {
+                        node.on_request(from, request, &mut outbox);
+                    }
+                }
+                Wire::Response(response) => {
+                    let index = (to - CLIENT_ADDRESS_BASE - 1) as usize;
+                    let mut requests = Vec::new();
+                    self.clients[index].on_response(
+                        now,
+                        from,
+                        response,
+                        &members,
+                        &mut self.history,
+                        &mut requests,
+                        &mut client_events,
+                    );
+                    let address = to;
+                    client_requests.extend(requests.into_iter().map(|(n, r)| (address, n, r)));
+                }
+            }
+        }
+        // Snapshot sends that never arrived are reported failed, so the leader retries.
+        let expired: Vec<(NodeId, NodeId)> = self
+            .snapshot_sends
+            .iter()
+            .filter(|(_, &deadline)| deadline <= now)
+            .map(|(&key, _)| key)
+            .collect();
+        for (from, to) in expired {
+            self.snapshot_sends.remove(&(from, to));
+            if let Some(raw) = self.nodes.get_mut(&from).and_then(SimNode::raw_mut) {
+                raw.report_snapshot(to, SnapshotStatus::Failure);
+            }
+        }
+
+        // Clocks.
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for &id in &ids {
+            if self.next_tick_at[&id] <= now {
+                let interval = self.tick_interval_ticks[&id];
+                self.next_tick_at.insert(id, now + interval);
+                if let Some(node) = self.nodes.get_mut(&id) {
+                    node.tick();
+                }
+            }
+        }
+
+        // Faults.
+        self.nemesis()?;
+
+        // Clients.
+        for client in &mut self.clients {
+            let mut requests = Vec::new();
+            client.poll(
+                now,
+                &members,
+                &mut self.history,
+                &mut requests,
+                &mut client_events,
+            );
+            let address = CLIENT_ADDRESS_BASE + client.id();
+            client_requests.extend(requests.into_iter().map(|(n, r)| (address, n, r)));
+        }
+        for (address, node, request) in client_requests {
+            self.network
+                .send(&mut self.prng, now, address, node, Wire::Request(request));
+        }
+        for event in client_events {
+            self.trace_client_event(event);
+        }
+
+        // Nodes carry out their Readys.
+        for &id in &ids {
+            let node = self.nodes.get_mut(&id).expect("listed above");
+            node.drive(
+                now,
+                &mut self.prng,
+                &mut self.checker,
+                &mut self.trace,
+                &mut outbox,
+            )?;
+        }
+        for (index, term) in std::mem::take(&mut outbox.acked) {
+            self.checker.observe_ack(now, index, term)?;
+        }
+        for (from, to, wire) in std::mem::take(&mut outbox.wire) {
+            if let Wire::Raft(message) = &wire {
+                if is_snapshot_message(message) {
+                    let deadline = now + 2 * self.network.config().spike_delay_ticks_max + 10;
+                    self.snapshot_sends.insert((from, to), deadline);
+                }
+            }
+            self.network.send(&mut self.prng, now, from, to, wire);
+        }
+        self.observe_membership(&outbox.conf_applied);
+
+        self.check_step()
+    }
+
+    fn trace_client_event(&mut self, event: ClientEvent) {
+        match &event {
+            ClientEvent::Completed { .. } => self.stats.ops_completed += 1,
+            ClientEvent::GaveUp { .. } => self.stats.ops_unknown += 1,
+            ClientEvent::Sent { .. } => {}
+        }
+        self.trace.log(self.now_ticks, || match event {
+            ClientEvent::Sent {
+                client_id,
+                node,
+                attempt,
+                request,
+            } => format!(
+                "client {client_id} sends #{} to node {node} (attempt {attempt}): {:?}",
+                request.request_id, request.op
+            ),
+            ClientEvent::Completed {
+                client_id,
+                request,
+                reply,
+            } => format!(
+                "client {client_id} #{} done: {:?}",
+                request.request_id, reply
+            ),
+            ClientEvent::GaveUp { client_id, request } => format!(
+                "client {client_id} #{} gives up; outcome unknown",
+                request.request_id
+            ),
+        });
+    }
+
+    /// Runs every per-step checker on what the nodes show now.
+    fn check_step(&mut self) -> Result<(), Violation> {
+        let now = self.now_ticks;
+        let mut leader_commits = Vec::new();
+        for (&id, node) in &self.nodes {
+            let Some(raw) = node.raw() else {
+                continue;
+            };
+            let is_leader = raw.role() == StateRole::Leader;
+            let term = raw.term();
+            self.checker.observe_role(now, id, term, is_leader)?;
+            self.checker.observe_commit(now, id, raw.commit_index())?;
+            if is_leader {
+                if self.leaders_seen.insert((term, id)) {
+                    self.stats.leaders_elected += 1;
+                }
+                leader_commits.push((id, term, raw.commit_index()));
+            }
+        }
+        for (id, term, commit) in leader_commits {
+            let checked = self.leader_commit_checked.insert(id, (term, commit));
+            // Only a commit index this leader advanced itself was decided by counting; one it
+            // inherited when elected was decided by an earlier leader and checked then.
+            let advanced = checked.is_some_and(|(t, c)| t == term && c < commit);
+            if !advanced {
+                continue;
+            }
+            let raw = self.nodes[&id].raw().expect("leaders are up");
+            let Ok(entry_term) = raw.storage().term(commit) else {
+                continue;
+            };
+            if commit == 0 {
+                continue;
+            }
+            let holders: BTreeSet<NodeId> = self
+                .nodes
+                .values()
+                .filter(|node| node.durably_holds(commit, entry_term))
+                .map(SimNode::id)
+                .collect();
+            // The entry just committed may be a configuration change that took effect when
+            // applied in this same step: the quorum was counted in the configuration before.
+            if let Some(before) = self.leader_conf_before.get(&id) {
+                if crate::checker::is_quorum(before, &holders) {
+                    continue;
+                }
+            }
+            let conf = raw.conf_state();
+            self.checker
+                .observe_leader_commit(now, id, commit, entry_term, &conf, &holders)?;
+        }
+        if let Some(deadline) = self.leader_deadline_ticks {
+            if now >= deadline {
+                self.leader_deadline_ticks = None;
+                if self.leader().is_none() {
+                    return Err(Violation {
+                        kind: ViolationKind::Liveness,
+                        time_ticks: now,
+                        detail: format!(
+                            "no leader {} ticks after faults stopped",
+                            now - (self.config.run_ticks - self.config.quiet_ticks)
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Learns membership from configurations applied by nodes: removed nodes are shut down
+    /// for good a little later (after they had a chance to learn of their removal).
+    fn observe_membership(&mut self, applied: &[(u64, ConfState)]) {
+        for (index, conf) in applied {
+            // Every node applies the same changes in the same order; the first to apply one
+            // tells the membership from then on, and nodes catching up repeat history.
+            if *index <= self.conf_index_seen {
+                continue;
+            }
+            self.conf_index_seen = *index;
+            assert!(
+                !conf.voters.is_empty(),
+                "a node applied a configuration change and was left with no voters: {conf:?}"
+            );
+            let members: BTreeSet<NodeId> = conf
+                .voters
+                .iter()
+                .chain(&conf.learners)
+                .chain(&conf.voters_outgoing)
+                .chain(&conf.learners_next)
+                .copied()
+                .collect();
+            for &id in &members {
+                if self.ever_member.insert(id) {
+                    self.stats.conf_changes += 1;
+                }
+            }
+            for &id in self.nodes.keys() {
+                if self.ever_member.contains(&id)
+                    && !members.contains(&id)
+                    && !self.removed.contains(&id)
+                    && !self.shutdown_at.contains_key(&id)
+                {
+                    self.shutdown_at
+                        .insert(id, self.now_ticks + 30 * RAFT_TICK_TICKS);
+                    self.trace.log(self.now_ticks, || {
+                        format!("node {id} is no longer a member; it shuts down soon")
+                    });
+                }
+            }
+        }
+    }
+
+    fn stop_faults(&mut self) {
+        self.faults_stopped = true;
+        self.network.heal();
+        self.network.set_config(self.calm_network);
+        self.heal_at = None;
+        self.trace.log(self.now_ticks, || {
+            "faults stop: network healed, crashed nodes restart".to_string()
+        });
+        let down: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(id, node)| !node.is_up() && !self.removed.contains(id))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in down {
+            self.restart_at.insert(id, self.now_ticks);
+        }
+        self.leader_deadline_ticks = Some(self.now_ticks + 150 * RAFT_TICK_TICKS);
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if !node.is_up() {
+            return;
+        }
+        node.crash(&mut self.prng);
+        self.stats.crashes += 1;
+        self.leader_commit_checked.remove(&id);
+        self.trace
+            .log(self.now_ticks, || format!("node {id} crashes"));
+    }
+
+    fn restart(&mut self, id: NodeId) -> Result<(), Violation> {
+        if self.removed.contains(&id) {
+            return Ok(());
+        }
+        let config = self.raft_config(id);
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return Ok(());
+        };
+        if node.is_up() {
+            return Ok(());
+        }
+        node.boot(self.now_ticks, config, &mut self.checker, &mut self.trace)
+    }
+
+    /// Scheduled restarts, shutdowns and heals, then (before faults stop) a new fault now and
+    /// then.
+    fn nemesis(&mut self) -> Result<(), Violation> {
+        let now = self.now_ticks;
+        let due: Vec<NodeId> = self
+            .restart_at
+            .iter()
+            .filter(|(_, &at)| at <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            self.restart_at.remove(&id);
+            self.restart(id)?;
+        }
+        let due: Vec<NodeId> = self
+            .shutdown_at
+            .iter()
+            .filter(|(_, &at)| at <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            self.shutdown_at.remove(&id);
+            self.crash(id);
+            self.removed.insert(id);
+            self.restart_at.remove(&id);
+            self.trace
+                .log(now, || format!("node {id} shut down after removal"));
+        }
+        if self.heal_at.is_some_and(|at| at <= now) {
+            self.heal_at = None;
+            self.network.heal();
+            self.trace.log(now, || "network healed".to_string());
+        }
+        if self.faults_stopped || now < self.next_nemesis_at {
+            return Ok(());
+        }
+        self.next_nemesis_at = now + self.nemesis_prng.range(50, 500);
+        let faults = self.config.faults;
+        let mut options: Vec<u8> = Vec::new();
+        if faults.partitions {
+            options.extend([0, 0, 0]);
+        }
+        if faults.crashes {
+            options.extend([1, 1, 1]);
+        }
+        if faults.membership {
+            options.extend([2, 2]);
+        }
+        if faults.transfers {
+            options.push(3);
+        }
+        if faults.loss || faults.duplication || faults.delay_spikes {
+            options.push(4);
+        }
+        let Some(&choice) = self.nemesis_prng.choose(&options) else {
+            return Ok(());
+        };
+        match choice {
+            0 => self.nemesis_partition(),
+            1 => self.nemesis_crash(),
+            2 => self.nemesis_membership()?,
+            3 => self.nemesis_transfer(),
+            _ => self.nemesis_weather(),
+        }
+        Ok(())
+    }
+
+    fn nemesis_partition(&mut self) {
+        let now = self.now_ticks;
+        let nodes = self.live_member_ids();
+        if nodes.len() < 2 {
+            return;
+        }
+        self.network.heal();
+        let leader = self.leader();
+        let description = match (self.nemesis_prng.below(4), leader) {
+            (1, Some(leader)) => {
+                self.network.partition(&[leader], &nodes);
+                format!("leader {leader} isolated")
+            }
+            (2, Some(leader)) => {
+                // The leader still sends but hears nothing back, or the reverse.
+                let inbound = self.nemesis_prng.chance(1, 2);
+                for &other in nodes.iter().filter(|&&other| other != leader) {
+                    if inbound {
+                        self.network.block(other, leader);
+                    } else {
+                        self.network.block(leader, other);
+                    }
+                }
+                format!(
+                    "leader {leader} {} (one-way)",
+                    if inbound {
+                        "hears nobody"
+                    } else {
+                        "reaches nobody"
+                    }
+                )
+            }
+            (3, _) => {
+                let links = self.nemesis_prng.range(1, nodes.len() as u64 * 2);
+                let mut blocked = Vec::new();
+                for _ in 0..links {
+                    let from = *self.nemesis_prng.choose(&nodes).expect("non-empty");
+                    let to = *self.nemesis_prng.choose(&nodes).expect("non-empty");
+                    if from != to {
+                        self.network.block(from, to);
+                        blocked.push((from, to));
+                    }
+                }
+                format!("one-way links blocked: {blocked:?}")
+            }
+            _ => {
+                let mut shuffled = nodes.clone();
+                self.nemesis_prng.shuffle(&mut shuffled);
+                let side_len = self.nemesis_prng.range(1, (nodes.len() as u64 - 1).max(1)) as usize;
+                let side = &shuffled[..side_len];
+                self.network.partition(side, &nodes);
+                format!("partition {side:?} | rest")
+            }
+        };
+        self.stats.partitions += 1;
+        self.heal_at = Some(now + self.nemesis_prng.range(100, 2000));
+        self.trace.log(now, || description);
+    }
+
+    fn nemesis_crash(&mut self) {
+        let now = self.now_ticks;
+        let up: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(id, node)| node.is_up() && !self.removed.contains(id))
+            .map(|(&id, _)| id)
+            .collect();
+        if up.is_empty() {
+            return;
+        }
+        let victims: Vec<NodeId> = if self.nemesis_prng.chance(1, 25) {
+            self.trace
+                .log(now, || "power loss: every node crashes".to_string());
+            up
+        } else if let (true, Some(leader)) = (self.nemesis_prng.chance(1, 3), self.leader()) {
+            vec![leader]
+        } else {
+            vec![*self.nemesis_prng.choose(&up).expect("non-empty")]
+        };
+        for id in victims {
+            self.crash(id);
+            let down_ticks = self.nemesis_prng.range(20, 1500);
+            self.restart_at.insert(id, now + down_ticks);
+        }
+    }
+
+    fn nemesis_membership(&mut self) -> Result<(), Violation> {
+        let now = self.now_ticks;
+        let Some(leader) = self.leader() else {
+            return Ok(());
+        };
+        let conf = self.nodes[&leader]
+            .raw()
+            .expect("leader is up")
+            .conf_state();
+        let change = if conf.is_joint() {
+            if conf.auto_leave {
+                return Ok(());
+            }
+            ConfChange::leave_joint()
+        } else {
+            let spare_ok = (self.next_node_id as usize) <= self.config.nodes + SPARE_NODES_MAX;
+            let voters_max = self.config.nodes + 1;
+            let voters_min = self.config.nodes.min(3);
+            let learner = conf.learners.first().copied();
+            let choice = self.nemesis_prng.below(4);
+            let single = |kind, node_id| ConfChangeSingle { kind, node_id };
+            match (choice, learner) {
+                (0, Some(learner)) => ConfChange::single(ConfChangeKind::AddVoter, learner),
+                (1, Some(learner)) if conf.voters.len() > 1 => {
+                    // Replace a voter (perhaps the leader) with the learner in one joint step.
+                    let out = *self.nemesis_prng.choose(&conf.voters).expect("non-empty");
+                    ConfChange {
+                        transition: if self.nemesis_prng.chance(1, 2) {
+                            ConfChangeTransition::JointImplicit
+                        } else {
+                            ConfChangeTransition::JointExplicit
+                        },
+                        changes: vec![
+                            single(ConfChangeKind::AddVoter, learner),
+                            single(ConfChangeKind::Remove, out),
+                        ],
+                        context: bytes::Bytes::new(),
+                    }
+                }
+                (2, _) if conf.voters.len() > voters_min => {
+                    let out = *self.nemesis_prng.choose(&conf.voters).expect("non-empty");
+                    ConfChange::single(ConfChangeKind::Remove, out)
+                }
+                _ if learner.is_none() && spare_ok && conf.voters.len() <= voters_max => {
+                    let id = self.next_node_id;
+                    self.next_node_id += 1;
+                    // A joining node knows the cluster's bootstrap configuration, as every
+                    // original member does; the log or a snapshot brings it up to date.
+                    let bootstrap = ConfState::with_voters(1..=self.config.nodes as NodeId);
+                    self.spawn(id, Some(bootstrap))?;
+                    self.trace
+                        .log(now, || format!("node {id} starts empty, to be added"));
+                    ConfChange::single(ConfChangeKind::AddLearner, id)
+                }
+                _ => return Ok(()),
+            }
+        };
+        let raw = self
+            .nodes
+            .get_mut(&leader)
+            .and_then(SimNode::raw_mut)
+            .expect("leader is up");
+        let result = raw.propose_conf_change(&change);
+        self.trace.log(now, || {
+            format!(
+                "nemesis proposes to leader {leader}: {:?} {:?} -> {:?}",
+                change.transition,
+                change.changes,
+                result.as_ref().map(|id| id.index)
+            )
+        });
+        Ok(())
+    }
+
+    fn nemesis_transfer(&mut self) {
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        let conf = self.nodes[&leader]
+            .raw()
+            .expect("leader is up")
+            .conf_state();
+        let others: Vec<NodeId> = conf
+            .voters
+            .iter()
+            .copied()
+            .filter(|&id| id != leader)
+            .collect();
+        let Some(&target) = self.nemesis_prng.choose(&others) else {
+            return;
+        };
+        let raw = self
+            .nodes
+            .get_mut(&leader)
+            .and_then(SimNode::raw_mut)
+            .expect("leader is up");
+        let result = raw.transfer_leader(target);
+        self.stats.transfers += 1;
+        self.trace.log(self.now_ticks, || {
+            format!("nemesis asks leader {leader} to transfer to {target}: {result:?}")
+        });
+    }
+
+    fn nemesis_weather(&mut self) {
+        let faults = self.config.faults;
+        let config = NetworkConfig {
+            loss_per_mille: if faults.loss {
+                self.nemesis_prng.range(0, 150)
+            } else {
+                0
+            },
+            duplicate_per_mille: if faults.duplication {
+                self.nemesis_prng.range(0, 60)
+            } else {
+                0
+            },
+            spike_per_mille: if faults.delay_spikes {
+                self.nemesis_prng.range(0, 60)
+            } else {
+                0
+            },
+            ..self.network.config()
+        };
+        self.network.set_config(config);
+        self.trace.log(self.now_ticks, || {
+            format!(
+                "network weather: loss {}‰, duplication {}‰, delay spikes {}‰",
+                config.loss_per_mille, config.duplicate_per_mille, config.spike_per_mille
+            )
+        });
+    }
+
+    /// End-of-run checks: liveness after the quiet phase, acknowledged writes, and the
+    /// linearizability of the clients' history.
+    fn finish(&mut self) -> Result<(), Violation> {
+        let now = self.now_ticks;
+        let leader = self.leader().ok_or_else(|| Violation {
+            kind: ViolationKind::Liveness,
+            time_ticks: now,
+            detail: "no leader at the end of the quiet phase".to_string(),
+        })?;
+        let raw = self.nodes[&leader].raw().expect("leader is up");
+        let commit = raw.commit_index();
+        let conf = raw.conf_state();
+        for id in conf.voters.iter().chain(&conf.learners) {
+            let Some(node) = self.nodes.get(id) else {
+                return Err(Violation {
+                    kind: ViolationKind::Liveness,
+                    time_ticks: now,
+                    detail: format!("member {id} of the final configuration was never started"),
+                });
+            };
+            let applied = node.raw().map(|raw| raw.applied_index());
+            if applied != Some(commit) {
+                return Err(Violation {
+                    kind: ViolationKind::Liveness,
+                    time_ticks: now,
+                    detail: format!(
+                        "member {id} applied {applied:?} at the end, the leader {leader} \
+                         committed {commit}"
+                    ),
+                });
+            }
+        }
+        // Requests started well after faults stopped must have finished.
+        let quiet_start = self.config.run_ticks - self.config.quiet_ticks;
+        let settle_ticks = 150 * RAFT_TICK_TICKS;
+        for (index, op) in self.history.operations().iter().enumerate() {
+            if op.call_time >= quiet_start + settle_ticks && op.return_time().is_none() {
+                return Err(Violation {
+                    kind: ViolationKind::Liveness,
+                    time_ticks: now,
+                    detail: format!(
+                        "operation {index} of client {} ({:?}), called at {} after faults \
+                         stopped at {quiet_start}, never completed",
+                        op.client_id, op.input, op.call_time
+                    ),
+                });
+            }
+        }
+        self.checker.check_acked_applied(now)?;
+        self.stats.applied_max = self.checker.applied_max();
+        match ordo_lincheck::check(&KvModel, &self.history) {
+            Ok(()) => Ok(()),
+            Err(CheckError::NotLinearizable(violation)) => Err(Violation {
+                kind: ViolationKind::Linearizability,
+                time_ticks: now,
+                detail: violation.to_string(),
+            }),
+            Err(undecided @ CheckError::Undecided { .. }) => {
+                self.undecided = Some(undecided.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    fn into_report(self, result: Result<(), Violation>) -> RunReport {
+        let mut trace = self.trace;
+        let violation = result.err();
+        if let Some(violation) = &violation {
+            trace.log(violation.time_ticks, || violation.to_string());
+        }
+        let mut stats = self.stats;
+        stats.messages_delivered = self.network.stats().delivered;
+        stats.applied_max = self.checker.applied_max();
+        RunReport {
+            seed: self.config.seed,
+            nodes: self.config.nodes,
+            lease_reads: self.lease_reads,
+            violation,
+            undecided: self.undecided,
+            ticks: self.now_ticks,
+            stats,
+            trace: trace.into_lines(),
+        }
+    }
+}

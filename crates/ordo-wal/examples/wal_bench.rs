@@ -1,0 +1,383 @@
+//! Throughput and append-to-durable latency of `ordo-wal`, next to the machine's raw
+//! `write + fdatasync` rate and sequential write bandwidth measured in the same run.
+//!
+//! ```sh
+//! cargo run --release -p ordo-wal --example wal_bench -- [--dir D] [--seconds S]
+//! ```
+//!
+//! `--dir` defaults to a fresh directory under the current one (the same filesystem, not a
+//! tmpfs); `--seconds` is the length of each measurement (default 3).
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ordo_wal::{Durability, Options, Wal};
+
+const ENTRY_SIZES: [usize; 2] = [256, 4096];
+const THREADS: [usize; 2] = [1, 16];
+/// With policies whose appenders do not wait, every this many appends is timed.
+const LATENCY_SAMPLE_EVERY: u64 = 16;
+
+struct Cell {
+    entries: u64,
+    payload_bytes: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+}
+
+impl Cell {
+    fn per_sec(&self) -> f64 {
+        self.entries as f64 / self.elapsed.as_secs_f64()
+    }
+    fn mib_per_sec(&self) -> f64 {
+        self.payload_bytes as f64 / self.elapsed.as_secs_f64() / (1 << 20) as f64
+    }
+    fn percentile_us(&mut self, p: f64) -> Option<u64> {
+        if self.latencies_us.is_empty() {
+            return None;
+        }
+        self.latencies_us.sort_unstable();
+        let at = ((self.latencies_us.len() - 1) as f64 * p).round() as usize;
+        Some(self.latencies_us[at])
+    }
+}
+
+fn fresh_dir(base: &Path, name: &str) -> PathBuf {
+    let d = base.join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create benchmark directory");
+    d
+}
+
+/// The reference: append `size` bytes to a file and `fdatasync`, in a loop.
+fn raw_write_fdatasync(dir: &Path, size: usize, run: Duration) -> Cell {
+    let path = fresh_dir(dir, "raw").join("raw.dat");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("open");
+    let buf = vec![0x5a; size];
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < run {
+        let t = Instant::now();
+        f.write_all(&buf).expect("write");
+        f.sync_data().expect("fdatasync");
+        lat.push(t.elapsed().as_micros() as u64);
+    }
+    let elapsed = start.elapsed();
+    Cell {
+        entries: lat.len() as u64,
+        payload_bytes: (lat.len() * size) as u64,
+        elapsed,
+        latencies_us: lat,
+    }
+}
+
+/// The reference: sequential 1 MiB writes, then one `fdatasync`; the time includes it.
+fn raw_sequential(dir: &Path, run: Duration) -> Cell {
+    let path = fresh_dir(dir, "raw").join("seq.dat");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("open");
+    let buf = vec![0x5a; 1 << 20];
+    let mut bytes = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < run {
+        f.write_all(&buf).expect("write");
+        bytes += buf.len() as u64;
+    }
+    f.sync_data().expect("fdatasync");
+    Cell {
+        entries: bytes >> 20,
+        payload_bytes: bytes,
+        elapsed: start.elapsed(),
+        latencies_us: Vec::new(),
+    }
+}
+
+/// `threads` appenders of `size`-byte entries for `run`. With `Always` each appender waits
+/// for its entry to be durable before the next (the acknowledged-write pattern); otherwise
+/// appenders do not wait and a listener times when sampled entries become durable. The time
+/// includes a final `sync`, so every policy is measured to the same end: data on disk.
+fn wal_cell(
+    dir: &Path,
+    durability: Durability,
+    threads: usize,
+    size: usize,
+    run: Duration,
+) -> Cell {
+    let dir = fresh_dir(dir, "wal");
+    let wal = Arc::new(
+        Wal::open(
+            &dir,
+            Options {
+                durability,
+                ..Options::default()
+            },
+        )
+        .expect("open wal"),
+    );
+    let events: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
+    let wait = durability == Durability::Always;
+    if !wait {
+        let ev = Arc::clone(&events);
+        wal.on_durable(move |i| ev.lock().expect("events").push((i, Instant::now())));
+    }
+    let payload = Bytes::from(vec![0xa5; size]);
+    let start = Instant::now();
+    let deadline = start + run;
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (wal, payload) = (Arc::clone(&wal), payload.clone());
+            std::thread::spawn(move || {
+                let mut samples = Vec::new();
+                let mut n = 0u64;
+                let batch = [payload];
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let index = wal.append_next(1, 0, &batch).expect("append");
+                    if wait {
+                        wal.wait_durable(index).expect("wait");
+                        samples.push((index, t, Some(t.elapsed())));
+                    } else if n % LATENCY_SAMPLE_EVERY == 0 {
+                        samples.push((index, t, None));
+                    }
+                    n += 1;
+                }
+                (n, samples)
+            })
+        })
+        .collect();
+    let mut entries = 0;
+    let mut samples = Vec::new();
+    for w in workers {
+        let (n, s) = w.join().expect("appender");
+        entries += n;
+        samples.extend(s);
+    }
+    wal.sync().expect("final sync");
+    let elapsed = start.elapsed();
+    let events = events.lock().expect("events").clone();
+    let latencies_us = samples
+        .into_iter()
+        .filter_map(|(index, t, waited)| {
+            waited.or_else(|| {
+                let i = events.partition_point(|&(d, _)| d < index);
+                events.get(i).map(|&(_, at)| at.duration_since(t))
+            })
+        })
+        .map(|d| d.as_micros() as u64)
+        .collect();
+    drop(wal);
+    let _ = std::fs::remove_dir_all(&dir);
+    Cell {
+        entries,
+        payload_bytes: entries * size as u64,
+        elapsed,
+        latencies_us,
+    }
+}
+
+fn row(label: &str, size: usize, threads: &str, cell: &mut Cell) {
+    let p = |c: &mut Cell, q| {
+        c.percentile_us(q)
+            .map_or("-".to_string(), |v| format!("{v}"))
+    };
+    let (p50, p99) = (p(cell, 0.50), p(cell, 0.99));
+    println!(
+        "| {label:<22} | {size:>7} | {threads:>7} | {:>11.0} | {:>8.1} | {p50:>9} | {p99:>9} |",
+        cell.per_sec(),
+        cell.mib_per_sec(),
+    );
+}
+
+/// One measurement of the table.
+#[derive(Clone, Copy, PartialEq)]
+enum Spec {
+    RawSync {
+        size: usize,
+    },
+    RawSequential,
+    Wal {
+        name: &'static str,
+        policy: Durability,
+        threads: usize,
+        size: usize,
+    },
+}
+
+impl Spec {
+    fn run(self, dir: &Path, run: Duration) -> Cell {
+        match self {
+            Spec::RawSync { size } => raw_write_fdatasync(dir, size, run),
+            Spec::RawSequential => raw_sequential(dir, run),
+            Spec::Wal {
+                policy,
+                threads,
+                size,
+                ..
+            } => wal_cell(dir, policy, threads, size, run),
+        }
+    }
+
+    fn print(self, cell: &mut Cell) {
+        match self {
+            Spec::RawSync { size } => row("raw write+fdatasync", size, "1", cell),
+            Spec::RawSequential => row("raw sequential write", 1 << 20, "1", cell),
+            Spec::Wal {
+                name,
+                threads,
+                size,
+                ..
+            } => row(&format!("wal {name}"), size, &threads.to_string(), cell),
+        }
+    }
+}
+
+/// Each measurement runs in this many slices, interleaved with the others, so that load
+/// changes on a shared machine hit every cell alike and the same-run ratios stay fair.
+const SLICES: u32 = 5;
+
+fn main() {
+    let mut dir: Option<PathBuf> = None;
+    let mut seconds = 3.0f64;
+    let mut only: Option<String> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--dir" => dir = args.next().map(PathBuf::from),
+            "--only" => only = args.next(),
+            "--seconds" => {
+                seconds = args.next().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+                    eprintln!("--seconds wants a number");
+                    std::process::exit(2)
+                })
+            }
+            _ => {
+                eprintln!("usage: wal_bench [--dir D] [--seconds S] [--only SUBSTRING]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let run = Duration::from_secs_f64(seconds.clamp(0.1, 600.0));
+    let scratch;
+    let base = match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d).expect("create --dir");
+            d
+        }
+        None => {
+            scratch = tempfile::Builder::new()
+                .prefix(".wal-bench-")
+                .tempdir_in(".")
+                .expect("create a directory under the current one");
+            scratch.path().to_path_buf()
+        }
+    };
+    let policies = [
+        ("Always", Durability::Always),
+        (
+            "Interval(5 ms)",
+            Durability::Interval(Duration::from_millis(5)),
+        ),
+        ("Never", Durability::Never),
+    ];
+    let mut specs = vec![
+        Spec::RawSync { size: 256 },
+        Spec::RawSync { size: 4096 },
+        Spec::RawSequential,
+    ];
+    for size in ENTRY_SIZES {
+        for (name, policy) in policies {
+            for threads in THREADS {
+                let label = format!("wal {name} {size} {threads}");
+                if only.as_ref().map_or(true, |o| label.contains(o.as_str())) {
+                    specs.push(Spec::Wal {
+                        name,
+                        policy,
+                        threads,
+                        size,
+                    });
+                }
+            }
+        }
+    }
+    println!(
+        "directory: {}, {:.1} s per measurement in {SLICES} interleaved slices",
+        base.display(),
+        run.as_secs_f64()
+    );
+    let mut cells: Vec<Cell> = specs
+        .iter()
+        .map(|_| Cell {
+            entries: 0,
+            payload_bytes: 0,
+            elapsed: Duration::ZERO,
+            latencies_us: Vec::new(),
+        })
+        .collect();
+    for _ in 0..SLICES {
+        for (spec, cell) in specs.iter().zip(cells.iter_mut()) {
+            let c = spec.run(&base, run / SLICES);
+            cell.entries += c.entries;
+            cell.payload_bytes += c.payload_bytes;
+            cell.elapsed += c.elapsed;
+            cell.latencies_us.extend(c.latencies_us);
+        }
+    }
+    println!();
+    println!("| what                   |   bytes | threads |   entries/s |    MiB/s | p50 µs    | p99 µs    |");
+    println!("|------------------------|--------:|--------:|------------:|---------:|----------:|----------:|");
+    for (spec, cell) in specs.iter().zip(cells.iter_mut()) {
+        spec.print(cell);
+    }
+    let find = |want: Spec| {
+        specs
+            .iter()
+            .zip(cells.iter())
+            .find(|(s, _)| **s == want)
+            .map(|(_, c)| (c.per_sec(), c.mib_per_sec()))
+            .unwrap_or((f64::NAN, f64::NAN))
+    };
+    let always = |threads, size| {
+        find(Spec::Wal {
+            name: "Always",
+            policy: Durability::Always,
+            threads,
+            size,
+        })
+        .0
+    };
+    println!();
+    println!("Latency: with Always, from append to wait_durable returning; otherwise from append");
+    println!("to the durable listener passing the entry (sampled). Times include a final fsync.");
+    println!();
+    for size in ENTRY_SIZES {
+        println!(
+            "Always, 16 appenders / 1 appender, {size} B: {:.1}x (want >= 8x)",
+            always(16, size) / always(1, size)
+        );
+    }
+    println!(
+        "Always, 1 appender, 256 B / raw write+fdatasync 256 B: {:.0}% (want >= 80%)",
+        100.0 * always(1, 256) / find(Spec::RawSync { size: 256 }).0
+    );
+    let never = find(Spec::Wal {
+        name: "Never",
+        policy: Durability::Never,
+        threads: 1,
+        size: 4096,
+    });
+    println!(
+        "Never, 1 appender, 4 KiB / raw sequential write: {:.0}% (want >= 50%)",
+        100.0 * never.1 / find(Spec::RawSequential).1
+    );
+}

@@ -1,0 +1,1408 @@
+//! The log itself: segments, appends with group commit, reads, truncation and recovery.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::{JoinHandle, Thread};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::files::{
+    encode_small, le_u64, list_dir, parse_segment_name, read_small, remove_if_exists, segment_name,
+    sync_dir, write_atomic, TMP_SUFFIX,
+};
+use crate::hard_state::HardState;
+use crate::record::{self, Cursor, Damage, Step};
+use crate::snapshot::{SnapshotMeta, SnapshotReader, SnapshotWriter, Snapshots};
+use crate::{lock, Durability, Entry, Options, INDEX_MAX};
+
+/// The log-start marker: the first index of the log, written by `truncate_prefix`.
+const START_FILE: &str = "start";
+const START_MAGIC: &[u8; 8] = b"ORDOST01";
+/// The truncate-suffix intent: present while a suffix truncation is under way.
+const TRUNCATE_FILE: &str = "truncate";
+const TRUNCATE_MAGIC: &[u8; 8] = b"ORDOTR01";
+/// With `Always` and nobody listening, how long written entries may wait for a round that no
+/// waiter led.
+const ALWAYS_BACKSTOP: std::time::Duration = std::time::Duration::from_millis(1);
+/// How far that check backs off while the log is idle.
+const ALWAYS_BACKSTOP_IDLE: std::time::Duration = std::time::Duration::from_millis(64);
+/// Read size of recovery scans.
+const SCAN_CHUNK_BYTES: usize = 1 << 20;
+
+/// One segment file and the in-memory index of its records.
+///
+/// The index is sparse to bound memory: one `(index, offset)` pair per
+/// `index_interval_bytes` of records (a 64 MiB segment of 256 B entries keeps ~16 Ki pairs,
+/// 256 KiB, instead of ~240 Ki), plus one `(first index, term)` pair per run of equal terms.
+#[derive(Debug)]
+struct Segment {
+    first_index: u64,
+    /// One past the last index the segment holds.
+    next_index: u64,
+    path: PathBuf,
+    file: Arc<File>,
+    /// Bytes of records completely written, a prefix of the file: what readers may read.
+    len_bytes: u64,
+    /// Bytes of records reserved by appenders, written or still being written.
+    len_reserved: u64,
+    sparse: Vec<(u64, u64)>,
+    terms: Vec<(u64, u64)>,
+}
+
+impl Segment {
+    fn new(first_index: u64, path: PathBuf, file: File) -> Self {
+        Segment {
+            first_index,
+            next_index: first_index,
+            path,
+            file: Arc::new(file),
+            len_bytes: 0,
+            len_reserved: 0,
+            sparse: Vec::new(),
+            terms: Vec::new(),
+        }
+    }
+
+    fn note_record(&mut self, index: u64, term: u64, offset: u64, len: u64, interval: u64) {
+        assert_eq!(
+            index, self.next_index,
+            "records of a segment are consecutive"
+        );
+        assert_eq!(
+            offset, self.len_reserved,
+            "records of a segment are contiguous"
+        );
+        if self
+            .sparse
+            .last()
+            .map_or(true, |&(_, o)| offset - o >= interval)
+        {
+            self.sparse.push((index, offset));
+        }
+        if self.terms.last().map(|&(_, t)| t) != Some(term) {
+            self.terms.push((index, term));
+        }
+        self.next_index = index + 1;
+        self.len_reserved = offset + len;
+    }
+
+    /// A record offset at or before the record with `index`, and that record's index.
+    fn seek_hint(&self, index: u64) -> (u64, u64) {
+        let i = self.sparse.partition_point(|&(i, _)| i <= index);
+        if i == 0 {
+            (self.first_index, 0)
+        } else {
+            self.sparse[i - 1]
+        }
+    }
+
+    fn term_at(&self, index: u64) -> u64 {
+        let i = self.terms.partition_point(|&(i, _)| i <= index);
+        assert!(
+            i > 0,
+            "index {index} below segment start {}",
+            self.first_index
+        );
+        self.terms[i - 1].1
+    }
+
+    /// Forgets records from `index` on (the file is cut by the caller).
+    fn forget_from(&mut self, index: u64, offset: u64) {
+        self.sparse.retain(|&(i, _)| i < index);
+        self.terms.retain(|&(i, _)| i < index);
+        self.next_index = index;
+        self.len_bytes = offset;
+        self.len_reserved = offset;
+    }
+
+    /// Byte offset of the record with `index`, found by reading from the nearest hint.
+    fn offset_of(&self, index: u64, record_bytes_max: u64) -> Result<u64> {
+        assert!(self.first_index <= index && index < self.next_index);
+        let (mut expected, from) = self.seek_hint(index);
+        let mut c = Cursor::new(&self.file, from, self.len_bytes, record_bytes_max, 1 << 16);
+        loop {
+            let offset = c.position();
+            match c.next_step().map_err(|e| Error::io(&self.path, e))? {
+                Step::Record(r) if r.entry.index == expected => {
+                    if expected == index {
+                        return Ok(offset);
+                    }
+                    expected += 1;
+                }
+                Step::Record(r) => {
+                    return Err(Error::OutOfSequence {
+                        path: self.path.clone(),
+                        offset,
+                        expected,
+                        found: r.entry.index,
+                    })
+                }
+                Step::End => return Err(Error::corrupt(&self.path, offset, "segment ends early")),
+                Step::Damaged { offset, damage } => {
+                    return Err(Error::corrupt(&self.path, offset, damage.to_string()))
+                }
+            }
+        }
+    }
+}
+
+/// The segments and everything the append lock guards.
+#[derive(Debug)]
+struct LogState {
+    /// First index of the log; entries below it are compacted.
+    start_index: u64,
+    /// One past the last index reserved by an appender.
+    next_index: u64,
+    /// One past the last index whose record, and every one before it, is written: the end
+    /// of the log as readers and fsyncs see it.
+    written_next: u64,
+    /// Appends reserved but not yet known to be written, in reservation order. Appenders
+    /// write outside the lock, to disjoint byte ranges, so they never queue behind each
+    /// other's `write` system calls.
+    inflight: VecDeque<Inflight>,
+    /// Sequence number of `inflight[0]`.
+    inflight_front_seq: u64,
+    /// Ascending by first index; the last one is the one appended to.
+    segments: Vec<Segment>,
+    /// Files rolled away from that still need an fsync (only with `Durability::Never`).
+    pending_sync: Vec<(PathBuf, Arc<File>)>,
+    /// A segment was created since the last directory fsync.
+    dir_dirty: bool,
+    poisoned: bool,
+}
+
+impl LogState {
+    fn segment_index(&self, index: u64) -> usize {
+        let i = self.segments.partition_point(|s| s.first_index <= index);
+        assert!(i > 0, "no segment holds index {index}");
+        i - 1
+    }
+
+    fn check_range(&self, index: u64) -> Result<()> {
+        if index < self.start_index {
+            return Err(Error::Compacted {
+                index,
+                first_index: self.start_index,
+            });
+        }
+        if index >= self.written_next {
+            return Err(Error::Unavailable {
+                index,
+                last_index: self.written_next - 1,
+            });
+        }
+        Ok(())
+    }
+
+    /// Marks the append with sequence number `seq` written and advances the written prefix
+    /// over every leading append that is. Returns the new `written_next`.
+    fn complete(&mut self, seq: u64) -> u64 {
+        let at = usize::try_from(seq - self.inflight_front_seq).expect("in-flight queue is short");
+        self.inflight[at].done = true;
+        while self.inflight.front().is_some_and(|w| w.done) {
+            let w = self.inflight.pop_front().expect("checked above");
+            self.inflight_front_seq += 1;
+            self.segments[w.segment].len_bytes = w.end_offset;
+            self.written_next = w.next_index;
+        }
+        self.written_next
+    }
+
+    /// Waits until no append is in flight (truncations and rolls need the file settled).
+    fn drain<'a>(
+        mut log: MutexGuard<'a, LogState>,
+        drained: &Condvar,
+    ) -> Result<MutexGuard<'a, LogState>> {
+        loop {
+            if log.poisoned {
+                return Err(Error::Poisoned);
+            }
+            if log.inflight.is_empty() {
+                return Ok(log);
+            }
+            log = drained
+                .wait(log)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+/// An append whose bytes are being written outside the lock.
+#[derive(Debug)]
+struct Inflight {
+    /// Position in `LogState::segments`: stable while the append is in flight, since rolls
+    /// only push and truncations wait until nothing is in flight.
+    segment: usize,
+    end_offset: u64,
+    next_index: u64,
+    done: bool,
+}
+
+/// What the fsync thread and the durability waiters share.
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Highest index handed to the OS.
+    written_index: u64,
+    /// Highest index known to be on stable storage.
+    durable_index: u64,
+    /// Bumped by every suffix truncation; an fsync that began before one cannot vouch for
+    /// the entries written after it.
+    generation: u64,
+    /// Someone wants an fsync now, whatever the policy.
+    requested: bool,
+    /// An fsync round is running (on the fsync thread or a waiter leading it).
+    in_flight: bool,
+    /// Parked threads waiting for an index to become durable; a round wakes exactly those it
+    /// covers, so waking costs one unpark per waiter instead of a herd contending for a lock.
+    waiters: Vec<(u64, Thread)>,
+    shutdown: bool,
+    poisoned: bool,
+}
+
+impl SyncState {
+    /// Wakes and forgets every waiter for an index at or below `durable_index`.
+    fn wake_covered(&mut self) {
+        let durable = self.durable_index;
+        self.waiters.retain(|(index, thread)| {
+            let covered = *index <= durable;
+            if covered {
+                thread.unpark();
+            }
+            !covered
+        });
+    }
+
+    /// Wakes and forgets every waiter (poisoning, shutdown).
+    fn wake_all(&mut self) {
+        for (_, thread) in self.waiters.drain(..) {
+            thread.unpark();
+        }
+    }
+}
+
+type Listener = Arc<dyn Fn(u64) + Send + Sync>;
+
+struct Shared {
+    dir: PathBuf,
+    options: Options,
+    /// Readers hold it shared while they read files; suffix truncation holds it exclusively,
+    /// so a reader never sees a record region being cut and rewritten.
+    truncation: RwLock<()>,
+    log: Mutex<LogState>,
+    sync: Mutex<SyncState>,
+    /// Wakes the fsync thread.
+    sync_wanted: Condvar,
+    /// Signals (with `log`) that no append is in flight any more.
+    writes_drained: Condvar,
+    listeners: Mutex<Vec<Listener>>,
+    /// A copy of `SyncState::durable_index` that appenders read under the log lock, to seal
+    /// into each record as its durability claim.
+    durable_claim: AtomicU64,
+    /// Set once a listener is registered: then an `Always` append wakes the fsync thread at
+    /// once, since nobody may be waiting to lead the round.
+    has_listeners: AtomicBool,
+    hard_state: Mutex<HardState>,
+    snapshots: Arc<Snapshots>,
+    /// Test hook: the number of crash points to pass before failing like a crash.
+    #[cfg(test)]
+    crash_after_steps: Mutex<Option<u32>>,
+}
+
+/// A write-ahead log in one directory: segment files, the hard state and snapshots.
+///
+/// `Wal` is `Send + Sync`; share it with an `Arc`. An append holds the internal lock only to
+/// take its indices and byte range (no system call); it writes its bytes after letting go, so
+/// concurrent appenders write in parallel. Fsyncs (`fdatasync`) run without that lock, so
+/// appends keep flowing while one runs, and each covers everything written before it started
+/// (group commit). A thread in [`wait_durable`](Self::wait_durable) that finds no fsync in
+/// flight runs it itself; others park until a round covers their index. A background thread
+/// runs the rounds for listeners and the `Interval` policy.
+///
+/// See the [crate documentation](crate) for the format and the crash-safety argument.
+pub struct Wal {
+    shared: Arc<Shared>,
+    syncer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.shared.dir)
+            .field("first_index", &self.first_index())
+            .field("last_index", &self.last_index())
+            .field("durable_index", &self.durable_index())
+            .finish()
+    }
+}
+
+impl Wal {
+    /// Opens (creating if needed) the log in `dir` and recovers it: completes an interrupted
+    /// truncation, truncates a torn tail, and fails with an error naming file and byte offset
+    /// on any corruption before the tail, a gap between segments or an index out of sequence.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Wal> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let log = recover(&dir, &options)?;
+        let hard_state = HardState::load(&dir)?;
+        let snapshots = Arc::new(Snapshots::open(&dir)?);
+        // Everything recovery kept is on disk already: it was read back and fsynced where cut.
+        let recovered_index = log.next_index - 1;
+        let shared = Arc::new(Shared {
+            dir,
+            options,
+            truncation: RwLock::new(()),
+            log: Mutex::new(log),
+            sync: Mutex::new(SyncState {
+                written_index: recovered_index,
+                durable_index: recovered_index,
+                ..SyncState::default()
+            }),
+            sync_wanted: Condvar::new(),
+            writes_drained: Condvar::new(),
+            listeners: Mutex::new(Vec::new()),
+            has_listeners: AtomicBool::new(false),
+            durable_claim: AtomicU64::new(recovered_index),
+            hard_state: Mutex::new(hard_state),
+            snapshots,
+            #[cfg(test)]
+            crash_after_steps: Mutex::new(None),
+        });
+        let for_thread = Arc::clone(&shared);
+        let syncer = std::thread::Builder::new()
+            .name("ordo-wal-sync".into())
+            .spawn(move || for_thread.run_syncer())
+            .map_err(|e| Error::io(&shared.dir, e))?;
+        Ok(Wal {
+            shared,
+            syncer: Some(syncer),
+        })
+    }
+
+    /// The directory of this log.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The first index of the log (entries before it were removed by `truncate_prefix`).
+    /// An empty log has `last_index() == first_index() - 1`.
+    pub fn first_index(&self) -> u64 {
+        lock(&self.shared.log).start_index
+    }
+
+    /// The last index of the log, `first_index() - 1` if it is empty. Entries of appends
+    /// still in progress on other threads count once they, and all before them, are written.
+    pub fn last_index(&self) -> u64 {
+        lock(&self.shared.log).written_next - 1
+    }
+
+    /// Appends `entries`, which must carry consecutive indices starting at `last_index() + 1`,
+    /// and returns the new last index as soon as the bytes are handed to the OS.
+    ///
+    /// Durability is reported separately ([`durable_index`](Self::durable_index),
+    /// [`wait_durable`](Self::wait_durable), [`on_durable`](Self::on_durable)), so a caller can
+    /// send the entries to peers while the fsync runs. An entry above
+    /// [`Options::record_bytes_max`] or a batch above [`Options::segment_bytes_max`] is an
+    /// error and nothing is written.
+    pub fn append(&self, entries: &[Entry]) -> Result<u64> {
+        let Some(first) = entries.first() else {
+            return Ok(self.last_index());
+        };
+        check_index(first.index)?;
+        let opts = &self.shared.options;
+        let mut bytes = 0u64;
+        for (i, e) in entries.iter().enumerate() {
+            check_payload(e.index, e.payload.len(), opts)?;
+            let expected = first.index + i as u64;
+            if e.index != expected {
+                return Err(Error::NonContiguousAppend {
+                    expected,
+                    found: e.index,
+                });
+            }
+            bytes += (record::HEADER_BYTES + e.payload.len()) as u64;
+        }
+        check_batch(bytes, opts)?;
+        // Encode (and checksum) before taking the lock, so appenders overlap that work.
+        let mut buf = Vec::with_capacity(bytes as usize);
+        let crcs: Vec<u32> = entries
+            .iter()
+            .map(|e| record::encode(&mut buf, e))
+            .collect();
+        self.shared
+            .write_batch(Some(first.index), bytes, move |_| (buf, crcs))
+    }
+
+    /// Appends `payloads` as entries of `term` and `kind` at the end of the log, whatever its
+    /// last index is, and returns the index of the last one. For many threads appending to
+    /// one log (each learns its indices from the result); a Raft runtime that chooses indices
+    /// itself uses [`append`](Self::append). Limits and durability are as for `append`.
+    pub fn append_next(&self, term: u64, kind: u8, payloads: &[Bytes]) -> Result<u64> {
+        if payloads.is_empty() {
+            return Ok(self.last_index());
+        }
+        let opts = &self.shared.options;
+        let mut bytes = 0u64;
+        let next = self.last_index() + 1;
+        check_index(next)?;
+        for p in payloads {
+            check_payload(next, p.len(), opts)?;
+            bytes += (record::HEADER_BYTES + p.len()) as u64;
+        }
+        check_batch(bytes, opts)?;
+        // The index is part of the record, so encoding waits until the lock assigns it.
+        self.shared.write_batch(None, bytes, |first| {
+            let mut buf = Vec::with_capacity(bytes as usize);
+            let crcs = (first..)
+                .zip(payloads)
+                .map(|(index, p)| {
+                    record::encode(&mut buf, &Entry::new(index, term, kind, p.clone()))
+                })
+                .collect();
+            (buf, crcs)
+        })
+    }
+
+    /// Entries with indices in `[lo, hi)`, stopping before the total encoded size would exceed
+    /// `max_bytes` (but always at least one entry if the range is not empty). Reads with
+    /// positioned reads from the record offsets, never whole segments, and verifies each
+    /// record's checksum: damage is an error naming file and offset, never a wrong entry.
+    pub fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>> {
+        if lo >= hi {
+            return Ok(Vec::new());
+        }
+        let _reading = self
+            .shared
+            .truncation
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let opts = &self.shared.options;
+        // Plan under the lock, read without it: appends only add bytes past `len_bytes`.
+        let plan: Vec<(PathBuf, Arc<File>, u64, u64, u64)> = {
+            let log = lock(&self.shared.log);
+            log.check_range(lo)?;
+            log.check_range(hi - 1)?;
+            let mut plan = Vec::new();
+            let mut i = log.segment_index(lo);
+            while i < log.segments.len() && log.segments[i].first_index < hi {
+                let s = &log.segments[i];
+                let (index, offset) = s.seek_hint(lo.max(s.first_index));
+                plan.push((
+                    s.path.clone(),
+                    Arc::clone(&s.file),
+                    index,
+                    offset,
+                    s.len_bytes,
+                ));
+                i += 1;
+            }
+            plan
+        };
+        let chunk = usize::try_from(max_bytes.clamp(1 << 12, 1 << 22)).unwrap_or(1 << 22);
+        let mut out: Vec<Entry> = Vec::new();
+        let mut total = 0u64;
+        for (path, file, mut expected, from, end) in plan {
+            let mut c = Cursor::new(&file, from, end, opts.record_bytes_max, chunk);
+            loop {
+                let offset = c.position();
+                let r = match c.next_step().map_err(|e| Error::io(&path, e))? {
+                    Step::Record(r) => r,
+                    Step::End => break,
+                    Step::Damaged { offset, damage } => {
+                        return Err(Error::corrupt(&path, offset, damage.to_string()))
+                    }
+                };
+                if r.entry.index != expected {
+                    return Err(Error::OutOfSequence {
+                        path,
+                        offset,
+                        expected,
+                        found: r.entry.index,
+                    });
+                }
+                expected += 1;
+                if r.entry.index < lo {
+                    continue;
+                }
+                if r.entry.index >= hi || (!out.is_empty() && total + r.len > max_bytes) {
+                    return Ok(out);
+                }
+                total += r.len;
+                out.push(r.entry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The term of the entry at `index`.
+    pub fn term_at(&self, index: u64) -> Result<u64> {
+        let log = lock(&self.shared.log);
+        log.check_range(index)?;
+        Ok(log.segments[log.segment_index(index)].term_at(index))
+    }
+
+    /// Removes the entries from `from` on (a follower's conflicting suffix). Durable and
+    /// atomic when it returns; a crash part-way leaves the old or the new log.
+    ///
+    /// Crash safety: the intent file `truncate` (holding `from`) is written atomically first;
+    /// from the moment its rename is durable, recovery finishes the truncation, so the log is
+    /// "new" after any crash. Before that moment nothing was touched, so it is "old". Then
+    /// segments wholly at or past `from` are deleted (newest first), the segment holding
+    /// `from` is cut and fsynced, and the intent is removed and the directory fsynced before
+    /// any later append can land (else a stale intent could cut those appends on recovery).
+    /// The durable index drops to at most `from - 1`.
+    pub fn truncate_suffix(&self, from: u64) -> Result<()> {
+        let _exclusive = self
+            .shared
+            .truncation
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut log = LogState::drain(lock(&self.shared.log), &self.shared.writes_drained)?;
+        if from < log.start_index {
+            return Err(Error::Compacted {
+                index: from,
+                first_index: log.start_index,
+            });
+        }
+        if from >= log.next_index {
+            return Ok(());
+        }
+        let result = self.shared.truncate_suffix_locked(&mut log, from);
+        if result.is_ok() {
+            // Before appends can resume: they seal the durability claim into their records.
+            let mut s = lock(&self.shared.sync);
+            s.generation += 1;
+            s.written_index = s.written_index.min(from - 1);
+            let durable = s.durable_index.min(from - 1);
+            self.shared.set_durable(&mut s, durable);
+        }
+        drop(log);
+        self.shared.poison_on_error(result)
+    }
+
+    /// Removes the entries through `through` (they are in a snapshot); the log then starts at
+    /// `through + 1`, even if that is past its last index (a follower that installed a newer
+    /// snapshot): the next append must then carry `through + 1`.
+    ///
+    /// Crash safety: the log-start marker file `start` is replaced atomically first; that rename
+    /// is the commit point. Recovery deletes every segment wholly below the marker and ignores
+    /// the records below it in the segment that holds it (a file cannot be cut at the front),
+    /// so a crash at any later step still yields the new log.
+    pub fn truncate_prefix(&self, through: u64) -> Result<()> {
+        check_index(through)?;
+        let mut log = LogState::drain(lock(&self.shared.log), &self.shared.writes_drained)?;
+        if through < log.start_index {
+            return Ok(());
+        }
+        let result = self.shared.truncate_prefix_locked(&mut log, through);
+        if result.is_ok() && log.next_index == log.start_index {
+            // Nothing is left below the new start: the snapshot covers it all, durably.
+            let mut s = lock(&self.shared.sync);
+            s.written_index = s.written_index.max(through);
+            let durable = s.durable_index.max(through);
+            self.shared.set_durable(&mut s, durable);
+        }
+        drop(log);
+        self.shared.poison_on_error(result)
+    }
+
+    /// The highest index known to be on stable storage. It only grows, except that
+    /// [`truncate_suffix`](Self::truncate_suffix) lowers it to below the cut.
+    pub fn durable_index(&self) -> u64 {
+        lock(&self.shared.sync).durable_index
+    }
+
+    /// Blocks until `index` is durable and returns the durable index. With
+    /// [`Durability::Never`] it asks for an fsync. Fails if `index` is past the last index or
+    /// the log is poisoned.
+    pub fn wait_durable(&self, index: u64) -> Result<u64> {
+        let force = self.shared.options.durability == Durability::Never;
+        self.shared.wait_durable(index, force)
+    }
+
+    /// Fsyncs everything appended so far, whatever the policy, and returns the durable index.
+    pub fn sync(&self) -> Result<u64> {
+        let last = self.last_index();
+        self.shared.wait_durable(last, true)
+    }
+
+    /// Registers `listener` to be called, on the log's fsync thread, with each new durable
+    /// index. Keep it short and non-blocking (e.g. notify a channel); it must not call back
+    /// into a method of this `Wal` that waits for durability.
+    pub fn on_durable(&self, listener: impl Fn(u64) + Send + Sync + 'static) {
+        lock(&self.shared.listeners).push(Arc::new(listener));
+        self.shared.has_listeners.store(true, Ordering::Release);
+        self.shared.sync_wanted.notify_one();
+    }
+
+    /// The last stored hard state (the default before the first [`set_hard_state`](Self::set_hard_state)).
+    pub fn hard_state(&self) -> HardState {
+        *lock(&self.shared.hard_state)
+    }
+
+    /// Replaces the hard state atomically and durably (temp file, fsync, rename, directory
+    /// fsync) before returning.
+    pub fn set_hard_state(&self, hard_state: HardState) -> Result<()> {
+        let mut current = lock(&self.shared.hard_state);
+        hard_state.store(&self.shared.dir)?;
+        *current = hard_state;
+        Ok(())
+    }
+
+    /// The metadata of the newest installed snapshot.
+    pub fn latest_snapshot(&self) -> Option<SnapshotMeta> {
+        self.shared.snapshots.latest()
+    }
+
+    /// Opens the newest installed snapshot for reading as a stream.
+    pub fn open_snapshot(&self) -> Result<Option<SnapshotReader>> {
+        self.shared.snapshots.open_latest()
+    }
+
+    /// Starts writing a snapshot described by `meta`; write its data to the returned writer
+    /// and call [`SnapshotWriter::finish`] to install it. The log is not touched: call
+    /// [`truncate_prefix`](Self::truncate_prefix) after installing.
+    pub fn snapshot_writer(&self, meta: SnapshotMeta) -> Result<SnapshotWriter> {
+        self.shared.snapshots.writer(meta)
+    }
+
+    /// Fsyncs everything and closes the log.
+    pub fn close(self) -> Result<()> {
+        self.sync().map(drop)
+    }
+
+    /// Test hook: fail like a crash at the `steps`-th crash point from now.
+    #[cfg(test)]
+    pub(crate) fn crash_after_steps(&self, steps: u32) {
+        *lock(&self.shared.crash_after_steps) = Some(steps);
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        {
+            let mut s = lock(&self.shared.sync);
+            s.shutdown = true;
+            s.wake_all();
+        }
+        self.shared.sync_wanted.notify_all();
+        if let Some(t) = self.syncer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Shared {
+    /// A point at which tests may simulate a crash; a no-op outside tests.
+    fn crash_point(&self) -> Result<()> {
+        #[cfg(test)]
+        {
+            let mut steps = lock(&self.crash_after_steps);
+            if let Some(n) = steps.as_mut() {
+                if *n == 0 {
+                    return Err(Error::io(
+                        &self.dir,
+                        std::io::Error::other("injected crash"),
+                    ));
+                }
+                *n -= 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the durable index and the durability claim appenders seal into records.
+    fn set_durable(&self, s: &mut SyncState, durable_index: u64) {
+        s.durable_index = durable_index;
+        self.durable_claim.store(durable_index, Ordering::Release);
+    }
+
+    /// Poisons the log if `result` is an error: the operation stopped part-way and what is
+    /// on disk is for recovery to judge.
+    fn poison_on_error<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.poison();
+        }
+        result
+    }
+
+    fn poison(&self) {
+        lock(&self.log).poisoned = true;
+        self.writes_drained.notify_all();
+        let mut s = lock(&self.sync);
+        s.poisoned = true;
+        s.wake_all();
+    }
+
+    /// Starts a new segment whose first record will be `first_index`.
+    fn roll(&self, log: &mut LogState, first_index: u64) -> Result<()> {
+        if let Some(old) = log.segments.last() {
+            // Make the finished segment durable before a later one can hold data: recovery
+            // only forgives damage at the tail of the last segment. With `Never` the fsync
+            // thread does it in the background instead, and a crash soon after a roll may
+            // leave damage that recovery reports rather than guesses about.
+            if self.options.durability == Durability::Never {
+                log.pending_sync
+                    .push((old.path.clone(), Arc::clone(&old.file)));
+                lock(&self.sync).requested = true;
+                self.sync_wanted.notify_one();
+            } else if let Err(e) = old.file.sync_data() {
+                let path = old.path.clone();
+                log.poisoned = true;
+                let mut s = lock(&self.sync);
+                s.poisoned = true;
+                s.wake_all();
+                return Err(Error::io(path, e));
+            }
+        }
+        let path = self.dir.join(segment_name(first_index));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        log.segments.push(Segment::new(first_index, path, file));
+        log.dir_dirty = true;
+        Ok(())
+    }
+
+    /// The append protocol: under the lock, roll to a new segment if the batch does not fit,
+    /// take the next index (or check the caller's `first`), let `encode` produce the records,
+    /// index them and reserve their byte range; write the range without the lock; then,
+    /// under the lock again, publish it once every earlier reservation is written too.
+    fn write_batch(
+        &self,
+        first: Option<u64>,
+        bytes: u64,
+        encode: impl FnOnce(u64) -> (Vec<u8>, Vec<u32>),
+    ) -> Result<u64> {
+        let opts = &self.options;
+        let mut log = lock(&self.log);
+        loop {
+            if log.poisoned {
+                return Err(Error::Poisoned);
+            }
+            let roll = log.segments.last().map_or(true, |s| {
+                s.len_reserved > 0 && s.len_reserved + bytes > opts.segment_bytes_max
+            });
+            if !roll {
+                break;
+            }
+            if !log.inflight.is_empty() {
+                // The finished segment is fsynced on rolling: its writes must land first.
+                log = LogState::drain(log, &self.writes_drained)?;
+                continue;
+            }
+            let index = log.next_index;
+            if first.is_some_and(|f| f != index) {
+                break; // refused just below, before a segment is created for it
+            }
+            self.roll(&mut log, index)?;
+            break;
+        }
+        let index = log.next_index;
+        if let Some(f) = first.filter(|&f| f != index) {
+            return Err(Error::NonContiguousAppend {
+                expected: index,
+                found: f,
+            });
+        }
+        let (mut buf, crcs) = encode(index);
+        assert_eq!(buf.len() as u64, bytes);
+        // Read under the lock: a suffix truncation lowers it before it lets go of the lock,
+        // so a record never claims an index durable that is not (see `judge_damage`).
+        let durable = self.durable_claim.load(Ordering::Acquire);
+        let segment = log.segments.len() - 1;
+        let seg = &mut log.segments[segment];
+        let offset = seg.len_reserved;
+        let mut at = 0;
+        let mut next = index;
+        for crc in crcs {
+            let (len, term) = record::len_and_term(&buf[at..]);
+            let end = at + len as usize;
+            record::seal(&mut buf[at..end], crc, durable);
+            seg.note_record(
+                next,
+                term,
+                offset + at as u64,
+                len,
+                opts.index_interval_bytes,
+            );
+            at = end;
+            next += 1;
+        }
+        assert_eq!(at, buf.len());
+        let file = Arc::clone(&seg.file);
+        log.next_index = next;
+        let seq = log.inflight_front_seq + log.inflight.len() as u64;
+        log.inflight.push_back(Inflight {
+            segment,
+            end_offset: offset + bytes,
+            next_index: next,
+            done: false,
+        });
+        drop(log);
+
+        if let Err(e) = file.write_all_at(&buf, offset) {
+            // What reached the file is unknown: refuse further work until recovery has looked.
+            let path = lock(&self.log).segments[segment].path.clone();
+            self.poison();
+            return Err(Error::io(path, e));
+        }
+
+        let written = {
+            let mut log = lock(&self.log);
+            let written_next = log.complete(seq);
+            if log.inflight.is_empty() {
+                self.writes_drained.notify_all();
+            }
+            written_next - 1
+        };
+        let mut s = lock(&self.sync);
+        if written > s.written_index {
+            s.written_index = written;
+            let listened = self.has_listeners.load(Ordering::Acquire);
+            if opts.durability == Durability::Always && listened {
+                self.sync_wanted.notify_one();
+            } else if !s.in_flight && !s.waiters.is_empty() {
+                // A waiter may have parked because its entry was not yet written (an earlier
+                // append was still in flight): it can lead a round now.
+                let (_, leader) = s.waiters.remove(0);
+                leader.unpark();
+            }
+        }
+        Ok(next - 1)
+    }
+
+    fn truncate_suffix_locked(&self, log: &mut LogState, from: u64) -> Result<()> {
+        self.crash_point()?;
+        write_atomic(
+            &self.dir,
+            TRUNCATE_FILE,
+            &encode_small(TRUNCATE_MAGIC, &from.to_le_bytes()),
+        )?;
+        while log.segments.last().is_some_and(|s| s.first_index >= from) {
+            self.crash_point()?;
+            let s = log.segments.pop().expect("checked above");
+            fs::remove_file(&s.path).map_err(|e| Error::io(&s.path, e))?;
+        }
+        if let Some(s) = log.segments.last_mut() {
+            if s.next_index > from {
+                self.crash_point()?;
+                let offset = s.offset_of(from, self.options.record_bytes_max)?;
+                s.file.set_len(offset).map_err(|e| Error::io(&s.path, e))?;
+                s.file.sync_data().map_err(|e| Error::io(&s.path, e))?;
+                s.forget_from(from, offset);
+            }
+        }
+        self.crash_point()?;
+        fs::remove_file(self.dir.join(TRUNCATE_FILE))
+            .map_err(|e| Error::io(self.dir.join(TRUNCATE_FILE), e))?;
+        sync_dir(&self.dir)?;
+        log.next_index = from;
+        log.written_next = from;
+        Ok(())
+    }
+
+    fn truncate_prefix_locked(&self, log: &mut LogState, through: u64) -> Result<()> {
+        let start = through + 1;
+        self.crash_point()?;
+        write_atomic(
+            &self.dir,
+            START_FILE,
+            &encode_small(START_MAGIC, &start.to_le_bytes()),
+        )?;
+        log.start_index = start;
+        log.next_index = log.next_index.max(start);
+        log.written_next = log.next_index;
+        while log.segments.first().is_some_and(|s| s.next_index <= start) {
+            self.crash_point()?;
+            let s = log.segments.remove(0);
+            remove_if_exists(&s.path)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until `index` is durable. With `Always`, or when `force`d, a waiter that finds no
+    /// fsync in flight runs one itself (leader-based group commit): a lone appender pays no
+    /// thread hand-off, and appenders arriving meanwhile park until a round covers them.
+    fn wait_durable(&self, index: u64, force: bool) -> Result<u64> {
+        let last = lock(&self.log).next_index - 1;
+        if index > last {
+            return Err(Error::Unavailable {
+                index,
+                last_index: last,
+            });
+        }
+        let lead = force || self.options.durability == Durability::Always;
+        let me = std::thread::current();
+        let mut s = lock(&self.sync);
+        loop {
+            if s.poisoned || s.shutdown {
+                s.waiters.retain(|(_, t)| t.id() != me.id());
+                return Err(Error::Poisoned);
+            }
+            if s.durable_index >= index {
+                return Ok(s.durable_index);
+            }
+            if lead && !s.in_flight && s.written_index > s.durable_index {
+                s.in_flight = true;
+                s.requested = false;
+                s.waiters.retain(|(_, t)| t.id() != me.id());
+                drop(s);
+                self.sync_round()?;
+                s = lock(&self.sync);
+                continue;
+            }
+            if force && !s.requested {
+                s.requested = true;
+                self.sync_wanted.notify_one();
+            }
+            if !s.waiters.iter().any(|(_, t)| t.id() == me.id()) {
+                s.waiters.push((index, me.clone()));
+            }
+            drop(s);
+            std::thread::park();
+            s = lock(&self.sync);
+        }
+    }
+
+    /// Runs one fsync round (the caller set `in_flight`), then hands on: if more was written
+    /// meanwhile, a parked waiter is woken to lead the next round, or else the fsync thread.
+    fn sync_round(&self) -> Result<()> {
+        let result = self.poison_on_error(self.sync_once());
+        let mut s = lock(&self.sync);
+        s.in_flight = false;
+        if s.written_index > s.durable_index || s.requested {
+            if s.waiters.is_empty() {
+                self.sync_wanted.notify_one();
+            } else {
+                let (_, next_leader) = s.waiters.remove(0);
+                next_leader.unpark();
+            }
+        }
+        result
+    }
+
+    /// The fsync thread: waits for work per the durability policy, then syncs. With `Always`
+    /// and no listener, waiters lead their own rounds and this thread is only a backstop that
+    /// keeps [`Wal::durable_index`] moving for callers that neither wait nor listen.
+    fn run_syncer(&self) {
+        let mut interval = match self.options.durability {
+            Durability::Interval(d) => Some(d),
+            Durability::Always => Some(ALWAYS_BACKSTOP),
+            Durability::Never => None,
+        };
+        let mut deadline = interval.map(|d| Instant::now() + d);
+        loop {
+            {
+                let mut s = lock(&self.sync);
+                loop {
+                    if s.shutdown {
+                        return;
+                    }
+                    let behind = s.written_index > s.durable_index && !s.poisoned;
+                    let listened = self.has_listeners.load(Ordering::Acquire);
+                    let due = match (self.options.durability, deadline) {
+                        (Durability::Always, _) if listened => behind,
+                        (_, Some(d)) => behind && Instant::now() >= d,
+                        _ => false,
+                    };
+                    if (s.requested || due) && !s.in_flight {
+                        s.requested = false;
+                        s.in_flight = true;
+                        break;
+                    }
+                    s = match deadline {
+                        Some(d) => {
+                            let now = Instant::now();
+                            if now >= d {
+                                if self.options.durability == Durability::Always {
+                                    // Idle: back off, so an idle log costs next to nothing.
+                                    interval = interval.map(|i| (i * 2).min(ALWAYS_BACKSTOP_IDLE));
+                                }
+                                deadline = interval.map(|i| now + i);
+                                continue;
+                            }
+                            self.sync_wanted
+                                .wait_timeout(s, d - now)
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .0
+                        }
+                        None => self
+                            .sync_wanted
+                            .wait(s)
+                            .unwrap_or_else(std::sync::PoisonError::into_inner),
+                    };
+                }
+            }
+            // Errors poison the log; waiters learn of it from there.
+            let _ = self.sync_round();
+            if self.options.durability == Durability::Always {
+                interval = Some(ALWAYS_BACKSTOP);
+            }
+            deadline = interval.map(|i| Instant::now() + i);
+        }
+    }
+
+    /// One group commit: fsyncs every file with unsynced writes, outside the append lock, then
+    /// publishes the last index written before it started.
+    fn sync_once(&self) -> Result<()> {
+        let (target, generation, files, dir_dirty) = {
+            let mut log = lock(&self.log);
+            if log.poisoned {
+                return Err(Error::Poisoned);
+            }
+            let mut files = std::mem::take(&mut log.pending_sync);
+            if let Some(s) = log.segments.last() {
+                files.push((s.path.clone(), Arc::clone(&s.file)));
+            }
+            let generation = lock(&self.sync).generation;
+            (
+                log.written_next - 1,
+                generation,
+                files,
+                std::mem::take(&mut log.dir_dirty),
+            )
+        };
+        for (path, file) in files {
+            file.sync_data().map_err(|e| Error::io(path, e))?;
+        }
+        if dir_dirty {
+            sync_dir(&self.dir)?;
+        }
+        let advanced = {
+            let mut s = lock(&self.sync);
+            if s.generation != generation {
+                // A suffix truncation ran meanwhile: go round again for what follows it.
+                s.requested = true;
+                None
+            } else if target > s.durable_index {
+                self.set_durable(&mut s, target);
+                s.wake_covered();
+                Some(target)
+            } else {
+                None
+            }
+        };
+        if let Some(index) = advanced {
+            let listeners = lock(&self.listeners).clone();
+            for l in listeners {
+                l(index);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_index(index: u64) -> Result<()> {
+    if index >= INDEX_MAX {
+        return Err(Error::IndexTooLarge {
+            index,
+            max: INDEX_MAX,
+        });
+    }
+    Ok(())
+}
+
+fn check_payload(index: u64, payload_bytes: usize, opts: &Options) -> Result<()> {
+    if payload_bytes as u64 > opts.record_bytes_max {
+        return Err(Error::RecordTooLarge {
+            index,
+            bytes: payload_bytes as u64,
+            max: opts.record_bytes_max,
+        });
+    }
+    Ok(())
+}
+
+fn check_batch(bytes: u64, opts: &Options) -> Result<()> {
+    if bytes > opts.segment_bytes_max {
+        return Err(Error::BatchTooLarge {
+            bytes,
+            max: opts.segment_bytes_max,
+        });
+    }
+    Ok(())
+}
+
+/// Recovers the log in `dir`; see [`Wal::open`].
+fn recover(dir: &Path, options: &Options) -> Result<LogState> {
+    let start_path = dir.join(START_FILE);
+    let start_index = match read_small(&start_path, START_MAGIC, 8)? {
+        Some(p) => le_u64(&p),
+        None => 1,
+    };
+    if start_index == 0 || start_index >= INDEX_MAX {
+        return Err(Error::corrupt(
+            &start_path,
+            8,
+            format!("impossible log start index {start_index}"),
+        ));
+    }
+    let truncate_path = dir.join(TRUNCATE_FILE);
+    let truncate_from = read_small(&truncate_path, TRUNCATE_MAGIC, 8)?.map(|p| le_u64(&p));
+
+    let mut names = Vec::new();
+    for (path, name) in list_dir(dir)? {
+        if name.ends_with(TMP_SUFFIX) {
+            // An atomic replacement that never reached its rename: the old file stands.
+            remove_if_exists(&path)?;
+        } else if let Some(first) = parse_segment_name(&name) {
+            if first >= INDEX_MAX {
+                return Err(Error::corrupt(
+                    &path,
+                    0,
+                    "first index in the name is out of range",
+                ));
+            }
+            names.push((first, path));
+        }
+    }
+    names.sort();
+    let mut dir_dirty = false;
+
+    // Finish an interrupted suffix truncation: drop segments wholly at or past the cut.
+    if let Some(from) = truncate_from {
+        while names.last().is_some_and(|&(first, _)| first >= from) {
+            let (_, path) = names.pop().expect("checked above");
+            remove_if_exists(&path)?;
+            dir_dirty = true;
+        }
+    }
+    // A segment created just before a crash may be empty: it holds nothing, drop it.
+    while let Some((_, path)) = names.last() {
+        let len = fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+        if len != 0 {
+            break;
+        }
+        remove_if_exists(path)?;
+        names.pop();
+        dir_dirty = true;
+    }
+    // Finish an interrupted prefix truncation: drop segments wholly below the log start.
+    while names.len() >= 2 && names[1].0 <= start_index {
+        remove_if_exists(&names[0].1)?;
+        names.remove(0);
+        dir_dirty = true;
+    }
+    if let Some((first, path)) = names.first() {
+        if *first > start_index {
+            return Err(Error::Gap {
+                path: path.clone(),
+                offset: 0,
+                expected: start_index,
+                found: *first,
+            });
+        }
+    }
+
+    let mut segments: Vec<Segment> = Vec::new();
+    let mut names = names.into_iter();
+    while let Some((first, path)) = names.next() {
+        if let Some(prev) = segments.last() {
+            if prev.next_index != first {
+                return Err(Error::Gap {
+                    path,
+                    offset: 0,
+                    expected: prev.next_index,
+                    found: first,
+                });
+            }
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        let mut seg = Segment::new(first, path, file);
+        let end = scan_segment(&mut seg, file_len, truncate_from, options)?;
+        seg.len_bytes = seg.len_reserved;
+        let cut = match end {
+            ScanEnd::Clean => None,
+            ScanEnd::Truncate(offset) => Some(offset),
+            ScanEnd::Damaged { offset, damage } => {
+                let later: Vec<PathBuf> = names.by_ref().map(|(_, p)| p).collect();
+                judge_damage(&seg, offset, damage, file_len, &later, options)?;
+                // A torn tail: nothing from here on was ever durable.
+                for p in later {
+                    remove_if_exists(&p)?;
+                    dir_dirty = true;
+                }
+                Some(offset)
+            }
+        };
+        if let Some(offset) = cut {
+            seg.file
+                .set_len(offset)
+                .map_err(|e| Error::io(&seg.path, e))?;
+        }
+        // What recovery keeps counts as durable: after a process crash it may still sit only
+        // in the page cache, so make it so.
+        seg.file.sync_data().map_err(|e| Error::io(&seg.path, e))?;
+        segments.push(seg);
+    }
+
+    if truncate_from.is_some() {
+        remove_if_exists(&truncate_path)?;
+        dir_dirty = true;
+    }
+    // A last segment left empty by a torn tail, or wholly below the log start, holds no entry.
+    while segments
+        .last()
+        .is_some_and(|s| s.len_bytes == 0 || s.next_index <= start_index)
+    {
+        let s = segments.pop().expect("checked above");
+        remove_if_exists(&s.path)?;
+        dir_dirty = true;
+        if s.next_index <= start_index {
+            // Everything left is below the start too (segments are ascending).
+            for s in segments.drain(..) {
+                remove_if_exists(&s.path)?;
+            }
+        }
+    }
+    if dir_dirty {
+        sync_dir(dir)?;
+    }
+    let next_index = segments.last().map_or(start_index, |s| s.next_index);
+    Ok(LogState {
+        start_index,
+        next_index: next_index.max(start_index),
+        written_next: next_index.max(start_index),
+        inflight: VecDeque::new(),
+        inflight_front_seq: 0,
+        segments,
+        pending_sync: Vec::new(),
+        dir_dirty: false,
+        poisoned: false,
+    })
+}
+
+/// How the scan of a segment ended.
+enum ScanEnd {
+    /// At the end of the file.
+    Clean,
+    /// At the first record an interrupted suffix truncation removes.
+    Truncate(u64),
+    /// At bytes that are not a valid record.
+    Damaged { offset: u64, damage: Damage },
+}
+
+/// Scans one segment from the start, filling its index, checking every checksum and that
+/// the indices run on from the file name without a gap.
+fn scan_segment(
+    seg: &mut Segment,
+    file_len: u64,
+    truncate_from: Option<u64>,
+    options: &Options,
+) -> Result<ScanEnd> {
+    let file = Arc::clone(&seg.file);
+    let mut c = Cursor::new(
+        &file,
+        0,
+        file_len,
+        options.record_bytes_max,
+        SCAN_CHUNK_BYTES,
+    );
+    loop {
+        let offset = c.position();
+        match c.next_step().map_err(|e| Error::io(&seg.path, e))? {
+            Step::Record(r) => {
+                if r.entry.index != seg.next_index {
+                    let (path, expected, found) = (seg.path.clone(), seg.next_index, r.entry.index);
+                    return Err(if offset == 0 {
+                        Error::Gap {
+                            path,
+                            offset,
+                            expected,
+                            found,
+                        }
+                    } else {
+                        Error::OutOfSequence {
+                            path,
+                            offset,
+                            expected,
+                            found,
+                        }
+                    });
+                }
+                if truncate_from.is_some_and(|from| r.entry.index >= from) {
+                    return Ok(ScanEnd::Truncate(offset));
+                }
+                let (index, term) = (r.entry.index, r.entry.term);
+                seg.note_record(index, term, offset, r.len, options.index_interval_bytes);
+            }
+            Step::End => return Ok(ScanEnd::Clean),
+            Step::Damaged { offset, damage } => return Ok(ScanEnd::Damaged { offset, damage }),
+        }
+    }
+}
+
+/// Torn tail or corruption? Decides for damage at `offset` of `seg`, where the record with
+/// index `i = seg.next_index` should start; `later` are the segment files after `seg`.
+///
+/// A crash can damage only what was written after the last completed fsync, in any pattern:
+/// concurrent appends complete out of order and the page cache writes back pages in any
+/// order, so valid records may well follow a hole. What a crash cannot do is damage a record
+/// that was already durable. Every record carries a durability claim: the durable index when
+/// it was appended. So if any valid record after the damage (at any byte offset, in this or a
+/// later segment) claims `i` or more, record `i` was durable before the crash and its damage
+/// is corruption: an error naming file and offset, and nothing is dropped. Otherwise no
+/// surviving record proves `i` durable, the damage is a torn tail, and recovery truncates
+/// there (the records after it were not durable either, as the durable index only grows over
+/// a contiguous prefix).
+///
+/// The limit of any such scheme: damage to durable records with no later record left to
+/// vouch for them (the last records before a crash, or a bit flip there) reads as a torn
+/// tail. Those entries were acknowledged; Raft recovers them from the majority that has them.
+fn judge_damage(
+    seg: &Segment,
+    offset: u64,
+    damage: Damage,
+    file_len: u64,
+    later: &[PathBuf],
+    options: &Options,
+) -> Result<()> {
+    let index = seg.next_index;
+    let max = options.record_bytes_max;
+    let mut best = record::highest_claim(&seg.file, offset + 1, file_len, index, max)
+        .map_err(|e| Error::io(&seg.path, e))?
+        .map(|c| (c, seg.path.clone()));
+    for path in later {
+        let claim = File::open(path)
+            .and_then(|f| {
+                let len = f.metadata()?.len();
+                record::highest_claim(&f, 0, len, index, max)
+            })
+            .map_err(|e| Error::io(path, e))?;
+        if let Some(c) =
+            claim.filter(|c| best.as_ref().map_or(true, |(b, _)| c.durable > b.durable))
+        {
+            best = Some((c, path.clone()));
+        }
+    }
+    match best {
+        Some((c, path)) if c.durable >= index => Err(Error::corrupt(
+            &seg.path,
+            offset,
+            format!(
+                "{damage} where index {index} should be, yet the record of index {} at byte {} \
+                 of {} was appended when index {} was already durable",
+                c.index,
+                c.offset,
+                path.display(),
+                c.durable
+            ),
+        )),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,255 @@
+//! Damage on disk as crashes and bad media produce it: recovery must yield a correct prefix
+//! of what was written, or an error naming the damaged file, and never a wrong entry.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use ordo_wal::{Durability, Entry, Error, Options, Wal};
+
+const HEADER_BYTES: u64 = ordo_wal::RECORD_HEADER_BYTES as u64;
+
+fn options() -> Options {
+    Options {
+        segment_bytes_max: 4096,
+        record_bytes_max: 1024,
+        index_interval_bytes: 128,
+        durability: Durability::Never,
+    }
+}
+
+fn entry(index: u64) -> Entry {
+    let len = (index * 7 % 40) as usize;
+    Entry::new(index, 1 + index / 30, 0, vec![index as u8; len])
+}
+
+/// A log of `count` entries in several segments, each made durable before the next is
+/// appended (so each record's durability claim covers its predecessor); returns the segment
+/// paths in order.
+fn write_log(dir: &Path, count: u64) -> Vec<PathBuf> {
+    let wal = Wal::open(dir, options()).unwrap();
+    for i in 1..=count {
+        wal.append(&[entry(i)]).unwrap();
+        wal.sync().unwrap();
+    }
+    wal.close().unwrap();
+    let mut segs: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 3, "the test wants several segments");
+    segs
+}
+
+fn first_index_of(segment: &Path) -> u64 {
+    segment
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Opens `dir` and returns every entry, or the error.
+fn recover(dir: &Path) -> Result<Vec<Entry>, Error> {
+    let wal = Wal::open(dir, options())?;
+    wal.entries(wal.first_index(), wal.last_index() + 1, u64::MAX)
+}
+
+fn damaged_file(err: &Error) -> Option<&Path> {
+    match err {
+        Error::Corrupt { path, .. }
+        | Error::OutOfSequence { path, .. }
+        | Error::Gap { path, .. } => Some(path),
+        _ => None,
+    }
+}
+
+#[test]
+fn cutting_the_last_segment_at_every_offset_of_its_final_records_recovers_the_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = 300;
+    let segs = write_log(dir.path(), count);
+    let last = segs.last().unwrap();
+    let original = fs::read(last).unwrap();
+    let first = first_index_of(last);
+    // Record boundaries of the last segment.
+    let mut ends = Vec::new();
+    let mut offset = 0;
+    for i in first..=count {
+        offset += HEADER_BYTES + entry(i).payload.len() as u64;
+        ends.push((i, offset));
+    }
+    assert_eq!(offset, original.len() as u64);
+    let cut_from = ends[ends.len() - 5].1 - 3;
+    for cut in cut_from..original.len() as u64 {
+        let expected_last = ends
+            .iter()
+            .rev()
+            .find(|&&(_, end)| end <= cut)
+            .map(|&(i, _)| i)
+            .unwrap_or(first - 1);
+        // A crash that lost the bytes past `cut`, with the file either ending there or
+        // zero-filled (preallocated or extended) to its old length.
+        for zero_fill in [false, true] {
+            fs::write(last, &original[..cut as usize]).unwrap();
+            if zero_fill {
+                OpenOptions::new()
+                    .write(true)
+                    .open(last)
+                    .unwrap()
+                    .set_len(original.len() as u64)
+                    .unwrap();
+            }
+            let got = recover(dir.path()).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+            let want: Vec<Entry> = (1..=expected_last).map(entry).collect();
+            assert_eq!(got, want, "cut at {cut}, zero fill {zero_fill}");
+            // Recovery truncated the tail; appending continues from the prefix.
+            let wal = Wal::open(dir.path(), options()).unwrap();
+            wal.append(&[entry(expected_last + 1)]).unwrap();
+        }
+    }
+}
+
+#[test]
+fn bit_flips_inside_a_segment_give_an_error_naming_it_never_a_wrong_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = 300;
+    let segs = write_log(dir.path(), count);
+    let all: Vec<Entry> = (1..=count).map(entry).collect();
+    for (n, seg) in segs.iter().enumerate() {
+        let original = fs::read(seg).unwrap();
+        let final_record_start = {
+            let last_index = if n + 1 < segs.len() {
+                first_index_of(&segs[n + 1]) - 1
+            } else {
+                count
+            };
+            original.len() as u64 - HEADER_BYTES - entry(last_index).payload.len() as u64
+        };
+        let file = OpenOptions::new().read(true).write(true).open(seg).unwrap();
+        // Every 11th byte (coprime with the record sizes, so every field gets hit somewhere),
+        // and every byte of the last two records, where torn tail and corruption meet.
+        let tail_from = if n + 1 == segs.len() {
+            let last_index = count;
+            final_record_start - HEADER_BYTES - entry(last_index - 1).payload.len() as u64
+        } else {
+            original.len() as u64
+        };
+        let offsets = (0..original.len() as u64).filter(|at| at % 11 == 0 || *at >= tail_from);
+        for at in offsets {
+            let flipped = original[at as usize] ^ (1 << (at % 8));
+            file.write_all_at(&[flipped], at).unwrap();
+            match recover(dir.path()) {
+                Err(e) => assert_eq!(damaged_file(&e), Some(seg.as_path()), "byte {at}: {e}"),
+                Ok(got) => {
+                    // Only the very last record of the log may read as a torn tail.
+                    assert!(
+                        n + 1 == segs.len() && at >= final_record_start,
+                        "segment {n} byte {at}: damage accepted"
+                    );
+                    assert_eq!(got, all[..got.len()], "byte {at}: a wrong entry");
+                    assert_eq!(got.len() as u64, count - 1);
+                }
+            }
+            fs::write(seg, &original).unwrap();
+        }
+    }
+    assert_eq!(recover(dir.path()).unwrap(), all);
+}
+
+#[test]
+fn a_damaged_record_followed_by_valid_ones_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let segs = write_log(dir.path(), 300);
+    let last = segs.last().unwrap();
+    let len = fs::metadata(last).unwrap().len();
+    // Zero a stretch in the middle, as a lost page would, keeping the records after it.
+    let file = OpenOptions::new().write(true).open(last).unwrap();
+    file.write_all_at(&[0; 40], len / 3).unwrap();
+    match recover(dir.path()) {
+        Err(Error::Corrupt { path, offset, .. }) => {
+            assert_eq!(&path, last);
+            assert!(offset <= len / 3 + 40);
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_index_out_of_sequence_is_an_error_naming_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let segs = write_log(dir.path(), 300);
+    // Rewrite the second segment's third record with a valid record of a wrong index.
+    let seg = &segs[1];
+    let first = first_index_of(seg);
+    let offset: u64 = (first..first + 2)
+        .map(|i| HEADER_BYTES + entry(i).payload.len() as u64)
+        .sum();
+    let scratch = tempfile::tempdir().unwrap();
+    let wal = Wal::open(scratch.path(), options()).unwrap();
+    wal.truncate_prefix(first + 2).unwrap();
+    // Same payload length as entry(first + 2), so the record fits exactly, but index + 1.
+    let mut wrong = entry(first + 2);
+    wrong.index = first + 3;
+    wal.append(&[wrong]).unwrap();
+    wal.close().unwrap();
+    let bytes = fs::read(scratch.path().join(format!("{:020}.log", first + 3))).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(seg)
+        .unwrap()
+        .write_all_at(&bytes, offset)
+        .unwrap();
+    match recover(dir.path()) {
+        Err(Error::OutOfSequence {
+            path,
+            offset: o,
+            expected,
+            found,
+        }) => {
+            assert_eq!(
+                (&path, o, expected, found),
+                (seg, offset, first + 2, first + 3)
+            );
+        }
+        other => panic!("expected out of sequence, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_hole_before_records_that_were_never_durable_is_a_torn_tail() {
+    // Concurrent appends complete out of order and the page cache writes back in any order,
+    // so a crash can leave a hole followed by valid records; none of them were durable.
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), options()).unwrap();
+    for i in 1..=100 {
+        wal.append(&[entry(i)]).unwrap();
+    }
+    wal.sync().unwrap();
+    for i in 101..=130 {
+        wal.append(&[entry(i)]).unwrap();
+    }
+    drop(wal);
+    let last = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .max()
+        .unwrap();
+    let first = first_index_of(&last);
+    assert!(
+        first <= 110,
+        "the test wants indices 110.. in the last segment"
+    );
+    let hole_at: u64 = (first..110)
+        .map(|i| HEADER_BYTES + entry(i).payload.len() as u64)
+        .sum();
+    let file = OpenOptions::new().write(true).open(&last).unwrap();
+    file.write_all_at(&[0; 20], hole_at).unwrap();
+    let got = recover(dir.path()).unwrap();
+    assert_eq!(got, (1..110).map(entry).collect::<Vec<_>>());
+}

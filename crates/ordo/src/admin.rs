@@ -1,0 +1,426 @@
+//! The admin HTTP endpoints: `/status` (JSON), `/metrics` (Prometheus text) and `/health`.
+//!
+//! A deliberately small HTTP/1.1 server: `GET` only, one request per connection, request
+//! heads bounded in size and time, so a stuck or hostile client costs one short-lived task.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ordo_node::{role_name, HistogramSnapshot, MetricsSnapshot};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::replicated::ReplicatedBackend;
+
+/// Largest request head read.
+const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
+/// Time a client has to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; more wait to be accepted.
+const CONNECTIONS_MAX: usize = 64;
+
+/// One member's replication progress as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerReport {
+    /// The member.
+    pub id: u64,
+    /// Highest index known replicated on it.
+    pub match_index: u64,
+    /// Entries it lags behind the leader's last index.
+    pub lag: u64,
+    /// Whether it is a learner.
+    pub is_learner: bool,
+    /// Whether the leader heard from it recently.
+    pub recent_active: bool,
+}
+
+/// The body of `/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// This node.
+    pub id: u64,
+    /// `leader`, `follower`, `candidate` or `pre-candidate`.
+    pub role: String,
+    /// The current term.
+    pub term: u64,
+    /// The leader this node knows of, or 0.
+    pub leader: u64,
+    /// The commit index.
+    pub commit_index: u64,
+    /// The index applied to the KV store.
+    pub applied_index: u64,
+    /// The first index still in the log.
+    pub first_index: u64,
+    /// The last index of the log.
+    pub last_index: u64,
+    /// The newest snapshot's index.
+    pub snapshot_index: u64,
+    /// The KV store's newest revision.
+    pub revision: i64,
+    /// The voters.
+    pub voters: Vec<u64>,
+    /// Per-member progress; empty unless this node leads.
+    pub peers: Vec<PeerReport>,
+}
+
+async fn status_report(backend: &ReplicatedBackend) -> Option<StatusReport> {
+    let status = backend.refresh_status().await.ok()?;
+    Some(StatusReport {
+        id: status.node_id,
+        role: role_name(status.role).to_string(),
+        term: status.term,
+        leader: status.leader,
+        commit_index: status.commit_index,
+        applied_index: status.applied_index,
+        first_index: status.first_index,
+        last_index: status.last_index,
+        snapshot_index: status.snapshot_index,
+        revision: ordo_kv::KvBackend::state(backend).progress().revision,
+        voters: status.conf_state.voters.clone(),
+        peers: status
+            .peers
+            .iter()
+            .map(|p| PeerReport {
+                id: p.id,
+                match_index: p.match_index,
+                lag: p.lag,
+                is_learner: p.is_learner,
+                recent_active: p.recent_active,
+            })
+            .collect(),
+    })
+}
+
+fn counter(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
+/// Writes a power-of-two histogram in microseconds as a Prometheus histogram in seconds.
+fn histogram(out: &mut String, name: &str, help: &str, h: &HistogramSnapshot) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for &(bound_us, n) in &h.buckets {
+        cumulative += n;
+        if bound_us == u64::MAX {
+            break;
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"{}\"}} {cumulative}",
+            bound_us as f64 / 1e6
+        );
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "{name}_sum {}", h.sum as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {}", h.count);
+}
+
+/// Renders the group's counters in the Prometheus text format.
+pub fn render_metrics(m: &MetricsSnapshot, status: Option<&StatusReport>) -> String {
+    let mut out = String::new();
+    counter(
+        &mut out,
+        "ordo_raft_term",
+        "The current Raft term.",
+        "gauge",
+        m.term,
+    );
+    counter(
+        &mut out,
+        "ordo_raft_elections_total",
+        "Elections this node started.",
+        "counter",
+        m.elections,
+    );
+    counter(
+        &mut out,
+        "ordo_raft_leader_changes_total",
+        "Times the known leader changed.",
+        "counter",
+        m.leader_changes,
+    );
+    counter(
+        &mut out,
+        "ordo_proposals_total",
+        "Proposals made on this node.",
+        "counter",
+        m.proposals,
+    );
+    counter(
+        &mut out,
+        "ordo_proposals_failed_total",
+        "Proposals that failed.",
+        "counter",
+        m.proposals_failed,
+    );
+    counter(
+        &mut out,
+        "ordo_proposals_forwarded_total",
+        "Proposals forwarded to the leader.",
+        "counter",
+        m.proposals_forwarded,
+    );
+    counter(
+        &mut out,
+        "ordo_entries_committed_total",
+        "Entries this node saw committed.",
+        "counter",
+        m.entries_committed,
+    );
+    counter(
+        &mut out,
+        "ordo_entries_applied_total",
+        "Entries applied to the state machine.",
+        "counter",
+        m.entries_applied,
+    );
+    counter(
+        &mut out,
+        "ordo_linearizable_reads_total",
+        "Linearizable reads served.",
+        "counter",
+        m.reads,
+    );
+    counter(
+        &mut out,
+        "ordo_peer_messages_undecodable_total",
+        "Peer messages that failed to decode.",
+        "counter",
+        m.messages_decode_failed,
+    );
+    counter(
+        &mut out,
+        "ordo_peer_messages_dropped_total",
+        "Peer messages dropped on a full queue.",
+        "counter",
+        m.messages_dropped,
+    );
+    counter(
+        &mut out,
+        "ordo_snapshots_taken_total",
+        "Snapshots taken.",
+        "counter",
+        m.snapshots_taken,
+    );
+    counter(
+        &mut out,
+        "ordo_snapshots_sent_total",
+        "Snapshots streamed to followers.",
+        "counter",
+        m.snapshots_sent,
+    );
+    counter(
+        &mut out,
+        "ordo_snapshots_received_total",
+        "Snapshots received and installed.",
+        "counter",
+        m.snapshots_received,
+    );
+    if let Some(s) = status {
+        counter(
+            &mut out,
+            "ordo_raft_commit_index",
+            "The commit index.",
+            "gauge",
+            s.commit_index,
+        );
+        counter(
+            &mut out,
+            "ordo_raft_applied_index",
+            "The applied index.",
+            "gauge",
+            s.applied_index,
+        );
+        counter(
+            &mut out,
+            "ordo_apply_lag_entries",
+            "Committed entries not yet applied.",
+            "gauge",
+            s.commit_index.saturating_sub(s.applied_index),
+        );
+        counter(
+            &mut out,
+            "ordo_is_leader",
+            "1 if this node leads.",
+            "gauge",
+            u64::from(s.role == "leader"),
+        );
+        if !s.peers.is_empty() {
+            let name = "ordo_peer_lag_entries";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Entries a member lags behind the leader.\n# TYPE {name} gauge"
+            );
+            for p in &s.peers {
+                let _ = writeln!(out, "{name}{{peer=\"{}\"}} {}", p.id, p.lag);
+            }
+        }
+    }
+    histogram(
+        &mut out,
+        "ordo_wal_fsync_seconds",
+        "Time from a WAL append until it was durable.",
+        &m.fsync_latency_us,
+    );
+    histogram(
+        &mut out,
+        "ordo_apply_batch_seconds",
+        "Time to apply one batch of committed entries.",
+        &m.apply_batch_us,
+    );
+    histogram(
+        &mut out,
+        "ordo_peer_round_trip_seconds",
+        "Heartbeat round trips to peers.",
+        &m.peer_round_trip_us,
+    );
+    out
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    backend: Arc<ReplicatedBackend>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    loop {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|&stop| stop) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "admin accept failed");
+                continue;
+            }
+        };
+        let backend = Arc::clone(&backend);
+        tokio::spawn(async move {
+            if let Err(error) = handle(stream, &backend).await {
+                tracing::debug!(%peer, %error, "admin connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.windows(4).any(|w| w == b"\r\n\r\n") {
+            return Ok(Some(String::from_utf8_lossy(&head).into_owned()));
+        }
+        if head.len() > REQUEST_HEAD_BYTES_MAX {
+            return Ok(None);
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream, backend: &ReplicatedBackend) -> std::io::Result<()> {
+    let head = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await {
+        Ok(head) => head?,
+        Err(_) => None,
+    };
+    let Some(head) = head else {
+        return respond(
+            &mut stream,
+            400,
+            "text/plain",
+            "bad request: send a GET with a complete head\n",
+        )
+        .await;
+    };
+    let mut words = head.lines().next().unwrap_or("").split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    if method != "GET" {
+        return respond(&mut stream, 405, "text/plain", "only GET is served\n").await;
+    }
+    match path.split('?').next().unwrap_or("") {
+        "/status" => match status_report(backend).await {
+            Some(report) => {
+                let body = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
+                respond(&mut stream, 200, "application/json", &body).await
+            }
+            None => {
+                respond(
+                    &mut stream,
+                    503,
+                    "text/plain",
+                    "the node is shutting down\n",
+                )
+                .await
+            }
+        },
+        "/metrics" => {
+            let report = status_report(backend).await;
+            let body = render_metrics(&backend.group().metrics(), report.as_ref());
+            respond(&mut stream, 200, "text/plain; version=0.0.4", &body).await
+        }
+        "/health" => match status_report(backend).await {
+            Some(report) if report.leader != 0 => {
+                respond(
+                    &mut stream,
+                    200,
+                    "application/json",
+                    "{\"health\":\"true\"}\n",
+                )
+                .await
+            }
+            Some(_) => {
+                let body = "{\"health\":\"false\",\"reason\":\"no leader\"}\n";
+                respond(&mut stream, 503, "application/json", body).await
+            }
+            None => {
+                let body = "{\"health\":\"false\",\"reason\":\"shutting down\"}\n";
+                respond(&mut stream, 503, "application/json", body).await
+            }
+        },
+        _ => {
+            respond(
+                &mut stream,
+                404,
+                "text/plain",
+                "not found: try /status, /metrics or /health\n",
+            )
+            .await
+        }
+    }
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    code: u16,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    let response = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}

@@ -1,0 +1,450 @@
+//! `ordo server`'s configuration: command-line flags, an optional TOML file, and the checks
+//! that turn them into a [`ServerConfig`] before anything starts.
+//!
+//! Every flag has a key of the same name (with `_` for `-`) in the file; a flag given on the
+//! command line wins over the file. Unknown keys in the file are an error naming the key, so
+//! a misspelt option never silently falls back to its default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ordo_node::{FsyncPolicy, NodeConfig, NodeId};
+use serde::Deserialize;
+
+use crate::replicated::MemberAddrs;
+
+/// Largest configuration file read, so a wrong path (a device, a huge log) fails fast.
+pub const CONFIG_FILE_BYTES_MAX: u64 = 1 << 20;
+
+/// Most members a cluster may list.
+pub const MEMBERS_MAX: usize = 64;
+
+/// Largest application payload of one proposal: etcd's 1.5 MiB request limit plus room for
+/// the command envelope.
+const PROPOSAL_BYTES_MAX: usize = 2 << 20;
+
+/// Why a configuration was refused; the message names the flag or key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is larger than [`CONFIG_FILE_BYTES_MAX`].
+    #[error("the configuration file {path} is {bytes} bytes; at most {CONFIG_FILE_BYTES_MAX} are read (is this the right file?)")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
+    },
+    /// The file is not valid TOML, or has an unknown key or a value of the wrong type.
+    #[error("invalid configuration file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's explanation, which names the key.
+        message: String,
+    },
+    /// A required setting is missing.
+    #[error("--{flag} is required (as a flag or `{key}` in the configuration file)")]
+    Missing {
+        /// The flag.
+        flag: &'static str,
+        /// The file key.
+        key: &'static str,
+    },
+    /// A setting has a value that cannot be used.
+    #[error("invalid --{flag}: {problem}")]
+    Invalid {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong and what would be right.
+        problem: String,
+    },
+    /// The settings do not fit together.
+    #[error("{0}; check the flags and the configuration file")]
+    Node(#[from] ordo_node::ConfigError),
+}
+
+/// The flags of `ordo server`. Every one may also be set in the `--config` file.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// TOML file with any of these settings (keys are the flag names with `_` for `-`);
+    /// flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This node's id: a positive integer, unique in the cluster, listed in --peers.
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// Directory for this node's log and snapshots (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the etcd v3 gRPC API listens on [default: 127.0.0.1:2379].
+    #[arg(long, value_name = "ADDR")]
+    pub client_addr: Option<SocketAddr>,
+    /// Address other nodes connect to [default: 127.0.0.1:2380].
+    #[arg(long, value_name = "ADDR")]
+    pub peer_addr: Option<SocketAddr>,
+    /// Address of the HTTP admin endpoints /status, /metrics and /health
+    /// [default: 127.0.0.1:9180].
+    #[arg(long, value_name = "ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+    /// Every member's peer address, this node included: `1=127.0.0.1:2380,2=...`
+    /// [default: this node alone].
+    #[arg(long, value_name = "ID=ADDR,...")]
+    pub peers: Option<String>,
+    /// Every member's client address, `1=127.0.0.1:2379,2=...`: reported by member list,
+    /// and used to forward lease keep-alives to the leader.
+    #[arg(long, value_name = "ID=ADDR,...")]
+    pub peer_client_addrs: Option<String>,
+    /// The cluster's id; nodes of another cluster are refused [default: from
+    /// --cluster-token, else 1].
+    #[arg(long)]
+    pub cluster_id: Option<u64>,
+    /// A name for the cluster, hashed into the cluster id when --cluster-id is not given.
+    #[arg(long)]
+    pub cluster_token: Option<String>,
+    /// When log entries reach the disk: `always` (before acknowledging), `interval`
+    /// (every --fsync-interval-ms) or `never` (left to the OS) [default: always].
+    #[arg(long, value_name = "POLICY")]
+    pub fsync: Option<String>,
+    /// Milliseconds between fsyncs with `--fsync interval` [default: 10].
+    #[arg(long)]
+    pub fsync_interval_ms: Option<u64>,
+    /// Milliseconds per Raft tick [default: 100].
+    #[arg(long)]
+    pub tick_interval_ms: Option<u64>,
+    /// Ticks without hearing from a leader before a follower campaigns [default: 10].
+    #[arg(long)]
+    pub election_timeout_ticks: Option<u64>,
+    /// Ticks between a leader's heartbeats [default: 1].
+    #[arg(long)]
+    pub heartbeat_interval_ticks: Option<u64>,
+    /// Take a snapshot after this many applied entries [default: 10000].
+    #[arg(long)]
+    pub snapshot_entries: Option<u64>,
+    /// Take a snapshot after this many bytes of applied entries [default: 67108864].
+    #[arg(long)]
+    pub snapshot_bytes: Option<u64>,
+    /// Entries kept behind a snapshot for slightly lagging followers [default: 1000].
+    #[arg(long)]
+    pub snapshot_tail_entries: Option<u64>,
+    /// Log level: error, warn, info, debug or trace [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// The configuration file: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    id: Option<u64>,
+    data_dir: Option<PathBuf>,
+    client_addr: Option<SocketAddr>,
+    peer_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    peers: Option<String>,
+    peer_client_addrs: Option<String>,
+    cluster_id: Option<u64>,
+    cluster_token: Option<String>,
+    fsync: Option<String>,
+    fsync_interval_ms: Option<u64>,
+    tick_interval_ms: Option<u64>,
+    election_timeout_ticks: Option<u64>,
+    heartbeat_interval_ticks: Option<u64>,
+    snapshot_entries: Option<u64>,
+    snapshot_bytes: Option<u64>,
+    snapshot_tail_entries: Option<u64>,
+    log_level: Option<String>,
+}
+
+/// Everything `ordo server` runs with, checked.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The runtime's configuration.
+    pub node: NodeConfig,
+    /// Where the etcd API listens.
+    pub client_addr: SocketAddr,
+    /// Where the admin endpoints listen.
+    pub admin_addr: SocketAddr,
+    /// Every member's addresses.
+    pub members: BTreeMap<NodeId, MemberAddrs>,
+    /// The log level.
+    pub log_level: tracing::Level,
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let read_err = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = std::fs::metadata(path).map_err(read_err)?.len();
+    if bytes > CONFIG_FILE_BYTES_MAX {
+        return Err(ConfigError::TooLarge {
+            path: path.to_path_buf(),
+            bytes,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim().replace('\n', " "),
+    })
+}
+
+/// Parses `1=127.0.0.1:2380,2=...`.
+pub fn parse_member_list(
+    flag: &'static str,
+    text: &str,
+) -> Result<BTreeMap<NodeId, SocketAddr>, ConfigError> {
+    let invalid = |problem: String| ConfigError::Invalid { flag, problem };
+    let mut members = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some((id, addr)) = item.split_once('=') else {
+            return Err(invalid(format!(
+                "`{item}` is not ID=ADDR (for example 1=127.0.0.1:2380)"
+            )));
+        };
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&id| id != 0)
+            .ok_or_else(|| invalid(format!("`{id}` in `{item}` is not a positive node id")))?;
+        let addr: SocketAddr = addr.trim().parse().map_err(|_| {
+            invalid(format!(
+                "`{addr}` in `{item}` is not an IP:PORT address (host names are not resolved)"
+            ))
+        })?;
+        if members.insert(id, addr).is_some() {
+            return Err(invalid(format!("node {id} is listed twice")));
+        }
+        if members.len() > MEMBERS_MAX {
+            return Err(invalid(format!("more than {MEMBERS_MAX} members")));
+        }
+    }
+    Ok(members)
+}
+
+/// FNV-1a: a stable hash, so every node derives the same cluster id from a token.
+fn cluster_id_from_token(token: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in token.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash.max(1)
+}
+
+impl ServerConfig {
+    /// Merges the flags over the file (if any), applies defaults and checks the result.
+    pub fn from_args(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        macro_rules! pick {
+            ($field:ident) => {
+                args.$field.clone().or(file.$field.clone())
+            };
+        }
+        let id = pick!(id).ok_or(ConfigError::Missing {
+            flag: "id",
+            key: "id",
+        })?;
+        if id == 0 {
+            return Err(ConfigError::Invalid {
+                flag: "id",
+                problem: "must be a positive integer (0 means \"no node\")".into(),
+            });
+        }
+        let data_dir = pick!(data_dir).ok_or(ConfigError::Missing {
+            flag: "data-dir",
+            key: "data_dir",
+        })?;
+        let client_addr = pick!(client_addr).unwrap_or(([127, 0, 0, 1], 2379).into());
+        let peer_addr = pick!(peer_addr).unwrap_or(([127, 0, 0, 1], 2380).into());
+        let admin_addr = pick!(admin_addr).unwrap_or(([127, 0, 0, 1], 9180).into());
+        let peers = match pick!(peers) {
+            Some(text) => parse_member_list("peers", &text)?,
+            None => BTreeMap::from([(id, peer_addr)]),
+        };
+        if !peers.contains_key(&id) {
+            return Err(ConfigError::Invalid {
+                flag: "peers",
+                problem: format!("this node ({id}) must be listed among the peers"),
+            });
+        }
+        let mut client_addrs = match pick!(peer_client_addrs) {
+            Some(text) => parse_member_list("peer-client-addrs", &text)?,
+            None => BTreeMap::new(),
+        };
+        if let Some(unknown) = client_addrs.keys().find(|id| !peers.contains_key(id)) {
+            return Err(ConfigError::Invalid {
+                flag: "peer-client-addrs",
+                problem: format!("node {unknown} is not listed in --peers"),
+            });
+        }
+        client_addrs.entry(id).or_insert(client_addr);
+        let members = peers
+            .iter()
+            .map(|(&member, &peer_addr)| {
+                let addrs = MemberAddrs {
+                    peer_addr,
+                    client_addr: client_addrs.get(&member).copied(),
+                };
+                (member, addrs)
+            })
+            .collect();
+        let cluster_id = match (pick!(cluster_id), pick!(cluster_token)) {
+            (Some(0), _) => {
+                return Err(ConfigError::Invalid {
+                    flag: "cluster-id",
+                    problem: "must be a positive integer".into(),
+                })
+            }
+            (Some(id), _) => id,
+            (None, Some(token)) => cluster_id_from_token(&token),
+            (None, None) => 1,
+        };
+        let fsync = match pick!(fsync).as_deref().unwrap_or("always") {
+            "always" => FsyncPolicy::Always,
+            "interval" => FsyncPolicy::Interval {
+                interval_ms: pick!(fsync_interval_ms).unwrap_or(10),
+            },
+            "never" => FsyncPolicy::Never,
+            other => {
+                return Err(ConfigError::Invalid {
+                    flag: "fsync",
+                    problem: format!("`{other}` is not one of always, interval, never"),
+                })
+            }
+        };
+        let log_level = match pick!(log_level) {
+            None => tracing::Level::INFO,
+            Some(text) => text.parse().map_err(|_| ConfigError::Invalid {
+                flag: "log-level",
+                problem: format!("`{text}` is not one of error, warn, info, debug, trace"),
+            })?,
+        };
+
+        let mut node = NodeConfig::new(id, data_dir, peer_addr, peers);
+        node.cluster_id = cluster_id;
+        node.fsync = fsync;
+        node.proposal_bytes_max = PROPOSAL_BYTES_MAX;
+        node.append_bytes_max = node.append_bytes_max.max(PROPOSAL_BYTES_MAX as u64);
+        macro_rules! set {
+            ($field:ident) => {
+                if let Some(value) = pick!($field) {
+                    node.$field = value;
+                }
+            };
+        }
+        set!(tick_interval_ms);
+        set!(election_timeout_ticks);
+        set!(heartbeat_interval_ticks);
+        set!(snapshot_entries);
+        set!(snapshot_bytes);
+        set!(snapshot_tail_entries);
+        node.validate()?;
+        Ok(ServerConfig {
+            node,
+            client_addr,
+            admin_addr,
+            members,
+            log_level,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServerArgs {
+        ServerArgs {
+            id: Some(2),
+            data_dir: Some("/tmp/ordo-test".into()),
+            peers: Some("1=127.0.0.1:2380,2=127.0.0.1:2381,3=127.0.0.1:2382".into()),
+            ..ServerArgs::default()
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file_and_defaults_fill_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ordo.toml");
+        std::fs::write(
+            &path,
+            "tick_interval_ms = 20\nelection_timeout_ticks = 30\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        a.election_timeout_ticks = Some(15);
+        let config = ServerConfig::from_args(&a).unwrap();
+        assert_eq!(config.node.tick_interval_ms, 20);
+        assert_eq!(config.node.election_timeout_ticks, 15);
+        assert_eq!(config.node.fsync, FsyncPolicy::Always);
+        assert_eq!(config.client_addr, "127.0.0.1:2379".parse().unwrap());
+        assert_eq!(config.members.len(), 3);
+    }
+
+    #[test]
+    fn unknown_key_in_the_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ordo.toml");
+        std::fs::write(&path, "tick_intervl_ms = 20\n").unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        let error = ServerConfig::from_args(&a).unwrap_err().to_string();
+        assert!(error.contains("tick_intervl_ms"), "{error}");
+    }
+
+    #[test]
+    fn malformed_peer_list_names_the_item() {
+        let mut a = args();
+        a.peers = Some("1=127.0.0.1:2380,two=127.0.0.1:2381".into());
+        let error = ServerConfig::from_args(&a).unwrap_err().to_string();
+        assert!(
+            error.contains("--peers") && error.contains("two"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn node_missing_from_its_own_peer_list_is_refused() {
+        let mut a = args();
+        a.id = Some(4);
+        let error = ServerConfig::from_args(&a).unwrap_err().to_string();
+        assert!(error.contains("must be listed"), "{error}");
+    }
+
+    #[test]
+    fn unknown_fsync_policy_is_refused() {
+        let mut a = args();
+        a.fsync = Some("sometimes".into());
+        let error = ServerConfig::from_args(&a).unwrap_err().to_string();
+        assert!(
+            error.contains("--fsync") && error.contains("sometimes"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn cluster_token_gives_every_node_the_same_id() {
+        let mut a = args();
+        a.cluster_token = Some("bank".into());
+        let one = ServerConfig::from_args(&a).unwrap().node.cluster_id;
+        a.id = Some(3);
+        let other = ServerConfig::from_args(&a).unwrap().node.cluster_id;
+        assert_eq!(one, other);
+        assert_ne!(one, 1);
+    }
+}

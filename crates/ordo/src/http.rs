@@ -1,0 +1,98 @@
+//! A minimal HTTP/1.1 client for the admin endpoints: one `GET`, `Connection: close`, a
+//! bounded response.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Largest admin response read.
+pub const RESPONSE_BYTES_MAX: usize = 4 << 20;
+
+/// Why an admin request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// Connecting, writing or reading failed.
+    #[error("cannot reach {addr}: {source}")]
+    Io {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// No complete answer within the timeout.
+    #[error("{addr} did not answer within {timeout_ms} ms")]
+    Timeout {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The timeout.
+        timeout_ms: u64,
+    },
+    /// The answer is not HTTP or is too large.
+    #[error("{addr} answered something that is not an HTTP response ({problem})")]
+    Malformed {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// What was wrong.
+        problem: &'static str,
+    },
+}
+
+/// A response: status code and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The body as text (lossy).
+    pub body: String,
+}
+
+/// `GET path` from `addr`.
+pub async fn get(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<HttpResponse, HttpError> {
+    let timeout_ms = timeout.as_millis() as u64;
+    match tokio::time::timeout(timeout, get_inner(addr, path)).await {
+        Ok(result) => result,
+        Err(_) => Err(HttpError::Timeout { addr, timeout_ms }),
+    }
+}
+
+async fn get_inner(addr: SocketAddr, path: &str) -> Result<HttpResponse, HttpError> {
+    let io = |source| HttpError::Io { addr, source };
+    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(io)?;
+    let mut raw = Vec::new();
+    (&mut stream)
+        .take(RESPONSE_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut raw)
+        .await
+        .map_err(io)?;
+    if raw.len() > RESPONSE_BYTES_MAX {
+        return Err(HttpError::Malformed {
+            addr,
+            problem: "response too large",
+        });
+    }
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or(HttpError::Malformed {
+        addr,
+        problem: "no end of headers",
+    })?;
+    let status = head
+        .lines()
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or(HttpError::Malformed {
+            addr,
+            problem: "no status line",
+        })?;
+    Ok(HttpResponse {
+        status,
+        body: body.to_string(),
+    })
+}

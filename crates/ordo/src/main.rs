@@ -1,0 +1,93 @@
+//! `ordo`: run a node, look at a cluster, talk to it, or watch the demo.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ordo::config::{ServerArgs, ServerConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "ordo",
+    version,
+    about = "A replicated log serving an etcd-compatible key-value store."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run one node of a cluster.
+    Server(Box<ServerArgs>),
+    /// Start a local three-node cluster and tell the bank-account story on it.
+    Demo {
+        /// Directory for the nodes' data (an empty or new one) [default: a temporary one].
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<std::path::PathBuf>,
+    },
+    /// Print the cluster's state from the nodes' admin endpoints.
+    Status(ordo::status::StatusArgs),
+    /// A small etcd v3 client: put, get, del, watch.
+    Kv(ordo::kv::KvArgs),
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn report(error: &anyhow::Error) {
+    eprintln!("ordo: error: {error}");
+    for cause in error.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Commands::Server(args) => {
+            let config = match ServerConfig::from_args(&args) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("ordo server: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            tracing_subscriber::fmt()
+                .with_max_level(config.log_level)
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .init();
+            runtime()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(ordo::server::run(config, ordo::server::termination_signal())))
+        }
+        Commands::Demo { data_dir } => std::env::current_exe()
+            .map_err(anyhow::Error::from)
+            .and_then(|binary| {
+                let rt = runtime()?;
+                rt.block_on(async {
+                    tokio::select! {
+                        result = ordo::demo::run(binary, data_dir) => result,
+                        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; every node was stopped")),
+                    }
+                })
+            }),
+        Commands::Status(args) => runtime()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(ordo::status::run(args))),
+        Commands::Kv(args) => runtime()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(ordo::kv::run(args))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            report(&error);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! The KV store replicated by a Raft group: the state machine the runtime applies entries
+//! to, and the backend the etcd services run over.
+//!
+//! Every node applies committed entries to its own [`KvState`], which wakes that node's
+//! watchers, so a watch on any node sees every write. Writes are proposed through the
+//! node's group handle (a follower forwards them to the leader) and resolve with the result
+//! the local state machine computed. Linearizable reads wait for a ReadIndex. Lease time is
+//! kept by the leader's [`Lessor`]; followers forward keep-alives to the leader's client
+//! address, and expiries travel through the log so every replica deletes the same keys at
+//! the same revision.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ordo_kv::command::{self, ApplyResponse, Command};
+use ordo_kv::lessor::Lessor;
+use ordo_kv::proto::etcdserverpb::lease_client::LeaseClient;
+use ordo_kv::proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseTimeToLiveRequest};
+use ordo_kv::proto::internal::LeaseExpireRequest;
+use ordo_kv::{KvBackend, KvError, KvState, KvStore, MemberInfo, NodeStatus};
+use ordo_node::{
+    Group, GroupStatus, Index, NodeId, ProposeError, ReadError, RestoreError, StateMachine,
+    StateRole,
+};
+
+/// Most leases expired in one lessor round, so one round's proposals stay bounded.
+pub const LEASE_EXPIRIES_PER_ROUND_MAX: usize = 1000;
+
+/// How long a forwarded lease request may take on the leader.
+const LEASE_FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here leaves its data consistent, so a panic elsewhere does not
+    // make it unsafe to keep using.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Lease deadlines, kept by every node from the grants it applies and used by the leader.
+#[derive(Debug)]
+pub struct LeaseClock {
+    lessor: Mutex<Lessor>,
+    origin: Instant,
+}
+
+impl Default for LeaseClock {
+    fn default() -> Self {
+        LeaseClock {
+            lessor: Mutex::new(Lessor::new()),
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl LeaseClock {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The KV store as a [`StateMachine`]: applies committed entries to the shared
+/// [`KvState`] (waking its watchers) and keeps the lease clock in step.
+pub struct KvMachine {
+    state: Arc<KvState>,
+    leases: Arc<LeaseClock>,
+    // The store's applied index moves only with KV entries; the runtime also reports
+    // entries without KV data (a new leader's no-op, membership changes), which only this
+    // counter records.
+    applied_index: Index,
+}
+
+impl KvMachine {
+    /// A state machine over an empty store.
+    pub fn new(state: Arc<KvState>, leases: Arc<LeaseClock>) -> KvMachine {
+        let applied_index = state.progress().applied_index;
+        KvMachine {
+            state,
+            leases,
+            applied_index,
+        }
+    }
+}
+
+impl StateMachine for KvMachine {
+    type Output = Result<ApplyResponse, KvError>;
+
+    fn apply(&mut self, index: Index, data: &[u8]) -> Self::Output {
+        self.applied_index = index;
+        let applied = self.state.apply(index, data);
+        match &applied.result {
+            Ok(ApplyResponse::LeaseGrant(granted)) => {
+                let now_ms = self.leases.now_ms();
+                lock(&self.leases.lessor).grant(granted.id, granted.ttl, now_ms);
+            }
+            Ok(ApplyResponse::LeaseRevoke(_)) => {
+                // The response does not name the lease; dropping every deadline whose lease
+                // left the store covers revokes and expiries alike.
+                let now_ms = self.leases.now_ms();
+                let mut lessor = lock(&self.leases.lessor);
+                self.state.read(|store| lessor.sync(store, now_ms));
+            }
+            _ => {}
+        }
+        applied.result
+    }
+
+    fn note_applied(&mut self, index: Index) {
+        self.applied_index = index;
+    }
+
+    fn snapshot(&self) -> Bytes {
+        Bytes::from(self.state.snapshot())
+    }
+
+    fn restore(&mut self, index: Index, data: &[u8]) -> Result<(), RestoreError> {
+        // Validate before touching the live state, so a refused snapshot changes nothing.
+        let restored = KvStore::restore(data).map_err(|e| RestoreError::new(e.to_string()))?;
+        if restored.applied_index() > index {
+            return Err(RestoreError::new(format!(
+                "the KV snapshot is at log index {} but claims to be taken at {index}",
+                restored.applied_index()
+            )));
+        }
+        self.state
+            .restore(data)
+            .map_err(|e| RestoreError::new(e.to_string()))?;
+        self.applied_index = index;
+        let now_ms = self.leases.now_ms();
+        let mut lessor = lock(&self.leases.lessor);
+        self.state.read(|store| lessor.sync(store, now_ms));
+        Ok(())
+    }
+
+    fn applied_index(&self) -> Index {
+        self.applied_index
+    }
+}
+
+/// One member of the cluster as configured on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberAddrs {
+    /// Its peer address.
+    pub peer_addr: SocketAddr,
+    /// Its client address, when known.
+    pub client_addr: Option<SocketAddr>,
+}
+
+/// The etcd services' backend over a replicated group.
+pub struct ReplicatedBackend {
+    group: Group<KvMachine>,
+    state: Arc<KvState>,
+    leases: Arc<LeaseClock>,
+    node_id: NodeId,
+    cluster_id: u64,
+    members: BTreeMap<NodeId, MemberAddrs>,
+    status: Mutex<Option<GroupStatus>>,
+    next_request_id: AtomicU64,
+}
+
+fn propose_error(error: ProposeError) -> KvError {
+    match error {
+        ProposeError::NotLeader { .. } | ProposeError::NoLeader => KvError::NoLeader,
+        ProposeError::Dropped | ProposeError::OutcomeUnknown => KvError::LeaderChanged,
+        ProposeError::TooLarge { .. } => KvError::RequestTooLarge,
+        ProposeError::ShuttingDown => KvError::Stopped,
+        // The runtime's back-pressure has no etcd counterpart in `KvError`; "timed out"
+        // tells the client the same thing: retry later, the outcome is not known.
+        ProposeError::Timeout { .. }
+        | ProposeError::TooManyPending { .. }
+        | ProposeError::Rejected(_) => KvError::Timeout,
+    }
+}
+
+fn read_error(error: ReadError) -> KvError {
+    match error {
+        ReadError::NoLeader => KvError::NoLeader,
+        ReadError::ShuttingDown => KvError::Stopped,
+        ReadError::Timeout { .. } | ReadError::TooManyPending { .. } | ReadError::Rejected(_) => {
+            KvError::Timeout
+        }
+    }
+}
+
+impl ReplicatedBackend {
+    /// A backend over `group`, whose state machine shares `state` and `leases`.
+    pub fn new(
+        group: Group<KvMachine>,
+        state: Arc<KvState>,
+        leases: Arc<LeaseClock>,
+        node_id: NodeId,
+        cluster_id: u64,
+        members: BTreeMap<NodeId, MemberAddrs>,
+    ) -> ReplicatedBackend {
+        ReplicatedBackend {
+            group,
+            state,
+            leases,
+            node_id,
+            cluster_id,
+            members,
+            status: Mutex::new(None),
+            next_request_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The group handle.
+    pub fn group(&self) -> &Group<KvMachine> {
+        &self.group
+    }
+
+    /// The last status read by [`ReplicatedBackend::refresh_status`].
+    pub fn cached_status(&self) -> Option<GroupStatus> {
+        lock(&self.status).clone()
+    }
+
+    /// Reads the group's status, remembers it for the synchronous accessors, and restarts
+    /// every lease deadline when this node just became leader (a new leader cannot know
+    /// how much time the old one had left, so it grants a full time to live).
+    pub async fn refresh_status(&self) -> Result<GroupStatus, ReadError> {
+        let status = self.group.status().await?;
+        let previous = lock(&self.status).replace(status.clone());
+        let was_leader =
+            previous.is_some_and(|p| p.role == StateRole::Leader && p.term == status.term);
+        if status.role == StateRole::Leader && !was_leader {
+            let now_ms = self.leases.now_ms();
+            let mut lessor = lock(&self.leases.lessor);
+            self.state.read(|store| lessor.sync(store, now_ms));
+            lessor.promote(now_ms);
+            tracing::info!(
+                node = self.node_id,
+                term = status.term,
+                "leading: lease deadlines restarted"
+            );
+        }
+        Ok(status)
+    }
+
+    fn is_leader(&self) -> bool {
+        lock(&self.status)
+            .as_ref()
+            .is_some_and(|s| s.role == StateRole::Leader)
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        lock(&self.status)
+            .as_ref()
+            .map(|s| s.leader)
+            .filter(|&l| l != 0)
+    }
+
+    /// On the leader, proposes the expiry of every lease past its deadline; returns how
+    /// many were proposed. Followers do nothing.
+    pub async fn expire_leases(&self) -> usize {
+        if !self.is_leader() {
+            return 0;
+        }
+        let now_ms = self.leases.now_ms();
+        let expired = lock(&self.leases.lessor).expired(now_ms, LEASE_EXPIRIES_PER_ROUND_MAX);
+        for &id in &expired {
+            match self
+                .propose(Command::LeaseExpire(LeaseExpireRequest { id }))
+                .await
+            {
+                Ok(_) => tracing::debug!(lease_id = id, "lease expired"),
+                // Already revoked by a client, or the expiry raced a leadership change: the
+                // next round decides again from the applied state.
+                Err(error) => tracing::debug!(lease_id = id, %error, "lease expiry not applied"),
+            }
+        }
+        expired.len()
+    }
+
+    async fn leader_lease_client(&self) -> Result<LeaseClient<tonic::transport::Channel>, KvError> {
+        let leader = self.leader().ok_or(KvError::NoLeader)?;
+        let Some(addr) = self.members.get(&leader).and_then(|m| m.client_addr) else {
+            tracing::warn!(
+                node = self.node_id,
+                leader,
+                "cannot forward a lease request: the leader's client address is not configured (set --peer-client-addrs)"
+            );
+            return Err(KvError::NoLeader);
+        };
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|_| KvError::NoLeader)?
+            .connect_timeout(LEASE_FORWARD_TIMEOUT)
+            .timeout(LEASE_FORWARD_TIMEOUT);
+        let channel = endpoint.connect().await.map_err(|_| KvError::NoLeader)?;
+        Ok(LeaseClient::new(channel))
+    }
+}
+
+fn forwarded_status(status: tonic::Status) -> KvError {
+    match status.code() {
+        tonic::Code::NotFound => KvError::LeaseNotFound,
+        tonic::Code::Unavailable => KvError::NoLeader,
+        _ => KvError::Timeout,
+    }
+}
+
+impl KvBackend for ReplicatedBackend {
+    fn state(&self) -> &KvState {
+        &self.state
+    }
+
+    async fn propose(&self, command: Command) -> Result<ApplyResponse, KvError> {
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let bytes = command::encode(request_id, command)?;
+        self.group.propose(bytes).await.map_err(propose_error)?
+    }
+
+    async fn read_barrier(&self) -> Result<(), KvError> {
+        let index = self.group.read_index().await.map_err(read_error)?;
+        // The runtime's applied index counts entries the store never sees (no-ops), so it
+        // is the one to wait on; the store then holds everything up to `index`.
+        debug_assert!(self.group.applied_index() >= index);
+        Ok(())
+    }
+
+    async fn lease_keep_alive(&self, id: i64) -> Result<Option<i64>, KvError> {
+        if self.is_leader() {
+            let now_ms = self.leases.now_ms();
+            return Ok(lock(&self.leases.lessor).keep_alive(id, now_ms));
+        }
+        let mut client = self.leader_lease_client().await?;
+        let request = tokio_stream::once(LeaseKeepAliveRequest { id });
+        let mut responses = client
+            .lease_keep_alive(request)
+            .await
+            .map_err(forwarded_status)?
+            .into_inner();
+        match responses.message().await.map_err(forwarded_status)? {
+            Some(reply) if reply.ttl > 0 => Ok(Some(reply.ttl)),
+            Some(_) => Ok(None),
+            None => Err(KvError::NoLeader),
+        }
+    }
+
+    async fn lease_remaining(&self, id: i64) -> Result<Option<i64>, KvError> {
+        if self.is_leader() {
+            let now_ms = self.leases.now_ms();
+            return Ok(lock(&self.leases.lessor).remaining_seconds(id, now_ms));
+        }
+        let mut client = self.leader_lease_client().await?;
+        let reply = client
+            .lease_time_to_live(LeaseTimeToLiveRequest { id, keys: false })
+            .await
+            .map_err(forwarded_status)?
+            .into_inner();
+        Ok((reply.ttl >= 0).then_some(reply.ttl))
+    }
+
+    fn members(&self) -> Vec<MemberInfo> {
+        let status = lock(&self.status).clone();
+        let learners: Vec<NodeId> = status
+            .as_ref()
+            .map(|s| s.conf_state.learners.to_vec())
+            .unwrap_or_default();
+        self.members
+            .iter()
+            .map(|(&id, addrs)| MemberInfo {
+                id,
+                name: format!("ordo-{id}"),
+                peer_urls: vec![format!("http://{}", addrs.peer_addr)],
+                client_urls: addrs
+                    .client_addr
+                    .map(|a| vec![format!("http://{a}")])
+                    .unwrap_or_default(),
+                is_learner: learners.contains(&id),
+            })
+            .collect()
+    }
+
+    fn status(&self) -> NodeStatus {
+        let status = lock(&self.status).clone();
+        let applied_index = self.group.applied_index();
+        match status {
+            Some(s) => NodeStatus {
+                cluster_id: self.cluster_id,
+                member_id: self.node_id,
+                leader_id: (s.leader != 0).then_some(s.leader),
+                raft_term: s.term,
+                commit_index: s.commit_index.max(applied_index),
+                applied_index,
+                is_learner: s.conf_state.learners.contains(&self.node_id),
+            },
+            None => NodeStatus {
+                cluster_id: self.cluster_id,
+                member_id: self.node_id,
+                leader_id: None,
+                raft_term: 0,
+                commit_index: applied_index,
+                applied_index,
+                is_learner: false,
+            },
+        }
+    }
+}

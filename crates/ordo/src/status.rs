@@ -1,0 +1,81 @@
+//! `ordo status`: the cluster as a table, from each node's `/status`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::bail;
+
+use crate::admin::StatusReport;
+
+/// Flags of `ordo status`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// Admin addresses of the nodes, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:9180",
+        value_name = "ADDR,..."
+    )]
+    pub endpoints: Vec<SocketAddr>,
+    /// Milliseconds to wait for each node.
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
+}
+
+/// Formats the table; unreachable endpoints get a row saying why.
+pub fn table(rows: &[(SocketAddr, Result<StatusReport, String>)]) -> String {
+    let mut out = format!(
+        "{:<22} {:>4} {:<13} {:>6} {:>6} {:>10} {:>10} {:>8}\n",
+        "ENDPOINT", "ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG"
+    );
+    for (addr, row) in rows {
+        match row {
+            Ok(s) => {
+                let lag = if s.peers.is_empty() {
+                    "-".to_string()
+                } else {
+                    s.peers
+                        .iter()
+                        .filter(|p| p.id != s.id)
+                        .map(|p| format!("{}:{}", p.id, p.lag))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                out += &format!(
+                    "{:<22} {:>4} {:<13} {:>6} {:>6} {:>10} {:>10} {:>8}\n",
+                    addr.to_string(),
+                    s.id,
+                    s.role,
+                    s.term,
+                    s.leader,
+                    s.commit_index,
+                    s.applied_index,
+                    lag
+                );
+            }
+            Err(error) => out += &format!("{:<22} unreachable: {error}\n", addr.to_string()),
+        }
+    }
+    out
+}
+
+/// Runs `ordo status`: prints the table; fails when no node answers.
+pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let mut rows = Vec::new();
+    for &addr in &args.endpoints {
+        let row = match crate::http::get(addr, "/status", timeout).await {
+            Ok(r) if r.status == 200 => serde_json::from_str::<StatusReport>(&r.body)
+                .map_err(|e| format!("not an ordo /status answer: {e}")),
+            Ok(r) => Err(format!("HTTP {}: {}", r.status, r.body.trim())),
+            Err(e) => Err(e.to_string()),
+        };
+        rows.push((addr, row));
+    }
+    print!("{}", table(&rows));
+    if rows.iter().all(|(_, r)| r.is_err()) {
+        bail!("no node answered; check --endpoints (the nodes' --admin-addr)");
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! Shared helpers of the process tests: a cluster of real `ordo server` processes with short
+//! timings, and bounded retrying clients.
+
+#![allow(dead_code)]
+
+use std::ops::{Deref, DerefMut};
+use std::time::{Duration, Instant};
+
+use ordo::admin::StatusReport;
+use ordo::cluster::LocalCluster;
+use ordo_kv::proto::etcdserverpb::{PutRequest, RangeRequest};
+
+/// Short Raft timings so elections take a fraction of a second.
+pub const TEST_SERVER_ARGS: &[&str] = &[
+    "--tick-interval-ms",
+    "25",
+    "--election-timeout-ticks",
+    "10",
+    "--heartbeat-interval-ticks",
+    "1",
+    "--log-level",
+    "info",
+];
+
+/// Bound on waiting for any one milestone.
+pub const STEP: Duration = Duration::from_secs(30);
+
+/// A cluster that prints its nodes' logs when the test fails, and kills its processes
+/// whatever happens.
+pub struct TestCluster(pub LocalCluster);
+
+impl Deref for TestCluster {
+    type Target = LocalCluster;
+    fn deref(&self) -> &LocalCluster {
+        &self.0
+    }
+}
+
+impl DerefMut for TestCluster {
+    fn deref_mut(&mut self) -> &mut LocalCluster {
+        &mut self.0
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.0.kill_all();
+        if std::thread::panicking() {
+            for id in self.0.ids() {
+                let log = std::fs::read_to_string(self.0.log_path(id)).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("---- node {id} log (last 40 lines) ----");
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// Plans a three-node cluster with test timings plus `extra` flags; starts nothing.
+pub fn plan(extra: &[&str]) -> TestCluster {
+    let mut args: Vec<&str> = TEST_SERVER_ARGS.to_vec();
+    args.extend_from_slice(extra);
+    TestCluster(
+        LocalCluster::new(env!("CARGO_BIN_EXE_ordo"), 3, None, &args).expect("plan a cluster"),
+    )
+}
+
+/// Starts a three-node cluster and waits for its leader.
+pub async fn start(extra: &[&str]) -> (TestCluster, StatusReport) {
+    let mut cluster = plan(extra);
+    cluster.start_all().expect("start the servers");
+    let leader = cluster.wait_leader(&[], STEP).await.expect("a leader");
+    (cluster, leader)
+}
+
+/// Puts `key` through any of `nodes`, retrying on errors until acknowledged or `STEP`
+/// passes; returns the revision. A retried put may apply twice: the value is the same.
+pub async fn put(cluster: &LocalCluster, nodes: &[u64], key: &str, value: &str) -> i64 {
+    let deadline = Instant::now() + STEP;
+    let mut last = String::new();
+    loop {
+        for &id in nodes {
+            let request = PutRequest {
+                key: key.as_bytes().to_vec(),
+                value: value.as_bytes().to_vec(),
+                ..Default::default()
+            };
+            match tokio::time::timeout(Duration::from_secs(2), cluster.kv(id).put(request)).await {
+                Ok(Ok(response)) => return response.into_inner().header.map_or(0, |h| h.revision),
+                Ok(Err(status)) => last = format!("node {id}: {status}"),
+                Err(_) => last = format!("node {id}: timed out"),
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "put {key} not acknowledged within {STEP:?}: {last}"
+        );
+        tokio::time::sleep(ordo::cluster::POLL_INTERVAL).await;
+    }
+}
+
+/// Reads `key` from node `id` (linearizable unless `serializable`), once.
+pub async fn get(
+    cluster: &LocalCluster,
+    id: u64,
+    key: &str,
+    serializable: bool,
+) -> Result<Option<String>, tonic::Status> {
+    let request = RangeRequest {
+        key: key.as_bytes().to_vec(),
+        serializable,
+        ..Default::default()
+    };
+    let response = cluster.kv(id).range(request).await?.into_inner();
+    Ok(response
+        .kvs
+        .first()
+        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
+}
+
+/// Every key under `prefix` on node `id` (linearizable), retrying until it answers.
+pub async fn keys_with_prefix(cluster: &LocalCluster, id: u64, prefix: &str) -> Vec<String> {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let request = RangeRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: ordo::kv::prefix_end(prefix.as_bytes()),
+            ..Default::default()
+        };
+        match cluster.kv(id).range(request).await {
+            Ok(response) => {
+                return response
+                    .into_inner()
+                    .kvs
+                    .iter()
+                    .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+                    .collect()
+            }
+            Err(status) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {id} did not answer a read: {status}"
+                );
+                tokio::time::sleep(ordo::cluster::POLL_INTERVAL).await;
+            }
+        }
+    }
+}
