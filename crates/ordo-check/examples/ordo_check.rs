@@ -1,0 +1,28 @@
+//! `ordo check` as a standalone program, until the `ordo` binary exposes it as a subcommand.
+//!
+//! ```text
+//! cargo run -p ordo-check --example ordo_check -- --endpoints 127.0.0.1:2379 --duration-secs 30
+//! cargo build -p ordo && cargo run -p ordo-check --example ordo_check -- --duration-secs 120
+//! ```
+
+use clap::Parser;
+
+/// Attack an etcd v3 cluster and check what its clients saw.
+#[derive(Debug, Parser)]
+#[command(name = "ordo-check")]
+struct Cli {
+    #[command(flatten)]
+    check: ordo_check::CheckArgs,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    match ordo_check::run(cli.check).await {
+        Ok(summary) => std::process::exit(summary.exit_code()),
+        Err(error) => {
+            eprintln!("ordo check: {error}");
+            std::process::exit(3);
+        }
+    }
+}
