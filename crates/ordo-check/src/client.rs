@@ -49,25 +49,35 @@ impl Conn {
 /// A read never changes state, so any failed read simply did not happen. A write refused with
 /// a status that is only produced before the request is ordered did not happen either; every
 /// other failure of a write (a timeout, a lost connection, a leader change, `Unavailable`,
-/// which a connection reset also produces) may have taken effect.
+/// which a connection reset also produces) may have taken effect — except a failure to
+/// connect at all, after which the request was never sent.
 pub fn classify(status: &tonic::Status, write: bool) -> Completion {
     let error = format!("{:?}: {}", status.code(), status.message());
-    let definite = matches!(
-        status.code(),
-        Code::InvalidArgument
-            | Code::FailedPrecondition
-            | Code::OutOfRange
-            | Code::Unimplemented
-            | Code::PermissionDenied
-            | Code::Unauthenticated
-            | Code::AlreadyExists
-            | Code::NotFound
-    );
+    let never_sent = status.code() == Code::Unavailable && is_connect_error(status.message());
+    let definite = never_sent
+        || matches!(
+            status.code(),
+            Code::InvalidArgument
+                | Code::FailedPrecondition
+                | Code::OutOfRange
+                | Code::Unimplemented
+                | Code::PermissionDenied
+                | Code::Unauthenticated
+                | Code::AlreadyExists
+                | Code::NotFound
+        );
     if !write || definite {
         Completion::Fail { error }
     } else {
         Completion::Info { error }
     }
+}
+
+/// Whether a transport error says the connection was never established (the channel could
+/// not connect, so the request was not sent).
+fn is_connect_error(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    message.contains("tcp connect error") || message.contains("error trying to connect")
 }
 
 /// The completion of a request that did not answer within its timeout.
@@ -160,6 +170,9 @@ mod tests {
             classify(&unavailable, true),
             Completion::Info { .. }
         ));
+        let refused =
+            tonic::Status::unavailable("tcp connect error: Connection refused (os error 111)");
+        assert!(matches!(classify(&refused, true), Completion::Fail { .. }));
         let invalid = tonic::Status::invalid_argument("key is empty");
         assert!(matches!(classify(&invalid, true), Completion::Fail { .. }));
     }

@@ -105,12 +105,48 @@ pub struct Cluster {
     _temp: Option<tempfile::TempDir>,
 }
 
+/// Node ports are taken from here, below the kernel's ephemeral range (32768 and up on
+/// Linux): a node restarted mid-run rebinds its old ports, and an outgoing connection's local
+/// port must never have taken one meanwhile.
+const NODE_PORTS: std::ops::Range<u16> = 5_000..12_000;
+
+/// Ports tried before giving up.
+const PORT_ATTEMPTS_MAX: usize = 7_000;
+
+/// Where this process looks for its next port: never the same port twice per process.
+static NEXT_PORT: std::sync::Mutex<Option<u16>> = std::sync::Mutex::new(None);
+
 fn free_ports(n: usize) -> std::io::Result<Vec<SocketAddr>> {
-    // Bound all at once so they are distinct, then released for the servers to bind.
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    listeners.iter().map(TcpListener::local_addr).collect()
+    let mut next = NEXT_PORT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let span = NODE_PORTS.end - NODE_PORTS.start;
+    // Processes start at different points so concurrent runs rarely meet.
+    let mut port = next.unwrap_or(NODE_PORTS.start + (std::process::id() % u32::from(span)) as u16);
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..PORT_ATTEMPTS_MAX {
+        if ports.len() == n {
+            break;
+        }
+        let candidate = port;
+        port = if port + 1 >= NODE_PORTS.end {
+            NODE_PORTS.start
+        } else {
+            port + 1
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], candidate));
+        if TcpListener::bind(addr).is_ok() {
+            ports.push(addr);
+        }
+    }
+    *next = Some(port);
+    if ports.len() < n {
+        return Err(std::io::Error::other(format!(
+            "found only {} free loopback ports of {n} in {NODE_PORTS:?}",
+            ports.len()
+        )));
+    }
+    Ok(ports)
 }
 
 impl Cluster {

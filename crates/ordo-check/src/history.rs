@@ -50,9 +50,14 @@ pub enum Input {
     Append {
         /// The key (its value is the same text).
         key: String,
+        /// The bucket (sub-prefix) it belongs to.
+        bucket: u64,
     },
-    /// Linearizable range read of the whole append prefix.
-    AppendRead,
+    /// Linearizable range read of one bucket of the append prefix, or of all of it.
+    AppendRead {
+        /// The bucket read; `None`: the whole prefix.
+        bucket: Option<u64>,
+    },
 }
 
 /// What a completed operation returned.

@@ -258,7 +258,7 @@ impl Nemesis<'_> {
         .await;
         let listed = matches!(answer, Ok(Ok(_)));
         format!(
-            "not injected: `ordo server` answers MemberAdd/MemberRemove with Unimplemented and has no other membership API (MemberList {})",
+            "`ordo server` answers MemberAdd/MemberRemove with Unimplemented and has no other membership API (MemberList {})",
             if listed { "answers" } else { "did not answer" }
         )
     }
@@ -531,12 +531,14 @@ impl Nemesis<'_> {
             if let Some(status) = self.cluster.status(id).await {
                 applied = status.applied_index;
                 if applied >= target_index {
+                    self.report.left_down.remove(&id);
                     return format!(
                         "rejoined: applied index {applied} >= {target_index} committed before the damage"
                     );
                 }
             }
             if Instant::now() >= deadline {
+                self.report.left_down.remove(&id);
                 return format!(
                     "running but not caught up within {:?} (applied {applied}, target {target_index})",
                     self.config.rejoin_timeout

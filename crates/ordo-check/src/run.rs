@@ -2,6 +2,7 @@
 //! the history, write it, check it.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,6 +68,14 @@ pub struct CheckArgs {
     /// Registers in the register workload.
     #[arg(long, default_value_t = 3)]
     pub registers: u32,
+    /// Operations on each register before a fresh key replaces it (keeps each key's history
+    /// small enough for the linearizability search).
+    #[arg(long, default_value_t = 40)]
+    pub register_ops_per_key: u64,
+    /// Appends per bucket: clients' range reads cover the current bucket of the append
+    /// prefix, so reads stay small however long the run (the final read covers all).
+    #[arg(long, default_value_t = 300)]
+    pub appends_per_bucket: u64,
     /// Accounts in the bank workload.
     #[arg(long, default_value_t = 5)]
     pub accounts: u32,
@@ -80,9 +89,9 @@ pub struct CheckArgs {
     /// Most operations recorded in the whole run.
     #[arg(long, default_value_t = 200_000)]
     pub ops_max: usize,
-    /// Budget of the linearizability search (states explored); past it the verdict is
-    /// unknown, never ok.
-    #[arg(long, default_value_t = 4_000_000)]
+    /// Budget of the linearizability search (states explored, summed over keys; each costs
+    /// memory); past it the verdict is unknown, never ok.
+    #[arg(long, default_value_t = 2_000_000)]
     pub lincheck_states_max: u64,
     /// Seed of every random choice [default: from the clock; printed].
     #[arg(long)]
@@ -234,13 +243,27 @@ pub async fn run(args: CheckArgs) -> Result<Summary, CheckError> {
     // The clock of the workload starts after setup.
     ctx.deadline = Instant::now() + duration;
 
+    let register_plan = register::RegisterPlan {
+        keys: args.registers,
+        ops_per_generation: args.register_ops_per_key.max(1) * u64::from(args.registers),
+        issued: Arc::new(AtomicU64::new(0)),
+    };
+    let append_plan = append::AppendPlan {
+        appends_per_bucket: args.appends_per_bucket.max(1),
+        issued: Arc::new(AtomicU64::new(0)),
+    };
     let mut clients = tokio::task::JoinSet::new();
     let mut next_client = 0u64;
     let client_seed = |n: u64| seed.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     for _ in 0..args.clients {
         if workloads.register {
             let (ctx, id) = (ctx.clone(), next_client);
-            clients.spawn(register::client(ctx, id, args.registers, client_seed(id)));
+            clients.spawn(register::client(
+                ctx,
+                id,
+                register_plan.clone(),
+                client_seed(id),
+            ));
             next_client += 1;
         }
         if workloads.bank {
@@ -250,7 +273,12 @@ pub async fn run(args: CheckArgs) -> Result<Summary, CheckError> {
         }
         if workloads.append {
             let (ctx, id) = (ctx.clone(), next_client);
-            clients.spawn(append::client(ctx, id, client_seed(id)));
+            clients.spawn(append::client(
+                ctx,
+                id,
+                append_plan.clone(),
+                client_seed(id),
+            ));
             next_client += 1;
         }
     }

@@ -80,7 +80,7 @@ impl Summary {
                 Input::BankRead => "bank read",
                 Input::BankTransfer { .. } => "bank transfer",
                 Input::Append { .. } => "append",
-                Input::AppendRead => "append read",
+                Input::AppendRead { .. } => "append read",
             };
             let outcome = match &op.completion {
                 Some(Completion::Ok { .. }) => "ok",

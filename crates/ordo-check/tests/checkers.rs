@@ -206,7 +206,14 @@ fn bank_checker_detects_a_missing_account() {
 }
 
 fn append(key: &str) -> Input {
-    Input::Append { key: key.into() }
+    Input::Append {
+        key: key.into(),
+        bucket: 0,
+    }
+}
+
+fn read_all() -> Input {
+    Input::AppendRead { bucket: None }
 }
 
 fn entries(revision: i64, list: &[(&str, i64)]) -> Output {
@@ -243,7 +250,7 @@ fn three_appends() -> Builder {
     h.op(1, append("c"), 20, 30, Output::Appended { revision: 7 });
     h.op(
         3,
-        Input::AppendRead,
+        read_all(),
         100,
         110,
         entries(7, &[("a", 5), ("b", 6), ("c", 7)]),
@@ -272,7 +279,7 @@ fn append_checker_detects_a_lost_append() {
     let mut h = Builder::default();
     let lost = h.op(1, append("a"), 0, 10, Output::Appended { revision: 5 });
     h.op(2, append("b"), 20, 30, Output::Appended { revision: 6 });
-    let last = h.op(3, Input::AppendRead, 100, 110, entries(6, &[("b", 6)]));
+    let last = h.op(3, read_all(), 100, 110, entries(6, &[("b", 6)]));
     let anomalies = append::check(&h.ops, &[]);
     let found = anomalies
         .iter()
@@ -285,13 +292,7 @@ fn append_checker_detects_a_lost_append() {
 fn append_checker_detects_a_read_missing_an_acknowledged_append() {
     let mut h = three_appends();
     // Invoked after "c" was acknowledged at 30, but does not contain it.
-    let stale = h.op(
-        4,
-        Input::AppendRead,
-        40,
-        50,
-        entries(6, &[("a", 5), ("b", 6)]),
-    );
+    let stale = h.op(4, read_all(), 40, 50, entries(6, &[("a", 5), ("b", 6)]));
     let anomalies = append::check(&h.ops, &[]);
     assert_eq!(kinds(&anomalies), vec![AnomalyKind::StaleAppendRead]);
     assert!(anomalies[0].ops.contains(&stale));
@@ -362,7 +363,58 @@ fn append_checker_detects_a_watch_event_no_read_explains() {
 fn append_checker_detects_revisions_that_disagree() {
     let mut h = Builder::default();
     h.op(1, append("a"), 0, 10, Output::Appended { revision: 5 });
-    h.op(3, Input::AppendRead, 100, 110, entries(9, &[("a", 9)]));
+    h.op(3, read_all(), 100, 110, entries(9, &[("a", 9)]));
     let found = kinds(&append::check(&h.ops, &[]));
     assert_eq!(found, vec![AnomalyKind::AppendRevisionMismatch]);
+}
+
+#[test]
+fn append_checker_holds_a_bucket_read_only_to_its_own_bucket() {
+    let mut h = Builder::default();
+    h.op(
+        1,
+        Input::Append {
+            key: "b0/a".into(),
+            bucket: 0,
+        },
+        0,
+        10,
+        Output::Appended { revision: 5 },
+    );
+    h.op(
+        1,
+        Input::Append {
+            key: "b1/b".into(),
+            bucket: 1,
+        },
+        20,
+        30,
+        Output::Appended { revision: 6 },
+    );
+    // Reads bucket 1 only: "b0/a" is not expected there.
+    h.op(
+        2,
+        Input::AppendRead { bucket: Some(1) },
+        40,
+        50,
+        entries(6, &[("b1/b", 6)]),
+    );
+    // Reads bucket 0 after "b0/a" was acknowledged, without it: stale.
+    let stale = h.op(
+        2,
+        Input::AppendRead { bucket: Some(0) },
+        60,
+        70,
+        entries(6, &[]),
+    );
+    h.op(
+        3,
+        read_all(),
+        100,
+        110,
+        entries(6, &[("b0/a", 5), ("b1/b", 6)]),
+    );
+    let anomalies = append::check(&h.ops, &[]);
+    assert_eq!(kinds(&anomalies), vec![AnomalyKind::StaleAppendRead]);
+    assert!(anomalies[0].ops.contains(&stale));
 }

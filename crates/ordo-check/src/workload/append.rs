@@ -1,5 +1,6 @@
-//! Append: clients put unique keys under one prefix (one key per value) and read the prefix
-//! back with linearizable ranges, while watchers follow the prefix through watch streams that
+//! Append: clients put unique keys under one prefix (one key per value) and read them back
+//! with linearizable ranges (of the current bucket, a sub-prefix that a fixed number of
+//! appends fill, so reads stay small; the final read covers the whole prefix), while watchers follow the prefix through watch streams that
 //! they end and resume from the last revision + 1 every so often.
 //!
 //! The checker holds every acknowledged append to the final read (nothing lost, revisions
@@ -8,6 +9,8 @@
 //! skipped, across resumptions.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ordo_kv::proto::etcdserverpb::{
@@ -39,8 +42,25 @@ fn append_prefix(prefix: &str) -> String {
     format!("{prefix}/app/")
 }
 
+fn bucket_prefix(prefix: &str, bucket: Option<u64>) -> String {
+    match bucket {
+        Some(bucket) => format!("{prefix}/app/{bucket:08}/"),
+        None => append_prefix(prefix),
+    }
+}
+
+/// How the append clients share their buckets.
+#[derive(Debug, Clone)]
+pub struct AppendPlan {
+    /// Appends (over all clients) per bucket.
+    pub appends_per_bucket: u64,
+    /// Appends issued so far by every client; it decides the current bucket.
+    pub issued: Arc<AtomicU64>,
+}
+
 /// Runs one append client until the deadline or its operation limit.
-pub async fn client(ctx: Context, client: u64, seed: u64) {
+pub async fn client(ctx: Context, client: u64, plan: AppendPlan, seed: u64) {
+    let per_bucket = plan.appends_per_bucket.max(1);
     let mut rng = Rng::new(seed);
     let mut cursor = Cursor::new(&ctx.conns, client);
     for seq in 0..ctx.ops_per_client_max {
@@ -48,12 +68,17 @@ pub async fn client(ctx: Context, client: u64, seed: u64) {
             return;
         }
         let completion = if rng.percent(75) {
-            let key = format!("{}{client:04}-{seq:08}", append_prefix(&ctx.prefix));
+            let bucket = plan.issued.fetch_add(1, Ordering::Relaxed) / per_bucket;
+            let key = format!(
+                "{}{client:04}-{seq:08}",
+                bucket_prefix(&ctx.prefix, Some(bucket))
+            );
             let conn = cursor.conn().clone();
-            let Some(index) =
-                ctx.recorder
-                    .invoke(client, &conn.addr, Input::Append { key: key.clone() })
-            else {
+            let input = Input::Append {
+                key: key.clone(),
+                bucket,
+            };
+            let Some(index) = ctx.recorder.invoke(client, &conn.addr, input) else {
                 return;
             };
             let request = PutRequest {
@@ -72,7 +97,8 @@ pub async fn client(ctx: Context, client: u64, seed: u64) {
             ctx.recorder.complete(index, completion.clone());
             completion
         } else {
-            match read(&ctx, &cursor, client).await {
+            let bucket = plan.issued.load(Ordering::Relaxed) / per_bucket;
+            match read(&ctx, &cursor, client, Some(bucket)).await {
                 Some(completion) => completion,
                 None => return,
             }
@@ -84,11 +110,19 @@ pub async fn client(ctx: Context, client: u64, seed: u64) {
     }
 }
 
-/// One recorded linearizable range read of the whole prefix; `None` when the history is full.
-async fn read(ctx: &Context, cursor: &Cursor, client: u64) -> Option<Completion> {
+/// One recorded linearizable range read of a bucket (`None`: the whole prefix); `None` when
+/// the history is full.
+async fn read(
+    ctx: &Context,
+    cursor: &Cursor,
+    client: u64,
+    bucket: Option<u64>,
+) -> Option<Completion> {
     let conn = cursor.conn();
-    let index = ctx.recorder.invoke(client, &conn.addr, Input::AppendRead)?;
-    let prefix = append_prefix(&ctx.prefix).into_bytes();
+    let index = ctx
+        .recorder
+        .invoke(client, &conn.addr, Input::AppendRead { bucket })?;
+    let prefix = bucket_prefix(&ctx.prefix, bucket).into_bytes();
     let request = RangeRequest {
         range_end: prefix_end(&prefix),
         key: prefix,
@@ -122,7 +156,7 @@ async fn read(ctx: &Context, cursor: &Cursor, client: u64) -> Option<Completion>
 pub async fn final_read(ctx: &Context, attempts: u32) -> Option<i64> {
     let mut cursor = Cursor::new(&ctx.conns, 0);
     for _ in 0..attempts {
-        match read(ctx, &cursor, FINAL_READ_CLIENT).await? {
+        match read(ctx, &cursor, FINAL_READ_CLIENT, None).await? {
             Completion::Ok {
                 output: Output::Entries { entries, .. },
             } => return Some(entries.iter().map(|(_, r)| *r).max().unwrap_or(0)),
@@ -355,23 +389,29 @@ impl Findings {
 
 /// Checks the append operations of `ops` and the watch streams `watches`.
 ///
-/// The final read is the successful range read invoked last; with none, nothing can be
-/// checked and an anomaly says so when anything was acknowledged.
+/// A successful read: the operation, its bucket, the keys and revisions it returned.
+type ReadSeen<'a> = (&'a OpRecord, Option<u64>, &'a [(String, i64)]);
+
+/// The final read is the successful read of the whole prefix invoked last; with none,
+/// nothing can be checked and an anomaly says so when anything was acknowledged.
 pub fn check(ops: &[OpRecord], watches: &[WatchStream]) -> Vec<Anomaly> {
     let mut findings = Findings::default();
-    let reads: Vec<(&OpRecord, &Vec<(String, i64)>)> = ops
+    let reads: Vec<ReadSeen<'_>> = ops
         .iter()
         .filter_map(|op| match (&op.input, op.output()) {
-            (Input::AppendRead, Some(Output::Entries { entries, .. })) => Some((op, entries)),
+            (Input::AppendRead { bucket }, Some(Output::Entries { entries, .. })) => {
+                Some((op, *bucket, entries.as_slice()))
+            }
             _ => None,
         })
         .collect();
-    let appends: Vec<(&OpRecord, &String, Option<i64>)> = ops
+    let appends: Vec<(&OpRecord, &String, u64, Option<i64>)> = ops
         .iter()
         .filter_map(|op| match &op.input {
-            Input::Append { key } => Some((
+            Input::Append { key, bucket } => Some((
                 op,
                 key,
+                *bucket,
                 match op.output() {
                     Some(Output::Appended { revision }) => Some(*revision),
                     _ => None,
@@ -380,8 +420,12 @@ pub fn check(ops: &[OpRecord], watches: &[WatchStream]) -> Vec<Anomaly> {
             _ => None,
         })
         .collect();
-    let acknowledged = appends.iter().filter(|(_, _, r)| r.is_some()).count();
-    let Some(&(final_op, final_entries)) = reads.iter().max_by_key(|(op, _)| op.invoke_ns) else {
+    let acknowledged = appends.iter().filter(|(_, _, _, r)| r.is_some()).count();
+    let Some(&(final_op, _, final_entries)) = reads
+        .iter()
+        .filter(|(_, bucket, _)| bucket.is_none())
+        .max_by_key(|(op, _, _)| op.invoke_ns)
+    else {
         if acknowledged > 0 {
             findings.push(
                 AnomalyKind::LostAppend,
@@ -393,7 +437,7 @@ pub fn check(ops: &[OpRecord], watches: &[WatchStream]) -> Vec<Anomaly> {
     };
     let append_op: HashMap<&str, usize> = appends
         .iter()
-        .map(|(op, key, _)| (key.as_str(), op.index))
+        .map(|(op, key, _, _)| (key.as_str(), op.index))
         .collect();
 
     // The final read is the reference order: key -> revision, and revision -> key.
@@ -426,7 +470,7 @@ pub fn check(ops: &[OpRecord], watches: &[WatchStream]) -> Vec<Anomaly> {
         ops
     };
 
-    for (op, key, revision) in &appends {
+    for (op, key, _, revision) in &appends {
         let Some(revision) = revision else { continue };
         match truth.get(key.as_str()) {
             None => findings.push(
@@ -451,13 +495,13 @@ pub fn check(ops: &[OpRecord], watches: &[WatchStream]) -> Vec<Anomaly> {
     }
 
     // Appends acknowledged, by completion time, to compare with each read's invocation.
-    let mut acked: Vec<(u64, &str, usize)> = appends
+    let mut acked: Vec<(u64, &str, u64, usize)> = appends
         .iter()
-        .filter(|(_, _, r)| r.is_some())
-        .filter_map(|(op, key, _)| Some((op.complete_ns?, key.as_str(), op.index)))
+        .filter(|(_, _, _, r)| r.is_some())
+        .filter_map(|(op, key, bucket, _)| Some((op.complete_ns?, key.as_str(), *bucket, op.index)))
         .collect();
     acked.sort_unstable();
-    for (read, entries) in &reads {
+    for (read, read_bucket, entries) in &reads {
         let keys: HashSet<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
         for (key, revision) in entries.iter() {
             match truth.get(key.as_str()) {
@@ -481,7 +525,11 @@ pub fn check(ops: &[OpRecord], watches: &[WatchStream]) -> Vec<Anomaly> {
                 Some(_) => {}
             }
         }
-        for &(_, key, index) in acked.iter().take_while(|(t, _, _)| *t < read.invoke_ns) {
+        let before = acked.iter().take_while(|(t, _, _, _)| *t < read.invoke_ns);
+        for &(_, key, bucket, index) in before {
+            if read_bucket.is_some_and(|b| b != bucket) {
+                continue;
+            }
             if !keys.contains(key) {
                 findings.push(
                     AnomalyKind::StaleAppendRead,

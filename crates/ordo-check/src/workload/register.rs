@@ -3,6 +3,14 @@
 //!
 //! Values are drawn from a small set so compare-and-set often matches; an operation of
 //! unknown outcome may have taken effect at any moment after its invocation.
+//!
+//! Every register is used for a limited number of operations only, then replaced by a fresh key (as Jepsen's
+//! independent keys): a write that timed out stays a candidate for every later point of its
+//! key's history, so a key that lived through a whole run full of faults would make the
+//! linearizability search exponential. Short-lived keys keep each key's history small.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use ordo_kv::proto::etcdserverpb::{
@@ -22,15 +30,31 @@ pub fn register_key(prefix: &str, key: u32) -> String {
     format!("{prefix}/reg/{key}")
 }
 
+/// How the register clients share their keys.
+#[derive(Debug, Clone)]
+pub struct RegisterPlan {
+    /// Registers live at a time.
+    pub keys: u32,
+    /// Operations (over all clients) on each set of live registers before fresh keys
+    /// replace it.
+    pub ops_per_generation: u64,
+    /// Operations issued so far by every register client; it decides the live generation.
+    pub issued: Arc<AtomicU64>,
+}
+
 /// Runs one register client until the deadline or its operation limit.
-pub async fn client(ctx: Context, client: u64, keys: u32, seed: u64) {
+pub async fn client(ctx: Context, client: u64, plan: RegisterPlan, seed: u64) {
+    let keys = plan.keys.max(1);
     let mut rng = Rng::new(seed);
     let mut cursor = Cursor::new(&ctx.conns, client);
     for _ in 0..ctx.ops_per_client_max {
         if tokio::time::Instant::now() >= ctx.deadline {
             return;
         }
-        let key = rng.below(u64::from(keys)) as u32;
+        let generation =
+            plan.issued.fetch_add(1, Ordering::Relaxed) / plan.ops_per_generation.max(1);
+        let slot = rng.below(u64::from(keys));
+        let key = u32::try_from(generation * u64::from(keys) + slot).unwrap_or(u32::MAX);
         let input = match rng.below(4) {
             0 | 1 => Input::RegisterRead { key },
             2 => Input::RegisterWrite {
