@@ -18,7 +18,16 @@ struct Cli {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    match ordo_check::run(cli.check).await {
+    // Dropping the run (on Ctrl-C) kills the servers it started before the process exits.
+    let outcome = tokio::select! {
+        outcome = ordo_check::run(cli.check) => Some(outcome),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    let Some(outcome) = outcome else {
+        eprintln!("ordo check: interrupted; the servers it started were killed");
+        std::process::exit(130);
+    };
+    match outcome {
         Ok(summary) => std::process::exit(summary.exit_code()),
         Err(error) => {
             eprintln!("ordo check: {error}");

@@ -229,9 +229,9 @@ impl Nemesis<'_> {
                 continue;
             }
             if let Some(status) = self.cluster.reap(id) {
-                let tail = self.cluster.log_tail(id, 5);
+                let tail = one_line(&self.cluster.log_tail(id, 5));
                 self.report.notes.push(format!(
-                    "node {id} exited by itself ({status}); restarted. Log tail:\n{tail}"
+                    "node {id} exited by itself ({status}); restarted. Log tail: {tail}"
                 ));
                 let _ = self.cluster.start(id);
             }
@@ -525,7 +525,7 @@ impl Nemesis<'_> {
         loop {
             if let Some(status) = self.cluster.reap(id) {
                 self.report.left_down.insert(id);
-                let tail = self.cluster.log_tail(id, 3);
+                let tail = one_line(&self.cluster.log_tail(id, 3));
                 return format!("REFUSED to start ({status}); left down. Its last words: {tail}");
             }
             if let Some(status) = self.cluster.status(id).await {
@@ -566,6 +566,24 @@ impl Nemesis<'_> {
             }
         }
     }
+}
+
+/// Most characters of a node's log quoted in a report.
+const LOG_QUOTE_CHARS_MAX: usize = 600;
+
+/// Log lines joined into one bounded line for the summary.
+fn one_line(text: &str) -> String {
+    let joined = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    let mut quoted: String = joined.chars().take(LOG_QUOTE_CHARS_MAX).collect();
+    if quoted.len() < joined.len() {
+        quoted.push_str(" ...");
+    }
+    quoted
 }
 
 #[cfg(test)]

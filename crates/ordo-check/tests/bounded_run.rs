@@ -1,5 +1,6 @@
 //! The bounded attack: `ordo check` starts three `ordo server` processes with short Raft
-//! timings, runs every workload for about a minute and a half while the nemesis injects every
+//! timings, runs every workload for 100 seconds (about two minutes with setup, catch-up and checking)
+//! while the nemesis injects every
 //! fault kind at least once, and must find nothing.
 //!
 //! The `ordo` binary is taken from `$ORDO_BIN` when set, else from the target directory this
@@ -65,7 +66,7 @@ async fn bounded_run_with_every_fault_kind_finds_no_anomaly() {
         "--data-dir",
         dir.path().to_str().expect("utf-8 temp path"),
         "--duration-secs",
-        "75",
+        "100",
         "--faults",
         "all",
         "--fault-interval-ms",
