@@ -34,6 +34,8 @@ pub enum FaultKind {
     PartitionIsolateLeader,
     /// Split the others in two halves that only one bridge node connects.
     PartitionBridge,
+    /// Drop only what the leader sends: it still hears everyone, no one hears it.
+    PartitionLeaderMute,
     /// Delay every link of a random node.
     LinkDelay,
     /// SIGKILL every node at once, restart them all.
@@ -51,7 +53,7 @@ pub enum FaultKind {
 impl FaultKind {
     /// Every kind, in the order a round injects them (disk faults last: they may leave a
     /// node down for the rest of the run).
-    pub const ALL: [FaultKind; 13] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::KillLeader,
         FaultKind::PartitionMajority,
         FaultKind::PauseLeader,
@@ -59,6 +61,7 @@ impl FaultKind {
         FaultKind::PartitionIsolateLeader,
         FaultKind::PauseRandom,
         FaultKind::PartitionBridge,
+        FaultKind::PartitionLeaderMute,
         FaultKind::LinkDelay,
         FaultKind::CrashAll,
         FaultKind::Membership,
@@ -77,6 +80,7 @@ impl FaultKind {
             FaultKind::PartitionMajority => "partition-majority",
             FaultKind::PartitionIsolateLeader => "partition-isolate-leader",
             FaultKind::PartitionBridge => "partition-bridge",
+            FaultKind::PartitionLeaderMute => "partition-leader-mute",
             FaultKind::LinkDelay => "link-delay",
             FaultKind::CrashAll => "crash-all",
             FaultKind::DiskBitflip => "disk-bitflip",
@@ -100,6 +104,7 @@ impl FaultKind {
                     FaultKind::PartitionMajority,
                     FaultKind::PartitionIsolateLeader,
                     FaultKind::PartitionBridge,
+                    FaultKind::PartitionLeaderMute,
                 ],
                 "disk" => vec![
                     FaultKind::DiskBitflip,
@@ -382,6 +387,26 @@ impl Nemesis<'_> {
                 self.cluster.heal();
                 (
                     format!("cut {a:?} off from {b:?}; node {bridge} reaches both"),
+                    "healed".into(),
+                )
+            }
+            FaultKind::PartitionLeaderMute => {
+                let Some((leader, why)) = self.leader_or_random().await else {
+                    return ("no node to mute".into(), "skipped".into());
+                };
+                let others: Vec<u64> = self
+                    .cluster
+                    .ids()
+                    .into_iter()
+                    .filter(|&id| id != leader)
+                    .collect();
+                for &other in &others {
+                    self.cluster.set_link(leader, other, LinkMode::Drop);
+                }
+                self.hold().await;
+                self.cluster.heal();
+                (
+                    format!("dropped everything node {leader} ({why}) sends to {others:?}; it still hears them"),
                     "healed".into(),
                 )
             }

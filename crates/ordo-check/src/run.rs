@@ -46,7 +46,7 @@ pub struct CheckArgs {
     pub workloads: Vec<String>,
     /// Faults for a started cluster: all, none, kill, pause, partition, disk, or kinds
     /// (kill-leader, kill-random, pause-leader, pause-random, partition-majority,
-    /// partition-isolate-leader, partition-bridge, link-delay, crash-all, disk-bitflip,
+    /// partition-isolate-leader, partition-bridge, partition-leader-mute, link-delay, crash-all, disk-bitflip,
     /// disk-truncate, disk-wipe, membership).
     #[arg(long, default_value = "all")]
     pub faults: String,
@@ -150,6 +150,8 @@ fn default_ordo_bin() -> Option<PathBuf> {
 
 /// Runs `ordo check` and prints its summary; the summary's [`Summary::exit_code`] is the
 /// process's exit status.
+///
+/// Dropping the returned future (on Ctrl-C, say) kills every server it started.
 pub async fn run(args: CheckArgs) -> Result<Summary, CheckError> {
     let started = std::time::Instant::now();
     let seed = args.seed.unwrap_or_else(|| {
@@ -332,6 +334,14 @@ pub async fn run(args: CheckArgs) -> Result<Summary, CheckError> {
     drop(stop_tx);
 
     let history = recorder.snapshot();
+    if history.ops.len() >= args.ops_max {
+        let last_ns = history.ops.last().map_or(0, |op| op.invoke_ns);
+        notes.push(format!(
+            "the history reached --ops-max ({}) at {:.1}s: the clients stopped early",
+            args.ops_max,
+            last_ns as f64 / 1e9
+        ));
+    }
     let history_path = args.history.clone().unwrap_or_else(|| {
         let name = format!("ordo-check-{seed}.jsonl");
         match &args.data_dir {
