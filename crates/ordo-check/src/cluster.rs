@@ -495,3 +495,40 @@ pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
     found.sort();
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_files_finds_only_wal_segments_at_any_depth() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let group = dir.path().join("group-1");
+        std::fs::create_dir_all(&group).expect("mkdir");
+        for name in ["00000000000000000001.log", "00000000000000000900.log"] {
+            std::fs::write(group.join(name), b"x").expect("write");
+        }
+        std::fs::write(dir.path().join("node-1.log"), b"server output").expect("write");
+        std::fs::write(group.join("hardstate"), b"x").expect("write");
+        let found = segment_files(dir.path());
+        assert_eq!(
+            found,
+            vec![
+                group.join("00000000000000000001.log"),
+                group.join("00000000000000000900.log")
+            ]
+        );
+    }
+
+    #[test]
+    fn free_ports_never_hands_out_a_port_twice() {
+        let a = free_ports(4).expect("ports");
+        let b = free_ports(4).expect("ports");
+        let mut all: Vec<SocketAddr> = a.into_iter().chain(b).collect();
+        let len = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), len);
+        assert!(all.iter().all(|a| NODE_PORTS.contains(&a.port())));
+    }
+}
