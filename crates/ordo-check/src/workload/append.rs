@@ -32,6 +32,10 @@ const EVENTS_PER_STREAM_MAX: u64 = 200;
 /// Most events one watcher records in total.
 const EVENTS_PER_WATCHER_MAX: usize = 1_000_000;
 
+/// Most streams one watcher opens (each ends after at most `EVENTS_PER_STREAM_MAX` events, an
+/// error or an idle catch-up period).
+const STREAMS_PER_WATCHER_MAX: u64 = 1_000_000;
+
 /// While catching up at the end, a stream silent this long is resumed on another endpoint.
 const CATCH_UP_IDLE: Duration = Duration::from_secs(2);
 
@@ -218,7 +222,7 @@ pub async fn watcher(
     let mut cursor = Cursor::new(&ctx.conns, watcher);
     let mut next_revision = start_revision;
     let mut recorded = 0usize;
-    for sequence in 0.. {
+    for sequence in 0..STREAMS_PER_WATCHER_MAX {
         let plan = *stop.borrow();
         let reached = plan.target.is_some_and(|t| next_revision > t);
         if reached || Instant::now() >= plan.hard_deadline || recorded >= EVENTS_PER_WATCHER_MAX {
