@@ -32,6 +32,8 @@ enum Commands {
     Kv(ordo::kv::KvArgs),
     /// Measure any etcd v3 endpoint list: throughput and latency percentiles.
     Bench(Box<ordo_bench::BenchArgs>),
+    /// Attack a cluster with faults while clients run, and check what they saw.
+    Check(Box<ordo_check::CheckArgs>),
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -47,9 +49,38 @@ fn report(error: &anyhow::Error) {
     }
 }
 
+/// Runs `ordo check`: exit 0 when nothing was violated, 1 on anomalies, 2 when the history
+/// could not be decided, 3 when the run itself failed, 130 when interrupted.
+fn check(args: ordo_check::CheckArgs) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(error) => {
+            report(&error.into());
+            return ExitCode::from(3);
+        }
+    };
+    rt.block_on(async {
+        // Dropping the run on Ctrl-C kills the servers it started before the process exits.
+        tokio::select! {
+            outcome = ordo_check::run(args) => match outcome {
+                Ok(summary) => ExitCode::from(u8::try_from(summary.exit_code()).unwrap_or(3)),
+                Err(error) => {
+                    eprintln!("ordo check: {error}");
+                    ExitCode::from(3)
+                }
+            },
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("ordo check: interrupted; the servers it started were killed");
+                ExitCode::from(130)
+            }
+        }
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Commands::Check(args) => return check(*args),
         Commands::Server(args) => {
             let config = match ServerConfig::from_args(&args) {
                 Ok(config) => config,
