@@ -322,6 +322,13 @@ impl KvBackend for ReplicatedBackend {
     }
 
     async fn read_barrier(&self) -> Result<(), KvError> {
+        // A deliberately broken build for proving `ordo check` catches stale reads: a node that
+        // believes it leads answers "linearizable" reads from local state without ReadIndex,
+        // so a deposed or paused leader serves old values. Never enable it in a real build.
+        #[cfg(feature = "planted-stale-reads")]
+        if self.is_leader() {
+            return Ok(());
+        }
         // `read_index` returns once the runtime's applied index reaches the read index; the
         // runtime applies through `KvMachine`, so the store then holds every entry up to it.
         self.group.read_index().await.map_err(read_error)?;
