@@ -409,18 +409,7 @@ fn digits(n: u64) -> usize {
     n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
-/// The smallest key greater than every key starting with `prefix` (etcd's "prefix end"; `\0`,
-/// meaning "to the end of the key space", when the prefix is empty or all `0xff`).
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
+pub use ordo_kv::keys::prefix_end;
 
 #[cfg(test)]
 mod tests {
@@ -647,13 +636,5 @@ mod tests {
             "get with 4 clients over 1 connections to http://127.0.0.1:2379; writing 100 keys \
              first; 2 s warmup; measuring up to 10 s or 500 operations"
         );
-    }
-
-    #[test]
-    fn prefix_end_is_the_next_key_after_the_prefix() {
-        assert_eq!(prefix_end(b"bench/"), b"bench0");
-        assert_eq!(prefix_end(b"a\xff"), b"b");
-        assert_eq!(prefix_end(b""), b"\0");
-        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
     }
 }

@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod command;
 pub mod error;
+pub mod keys;
 pub mod lessor;
 pub mod limits;
 pub mod proto;

@@ -85,18 +85,7 @@ pub enum KvOp {
     },
 }
 
-/// The end of the range holding every key that starts with `prefix` (etcd's convention).
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    // Every byte is 0xff: "\0" means "to the end of the keyspace".
-    vec![0]
-}
+pub use ordo_kv::keys::prefix_end;
 
 async fn connect(args: &KvArgs) -> anyhow::Result<Channel> {
     let timeout = Duration::from_millis(args.timeout_ms);
@@ -250,16 +239,4 @@ pub async fn run(args: KvArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_end;
-
-    #[test]
-    fn prefix_end_is_the_first_key_after_every_key_with_the_prefix() {
-        assert_eq!(prefix_end(b"a/"), b"a0");
-        assert_eq!(prefix_end(b"a\xff"), b"b");
-        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
-    }
 }
