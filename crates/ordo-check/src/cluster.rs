@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -18,6 +18,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::ports::PortAllocator;
 use crate::proxy::{LinkMode, LinkProxy};
 
 /// Most nodes a checker-started cluster may have.
@@ -105,49 +106,8 @@ pub struct Cluster {
     _temp: Option<tempfile::TempDir>,
 }
 
-/// Node ports are taken from here, below the kernel's ephemeral range (32768 and up on
-/// Linux): a node restarted mid-run rebinds its old ports, and an outgoing connection's local
-/// port must never have taken one meanwhile.
-const NODE_PORTS: std::ops::Range<u16> = 5_000..12_000;
-
-/// Ports tried before giving up.
-const PORT_ATTEMPTS_MAX: usize = 7_000;
-
-/// Where this process looks for its next port: never the same port twice per process.
-static NEXT_PORT: std::sync::Mutex<Option<u16>> = std::sync::Mutex::new(None);
-
-fn free_ports(n: usize) -> std::io::Result<Vec<SocketAddr>> {
-    let mut next = NEXT_PORT
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let span = NODE_PORTS.end - NODE_PORTS.start;
-    // Processes start at different points so concurrent runs rarely meet.
-    let mut port = next.unwrap_or(NODE_PORTS.start + (std::process::id() % u32::from(span)) as u16);
-    let mut ports = Vec::with_capacity(n);
-    for _ in 0..PORT_ATTEMPTS_MAX {
-        if ports.len() == n {
-            break;
-        }
-        let candidate = port;
-        port = if port + 1 >= NODE_PORTS.end {
-            NODE_PORTS.start
-        } else {
-            port + 1
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], candidate));
-        if TcpListener::bind(addr).is_ok() {
-            ports.push(addr);
-        }
-    }
-    *next = Some(port);
-    if ports.len() < n {
-        return Err(std::io::Error::other(format!(
-            "found only {} free loopback ports of {n} in {NODE_PORTS:?}",
-            ports.len()
-        )));
-    }
-    Ok(ports)
-}
+/// Node ports: a node restarted mid-run rebinds its old ports (see [`PortAllocator`]).
+static NODE_PORTS: PortAllocator = PortAllocator::new(5_000..12_000);
 
 impl Cluster {
     /// Plans `nodes` nodes and starts a proxy for every ordered pair; starts no process.
@@ -177,7 +137,9 @@ impl Cluster {
                 (temp.path().to_path_buf(), Some(temp))
             }
         };
-        let ports = free_ports(3 * nodes as usize).map_err(io("reserve loopback ports"))?;
+        let ports = NODE_PORTS
+            .free_ports(3 * nodes as usize)
+            .map_err(io("reserve loopback ports"))?;
         let mut specs = BTreeMap::new();
         for id in 1..=nodes {
             let i = 3 * (id - 1) as usize;
@@ -522,13 +484,13 @@ mod tests {
 
     #[test]
     fn free_ports_never_hands_out_a_port_twice() {
-        let a = free_ports(4).expect("ports");
-        let b = free_ports(4).expect("ports");
+        let a = NODE_PORTS.free_ports(4).expect("ports");
+        let b = NODE_PORTS.free_ports(4).expect("ports");
         let mut all: Vec<SocketAddr> = a.into_iter().chain(b).collect();
         let len = all.len();
         all.sort();
         all.dedup();
         assert_eq!(all.len(), len);
-        assert!(all.iter().all(|a| NODE_PORTS.contains(&a.port())));
+        assert!(all.iter().all(|a| (5_000..12_000).contains(&a.port())));
     }
 }

@@ -20,6 +20,7 @@ pub mod client;
 pub mod cluster;
 pub mod history;
 pub mod nemesis;
+pub mod ports;
 pub mod proxy;
 mod run;
 mod summary;

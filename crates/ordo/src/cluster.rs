@@ -5,11 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ordo_check::ports::PortAllocator;
 use ordo_kv::proto::etcdserverpb::kv_client::KvClient;
 use tonic::transport::{Channel, Endpoint};
 
@@ -43,47 +44,13 @@ pub struct LocalCluster {
     _temp: Option<tempfile::TempDir>,
 }
 
-/// Ports handed out below the kernel's ephemeral range (32768 and up on Linux), so an
-/// outgoing connection's local port never takes a port a server is about to bind.
-const PORTS: std::ops::Range<u16> = 12_000..32_000;
-/// Ports of this process' range tried before giving up.
-const PORT_ATTEMPTS_MAX: usize = 20_000;
-
-static NEXT_PORT: std::sync::Mutex<Option<u16>> = std::sync::Mutex::new(None);
+/// Ports for local clusters, below the kernel's ephemeral range (see [`PortAllocator`]).
+static PORTS: PortAllocator = PortAllocator::new(12_000..32_000);
 
 /// Finds `n` loopback ports that are free now and were never handed out before by this
-/// process (tests run in parallel threads: no two clusters get the same port). Each process
-/// starts at a point of the range chosen by its id, so concurrent processes rarely meet.
+/// process.
 pub fn free_ports(n: usize) -> std::io::Result<Vec<SocketAddr>> {
-    let mut next = NEXT_PORT
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let span = PORTS.end - PORTS.start;
-    let mut port = next.unwrap_or(PORTS.start + (std::process::id() % u32::from(span)) as u16);
-    let mut ports = Vec::with_capacity(n);
-    for _ in 0..PORT_ATTEMPTS_MAX {
-        if ports.len() == n {
-            break;
-        }
-        let candidate = port;
-        port = if port + 1 >= PORTS.end {
-            PORTS.start
-        } else {
-            port + 1
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], candidate));
-        if TcpListener::bind(addr).is_ok() {
-            ports.push(addr);
-        }
-    }
-    *next = Some(port);
-    if ports.len() < n {
-        return Err(std::io::Error::other(format!(
-            "found only {} free loopback ports of {n} in {PORTS:?}",
-            ports.len()
-        )));
-    }
-    Ok(ports)
+    PORTS.free_ports(n)
 }
 
 impl LocalCluster {
