@@ -6,6 +6,9 @@
 //!
 //! 1. `messages` are sent at once — a leader's appends go out while its own write runs.
 //!    Snapshot messages are handed to a streaming task instead (see [`crate::snapshot`]).
+//!    Committed entries go to the apply thread at once too: the core hands out only
+//!    entries this node already holds durably, so they need not wait for this write —
+//!    unless the Ready installs a snapshot or commits a membership change (step 4).
 //! 2. The snapshot (if any) is written and installed, the entries appended to the WAL
 //!    (cutting a conflicting suffix first), and a changed term or vote written to the
 //!    hard-state file, which the WAL replaces atomically and durably before returning.
@@ -13,8 +16,9 @@
 //!    durable index covers the appended entries (`fsync = always`; the other policies
 //!    acknowledge once written, as documented on [`FsyncPolicy`](crate::FsyncPolicy)).
 //! 4. Only then are `persisted_messages` sent (append acknowledgements, votes), the core
-//!    advanced (so a leader counts itself towards the quorum only now), and committed
-//!    entries handed to the apply thread together with the configuration after them.
+//!    advanced (so a leader counts itself towards the quorum only now), and the committed
+//!    entries not handed out in step 1 go to the apply thread together with the
+//!    configuration after them.
 //!
 //! `ready()` is not called again until the previous one is finished, and not while the
 //! apply queue is full.
@@ -288,6 +292,31 @@ impl<S: crate::StateMachine> Driver<S> {
         self.metrics.term.store(self.raw.term(), Ordering::Relaxed);
         let messages = std::mem::take(&mut rd.messages);
         self.send_all(messages);
+        // Committed entries are never beyond what this node already holds durably (the
+        // core's guarantee), so they need not wait for this Ready's own write: handing them
+        // to the apply thread now answers clients one fsync sooner. Only a Ready that
+        // installs a snapshot or commits a membership change keeps them until `advance`,
+        // where the configuration they produce becomes known.
+        let apply_now = rd.snapshot.is_none()
+            && !rd.committed_entries.is_empty()
+            && rd
+                .committed_entries
+                .iter()
+                .all(|e| e.kind != EntryKind::ConfChange);
+        if apply_now {
+            let entries = std::mem::take(&mut rd.committed_entries);
+            inc(&self.metrics.entries_committed, entries.len() as u64);
+            let batch = ApplyBatch {
+                restore: None,
+                entries,
+                conf_state: self.raw.conf_state(),
+                snapshot_now: false,
+            };
+            // Capacity was checked before `ready()`, and only this task sends.
+            if self.apply_tx.try_send(batch).is_err() {
+                self.apply_stopped.store(true, Ordering::Release);
+            }
+        }
         let storage = self.storage.clone();
         let snapshot = rd.snapshot.take();
         let entries = std::mem::take(&mut rd.entries);
@@ -546,7 +575,11 @@ impl<S: crate::StateMachine> Driver<S> {
     fn on_snapshot_taken(&mut self, meta: SnapshotMeta) {
         let index = meta.index;
         self.storage.note_snapshot_taken(meta);
-        let through = index.saturating_sub(self.snapshot_tail_entries);
+        // Entries handed to the apply thread early may be snapshotted before the core
+        // records them applied; never compact past what the core has applied.
+        let through = index
+            .saturating_sub(self.snapshot_tail_entries)
+            .min(self.raw.applied_index());
         if through > 0 {
             let storage = self.storage.clone();
             if let Err(error) = tokio::task::block_in_place(|| storage.compact(through)) {

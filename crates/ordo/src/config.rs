@@ -126,13 +126,13 @@ pub struct ServerArgs {
     /// Ticks between a leader's heartbeats [default: 1].
     #[arg(long)]
     pub heartbeat_interval_ticks: Option<u64>,
-    /// Take a snapshot after this many applied entries [default: 10000].
+    /// Take a snapshot after this many applied entries [default: 100000].
     #[arg(long)]
     pub snapshot_entries: Option<u64>,
     /// Take a snapshot after this many bytes of applied entries [default: 67108864].
     #[arg(long)]
     pub snapshot_bytes: Option<u64>,
-    /// Entries kept behind a snapshot for slightly lagging followers [default: 1000].
+    /// Entries kept behind a snapshot for slightly lagging followers [default: 10000].
     #[arg(long)]
     pub snapshot_tail_entries: Option<u64>,
     /// Log level: error, warn, info, debug or trace [default: info].
