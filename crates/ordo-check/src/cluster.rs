@@ -15,9 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use crate::http;
 use crate::ports::PortAllocator;
 use crate::proxy::{LinkMode, LinkProxy};
 
@@ -352,10 +351,13 @@ impl Cluster {
     /// One node's `/status`, if it answers in time.
     pub async fn status(&self, id: u64) -> Option<NodeStatus> {
         let addr = self.specs.get(&id)?.admin_addr;
-        tokio::time::timeout(STATUS_TIMEOUT, fetch_status(addr))
+        let response = http::get_bounded(addr, "/status", STATUS_TIMEOUT, STATUS_BYTES_MAX)
             .await
-            .ok()
-            .flatten()
+            .ok()?;
+        if response.status != 200 {
+            return None;
+        }
+        serde_json::from_str(&response.body).ok()
     }
 
     /// The leader as reported by a running, unpaused node that says it leads (highest term
@@ -408,24 +410,6 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill_all();
     }
-}
-
-async fn fetch_status(addr: SocketAddr) -> Option<NodeStatus> {
-    let mut stream = TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut body = Vec::new();
-    stream
-        .take(STATUS_BYTES_MAX as u64)
-        .read_to_end(&mut body)
-        .await
-        .ok()?;
-    let text = String::from_utf8_lossy(&body);
-    let (head, json) = text.split_once("\r\n\r\n")?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return None;
-    }
-    serde_json::from_str(json).ok()
 }
 
 /// Every WAL segment file (`<20 digits>.log`) under `dir`, sorted by path.

@@ -14,7 +14,7 @@ pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod demo;
-pub mod http;
+pub use ordo_check::http;
 pub mod kv;
 pub mod replicated;
 pub mod server;

@@ -47,31 +47,45 @@ pub struct HttpResponse {
     pub body: String,
 }
 
-/// `GET path` from `addr`.
+/// `GET path` from `addr`, reading at most [`RESPONSE_BYTES_MAX`].
 pub async fn get(
     addr: SocketAddr,
     path: &str,
     timeout: Duration,
 ) -> Result<HttpResponse, HttpError> {
+    get_bounded(addr, path, timeout, RESPONSE_BYTES_MAX).await
+}
+
+/// `GET path` from `addr`; a response over `response_bytes_max` is [`HttpError::Malformed`].
+pub async fn get_bounded(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    response_bytes_max: usize,
+) -> Result<HttpResponse, HttpError> {
     let timeout_ms = timeout.as_millis() as u64;
-    match tokio::time::timeout(timeout, get_inner(addr, path)).await {
+    match tokio::time::timeout(timeout, get_inner(addr, path, response_bytes_max)).await {
         Ok(result) => result,
         Err(_) => Err(HttpError::Timeout { addr, timeout_ms }),
     }
 }
 
-async fn get_inner(addr: SocketAddr, path: &str) -> Result<HttpResponse, HttpError> {
+async fn get_inner(
+    addr: SocketAddr,
+    path: &str,
+    response_bytes_max: usize,
+) -> Result<HttpResponse, HttpError> {
     let io = |source| HttpError::Io { addr, source };
     let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.map_err(io)?;
     let mut raw = Vec::new();
     (&mut stream)
-        .take(RESPONSE_BYTES_MAX as u64 + 1)
+        .take(response_bytes_max as u64 + 1)
         .read_to_end(&mut raw)
         .await
         .map_err(io)?;
-    if raw.len() > RESPONSE_BYTES_MAX {
+    if raw.len() > response_bytes_max {
         return Err(HttpError::Malformed {
             addr,
             problem: "response too large",
