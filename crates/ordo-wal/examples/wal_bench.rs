@@ -193,6 +193,61 @@ fn wal_cell(
     }
 }
 
+/// `tasks` appenders of `size`-byte entries with `Always`, as async tasks on one thread:
+/// each appends an entry and awaits its durability through [`Wal::on_durable`] before the
+/// next, the way a Raft runtime or a server with many clients uses the log (many requests in
+/// flight, one event loop, durability reported by the fsync thread). Nothing is batched:
+/// every entry is its own `append_next` call and its own `write`.
+fn wal_task_cell(dir: &Path, tasks: usize, size: usize, run: Duration) -> Cell {
+    let dir = fresh_dir(dir, "wal");
+    let wal = Arc::new(Wal::open(&dir, Options::default()).expect("open wal"));
+    let (durable_tx, durable_rx) = tokio::sync::watch::channel(0u64);
+    wal.on_durable(move |index| {
+        durable_tx.send_replace(index);
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let payload = Bytes::from(vec![0xa5; size]);
+    let start = Instant::now();
+    let deadline = start + run;
+    let (entries, latencies_us) = runtime.block_on(async {
+        let mut appenders = tokio::task::JoinSet::new();
+        for _ in 0..tasks {
+            let (wal, payload) = (Arc::clone(&wal), payload.clone());
+            let mut durable = durable_rx.clone();
+            appenders.spawn(async move {
+                let batch = [payload];
+                let mut latencies_us = Vec::new();
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let index = wal.append_next(1, 0, &batch).expect("append");
+                    durable
+                        .wait_for(|&d| d >= index)
+                        .await
+                        .expect("the log outlives its appenders");
+                    latencies_us.push(t.elapsed().as_micros() as u64);
+                }
+                latencies_us
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(done) = appenders.join_next().await {
+            all.extend(done.expect("appender"));
+        }
+        (all.len() as u64, all)
+    });
+    wal.sync().expect("final sync");
+    let elapsed = start.elapsed();
+    drop(wal);
+    Cell {
+        entries,
+        payload_bytes: entries * size as u64,
+        elapsed,
+        latencies_us,
+    }
+}
+
 fn row(label: &str, size: usize, threads: &str, cell: &mut Cell) {
     let p = |c: &mut Cell, q| {
         c.percentile_us(q)
@@ -219,6 +274,10 @@ enum Spec {
         threads: usize,
         size: usize,
     },
+    WalTasks {
+        tasks: usize,
+        size: usize,
+    },
 }
 
 impl Spec {
@@ -232,6 +291,7 @@ impl Spec {
                 size,
                 ..
             } => wal_cell(dir, policy, threads, size, run),
+            Spec::WalTasks { tasks, size } => wal_task_cell(dir, tasks, size, run),
         }
     }
 
@@ -245,6 +305,9 @@ impl Spec {
                 size,
                 ..
             } => row(&format!("wal {name}"), size, &threads.to_string(), cell),
+            Spec::WalTasks { tasks, size } => {
+                row("wal Always, tasks", size, &format!("{tasks} t"), cell)
+            }
         }
     }
 }
@@ -327,6 +390,11 @@ fn main() {
                 }
             }
         }
+        for tasks in THREADS {
+            if wanted(&format!("wal Always tasks {size} {tasks}")) {
+                specs.push(Spec::WalTasks { tasks, size });
+            }
+        }
     }
     println!(
         "directory: {}, {:.1} s per measurement in {SLICES} interleaved slices",
@@ -378,14 +446,19 @@ fn main() {
         })
         .0
     };
+    let tasks = |tasks, size| find(Spec::WalTasks { tasks, size }).0;
     println!();
-    println!("Latency: with Always, from append to wait_durable returning; otherwise from append");
-    println!("to the durable listener passing the entry (sampled). Times include a final fsync.");
+    println!("Threads: appender threads, each blocking in wait_durable; `t`: async tasks on one");
+    println!("thread, each awaiting its entry through on_durable (one append call per entry).");
+    println!("Latency: with Always, from append to the appender learning it is durable; otherwise");
+    println!("from append to the durable listener passing the entry (sampled). Times include a");
+    println!("final fsync.");
     println!();
     for size in ENTRY_SIZES {
         println!(
-            "Always, 16 appenders / 1 appender, {size} B: {:.1}x (want >= 8x)",
-            always(16, size) / always(1, size)
+            "Always, 16 appender threads / 1, {size} B: {:.1}x; 16 tasks / 1 task: {:.1}x (want >= 8x)",
+            always(16, size) / always(1, size),
+            tasks(16, size) / tasks(1, size)
         );
     }
     println!(
