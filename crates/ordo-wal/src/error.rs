@@ -50,6 +50,22 @@ pub enum Error {
         found: u64,
     },
 
+    /// A segment file is shorter than the length it was created with: it was cut after it
+    /// was written, so records that were durable, and may have been acknowledged, are gone.
+    /// Recovery cannot tell how many; the data directory has lost state.
+    #[error(
+        "segment {path} was truncated: it is {len_bytes} bytes but was created with \
+         {expected_bytes}; entries that were durable may be lost (lost state)"
+    )]
+    Truncated {
+        /// The segment file.
+        path: PathBuf,
+        /// Its length now.
+        len_bytes: u64,
+        /// The length its header records.
+        expected_bytes: u64,
+    },
+
     /// The segments on disk do not form one contiguous run of indices.
     #[error("gap in the log at {path} (byte {offset}): expected index {expected}, found {found}")]
     Gap {

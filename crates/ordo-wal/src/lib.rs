@@ -3,8 +3,8 @@
 //! A log is a directory holding:
 //!
 //! - **segment files** named by the index of their first record (`00000000000000000001.log`,
-//!   20 digits), rolled when the next batch would take one past
-//!   [`Options::segment_bytes_max`]. Each record carries its length, a CRC32C over header and
+//!   20 digits), created at their full length [`Options::segment_bytes_max`] (sparse) with a
+//!   header recording it, and rolled when the next batch would not fit. Each record carries its length, a CRC32C over header and
 //!   payload, a kind, a term, an index and the payload (layout in the `record` module docs and
 //!   the crate README);
 //! - `start`, the log-start marker written by [`Wal::truncate_prefix`], and transiently
@@ -29,8 +29,9 @@
 //!
 //! [`Wal::open`] recovers the directory: it completes an interrupted truncation, truncates a
 //! torn tail of the last segment, and refuses with an [`Error`] naming file and byte offset a
-//! checksum failure before the tail, a gap between segments, or an index out of sequence. It
-//! never skips a bad record. A damaged record followed by any valid later record is
+//! checksum failure before the tail, a gap between segments, or an index out of sequence. A
+//! segment file shorter than its header says was cut after it was written: that is
+//! [`Error::Truncated`], never a shorter log. It never skips a bad record. A damaged record followed by any valid later record is
 //! corruption, not a torn tail (see the crate README for the full argument).
 //!
 //! # Example
@@ -85,7 +86,7 @@ use bytes::Bytes;
 pub use error::{Error, Result};
 pub use hard_state::HardState;
 pub use snapshot::{SnapshotMeta, SnapshotReader, SnapshotWriter, SNAPSHOT_CONFIG_BYTES_MAX};
-pub use wal::Wal;
+pub use wal::{Wal, SEGMENT_HEADER_BYTES};
 
 /// Bytes each entry takes on disk besides its payload; [`Wal::entries`] counts these too
 /// against its byte bound.

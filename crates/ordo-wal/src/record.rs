@@ -221,6 +221,36 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The position of the first non-zero byte of `buf` at or after `from`.
+fn next_nonzero(buf: &[u8], from: usize) -> Option<usize> {
+    const BLOCK: usize = 256;
+    const ZEROS: [u8; BLOCK] = [0; BLOCK];
+    let mut at = from;
+    // Whole blocks compare as slices (a `memcmp`), fast in every build profile.
+    while at + BLOCK <= buf.len() && buf[at..at + BLOCK] == ZEROS {
+        at += BLOCK;
+    }
+    buf[at..].iter().position(|&b| b != 0).map(|p| at + p)
+}
+
+/// Whether the bytes of `file` in `[from, end)` are all zero: space preallocated and never
+/// written.
+pub(crate) fn all_zero(file: &File, from: u64, end: u64) -> io::Result<bool> {
+    const CHUNK_BYTES: u64 = 1 << 20;
+    let mut buf = Vec::new();
+    let mut at = from;
+    while at < end {
+        let n = (end - at).min(CHUNK_BYTES);
+        buf.resize(n as usize, 0);
+        file.read_exact_at(&mut buf, at)?;
+        if next_nonzero(&buf, 0).is_some() {
+            return Ok(false);
+        }
+        at += n;
+    }
+    Ok(true)
+}
+
 /// A valid record found by [`highest_claim`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Claim {
@@ -253,7 +283,23 @@ pub(crate) fn highest_claim(
         let chunk_end = end.min(chunk_start + CHUNK_BYTES + header);
         buf.resize((chunk_end - chunk_start) as usize, 0);
         file.read_exact_at(&mut buf, chunk_start)?;
-        for at in 0..=(buf.len() - HEADER_BYTES) {
+        let mut next = 0;
+        while next + HEADER_BYTES <= buf.len() {
+            let at = next;
+            next += 1;
+            if buf[at] == 0 {
+                // Preallocated space is mostly zeros: jump to the next non-zero byte. A
+                // record's non-zero length field has a non-zero byte among its first four, so
+                // a record can start at most three bytes before it.
+                match next_nonzero(&buf, at) {
+                    Some(nz) if nz.saturating_sub(3) > at => {
+                        next = nz - 3;
+                        continue;
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+            }
             let len = u64::from(u32_at(&buf, at));
             let offset = chunk_start + at as u64;
             if len < header || len > header + record_bytes_max || offset + len > end {

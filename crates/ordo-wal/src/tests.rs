@@ -720,3 +720,116 @@ fn always_policy_makes_entries_durable_even_if_nobody_waits_or_listens() {
         std::thread::yield_now();
     }
 }
+
+#[test]
+fn segments_are_created_at_full_length_and_keep_it_through_suffix_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), small()).unwrap();
+    append_range(&wal, 1, 120, 1);
+    for name in segment_files(dir.path()) {
+        assert_eq!(fs::metadata(dir.path().join(&name)).unwrap().len(), 4096);
+    }
+    wal.truncate_suffix(60).unwrap();
+    for name in segment_files(dir.path()) {
+        assert_eq!(fs::metadata(dir.path().join(&name)).unwrap().len(), 4096);
+    }
+    append_range(&wal, 60, 70, 2);
+    drop(wal);
+    let wal = Wal::open(dir.path(), small()).unwrap();
+    assert_eq!(wal.last_index(), 69);
+    assert_eq!(all_entries(&wal)[65], entry(66, 2));
+}
+
+#[test]
+fn a_short_last_segment_under_a_truncation_intent_is_a_cut_to_finish_not_damage() {
+    // A crash inside a tail cut (between shortening the file and restoring its length)
+    // leaves the intent file; recovery finishes the cut instead of reporting truncation.
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), small()).unwrap();
+    append_range(&wal, 1, 40, 1);
+    wal.close().unwrap();
+    let last = dir.path().join(segment_files(dir.path()).last().unwrap());
+    let name = segment_files(dir.path()).pop().unwrap();
+    let first: u64 = name.trim_end_matches(".log").parse().unwrap();
+    assert!(first < 30, "the test wants index 30 in the last segment");
+    let offset = crate::SEGMENT_HEADER_BYTES
+        + (first..30)
+            .map(|i| (RECORD_HEADER_BYTES + entry(i, 1).payload.len()) as u64)
+            .sum::<u64>();
+    crate::files::write_atomic(
+        dir.path(),
+        "truncate",
+        &crate::files::encode_small(b"ORDOTR01", &30u64.to_le_bytes()),
+    )
+    .unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len(offset)
+        .unwrap();
+    let wal = Wal::open(dir.path(), small()).unwrap();
+    assert_eq!(wal.last_index(), 29);
+    assert_eq!(fs::metadata(&last).unwrap().len(), 4096);
+    assert!(!dir.path().join("truncate").exists());
+    drop(wal);
+    // Without the intent, the same damage is reported.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len(offset)
+        .unwrap();
+    match Wal::open(dir.path(), small()) {
+        Err(Error::Truncated {
+            path,
+            len_bytes,
+            expected_bytes,
+        }) => assert_eq!((path, len_bytes, expected_bytes), (last, offset, 4096)),
+        other => panic!("expected a truncated segment, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_file_with_a_segment_name_but_no_segment_header_is_named_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), small()).unwrap();
+    append_range(&wal, 1, 10, 1);
+    drop(wal);
+    let name = segment_files(dir.path()).pop().unwrap();
+    let path = dir.path().join(&name);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[0] ^= 0x20;
+    fs::write(&path, &bytes).unwrap();
+    match Wal::open(dir.path(), small()) {
+        Err(Error::Corrupt {
+            path: p, offset, ..
+        }) => assert_eq!((p, offset), (path, 0)),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_log_reopened_with_another_segment_size_keeps_old_segments_and_rolls_to_the_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), small()).unwrap();
+    append_range(&wal, 1, 50, 1);
+    drop(wal);
+    let bigger = Options {
+        segment_bytes_max: 16384,
+        ..small()
+    };
+    let wal = Wal::open(dir.path(), bigger.clone()).unwrap();
+    append_range(&wal, 50, 400, 1);
+    drop(wal);
+    let sizes: Vec<u64> = segment_files(dir.path())
+        .iter()
+        .map(|n| fs::metadata(dir.path().join(n)).unwrap().len())
+        .collect();
+    assert!(sizes.contains(&4096) && sizes.contains(&16384), "{sizes:?}");
+    let wal = Wal::open(dir.path(), small()).unwrap();
+    assert_eq!(
+        all_entries(&wal),
+        (1..400).map(|i| entry(i, 1)).collect::<Vec<_>>()
+    );
+}

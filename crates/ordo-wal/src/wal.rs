@@ -34,6 +34,15 @@ const ALWAYS_BACKSTOP: std::time::Duration = std::time::Duration::from_millis(1)
 const ALWAYS_BACKSTOP_IDLE: std::time::Duration = std::time::Duration::from_millis(64);
 /// Read size of recovery scans.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
+/// The first bytes of every segment file.
+const SEGMENT_MAGIC: &[u8; 8] = b"ORDOSEG1";
+/// Bytes of the segment header: the magic, then the file's preallocated length (u64 LE).
+///
+/// A segment is created at its full length, so its length never changes while it is in use.
+/// A file shorter than its header says was cut after it was written: recovery refuses it
+/// instead of mistaking the cut for a torn tail and silently dropping entries that were
+/// durable (and acknowledged).
+pub const SEGMENT_HEADER_BYTES: u64 = 16;
 
 /// One segment file and the in-memory index of its records.
 ///
@@ -51,19 +60,22 @@ struct Segment {
     len_bytes: u64,
     /// Bytes of records reserved by appenders, written or still being written.
     len_reserved: u64,
+    /// The file's length, fixed at creation (recorded in its header): records end before it.
+    size_bytes: u64,
     sparse: Vec<(u64, u64)>,
     terms: Vec<(u64, u64)>,
 }
 
 impl Segment {
-    fn new(first_index: u64, path: PathBuf, file: File) -> Self {
+    fn new(first_index: u64, path: PathBuf, file: File, size_bytes: u64) -> Self {
         Segment {
             first_index,
             next_index: first_index,
             path,
             file: Arc::new(file),
-            len_bytes: 0,
-            len_reserved: 0,
+            len_bytes: SEGMENT_HEADER_BYTES,
+            len_reserved: SEGMENT_HEADER_BYTES,
+            size_bytes,
             sparse: Vec::new(),
             terms: Vec::new(),
         }
@@ -96,7 +108,7 @@ impl Segment {
     fn seek_hint(&self, index: u64) -> (u64, u64) {
         let i = self.sparse.partition_point(|&(i, _)| i <= index);
         if i == 0 {
-            (self.first_index, 0)
+            (self.first_index, SEGMENT_HEADER_BYTES)
         } else {
             self.sparse[i - 1]
         }
@@ -758,6 +770,17 @@ impl Shared {
 
     /// Starts a new segment whose first record will be `first_index`.
     fn roll(&self, log: &mut LogState, first_index: u64) -> Result<()> {
+        if log
+            .segments
+            .last()
+            .is_some_and(|s| s.next_index == s.first_index)
+        {
+            // The last segment holds no record (a suffix truncation emptied it) and is too
+            // small for the batch: it goes, as recovery would drop it.
+            let s = log.segments.pop().expect("checked above");
+            assert_eq!(s.first_index, first_index);
+            remove_if_exists(&s.path)?;
+        }
         if let Some(old) = log.segments.last() {
             // Make the finished segment durable before a later one can hold data: recovery
             // only forgives damage at the tail of the last segment. With `Never` the fsync
@@ -777,14 +800,10 @@ impl Shared {
                 return Err(Error::io(path, e));
             }
         }
-        let path = self.dir.join(segment_name(first_index));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        log.segments.push(Segment::new(first_index, path, file));
+        let size = self.options.segment_bytes_max;
+        let (path, file) = create_segment(&self.dir, first_index, size)?;
+        log.segments
+            .push(Segment::new(first_index, path, file, size));
         log.dir_dirty = true;
         Ok(())
     }
@@ -805,9 +824,10 @@ impl Shared {
             if log.poisoned {
                 return Err(Error::Poisoned);
             }
-            let roll = log.segments.last().is_none_or(|s| {
-                s.len_reserved > 0 && s.len_reserved + bytes > opts.segment_bytes_max
-            });
+            let roll = log
+                .segments
+                .last()
+                .is_none_or(|s| s.len_reserved + bytes > s.size_bytes);
             if !roll {
                 break;
             }
@@ -919,8 +939,7 @@ impl Shared {
             if s.next_index > from {
                 self.crash_point()?;
                 let offset = s.offset_of(from, self.options.record_bytes_max)?;
-                s.file.set_len(offset).map_err(|e| Error::io(&s.path, e))?;
-                s.file.sync_data().map_err(|e| Error::io(&s.path, e))?;
+                clear_from(&s.file, &s.path, offset, s.size_bytes)?;
                 s.forget_from(from, offset);
             }
         }
@@ -1177,13 +1196,90 @@ fn check_payload(index: u64, payload_bytes: usize, opts: &Options) -> Result<()>
 }
 
 fn check_batch(bytes: u64, opts: &Options) -> Result<()> {
-    if bytes > opts.segment_bytes_max {
-        return Err(Error::BatchTooLarge {
-            bytes,
-            max: opts.segment_bytes_max,
-        });
+    let max = opts.segment_bytes_max - SEGMENT_HEADER_BYTES;
+    if bytes > max {
+        return Err(Error::BatchTooLarge { bytes, max });
     }
     Ok(())
+}
+
+/// Creates the segment file for `first_index` at its full length `size_bytes`: header
+/// written and everything fsynced under a temporary name, then renamed into place, so a
+/// segment file never exists shorter than its header says. (The caller fsyncs the directory
+/// before any record in it counts as durable.)
+fn create_segment(dir: &Path, first_index: u64, size_bytes: u64) -> Result<(PathBuf, File)> {
+    let path = dir.join(segment_name(first_index));
+    let tmp = dir.join(format!("{}{TMP_SUFFIX}", segment_name(first_index)));
+    let create = || -> std::io::Result<File> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+        header[..8].copy_from_slice(SEGMENT_MAGIC);
+        header[8..].copy_from_slice(&size_bytes.to_le_bytes());
+        file.write_all_at(&header, 0)?;
+        // Sparse: the length costs no disk space until records fill it.
+        file.set_len(size_bytes)?;
+        file.sync_all()?;
+        Ok(file)
+    };
+    let file = create().map_err(|e| Error::io(&tmp, e))?;
+    if path.exists() {
+        return Err(Error::io(
+            &path,
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a segment with this first index exists already",
+            ),
+        ));
+    }
+    fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    Ok((path, file))
+}
+
+/// Reads and checks the header of the segment at `path` (`file_len` bytes): returns the
+/// length the segment was created with. A missing or foreign header is corruption.
+fn read_segment_header(file: &File, path: &Path, file_len: u64) -> Result<u64> {
+    if file_len < SEGMENT_HEADER_BYTES {
+        return Err(Error::corrupt(
+            path,
+            0,
+            format!("{file_len} bytes is too short for a segment header"),
+        ));
+    }
+    let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+    file.read_exact_at(&mut header, 0)
+        .map_err(|e| Error::io(path, e))?;
+    if &header[..8] != SEGMENT_MAGIC {
+        return Err(Error::corrupt(path, 0, "not an Ordo segment: bad magic"));
+    }
+    let size = le_u64(&header[8..]);
+    if size <= SEGMENT_HEADER_BYTES || size > MAX_SEGMENT_BYTES {
+        return Err(Error::corrupt(
+            path,
+            8,
+            format!("impossible segment length {size} in the header"),
+        ));
+    }
+    Ok(size)
+}
+
+/// The largest segment `Options::validate` allows.
+const MAX_SEGMENT_BYTES: u64 = 1 << 40;
+
+/// Cuts the records of a segment from `offset` on, keeping the file's length (the bytes
+/// read as zeros), and fsyncs. A crash part-way can leave the file short; the callers hold
+/// the truncation intent file meanwhile, which tells recovery to finish the job rather than
+/// report the file truncated.
+fn clear_from(file: &File, path: &Path, offset: u64, size_bytes: u64) -> Result<()> {
+    assert!(SEGMENT_HEADER_BYTES <= offset && offset <= size_bytes);
+    file.set_len(offset)
+        .and_then(|()| file.set_len(size_bytes))
+        .and_then(|()| file.sync_data())
+        .map_err(|e| Error::io(path, e))
 }
 
 /// Recovers the log in `dir`; see [`Wal::open`].
@@ -1230,16 +1326,6 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
             dir_dirty = true;
         }
     }
-    // A segment created just before a crash may be empty: it holds nothing, drop it.
-    while let Some((_, path)) = names.last() {
-        let len = fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
-        if len != 0 {
-            break;
-        }
-        remove_if_exists(path)?;
-        names.pop();
-        dir_dirty = true;
-    }
     // Finish an interrupted prefix truncation: drop segments wholly below the log start.
     while names.len() >= 2 && names[1].0 <= start_index {
         remove_if_exists(&names[0].1)?;
@@ -1258,8 +1344,11 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
     }
 
     let mut segments: Vec<Segment> = Vec::new();
-    let mut names = names.into_iter();
-    while let Some((first, path)) = names.next() {
+    // Set once recovery itself cuts a torn tail under a truncation intent of its own.
+    let mut cutting = false;
+    let count = names.len();
+    let mut names = names.into_iter().enumerate();
+    while let Some((k, (first, path))) = names.next() {
         if let Some(prev) = segments.last() {
             if prev.next_index != first {
                 return Err(Error::Gap {
@@ -1276,16 +1365,52 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
-        let mut seg = Segment::new(first, path, file);
-        let end = scan_segment(&mut seg, file_len, truncate_from, options)?;
+        let size = read_segment_header(&file, &path, file_len)?;
+        if file_len < size {
+            // Segments keep their length from creation on; only a cut part-way through a
+            // truncation, under its intent file, may leave the last one short.
+            if truncate_from.is_none() || k + 1 != count {
+                return Err(Error::Truncated {
+                    path,
+                    len_bytes: file_len,
+                    expected_bytes: size,
+                });
+            }
+            file.set_len(size).map_err(|e| Error::io(&path, e))?;
+        } else if file_len > size {
+            return Err(Error::corrupt(
+                &path,
+                size,
+                format!("the file is {file_len} bytes, longer than the {size} its header says"),
+            ));
+        }
+        let mut seg = Segment::new(first, path, file, size);
+        let end = scan_segment(&mut seg, truncate_from, options)?;
         seg.len_bytes = seg.len_reserved;
         let cut = match end {
             ScanEnd::Clean => None,
             ScanEnd::Truncate(offset) => Some(offset),
+            ScanEnd::Damaged { offset, .. }
+                if record::all_zero(&seg.file, offset, size)
+                    .map_err(|e| Error::io(&seg.path, e))? =>
+            {
+                // Space never written: the records end here.
+                None
+            }
             ScanEnd::Damaged { offset, damage } => {
-                let later: Vec<PathBuf> = names.by_ref().map(|(_, p)| p).collect();
-                judge_damage(&seg, offset, damage, file_len, &later, options)?;
-                // A torn tail: nothing from here on was ever durable.
+                let later: Vec<PathBuf> = names.by_ref().map(|(_, (_, p))| p).collect();
+                judge_damage(&seg, offset, damage, size, &later, options)?;
+                // A torn tail: nothing from here on was ever durable. Cut it under an intent
+                // file, as a suffix truncation would, so that a crash meanwhile is finished
+                // by the next recovery instead of looking like a truncated segment.
+                if truncate_from.is_none() && !cutting {
+                    write_atomic(
+                        dir,
+                        TRUNCATE_FILE,
+                        &encode_small(TRUNCATE_MAGIC, &seg.next_index.to_le_bytes()),
+                    )?;
+                    cutting = true;
+                }
                 for p in later {
                     remove_if_exists(&p)?;
                     dir_dirty = true;
@@ -1294,9 +1419,7 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
             }
         };
         if let Some(offset) = cut {
-            seg.file
-                .set_len(offset)
-                .map_err(|e| Error::io(&seg.path, e))?;
+            clear_from(&seg.file, &seg.path, offset, size)?;
         }
         // What recovery keeps counts as durable: after a process crash it may still sit only
         // in the page cache, so make it so.
@@ -1304,14 +1427,14 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
         segments.push(seg);
     }
 
-    if truncate_from.is_some() {
+    if truncate_from.is_some() || cutting {
         remove_if_exists(&truncate_path)?;
         dir_dirty = true;
     }
     // A last segment left empty by a torn tail, or wholly below the log start, holds no entry.
     while segments
         .last()
-        .is_some_and(|s| s.len_bytes == 0 || s.next_index <= start_index)
+        .is_some_and(|s| s.len_bytes == SEGMENT_HEADER_BYTES || s.next_index <= start_index)
     {
         let s = segments.pop().expect("checked above");
         remove_if_exists(&s.path)?;
@@ -1355,15 +1478,14 @@ enum ScanEnd {
 /// the indices run on from the file name without a gap.
 fn scan_segment(
     seg: &mut Segment,
-    file_len: u64,
     truncate_from: Option<u64>,
     options: &Options,
 ) -> Result<ScanEnd> {
     let file = Arc::clone(&seg.file);
     let mut c = Cursor::new(
         &file,
-        0,
-        file_len,
+        SEGMENT_HEADER_BYTES,
+        seg.size_bytes,
         options.record_bytes_max,
         SCAN_CHUNK_BYTES,
     );
@@ -1373,7 +1495,7 @@ fn scan_segment(
             Step::Record(r) => {
                 if r.entry.index != seg.next_index {
                     let (path, expected, found) = (seg.path.clone(), seg.next_index, r.entry.index);
-                    return Err(if offset == 0 {
+                    return Err(if offset == SEGMENT_HEADER_BYTES {
                         Error::Gap {
                             path,
                             offset,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use ordo_wal::{Durability, Entry, Error, Options, Wal};
 
 const HEADER_BYTES: u64 = ordo_wal::RECORD_HEADER_BYTES as u64;
+const SEGMENT_HEADER_BYTES: u64 = ordo_wal::SEGMENT_HEADER_BYTES;
 
 fn options() -> Options {
     Options {
@@ -59,9 +60,24 @@ fn recover(dir: &Path) -> Result<Vec<Entry>, Error> {
     wal.entries(wal.first_index(), wal.last_index() + 1, u64::MAX)
 }
 
+/// Where the records of the segment holding `first..=last` end.
+fn data_end(first: u64, last: u64) -> u64 {
+    SEGMENT_HEADER_BYTES
+        + (first..=last)
+            .map(|i| HEADER_BYTES + entry(i).payload.len() as u64)
+            .sum::<u64>()
+}
+
+/// The last index of segment `n` of `segs` in a log of `count` entries.
+fn last_index_of(segs: &[PathBuf], n: usize, count: u64) -> u64 {
+    segs.get(n + 1)
+        .map_or(count, |next| first_index_of(next) - 1)
+}
+
 fn damaged_file(err: &Error) -> Option<&Path> {
     match err {
-        Error::Corrupt { path, .. }
+        Error::Truncated { path, .. }
+        | Error::Corrupt { path, .. }
         | Error::OutOfSequence { path, .. }
         | Error::Gap { path, .. } => Some(path),
         _ => None,
@@ -69,7 +85,7 @@ fn damaged_file(err: &Error) -> Option<&Path> {
 }
 
 #[test]
-fn cutting_the_last_segment_at_every_offset_of_its_final_records_recovers_the_prefix() {
+fn tearing_the_last_segment_at_every_offset_of_its_final_records_recovers_the_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let count = 300;
     let segs = write_log(dir.path(), count);
@@ -78,40 +94,71 @@ fn cutting_the_last_segment_at_every_offset_of_its_final_records_recovers_the_pr
     let first = first_index_of(last);
     // Record boundaries of the last segment.
     let mut ends = Vec::new();
-    let mut offset = 0;
+    let mut offset = SEGMENT_HEADER_BYTES;
     for i in first..=count {
         offset += HEADER_BYTES + entry(i).payload.len() as u64;
         ends.push((i, offset));
     }
-    assert_eq!(offset, original.len() as u64);
+    assert_eq!(offset, data_end(first, count));
+    assert!(original[offset as usize..].iter().all(|&b| b == 0));
     let cut_from = ends[ends.len() - 5].1 - 3;
-    for cut in cut_from..original.len() as u64 {
+    for cut in cut_from..offset {
         let expected_last = ends
             .iter()
             .rev()
             .find(|&&(_, end)| end <= cut)
             .map(|&(i, _)| i)
             .unwrap_or(first - 1);
-        // A crash that lost the bytes past `cut`, with the file either ending there or
-        // zero-filled (preallocated or extended) to its old length.
-        for zero_fill in [false, true] {
-            fs::write(last, &original[..cut as usize]).unwrap();
-            if zero_fill {
-                OpenOptions::new()
-                    .write(true)
-                    .open(last)
-                    .unwrap()
-                    .set_len(original.len() as u64)
-                    .unwrap();
+        // A crash that lost the bytes past `cut`: the segment keeps its preallocated length,
+        // so what was not written reads as zeros.
+        let mut torn = original.clone();
+        torn[cut as usize..].fill(0);
+        fs::write(last, &torn).unwrap();
+        let got = recover(dir.path()).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+        let want: Vec<Entry> = (1..=expected_last).map(entry).collect();
+        assert_eq!(got, want, "torn at {cut}");
+        // Recovery cleared the tail; appending continues from the prefix.
+        let wal = Wal::open(dir.path(), options()).unwrap();
+        wal.append(&[entry(expected_last + 1)]).unwrap();
+        wal.close().unwrap();
+        let wal = Wal::open(dir.path(), options()).unwrap();
+        assert_eq!(wal.last_index(), expected_last + 1);
+    }
+}
+
+#[test]
+fn a_segment_cut_short_is_an_error_naming_it_at_every_offset_even_on_a_record_boundary() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = 300;
+    let segs = write_log(dir.path(), count);
+    for (n, seg) in segs.iter().enumerate() {
+        let original = fs::read(seg).unwrap();
+        let end = data_end(first_index_of(seg), last_index_of(&segs, n, count));
+        // The last records, their boundaries included, and some zero space after them;
+        // for the other segments a sample.
+        let cuts: Vec<u64> = if n + 1 == segs.len() {
+            (end - 3 * HEADER_BYTES..end + 40).collect()
+        } else {
+            vec![0, 7, SEGMENT_HEADER_BYTES, end - 1, end, end + 1]
+        };
+        for cut in cuts {
+            OpenOptions::new()
+                .write(true)
+                .open(seg)
+                .unwrap()
+                .set_len(cut)
+                .unwrap();
+            match recover(dir.path()) {
+                Err(e) => assert_eq!(damaged_file(&e), Some(seg.as_path()), "cut {cut}: {e}"),
+                Ok(got) => panic!(
+                    "segment {n} cut at {cut}: opened with {} entries",
+                    got.len()
+                ),
             }
-            let got = recover(dir.path()).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
-            let want: Vec<Entry> = (1..=expected_last).map(entry).collect();
-            assert_eq!(got, want, "cut at {cut}, zero fill {zero_fill}");
-            // Recovery truncated the tail; appending continues from the prefix.
-            let wal = Wal::open(dir.path(), options()).unwrap();
-            wal.append(&[entry(expected_last + 1)]).unwrap();
+            fs::write(seg, &original).unwrap();
         }
     }
+    assert_eq!(recover(dir.path()).unwrap().len() as u64, count);
 }
 
 #[test]
@@ -122,37 +169,35 @@ fn bit_flips_inside_a_segment_give_an_error_naming_it_never_a_wrong_entry() {
     let all: Vec<Entry> = (1..=count).map(entry).collect();
     for (n, seg) in segs.iter().enumerate() {
         let original = fs::read(seg).unwrap();
-        let final_record_start = {
-            let last_index = if n + 1 < segs.len() {
-                first_index_of(&segs[n + 1]) - 1
-            } else {
-                count
-            };
-            original.len() as u64 - HEADER_BYTES - entry(last_index).payload.len() as u64
-        };
+        let last_index = last_index_of(&segs, n, count);
+        let end = data_end(first_index_of(seg), last_index);
+        let final_record_start = end - HEADER_BYTES - entry(last_index).payload.len() as u64;
         let file = OpenOptions::new().read(true).write(true).open(seg).unwrap();
         // Every 11th byte (coprime with the record sizes, so every field gets hit somewhere),
-        // and every byte of the last two records, where torn tail and corruption meet.
+        // every byte of the last two records, where torn tail and corruption meet, and the
+        // zero space after the records.
         let tail_from = if n + 1 == segs.len() {
-            let last_index = count;
             final_record_start - HEADER_BYTES - entry(last_index - 1).payload.len() as u64
         } else {
-            original.len() as u64
+            end
         };
-        let offsets = (0..original.len() as u64).filter(|at| at % 11 == 0 || *at >= tail_from);
+        let offsets = (0..(end + 64).min(original.len() as u64))
+            .filter(|at| at % 11 == 0 || *at >= tail_from);
         for at in offsets {
             let flipped = original[at as usize] ^ (1 << (at % 8));
             file.write_all_at(&[flipped], at).unwrap();
             match recover(dir.path()) {
                 Err(e) => assert_eq!(damaged_file(&e), Some(seg.as_path()), "byte {at}: {e}"),
                 Ok(got) => {
-                    // Only the very last record of the log may read as a torn tail.
+                    // Only the last segment may read as torn: at its very last record, or
+                    // in the never-written space after it (nothing is lost then).
                     assert!(
                         n + 1 == segs.len() && at >= final_record_start,
                         "segment {n} byte {at}: damage accepted"
                     );
                     assert_eq!(got, all[..got.len()], "byte {at}: a wrong entry");
-                    assert_eq!(got.len() as u64, count - 1);
+                    let want = if at >= end { count } else { count - 1 };
+                    assert_eq!(got.len() as u64, want, "byte {at}");
                 }
             }
             fs::write(seg, &original).unwrap();
@@ -166,7 +211,7 @@ fn a_damaged_record_followed_by_valid_ones_is_corruption_not_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let segs = write_log(dir.path(), 300);
     let last = segs.last().unwrap();
-    let len = fs::metadata(last).unwrap().len();
+    let len = data_end(first_index_of(last), 300);
     // Zero a stretch in the middle, as a lost page would, keeping the records after it.
     let file = OpenOptions::new().write(true).open(last).unwrap();
     file.write_all_at(&[0; 40], len / 3).unwrap();
@@ -186,9 +231,7 @@ fn an_index_out_of_sequence_is_an_error_naming_file_and_offset() {
     // Rewrite the second segment's third record with a valid record of a wrong index.
     let seg = &segs[1];
     let first = first_index_of(seg);
-    let offset: u64 = (first..first + 2)
-        .map(|i| HEADER_BYTES + entry(i).payload.len() as u64)
-        .sum();
+    let offset = data_end(first, first + 1);
     let scratch = tempfile::tempdir().unwrap();
     let wal = Wal::open(scratch.path(), options()).unwrap();
     wal.truncate_prefix(first + 2).unwrap();
@@ -198,11 +241,13 @@ fn an_index_out_of_sequence_is_an_error_naming_file_and_offset() {
     wal.append(&[wrong]).unwrap();
     wal.close().unwrap();
     let bytes = fs::read(scratch.path().join(format!("{:020}.log", first + 3))).unwrap();
+    let record_end = data_end(first + 2, first + 2) as usize;
+    let bytes = &bytes[SEGMENT_HEADER_BYTES as usize..record_end];
     OpenOptions::new()
         .write(true)
         .open(seg)
         .unwrap()
-        .write_all_at(&bytes, offset)
+        .write_all_at(bytes, offset)
         .unwrap();
     match recover(dir.path()) {
         Err(Error::OutOfSequence {
@@ -245,9 +290,7 @@ fn a_hole_before_records_that_were_never_durable_is_a_torn_tail() {
         first <= 110,
         "the test wants indices 110.. in the last segment"
     );
-    let hole_at: u64 = (first..110)
-        .map(|i| HEADER_BYTES + entry(i).payload.len() as u64)
-        .sum();
+    let hole_at = data_end(first, 109);
     let file = OpenOptions::new().write(true).open(&last).unwrap();
     file.write_all_at(&[0; 20], hole_at).unwrap();
     let got = recover(dir.path()).unwrap();
