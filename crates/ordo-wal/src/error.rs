@@ -136,6 +136,14 @@ pub enum Error {
         max: u64,
     },
 
+    /// Another `Wal` (in this or another process) has the directory open: two writers would
+    /// interleave their records and destroy the log.
+    #[error("{path} is locked: another process (or another Wal in this one) has this log open")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+
     /// A configuration value is out of range.
     #[error("invalid option: {0}")]
     InvalidOptions(String),

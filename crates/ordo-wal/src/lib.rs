@@ -10,6 +10,8 @@
 //! - `start`, the log-start marker written by [`Wal::truncate_prefix`], and transiently
 //!   `truncate`, the intent of an unfinished [`Wal::truncate_suffix`];
 //! - `hardstate`, Raft's term, vote and commit index ([`HardState`]);
+//! - `lock`, on which an open log holds an exclusive `flock`: a second open of the directory
+//!   fails with [`Error::Locked`];
 //! - snapshot files `snap-<index>-<term>.snap` ([`SnapshotWriter`], [`SnapshotReader`]).
 //!
 //! Small files are replaced atomically: written to a `.tmp`, fsynced, renamed, and the

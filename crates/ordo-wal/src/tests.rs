@@ -833,3 +833,17 @@ fn a_log_reopened_with_another_segment_size_keeps_old_segments_and_rolls_to_the_
         (1..400).map(|i| entry(i, 1)).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused_until_the_first_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), small()).unwrap();
+    append_range(&wal, 1, 10, 1);
+    match Wal::open(dir.path(), small()) {
+        Err(Error::Locked { path }) => assert_eq!(path, dir.path().join("lock")),
+        other => panic!("expected the directory to be locked, got {other:?}"),
+    }
+    drop(wal);
+    let wal = Wal::open(dir.path(), small()).unwrap();
+    assert_eq!(wal.last_index(), 9);
+}

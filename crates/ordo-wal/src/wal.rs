@@ -24,6 +24,8 @@ use crate::{lock, Durability, Entry, Options, INDEX_MAX};
 /// The log-start marker: the first index of the log, written by `truncate_prefix`.
 const START_FILE: &str = "start";
 const START_MAGIC: &[u8; 8] = b"ORDOST01";
+/// The lock file: an open log holds an exclusive lock on it.
+const LOCK_FILE: &str = "lock";
 /// The truncate-suffix intent: present while a suffix truncation is under way.
 const TRUNCATE_FILE: &str = "truncate";
 const TRUNCATE_MAGIC: &[u8; 8] = b"ORDOTR01";
@@ -326,6 +328,8 @@ struct Shared {
     has_listeners: AtomicBool,
     hard_state: Mutex<HardState>,
     snapshots: Arc<Snapshots>,
+    /// Holds the directory's lock for as long as the log is open.
+    _dir_lock: File,
     /// Test hook: the number of crash points to pass before failing like a crash.
     #[cfg(test)]
     crash_after_steps: Mutex<Option<u32>>,
@@ -367,6 +371,7 @@ impl Wal {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let dir_lock = lock_dir(&dir)?;
         let log = recover(&dir, &options)?;
         let hard_state = HardState::load(&dir)?;
         let snapshots = Arc::new(Snapshots::open(&dir)?);
@@ -389,6 +394,7 @@ impl Wal {
             durable_claim: AtomicU64::new(recovered_index),
             hard_state: Mutex::new(hard_state),
             snapshots,
+            _dir_lock: dir_lock,
             #[cfg(test)]
             crash_after_steps: Mutex::new(None),
         });
@@ -1201,6 +1207,25 @@ fn check_batch(bytes: u64, opts: &Options) -> Result<()> {
         return Err(Error::BatchTooLarge { bytes, max });
     }
     Ok(())
+}
+
+/// Takes the exclusive lock on the log directory (an advisory `flock` on its `lock` file,
+/// released by the kernel when the file is closed, so a crashed process never leaves it
+/// held).
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
 }
 
 /// Creates the segment file for `first_index` at its full length `size_bytes`: header
