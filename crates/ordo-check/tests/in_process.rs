@@ -175,10 +175,12 @@ async fn stale_reads_are_reported_as_not_linearizable() {
     assert!(!register.ops.is_empty(), "the anomaly names its operations");
 }
 
-/// Acknowledges every fifth put without storing it (it is redirected to a key no one reads).
+/// Acknowledges every fifth put of each workload without storing it (it is redirected to a
+/// key no one reads). Counting per workload makes sure every workload loses writes, however
+/// the clients' puts interleave.
 struct DroppedWrites {
     inner: LocalBackend,
-    puts: Mutex<u64>,
+    puts: Mutex<std::collections::BTreeMap<bool, u64>>,
 }
 
 impl KvBackend for DroppedWrites {
@@ -189,9 +191,11 @@ impl KvBackend for DroppedWrites {
     async fn propose(&self, command: Command) -> Result<ApplyResponse, KvError> {
         let command = match command {
             Command::Put(put) => {
+                let register = put.key.windows(5).any(|w| w == b"/reg/");
                 let mut puts = self.puts.lock().expect("put counter");
-                *puts += 1;
-                if (*puts).is_multiple_of(5) {
+                let count = puts.entry(register).or_default();
+                *count += 1;
+                if (*count).is_multiple_of(5) {
                     Command::Put(PutRequest {
                         key: b"/dropped".to_vec(),
                         ..put
@@ -230,7 +234,7 @@ impl KvBackend for DroppedWrites {
 async fn acknowledged_writes_that_were_dropped_are_reported_lost() {
     let backend = DroppedWrites {
         inner: local(),
-        puts: Mutex::new(0),
+        puts: Mutex::new(Default::default()),
     };
     let (addr, _stop) = serve(backend).await;
     let (summary, _dir) = check(addr, 13).await;
