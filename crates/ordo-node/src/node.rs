@@ -16,11 +16,17 @@ use crate::codec::WireMessage;
 use crate::config::{ConfigError, FsyncPolicy, NodeConfig};
 use crate::driver::{Driver, Event, GroupError};
 use crate::group::{boot_id, lock, Group, GroupId};
+use crate::identity::{
+    IdentityError, IdentityFile, LostState, Opened, LOST_STATE_REMEDY, PEERS_FILE,
+};
 use crate::members::MemberFile;
 use crate::metrics::{inc, GroupMetrics};
 use crate::state_machine::StateMachine;
 use crate::storage::{StorageFailure, WalStorage};
-use crate::transport::{NodeId, PeerError, PeerEvent, StartError, Transport, TransportChannels};
+use crate::transport::{
+    NodeId, PeerError, PeerEvent, PeerIncarnations, ProtocolError, RejectCode, StartError,
+    Transport, TransportChannels,
+};
 
 /// Why a node or group could not start.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +34,14 @@ pub enum NodeError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The node lost state it had promised its peers it holds, so it must not take part:
+    /// found at start, or learnt from a peer that refused it.
+    #[error("{0}; {remedy}", remedy = LOST_STATE_REMEDY)]
+    LostState(#[from] LostState),
+    /// The data directory's identity file or peer record is unusable, or belongs to
+    /// another node.
+    #[error("data directory: {0}")]
+    Identity(#[from] IdentityError),
     /// The peer transport could not start.
     #[error("peer transport: {0}")]
     Transport(#[from] StartError),
@@ -93,6 +107,9 @@ type Groups = Arc<Mutex<HashMap<GroupId, GroupEntry>>>;
 pub struct Node {
     config: NodeConfig,
     boot: u64,
+    identity: Mutex<IdentityFile>,
+    /// Set once the node learns it lost state; it then takes no further part.
+    fatal: watch::Sender<Option<LostState>>,
     transport: Option<Arc<Transport>>,
     local_addr: SocketAddr,
     groups: Groups,
@@ -123,7 +140,34 @@ impl Node {
         if !multi_threaded {
             return Err(NodeError::Runtime);
         }
-        let (transport, channels) = Transport::start(config.transport_config(), listener)?;
+        let (identity, opened) = tokio::task::block_in_place(|| {
+            IdentityFile::open(&config.data_dir, config.id, config.cluster_id)
+        })?;
+        let incarnation = identity.identity().incarnation;
+        match opened {
+            Opened::Existing => {}
+            Opened::Created => tracing::info!(
+                node = config.id,
+                incarnation = format_args!("{incarnation:#018x}"),
+                path = %identity.path().display(),
+                "new data directory: identity written"
+            ),
+            Opened::CreatedForOldDirectory => tracing::warn!(
+                node = config.id,
+                incarnation = format_args!("{incarnation:#018x}"),
+                path = %identity.path().display(),
+                "data directory from a version without an identity file: identity written; \
+                 its groups are listed as they start"
+            ),
+        }
+        let incarnations =
+            tokio::task::block_in_place(|| PeerIncarnations::open(&config.data_dir, PEERS_FILE))?;
+        let transport_config = crate::transport::TransportConfig {
+            incarnation,
+            ..config.transport_config()
+        };
+        let (transport, channels) =
+            Transport::start_with(transport_config, listener, incarnations)?;
         for (&id, &addr) in &config.peers {
             if id != config.id {
                 transport.add_peer(id, addr)?;
@@ -132,11 +176,20 @@ impl Node {
         let local_addr = transport.local_addr();
         let transport = Arc::new(transport);
         let groups: Groups = Arc::default();
-        let router = tokio::spawn(route(channels, Arc::clone(&groups), config.id));
+        let (fatal, _) = watch::channel(None);
+        let router = tokio::spawn(route(
+            channels,
+            Arc::clone(&groups),
+            config.id,
+            config.data_dir.clone(),
+            fatal.clone(),
+        ));
         let (shutdown, _) = watch::channel(false);
         tracing::info!(node = config.id, %local_addr, "node started");
         Ok(Node {
             boot: boot_id(),
+            identity: Mutex::new(identity),
+            fatal,
             config,
             transport: Some(transport),
             local_addr,
@@ -156,6 +209,34 @@ impl Node {
         self.local_addr
     }
 
+    /// This node's incarnation: fixed when its data directory was first used, presented
+    /// to peers in every handshake.
+    pub fn incarnation(&self) -> u64 {
+        lock(&self.identity).identity().incarnation
+    }
+
+    /// Why this node stopped taking part, if it did: a peer refused it because it knew
+    /// another incarnation of it.
+    pub fn lost_state(&self) -> Option<LostState> {
+        self.fatal.borrow().clone()
+    }
+
+    /// Resolves once the node hits an error it cannot run past, and never otherwise: a
+    /// peer refused it for lost state. By then every group has stopped; the caller should
+    /// report the error and shut the node down.
+    pub async fn fatal_error(&self) -> NodeError {
+        let mut fatal = self.fatal.subscribe();
+        let lost = match fatal.wait_for(Option::is_some).await {
+            Ok(lost) => lost.clone(),
+            // The sender lives as long as `self`.
+            Err(_) => None,
+        };
+        match lost {
+            Some(lost) => NodeError::LostState(lost),
+            None => std::future::pending().await,
+        }
+    }
+
     /// Opens (or creates) the group's log under the data directory, recovers it, restores
     /// `state_machine` from the newest snapshot and starts the group. Committed entries
     /// after the snapshot are re-applied as the core hands them out.
@@ -164,12 +245,19 @@ impl Node {
     /// it records a first snapshot at index 1 holding the initial voters (`peers`) and
     /// `state_machine`'s initial state, so every member starts from the same point and a
     /// node added later receives the configuration with a snapshot.
+    ///
+    /// A group this node took part in before (listed in its identity file) whose hard
+    /// state is gone, or whose hard state says more was committed than its log holds, is
+    /// refused with [`NodeError::LostState`].
     pub async fn start_group<S: StateMachine>(
         &self,
         group_id: GroupId,
         mut state_machine: S,
     ) -> Result<Group<S>, NodeError> {
         let transport = self.transport.clone().ok_or(NodeError::ShuttingDown)?;
+        if let Some(lost) = self.lost_state() {
+            return Err(NodeError::LostState(lost));
+        }
         if lock(&self.groups).contains_key(&group_id) {
             return Err(NodeError::GroupExists(group_id));
         }
@@ -194,9 +282,17 @@ impl Node {
         let wal = tokio::task::block_in_place(|| Wal::open(&dir, options))
             .map_err(|e| storage_err(e.into()))?;
         let wal = Arc::new(wal);
-        let fresh = wal.latest_snapshot().is_none()
-            && wal.last_index() == 0
-            && wal.hard_state() == ordo_wal::HardState::default();
+        let no_hard_state = wal.hard_state() == ordo_wal::HardState::default();
+        // A listed group had its hard state written before it was listed, and a hard state
+        // is only ever replaced, never removed: without one, the directory lost it.
+        let listed = lock(&self.identity).identity().groups.contains(&group_id.0);
+        if listed && no_hard_state {
+            return Err(NodeError::LostState(LostState::GroupMissing {
+                group: group_id.0,
+                dir,
+            }));
+        }
+        let fresh = wal.latest_snapshot().is_none() && wal.last_index() == 0 && no_hard_state;
         if fresh && !config.join {
             let voters = ordo_raft::ConfState::with_voters(config.peers.keys().copied());
             let initial = state_machine.snapshot();
@@ -212,6 +308,12 @@ impl Node {
             })
             .map_err(storage_err)?;
             tracing::info!(group = %group_id, node = config.id, voters = ?voters.voters, "group bootstrapped");
+        }
+        // Listed once it has a hard state (after bootstrapping; for a joining node, at the
+        // first start after it received one): from then on its loss is detected.
+        if !listed && wal.hard_state() != ordo_wal::HardState::default() {
+            tokio::task::block_in_place(|| lock(&self.identity).record_group(group_id.0))?;
+            tracing::info!(group = %group_id, node = config.id, "group listed in the identity file");
         }
         let mut members =
             tokio::task::block_in_place(|| MemberFile::load(&dir)).map_err(|source| {
@@ -243,7 +345,10 @@ impl Node {
         let storage = tokio::task::block_in_place(|| {
             WalStorage::open(Arc::clone(&wal), config.snapshot_bytes_max)
         })
-        .map_err(storage_err)?;
+        .map_err(|source| match source {
+            StorageFailure::LostState(lost) => NodeError::LostState(lost),
+            other => storage_err(other),
+        })?;
         let snap = storage.snapshot_meta();
         if snap.index > 0 {
             let data = tokio::task::block_in_place(|| storage.read_snapshot_data())
@@ -381,15 +486,27 @@ impl Node {
                 .unwrap_or(self.local_addr),
         };
         let driver = tokio::spawn(driver.run());
-        lock(&self.groups).insert(
-            group_id,
-            GroupEntry {
-                events: events_tx,
-                metrics: Arc::clone(&metrics),
-                driver,
-                apply_thread: Some(apply_thread),
-            },
-        );
+        {
+            let mut groups = lock(&self.groups);
+            // The router marks the node lost before it takes this lock to stop the groups:
+            // either it finds this group, or this check sees the mark.
+            let lost = self.lost_state();
+            if lost.is_some() {
+                driver.abort();
+            }
+            groups.insert(
+                group_id,
+                GroupEntry {
+                    events: events_tx,
+                    metrics: Arc::clone(&metrics),
+                    driver,
+                    apply_thread: Some(apply_thread),
+                },
+            );
+            if let Some(lost) = lost {
+                return Err(NodeError::LostState(lost));
+            }
+        }
         tracing::info!(group = %group_id, node = config.id, snapshot_index = snap.index, "group started");
         Ok(Group {
             id: group_id,
@@ -494,7 +611,17 @@ impl Drop for Node {
 
 /// Moves peer messages from the transport to their groups. Never waits on a group: a
 /// full group queue drops the message (Raft retransmits) and counts it.
-async fn route(mut channels: TransportChannels, groups: Groups, node_id: NodeId) {
+///
+/// A peer refusing this node for lost state is fatal: the node is marked lost and every
+/// group driver stopped where it is, so it sends nothing more (a node that lost its state
+/// must not vote or acknowledge), and whoever waits on [`Node::fatal_error`] learns why.
+async fn route(
+    mut channels: TransportChannels,
+    groups: Groups,
+    node_id: NodeId,
+    data_dir: std::path::PathBuf,
+    fatal: watch::Sender<Option<LostState>>,
+) {
     loop {
         tokio::select! {
             message = channels.messages.recv() => {
@@ -519,10 +646,40 @@ async fn route(mut channels: TransportChannels, groups: Groups, node_id: NodeId)
             }
             event = channels.events.recv() => {
                 let Some(event) = event else { return };
-                if let PeerEvent::Unreachable(peer) = event {
-                    for entry in lock(&groups).values() {
-                        let _ = entry.events.try_send(Event::Unreachable(peer));
+                match event {
+                    PeerEvent::Unreachable(peer) => {
+                        for entry in lock(&groups).values() {
+                            let _ = entry.events.try_send(Event::Unreachable(peer));
+                        }
                     }
+                    PeerEvent::OutboundError { peer, error }
+                        if error.reject_code() == RejectCode::LostState =>
+                    {
+                        let reason = match error {
+                            ProtocolError::RejectedByPeer { reason, .. } => reason,
+                            other => other.to_string(),
+                        };
+                        let lost = LostState::RefusedByPeer {
+                            node: node_id,
+                            peer,
+                            dir: data_dir.clone(),
+                            reason,
+                        };
+                        let first = fatal.send_if_modified(|current| {
+                            let first = current.is_none();
+                            if first {
+                                *current = Some(lost.clone());
+                            }
+                            first
+                        });
+                        if first {
+                            tracing::error!(node = node_id, peer, "{lost}; {LOST_STATE_REMEDY}");
+                            for entry in lock(&groups).values() {
+                                entry.driver.abort();
+                            }
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
