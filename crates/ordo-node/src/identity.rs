@@ -57,9 +57,8 @@ pub enum LostState {
     /// A peer remembers this node with another incarnation: the data directory was wiped,
     /// replaced or restored from a copy since that peer last talked to it.
     #[error(
-        "lost state: node {node} was refused by peer node {peer}, which knew another \
-         incarnation of it (the data directory {dir} was wiped, replaced or restored since): \
-         {reason}"
+        "lost state: peer node {peer} refused node {node}, so {dir} is not the data directory \
+         node {node} ran with (it was wiped, replaced or restored): {reason}"
     )]
     RefusedByPeer {
         /// This node.
