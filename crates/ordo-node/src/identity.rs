@@ -18,8 +18,16 @@
 //! group has a hard state on disk). A listed group whose directory is gone, or whose hard
 //! state is, lost state too; the node refuses to start it.
 //!
-//! A data directory from a version without this file gets one on its first start, listing
-//! no groups: each group is listed when it is next started with a hard state on disk.
+//! Next to it, the file `peers` holds the incarnations of the peers this node accepted; it
+//! is written (empty) before the identity, so an identity without it is a damaged
+//! directory and refused.
+//!
+//! Upgrading: a data directory from a version without these files gets both on its first
+//! start (with a new incarnation, an empty peer record and no groups listed; each group is
+//! listed when it starts with a hard state on disk). Its peers, upgraded at the same time
+//! (the peer protocol's version changed with the incarnation), have no record of it yet
+//! and accept it. Deleting the identity file later makes a node a stranger under a known
+//! id: its peers refuse it, as they would a wiped node.
 //!
 //! Layout: magic `ORDOID01`, node id, cluster id, incarnation (u64 each), group count
 //! (u32), group ids (u64 each), then a CRC32C of everything before it; big-endian.
@@ -31,7 +39,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::{Buf, BufMut, BytesMut};
 
-use crate::transport::NodeId;
+use crate::transport::{NodeId, PeerIncarnations};
 
 /// Name of the identity file in a node's data directory.
 pub(crate) const IDENTITY_FILE: &str = "identity";
@@ -246,6 +254,16 @@ impl IdentityFile {
                     path: path.clone(),
                     reason,
                 })?;
+                // Written before the identity, so its absence now is a loss.
+                let peers = dir.join(PEERS_FILE);
+                if !peers.try_exists().map_err(io)? {
+                    return Err(IdentityError::Corrupt {
+                        path: peers,
+                        reason: "missing next to the identity file: the record of which peer \
+                                 incarnations this node accepted is lost"
+                            .into(),
+                    });
+                }
                 let mismatch = |field, recorded, configured| IdentityError::Mismatch {
                     path: path.clone(),
                     field,
@@ -278,6 +296,7 @@ impl IdentityFile {
                         groups: BTreeSet::new(),
                     },
                 };
+                PeerIncarnations::create_if_missing(dir, PEERS_FILE)?;
                 file.store()?;
                 let opened = if old_contents {
                     Opened::CreatedForOldDirectory
@@ -396,6 +415,19 @@ mod tests {
         let (file, opened) = IdentityFile::open(dir.path(), 1, 1).unwrap();
         assert_eq!(opened, Opened::Created);
         assert_ne!(file.identity().incarnation, before);
+    }
+
+    #[test]
+    fn an_identity_without_its_peer_record_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        IdentityFile::open(dir.path(), 1, 1).unwrap();
+        assert!(dir.path().join(PEERS_FILE).exists());
+        fs::remove_file(dir.path().join(PEERS_FILE)).unwrap();
+        let err = IdentityFile::open(dir.path(), 1, 1).unwrap_err();
+        assert!(
+            matches!(&err, IdentityError::Corrupt { path, .. } if path.ends_with(PEERS_FILE)),
+            "{err}"
+        );
     }
 
     #[test]

@@ -107,7 +107,7 @@ type Groups = Arc<Mutex<HashMap<GroupId, GroupEntry>>>;
 pub struct Node {
     config: NodeConfig,
     boot: u64,
-    identity: Mutex<IdentityFile>,
+    identity: Arc<Mutex<IdentityFile>>,
     /// Set once the node learns it lost state; it then takes no further part.
     fatal: watch::Sender<Option<LostState>>,
     transport: Option<Arc<Transport>>,
@@ -188,7 +188,7 @@ impl Node {
         tracing::info!(node = config.id, %local_addr, "node started");
         Ok(Node {
             boot: boot_id(),
-            identity: Mutex::new(identity),
+            identity: Arc::new(Mutex::new(identity)),
             fatal,
             config,
             transport: Some(transport),
@@ -213,6 +213,18 @@ impl Node {
     /// to peers in every handshake.
     pub fn incarnation(&self) -> u64 {
         lock(&self.identity).identity().incarnation
+    }
+
+    /// The groups listed in this node's identity file: those with a hard state on disk,
+    /// whose loss the node detects at start.
+    pub fn listed_groups(&self) -> Vec<GroupId> {
+        let identity = lock(&self.identity);
+        identity
+            .identity()
+            .groups
+            .iter()
+            .map(|&g| GroupId(g))
+            .collect()
     }
 
     /// Why this node stopped taking part, if it did: a peer refused it because it knew
@@ -309,12 +321,16 @@ impl Node {
             .map_err(storage_err)?;
             tracing::info!(group = %group_id, node = config.id, voters = ?voters.voters, "group bootstrapped");
         }
-        // Listed once it has a hard state (after bootstrapping; for a joining node, at the
-        // first start after it received one): from then on its loss is detected.
-        if !listed && wal.hard_state() != ordo_wal::HardState::default() {
+        // Listed once it has a hard state (after bootstrapping, or as found on disk): from
+        // then on its loss is detected. A joining node's group is listed by
+        // `list_group_once_written` when its first hard state arrives.
+        let listed = if !listed && wal.hard_state() != ordo_wal::HardState::default() {
             tokio::task::block_in_place(|| lock(&self.identity).record_group(group_id.0))?;
             tracing::info!(group = %group_id, node = config.id, "group listed in the identity file");
-        }
+            true
+        } else {
+            listed
+        };
         let mut members =
             tokio::task::block_in_place(|| MemberFile::load(&dir)).map_err(|source| {
                 NodeError::Members {
@@ -402,6 +418,15 @@ impl Node {
         wal.on_durable(move |index| {
             let _ = durable_tx.send(index);
         });
+        if !listed {
+            tokio::spawn(list_group_once_written(
+                group_id,
+                Arc::downgrade(&wal),
+                std::time::Duration::from_millis(config.tick_interval_ms),
+                Arc::clone(&self.identity),
+                self.shutdown.subscribe(),
+            ));
+        }
         let (requests_tx, requests_rx) = mpsc::channel(config.group_queue_max);
         let (events_tx, events_rx) = mpsc::channel(config.group_queue_max);
         let (apply_tx, apply_rx) = mpsc::channel::<ApplyBatch>(config.apply_queue_batches_max);
@@ -605,6 +630,47 @@ impl Drop for Node {
         }
         if let Some(router) = self.router.take() {
             router.abort();
+        }
+    }
+}
+
+/// Lists a group in the identity file once its first hard state is on disk (a joining
+/// node receives it from the leader, maybe with nothing else but a snapshot). Looks once
+/// per tick: a lock and a comparison. Holds the log only weakly, so a stopped group's
+/// directory is let go at once, and ends with it.
+async fn list_group_once_written(
+    group: GroupId,
+    wal: std::sync::Weak<Wal>,
+    every: std::time::Duration,
+    identity: Arc<Mutex<IdentityFile>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let Some(written) = wal
+            .upgrade()
+            .map(|wal| wal.hard_state() != ordo_wal::HardState::default())
+        else {
+            return;
+        };
+        if written {
+            let recorded =
+                tokio::task::spawn_blocking(move || lock(&identity).record_group(group.0)).await;
+            match recorded {
+                Ok(Ok(())) => tracing::info!(%group, "group listed in the identity file"),
+                Ok(Err(error)) => {
+                    tracing::warn!(%group, %error, "listing the group in the identity file failed")
+                }
+                Err(error) => {
+                    tracing::warn!(%group, %error, "listing the group in the identity file failed")
+                }
+            }
+            return;
+        }
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }
 }

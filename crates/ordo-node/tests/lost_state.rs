@@ -225,6 +225,54 @@ async fn a_group_whose_directory_was_removed_is_refused_at_start_naming_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_joined_nodes_group_is_listed_once_it_has_state_and_its_loss_is_refused() {
+    let mut cluster = Cluster::start(3, no_tweak).await;
+    let leader = cluster.leader().await;
+    cluster.propose(leader, "a").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr4 = listener.local_addr().unwrap();
+    cluster.addrs.insert(4, addr4);
+    let mut config = cluster.config(4, &cluster.addrs);
+    config.join = true;
+    let member = common::start_member(config.clone(), listener)
+        .await
+        .unwrap();
+    assert!(
+        member.node.listed_groups().is_empty(),
+        "nothing on disk yet"
+    );
+    cluster.members.insert(4, member);
+    cluster
+        .group(leader)
+        .change_membership(ordo_node::MembershipChange::AddLearner { id: 4, addr: addr4 })
+        .await
+        .expect("add learner");
+    let last = cluster.propose(leader, "b").await.0;
+    assert_eq!(
+        text(&cluster.applied_entries(4, last).await),
+        vec!["a", "b"]
+    );
+    eventually("the joined group is listed", || {
+        cluster.members[&4].node.listed_groups() == vec![GROUP]
+    })
+    .await;
+
+    cluster.crash(4).await;
+    let group_dir = cluster.data_dir(4).join("group-1");
+    std::fs::remove_dir_all(&group_dir).unwrap();
+    let node = Node::start_on(config, bind_again(addr4).await).unwrap();
+    match node.start_group(GROUP, Recorder::default()).await {
+        Err(NodeError::LostState(LostState::GroupMissing { group: 1, dir })) => {
+            assert_eq!(dir, group_dir);
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("a joined node without its group's hard state started"),
+    }
+    node.shutdown().await;
+    cluster.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_commit_index_beyond_the_recovered_log_refuses_start_naming_both_indexes() {
     let mut cluster = Cluster::start(3, no_tweak).await;
     let leader = cluster.leader().await;

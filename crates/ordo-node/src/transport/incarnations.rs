@@ -10,7 +10,7 @@
 //! (u64 each), then a CRC32C of everything before it; big-endian.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::{Buf, BufMut, BytesMut};
@@ -79,6 +79,21 @@ impl PeerIncarnations {
         })
     }
 
+    /// Writes an empty record as `dir/name` unless the file exists: a node does so before
+    /// it writes its identity, so that a record missing next to an identity is known to
+    /// be lost rather than never written.
+    pub(crate) fn create_if_missing(dir: &Path, name: &str) -> Result<(), IdentityError> {
+        let path = dir.join(name);
+        match std::fs::metadata(&path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                write_atomic(dir, name, &encode(&BTreeMap::new()))
+                    .map_err(|source| IdentityError::Io { path, source })
+            }
+            Err(source) => Err(IdentityError::Io { path, source }),
+        }
+    }
+
     /// The incarnation on record for `peer`.
     pub fn get(&self, peer: NodeId) -> Option<u64> {
         self.lock().get(&peer).copied()
@@ -107,21 +122,29 @@ impl PeerIncarnations {
         }
         known.insert(peer, incarnation);
         if let Some((dir, name)) = &self.file {
-            let mut buf = BytesMut::new();
-            buf.put_slice(MAGIC);
-            buf.put_u32(known.len() as u32);
-            for (id, inc) in known.iter() {
-                buf.put_u64(*id);
-                buf.put_u64(*inc);
-            }
-            seal(&mut buf);
-            if let Err(error) = write_atomic(dir, name, &buf) {
+            if let Err(error) = write_atomic(dir, name, &encode(&known)) {
                 known.remove(&peer);
                 return Admission::Failed(format!("{}: {error}", dir.join(name).display()));
             }
         }
         Admission::Recorded
     }
+}
+
+fn encode(known: &BTreeMap<NodeId, u64>) -> BytesMut {
+    assert!(
+        known.len() <= PEER_INCARNATIONS_MAX,
+        "peer record limit passed"
+    );
+    let mut buf = BytesMut::new();
+    buf.put_slice(MAGIC);
+    buf.put_u32(known.len() as u32);
+    for (id, incarnation) in known {
+        buf.put_u64(*id);
+        buf.put_u64(*incarnation);
+    }
+    seal(&mut buf);
+    buf
 }
 
 fn decode(raw: &[u8]) -> Result<BTreeMap<NodeId, u64>, String> {
