@@ -54,7 +54,8 @@
 //! # Modules
 //!
 //! - [`transport`]: the peer transport. One long-lived TCP connection per peer and
-//!   direction, a versioned handshake that checks cluster and node ids, checksummed batch
+//!   direction, a versioned handshake that checks cluster and node ids and refuses a peer
+//!   that lost its state (another incarnation under a known id), checksummed batch
 //!   frames, bounded queues that drop rather than block, reconnect with backoff.
 //! - [`identity`]: the data directory's identity file and incarnation, and [`LostState`],
 //!   why a node whose directory lost what it promised refuses to run.
