@@ -12,7 +12,9 @@
 //! its incarnation in every peer handshake; each peer records, durably and before
 //! accepting the first connection, the incarnation of every node it has talked to, and
 //! refuses a known node that comes back with another one (see
-//! [`transport`](crate::transport)). A refused node stops and says it lost state.
+//! [`transport`](crate::transport)). A refused node stops and says it lost state, and
+//! writes the file `lost-state` into its directory first: started again on it, it refuses
+//! at once, even when no peer is reachable to refuse it.
 //!
 //! The file also lists the groups whose state this node has made promises about (once a
 //! group has a hard state on disk). A listed group whose directory is gone, or whose hard
@@ -46,6 +48,13 @@ pub(crate) const IDENTITY_FILE: &str = "identity";
 
 /// Name of the file in which a node records the incarnations of its peers.
 pub(crate) const PEERS_FILE: &str = "peers";
+
+/// Name of the file a node writes into its data directory when a peer refused it for lost
+/// state: the directory stays refused, even while no peer can be reached to say so.
+pub(crate) const LOST_STATE_FILE: &str = "lost-state";
+
+/// Longest reason kept in (and read back from) the lost-state file.
+const LOST_STATE_REASON_BYTES_MAX: u64 = 4096;
 
 const MAGIC: &[u8; 8] = b"ORDOID01";
 
@@ -104,6 +113,18 @@ pub enum LostState {
         /// The last index the log and the snapshot hold.
         held: u64,
     },
+    /// A peer refused this node for lost state before; the directory was marked and stays
+    /// refused until it is moved aside.
+    #[error(
+        "lost state: {dir} was refused before and is marked as lost ({reason}); it stays \
+         refused until it is moved aside"
+    )]
+    Marked {
+        /// The data directory.
+        dir: PathBuf,
+        /// What the mark says.
+        reason: String,
+    },
     /// The log starts after the newest snapshot: the snapshot that covered the entries
     /// before it is gone.
     #[error(
@@ -160,6 +181,32 @@ pub enum IdentityError {
     /// The operating system could not supply a random incarnation.
     #[error("no random number for a new incarnation: {0}")]
     Random(String),
+}
+
+/// Marks `dir` as lost, durably, with `reason`.
+pub(crate) fn mark_lost(dir: &Path, reason: &str) -> std::io::Result<()> {
+    let mut end = reason.len().min(LOST_STATE_REASON_BYTES_MAX as usize);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    write_atomic(dir, LOST_STATE_FILE, &reason.as_bytes()[..end])
+}
+
+/// The lost-state mark in `dir`, if there is one.
+pub(crate) fn check_not_marked(dir: &Path) -> Result<(), LostState> {
+    use std::io::Read;
+    let Ok(file) = File::open(dir.join(LOST_STATE_FILE)) else {
+        return Ok(());
+    };
+    let mut reason = Vec::new();
+    // The mark's presence is what counts; an unreadable reason still refuses.
+    let _ = file
+        .take(LOST_STATE_REASON_BYTES_MAX)
+        .read_to_end(&mut reason);
+    Err(LostState::Marked {
+        dir: dir.to_path_buf(),
+        reason: String::from_utf8_lossy(&reason).into_owned(),
+    })
 }
 
 /// Replaces `dir/name` with `bytes` atomically and durably: a temporary file, fsynced,

@@ -17,7 +17,8 @@ use crate::config::{ConfigError, FsyncPolicy, NodeConfig};
 use crate::driver::{Driver, Event, GroupError};
 use crate::group::{boot_id, lock, Group, GroupId};
 use crate::identity::{
-    IdentityError, IdentityFile, LostState, Opened, LOST_STATE_REMEDY, PEERS_FILE,
+    check_not_marked, mark_lost, IdentityError, IdentityFile, LostState, Opened, LOST_STATE_REMEDY,
+    PEERS_FILE,
 };
 use crate::members::MemberFile;
 use crate::metrics::{inc, GroupMetrics};
@@ -140,6 +141,7 @@ impl Node {
         if !multi_threaded {
             return Err(NodeError::Runtime);
         }
+        tokio::task::block_in_place(|| check_not_marked(&config.data_dir))?;
         let (identity, opened) = tokio::task::block_in_place(|| {
             IdentityFile::open(&config.data_dir, config.id, config.cluster_id)
         })?;
@@ -731,18 +733,26 @@ async fn route(
                             dir: data_dir.clone(),
                             reason,
                         };
-                        let first = fatal.send_if_modified(|current| {
-                            let first = current.is_none();
-                            if first {
-                                *current = Some(lost.clone());
-                            }
-                            first
-                        });
-                        if first {
-                            tracing::error!(node = node_id, peer, "{lost}; {LOST_STATE_REMEDY}");
-                            for entry in lock(&groups).values() {
-                                entry.driver.abort();
-                            }
+                        if fatal.borrow().is_some() {
+                            continue;
+                        }
+                        tracing::error!(node = node_id, peer, "{lost}; {LOST_STATE_REMEDY}");
+                        // Stop taking part at once; then mark the directory, so it stays
+                        // refused even when no peer is there to say so; then tell the
+                        // waiters, who may end the process.
+                        for entry in lock(&groups).values() {
+                            entry.driver.abort();
+                        }
+                        let (dir, text) = (data_dir.clone(), lost.to_string());
+                        match tokio::task::spawn_blocking(move || mark_lost(&dir, &text)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(error)) => tracing::error!(node = node_id, %error, "marking the data directory as lost failed"),
+                            Err(error) => tracing::error!(node = node_id, %error, "marking the data directory as lost failed"),
+                        }
+                        fatal.send_replace(Some(lost));
+                        // Groups started meanwhile saw no mark yet; every later one will.
+                        for entry in lock(&groups).values() {
+                            entry.driver.abort();
                         }
                     }
                     _ => {}

@@ -35,7 +35,11 @@ fn peer_incarnation(cluster: &Cluster, on: NodeId, of: NodeId) -> Option<u64> {
 /// once when starting its group, or soon after, when a peer refuses it.
 async fn start_expecting_lost_state(cluster: &Cluster, id: NodeId) -> LostState {
     let config = cluster.config(id, &cluster.addrs);
-    let node = Node::start_on(config, bind_again(cluster.addrs[&id]).await).unwrap();
+    let node = match Node::start_on(config, bind_again(cluster.addrs[&id]).await) {
+        Ok(node) => node,
+        Err(NodeError::LostState(lost)) => return lost,
+        Err(other) => panic!("{other}"),
+    };
     let error = match node.start_group(GROUP, Recorder::default()).await {
         Err(error) => error,
         Ok(group) => {
@@ -119,10 +123,19 @@ async fn a_wiped_node_is_refused_reports_lost_state_and_stays_refused_after_its_
         assert_eq!(peer_incarnation(&cluster, id, victim), Some(old));
     }
 
+    // The directory is marked: it stays refused without asking anyone.
+    let lost = start_expecting_lost_state(&cluster, victim).await;
+    assert!(
+        matches!(&lost, LostState::Marked { dir, reason }
+            if dir == &cluster.data_dir(victim) && reason.contains("refused")),
+        "{lost:?}"
+    );
+
     // The two others are a majority without it.
     let last = cluster.propose(leader, "b").await.0;
 
-    // Both peers crash at once and come back: their record is on disk.
+    // Both peers crash at once and come back: their record is on disk. The victim is
+    // wiped again (mark and all), and is still refused.
     for &id in &others {
         cluster.crash(id).await;
     }
@@ -130,6 +143,7 @@ async fn a_wiped_node_is_refused_reports_lost_state_and_stays_refused_after_its_
         cluster.restart(id).await.unwrap();
         assert_eq!(peer_incarnation(&cluster, id, victim), Some(old));
     }
+    std::fs::remove_dir_all(cluster.data_dir(victim)).unwrap();
     let lost = start_expecting_lost_state(&cluster, victim).await;
     assert!(matches!(lost, LostState::RefusedByPeer { .. }), "{lost:?}");
 

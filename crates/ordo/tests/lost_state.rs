@@ -44,6 +44,20 @@ async fn a_server_restarted_on_a_wiped_directory_exits_3_saying_lost_state_and_w
         assert!(line.contains(&needle), "{needle:?} missing from: {line}");
     }
 
+    // Started again on what is left, it refuses at once: the directory is marked.
+    let log_before = log;
+    cluster.start(victim).expect("start the victim again");
+    let exit = tokio::task::block_in_place(|| cluster.wait_exit(victim, STEP));
+    assert_eq!(exit, Some(Some(3)), "a marked directory must stay refused");
+    let log = std::fs::read_to_string(cluster.log_path(victim)).unwrap();
+    assert!(
+        log[log_before.len()..]
+            .lines()
+            .any(|l| l.starts_with("ordo server: lost state") && l.contains("marked as lost")),
+        "{}",
+        &log[log_before.len()..]
+    );
+
     // The two others are a majority without it.
     let ignore = [victim];
     let leader = cluster.wait_leader(&ignore, STEP).await.expect("a leader");
