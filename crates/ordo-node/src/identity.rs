@@ -178,6 +178,14 @@ pub enum IdentityError {
         /// The configured value.
         configured: u64,
     },
+    /// The node hosts as many groups as it may.
+    #[error("{path}: this node already lists {max} groups, the most it may host")]
+    TooManyGroups {
+        /// The identity file.
+        path: PathBuf,
+        /// [`GROUPS_MAX`].
+        max: usize,
+    },
     /// The operating system could not supply a random incarnation.
     #[error("no random number for a new incarnation: {0}")]
     Random(String),
@@ -371,9 +379,9 @@ impl IdentityFile {
             return Ok(());
         }
         if self.identity.groups.len() >= GROUPS_MAX {
-            return Err(IdentityError::Corrupt {
+            return Err(IdentityError::TooManyGroups {
                 path: self.path(),
-                reason: format!("more than {GROUPS_MAX} groups"),
+                max: GROUPS_MAX,
             });
         }
         self.identity.groups.insert(group);
