@@ -54,8 +54,11 @@
 //! # Modules
 //!
 //! - [`transport`]: the peer transport. One long-lived TCP connection per peer and
-//!   direction, a versioned handshake that checks cluster and node ids, checksummed batch
+//!   direction, a versioned handshake that checks cluster and node ids and refuses a peer
+//!   that lost its state (another incarnation under a known id), checksummed batch
 //!   frames, bounded queues that drop rather than block, reconnect with backoff.
+//! - [`identity`]: the data directory's identity file and incarnation, and [`LostState`],
+//!   why a node whose directory lost what it promised refuses to run.
 //! - [`codec`]: the versioned encoding of Raft messages, forwarded proposals and snapshot
 //!   chunks carried as transport payloads.
 //! - `storage`: the core's `Storage` over the WAL.
@@ -66,6 +69,7 @@ pub mod codec;
 mod config;
 mod driver;
 mod group;
+pub mod identity;
 mod members;
 mod metrics;
 mod node;
@@ -79,6 +83,7 @@ pub use driver::GroupError;
 pub use group::{
     Group, GroupId, GroupStatus, MembershipChange, PeerStatus, ProposeError, ReadError,
 };
+pub use identity::{IdentityError, LostState, LOST_STATE_REMEDY};
 pub use members::MembersError;
 pub use metrics::{Histogram, HistogramSnapshot, MetricsSnapshot, HISTOGRAM_BUCKETS};
 pub use node::{role_name, Node, NodeError};

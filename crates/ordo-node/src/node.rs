@@ -16,11 +16,18 @@ use crate::codec::WireMessage;
 use crate::config::{ConfigError, FsyncPolicy, NodeConfig};
 use crate::driver::{Driver, Event, GroupError};
 use crate::group::{boot_id, lock, Group, GroupId};
+use crate::identity::{
+    check_not_marked, mark_lost, IdentityError, IdentityFile, LostState, Opened, LOST_STATE_REMEDY,
+    PEERS_FILE,
+};
 use crate::members::MemberFile;
 use crate::metrics::{inc, GroupMetrics};
 use crate::state_machine::StateMachine;
 use crate::storage::{StorageFailure, WalStorage};
-use crate::transport::{NodeId, PeerError, PeerEvent, StartError, Transport, TransportChannels};
+use crate::transport::{
+    NodeId, PeerError, PeerEvent, PeerIncarnations, ProtocolError, RejectCode, StartError,
+    Transport, TransportChannels,
+};
 
 /// Why a node or group could not start.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +35,14 @@ pub enum NodeError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The node lost state it had promised its peers it holds, so it must not take part:
+    /// found at start, or learnt from a peer that refused it.
+    #[error("{0}; {remedy}", remedy = LOST_STATE_REMEDY)]
+    LostState(#[from] LostState),
+    /// The data directory's identity file or peer record is unusable, or belongs to
+    /// another node.
+    #[error("data directory: {0}")]
+    Identity(#[from] IdentityError),
     /// The peer transport could not start.
     #[error("peer transport: {0}")]
     Transport(#[from] StartError),
@@ -93,6 +108,9 @@ type Groups = Arc<Mutex<HashMap<GroupId, GroupEntry>>>;
 pub struct Node {
     config: NodeConfig,
     boot: u64,
+    identity: Arc<Mutex<IdentityFile>>,
+    /// Set once the node learns it lost state; it then takes no further part.
+    fatal: watch::Sender<Option<LostState>>,
     transport: Option<Arc<Transport>>,
     local_addr: SocketAddr,
     groups: Groups,
@@ -123,7 +141,35 @@ impl Node {
         if !multi_threaded {
             return Err(NodeError::Runtime);
         }
-        let (transport, channels) = Transport::start(config.transport_config(), listener)?;
+        tokio::task::block_in_place(|| check_not_marked(&config.data_dir))?;
+        let (identity, opened) = tokio::task::block_in_place(|| {
+            IdentityFile::open(&config.data_dir, config.id, config.cluster_id)
+        })?;
+        let incarnation = identity.identity().incarnation;
+        match opened {
+            Opened::Existing => {}
+            Opened::Created => tracing::info!(
+                node = config.id,
+                incarnation = format_args!("{incarnation:#018x}"),
+                path = %identity.path().display(),
+                "new data directory: identity written"
+            ),
+            Opened::CreatedForOldDirectory => tracing::warn!(
+                node = config.id,
+                incarnation = format_args!("{incarnation:#018x}"),
+                path = %identity.path().display(),
+                "data directory from a version without an identity file: identity written; \
+                 its groups are listed as they start"
+            ),
+        }
+        let incarnations =
+            tokio::task::block_in_place(|| PeerIncarnations::open(&config.data_dir, PEERS_FILE))?;
+        let transport_config = crate::transport::TransportConfig {
+            incarnation,
+            ..config.transport_config()
+        };
+        let (transport, channels) =
+            Transport::start_with(transport_config, listener, incarnations)?;
         for (&id, &addr) in &config.peers {
             if id != config.id {
                 transport.add_peer(id, addr)?;
@@ -132,11 +178,20 @@ impl Node {
         let local_addr = transport.local_addr();
         let transport = Arc::new(transport);
         let groups: Groups = Arc::default();
-        let router = tokio::spawn(route(channels, Arc::clone(&groups), config.id));
+        let (fatal, _) = watch::channel(None);
+        let router = tokio::spawn(route(
+            channels,
+            Arc::clone(&groups),
+            config.id,
+            config.data_dir.clone(),
+            fatal.clone(),
+        ));
         let (shutdown, _) = watch::channel(false);
         tracing::info!(node = config.id, %local_addr, "node started");
         Ok(Node {
             boot: boot_id(),
+            identity: Arc::new(Mutex::new(identity)),
+            fatal,
             config,
             transport: Some(transport),
             local_addr,
@@ -156,6 +211,46 @@ impl Node {
         self.local_addr
     }
 
+    /// This node's incarnation: fixed when its data directory was first used, presented
+    /// to peers in every handshake.
+    pub fn incarnation(&self) -> u64 {
+        lock(&self.identity).identity().incarnation
+    }
+
+    /// The groups listed in this node's identity file: those with a hard state on disk,
+    /// whose loss the node detects at start.
+    pub fn listed_groups(&self) -> Vec<GroupId> {
+        let identity = lock(&self.identity);
+        identity
+            .identity()
+            .groups
+            .iter()
+            .map(|&g| GroupId(g))
+            .collect()
+    }
+
+    /// Why this node stopped taking part, if it did: a peer refused it because it knew
+    /// another incarnation of it.
+    pub fn lost_state(&self) -> Option<LostState> {
+        self.fatal.borrow().clone()
+    }
+
+    /// Resolves once the node hits an error it cannot run past, and never otherwise: a
+    /// peer refused it for lost state. By then every group has stopped; the caller should
+    /// report the error and shut the node down.
+    pub async fn fatal_error(&self) -> NodeError {
+        let mut fatal = self.fatal.subscribe();
+        let lost = match fatal.wait_for(Option::is_some).await {
+            Ok(lost) => lost.clone(),
+            // The sender lives as long as `self`.
+            Err(_) => None,
+        };
+        match lost {
+            Some(lost) => NodeError::LostState(lost),
+            None => std::future::pending().await,
+        }
+    }
+
     /// Opens (or creates) the group's log under the data directory, recovers it, restores
     /// `state_machine` from the newest snapshot and starts the group. Committed entries
     /// after the snapshot are re-applied as the core hands them out.
@@ -164,12 +259,19 @@ impl Node {
     /// it records a first snapshot at index 1 holding the initial voters (`peers`) and
     /// `state_machine`'s initial state, so every member starts from the same point and a
     /// node added later receives the configuration with a snapshot.
+    ///
+    /// A group this node took part in before (listed in its identity file) whose hard
+    /// state is gone, or whose hard state says more was committed than its log holds, is
+    /// refused with [`NodeError::LostState`].
     pub async fn start_group<S: StateMachine>(
         &self,
         group_id: GroupId,
         mut state_machine: S,
     ) -> Result<Group<S>, NodeError> {
         let transport = self.transport.clone().ok_or(NodeError::ShuttingDown)?;
+        if let Some(lost) = self.lost_state() {
+            return Err(NodeError::LostState(lost));
+        }
         if lock(&self.groups).contains_key(&group_id) {
             return Err(NodeError::GroupExists(group_id));
         }
@@ -194,9 +296,17 @@ impl Node {
         let wal = tokio::task::block_in_place(|| Wal::open(&dir, options))
             .map_err(|e| storage_err(e.into()))?;
         let wal = Arc::new(wal);
-        let fresh = wal.latest_snapshot().is_none()
-            && wal.last_index() == 0
-            && wal.hard_state() == ordo_wal::HardState::default();
+        let no_hard_state = wal.hard_state() == ordo_wal::HardState::default();
+        // A listed group had its hard state written before it was listed, and a hard state
+        // is only ever replaced, never removed: without one, the directory lost it.
+        let listed = lock(&self.identity).identity().groups.contains(&group_id.0);
+        if listed && no_hard_state {
+            return Err(NodeError::LostState(LostState::GroupMissing {
+                group: group_id.0,
+                dir,
+            }));
+        }
+        let fresh = wal.latest_snapshot().is_none() && wal.last_index() == 0 && no_hard_state;
         if fresh && !config.join {
             let voters = ordo_raft::ConfState::with_voters(config.peers.keys().copied());
             let initial = state_machine.snapshot();
@@ -213,6 +323,16 @@ impl Node {
             .map_err(storage_err)?;
             tracing::info!(group = %group_id, node = config.id, voters = ?voters.voters, "group bootstrapped");
         }
+        // Listed once it has a hard state (after bootstrapping, or as found on disk): from
+        // then on its loss is detected. A joining node's group is listed by
+        // `list_group_once_written` when its first hard state arrives.
+        let listed = if !listed && wal.hard_state() != ordo_wal::HardState::default() {
+            tokio::task::block_in_place(|| lock(&self.identity).record_group(group_id.0))?;
+            tracing::info!(group = %group_id, node = config.id, "group listed in the identity file");
+            true
+        } else {
+            listed
+        };
         let mut members =
             tokio::task::block_in_place(|| MemberFile::load(&dir)).map_err(|source| {
                 NodeError::Members {
@@ -243,7 +363,10 @@ impl Node {
         let storage = tokio::task::block_in_place(|| {
             WalStorage::open(Arc::clone(&wal), config.snapshot_bytes_max)
         })
-        .map_err(storage_err)?;
+        .map_err(|source| match source {
+            StorageFailure::LostState(lost) => NodeError::LostState(lost),
+            other => storage_err(other),
+        })?;
         let snap = storage.snapshot_meta();
         if snap.index > 0 {
             let data = tokio::task::block_in_place(|| storage.read_snapshot_data())
@@ -297,6 +420,15 @@ impl Node {
         wal.on_durable(move |index| {
             let _ = durable_tx.send(index);
         });
+        if !listed {
+            tokio::spawn(list_group_once_written(
+                group_id,
+                Arc::downgrade(&wal),
+                std::time::Duration::from_millis(config.tick_interval_ms),
+                Arc::clone(&self.identity),
+                self.shutdown.subscribe(),
+            ));
+        }
         let (requests_tx, requests_rx) = mpsc::channel(config.group_queue_max);
         let (events_tx, events_rx) = mpsc::channel(config.group_queue_max);
         let (apply_tx, apply_rx) = mpsc::channel::<ApplyBatch>(config.apply_queue_batches_max);
@@ -381,15 +513,27 @@ impl Node {
                 .unwrap_or(self.local_addr),
         };
         let driver = tokio::spawn(driver.run());
-        lock(&self.groups).insert(
-            group_id,
-            GroupEntry {
-                events: events_tx,
-                metrics: Arc::clone(&metrics),
-                driver,
-                apply_thread: Some(apply_thread),
-            },
-        );
+        {
+            let mut groups = lock(&self.groups);
+            // The router marks the node lost before it takes this lock to stop the groups:
+            // either it finds this group, or this check sees the mark.
+            let lost = self.lost_state();
+            if lost.is_some() {
+                driver.abort();
+            }
+            groups.insert(
+                group_id,
+                GroupEntry {
+                    events: events_tx,
+                    metrics: Arc::clone(&metrics),
+                    driver,
+                    apply_thread: Some(apply_thread),
+                },
+            );
+            if let Some(lost) = lost {
+                return Err(NodeError::LostState(lost));
+            }
+        }
         tracing::info!(group = %group_id, node = config.id, snapshot_index = snap.index, "group started");
         Ok(Group {
             id: group_id,
@@ -492,9 +636,60 @@ impl Drop for Node {
     }
 }
 
+/// Lists a group in the identity file once its first hard state is on disk (a joining
+/// node receives it from the leader, maybe with nothing else but a snapshot). Looks once
+/// per tick: a lock and a comparison. Holds the log only weakly, so a stopped group's
+/// directory is let go at once, and ends with it.
+async fn list_group_once_written(
+    group: GroupId,
+    wal: std::sync::Weak<Wal>,
+    every: std::time::Duration,
+    identity: Arc<Mutex<IdentityFile>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let Some(written) = wal
+            .upgrade()
+            .map(|wal| wal.hard_state() != ordo_wal::HardState::default())
+        else {
+            return;
+        };
+        if written {
+            let recorded =
+                tokio::task::spawn_blocking(move || lock(&identity).record_group(group.0)).await;
+            match recorded {
+                Ok(Ok(())) => tracing::info!(%group, "group listed in the identity file"),
+                Ok(Err(error)) => {
+                    tracing::warn!(%group, %error, "listing the group in the identity file failed")
+                }
+                Err(error) => {
+                    tracing::warn!(%group, %error, "listing the group in the identity file failed")
+                }
+            }
+            return;
+        }
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
 /// Moves peer messages from the transport to their groups. Never waits on a group: a
 /// full group queue drops the message (Raft retransmits) and counts it.
-async fn route(mut channels: TransportChannels, groups: Groups, node_id: NodeId) {
+///
+/// A peer refusing this node for lost state is fatal: the node is marked lost and every
+/// group driver stopped where it is, so it sends nothing more (a node that lost its state
+/// must not vote or acknowledge), and whoever waits on [`Node::fatal_error`] learns why.
+async fn route(
+    mut channels: TransportChannels,
+    groups: Groups,
+    node_id: NodeId,
+    data_dir: std::path::PathBuf,
+    fatal: watch::Sender<Option<LostState>>,
+) {
     loop {
         tokio::select! {
             message = channels.messages.recv() => {
@@ -519,10 +714,48 @@ async fn route(mut channels: TransportChannels, groups: Groups, node_id: NodeId)
             }
             event = channels.events.recv() => {
                 let Some(event) = event else { return };
-                if let PeerEvent::Unreachable(peer) = event {
-                    for entry in lock(&groups).values() {
-                        let _ = entry.events.try_send(Event::Unreachable(peer));
+                match event {
+                    PeerEvent::Unreachable(peer) => {
+                        for entry in lock(&groups).values() {
+                            let _ = entry.events.try_send(Event::Unreachable(peer));
+                        }
                     }
+                    PeerEvent::OutboundError { peer, error }
+                        if error.reject_code() == RejectCode::LostState =>
+                    {
+                        let reason = match error {
+                            ProtocolError::RejectedByPeer { reason, .. } => reason,
+                            other => other.to_string(),
+                        };
+                        let lost = LostState::RefusedByPeer {
+                            node: node_id,
+                            peer,
+                            dir: data_dir.clone(),
+                            reason,
+                        };
+                        if fatal.borrow().is_some() {
+                            continue;
+                        }
+                        tracing::error!(node = node_id, peer, "{lost}; {LOST_STATE_REMEDY}");
+                        // Stop taking part at once; then mark the directory, so it stays
+                        // refused even when no peer is there to say so; then tell the
+                        // waiters, who may end the process.
+                        for entry in lock(&groups).values() {
+                            entry.driver.abort();
+                        }
+                        let (dir, text) = (data_dir.clone(), lost.to_string());
+                        match tokio::task::spawn_blocking(move || mark_lost(&dir, &text)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(error)) => tracing::error!(node = node_id, %error, "marking the data directory as lost failed"),
+                            Err(error) => tracing::error!(node = node_id, %error, "marking the data directory as lost failed"),
+                        }
+                        fatal.send_replace(Some(lost));
+                        // Groups started meanwhile saw no mark yet; every later one will.
+                        for entry in lock(&groups).values() {
+                            entry.driver.abort();
+                        }
+                    }
+                    _ => {}
                 }
             }
         }

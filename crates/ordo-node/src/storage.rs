@@ -17,6 +17,7 @@ use ordo_raft::{
 use ordo_wal::Wal;
 
 use crate::codec::{decode_conf_state, encode_conf_state, entry_kind_from_u8, entry_kind_to_u8};
+use crate::identity::LostState;
 
 /// Why the runtime could not persist or load a group's state.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,9 @@ pub enum StorageFailure {
         /// The error.
         source: std::io::Error,
     },
+    /// The directory holds less than this node had made durable and promised.
+    #[error(transparent)]
+    LostState(#[from] crate::identity::LostState),
     /// A snapshot is larger than the configured maximum.
     #[error("snapshot of {bytes} bytes exceeds snapshot_bytes_max {max}")]
     SnapshotTooLarge {
@@ -129,6 +133,14 @@ impl WalStorage {
             }
             None => (SnapshotMeta::default(), (0, 0)),
         };
+        if wal.first_index() > compacted.0 + 1 {
+            return Err(LostState::SnapshotMissing {
+                dir: wal.dir().to_path_buf(),
+                first: wal.first_index(),
+                snapshot: compacted.0,
+            }
+            .into());
+        }
         if wal.first_index() != compacted.0 + 1 {
             return Err(StorageFailure::Malformed {
                 what: "log start",
@@ -141,13 +153,24 @@ impl WalStorage {
             });
         }
         let whs = wal.hard_state();
-        let last = wal.last_index();
+        let held = wal.last_index().max(compacted.0);
+        // The runtime records a commit index only once the log durably holds it (and a
+        // suffix cut lowers the durable index first), so a larger one means durable
+        // entries are gone: entries this node acknowledged and may have counted towards a
+        // quorum. Running on would let it vote for a leader that lacks them.
+        if whs.commit > held {
+            return Err(LostState::CommitBeyondLog {
+                dir: wal.dir().to_path_buf(),
+                commit: whs.commit,
+                held,
+            }
+            .into());
+        }
         let hard_state = HardState {
             term: whs.term.max(compacted.1),
             vote: whs.vote.unwrap_or(0),
-            // The commit index is persisted lazily; it cannot exceed what the log holds,
-            // and the snapshot is committed by definition.
-            commit: whs.commit.min(last).max(compacted.0),
+            // The snapshot is committed by definition.
+            commit: whs.commit.max(compacted.0),
         };
         let conf_now = snapshot_meta.conf_state.clone();
         Ok(WalStorage {
@@ -478,6 +501,65 @@ mod tests {
         assert_eq!(
             storage.read_snapshot_data().unwrap(),
             Bytes::from_static(b"state")
+        );
+    }
+
+    #[test]
+    fn a_commit_index_beyond_the_recovered_log_is_lost_state_naming_both_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = open_wal(dir.path());
+        WalStorage::write_snapshot(&wal, 1, 1, &ConfState::with_voters([1, 2, 3]), b"").unwrap();
+        wal.truncate_prefix(1).unwrap();
+        wal.append(&(2..=5).map(|i| entry(i, 1)).collect::<Vec<_>>())
+            .unwrap();
+        wal.set_hard_state(ordo_wal::HardState {
+            term: 1,
+            vote: Some(1),
+            commit: 5,
+        })
+        .unwrap();
+        wal.sync().unwrap();
+        // Committed entries 4 and 5 vanish: the WAL itself sees a shorter, intact log.
+        wal.truncate_suffix(4).unwrap();
+        drop(wal);
+        let err = WalStorage::open(open_wal(dir.path()), 1 << 20).unwrap_err();
+        match &err {
+            StorageFailure::LostState(LostState::CommitBeyondLog {
+                dir: d,
+                commit,
+                held,
+            }) => {
+                assert_eq!((d.as_path(), *commit, *held), (dir.path(), 5, 3));
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains("lost state") && text.contains("index 5") && text.contains("index 3"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_log_that_starts_after_its_snapshot_is_lost_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = open_wal(dir.path());
+        wal.append(&(1..=6).map(|i| entry(i, 1)).collect::<Vec<_>>())
+            .unwrap();
+        wal.truncate_prefix(4).unwrap();
+        drop(wal);
+        // No snapshot covers entries 1 to 4 any more.
+        let err = WalStorage::open(open_wal(dir.path()), 1 << 20).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StorageFailure::LostState(LostState::SnapshotMissing {
+                    first: 5,
+                    snapshot: 0,
+                    ..
+                })
+            ),
+            "{err:?}"
         );
     }
 

@@ -466,6 +466,7 @@ fn hello(version: u16, cluster_id: u64, from: NodeId, to: NodeId) -> Vec<u8> {
     out.put_u64(cluster_id);
     out.put_u64(from);
     out.put_u64(to);
+    out.put_u64(1); // incarnation
     out
 }
 

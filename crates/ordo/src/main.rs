@@ -18,7 +18,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Commands {
-    /// Run one node of a cluster.
+    /// Run one node of a cluster. Exits with status 3 when the node lost state it had
+    /// promised its peers (a wiped or damaged data directory): it must be replaced, not
+    /// restarted.
     Server(Box<ServerArgs>),
     /// Start a local three-node cluster and tell the bank-account story on it.
     Demo {
@@ -60,6 +62,38 @@ fn report(error: &anyhow::Error) {
     for cause in error.chain().skip(1) {
         eprintln!("  caused by: {cause}");
     }
+}
+
+/// Exit status of `ordo server` for a node that lost state: a supervisor should not
+/// restart it.
+const LOST_STATE_EXIT: u8 = 3;
+
+fn lost_state(error: &anyhow::Error) -> Option<&ordo_node::LostState> {
+    error.chain().find_map(|cause| match cause.downcast_ref() {
+        Some(ordo_node::NodeError::LostState(lost)) => Some(lost),
+        _ => None,
+    })
+}
+
+/// One line: what was lost, and the commands that replace the node.
+fn lost_state_line(
+    id: ordo_node::NodeId,
+    peer_addr: std::net::SocketAddr,
+    data_dir: &std::path::Path,
+    lost: &ordo_node::LostState,
+) -> String {
+    let what: String = lost
+        .to_string()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!(
+        "{what}. This node must not rejoin with what is left. To replace it: \
+         `etcdctl member remove {id:x}`; move {} aside; `etcdctl member add <name> \
+         --peer-urls=http://{peer_addr}`; then start the new member on an empty data \
+         directory with `ordo server --join ...`, and it catches up from its peers",
+        data_dir.display()
+    )
 }
 
 /// Runs `ordo check`: exit 0 when nothing was violated, 1 on anomalies, 2 when the history
@@ -107,9 +141,16 @@ fn main() -> ExitCode {
                 .with_writer(std::io::stderr)
                 .with_ansi(false)
                 .init();
-            server_runtime()
+            let (id, peer_addr) = (config.node.id, config.node.peer_addr);
+            let data_dir = config.node.data_dir.clone();
+            let served = server_runtime()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(ordo::server::run(config, ordo::server::termination_signal())))
+                .and_then(|rt| rt.block_on(ordo::server::run(config, ordo::server::termination_signal())));
+            if let Some(lost) = served.as_ref().err().and_then(lost_state) {
+                eprintln!("ordo server: {}", lost_state_line(id, peer_addr, &data_dir, lost));
+                return ExitCode::from(LOST_STATE_EXIT);
+            }
+            served
         }
         Commands::Demo { data_dir } => std::env::current_exe()
             .map_err(anyhow::Error::from)

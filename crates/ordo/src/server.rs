@@ -93,6 +93,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
             tracing::info!(node = id, "shutting down");
             Ok(())
         }
+        error = node.fatal_error() => Err(anyhow::Error::new(error)),
         result = &mut api_task => match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(anyhow::Error::new(error).context("the client API stopped")),

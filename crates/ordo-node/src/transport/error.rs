@@ -88,6 +88,24 @@ pub enum ProtocolError {
         /// What was being read.
         what: &'static str,
     },
+    /// The peer is known with another incarnation: it lost the state it had promised.
+    #[error(
+        "node {node_id} presented incarnation {presented:#018x}, but this node accepted \
+         incarnation {recorded:#018x} of it before: node {node_id} lost its state (its data \
+         directory was wiped, replaced or restored) and is refused for good"
+    )]
+    LostState {
+        /// The peer's node id.
+        node_id: NodeId,
+        /// The incarnation on record.
+        recorded: u64,
+        /// The incarnation it presented.
+        presented: u64,
+    },
+    /// The peer's incarnation could not be recorded durably, so its connection was not
+    /// accepted.
+    #[error("cannot record the peer's incarnation: {0}")]
+    RecordFailed(String),
     /// The peer refused this node's connection and said why.
     #[error("rejected by the peer ({code:?}): {reason}")]
     RejectedByPeer {
@@ -114,6 +132,8 @@ impl ProtocolError {
             ProtocolError::MalformedFrame(_) => RejectCode::MalformedFrame,
             ProtocolError::UnknownMessageKind(_) => RejectCode::UnknownMessageKind,
             ProtocolError::Truncated { .. } => RejectCode::Truncated,
+            ProtocolError::LostState { .. } => RejectCode::LostState,
+            ProtocolError::RecordFailed(_) => RejectCode::RecordFailed,
             ProtocolError::RejectedByPeer { code, .. } => *code,
         }
     }

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 use super::error::{ConnectionError, ProtocolError};
+use super::incarnations::Admission;
 use super::metrics::add;
 use super::wire::{self, Hello, RejectCode, Reply, HELLO_BYTES, MAGIC, PROTOCOL_VERSION};
 use super::{NodeId, PeerEvent, Shared, Stop};
@@ -115,6 +116,15 @@ async fn serve(
         }
     };
     let peer_id = hello.from;
+    let admitted = match shared.check_inbound(hello.cluster_id, hello.from, hello.to) {
+        Ok(()) => admit_incarnation(&shared, peer_id, hello.incarnation).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = admitted {
+        add(&shared.counters.handshake_failures, 1);
+        refuse(&shared, stream, addr, Some(peer_id), error, &mut stop).await;
+        return;
+    }
     let (connection_id, mut peer_stop) =
         match shared.admit_inbound(hello.cluster_id, hello.from, hello.to) {
             Ok(admitted) => admitted,
@@ -157,6 +167,44 @@ async fn serve(
         Err(error) => {
             tracing::info!(cluster_id, node_id, peer_id, %addr, %error, "inbound peer connection lost");
         }
+    }
+}
+
+/// Checks the dialer's incarnation against the record, recording it durably first if the
+/// peer is new to this node.
+async fn admit_incarnation(
+    shared: &Arc<Shared>,
+    peer_id: NodeId,
+    incarnation: u64,
+) -> Result<(), ProtocolError> {
+    let record = Arc::clone(&shared.incarnations);
+    let admission = if record.get(peer_id) == Some(incarnation) {
+        Admission::Known
+    } else {
+        // A new peer means a file write and fsyncs: off the runtime's threads.
+        tokio::task::spawn_blocking(move || record.admit(peer_id, incarnation))
+            .await
+            .unwrap_or_else(|error| Admission::Failed(error.to_string()))
+    };
+    let config = &shared.config;
+    match admission {
+        Admission::Known => Ok(()),
+        Admission::Recorded => {
+            tracing::info!(
+                cluster_id = config.cluster_id,
+                node_id = config.node_id,
+                peer_id,
+                incarnation = format_args!("{incarnation:#018x}"),
+                "new peer incarnation recorded"
+            );
+            Ok(())
+        }
+        Admission::LostState { recorded } => Err(ProtocolError::LostState {
+            node_id: peer_id,
+            recorded,
+            presented: incarnation,
+        }),
+        Admission::Failed(reason) => Err(ProtocolError::RecordFailed(reason)),
     }
 }
 

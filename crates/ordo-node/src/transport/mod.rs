@@ -37,11 +37,24 @@
 //! (`backoff_ms_min` to `backoff_ms_max`); messages queued meanwhile are sent once the
 //! connection is back. A message in a write that failed is lost and counted as unsent.
 //!
-//! # Wire format, version 1
+//! # Incarnations
 //!
-//! All integers are big-endian.
+//! A node presents its *incarnation* in every handshake: a random number fixed when its
+//! data directory was first used (see [`identity`](crate::identity)). The acceptor keeps a
+//! [`PeerIncarnations`] record; before it accepts the first connection of a peer it has
+//! no incarnation for, it records the presented one durably. A peer that comes back with
+//! another incarnation has lost the state it promised (its votes, its acknowledged
+//! entries): it is refused with [`RejectCode::LostState`], so nothing it sends is ever
+//! read. The dialer reports the refusal as a [`PeerEvent::OutboundError`] and stops
+//! dialling that peer; the runtime treats it as fatal.
 //!
-//! The dialer opens with a 32-byte **handshake**:
+//! # Wire format, version 2
+//!
+//! All integers are big-endian. Version 2 added the incarnation to the handshake; a
+//! version 1 peer is refused with [`RejectCode::UnsupportedVersion`], so every node of a
+//! cluster is upgraded together.
+//!
+//! The dialer opens with a 40-byte **handshake**:
 //!
 //! | bytes | field | |
 //! |---|---|---|
@@ -51,10 +64,12 @@
 //! | 8 | cluster id | the dialer's cluster |
 //! | 8 | from | the dialer's node id |
 //! | 8 | to | the node id the dialer expects to reach |
+//! | 8 | incarnation | the dialer's incarnation, not 0 |
 //!
 //! The acceptor reads magic and version first, so garbage and other versions are refused
-//! before the rest is read. It checks the cluster id, that `to` is itself and that `from` is
-//! a peer it knows, then answers with a **reply**:
+//! before the rest is read. It checks the cluster id, that `to` is itself, that `from` is
+//! a peer it knows and that the incarnation is the one on record (or records it), then
+//! answers with a **reply**:
 //!
 //! | bytes | field | |
 //! |---|---|---|
@@ -89,7 +104,7 @@
 //! The receiver refuses a frame whose length exceeds its limit from the header alone, then
 //! verifies the checksum and parses every message before delivering any: a frame is
 //! delivered whole or not at all. The `kind` byte leaves room for message types or
-//! priorities: version 1 defines only kind `0` and refuses others, so a sender uses a new
+//! priorities: version 2 defines only kind `0` and refuses others, so a sender uses a new
 //! kind only with peers it knows understand it.
 //!
 //! # Shutdown
@@ -101,6 +116,7 @@
 mod backoff;
 mod error;
 mod inbound;
+mod incarnations;
 mod metrics;
 mod outbound;
 mod wire;
@@ -116,6 +132,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use error::{ConfigError, PeerError, ProtocolError, SendError, StartError};
+pub use incarnations::{PeerIncarnations, PEER_INCARNATIONS_MAX};
 pub use metrics::TransportMetrics;
 pub use wire::{RejectCode, PROTOCOL_VERSION};
 
@@ -167,6 +184,9 @@ pub struct TransportConfig {
     pub cluster_id: u64,
     /// This node's id.
     pub node_id: NodeId,
+    /// This node's incarnation, presented in every handshake; not 0. A node takes it from
+    /// its data directory's identity file, so it changes when the directory is lost.
+    pub incarnation: u64,
     /// Largest frame body accepted or sent; bounds the largest message payload.
     pub frame_bytes_max: u32,
     /// A write stops taking queued messages once it holds this many encoded bytes.
@@ -194,11 +214,13 @@ pub struct TransportConfig {
 }
 
 impl TransportConfig {
-    /// Defaults suited to a local three-node cluster.
+    /// Defaults suited to a local three-node cluster, with incarnation 1 (a node sets its
+    /// own).
     pub fn new(cluster_id: u64, node_id: NodeId) -> TransportConfig {
         TransportConfig {
             cluster_id,
             node_id,
+            incarnation: 1,
             frame_bytes_max: 4 << 20,
             batch_bytes_max: 4 << 20,
             queue_messages_max: 4096,
@@ -217,6 +239,9 @@ impl TransportConfig {
     /// Checks that the limits can work together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |field, problem| Err(ConfigError { field, problem });
+        if self.incarnation == 0 {
+            return fail("incarnation", "must not be 0");
+        }
         if wire::payload_bytes_max(self.frame_bytes_max) == 0 {
             return fail("frame_bytes_max", "leaves no room for a payload");
         }
@@ -281,11 +306,22 @@ impl Transport {
         Transport::start(config, listener)
     }
 
-    /// Starts the transport on an already bound listener. Must be called within a Tokio
-    /// runtime.
+    /// Starts the transport on an already bound listener, keeping peer incarnations in
+    /// memory only. Must be called within a Tokio runtime.
     pub fn start(
         config: TransportConfig,
         listener: TcpListener,
+    ) -> Result<(Transport, TransportChannels), StartError> {
+        Transport::start_with(config, listener, PeerIncarnations::in_memory())
+    }
+
+    /// Starts the transport on an already bound listener with a record of peer
+    /// incarnations (durable, for a node with a data directory). Must be called within a
+    /// Tokio runtime.
+    pub fn start_with(
+        config: TransportConfig,
+        listener: TcpListener,
+        incarnations: PeerIncarnations,
     ) -> Result<(Transport, TransportChannels), StartError> {
         config.validate()?;
         let local_addr = listener.local_addr()?;
@@ -301,6 +337,7 @@ impl Transport {
         let shared = Arc::new(Shared {
             config,
             counters: Counters::default(),
+            incarnations: Arc::new(incarnations),
             delivery: message_tx,
             events: event_tx,
             state: Mutex::new(State::default()),
@@ -455,6 +492,11 @@ impl Transport {
         peers
     }
 
+    /// The incarnation on record for `peer`, once a connection of it was accepted.
+    pub fn peer_incarnation(&self, peer: NodeId) -> Option<u64> {
+        self.shared.incarnations.get(peer)
+    }
+
     /// A snapshot of the transport's counters.
     pub fn metrics(&self) -> TransportMetrics {
         self.shared.counters.snapshot()
@@ -520,6 +562,7 @@ async fn join(task: JoinHandle<()>) {
 pub(crate) struct Shared {
     pub(crate) config: TransportConfig,
     pub(crate) counters: Counters,
+    pub(crate) incarnations: Arc<PeerIncarnations>,
     pub(crate) delivery: mpsc::Sender<(NodeId, PeerMessage)>,
     pub(crate) events: mpsc::Sender<PeerEvent>,
     state: Mutex<State>,
@@ -562,17 +605,14 @@ impl Shared {
         }
     }
 
-    /// Decides whether an inbound handshake from `from` is accepted and, if so, registers
-    /// the connection, replacing an older one from the same peer.
-    ///
-    /// Done under the state lock so a concurrent `remove_peer` either sees the connection and
-    /// closes it, or happens first and the handshake is refused.
-    pub(crate) fn admit_inbound(
+    /// Checks an inbound handshake's cluster, receiver and sender, before its incarnation
+    /// is looked at (so nothing is recorded for a node that is no peer).
+    pub(crate) fn check_inbound(
         &self,
         cluster_id: u64,
         from: NodeId,
         to: NodeId,
-    ) -> Result<(u64, Stop), ProtocolError> {
+    ) -> Result<(), ProtocolError> {
         let config = &self.config;
         if cluster_id != config.cluster_id {
             return Err(ProtocolError::ClusterMismatch {
@@ -586,6 +626,25 @@ impl Shared {
                 actual: config.node_id,
             });
         }
+        if !self.state().peers.contains_key(&from) {
+            return Err(ProtocolError::UnknownNode { node_id: from });
+        }
+        Ok(())
+    }
+
+    /// Decides whether an inbound handshake from `from` is accepted and, if so, registers
+    /// the connection, replacing an older one from the same peer. The incarnation must have
+    /// been admitted already.
+    ///
+    /// Done under the state lock so a concurrent `remove_peer` either sees the connection and
+    /// closes it, or happens first and the handshake is refused.
+    pub(crate) fn admit_inbound(
+        &self,
+        cluster_id: u64,
+        from: NodeId,
+        to: NodeId,
+    ) -> Result<(u64, Stop), ProtocolError> {
+        self.check_inbound(cluster_id, from, to)?;
         let mut state = self.state();
         if !state.peers.contains_key(&from) {
             return Err(ProtocolError::UnknownNode { node_id: from });

@@ -80,14 +80,27 @@ impl Outbound {
                 Err(ConnectionError::Protocol(error)) => {
                     add(&counters.dial_failures, 1);
                     add(&counters.handshake_failures, 1);
-                    tracing::warn!(
-                        cluster_id, node_id, peer_id, %addr, %error,
-                        "peer handshake failed"
-                    );
+                    let lost_state = error.reject_code() == RejectCode::LostState;
+                    if lost_state {
+                        tracing::error!(
+                            cluster_id, node_id, peer_id, %addr, %error,
+                            "refused by a peer that knew another incarnation of this node: lost state"
+                        );
+                    } else {
+                        tracing::warn!(
+                            cluster_id, node_id, peer_id, %addr, %error,
+                            "peer handshake failed"
+                        );
+                    }
                     shared.emit(PeerEvent::OutboundError {
                         peer: peer_id,
                         error,
                     });
+                    // Every later dial would be refused the same way: this node's
+                    // incarnation never changes while it runs.
+                    if lost_state {
+                        break;
+                    }
                 }
                 Err(error) => {
                     add(&counters.dial_failures, 1);
@@ -224,6 +237,7 @@ async fn dial(
         cluster_id: config.cluster_id,
         from: config.node_id,
         to: peer_id,
+        incarnation: config.incarnation,
     };
     let handshake = async {
         stream.write_all(&hello.encode()).await?;

@@ -14,10 +14,10 @@ use super::{NodeId, PeerMessage};
 pub(crate) const MAGIC: [u8; 4] = *b"ORDO";
 
 /// The version of the encoding this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Length of the dialer's handshake.
-pub(crate) const HELLO_BYTES: usize = 32;
+pub(crate) const HELLO_BYTES: usize = 40;
 
 /// Length of a reply notice before its reason text.
 pub(crate) const REPLY_HEADER_BYTES: usize = 26;
@@ -34,7 +34,7 @@ pub(crate) const FRAME_COUNT_BYTES: usize = 4;
 /// Per-message header inside a frame body: kind, group id, payload length.
 pub(crate) const MESSAGE_HEADER_BYTES: usize = 13;
 
-/// The only message kind of version 1: an opaque Raft message for one group.
+/// The only message kind: an opaque Raft message for one group.
 pub(crate) const MESSAGE_KIND_RAFT: u8 = 0;
 
 /// The reason code carried by a reply notice.
@@ -70,6 +70,12 @@ pub enum RejectCode {
     UnknownMessageKind,
     /// The stream ended in the middle of a unit.
     Truncated,
+    /// The receiver knows the sender's node id with another incarnation: the sender lost
+    /// the state it had promised and must not take part any more.
+    LostState,
+    /// The receiver could not durably record the sender's incarnation; the sender may
+    /// retry.
+    RecordFailed,
     /// A code this build does not know.
     Other(u8),
 }
@@ -90,6 +96,8 @@ impl RejectCode {
             RejectCode::MalformedFrame => 10,
             RejectCode::UnknownMessageKind => 11,
             RejectCode::Truncated => 12,
+            RejectCode::LostState => 13,
+            RejectCode::RecordFailed => 14,
             RejectCode::Other(byte) => byte,
         }
     }
@@ -109,18 +117,24 @@ impl RejectCode {
             10 => RejectCode::MalformedFrame,
             11 => RejectCode::UnknownMessageKind,
             12 => RejectCode::Truncated,
+            13 => RejectCode::LostState,
+            14 => RejectCode::RecordFailed,
             other => RejectCode::Other(other),
         }
     }
 }
 
-/// The dialer's handshake: who is calling, from which cluster, for whom.
+/// The dialer's handshake: who is calling, from which cluster, in which incarnation, for
+/// whom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Hello {
     pub(crate) version: u16,
     pub(crate) cluster_id: u64,
     pub(crate) from: NodeId,
     pub(crate) to: NodeId,
+    /// The dialer's incarnation: a random number fixed when its data directory was first
+    /// used, so a node that lost its directory comes back with another one.
+    pub(crate) incarnation: u64,
 }
 
 impl Hello {
@@ -133,6 +147,7 @@ impl Hello {
         dst.put_u64(self.cluster_id);
         dst.put_u64(self.from);
         dst.put_u64(self.to);
+        dst.put_u64(self.incarnation);
         out
     }
 
@@ -164,12 +179,17 @@ impl Hello {
                 "reserved field is not zero",
             ));
         }
-        Ok(Hello {
+        let hello = Hello {
             version: PROTOCOL_VERSION,
             cluster_id: src.get_u64(),
             from: src.get_u64(),
             to: src.get_u64(),
-        })
+            incarnation: src.get_u64(),
+        };
+        if hello.incarnation == 0 {
+            return Err(ProtocolError::MalformedHandshake("incarnation is 0"));
+        }
+        Ok(hello)
     }
 }
 
@@ -574,6 +594,7 @@ mod tests {
             cluster_id: 42,
             from: 1,
             to: 2,
+            incarnation: 0xfeed,
         };
         let bytes = hello.encode();
         assert_eq!(Hello::decode(&bytes), Ok(hello));
@@ -586,6 +607,15 @@ mod tests {
                 ours: PROTOCOL_VERSION,
                 theirs: 9
             })
+        );
+
+        let no_incarnation = Hello {
+            incarnation: 0,
+            ..hello
+        };
+        assert_eq!(
+            Hello::decode(&no_incarnation.encode()),
+            Err(ProtocolError::MalformedHandshake("incarnation is 0"))
         );
 
         let mut garbage = bytes;
