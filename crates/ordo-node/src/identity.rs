@@ -125,6 +125,21 @@ pub enum LostState {
         /// What the mark says.
         reason: String,
     },
+    /// A segment file of a group's log is shorter than it was created: it was cut after it
+    /// was written, so entries this node had made durable (and may have acknowledged) are
+    /// gone, however many.
+    #[error(
+        "lost state: log segment {path} was truncated to {len_bytes} bytes (it was created \
+         with {expected_bytes}): entries this node made durable are gone"
+    )]
+    SegmentTruncated {
+        /// The segment file.
+        path: PathBuf,
+        /// Its length now.
+        len_bytes: u64,
+        /// Its length when it was created.
+        expected_bytes: u64,
+    },
     /// The log starts after the newest snapshot: the snapshot that covered the entries
     /// before it is gone.
     #[error(

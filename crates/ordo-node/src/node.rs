@@ -293,8 +293,19 @@ impl Node {
             },
             ..Options::default()
         };
-        let wal = tokio::task::block_in_place(|| Wal::open(&dir, options))
-            .map_err(|e| storage_err(e.into()))?;
+        let wal =
+            tokio::task::block_in_place(|| Wal::open(&dir, options)).map_err(|e| match e {
+                ordo_wal::Error::Truncated {
+                    path,
+                    len_bytes,
+                    expected_bytes,
+                } => NodeError::LostState(LostState::SegmentTruncated {
+                    path,
+                    len_bytes,
+                    expected_bytes,
+                }),
+                other => storage_err(other.into()),
+            })?;
         let wal = Arc::new(wal);
         let no_hard_state = wal.hard_state() == ordo_wal::HardState::default();
         // A listed group had its hard state written before it was listed, and a hard state

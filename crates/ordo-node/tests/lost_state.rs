@@ -331,6 +331,50 @@ async fn a_commit_index_beyond_the_recovered_log_refuses_start_naming_both_index
     cluster.shutdown_all().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_cut_short_even_exactly_where_its_records_end_refuses_start_as_lost_state() {
+    let mut cluster = Cluster::start(3, no_tweak).await;
+    let leader = cluster.leader().await;
+    let mut last = 0;
+    for i in 0..5 {
+        last = cluster.propose(leader, &format!("e{i}")).await.0;
+    }
+    let victim = (1..=3).find(|&id| id != leader).unwrap();
+    cluster.applied_entries(victim, last).await;
+    // A crash: the commit index on disk stays behind, so only the segment's length can
+    // tell that entries went missing.
+    cluster.crash(victim).await;
+    let group_dir = cluster.data_dir(victim).join("group-1");
+    let segment = std::fs::read_dir(&group_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .max()
+        .expect("a segment file");
+    // Cut where the records end: what is left is a clean, shorter log of whole records.
+    let bytes = std::fs::read(&segment).unwrap();
+    let records_end = bytes.iter().rposition(|&b| b != 0).unwrap() as u64 + 1;
+    let cut = records_end.min(bytes.len() as u64 / 2).max(ordo_wal::SEGMENT_HEADER_BYTES);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let error = match cluster.restart(victim).await {
+        Err(error) => error,
+        Ok(()) => panic!("a node with a truncated segment started"),
+    };
+    match &error {
+        NodeError::LostState(LostState::SegmentTruncated {
+            path, len_bytes, ..
+        }) => assert_eq!((path, *len_bytes), (&segment, cut)),
+        other => panic!("{other}"),
+    }
+    assert!(error.to_string().contains("lost state"), "{error}");
+    cluster.shutdown_all().await;
+}
+
 const CLUSTER: u64 = 7;
 
 fn transport_config(node_id: NodeId, incarnation: u64) -> TransportConfig {
