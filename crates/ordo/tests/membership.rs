@@ -378,3 +378,110 @@ async fn a_node_joins_as_learner_is_promoted_and_the_leader_is_removed_while_wri
     }
     assert_eq!(seen_new, seen_old, "the members agree");
 }
+
+fn etcdctl_or_skip() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("etcdctl"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        let required = std::env::var("ORDO_REQUIRE_ETCDCTL").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "etcdctl not installed but ORDO_REQUIRE_ETCDCTL=1"
+        );
+        println!("skipped: etcdctl not installed");
+    }
+    found
+}
+
+/// Runs etcdctl against `endpoint`; returns whether it succeeded and its output.
+fn etcdctl(bin: &std::path::Path, endpoint: std::net::SocketAddr, args: &[&str]) -> (bool, String) {
+    let out = Command::new(bin)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(["--dial-timeout=5s", "--command-timeout=10s"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run etcdctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_adds_promotes_and_removes_members_of_an_ordo_cluster() {
+    let Some(bin) = etcdctl_or_skip() else {
+        return;
+    };
+    let (mut cluster, leader) = start(&[]).await;
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|&id| id != leader.id)
+        .expect("a follower");
+    let endpoint = cluster.spec(follower).client_addr;
+    let (peer_addr, ports) = plan_joiner();
+    let peer_url = format!("--peer-urls=http://{peer_addr}");
+    let (ok, out) = etcdctl(
+        &bin,
+        endpoint,
+        &["member", "add", "n4", &peer_url, "--learner"],
+    );
+    assert!(ok, "member add failed: {out}");
+    // "Member <hex id> added to cluster <hex id>"
+    let hex = out
+        .split_whitespace()
+        .skip_while(|w| *w != "Member")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no member id in: {out}"))
+        .to_string();
+    let id = u64::from_str_radix(&hex, 16).unwrap_or_else(|_| panic!("bad id {hex} in: {out}"));
+    assert!(out.contains("ETCD_INITIAL_CLUSTER"), "{out}");
+    let (ok, out) = etcdctl(&bin, endpoint, &["member", "list"]);
+    assert!(
+        ok && out.contains(&hex) && out.contains("true"),
+        "learner listed: {out}"
+    );
+
+    let joiner = start_joiner(&cluster, id, &ports);
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (ok, out) = etcdctl(&bin, endpoint, &["member", "promote", &hex]);
+        if ok {
+            assert!(out.contains("promoted"), "{out}");
+            break;
+        }
+        assert!(
+            out.contains("in sync") || out.contains("retry"),
+            "promotion refused for another reason: {out}"
+        );
+        assert!(Instant::now() < deadline, "never promoted: {out}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (ok, out) = etcdctl(&bin, joiner.client_addr, &["member", "list", "-w", "json"]);
+    assert!(ok, "{out}");
+    let members: serde_json::Value = serde_json::from_str(&out).expect("JSON member list");
+    let listed = members["members"].as_array().expect("members");
+    assert_eq!(listed.len(), 4, "{out}");
+    assert!(
+        listed
+            .iter()
+            .all(|m| m["isLearner"].as_bool() != Some(true)),
+        "{out}"
+    );
+
+    let gone = format!("{follower:x}");
+    let (ok, out) = etcdctl(&bin, joiner.client_addr, &["member", "remove", &gone]);
+    assert!(ok && out.contains("removed"), "{out}");
+    cluster.kill(follower);
+    let (ok, out) = etcdctl(&bin, joiner.client_addr, &["member", "remove", &gone]);
+    assert!(!ok && out.contains("member not found"), "{out}");
+    let (ok, out) = etcdctl(&bin, joiner.client_addr, &["put", "after", "removal"]);
+    assert!(ok, "the three remaining members serve writes: {out}");
+}
