@@ -78,7 +78,8 @@ pub struct NodeSpec {
     pub data_dir: PathBuf,
     /// Where its stdout and stderr go.
     pub log_path: PathBuf,
-    /// Whether it joined a running cluster: its first start passes `--join`.
+    /// Whether its next start is its first one as a member added at run time, which passes
+    /// `--join` (later starts do not, as an operator restarts a joined node).
     pub joins: bool,
 }
 
@@ -263,20 +264,6 @@ impl Cluster {
         self.paused.remove(&id);
     }
 
-    /// Gives node `id` a fresh, empty data directory and makes its next start join the
-    /// cluster, for a node that was removed and is added back under a new id.
-    pub fn wipe_data(&mut self, id: u64) -> Result<(), ClusterError> {
-        let dir = &self.specs[&id].data_dir;
-        match std::fs::remove_dir_all(dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ClusterError::Io {
-                what: format!("remove {}", dir.display()),
-                source: e,
-            }),
-        }
-    }
-
     /// Every node's etcd API address, as `host:port`.
     pub fn client_endpoints(&self) -> Vec<String> {
         self.specs
@@ -303,9 +290,7 @@ impl Cluster {
                 format!("{}={addr}", other.id)
             })
             .collect();
-        // Only a first start joins: `ordo server --join` refuses a directory with data.
-        let join = spec.joins
-            && std::fs::read_dir(&spec.data_dir).map_or(true, |mut d| d.next().is_none());
+        let join = spec.joins;
         let client_addrs: Vec<String> = self
             .specs
             .values()
@@ -342,6 +327,9 @@ impl Cluster {
             .map_err(io(format!("start {}", self.binary.display())))?;
         self.children.insert(id, child);
         self.paused.insert(id, false);
+        if let Some(spec) = self.specs.get_mut(&id) {
+            spec.joins = false;
+        }
         Ok(())
     }
 

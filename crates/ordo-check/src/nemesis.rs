@@ -217,6 +217,37 @@ pub async fn run(
     nemesis.report
 }
 
+/// The operator's repair of node `id`, which refused to start: it is removed from the
+/// cluster, its data directory deleted, and a fresh member (a new id) added that joins,
+/// catches up within `rejoin_timeout` and is promoted. Returns what happened, starting with
+/// `repaired:` when all of it succeeded.
+pub async fn repair_refused(
+    cluster: &mut Cluster,
+    endpoints: &Endpoints,
+    id: u64,
+    rejoin_timeout: Duration,
+    seed: u64,
+) -> String {
+    let recorder = Recorder::new(1);
+    let mut nemesis = Nemesis {
+        cluster,
+        recorder: &recorder,
+        endpoints,
+        config: NemesisConfig {
+            faults: Vec::new(),
+            interval: Duration::ZERO,
+            duration: Duration::ZERO,
+            rejoin_timeout,
+            seed,
+        },
+        rng: Rng::new(seed),
+        disk_victim: Some(id),
+        report: NemesisReport::default(),
+    };
+    nemesis.report.left_down.insert(id);
+    nemesis.repair(id).await
+}
+
 impl Nemesis<'_> {
     async fn run(&mut self, deadline: Instant) {
         if self.config.faults.is_empty() {
@@ -626,16 +657,23 @@ impl Nemesis<'_> {
             .collect()
     }
 
-    /// A random reachable member and its Cluster client.
-    fn any_member(&mut self) -> Option<(u64, ClusterClient<tonic::transport::Channel>)> {
-        let nodes = self.reachable_nodes();
+    /// A random reachable member other than `except` and its Cluster client.
+    fn any_member(
+        &mut self,
+        except: Option<u64>,
+    ) -> Option<(u64, ClusterClient<tonic::transport::Channel>)> {
+        let nodes: Vec<u64> = self
+            .reachable_nodes()
+            .into_iter()
+            .filter(|&id| Some(id) != except)
+            .collect();
         let via = self.pick(&nodes)?;
         Some((via, cluster_client(self.cluster.spec(via).client_addr)?))
     }
 
     /// The member list as some reachable member reports it.
     async fn member_list(&mut self) -> Option<Vec<Member>> {
-        let (_, mut client) = self.any_member()?;
+        let (_, mut client) = self.any_member(None)?;
         let answer = client
             .member_list(MemberListRequest {
                 linearizable: false,
@@ -701,7 +739,7 @@ impl Nemesis<'_> {
         let mut id = None;
         // Bounded by the deadline; each attempt by the request timeout.
         while id.is_none() && Instant::now() < deadline {
-            if let Some((via, mut client)) = self.any_member() {
+            if let Some((via, mut client)) = self.any_member(None) {
                 let request = MemberAddRequest {
                     peer_ur_ls: vec![peer_url.clone()],
                     is_learner: true,
@@ -746,7 +784,9 @@ impl Nemesis<'_> {
         let mut last = String::from("no reachable member");
         let mut promoted_via = None;
         while promoted_via.is_none() && Instant::now() < deadline {
-            if let Some((via, mut client)) = self.any_member() {
+            // Not the learner itself: until it has applied its own addition it does not
+            // know it is a member.
+            if let Some((via, mut client)) = self.any_member(Some(id)) {
                 match client.member_promote(MemberPromoteRequest { id }).await {
                     Ok(_) => promoted_via = Some(via),
                     // An earlier attempt whose answer was lost promoted it already.
@@ -756,7 +796,11 @@ impl Nemesis<'_> {
                     {
                         promoted_via = Some(via);
                     }
-                    Err(status) if worth_retrying(&status) => {
+                    // A member that has not applied the addition yet does not know the
+                    // learner; another (or the same one, later) will.
+                    Err(status)
+                        if worth_retrying(&status) || status.code() == tonic::Code::NotFound =>
+                    {
                         last = format!("node {via}: {}", short(&status));
                     }
                     Err(status) => {
@@ -801,7 +845,7 @@ impl Nemesis<'_> {
         let mut attempts = 0u32;
         while removed_via.is_none() && Instant::now() < deadline {
             attempts += 1;
-            if let Some((via, mut client)) = self.any_member() {
+            if let Some((via, mut client)) = self.any_member(None) {
                 match client.member_remove(MemberRemoveRequest { id }).await {
                     Ok(_) => removed_via = Some(via),
                     // After an attempt whose answer was lost, the member may be gone already.
@@ -841,7 +885,13 @@ impl Nemesis<'_> {
             Ok(note) => note,
             Err(why) => return format!("repair failed: removing node {id}: {why}"),
         };
-        let wiped = match std::fs::remove_dir_all(&data_dir) {
+        // Whatever is at the path goes, a directory or (after worse damage) a file.
+        let removed_data = match std::fs::symlink_metadata(&data_dir) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&data_dir),
+            Ok(_) => std::fs::remove_file(&data_dir),
+            Err(e) => Err(e),
+        };
+        let wiped = match removed_data {
             Ok(()) => format!("deleted {}", data_dir.display()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no data left".to_string(),
             Err(e) => format!("could not delete {}: {e}", data_dir.display()),
