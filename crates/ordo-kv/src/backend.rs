@@ -75,6 +75,12 @@ pub enum MemberError {
     /// would leave the cluster without voters, ...).
     #[error("ordo: the membership change was refused: {0}")]
     Rejected(String),
+    /// The leader, to which the request was passed on, refused it; its words are kept.
+    #[error("{message}")]
+    LeaderRefused {
+        /// The leader's explanation.
+        message: String,
+    },
     /// No leader is known, or the leader could not be reached to decide the request.
     #[error("etcdserver: no leader ({0})")]
     NoLeader(String),
@@ -95,6 +101,7 @@ impl MemberError {
             MemberError::PeerUrlExists { .. }
             | MemberError::NotLearner { .. }
             | MemberError::LearnerNotReady { .. }
+            | MemberError::LeaderRefused { .. }
             | MemberError::Rejected(_) => Code::FailedPrecondition,
             MemberError::NoLeader(_) | MemberError::Unknown(_) => Code::Unavailable,
         }
@@ -199,6 +206,14 @@ pub trait KvBackend: Send + Sync + 'static {
         std::future::ready(Err(MemberError::Unsupported(
             "this server cannot change its membership".into(),
         )))
+    }
+
+    /// Member `id` announced that its etcd API listens at `client_url` (see
+    /// [`crate::service::ANNOUNCE_ID_METADATA_KEY`]); a backend that keeps a member
+    /// directory records it. Nothing is ordered through the log: the member repeats the
+    /// announcement.
+    fn note_member_client_url(&self, id: u64, client_url: &str) {
+        let _ = (id, client_url);
     }
 
     /// Makes learner `id` a voter, only once it has caught up with the leader.

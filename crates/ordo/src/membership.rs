@@ -5,7 +5,11 @@
 //! member; this module adds the addresses etcd tools expect to see. Peer addresses come from
 //! the configuration flags and from the runtime's peer set, which learns every member added
 //! later from the membership change itself. Client addresses come from
-//! `--peer-client-addrs` and from this node's own `--client-addr`.
+//! `--peer-client-addrs`, from this node's own `--client-addr`, and from announcements:
+//! every member periodically asks the members it can reach for their member list, saying
+//! who it is and where its etcd API listens ([`announce`]); the answers fill in client
+//! addresses it lacks. So a member added at run time becomes known, with its client URL, to
+//! every member it or any other member can reach, without anything in the log.
 //!
 //! # Member ids
 //!
@@ -83,6 +87,17 @@ impl MemberDirectory {
         self.learn_peers(&[(id, peer_addr)]);
     }
 
+    /// Records member `id`'s client address; `authoritative` (the member said so itself)
+    /// replaces a known one, otherwise only a missing one is filled in. Unknown members are
+    /// ignored: a peer address is always learned first.
+    fn learn_client(&self, id: NodeId, client_addr: SocketAddr, authoritative: bool) {
+        if let Some(addrs) = lock(&self.addrs).get_mut(&id) {
+            if authoritative || addrs.client_addr.is_none() {
+                addrs.client_addr = Some(client_addr);
+            }
+        }
+    }
+
     /// Member `id`'s addresses, if known.
     pub fn get(&self, id: NodeId) -> Option<MemberAddrs> {
         lock(&self.addrs).get(&id).cloned()
@@ -132,6 +147,86 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Parses a client URL (`http://IP:PORT`).
+fn parse_client_url(url: &str) -> Option<SocketAddr> {
+    let rest = url.strip_prefix("http://")?;
+    rest.strip_suffix('/').unwrap_or(rest).parse().ok()
+}
+
+/// How often a member announces itself and collects client addresses.
+pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Longest one announcement may take.
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Announces this member to every other member whose client address it knows and fills in
+/// the client addresses their answers carry, every [`ANNOUNCE_INTERVAL`] until `stop`.
+/// Each round makes at most one bounded request per member.
+pub async fn announce(backend: Arc<ClusterBackend>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    use ordo_kv::proto::etcdserverpb::MemberListRequest;
+    use ordo_kv::service::{ANNOUNCE_ID_METADATA_KEY, ANNOUNCE_URL_METADATA_KEY};
+    let id_value = tonic::metadata::MetadataValue::try_from(backend.node_id.to_string());
+    let url_value = tonic::metadata::MetadataValue::try_from(url(backend.self_client_addr));
+    let (Ok(id_value), Ok(url_value)) = (id_value, url_value) else {
+        tracing::warn!(
+            node = backend.node_id,
+            "cannot encode this member's announcement"
+        );
+        return;
+    };
+    let mut ticker = tokio::time::interval(ANNOUNCE_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|&s| s) => return,
+        }
+        let targets: Vec<SocketAddr> = backend
+            .members()
+            .into_iter()
+            .filter(|m| m.id != backend.node_id)
+            .filter_map(|m| backend.directory.get(m.id).and_then(|a| a.client_addr))
+            .collect();
+        for addr in targets {
+            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url(addr)) else {
+                continue;
+            };
+            let channel = endpoint
+                .connect_timeout(ANNOUNCE_TIMEOUT)
+                .timeout(ANNOUNCE_TIMEOUT)
+                .connect_lazy();
+            let mut request = tonic::Request::new(MemberListRequest {
+                linearizable: false,
+            });
+            request
+                .metadata_mut()
+                .insert(ANNOUNCE_ID_METADATA_KEY, id_value.clone());
+            request
+                .metadata_mut()
+                .insert(ANNOUNCE_URL_METADATA_KEY, url_value.clone());
+            let mut client = ClusterClient::new(channel);
+            let answer = tokio::select! {
+                answer = client.member_list(request) => answer,
+                _ = stop.wait_for(|&s| s) => return,
+            };
+            // An unreachable member is normal (down, partitioned); the next round retries.
+            let Ok(answer) = answer else { continue };
+            for member in answer.into_inner().members {
+                if member.id == backend.node_id {
+                    continue;
+                }
+                if let Some(client) = member
+                    .client_ur_ls
+                    .first()
+                    .and_then(|u| parse_client_url(u))
+                {
+                    backend.directory.learn_client(member.id, client, false);
+                }
+            }
+        }
+    }
 }
 
 /// Parses an etcd peer URL (`http://IP:PORT`, a trailing `/` allowed) into the address the
@@ -284,6 +379,9 @@ impl ClusterBackend {
             })
             .await
             .map_err(change_error)?;
+        // MemberList on this node answers from the cached status: bring it up to the
+        // change, so the caller's next list shows it.
+        let _ = self.inner.refresh_status().await;
         tracing::info!(
             node = self.node_id,
             member = id,
@@ -347,12 +445,8 @@ fn forwarded_error(id: NodeId, status: tonic::Status) -> MemberError {
     let message = status.message().to_string();
     match status.code() {
         tonic::Code::NotFound => MemberError::NotFound { id },
-        tonic::Code::FailedPrecondition if message.contains("in sync") => {
-            // The leader's text carries the lag; keep it for the operator.
-            MemberError::Rejected(message)
-        }
         tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
-            MemberError::Rejected(message)
+            MemberError::LeaderRefused { message }
         }
         tonic::Code::DeadlineExceeded => MemberError::Unknown(message),
         _ => MemberError::NoLeader(format!("the leader answered: {message}")),
@@ -382,10 +476,12 @@ impl KvBackend for ClusterBackend {
 
     fn members(&self) -> Vec<MemberInfo> {
         match self.inner.cached_status() {
-            Some(status) => self.members_of(&status.conf_state),
+            Some(status) if !status.conf_state.voters.is_empty() => {
+                self.members_of(&status.conf_state)
+            }
             // Before the first status (or on a joining node not yet added): the configured
             // members.
-            None => self
+            _ => self
                 .directory
                 .all()
                 .into_keys()
@@ -396,6 +492,19 @@ impl KvBackend for ClusterBackend {
 
     fn status(&self) -> NodeStatus {
         self.inner.status()
+    }
+
+    fn note_member_client_url(&self, id: u64, client_url: &str) {
+        let is_member = self
+            .inner
+            .cached_status()
+            .is_some_and(|s| member_ids(&s.conf_state).contains(&id));
+        if id == self.node_id || !is_member {
+            return;
+        }
+        if let Some(addr) = parse_client_url(client_url) {
+            self.directory.learn_client(id, addr, true);
+        }
     }
 
     async fn member_add(
@@ -441,6 +550,9 @@ impl KvBackend for ClusterBackend {
             .change_membership(change)
             .await
             .map_err(change_error)?;
+        // MemberList on this node answers from the cached status: bring it up to the
+        // change, so the caller's next list shows it.
+        let _ = self.inner.refresh_status().await;
         self.directory.insert_peer(id, peer_addr);
         tracing::info!(node = self.node_id, member = id, %peer_addr, is_learner, "member added");
         Ok(MemberChanged {
@@ -461,6 +573,9 @@ impl KvBackend for ClusterBackend {
             .change_membership(MembershipChange::Remove { id })
             .await
             .map_err(change_error)?;
+        // MemberList on this node answers from the cached status: bring it up to the
+        // change, so the caller's next list shows it.
+        let _ = self.inner.refresh_status().await;
         tracing::info!(node = self.node_id, member = id, "member removed");
         Ok(MemberChanged {
             member: removed,
@@ -557,5 +672,23 @@ mod tests {
         assert_eq!(one.peer_addr, "127.0.0.1:3".parse().unwrap());
         assert_eq!(one.client_addr, Some("127.0.0.1:2".parse().unwrap()));
         assert_eq!(directory.get(9).unwrap().client_addr, None);
+
+        // Hearsay fills a gap only; the member's own word replaces.
+        directory.learn_client(9, "127.0.0.1:5".parse().unwrap(), false);
+        directory.learn_client(9, "127.0.0.1:6".parse().unwrap(), false);
+        assert_eq!(
+            directory.get(9).unwrap().client_addr,
+            Some("127.0.0.1:5".parse().unwrap())
+        );
+        directory.learn_client(9, "127.0.0.1:7".parse().unwrap(), true);
+        assert_eq!(
+            directory.get(9).unwrap().client_addr,
+            Some("127.0.0.1:7".parse().unwrap())
+        );
+        directory.learn_client(10, "127.0.0.1:8".parse().unwrap(), true);
+        assert!(
+            directory.get(10).is_none(),
+            "no entry without a peer address"
+        );
     }
 }

@@ -83,6 +83,10 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         Arc::clone(&directory),
         config.client_addr,
     ));
+    let announce_task = tokio::spawn(crate::membership::announce(
+        Arc::clone(&cluster_backend),
+        stop_rx.clone(),
+    ));
     let api = EtcdApi::new(cluster_backend, ServiceConfig::default());
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(api.serve(client, async move {
@@ -127,6 +131,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         let _ = admin_task.await;
         let _ = status_task.await;
         let _ = lease_task.await;
+        let _ = announce_task.await;
     })
     .await;
     drop(backend);

@@ -289,6 +289,28 @@ async fn a_node_joins_as_learner_is_promoted_and_the_leader_is_removed_while_wri
     );
     assert!(listed.members.iter().all(|m| !m.peer_ur_ls.is_empty()));
 
+    // The old members learn the new member's client URL from its announcements.
+    let expected = vec![format!("http://{}", joiner.client_addr)];
+    let deadline = Instant::now() + STEP;
+    loop {
+        let listed = ClusterClient::new(cluster.channel(followers[0]))
+            .member_list(MemberListRequest::default())
+            .await
+            .map(|r| r.into_inner().members);
+        if listed
+            .as_ref()
+            .is_ok_and(|m| find(m, new.id).is_some_and(|m| m.client_ur_ls == expected))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {} never listed the new member's client URL: {listed:?}",
+            followers[0]
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+
     // Remove the leader itself, through itself.
     let removed = retry("member remove", || {
         let mut client = ClusterClient::new(cluster.channel(leader_id));
@@ -310,11 +332,6 @@ async fn a_node_joins_as_learner_is_promoted_and_the_leader_is_removed_while_wri
             .expect("listed"),
     );
     cluster.kill(leader_id);
-    let again = ClusterClient::new(cluster.channel(followers[0]))
-        .member_remove(MemberRemoveRequest { id: leader_id })
-        .await
-        .expect_err("already removed");
-    assert_eq!(again.code(), tonic::Code::NotFound, "{again}");
 
     // A new leader among the remaining three; writes keep being acknowledged.
     let deadline = Instant::now() + STEP;
@@ -332,6 +349,12 @@ async fn a_node_joins_as_learner_is_promoted_and_the_leader_is_removed_while_wri
         );
         tokio::time::sleep(POLL_INTERVAL).await;
     }
+    // Once a new leader has committed more, every member knows the old one is gone.
+    let again = ClusterClient::new(joiner.channel())
+        .member_remove(MemberRemoveRequest { id: leader_id })
+        .await
+        .expect_err("already removed");
+    assert_eq!(again.code(), tonic::Code::NotFound, "{again}");
     stop.store(true, Ordering::Relaxed);
     let acked = writer.await.expect("writer");
     assert!(!acked.is_empty(), "some writes were acknowledged");
@@ -464,17 +487,23 @@ async fn etcdctl_adds_promotes_and_removes_members_of_an_ordo_cluster() {
         assert!(Instant::now() < deadline, "never promoted: {out}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (ok, out) = etcdctl(&bin, joiner.client_addr, &["member", "list", "-w", "json"]);
-    assert!(ok, "{out}");
-    let members: serde_json::Value = serde_json::from_str(&out).expect("JSON member list");
-    let listed = members["members"].as_array().expect("members");
-    assert_eq!(listed.len(), 4, "{out}");
-    assert!(
-        listed
-            .iter()
-            .all(|m| m["isLearner"].as_bool() != Some(true)),
-        "{out}"
-    );
+    // The new member lists four voters, with client URLs, once it has applied its promotion.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (ok, out) = etcdctl(&bin, joiner.client_addr, &["member", "list", "-w", "json"]);
+        assert!(ok, "{out}");
+        let members: serde_json::Value = serde_json::from_str(&out).expect("JSON member list");
+        let listed = members["members"].as_array().expect("members");
+        assert_eq!(listed.len(), 4, "{out}");
+        let done = listed.iter().all(|m| {
+            m["isLearner"].as_bool() != Some(true) && m["clientURLs"].as_array().is_some()
+        });
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never listed as a voter: {out}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let gone = format!("{follower:x}");
     let (ok, out) = etcdctl(&bin, joiner.client_addr, &["member", "remove", &gone]);
