@@ -64,10 +64,12 @@ pub enum MemberError {
         id: u64,
     },
     /// Promotion asked for a learner that has not caught up with the leader's log.
-    #[error("etcdserver: can only promote a learner member which is in sync with leader (member {id:x} is {lag} entries behind; retry once it has caught up)")]
+    #[error("etcdserver: can only promote a learner member which is in sync with leader (member {id:x} has acknowledged the log up to index {match_index}, {lag} entries behind the leader; retry once it has caught up)")]
     LearnerNotReady {
         /// The learner.
         id: u64,
+        /// The highest index it has acknowledged.
+        match_index: u64,
         /// Entries it lags behind the leader.
         lag: u64,
     },

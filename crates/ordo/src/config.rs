@@ -140,7 +140,8 @@ pub struct ServerArgs {
     pub log_level: Option<String>,
     /// Start as a new member of a running cluster instead of bootstrapping one: the data
     /// directory must be empty, --peers lists the current members plus this node, and --id
-    /// is the id `etcdctl member add` answered. The node waits until the cluster adds it,
+    /// is the id `etcdctl member add` answered (it prints hex; give it in decimal, e.g.
+    /// `--id $((16#<hex>))`). The node waits until the cluster adds it,
     /// then receives the log from the leader. Restart it later without --join.
     #[arg(long)]
     pub join: bool,

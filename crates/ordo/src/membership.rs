@@ -361,6 +361,7 @@ impl ClusterBackend {
         if !learner_ready(progress.match_index, progress.lag) {
             return Err(MemberError::LearnerNotReady {
                 id,
+                match_index: progress.match_index,
                 lag: progress.lag,
             });
         }
