@@ -218,6 +218,14 @@ pub trait KvBackend: Send + Sync + 'static {
         let _ = (id, client_url);
     }
 
+    /// Hands leadership to voter `target` and resolves once it leads (etcd's MoveLeader).
+    fn move_leader(&self, target: u64) -> impl Future<Output = Result<(), MemberError>> + Send {
+        let _ = target;
+        std::future::ready(Err(MemberError::Unsupported(
+            "this server cannot move leadership".into(),
+        )))
+    }
+
     /// Makes learner `id` a voter, only once it has caught up with the leader.
     /// `may_forward` is false for a request another member already forwarded here, so a
     /// request is never passed on twice.

@@ -631,9 +631,13 @@ impl<B: KvBackend> maintenance_server::Maintenance for EtcdApi<B> {
 
     async fn move_leader(
         &self,
-        _request: Request<MoveLeaderRequest>,
+        request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(unserved("moving leadership through the etcd API"))
+        let target = request.into_inner().target_id;
+        self.membership(self.backend.move_leader(target)).await?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(self.header(self.current_revision())),
+        }))
     }
 }
 

@@ -21,7 +21,7 @@
 //! same millisecond differ in their random bits (and only one membership change is in
 //! progress at a time anyway). The ids stay below 2^53, so JSON tools print them exactly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -30,7 +30,10 @@ use std::time::Duration;
 use ordo_kv::backend::{MemberChanged, MemberError};
 use ordo_kv::command::{ApplyResponse, Command};
 use ordo_kv::proto::etcdserverpb::cluster_client::ClusterClient;
-use ordo_kv::proto::etcdserverpb::MemberPromoteRequest;
+use ordo_kv::proto::etcdserverpb::lease_client::LeaseClient;
+use ordo_kv::proto::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseTimeToLiveRequest, MemberPromoteRequest,
+};
 use ordo_kv::service::FORWARDED_METADATA_KEY;
 use ordo_kv::{KvBackend, KvError, KvState, MemberInfo, NodeStatus};
 use ordo_node::{ConfState, GroupStatus, MembershipChange, NodeId, ProposeError, StateRole};
@@ -43,6 +46,9 @@ pub const LEARNER_READY_LAG_MAX: u64 = 1000;
 
 /// How long a promotion passed on to the leader may take there.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a leadership move checks whether the target leads yet.
+const MOVE_LEADER_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Most peer URLs a member may be added with: the peer transport dials one address.
 const PEER_URLS_MAX: usize = 1;
@@ -294,6 +300,12 @@ pub struct ClusterBackend {
     directory: Arc<MemberDirectory>,
     node_id: NodeId,
     self_client_addr: SocketAddr,
+    /// Members whose client address the replicated backend was configured with: it
+    /// forwards lease requests to those itself; to a leader added at run time this backend
+    /// forwards them, with the address from the directory.
+    configured_clients: BTreeSet<NodeId>,
+    /// One connection to a run-time-added leader's client address, reused.
+    leader_channel: Mutex<Option<(NodeId, tonic::transport::Channel)>>,
 }
 
 impl ClusterBackend {
@@ -305,11 +317,19 @@ impl ClusterBackend {
         self_client_addr: SocketAddr,
     ) -> ClusterBackend {
         let node_id = inner.status().member_id;
+        let configured_clients = directory
+            .all()
+            .into_iter()
+            .filter(|(_, a)| a.client_addr.is_some())
+            .map(|(id, _)| id)
+            .collect();
         ClusterBackend {
             inner,
             directory,
             node_id,
             self_client_addr,
+            configured_clients,
+            leader_channel: Mutex::new(None),
         }
     }
 
@@ -332,6 +352,34 @@ impl ClusterBackend {
             client_urls: client_addr.map(|a| vec![url(a)]).unwrap_or_default(),
             is_learner,
         }
+    }
+
+    /// The leader's client channel, when the leader is a member the replicated backend
+    /// cannot forward lease requests to (added at run time) and its address is known.
+    fn runtime_leader_channel(&self) -> Option<tonic::transport::Channel> {
+        let status = self.inner.cached_status()?;
+        if status.role == StateRole::Leader
+            || status.leader == 0
+            || self.configured_clients.contains(&status.leader)
+        {
+            return None;
+        }
+        let leader = status.leader;
+        let addr = self.directory.get(leader)?.client_addr?;
+        let mut cached = lock(&self.leader_channel);
+        if let Some((id, channel)) = cached.as_ref() {
+            if *id == leader {
+                return Some(channel.clone());
+            }
+        }
+        let channel = tonic::transport::Endpoint::from_shared(url(addr))
+            .ok()?
+            .connect_timeout(FORWARD_TIMEOUT)
+            .timeout(FORWARD_TIMEOUT)
+            // Connects on first use and reconnects by itself after a failure.
+            .connect_lazy();
+        *cached = Some((leader, channel.clone()));
+        Some(channel)
     }
 
     fn members_of(&self, conf: &ConfState) -> Vec<MemberInfo> {
@@ -441,6 +489,15 @@ impl ClusterBackend {
     }
 }
 
+/// A forwarded lease request's failure, as the error the client gets.
+fn lease_forward_error(status: tonic::Status) -> KvError {
+    match status.code() {
+        tonic::Code::NotFound => KvError::LeaseNotFound,
+        tonic::Code::Unavailable => KvError::NoLeader,
+        _ => KvError::Timeout,
+    }
+}
+
 /// The leader's answer to a forwarded promotion, as this member's error.
 fn forwarded_error(id: NodeId, status: tonic::Status) -> MemberError {
     let message = status.message().to_string();
@@ -468,11 +525,32 @@ impl KvBackend for ClusterBackend {
     }
 
     async fn lease_keep_alive(&self, id: i64) -> Result<Option<i64>, KvError> {
-        self.inner.lease_keep_alive(id).await
+        let Some(channel) = self.runtime_leader_channel() else {
+            return self.inner.lease_keep_alive(id).await;
+        };
+        let request = tokio_stream::once(LeaseKeepAliveRequest { id });
+        let mut responses = LeaseClient::new(channel)
+            .lease_keep_alive(request)
+            .await
+            .map_err(lease_forward_error)?
+            .into_inner();
+        match responses.message().await.map_err(lease_forward_error)? {
+            Some(reply) if reply.ttl > 0 => Ok(Some(reply.ttl)),
+            Some(_) => Ok(None),
+            None => Err(KvError::NoLeader),
+        }
     }
 
     async fn lease_remaining(&self, id: i64) -> Result<Option<i64>, KvError> {
-        self.inner.lease_remaining(id).await
+        let Some(channel) = self.runtime_leader_channel() else {
+            return self.inner.lease_remaining(id).await;
+        };
+        let reply = LeaseClient::new(channel)
+            .lease_time_to_live(LeaseTimeToLiveRequest { id, keys: false })
+            .await
+            .map_err(lease_forward_error)?
+            .into_inner();
+        Ok((reply.ttl >= 0).then_some(reply.ttl))
     }
 
     fn members(&self) -> Vec<MemberInfo> {
@@ -582,6 +660,36 @@ impl KvBackend for ClusterBackend {
             member: removed,
             members: self.members_of(&conf),
         })
+    }
+
+    async fn move_leader(&self, target: u64) -> Result<(), MemberError> {
+        let status = self.fresh_status().await?;
+        if status.conf_state.learners.contains(&target) {
+            return Err(MemberError::Rejected(format!(
+                "member {target:x} is a learner; promote it before it can lead"
+            )));
+        }
+        if !status.conf_state.voters.contains(&target) {
+            return Err(MemberError::NotFound { id: target });
+        }
+        if status.leader == target {
+            return Ok(());
+        }
+        self.inner
+            .group()
+            .transfer_leader(target)
+            .await
+            .map_err(change_error)?;
+        // The transfer completes when the target wins its election; wait for this member
+        // to see it (the service bounds the wait by its request timeout).
+        loop {
+            let status = self.fresh_status().await?;
+            if status.leader == target {
+                tracing::info!(node = self.node_id, leader = target, "leadership moved");
+                return Ok(());
+            }
+            tokio::time::sleep(MOVE_LEADER_POLL_INTERVAL).await;
+        }
     }
 
     async fn member_promote(

@@ -17,9 +17,11 @@ use ordo::admin::StatusReport;
 use ordo::cluster::{free_ports, POLL_INTERVAL};
 use ordo_kv::proto::etcdserverpb::cluster_client::ClusterClient;
 use ordo_kv::proto::etcdserverpb::kv_client::KvClient;
+use ordo_kv::proto::etcdserverpb::lease_client::LeaseClient;
+use ordo_kv::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use ordo_kv::proto::etcdserverpb::{
-    Member, MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
-    PutRequest,
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseTimeToLiveRequest, Member, MemberAddRequest,
+    MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, MoveLeaderRequest, PutRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -355,6 +357,62 @@ async fn a_node_joins_as_learner_is_promoted_and_the_leader_is_removed_while_wri
         .await
         .expect_err("already removed");
     assert_eq!(again.code(), tonic::Code::NotFound, "{again}");
+
+    // Leadership moves to the new member; an old member, configured without its client
+    // URL, still forwards lease keep-alives to it.
+    retry("move leader", || {
+        let mut client = MaintenanceClient::new(cluster.channel(followers[0]));
+        async move {
+            client
+                .move_leader(MoveLeaderRequest { target_id: new.id })
+                .await
+        }
+    })
+    .await
+    .expect("move leader");
+    let deadline = Instant::now() + STEP;
+    while cluster
+        .status(followers[0])
+        .await
+        .is_none_or(|s| s.leader != new.id)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node {} never followed the new leader",
+            followers[0]
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    let mut leases = LeaseClient::new(cluster.channel(followers[0]));
+    let granted = retry("lease grant", || {
+        let mut client = leases.clone();
+        async move {
+            client
+                .lease_grant(LeaseGrantRequest { ttl: 30, id: 0 })
+                .await
+        }
+    })
+    .await
+    .expect("lease grant");
+    let kept = leases
+        .lease_keep_alive(tokio_stream::once(LeaseKeepAliveRequest { id: granted.id }))
+        .await
+        .expect("keep-alive forwarded to the new leader")
+        .into_inner()
+        .message()
+        .await
+        .expect("keep-alive answer")
+        .expect("one answer");
+    assert!(kept.ttl > 0, "the lease is alive: {kept:?}");
+    let remaining = leases
+        .lease_time_to_live(LeaseTimeToLiveRequest {
+            id: granted.id,
+            keys: false,
+        })
+        .await
+        .expect("time to live forwarded to the new leader")
+        .into_inner();
+    assert!(remaining.ttl > 0, "{remaining:?}");
     stop.store(true, Ordering::Relaxed);
     let acked = writer.await.expect("writer");
     assert!(!acked.is_empty(), "some writes were acknowledged");
