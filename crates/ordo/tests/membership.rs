@@ -572,3 +572,83 @@ async fn etcdctl_adds_promotes_and_removes_members_of_an_ordo_cluster() {
     let (ok, out) = etcdctl(&bin, joiner.client_addr, &["put", "after", "removal"]);
     assert!(ok, "the three remaining members serve writes: {out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_added_as_voter_counts_toward_quorum_once_it_runs_and_can_be_removed() {
+    let (cluster, leader) = start(&[]).await;
+    let (peer_addr, ports) = plan_joiner();
+    let add = MemberAddRequest {
+        peer_ur_ls: vec![format!("http://{peer_addr}")],
+        is_learner: false,
+    };
+    let added = retry("member add", || {
+        let mut client = ClusterClient::new(cluster.channel(leader.id));
+        let request = add.clone();
+        async move { client.member_add(request).await }
+    })
+    .await
+    .expect("member add");
+    let new = added.member.expect("the new member");
+    assert!(!new.is_learner);
+    assert!(
+        added.members.iter().all(|m| !m.is_learner),
+        "{:?}",
+        added.members
+    );
+
+    // Four voters, one not running yet: three still make a quorum.
+    common::put(&cluster, &[leader.id], "voter/before", "1").await;
+
+    // Once running, the new voter catches up from the leader.
+    let joiner = start_joiner(&cluster, new.id, &ports);
+    let deadline = Instant::now() + STEP;
+    loop {
+        let status = joiner.status().await;
+        if status
+            .as_ref()
+            .is_some_and(|s| s.leader != 0 && s.applied_index >= leader.commit_index)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new voter never caught up: {status:?}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+
+    // A bad peer URL and a duplicate one are refused, naming the problem.
+    let mut client = ClusterClient::new(cluster.channel(leader.id));
+    let bad = client
+        .member_add(MemberAddRequest {
+            peer_ur_ls: vec!["http://node5:2380".into()],
+            is_learner: true,
+        })
+        .await
+        .expect_err("a host name is not an address");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad}");
+    assert!(bad.message().contains("node5"), "{bad}");
+    let duplicate = client
+        .member_add(add.clone())
+        .await
+        .expect_err("the peer URL is taken");
+    assert_eq!(
+        duplicate.code(),
+        tonic::Code::FailedPrecondition,
+        "{duplicate}"
+    );
+
+    // Removed through itself: the others go on as three.
+    let removed = retry("member remove", || {
+        let mut client = ClusterClient::new(joiner.channel());
+        async move {
+            client
+                .member_remove(MemberRemoveRequest { id: new.id })
+                .await
+        }
+    })
+    .await
+    .expect("member remove");
+    assert_eq!(removed.members.len(), 3);
+    common::put(&cluster, &[leader.id], "voter/after", "1").await;
+}
