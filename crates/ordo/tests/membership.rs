@@ -394,16 +394,28 @@ async fn a_node_joins_as_learner_is_promoted_and_the_leader_is_removed_while_wri
     })
     .await
     .expect("lease grant");
-    let kept = leases
-        .lease_keep_alive(tokio_stream::once(LeaseKeepAliveRequest { id: granted.id }))
-        .await
-        .expect("keep-alive forwarded to the new leader")
-        .into_inner()
-        .message()
-        .await
-        .expect("keep-alive answer")
-        .expect("one answer");
-    assert!(kept.ttl > 0, "the lease is alive: {kept:?}");
+    // The grant was acknowledged once this follower applied it; the leader's lessor knows
+    // the lease once the leader has applied it too, which may be a moment later.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let kept = leases
+            .lease_keep_alive(tokio_stream::once(LeaseKeepAliveRequest { id: granted.id }))
+            .await
+            .expect("keep-alive forwarded to the new leader")
+            .into_inner()
+            .message()
+            .await
+            .expect("keep-alive answer")
+            .expect("one answer");
+        if kept.ttl > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lease never came alive: {kept:?}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
     let remaining = leases
         .lease_time_to_live(LeaseTimeToLiveRequest {
             id: granted.id,
