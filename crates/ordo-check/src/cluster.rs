@@ -3,7 +3,8 @@
 //!
 //! Every node `b` has one proxy in front of its peer listener, which tells senders apart by
 //! the transport's handshake; node `a`'s `--peers` list gives that proxy's address for every
-//! other node `b` (and its own real peer address for itself). Nodes come and go: a node
+//! node, itself included (a node advertises its own entry to peers in the snapshots it
+//! sends, so they too must learn the proxy, never the real listener). Nodes come and go: a node
 //! planned with [`Cluster::plan_node`] gets its proxy first (its address is the peer URL a
 //! membership change announces), joins with `--join` once the cluster added it, and a
 //! removed node leaves the set with [`Cluster::remove_node`]. The processes are children
@@ -278,17 +279,12 @@ impl Cluster {
             return Ok(());
         }
         let spec = &self.specs[&id];
+        // Its own entry too is its proxy: a node advertises its own entry (in snapshots it
+        // sends), and a peer that learned the real address would dial around the proxy.
         let peers: Vec<String> = self
             .specs
             .values()
-            .map(|other| {
-                let addr = if other.id == id {
-                    other.peer_addr
-                } else {
-                    self.links[&other.id].listen_addr()
-                };
-                format!("{}={addr}", other.id)
-            })
+            .map(|other| format!("{}={}", other.id, self.links[&other.id].listen_addr()))
             .collect();
         let join = spec.joins;
         let client_addrs: Vec<String> = self
