@@ -491,9 +491,14 @@ fn etcdctl_or_skip() -> Option<std::path::PathBuf> {
 
 /// Runs etcdctl against `endpoint`; returns whether it succeeded and its output.
 fn etcdctl(bin: &std::path::Path, endpoint: std::net::SocketAddr, args: &[&str]) -> (bool, String) {
+    etcdctl_at(bin, &endpoint.to_string(), args)
+}
+
+/// Runs etcdctl against a comma-separated endpoint list.
+fn etcdctl_at(bin: &std::path::Path, endpoints: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new(bin)
         .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
+        .arg(format!("--endpoints={endpoints}"))
         .args(["--dial-timeout=5s", "--command-timeout=10s"])
         .args(args)
         .stdin(Stdio::null())
@@ -572,6 +577,27 @@ async fn etcdctl_adds_promotes_and_removes_members_of_an_ordo_cluster() {
             break;
         }
         assert!(Instant::now() < deadline, "never listed as a voter: {out}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // move-leader finds the leader among the endpoints and asks it to hand over.
+    let all: Vec<String> = cluster
+        .ids()
+        .iter()
+        .map(|&id| cluster.spec(id).client_addr.to_string())
+        .chain([joiner.client_addr.to_string()])
+        .collect();
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (ok, out) = etcdctl_at(&bin, &all.join(","), &["move-leader", &hex]);
+        if ok {
+            assert!(out.contains("transferred"), "{out}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "move-leader never succeeded: {out}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
