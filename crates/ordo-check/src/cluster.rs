@@ -1,8 +1,13 @@
 //! A cluster of `ordo server` processes on 127.0.0.1 started by the checker, every peer link
 //! running through a [`LinkProxy`].
 //!
-//! Node `a`'s `--peers` list gives, for every other node `b`, the address of the proxy for
-//! the link `a -> b` (and its own real peer address for itself). The processes are children
+//! Every node `b` has one proxy in front of its peer listener, which tells senders apart by
+//! the transport's handshake; node `a`'s `--peers` list gives that proxy's address for every
+//! node, itself included (a node advertises its own entry to peers in the snapshots it
+//! sends, so they too must learn the proxy, never the real listener). Nodes come and go: a node
+//! planned with [`Cluster::plan_node`] gets its proxy first (its address is the peer URL a
+//! membership change announces), joins with `--join` once the cluster added it, and a
+//! removed node leaves the set with [`Cluster::remove_node`]. The processes are children
 //! of the checker: SIGKILL with [`Cluster::kill`], SIGSTOP/SIGCONT with [`Cluster::pause`] and
 //! [`Cluster::resume`], and every one is killed when the [`Cluster`] is dropped, on every path
 //! out.
@@ -74,6 +79,31 @@ pub struct NodeSpec {
     pub data_dir: PathBuf,
     /// Where its stdout and stderr go.
     pub log_path: PathBuf,
+    /// Whether its next start is its first one as a member added at run time, which passes
+    /// `--join` (later starts do not, as an operator restarts a joined node).
+    pub joins: bool,
+}
+
+/// A node planned but not yet part of the cluster: its ports and its proxy, waiting for
+/// the id a membership change gives it.
+#[derive(Debug)]
+pub struct PlannedNode {
+    client_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    proxy: LinkProxy,
+}
+
+impl PlannedNode {
+    /// The address every other node will reach it at (its proxy): the peer URL to announce.
+    pub fn peer_url(&self) -> String {
+        format!("http://{}", self.proxy.listen_addr())
+    }
+
+    /// Its etcd API address.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
 }
 
 /// What `/status` reports (the fields the nemesis uses).
@@ -99,7 +129,8 @@ pub struct Cluster {
     specs: BTreeMap<u64, NodeSpec>,
     children: BTreeMap<u64, Child>,
     paused: BTreeMap<u64, bool>,
-    links: BTreeMap<(u64, u64), LinkProxy>,
+    /// The proxy in front of each node's peer listener.
+    links: BTreeMap<u64, LinkProxy>,
     extra_args: Vec<String>,
     root: PathBuf,
     _temp: Option<tempfile::TempDir>,
@@ -151,19 +182,16 @@ impl Cluster {
                     admin_addr: ports[i + 2],
                     data_dir: root.join(format!("node-{id}")),
                     log_path: root.join(format!("node-{id}.log")),
+                    joins: false,
                 },
             );
         }
         let mut links = BTreeMap::new();
-        for &from in specs.keys() {
-            for (&to, spec) in &specs {
-                if from != to {
-                    let proxy = LinkProxy::start(spec.peer_addr)
-                        .await
-                        .map_err(io("start a link proxy"))?;
-                    links.insert((from, to), proxy);
-                }
-            }
+        for (&id, spec) in &specs {
+            let proxy = LinkProxy::start(spec.peer_addr)
+                .await
+                .map_err(io("start a link proxy"))?;
+            links.insert(id, proxy);
         }
         Ok(Cluster {
             binary,
@@ -192,6 +220,51 @@ impl Cluster {
         &self.root
     }
 
+    /// Reserves ports and starts the proxy of a node that is about to be added.
+    pub async fn plan_node(&self) -> Result<PlannedNode, ClusterError> {
+        let ports = NODE_PORTS
+            .free_ports(3)
+            .map_err(io("reserve loopback ports"))?;
+        let proxy = LinkProxy::start(ports[1])
+            .await
+            .map_err(io("start a link proxy"))?;
+        Ok(PlannedNode {
+            client_addr: ports[0],
+            peer_addr: ports[1],
+            admin_addr: ports[2],
+            proxy,
+        })
+    }
+
+    /// Makes a planned node member `id` of this cluster (its first start joins); starts
+    /// nothing.
+    pub fn add_node(&mut self, id: u64, planned: PlannedNode) {
+        assert!(
+            !self.specs.contains_key(&id),
+            "member id {id} is already a node of this cluster"
+        );
+        let spec = NodeSpec {
+            id,
+            client_addr: planned.client_addr,
+            peer_addr: planned.peer_addr,
+            admin_addr: planned.admin_addr,
+            data_dir: self.root.join(format!("node-{id}")),
+            log_path: self.root.join(format!("node-{id}.log")),
+            joins: true,
+        };
+        self.specs.insert(id, spec);
+        self.links.insert(id, planned.proxy);
+        self.paused.insert(id, false);
+    }
+
+    /// SIGKILLs node `id` and forgets it (its data directory and log stay for inspection).
+    pub fn remove_node(&mut self, id: u64) {
+        self.kill(id);
+        self.specs.remove(&id);
+        self.links.remove(&id);
+        self.paused.remove(&id);
+    }
+
     /// Every node's etcd API address, as `host:port`.
     pub fn client_endpoints(&self) -> Vec<String> {
         self.specs
@@ -206,18 +279,14 @@ impl Cluster {
             return Ok(());
         }
         let spec = &self.specs[&id];
+        // Its own entry too is its proxy: a node advertises its own entry (in snapshots it
+        // sends), and a peer that learned the real address would dial around the proxy.
         let peers: Vec<String> = self
             .specs
             .values()
-            .map(|other| {
-                let addr = if other.id == id {
-                    other.peer_addr
-                } else {
-                    self.links[&(id, other.id)].listen_addr()
-                };
-                format!("{}={addr}", other.id)
-            })
+            .map(|other| format!("{}={}", other.id, self.links[&other.id].listen_addr()))
             .collect();
+        let join = spec.joins;
         let client_addrs: Vec<String> = self
             .specs
             .values()
@@ -245,6 +314,7 @@ impl Cluster {
             .arg(peers.join(","))
             .arg("--peer-client-addrs")
             .arg(client_addrs.join(","))
+            .args(join.then_some("--join"))
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log)
@@ -253,6 +323,9 @@ impl Cluster {
             .map_err(io(format!("start {}", self.binary.display())))?;
         self.children.insert(id, child);
         self.paused.insert(id, false);
+        if let Some(spec) = self.specs.get_mut(&id) {
+            spec.joins = false;
+        }
         Ok(())
     }
 
@@ -322,8 +395,8 @@ impl Cluster {
 
     /// Sets the mode of the link carrying `from`'s messages to `to`.
     pub fn set_link(&self, from: u64, to: u64, mode: LinkMode) {
-        if let Some(link) = self.links.get(&(from, to)) {
-            link.set_mode(mode);
+        if let Some(link) = self.links.get(&to) {
+            link.set_sender_mode(from, mode);
         }
     }
 
@@ -341,7 +414,7 @@ impl Cluster {
     /// without bytes a blackhole swallowed mid-frame.
     pub fn heal(&self) {
         for link in self.links.values() {
-            if link.mode() != LinkMode::Pass {
+            if !link.is_passing_everything() {
                 link.set_mode(LinkMode::Pass);
                 link.cut();
             }

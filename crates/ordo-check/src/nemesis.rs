@@ -4,7 +4,14 @@
 //! one round injects every kind), each held for the fault duration and then healed, with a
 //! quiet interval between them. Disk faults always damage the same node (a minority of one),
 //! so at most one node is ever down for lost state; a node that refuses to start on a damaged
-//! disk is left down and the run continues on the majority.
+//! disk is replaced as an operator would: removed from the cluster, its data deleted, and a
+//! fresh member added under a new id.
+//!
+//! The membership fault changes members under load through the etcd Cluster API, sent to a
+//! random member as a client would: a new node joins as a learner (its own port, data
+//! directory and proxy), is promoted once it has caught up, and an old voter (the leader
+//! half of the time) is removed and stopped, so the cluster keeps three voters with one new
+//! face.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -12,10 +19,25 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::client::Rng;
+use ordo_kv::proto::etcdserverpb::cluster_client::ClusterClient;
+use ordo_kv::proto::etcdserverpb::{
+    Member, MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
+};
+
+use crate::client::{Conn, Rng};
 use crate::cluster::{segment_files, Cluster};
 use crate::history::{FaultRecord, Recorder};
 use crate::proxy::LinkMode;
+use crate::workload::Endpoints;
+
+/// Longest one membership request may take.
+const MEMBER_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pause between attempts of a membership request that could not be decided yet.
+const MEMBER_RETRY_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long a client of a newly added member waits to connect.
+const NEW_MEMBER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One kind of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -162,6 +184,7 @@ pub struct NemesisReport {
 struct Nemesis<'a> {
     cluster: &'a mut Cluster,
     recorder: &'a Recorder,
+    endpoints: &'a Endpoints,
     config: NemesisConfig,
     rng: Rng,
     disk_victim: Option<u64>,
@@ -170,9 +193,12 @@ struct Nemesis<'a> {
 
 /// Injects faults until `deadline`, then heals everything and restarts every node not left
 /// down. Each fault ends before `deadline`.
+/// Clients find the cluster's current members in `endpoints`, which membership changes
+/// update.
 pub async fn run(
     cluster: &mut Cluster,
     recorder: &Recorder,
+    endpoints: &Endpoints,
     config: NemesisConfig,
     deadline: Instant,
 ) -> NemesisReport {
@@ -180,6 +206,7 @@ pub async fn run(
     let mut nemesis = Nemesis {
         cluster,
         recorder,
+        endpoints,
         config,
         rng,
         disk_victim: None,
@@ -190,12 +217,42 @@ pub async fn run(
     nemesis.report
 }
 
+/// The operator's repair of node `id`, which refused to start: it is removed from the
+/// cluster, its data directory deleted, and a fresh member (a new id) added that joins,
+/// catches up within `rejoin_timeout` and is promoted. Returns what happened, starting with
+/// `repaired:` when all of it succeeded.
+pub async fn repair_refused(
+    cluster: &mut Cluster,
+    endpoints: &Endpoints,
+    id: u64,
+    rejoin_timeout: Duration,
+    seed: u64,
+) -> String {
+    let recorder = Recorder::new(1);
+    let mut nemesis = Nemesis {
+        cluster,
+        recorder: &recorder,
+        endpoints,
+        config: NemesisConfig {
+            faults: Vec::new(),
+            interval: Duration::ZERO,
+            duration: Duration::ZERO,
+            rejoin_timeout,
+            seed,
+        },
+        rng: Rng::new(seed),
+        disk_victim: Some(id),
+        report: NemesisReport::default(),
+    };
+    nemesis.report.left_down.insert(id);
+    nemesis.repair(id).await
+}
+
 impl Nemesis<'_> {
     async fn run(&mut self, deadline: Instant) {
         if self.config.faults.is_empty() {
             return;
         }
-        let mut unavailable_reported = BTreeSet::new();
         // A bound on rounds in case every kind is unavailable and the loop would otherwise
         // only sleep; the deadline ends it far sooner in practice.
         for round in 0..100_000usize {
@@ -206,15 +263,6 @@ impl Nemesis<'_> {
             }
             tokio::time::sleep(self.config.interval).await;
             self.note_exits();
-            if kind == FaultKind::Membership {
-                if unavailable_reported.insert(kind) {
-                    let reason = self.membership_unavailable_reason().await;
-                    self.report
-                        .unavailable
-                        .push(format!("membership: {reason}"));
-                }
-                continue;
-            }
             let start_ns = self.recorder.now_ns();
             let (description, outcome) = self.inject(kind).await;
             self.recorder.fault(FaultRecord {
@@ -241,31 +289,6 @@ impl Nemesis<'_> {
                 let _ = self.cluster.start(id);
             }
         }
-    }
-
-    async fn membership_unavailable_reason(&mut self) -> String {
-        use ordo_kv::proto::etcdserverpb::{cluster_client::ClusterClient, MemberListRequest};
-        let endpoint = self.cluster.client_endpoints()[0].clone();
-        let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
-            .map(|e| e.connect_lazy())
-        else {
-            return "could not build a client to ask the server".to_string();
-        };
-        let mut client = ClusterClient::new(channel);
-        // A harmless request: MemberList reports whether the Cluster service is there at all;
-        // changing membership is not attempted because the checker has no safe way to.
-        let answer = tokio::time::timeout(
-            Duration::from_secs(2),
-            client.member_list(MemberListRequest {
-                linearizable: false,
-            }),
-        )
-        .await;
-        let listed = matches!(answer, Ok(Ok(_)));
-        format!(
-            "`ordo server` answers MemberAdd/MemberRemove with Unimplemented and has no other membership API (MemberList {})",
-            if listed { "answers" } else { "did not answer" }
-        )
     }
 
     fn up_nodes(&mut self) -> Vec<u64> {
@@ -453,14 +476,14 @@ impl Nemesis<'_> {
             FaultKind::DiskBitflip | FaultKind::DiskTruncate | FaultKind::DiskWipe => {
                 self.disk_fault(kind).await
             }
-            FaultKind::Membership => unreachable!("membership is reported, not injected"),
+            FaultKind::Membership => self.membership().await,
         }
     }
 
     async fn disk_fault(&mut self, kind: FaultKind) -> (String, String) {
         let victim = match self.disk_victim {
-            Some(victim) => victim,
-            None => {
+            Some(victim) if self.cluster.ids().contains(&victim) => victim,
+            _ => {
                 let leader = self.cluster.leader().await;
                 let candidates: Vec<u64> = self
                     .up_nodes()
@@ -497,10 +520,14 @@ impl Nemesis<'_> {
             _ => self.damage_segment(kind, &data_dir),
         };
         let started = self.cluster.start(victim);
-        let outcome = match started {
+        let mut outcome = match started {
             Err(e) => format!("could not be started: {e}"),
             Ok(()) => self.watch_rejoin(victim, target_index).await,
         };
+        if self.report.left_down.contains(&victim) {
+            let repair = self.repair(victim).await;
+            outcome = format!("{outcome}; {repair}");
+        }
         (format!("node {victim} down; {damage}; restarted"), outcome)
     }
 
@@ -589,6 +616,292 @@ impl Nemesis<'_> {
                         .push(format!("node {id} could not be restarted: {e}"));
                 }
             }
+        }
+    }
+}
+
+/// A Cluster-service client of node `addr`'s etcd API.
+fn cluster_client(addr: std::net::SocketAddr) -> Option<ClusterClient<tonic::transport::Channel>> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).ok()?;
+    Some(ClusterClient::new(
+        endpoint
+            .connect_timeout(MEMBER_REQUEST_TIMEOUT)
+            .timeout(MEMBER_REQUEST_TIMEOUT)
+            .connect_lazy(),
+    ))
+}
+
+/// Whether a failed membership request may still succeed when retried: no leader, a change
+/// still in progress, a learner still catching up, an unreachable member.
+fn worth_retrying(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Cancelled
+            | tonic::Code::Unknown
+    )
+}
+
+fn short(status: &tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), one_line(status.message()))
+}
+
+impl Nemesis<'_> {
+    /// Running, unpaused members a request may be sent to.
+    fn reachable_nodes(&mut self) -> Vec<u64> {
+        let ids = self.up_nodes();
+        ids.into_iter()
+            .filter(|&id| self.cluster.is_running(id) && !self.cluster.is_paused(id))
+            .collect()
+    }
+
+    /// A random reachable member other than `except` and its Cluster client.
+    fn any_member(
+        &mut self,
+        except: Option<u64>,
+    ) -> Option<(u64, ClusterClient<tonic::transport::Channel>)> {
+        let nodes: Vec<u64> = self
+            .reachable_nodes()
+            .into_iter()
+            .filter(|&id| Some(id) != except)
+            .collect();
+        let via = self.pick(&nodes)?;
+        Some((via, cluster_client(self.cluster.spec(via).client_addr)?))
+    }
+
+    /// The member list as some reachable member reports it.
+    async fn member_list(&mut self) -> Option<Vec<Member>> {
+        let (_, mut client) = self.any_member(None)?;
+        let answer = client
+            .member_list(MemberListRequest {
+                linearizable: false,
+            })
+            .await
+            .ok()?;
+        Some(answer.into_inner().members)
+    }
+
+    /// The membership fault: a new node joins as a learner, is promoted, and an old voter
+    /// (a node left down, else the leader half of the time, else a random node) is removed.
+    async fn membership(&mut self) -> (String, String) {
+        let deadline = Instant::now() + self.config.rejoin_timeout;
+        let (added, added_note) = match self.add_and_promote(deadline).await {
+            Ok(done) => done,
+            Err(why) => return ("add a member".into(), format!("failed: {why}")),
+        };
+        let leader = self.cluster.leader().await;
+        let old: Vec<u64> = self
+            .cluster
+            .ids()
+            .into_iter()
+            .filter(|&id| id != added)
+            .collect();
+        let down = self.report.left_down.iter().next().copied();
+        let (victim, why) = if let Some(down) = down {
+            (Some(down), "left down")
+        } else if leader.is_some_and(|l| l != added) && self.rng.below(2) == 0 {
+            (leader, "leader")
+        } else {
+            (self.pick(&old), "random node")
+        };
+        let Some(victim) = victim else {
+            return (added_note, "no old member to remove".into());
+        };
+        let deadline = Instant::now() + self.config.rejoin_timeout;
+        let outcome = match self.remove_member(victim, deadline).await {
+            Ok(note) => format!(
+                "{note}; the cluster keeps {} voters",
+                self.cluster.ids().len()
+            ),
+            Err(why) => format!("removing node {victim} failed: {why}"),
+        };
+        (
+            format!("{added_note}; then remove node {victim} ({why})"),
+            outcome,
+        )
+    }
+
+    /// Adds a new node as a learner, starts it with `--join`, and promotes it once it has
+    /// caught up; returns its id and what happened. A learner that never catches up is
+    /// removed again.
+    async fn add_and_promote(&mut self, deadline: Instant) -> Result<(u64, String), String> {
+        let planned = self
+            .cluster
+            .plan_node()
+            .await
+            .map_err(|e| format!("plan a node: {e}"))?;
+        let peer_url = planned.peer_url();
+        let client_addr = planned.client_addr();
+        let started = Instant::now();
+        let mut last = String::from("no reachable member");
+        let mut id = None;
+        // Bounded by the deadline; each attempt by the request timeout.
+        while id.is_none() && Instant::now() < deadline {
+            if let Some((via, mut client)) = self.any_member(None) {
+                let request = MemberAddRequest {
+                    peer_ur_ls: vec![peer_url.clone()],
+                    is_learner: true,
+                };
+                match client.member_add(request).await {
+                    Ok(answer) => {
+                        let member = answer.into_inner().member;
+                        id = member.map(|m| (m.id, via));
+                        if id.is_none() {
+                            return Err(format!(
+                                "node {via} answered MemberAdd without the member"
+                            ));
+                        }
+                    }
+                    Err(status) if worth_retrying(&status) => {
+                        last = format!("node {via}: {}", short(&status));
+                        // The add may have been applied although the answer was lost: a
+                        // member with this peer URL is the one asked for.
+                        if let Some(members) = self.member_list().await {
+                            if let Some(m) =
+                                members.iter().find(|m| m.peer_ur_ls.contains(&peer_url))
+                            {
+                                id = Some((m.id, via));
+                            }
+                        }
+                    }
+                    Err(status) => return Err(format!("node {via}: {}", short(&status))),
+                }
+            }
+            if id.is_none() {
+                tokio::time::sleep(MEMBER_RETRY_INTERVAL).await;
+            }
+        }
+        let Some((id, added_via)) = id else {
+            return Err(format!("MemberAdd never succeeded: {last}"));
+        };
+        self.cluster.add_node(id, planned);
+        if let Err(e) = self.cluster.start(id) {
+            let _ = self.remove_member(id, deadline).await;
+            return Err(format!("start node {id}: {e}"));
+        }
+        let mut last = String::from("no reachable member");
+        let mut promoted_via = None;
+        while promoted_via.is_none() && Instant::now() < deadline {
+            // Not the learner itself: until it has applied its own addition it does not
+            // know it is a member.
+            if let Some((via, mut client)) = self.any_member(Some(id)) {
+                match client.member_promote(MemberPromoteRequest { id }).await {
+                    Ok(_) => promoted_via = Some(via),
+                    // An earlier attempt whose answer was lost promoted it already.
+                    Err(status)
+                        if status.message().contains("only promote a learner member")
+                            && !status.message().contains("in sync") =>
+                    {
+                        promoted_via = Some(via);
+                    }
+                    // A member that has not applied the addition yet does not know the
+                    // learner; another (or the same one, later) will.
+                    Err(status)
+                        if worth_retrying(&status) || status.code() == tonic::Code::NotFound =>
+                    {
+                        last = format!("node {via}: {}", short(&status));
+                    }
+                    Err(status) => {
+                        last = format!("node {via}: {}", short(&status));
+                        break;
+                    }
+                }
+            }
+            if promoted_via.is_none() {
+                tokio::time::sleep(MEMBER_RETRY_INTERVAL).await;
+            }
+        }
+        let Some(promoted_via) = promoted_via else {
+            let cleanup = self
+                .remove_member(id, Instant::now() + self.config.rejoin_timeout)
+                .await
+                .unwrap_or_else(|e| format!("and could not be removed: {e}"));
+            return Err(format!(
+                "learner {id} was never promoted ({last}); {cleanup}"
+            ));
+        };
+        match Conn::new(&client_addr.to_string(), NEW_MEMBER_CONNECT_TIMEOUT) {
+            Ok(conn) => self.endpoints.add(conn),
+            Err(e) => self
+                .report
+                .notes
+                .push(format!("no client connection to new node {id}: {e}")),
+        }
+        Ok((
+            id,
+            format!(
+                "node {id} added as a learner via node {added_via}, joined, promoted via node {promoted_via} after {:.1}s",
+                started.elapsed().as_secs_f64()
+            ),
+        ))
+    }
+
+    /// Removes member `id` through a random member (possibly itself) and stops its process.
+    async fn remove_member(&mut self, id: u64, deadline: Instant) -> Result<String, String> {
+        let mut last = String::from("no reachable member");
+        let mut removed_via = None;
+        let mut attempts = 0u32;
+        while removed_via.is_none() && Instant::now() < deadline {
+            attempts += 1;
+            if let Some((via, mut client)) = self.any_member(None) {
+                match client.member_remove(MemberRemoveRequest { id }).await {
+                    Ok(_) => removed_via = Some(via),
+                    // After an attempt whose answer was lost, the member may be gone already.
+                    Err(status) if status.code() == tonic::Code::NotFound && attempts > 1 => {
+                        removed_via = Some(via);
+                    }
+                    Err(status) if worth_retrying(&status) => {
+                        last = format!("node {via}: {}", short(&status));
+                    }
+                    Err(status) => return Err(format!("node {via}: {}", short(&status))),
+                }
+            }
+            if removed_via.is_none() {
+                tokio::time::sleep(MEMBER_RETRY_INTERVAL).await;
+            }
+        }
+        let Some(via) = removed_via else {
+            return Err(format!("MemberRemove never succeeded: {last}"));
+        };
+        self.endpoints
+            .remove(&self.cluster.spec(id).client_addr.to_string());
+        self.cluster.remove_node(id);
+        self.report.left_down.remove(&id);
+        if self.disk_victim == Some(id) {
+            self.disk_victim = None;
+        }
+        Ok(format!("node {id} removed via node {via} and stopped"))
+    }
+
+    /// The operator's repair of a node that refused to start on lost state: remove it,
+    /// delete its data, add a fresh member (a new id) that joins, catches up and is
+    /// promoted.
+    async fn repair(&mut self, id: u64) -> String {
+        let data_dir = self.cluster.spec(id).data_dir.clone();
+        let deadline = Instant::now() + self.config.rejoin_timeout;
+        let removed = match self.remove_member(id, deadline).await {
+            Ok(note) => note,
+            Err(why) => return format!("repair failed: removing node {id}: {why}"),
+        };
+        // Whatever is at the path goes, a directory or (after worse damage) a file.
+        let removed_data = match std::fs::symlink_metadata(&data_dir) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&data_dir),
+            Ok(_) => std::fs::remove_file(&data_dir),
+            Err(e) => Err(e),
+        };
+        let wiped = match removed_data {
+            Ok(()) => format!("deleted {}", data_dir.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no data left".to_string(),
+            Err(e) => format!("could not delete {}: {e}", data_dir.display()),
+        };
+        let deadline = Instant::now() + self.config.rejoin_timeout;
+        match self.add_and_promote(deadline).await {
+            Ok((_, added)) => format!("repaired: {removed}; {wiped}; {added}"),
+            Err(why) => format!(
+                "repair incomplete: {removed}; {wiped}; adding a fresh member failed: {why}"
+            ),
         }
     }
 }

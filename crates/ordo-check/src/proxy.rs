@@ -1,9 +1,14 @@
-//! A fault-injecting TCP proxy for one direction of one peer link.
+//! A fault-injecting TCP proxy in front of one node's peer listener.
 //!
 //! Ordo's transport dials one connection per ordered pair of nodes and writes messages only
-//! from the dialling side, so the proxy that node `a` dials to reach node `b` carries exactly
-//! the messages from `a` to `b`. Blocking it drops that direction; blocking both proxies of a
-//! pair cuts the link. The nodes run unmodified: the fault is in the network between them.
+//! from the dialling side, so a connection into node `b` carries exactly the messages of one
+//! sender `a`. The proxy learns `a` from the connection's first bytes, the transport's
+//! fixed-layout handshake (magic `ORDO`, version, reserved, cluster id, then the sender's id
+//! as a big-endian u64 at byte 16), and applies the mode set for `a -> b`. Every node thus
+//! names `b` by one address, the proxy's, which is also the address a membership change
+//! carries: members added at run time sit behind a proxy like the others. Blocking `a -> b`
+//! drops that direction; blocking both directions of a pair cuts the link. The nodes run
+//! unmodified: the fault is in the network between them.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,11 +40,26 @@ pub enum LinkMode {
     Delay(Duration),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The transport handshake's magic, and where the sender's id sits in the handshake.
+const HANDSHAKE_MAGIC: &[u8; 4] = b"ORDO";
+const SENDER_ID_BYTES: std::ops::Range<usize> = 16..24;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Control {
+    /// The mode of connections whose sender has no mode of its own (or is not known).
     mode: LinkMode,
+    /// Modes of single senders.
+    by_sender: std::collections::BTreeMap<u64, LinkMode>,
     /// Bumped to close every open connection.
     cut_generation: u64,
+}
+
+impl Control {
+    fn mode_for(&self, sender: Option<u64>) -> LinkMode {
+        sender
+            .and_then(|s| self.by_sender.get(&s).copied())
+            .unwrap_or(self.mode)
+    }
 }
 
 /// A running proxy; its tasks and connections end when it is dropped.
@@ -58,6 +78,7 @@ impl LinkProxy {
         let listen_addr = listener.local_addr()?;
         let (control, _) = watch::channel(Control {
             mode: LinkMode::Pass,
+            by_sender: std::collections::BTreeMap::new(),
             cut_generation: 0,
         });
         let control_rx = control.subscribe();
@@ -81,14 +102,31 @@ impl LinkProxy {
         self.listen_addr
     }
 
-    /// Sets what the link does from now on, for open connections too.
+    /// Sets what the proxy does with every sender's bytes from now on, for open connections
+    /// too (forgetting modes set for single senders).
     pub fn set_mode(&self, mode: LinkMode) {
-        self.control.send_modify(|c| c.mode = mode);
+        self.control.send_modify(|c| {
+            c.mode = mode;
+            c.by_sender.clear();
+        });
     }
 
-    /// The current mode.
+    /// Sets what the proxy does with the bytes node `sender` sends through it.
+    pub fn set_sender_mode(&self, sender: u64, mode: LinkMode) {
+        self.control.send_modify(|c| {
+            c.by_sender.insert(sender, mode);
+        });
+    }
+
+    /// The mode of senders without a mode of their own.
     pub fn mode(&self) -> LinkMode {
         self.control.borrow().mode
+    }
+
+    /// Whether every sender's bytes pass unchanged.
+    pub fn is_passing_everything(&self) -> bool {
+        let control = self.control.borrow();
+        control.mode == LinkMode::Pass && control.by_sender.values().all(|m| *m == LinkMode::Pass)
     }
 
     /// Bytes read and not forwarded since the proxy started.
@@ -138,13 +176,43 @@ async fn accept_loop(
     }
 }
 
+/// Reads the start of a connection until it is known whether it is an Ordo handshake, and
+/// returns the bytes read (to be forwarded) and the sender it names, if any.
+async fn read_sender(inbound: &mut TcpStream) -> std::io::Result<(Vec<u8>, Option<u64>)> {
+    let mut head = Vec::with_capacity(SENDER_ID_BYTES.end);
+    let mut buffer = [0u8; 64];
+    while head.len() < SENDER_ID_BYTES.end {
+        let seen = head.len().min(HANDSHAKE_MAGIC.len());
+        if head[..seen] != HANDSHAKE_MAGIC[..seen] {
+            return Ok((head, None));
+        }
+        let n = inbound.read(&mut buffer).await?;
+        if n == 0 {
+            return Ok((head, None));
+        }
+        head.extend_from_slice(&buffer[..n]);
+    }
+    if head[..HANDSHAKE_MAGIC.len()] != HANDSHAKE_MAGIC[..] {
+        return Ok((head, None));
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&head[SENDER_ID_BYTES]);
+    Ok((head, Some(u64::from_be_bytes(id))))
+}
+
 async fn connection(
-    inbound: TcpStream,
+    mut inbound: TcpStream,
     target: SocketAddr,
     mut control: watch::Receiver<Control>,
     dropped_bytes: Arc<AtomicU64>,
 ) {
     let generation = control.borrow().cut_generation;
+    // A dialler that sends nothing within the dial timeout is not a node worth carrying.
+    let Ok(Ok((head, sender))) =
+        tokio::time::timeout(DIAL_TIMEOUT, read_sender(&mut inbound)).await
+    else {
+        return;
+    };
     let outbound = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(target)).await {
         Ok(Ok(stream)) => stream,
         // The target is down: closing the inbound side tells the dialler, as a refused
@@ -154,14 +222,28 @@ async fn connection(
     let _ = inbound.set_nodelay(true);
     let _ = outbound.set_nodelay(true);
     let (in_read, in_write) = inbound.into_split();
-    let (out_read, out_write) = outbound.into_split();
+    let (out_read, mut out_write) = outbound.into_split();
+    let head_mode = control.borrow().mode_for(sender);
+    let forward_head = async {
+        match head_mode {
+            LinkMode::Drop => {
+                dropped_bytes.fetch_add(head.len() as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            LinkMode::Pass | LinkMode::Delay(_) => out_write.write_all(&head).await,
+        }
+    };
+    if forward_head.await.is_err() {
+        return;
+    }
     let forward = pump(
         in_read,
         out_write,
+        sender,
         control.clone(),
         Arc::clone(&dropped_bytes),
     );
-    let backward = pump(out_read, in_write, control.clone(), dropped_bytes);
+    let backward = pump(out_read, in_write, sender, control.clone(), dropped_bytes);
     let cut = async move {
         loop {
             if control.changed().await.is_err() {
@@ -182,6 +264,7 @@ async fn connection(
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
+    sender: Option<u64>,
     control: watch::Receiver<Control>,
     dropped_bytes: Arc<AtomicU64>,
 ) {
@@ -191,7 +274,7 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        let mode = control.borrow().mode;
+        let mode = control.borrow().mode_for(sender);
         match mode {
             LinkMode::Pass => {}
             LinkMode::Drop => {
@@ -260,6 +343,45 @@ mod tests {
             .expect("echo within the guard")
             .expect("read");
         assert_eq!(&reply, b"back");
+    }
+
+    /// The first bytes of a connection from node `from`, as Ordo's transport writes them.
+    fn handshake(from: u64) -> Vec<u8> {
+        let mut hello = Vec::new();
+        hello.extend_from_slice(b"ORDO");
+        hello.extend_from_slice(&[0, 1, 0, 0]);
+        hello.extend_from_slice(&7u64.to_be_bytes());
+        hello.extend_from_slice(&from.to_be_bytes());
+        hello.extend_from_slice(&2u64.to_be_bytes());
+        hello
+    }
+
+    async fn echoed(stream: &mut TcpStream, bytes: &[u8]) -> Option<Vec<u8>> {
+        stream.write_all(bytes).await.expect("write");
+        let mut reply = vec![0u8; bytes.len()];
+        match tokio::time::timeout(Duration::from_millis(300), stream.read_exact(&mut reply)).await
+        {
+            Ok(Ok(_)) => Some(reply),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sender_mode_applies_only_to_connections_from_that_sender() {
+        let proxy = LinkProxy::start(echo_server().await).await.expect("proxy");
+        proxy.set_sender_mode(5, LinkMode::Drop);
+        let mut from_five = TcpStream::connect(proxy.listen_addr()).await.expect("dial");
+        let mut from_six = TcpStream::connect(proxy.listen_addr()).await.expect("dial");
+        let six = handshake(6);
+        assert_eq!(echoed(&mut from_six, &six).await, Some(six.clone()));
+        assert_eq!(echoed(&mut from_five, &handshake(5)).await, None);
+        assert!(!proxy.is_passing_everything());
+        proxy.set_mode(LinkMode::Pass);
+        assert!(proxy.is_passing_everything());
+        assert_eq!(
+            echoed(&mut from_five, b"again").await,
+            Some(b"again".to_vec())
+        );
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ use crate::summary::Summary;
 use crate::workload::append::WatchStop;
 use crate::workload::bank::BankConfig;
 use crate::workload::register::RegisterVerdict;
-use crate::workload::{append, bank, register, Context};
+use crate::workload::{append, bank, register, Context, Endpoints};
 
 /// The arguments of `ordo check`.
 #[derive(Debug, Clone, clap::Args)]
@@ -216,8 +216,9 @@ pub async fn run(args: CheckArgs) -> Result<Summary, CheckError> {
         .collect::<Result<Vec<_>, _>>()?;
     let recorder = Arc::new(Recorder::new(args.ops_max));
     let duration = Duration::from_secs(args.duration_secs);
+    let endpoints_live = Endpoints::new(conns);
     let mut ctx = Context {
-        conns,
+        conns: endpoints_live.clone(),
         recorder: Arc::clone(&recorder),
         prefix: format!("/ordo-check/{seed}"),
         deadline: Instant::now() + duration,
@@ -310,7 +311,7 @@ pub async fn run(args: CheckArgs) -> Result<Summary, CheckError> {
             rejoin_timeout: Duration::from_secs(15),
             seed: seed ^ 0x006e_656d_6573_6973,
         };
-        report = nemesis::run(cluster, &recorder, config, ctx.deadline).await;
+        report = nemesis::run(cluster, &recorder, &endpoints_live, config, ctx.deadline).await;
     }
     while clients.join_next().await.is_some() {}
     let mut notes = std::mem::take(&mut report.notes);

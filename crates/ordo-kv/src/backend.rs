@@ -29,6 +29,103 @@ pub struct MemberInfo {
     pub is_learner: bool,
 }
 
+/// Why a membership request (add, remove, promote) was refused or failed. The texts of the
+/// etcd-defined cases are etcd's, so tools that match on them keep working.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MemberError {
+    /// This server cannot change its membership (a single-node server, or a backend without
+    /// a replicated configuration).
+    #[error("ordo: {0}")]
+    Unsupported(String),
+    /// No member has this id.
+    #[error("etcdserver: member not found")]
+    NotFound {
+        /// The id asked for.
+        id: u64,
+    },
+    /// A peer URL is malformed or not an `IP:PORT` address.
+    #[error("ordo: invalid peer URL `{url}`: {problem}")]
+    InvalidPeerUrl {
+        /// The URL.
+        url: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Another member already uses this peer URL.
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists {
+        /// The URL.
+        url: String,
+    },
+    /// Promotion asked for a member that is already a voter.
+    #[error("etcdserver: can only promote a learner member")]
+    NotLearner {
+        /// The member.
+        id: u64,
+    },
+    /// Promotion asked for a learner that has not caught up with the leader's log.
+    #[error("etcdserver: can only promote a learner member which is in sync with leader (member {id:x} has acknowledged the log up to index {match_index}, {lag} entries behind the leader; retry once it has caught up)")]
+    LearnerNotReady {
+        /// The learner.
+        id: u64,
+        /// The highest index it has acknowledged.
+        match_index: u64,
+        /// Entries it lags behind the leader.
+        lag: u64,
+    },
+    /// The leader refused the change (another change is still in progress, or the change
+    /// would leave the cluster without voters, ...).
+    #[error("ordo: the membership change was refused: {0}")]
+    Rejected(String),
+    /// The leader, to which the request was passed on, refused it; its words are kept.
+    #[error("{message}")]
+    LeaderRefused {
+        /// The leader's explanation.
+        message: String,
+    },
+    /// No leader is known, or the leader could not be reached to decide the request.
+    #[error("etcdserver: no leader ({0})")]
+    NoLeader(String),
+    /// The change was proposed but its outcome is unknown (timeout, leader change); list
+    /// the members to see whether it took effect.
+    #[error("etcdserver: request timed out ({0}); list the members to see whether the change took effect")]
+    Unknown(String),
+}
+
+impl MemberError {
+    /// The gRPC status code etcd uses for this error.
+    pub fn code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            MemberError::Unsupported(_) => Code::Unimplemented,
+            MemberError::NotFound { .. } => Code::NotFound,
+            MemberError::InvalidPeerUrl { .. } => Code::InvalidArgument,
+            MemberError::PeerUrlExists { .. }
+            | MemberError::NotLearner { .. }
+            | MemberError::LearnerNotReady { .. }
+            | MemberError::LeaderRefused { .. }
+            | MemberError::Rejected(_) => Code::FailedPrecondition,
+            MemberError::NoLeader(_) | MemberError::Unknown(_) => Code::Unavailable,
+        }
+    }
+}
+
+impl From<MemberError> for tonic::Status {
+    fn from(error: MemberError) -> tonic::Status {
+        tonic::Status::new(error.code(), error.to_string())
+    }
+}
+
+/// What a successful membership change answers: the member it concerned and the members
+/// after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberChanged {
+    /// The member added, removed or promoted.
+    pub member: MemberInfo,
+    /// Every member after the change, ascending by id.
+    pub members: Vec<MemberInfo>,
+}
+
 /// The local node's view of consensus, for response headers and `Status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeStatus {
@@ -86,6 +183,62 @@ pub trait KvBackend: Send + Sync + 'static {
 
     /// The local node's consensus status.
     fn status(&self) -> NodeStatus;
+
+    /// Adds a member reachable by peers at `peer_urls`, as a learner or a voter, and answers
+    /// with its new id. Backends that cannot change membership refuse with
+    /// [`MemberError::Unsupported`].
+    fn member_add(
+        &self,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    ) -> impl Future<Output = Result<MemberChanged, MemberError>> + Send {
+        let _ = (peer_urls, is_learner);
+        std::future::ready(Err(MemberError::Unsupported(
+            "this server cannot change its membership".into(),
+        )))
+    }
+
+    /// Removes member `id` (the leader included); an unknown id is
+    /// [`MemberError::NotFound`].
+    fn member_remove(
+        &self,
+        id: u64,
+    ) -> impl Future<Output = Result<MemberChanged, MemberError>> + Send {
+        let _ = id;
+        std::future::ready(Err(MemberError::Unsupported(
+            "this server cannot change its membership".into(),
+        )))
+    }
+
+    /// Member `id` announced that its etcd API listens at `client_url` (see
+    /// [`crate::service::ANNOUNCE_ID_METADATA_KEY`]); a backend that keeps a member
+    /// directory records it. Nothing is ordered through the log: the member repeats the
+    /// announcement.
+    fn note_member_client_url(&self, id: u64, client_url: &str) {
+        let _ = (id, client_url);
+    }
+
+    /// Hands leadership to voter `target` and resolves once it leads (etcd's MoveLeader).
+    fn move_leader(&self, target: u64) -> impl Future<Output = Result<(), MemberError>> + Send {
+        let _ = target;
+        std::future::ready(Err(MemberError::Unsupported(
+            "this server cannot move leadership".into(),
+        )))
+    }
+
+    /// Makes learner `id` a voter, only once it has caught up with the leader.
+    /// `may_forward` is false for a request another member already forwarded here, so a
+    /// request is never passed on twice.
+    fn member_promote(
+        &self,
+        id: u64,
+        may_forward: bool,
+    ) -> impl Future<Output = Result<MemberChanged, MemberError>> + Send {
+        let _ = (id, may_forward);
+        std::future::ready(Err(MemberError::Unsupported(
+            "this server cannot change its membership".into(),
+        )))
+    }
 }
 
 /// Matches applied log entries with the requests waiting for them, by request id.
@@ -308,6 +461,13 @@ impl LocalBackend {
     }
 }
 
+fn single_node_refusal() -> MemberError {
+    MemberError::Unsupported(
+        "this is a single-node server without replication, so it cannot add, remove or promote members; run `ordo server` with --peers for a cluster"
+            .into(),
+    )
+}
+
 impl KvBackend for LocalBackend {
     fn state(&self) -> &KvState {
         &self.state
@@ -334,6 +494,26 @@ impl KvBackend for LocalBackend {
 
     fn members(&self) -> Vec<MemberInfo> {
         vec![self.config.member.clone()]
+    }
+
+    async fn member_add(
+        &self,
+        _peer_urls: Vec<String>,
+        _is_learner: bool,
+    ) -> Result<MemberChanged, MemberError> {
+        Err(single_node_refusal())
+    }
+
+    async fn member_remove(&self, _id: u64) -> Result<MemberChanged, MemberError> {
+        Err(single_node_refusal())
+    }
+
+    async fn member_promote(
+        &self,
+        _id: u64,
+        _may_forward: bool,
+    ) -> Result<MemberChanged, MemberError> {
+        Err(single_node_refusal())
     }
 
     fn status(&self) -> NodeStatus {

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::backend::KvBackend;
+use crate::backend::{KvBackend, MemberError};
 use crate::command::{ApplyResponse, Command};
 use crate::error::KvError;
 use crate::limits::{
@@ -402,19 +402,47 @@ impl<B: KvBackend> lease_server::Lease for EtcdApi<B> {
     }
 }
 
+/// Metadata key marking a membership request one member passed on to the leader: the
+/// leader answers it itself and never passes it on again.
+pub const FORWARDED_METADATA_KEY: &str = "ordo-forwarded";
+
+/// Metadata keys of a MemberList request by which a member announces its own id and client
+/// URL, so members that were not configured with it learn where its etcd API listens.
+pub const ANNOUNCE_ID_METADATA_KEY: &str = "ordo-announce-member-id";
+/// See [`ANNOUNCE_ID_METADATA_KEY`].
+pub const ANNOUNCE_URL_METADATA_KEY: &str = "ordo-announce-client-url";
+
+fn to_members(members: Vec<crate::backend::MemberInfo>) -> Vec<Member> {
+    members
+        .into_iter()
+        .map(|m| Member {
+            id: m.id,
+            name: m.name,
+            peer_ur_ls: m.peer_urls,
+            client_ur_ls: m.client_urls,
+            is_learner: m.is_learner,
+        })
+        .collect()
+}
+
 impl<B: KvBackend> EtcdApi<B> {
     fn member_list(&self) -> Vec<Member> {
-        self.backend
-            .members()
-            .into_iter()
-            .map(|m| Member {
-                id: m.id,
-                name: m.name,
-                peer_ur_ls: m.peer_urls,
-                client_ur_ls: m.client_urls,
-                is_learner: m.is_learner,
-            })
-            .collect()
+        to_members(self.backend.members())
+    }
+
+    /// Bounds a membership request by the request timeout: its outcome is then unknown.
+    async fn membership<T>(
+        &self,
+        request: impl Future<Output = Result<T, MemberError>>,
+    ) -> Result<T, Status> {
+        match tokio::time::timeout(self.config.request_timeout, request).await {
+            Ok(result) => result.map_err(Status::from),
+            Err(_) => Err(MemberError::Unknown(format!(
+                "no outcome within {} ms",
+                self.config.request_timeout.as_millis()
+            ))
+            .into()),
+        }
     }
 }
 
@@ -422,29 +450,67 @@ impl<B: KvBackend> EtcdApi<B> {
 impl<B: KvBackend> cluster_server::Cluster for EtcdApi<B> {
     async fn member_add(
         &self,
-        _request: Request<MemberAddRequest>,
+        request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(unserved("adding members through the etcd API"))
+        let request = request.into_inner();
+        if request.peer_ur_ls.is_empty() {
+            return Err(MemberError::InvalidPeerUrl {
+                url: String::new(),
+                problem: "a member needs a peer URL (for example http://127.0.0.1:2390)".into(),
+            }
+            .into());
+        }
+        let changed = self
+            .membership(
+                self.backend
+                    .member_add(request.peer_ur_ls, request.is_learner),
+            )
+            .await?;
+        Ok(Response::new(MemberAddResponse {
+            header: Some(self.header(self.current_revision())),
+            member: to_members(vec![changed.member]).pop(),
+            members: to_members(changed.members),
+        }))
     }
 
     async fn member_remove(
         &self,
-        _request: Request<MemberRemoveRequest>,
+        request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(unserved("removing members through the etcd API"))
+        let id = request.into_inner().id;
+        let changed = self.membership(self.backend.member_remove(id)).await?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: Some(self.header(self.current_revision())),
+            members: to_members(changed.members),
+        }))
     }
 
     async fn member_update(
         &self,
         _request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(unserved("updating members through the etcd API"))
+        Err(unserved(
+            "changing a member's peer URLs (remove the member and add it again with the new URLs)",
+        ))
     }
 
     async fn member_list(
         &self,
-        _request: Request<MemberListRequest>,
+        request: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
+        let metadata = request.metadata();
+        let announced = metadata
+            .get(ANNOUNCE_ID_METADATA_KEY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .zip(
+                metadata
+                    .get(ANNOUNCE_URL_METADATA_KEY)
+                    .and_then(|v| v.to_str().ok()),
+            );
+        if let Some((id, url)) = announced {
+            self.backend.note_member_client_url(id, url);
+        }
         Ok(Response::new(MemberListResponse {
             header: Some(self.header(self.current_revision())),
             members: self.member_list(),
@@ -453,9 +519,17 @@ impl<B: KvBackend> cluster_server::Cluster for EtcdApi<B> {
 
     async fn member_promote(
         &self,
-        _request: Request<MemberPromoteRequest>,
+        request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(unserved("promoting learners through the etcd API"))
+        let forwarded = request.metadata().contains_key(FORWARDED_METADATA_KEY);
+        let id = request.into_inner().id;
+        let changed = self
+            .membership(self.backend.member_promote(id, !forwarded))
+            .await?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: Some(self.header(self.current_revision())),
+            members: to_members(changed.members),
+        }))
     }
 }
 
@@ -557,9 +631,13 @@ impl<B: KvBackend> maintenance_server::Maintenance for EtcdApi<B> {
 
     async fn move_leader(
         &self,
-        _request: Request<MoveLeaderRequest>,
+        request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(unserved("moving leadership through the etcd API"))
+        let target = request.into_inner().target_id;
+        self.membership(self.backend.move_leader(target)).await?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(self.header(self.current_revision())),
+        }))
     }
 }
 

@@ -652,7 +652,35 @@ async fn member_list_and_status_describe_the_single_member() {
         .member_add(ordo_kv::proto::etcdserverpb::MemberAddRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
+    assert_eq!(err.code(), Code::InvalidArgument, "no peer URL: {err}");
+}
+
+#[tokio::test]
+async fn a_single_node_server_refuses_membership_changes_saying_why() {
+    use ordo_kv::proto::etcdserverpb::{
+        MemberAddRequest, MemberPromoteRequest, MemberRemoveRequest,
+    };
+    let server = start_default().await;
+    let mut cluster = server.cluster().await;
+    let add = cluster
+        .member_add(MemberAddRequest {
+            peer_ur_ls: vec!["http://127.0.0.1:2390".into()],
+            is_learner: true,
+        })
+        .await
+        .unwrap_err();
+    let remove = cluster
+        .member_remove(MemberRemoveRequest { id: 7 })
+        .await
+        .unwrap_err();
+    let promote = cluster
+        .member_promote(MemberPromoteRequest { id: 7 })
+        .await
+        .unwrap_err();
+    for err in [add, remove, promote] {
+        assert_eq!(err.code(), Code::Unimplemented, "{err}");
+        assert!(err.message().contains("single-node"), "{err}");
+    }
 }
 
 #[tokio::test]

@@ -138,6 +138,13 @@ pub struct ServerArgs {
     /// Log level: error, warn, info, debug or trace [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Start as a new member of a running cluster instead of bootstrapping one: the data
+    /// directory must be empty, --peers lists the current members plus this node, and --id
+    /// is the id `etcdctl member add` answered (it prints hex; give it in decimal, e.g.
+    /// `--id $((16#<hex>))`). The node waits until the cluster adds it,
+    /// then receives the log from the leader. Restart it later without --join.
+    #[arg(long)]
+    pub join: bool,
 }
 
 /// The configuration file: the same settings as the flags.
@@ -162,6 +169,7 @@ struct FileConfig {
     snapshot_bytes: Option<u64>,
     snapshot_tail_entries: Option<u64>,
     log_level: Option<String>,
+    join: Option<bool>,
 }
 
 /// Everything `ordo server` runs with, checked.
@@ -230,6 +238,32 @@ pub fn parse_member_list(
         }
     }
     Ok(members)
+}
+
+/// A joining member starts from nothing; data in its directory means it is a member already
+/// (restart it without --join) or the directory is the wrong one.
+fn check_empty_for_join(data_dir: &Path) -> Result<(), ConfigError> {
+    let entries = match std::fs::read_dir(data_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(ConfigError::Invalid {
+                flag: "join",
+                problem: format!("cannot read the data directory {}: {e}", data_dir.display()),
+            })
+        }
+    };
+    if let Some(entry) = entries.flatten().next() {
+        return Err(ConfigError::Invalid {
+            flag: "join",
+            problem: format!(
+                "the data directory {} is not empty (it holds {}); a joining member starts from an empty directory. If this node already joined, restart it without --join; otherwise give an empty --data-dir",
+                data_dir.display(),
+                entry.file_name().to_string_lossy()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// FNV-1a: a stable hash, so every node derives the same cluster id from a token.
@@ -334,7 +368,13 @@ impl ServerConfig {
             })?,
         };
 
+        let join = args.join || file.join.unwrap_or(false);
+        if join {
+            check_empty_for_join(&data_dir)?;
+        }
+
         let mut node = NodeConfig::new(id, data_dir, peer_addr, peers);
+        node.join = join;
         node.cluster_id = cluster_id;
         node.fsync = fsync;
         node.proposal_bytes_max = PROPOSAL_BYTES_MAX;
@@ -433,6 +473,33 @@ mod tests {
         let error = ServerConfig::from_args(&a).unwrap_err().to_string();
         assert!(
             error.contains("--fsync") && error.contains("sometimes"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn join_with_an_empty_or_missing_directory_starts_a_joining_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args();
+        a.join = true;
+        a.data_dir = Some(dir.path().join("new"));
+        assert!(ServerConfig::from_args(&a).unwrap().node.join);
+        a.data_dir = Some(dir.path().to_path_buf());
+        assert!(ServerConfig::from_args(&a).unwrap().node.join);
+        a.join = false;
+        assert!(!ServerConfig::from_args(&a).unwrap().node.join);
+    }
+
+    #[test]
+    fn join_with_a_non_empty_directory_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("group-1")).unwrap();
+        let mut a = args();
+        a.join = true;
+        a.data_dir = Some(dir.path().to_path_buf());
+        let error = ServerConfig::from_args(&a).unwrap_err().to_string();
+        assert!(
+            error.contains("--join") && error.contains("not empty") && error.contains("group-1"),
             "{error}"
         );
     }

@@ -4,6 +4,8 @@
 //! - [`config`]: flags and the TOML file of `ordo server`, checked before anything starts.
 //! - [`replicated`]: the KV store as the runtime's state machine, and the etcd services'
 //!   backend over the runtime's group handle.
+//! - [`membership`]: MemberAdd, MemberRemove, MemberPromote and MemberList over the
+//!   replicated configuration.
 //! - [`server`]: one node: runtime, KV group, gRPC API, admin endpoints, signals.
 //! - [`admin`]: `/status`, `/metrics`, `/health`; [`http`] is the client side.
 //! - [`cluster`]: starts `ordo server` processes on loopback (the demo and the tests).
@@ -16,6 +18,7 @@ pub mod config;
 pub mod demo;
 pub use ordo_check::http;
 pub mod kv;
+pub mod membership;
 pub mod replicated;
 pub mod server;
 pub mod status;

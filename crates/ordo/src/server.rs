@@ -12,10 +12,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
+use crate::membership::{ClusterBackend, MemberDirectory};
 use crate::replicated::{KvMachine, LeaseClock, ReplicatedBackend};
 
 /// The Raft group holding the KV store.
 pub const KV_GROUP: GroupId = GroupId(1);
+
+/// How often MemberList's peer addresses are refreshed from the runtime's peer set.
+const PEER_REFRESH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How often the leader looks for expired leases.
 const LEASE_ROUND_INTERVAL: Duration = Duration::from_millis(500);
@@ -73,7 +77,17 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         Arc::clone(&backend),
         stop_rx.clone(),
     ));
-    let api = EtcdApi::new(Arc::clone(&backend), ServiceConfig::default());
+    let directory = Arc::new(MemberDirectory::new(config.members.clone()));
+    let cluster_backend = Arc::new(ClusterBackend::new(
+        Arc::clone(&backend),
+        Arc::clone(&directory),
+        config.client_addr,
+    ));
+    let announce_task = tokio::spawn(crate::membership::announce(
+        Arc::clone(&cluster_backend),
+        stop_rx.clone(),
+    ));
+    let api = EtcdApi::new(cluster_backend, ServiceConfig::default());
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(api.serve(client, async move {
         let _ = api_stop.wait_for(|&stop| stop).await;
@@ -88,17 +102,28 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     );
 
     let mut api_task = api_task;
-    let served = tokio::select! {
-        () = shutdown => {
-            tracing::info!(node = id, "shutting down");
-            Ok(())
+    let mut shutdown = std::pin::pin!(shutdown);
+    // Members added later are dialled by the runtime; MemberList reports their addresses
+    // from its peer set.
+    let mut peer_refresh = tokio::time::interval(PEER_REFRESH_INTERVAL);
+    let served = loop {
+        tokio::select! {
+            () = &mut shutdown => {
+                tracing::info!(node = id, "shutting down");
+                break Ok(());
+            }
+            error = node.fatal_error() => break Err(anyhow::Error::new(error)),
+            result = &mut api_task => break match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(anyhow::Error::new(error).context("the client API stopped")),
+                Err(error) => Err(anyhow::Error::new(error).context("the client API task failed")),
+            },
+            _ = peer_refresh.tick() => {
+                if let Some(transport) = node.transport() {
+                    directory.learn_peers(&transport.peers());
+                }
+            }
         }
-        error = node.fatal_error() => Err(anyhow::Error::new(error)),
-        result = &mut api_task => match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(anyhow::Error::new(error).context("the client API stopped")),
-            Err(error) => Err(anyhow::Error::new(error).context("the client API task failed")),
-        },
     };
     let _ = stop_tx.send(true);
     // Bounded: a client stream that never ends must not keep the process alive.
@@ -107,6 +132,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         let _ = admin_task.await;
         let _ = status_task.await;
         let _ = lease_task.await;
+        let _ = announce_task.await;
     })
     .await;
     drop(backend);

@@ -18,8 +18,8 @@ use crate::history::{Completion, Recorder};
 #[derive(Clone, Debug)]
 pub struct Context {
     /// The cluster's endpoints; client `c` starts on endpoint `c % len` and moves to the next
-    /// after an error.
-    pub conns: Vec<Conn>,
+    /// after an error. The nemesis changes the set when members come and go.
+    pub conns: Endpoints,
     /// Where operations are recorded.
     pub recorder: Arc<Recorder>,
     /// Every key this run touches starts with it, so runs never see each other's keys.
@@ -86,19 +86,70 @@ pub(crate) async fn call<T>(
     }
 }
 
+/// The endpoints of the cluster's current members, shared by every client and changed by
+/// the nemesis when members are added or removed.
+#[derive(Clone, Debug)]
+pub struct Endpoints {
+    conns: Arc<std::sync::RwLock<Vec<Conn>>>,
+}
+
+impl Endpoints {
+    /// The set `conns`, which must not be empty.
+    pub fn new(conns: Vec<Conn>) -> Endpoints {
+        assert!(!conns.is_empty(), "a workload needs at least one endpoint");
+        Endpoints {
+            conns: Arc::new(std::sync::RwLock::new(conns)),
+        }
+    }
+
+    /// The endpoints now.
+    pub fn current(&self) -> Vec<Conn> {
+        // Every write leaves the list whole, so a poisoned lock still holds a valid list.
+        self.conns
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Adds `conn` (a member that joined).
+    pub fn add(&self, conn: Conn) {
+        let mut conns = self
+            .conns
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !conns.iter().any(|c| c.addr == conn.addr) {
+            conns.push(conn);
+        }
+    }
+
+    /// Removes the endpoint `addr` (a member that left), unless it is the last one.
+    pub fn remove(&self, addr: &str) {
+        let mut conns = self
+            .conns
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if conns.len() > 1 {
+            conns.retain(|c| c.addr != addr);
+        }
+    }
+}
+
 /// A client's position in the endpoint list.
 #[derive(Debug)]
 pub(crate) struct Cursor {
+    endpoints: Endpoints,
     conns: Vec<Conn>,
     at: usize,
 }
 
 impl Cursor {
-    pub(crate) fn new(conns: &[Conn], client: u64) -> Cursor {
+    pub(crate) fn new(endpoints: &Endpoints, client: u64) -> Cursor {
+        let conns = endpoints.current();
         assert!(!conns.is_empty(), "a workload needs at least one endpoint");
         let at = (client as usize) % conns.len();
         Cursor {
-            conns: conns.to_vec(),
+            endpoints: endpoints.clone(),
+            conns,
             at,
         }
     }
@@ -107,9 +158,14 @@ impl Cursor {
         &self.conns[self.at]
     }
 
-    /// Moves to the next endpoint (after an error: that node may be down or partitioned).
+    /// Moves to the next endpoint of the current member set (after an error: that node may
+    /// be down, partitioned or gone).
     pub(crate) fn rotate(&mut self) {
-        self.at = (self.at + 1) % self.conns.len();
+        let from = self.conns[self.at].addr.clone();
+        self.conns = self.endpoints.current();
+        assert!(!self.conns.is_empty(), "the endpoint set is never emptied");
+        let here = self.conns.iter().position(|c| c.addr == from);
+        self.at = here.map_or(self.at, |i| i + 1) % self.conns.len();
     }
 }
 

@@ -1,0 +1,803 @@
+//! Membership changes through the etcd Cluster API: MemberAdd, MemberRemove, MemberPromote
+//! and a MemberList that follows the replicated configuration.
+//!
+//! The replicated configuration (voters and learners, by id) is the authority on who is a
+//! member; this module adds the addresses etcd tools expect to see. Peer addresses come from
+//! the configuration flags and from the runtime's peer set, which learns every member added
+//! later from the membership change itself. Client addresses come from
+//! `--peer-client-addrs`, from this node's own `--client-addr`, and from announcements:
+//! every member periodically asks the members it can reach for their member list, saying
+//! who it is and where its etcd API listens ([`announce`]); the answers fill in client
+//! addresses it lacks. So a member added at run time becomes known, with its client URL, to
+//! every member it or any other member can reach, without anything in the log.
+//!
+//! # Member ids
+//!
+//! Other members keep per-id state (replication progress, votes, the peer address file), so
+//! an id must never name two members, not even after the first was removed. A new id is the
+//! larger of (the largest current id + 1) and (wall-clock milliseconds × 1024 + 10 random
+//! bits). Ids chosen later are therefore larger than every id chosen before them as long
+//! as the clocks of the members that choose them do not step back, and two additions in the
+//! same millisecond differ in their random bits (and only one membership change is in
+//! progress at a time anyway). The ids stay below 2^53, so JSON tools print them exactly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use ordo_kv::backend::{MemberChanged, MemberError};
+use ordo_kv::command::{ApplyResponse, Command};
+use ordo_kv::proto::etcdserverpb::cluster_client::ClusterClient;
+use ordo_kv::proto::etcdserverpb::lease_client::LeaseClient;
+use ordo_kv::proto::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseTimeToLiveRequest, MemberPromoteRequest,
+};
+use ordo_kv::service::FORWARDED_METADATA_KEY;
+use ordo_kv::{KvBackend, KvError, KvState, MemberInfo, NodeStatus};
+use ordo_node::{ConfState, GroupStatus, MembershipChange, NodeId, ProposeError, StateRole};
+
+use crate::replicated::{MemberAddrs, ReplicatedBackend};
+
+/// Most entries a learner may lag behind the leader's log and still be promoted. A learner
+/// further behind would, as a voter, hold back commits until it caught up.
+pub const LEARNER_READY_LAG_MAX: u64 = 1000;
+
+/// How long a promotion passed on to the leader may take there.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a leadership move checks whether the target leads yet.
+const MOVE_LEADER_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Most peer URLs a member may be added with: the peer transport dials one address.
+const PEER_URLS_MAX: usize = 1;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves the maps consistent, so a panic elsewhere does not make
+    // them unsafe to read.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The addresses of members known to this node: configured ones, ones this node added, and
+/// the runtime's peer set.
+#[derive(Debug, Default)]
+pub struct MemberDirectory {
+    addrs: Mutex<BTreeMap<NodeId, MemberAddrs>>,
+}
+
+impl MemberDirectory {
+    /// A directory starting from the configured members.
+    pub fn new(configured: BTreeMap<NodeId, MemberAddrs>) -> MemberDirectory {
+        MemberDirectory {
+            addrs: Mutex::new(configured),
+        }
+    }
+
+    /// Records the runtime's peer set (addresses learned from membership changes and
+    /// snapshots win over configured ones: they are what the node actually dials).
+    pub fn learn_peers(&self, peers: &[(NodeId, SocketAddr)]) {
+        let mut addrs = lock(&self.addrs);
+        for &(id, peer_addr) in peers {
+            addrs
+                .entry(id)
+                .and_modify(|a| a.peer_addr = peer_addr)
+                .or_insert(MemberAddrs {
+                    peer_addr,
+                    client_addr: None,
+                });
+        }
+    }
+
+    fn insert_peer(&self, id: NodeId, peer_addr: SocketAddr) {
+        self.learn_peers(&[(id, peer_addr)]);
+    }
+
+    /// Records member `id`'s client address; `authoritative` (the member said so itself)
+    /// replaces a known one, otherwise only a missing one is filled in. Unknown members are
+    /// ignored: a peer address is always learned first.
+    fn learn_client(&self, id: NodeId, client_addr: SocketAddr, authoritative: bool) {
+        if let Some(addrs) = lock(&self.addrs).get_mut(&id) {
+            if authoritative || addrs.client_addr.is_none() {
+                addrs.client_addr = Some(client_addr);
+            }
+        }
+    }
+
+    /// Member `id`'s addresses, if known.
+    pub fn get(&self, id: NodeId) -> Option<MemberAddrs> {
+        lock(&self.addrs).get(&id).cloned()
+    }
+
+    /// Every known member's addresses.
+    pub fn all(&self) -> BTreeMap<NodeId, MemberAddrs> {
+        lock(&self.addrs).clone()
+    }
+}
+
+/// A new member id, as the module documentation explains: above every id in `existing`, and
+/// above every id chosen at an earlier `now_ms`.
+pub fn new_member_id(existing: impl IntoIterator<Item = NodeId>, now_ms: u64, salt: u64) -> NodeId {
+    let above_current = existing
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+        .checked_add(1)
+        .expect("member ids exhausted");
+    let from_clock = now_ms.saturating_mul(1024) | (salt & 1023);
+    let id = above_current.max(from_clock);
+    assert!(id != 0, "a member id is never 0");
+    id
+}
+
+/// Whether a learner whose log matches the leader's up to `match_index`, `lag` entries
+/// behind the leader's last entry, may become a voter: it holds at least 90% of the
+/// leader's log (etcd's rule) and at most [`LEARNER_READY_LAG_MAX`] entries are missing
+/// (a bound that does not grow with the log). A learner that has acknowledged nothing yet
+/// is never ready, however short the log.
+pub fn learner_ready(match_index: u64, lag: u64) -> bool {
+    let leader_last = match_index.saturating_add(lag);
+    match_index > 0
+        && lag <= LEARNER_READY_LAG_MAX
+        && u128::from(match_index) * 10 >= u128::from(leader_last) * 9
+}
+
+fn random_salt() -> u64 {
+    // The standard library seeds every `RandomState` from the OS; no extra crate needed.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0x6f72_646f);
+    hasher.finish()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Parses a client URL (`http://IP:PORT`).
+fn parse_client_url(url: &str) -> Option<SocketAddr> {
+    let rest = url.strip_prefix("http://")?;
+    rest.strip_suffix('/').unwrap_or(rest).parse().ok()
+}
+
+/// How often a member announces itself and collects client addresses.
+pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Longest one announcement may take.
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Announces this member to every other member whose client address it knows and fills in
+/// the client addresses their answers carry, every [`ANNOUNCE_INTERVAL`] until `stop`.
+/// Each round makes at most one bounded request per member.
+pub async fn announce(backend: Arc<ClusterBackend>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    use ordo_kv::proto::etcdserverpb::MemberListRequest;
+    use ordo_kv::service::{ANNOUNCE_ID_METADATA_KEY, ANNOUNCE_URL_METADATA_KEY};
+    let id_value = tonic::metadata::MetadataValue::try_from(backend.node_id.to_string());
+    let url_value = tonic::metadata::MetadataValue::try_from(url(backend.self_client_addr));
+    let (Ok(id_value), Ok(url_value)) = (id_value, url_value) else {
+        tracing::warn!(
+            node = backend.node_id,
+            "cannot encode this member's announcement"
+        );
+        return;
+    };
+    let mut ticker = tokio::time::interval(ANNOUNCE_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|&s| s) => return,
+        }
+        let targets: Vec<SocketAddr> = backend
+            .members()
+            .into_iter()
+            .filter(|m| m.id != backend.node_id)
+            .filter_map(|m| backend.directory.get(m.id).and_then(|a| a.client_addr))
+            .collect();
+        for addr in targets {
+            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url(addr)) else {
+                continue;
+            };
+            let channel = endpoint
+                .connect_timeout(ANNOUNCE_TIMEOUT)
+                .timeout(ANNOUNCE_TIMEOUT)
+                .connect_lazy();
+            let mut request = tonic::Request::new(MemberListRequest {
+                linearizable: false,
+            });
+            request
+                .metadata_mut()
+                .insert(ANNOUNCE_ID_METADATA_KEY, id_value.clone());
+            request
+                .metadata_mut()
+                .insert(ANNOUNCE_URL_METADATA_KEY, url_value.clone());
+            let mut client = ClusterClient::new(channel);
+            let answer = tokio::select! {
+                answer = client.member_list(request) => answer,
+                _ = stop.wait_for(|&s| s) => return,
+            };
+            // An unreachable member is normal (down, partitioned); the next round retries.
+            let Ok(answer) = answer else { continue };
+            for member in answer.into_inner().members {
+                if member.id == backend.node_id {
+                    continue;
+                }
+                if let Some(client) = member
+                    .client_ur_ls
+                    .first()
+                    .and_then(|u| parse_client_url(u))
+                {
+                    backend.directory.learn_client(member.id, client, false);
+                }
+            }
+        }
+    }
+}
+
+/// Parses an etcd peer URL (`http://IP:PORT`, a trailing `/` allowed) into the address the
+/// peer transport dials.
+pub fn parse_peer_url(url: &str) -> Result<SocketAddr, MemberError> {
+    let invalid = |problem: &str| MemberError::InvalidPeerUrl {
+        url: url.to_string(),
+        problem: problem.to_string(),
+    };
+    let rest = if let Some(rest) = url.strip_prefix("http://") {
+        rest
+    } else if url.starts_with("https://") {
+        return Err(invalid(
+            "Ordo's peer links do not use TLS; give an http:// URL",
+        ));
+    } else {
+        return Err(invalid("expected http://IP:PORT"));
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    rest.parse().map_err(|_| {
+        invalid("expected http://IP:PORT with a literal IP address (host names are not resolved)")
+    })
+}
+
+fn member_ids(conf: &ConfState) -> Vec<NodeId> {
+    let mut ids: Vec<NodeId> = conf
+        .voters
+        .iter()
+        .chain(conf.learners.iter())
+        .copied()
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+fn url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+fn change_error(error: ProposeError) -> MemberError {
+    match error {
+        ProposeError::NotLeader { leader } => {
+            MemberError::NoLeader(format!("leadership moved to member {leader:x}; retry"))
+        }
+        ProposeError::NoLeader => MemberError::NoLeader("an election is in progress".into()),
+        ProposeError::Rejected(reason) => MemberError::Rejected(reason),
+        ProposeError::TooManyPending { limit } => {
+            MemberError::Rejected(format!("too many pending requests (limit {limit})"))
+        }
+        ProposeError::TooLarge { bytes, max } => {
+            MemberError::Rejected(format!("change of {bytes} bytes exceeds {max}"))
+        }
+        other @ (ProposeError::Dropped
+        | ProposeError::OutcomeUnknown
+        | ProposeError::Timeout { .. }
+        | ProposeError::ShuttingDown) => MemberError::Unknown(other.to_string()),
+    }
+}
+
+/// The etcd services' backend of a replicated node: the KV operations of
+/// [`ReplicatedBackend`] plus membership changes.
+pub struct ClusterBackend {
+    inner: Arc<ReplicatedBackend>,
+    directory: Arc<MemberDirectory>,
+    node_id: NodeId,
+    self_client_addr: SocketAddr,
+    /// Members whose client address the replicated backend was configured with: it
+    /// forwards lease requests to those itself; to a leader added at run time this backend
+    /// forwards them, with the address from the directory.
+    configured_clients: BTreeSet<NodeId>,
+    /// One connection to a run-time-added leader's client address, reused.
+    leader_channel: Mutex<Option<(NodeId, tonic::transport::Channel)>>,
+}
+
+impl ClusterBackend {
+    /// Membership over `inner`, with addresses from `directory`. `self_client_addr` is
+    /// where this node's own etcd API listens.
+    pub fn new(
+        inner: Arc<ReplicatedBackend>,
+        directory: Arc<MemberDirectory>,
+        self_client_addr: SocketAddr,
+    ) -> ClusterBackend {
+        let node_id = inner.status().member_id;
+        let configured_clients = directory
+            .all()
+            .into_iter()
+            .filter(|(_, a)| a.client_addr.is_some())
+            .map(|(id, _)| id)
+            .collect();
+        ClusterBackend {
+            inner,
+            directory,
+            node_id,
+            self_client_addr,
+            configured_clients,
+            leader_channel: Mutex::new(None),
+        }
+    }
+
+    /// The replicated backend underneath.
+    pub fn replicated(&self) -> &Arc<ReplicatedBackend> {
+        &self.inner
+    }
+
+    fn member_info(&self, id: NodeId, is_learner: bool) -> MemberInfo {
+        let addrs = self.directory.get(id);
+        let client_addr = if id == self.node_id {
+            Some(self.self_client_addr)
+        } else {
+            addrs.as_ref().and_then(|a| a.client_addr)
+        };
+        MemberInfo {
+            id,
+            name: format!("ordo-{id}"),
+            peer_urls: addrs.map(|a| vec![url(a.peer_addr)]).unwrap_or_default(),
+            client_urls: client_addr.map(|a| vec![url(a)]).unwrap_or_default(),
+            is_learner,
+        }
+    }
+
+    /// The leader's client channel, when the leader is a member the replicated backend
+    /// cannot forward lease requests to (added at run time) and its address is known.
+    fn runtime_leader_channel(&self) -> Option<tonic::transport::Channel> {
+        let status = self.inner.cached_status()?;
+        if status.role == StateRole::Leader
+            || status.leader == 0
+            || self.configured_clients.contains(&status.leader)
+        {
+            return None;
+        }
+        let leader = status.leader;
+        let addr = self.directory.get(leader)?.client_addr?;
+        let mut cached = lock(&self.leader_channel);
+        if let Some((id, channel)) = cached.as_ref() {
+            if *id == leader {
+                return Some(channel.clone());
+            }
+        }
+        let channel = tonic::transport::Endpoint::from_shared(url(addr))
+            .ok()?
+            .connect_timeout(FORWARD_TIMEOUT)
+            .timeout(FORWARD_TIMEOUT)
+            // Connects on first use and reconnects by itself after a failure.
+            .connect_lazy();
+        *cached = Some((leader, channel.clone()));
+        Some(channel)
+    }
+
+    fn members_of(&self, conf: &ConfState) -> Vec<MemberInfo> {
+        member_ids(conf)
+            .into_iter()
+            .map(|id| self.member_info(id, conf.learners.contains(&id)))
+            .collect()
+    }
+
+    async fn fresh_status(&self) -> Result<GroupStatus, MemberError> {
+        self.inner
+            .refresh_status()
+            .await
+            .map_err(|e| MemberError::NoLeader(format!("this member cannot report its state: {e}")))
+    }
+
+    async fn promote_here(
+        &self,
+        id: NodeId,
+        status: &GroupStatus,
+    ) -> Result<MemberChanged, MemberError> {
+        let Some(progress) = status.peers.iter().find(|p| p.id == id) else {
+            return Err(MemberError::NoLeader(format!(
+                "the leader has no replication progress for member {id:x} yet; retry"
+            )));
+        };
+        if !learner_ready(progress.match_index, progress.lag) {
+            return Err(MemberError::LearnerNotReady {
+                id,
+                match_index: progress.match_index,
+                lag: progress.lag,
+            });
+        }
+        let Some(addrs) = self.directory.get(id) else {
+            // The runtime's peer set reaches the directory within a refresh interval.
+            return Err(MemberError::NoLeader(format!(
+                "the leader has not recorded member {id:x}'s peer address yet; retry"
+            )));
+        };
+        let conf = self
+            .inner
+            .group()
+            .change_membership(MembershipChange::AddVoter {
+                id,
+                addr: addrs.peer_addr,
+            })
+            .await
+            .map_err(change_error)?;
+        // MemberList on this node answers from the cached status: bring it up to the
+        // change, so the caller's next list shows it.
+        let _ = self.inner.refresh_status().await;
+        tracing::info!(
+            node = self.node_id,
+            member = id,
+            "learner promoted to voter"
+        );
+        Ok(MemberChanged {
+            member: self.member_info(id, false),
+            members: self.members_of(&conf),
+        })
+    }
+
+    async fn promote_at_leader(
+        &self,
+        id: NodeId,
+        leader: NodeId,
+    ) -> Result<MemberChanged, MemberError> {
+        let Some(addr) = self.directory.get(leader).and_then(|a| a.client_addr) else {
+            return Err(MemberError::NoLeader(format!(
+                "the leader is member {leader:x}, whose client URL this member does not know (see --peer-client-addrs); send the request to the leader"
+            )));
+        };
+        let endpoint = tonic::transport::Endpoint::from_shared(url(addr))
+            .map_err(|e| MemberError::NoLeader(format!("leader client URL {addr}: {e}")))?
+            .connect_timeout(FORWARD_TIMEOUT)
+            .timeout(FORWARD_TIMEOUT);
+        let channel = endpoint.connect().await.map_err(|e| {
+            MemberError::NoLeader(format!("cannot reach the leader at {addr}: {e}"))
+        })?;
+        let mut request = tonic::Request::new(MemberPromoteRequest { id });
+        request.metadata_mut().insert(
+            FORWARDED_METADATA_KEY,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        let reply = ClusterClient::new(channel)
+            .member_promote(request)
+            .await
+            .map_err(|status| forwarded_error(id, status))?
+            .into_inner();
+        let members: Vec<MemberInfo> = reply
+            .members
+            .into_iter()
+            .map(|m| MemberInfo {
+                id: m.id,
+                name: m.name,
+                peer_urls: m.peer_ur_ls,
+                client_urls: m.client_ur_ls,
+                is_learner: m.is_learner,
+            })
+            .collect();
+        let member = members
+            .iter()
+            .find(|m| m.id == id)
+            .cloned()
+            .unwrap_or_else(|| self.member_info(id, false));
+        Ok(MemberChanged { member, members })
+    }
+}
+
+/// A forwarded lease request's failure, as the error the client gets.
+fn lease_forward_error(status: tonic::Status) -> KvError {
+    match status.code() {
+        tonic::Code::NotFound => KvError::LeaseNotFound,
+        tonic::Code::Unavailable => KvError::NoLeader,
+        _ => KvError::Timeout,
+    }
+}
+
+/// The leader's answer to a forwarded promotion, as this member's error.
+fn forwarded_error(id: NodeId, status: tonic::Status) -> MemberError {
+    let message = status.message().to_string();
+    match status.code() {
+        tonic::Code::NotFound => MemberError::NotFound { id },
+        tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
+            MemberError::LeaderRefused { message }
+        }
+        tonic::Code::DeadlineExceeded => MemberError::Unknown(message),
+        _ => MemberError::NoLeader(format!("the leader answered: {message}")),
+    }
+}
+
+impl KvBackend for ClusterBackend {
+    fn state(&self) -> &KvState {
+        self.inner.state()
+    }
+
+    async fn propose(&self, command: Command) -> Result<ApplyResponse, KvError> {
+        self.inner.propose(command).await
+    }
+
+    async fn read_barrier(&self) -> Result<(), KvError> {
+        self.inner.read_barrier().await
+    }
+
+    async fn lease_keep_alive(&self, id: i64) -> Result<Option<i64>, KvError> {
+        let Some(channel) = self.runtime_leader_channel() else {
+            return self.inner.lease_keep_alive(id).await;
+        };
+        let request = tokio_stream::once(LeaseKeepAliveRequest { id });
+        let mut responses = LeaseClient::new(channel)
+            .lease_keep_alive(request)
+            .await
+            .map_err(lease_forward_error)?
+            .into_inner();
+        match responses.message().await.map_err(lease_forward_error)? {
+            Some(reply) if reply.ttl > 0 => Ok(Some(reply.ttl)),
+            Some(_) => Ok(None),
+            None => Err(KvError::NoLeader),
+        }
+    }
+
+    async fn lease_remaining(&self, id: i64) -> Result<Option<i64>, KvError> {
+        let Some(channel) = self.runtime_leader_channel() else {
+            return self.inner.lease_remaining(id).await;
+        };
+        let reply = LeaseClient::new(channel)
+            .lease_time_to_live(LeaseTimeToLiveRequest { id, keys: false })
+            .await
+            .map_err(lease_forward_error)?
+            .into_inner();
+        Ok((reply.ttl >= 0).then_some(reply.ttl))
+    }
+
+    fn members(&self) -> Vec<MemberInfo> {
+        match self.inner.cached_status() {
+            Some(status) if !status.conf_state.voters.is_empty() => {
+                self.members_of(&status.conf_state)
+            }
+            // Before the first status (or on a joining node not yet added): the configured
+            // members.
+            _ => self
+                .directory
+                .all()
+                .into_keys()
+                .map(|id| self.member_info(id, false))
+                .collect(),
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        self.inner.status()
+    }
+
+    fn note_member_client_url(&self, id: u64, client_url: &str) {
+        let is_member = self
+            .inner
+            .cached_status()
+            .is_some_and(|s| member_ids(&s.conf_state).contains(&id));
+        if id == self.node_id || !is_member {
+            return;
+        }
+        if let Some(addr) = parse_client_url(client_url) {
+            self.directory.learn_client(id, addr, true);
+        }
+    }
+
+    async fn member_add(
+        &self,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    ) -> Result<MemberChanged, MemberError> {
+        if peer_urls.len() > PEER_URLS_MAX {
+            return Err(MemberError::InvalidPeerUrl {
+                url: peer_urls.join(","),
+                problem: "give exactly one peer URL: Ordo dials one address per member".into(),
+            });
+        }
+        let Some(first) = peer_urls.first() else {
+            return Err(MemberError::InvalidPeerUrl {
+                url: String::new(),
+                problem: "a member needs a peer URL (for example http://127.0.0.1:2390)".into(),
+            });
+        };
+        let peer_addr = parse_peer_url(first)?;
+        let status = self.fresh_status().await?;
+        let current = member_ids(&status.conf_state);
+        for &member in &current {
+            if self.directory.get(member).map(|a| a.peer_addr) == Some(peer_addr) {
+                return Err(MemberError::PeerUrlExists { url: first.clone() });
+            }
+        }
+        let id = new_member_id(current.iter().copied(), now_ms(), random_salt());
+        let change = if is_learner {
+            MembershipChange::AddLearner {
+                id,
+                addr: peer_addr,
+            }
+        } else {
+            MembershipChange::AddVoter {
+                id,
+                addr: peer_addr,
+            }
+        };
+        let conf = self
+            .inner
+            .group()
+            .change_membership(change)
+            .await
+            .map_err(change_error)?;
+        // MemberList on this node answers from the cached status: bring it up to the
+        // change, so the caller's next list shows it.
+        let _ = self.inner.refresh_status().await;
+        self.directory.insert_peer(id, peer_addr);
+        tracing::info!(node = self.node_id, member = id, %peer_addr, is_learner, "member added");
+        Ok(MemberChanged {
+            member: self.member_info(id, is_learner),
+            members: self.members_of(&conf),
+        })
+    }
+
+    async fn member_remove(&self, id: u64) -> Result<MemberChanged, MemberError> {
+        let status = self.fresh_status().await?;
+        if !member_ids(&status.conf_state).contains(&id) {
+            return Err(MemberError::NotFound { id });
+        }
+        let removed = self.member_info(id, status.conf_state.learners.contains(&id));
+        let conf = self
+            .inner
+            .group()
+            .change_membership(MembershipChange::Remove { id })
+            .await
+            .map_err(change_error)?;
+        // MemberList on this node answers from the cached status: bring it up to the
+        // change, so the caller's next list shows it.
+        let _ = self.inner.refresh_status().await;
+        tracing::info!(node = self.node_id, member = id, "member removed");
+        Ok(MemberChanged {
+            member: removed,
+            members: self.members_of(&conf),
+        })
+    }
+
+    async fn move_leader(&self, target: u64) -> Result<(), MemberError> {
+        let status = self.fresh_status().await?;
+        if status.conf_state.learners.contains(&target) {
+            return Err(MemberError::Rejected(format!(
+                "member {target:x} is a learner; promote it before it can lead"
+            )));
+        }
+        if !status.conf_state.voters.contains(&target) {
+            return Err(MemberError::NotFound { id: target });
+        }
+        if status.leader == target {
+            return Ok(());
+        }
+        self.inner
+            .group()
+            .transfer_leader(target)
+            .await
+            .map_err(change_error)?;
+        // The transfer completes when the target wins its election; wait for this member
+        // to see it (the service bounds the wait by its request timeout).
+        loop {
+            let status = self.fresh_status().await?;
+            if status.leader == target {
+                tracing::info!(node = self.node_id, leader = target, "leadership moved");
+                return Ok(());
+            }
+            tokio::time::sleep(MOVE_LEADER_POLL_INTERVAL).await;
+        }
+    }
+
+    async fn member_promote(
+        &self,
+        id: u64,
+        may_forward: bool,
+    ) -> Result<MemberChanged, MemberError> {
+        let status = self.fresh_status().await?;
+        if status.conf_state.voters.contains(&id) {
+            return Err(MemberError::NotLearner { id });
+        }
+        if !status.conf_state.learners.contains(&id) {
+            return Err(MemberError::NotFound { id });
+        }
+        if status.role == StateRole::Leader {
+            return self.promote_here(id, &status).await;
+        }
+        // Only the leader knows how far the learner has caught up.
+        match (status.leader, may_forward) {
+            (0, _) => Err(MemberError::NoLeader("an election is in progress".into())),
+            (leader, true) => self.promote_at_leader(id, leader).await,
+            (leader, false) => Err(MemberError::NoLeader(format!(
+                "this member no longer leads (member {leader:x} does); retry"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_ids_are_above_every_current_id() {
+        assert_eq!(new_member_id([1, 2, 3], 0, 0), 4);
+        let big = 5_000_000_000_000_000;
+        assert_eq!(new_member_id([1, big], 10, 7), big + 1);
+    }
+
+    #[test]
+    fn an_id_chosen_later_is_larger_even_after_the_largest_member_left() {
+        let first = new_member_id([1, 2, 3], 1_700_000_000_000, 1023);
+        // That member was removed: the current ids are small again.
+        let second = new_member_id([1, 2, 3], 1_700_000_000_001, 0);
+        assert!(second > first, "{second} must exceed {first}");
+        assert!(second < 1 << 53, "ids stay exact in JSON");
+    }
+
+    #[test]
+    fn a_learner_is_ready_only_close_behind_the_leader() {
+        assert!(!learner_ready(0, 5), "nothing acknowledged yet");
+        assert!(!learner_ready(50, 50), "half the log");
+        assert!(learner_ready(95, 5));
+        assert!(learner_ready(1_000_000, 999));
+        assert!(!learner_ready(1_000_000, 1001), "too far behind in entries");
+    }
+
+    #[test]
+    fn peer_urls_parse_to_addresses_and_bad_ones_say_why() {
+        assert_eq!(
+            parse_peer_url("http://127.0.0.1:2390/").unwrap(),
+            "127.0.0.1:2390".parse::<SocketAddr>().unwrap()
+        );
+        let tls = parse_peer_url("https://127.0.0.1:2390")
+            .unwrap_err()
+            .to_string();
+        assert!(tls.contains("TLS"), "{tls}");
+        let host = parse_peer_url("http://node4:2390").unwrap_err().to_string();
+        assert!(host.contains("host names"), "{host}");
+        let bare = parse_peer_url("127.0.0.1:2390").unwrap_err().to_string();
+        assert!(bare.contains("http://"), "{bare}");
+    }
+
+    #[test]
+    fn directory_prefers_the_runtime_peer_address_and_keeps_client_addresses() {
+        let configured = BTreeMap::from([(
+            1,
+            MemberAddrs {
+                peer_addr: "127.0.0.1:1".parse().unwrap(),
+                client_addr: Some("127.0.0.1:2".parse().unwrap()),
+            },
+        )]);
+        let directory = MemberDirectory::new(configured);
+        directory.learn_peers(&[
+            (1, "127.0.0.1:3".parse().unwrap()),
+            (9, "127.0.0.1:4".parse().unwrap()),
+        ]);
+        let one = directory.get(1).unwrap();
+        assert_eq!(one.peer_addr, "127.0.0.1:3".parse().unwrap());
+        assert_eq!(one.client_addr, Some("127.0.0.1:2".parse().unwrap()));
+        assert_eq!(directory.get(9).unwrap().client_addr, None);
+
+        // Hearsay fills a gap only; the member's own word replaces.
+        directory.learn_client(9, "127.0.0.1:5".parse().unwrap(), false);
+        directory.learn_client(9, "127.0.0.1:6".parse().unwrap(), false);
+        assert_eq!(
+            directory.get(9).unwrap().client_addr,
+            Some("127.0.0.1:5".parse().unwrap())
+        );
+        directory.learn_client(9, "127.0.0.1:7".parse().unwrap(), true);
+        assert_eq!(
+            directory.get(9).unwrap().client_addr,
+            Some("127.0.0.1:7".parse().unwrap())
+        );
+        directory.learn_client(10, "127.0.0.1:8".parse().unwrap(), true);
+        assert!(
+            directory.get(10).is_none(),
+            "no entry without a peer address"
+        );
+    }
+}
