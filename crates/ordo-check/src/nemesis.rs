@@ -540,31 +540,53 @@ impl Nemesis<'_> {
         else {
             return format!("no non-empty segment file under {}", data_dir.display());
         };
-        let Ok(mut bytes) = std::fs::read(segment) else {
+        let Ok(bytes) = std::fs::read(segment) else {
             return format!("could not read {}", segment.display());
         };
         let len = bytes.len() as u64;
+        // Segments are created at full length and read as zeros past their records: aim at
+        // the bytes that were written.
+        let written = bytes
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(len, |at| at as u64 + 1);
         let result = if kind == FaultKind::DiskBitflip {
             let flips = self.rng.between(1, 4);
             let mut offsets = Vec::new();
+            let mut flipped = Vec::new();
             for _ in 0..flips {
-                let offset = self.rng.below(len);
-                bytes[offset as usize] ^= 1 << self.rng.below(8);
+                let offset = self.rng.below(written.max(1));
+                let byte = bytes[offset as usize] ^ (1 << self.rng.below(8));
                 offsets.push(offset);
+                flipped.push((offset, byte));
             }
-            std::fs::write(segment, &bytes).map(|()| {
-                format!(
-                    "flipped bits at offsets {offsets:?} of {} ({len} bytes)",
-                    segment.display()
-                )
-            })
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(segment)
+                .and_then(|f| {
+                    use std::os::unix::fs::FileExt;
+                    flipped
+                        .iter()
+                        .try_for_each(|&(offset, byte)| f.write_all_at(&[byte], offset))
+                })
+                .map(|()| {
+                    format!(
+                        "flipped bits at offsets {offsets:?} of {} ({written} bytes written)",
+                        segment.display()
+                    )
+                })
         } else {
-            let keep = self.rng.between(len / 2, len.saturating_sub(1));
+            let keep = self.rng.between(written / 2, written.saturating_sub(1));
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(segment)
                 .and_then(|f| f.set_len(keep))
-                .map(|()| format!("truncated {} from {len} to {keep} bytes", segment.display()))
+                .map(|()| {
+                    format!(
+                        "truncated {} from {len} to {keep} bytes ({written} written)",
+                        segment.display()
+                    )
+                })
         };
         result.unwrap_or_else(|e| format!("could not damage {}: {e}", segment.display()))
     }

@@ -354,7 +354,9 @@ async fn a_segment_cut_short_even_exactly_where_its_records_end_refuses_start_as
     // Cut where the records end: what is left is a clean, shorter log of whole records.
     let bytes = std::fs::read(&segment).unwrap();
     let records_end = bytes.iter().rposition(|&b| b != 0).unwrap() as u64 + 1;
-    let cut = records_end.min(bytes.len() as u64 / 2).max(ordo_wal::SEGMENT_HEADER_BYTES);
+    let cut = records_end
+        .min(bytes.len() as u64 / 2)
+        .max(ordo_wal::SEGMENT_HEADER_BYTES);
     std::fs::OpenOptions::new()
         .write(true)
         .open(&segment)
