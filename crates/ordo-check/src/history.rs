@@ -250,6 +250,9 @@ struct Records {
     faults: Vec<FaultRecord>,
 }
 
+/// Operations past the clients' limit kept for the checker's closing reads.
+pub const RESERVED_OPS: usize = 1_000;
+
 /// Collects a run's history from many tasks. Bounded: once `ops_max` operations were invoked,
 /// [`Recorder::invoke`] refuses more and the clients stop.
 #[derive(Debug)]
@@ -294,9 +297,30 @@ impl Recorder {
 
     /// Records an invocation; `None` when the history is full.
     pub fn invoke(&self, client: u64, endpoint: &str, input: Input) -> Option<usize> {
+        self.invoke_within(self.ops_max, client, endpoint, input)
+    }
+
+    /// Records an invocation of the checker's own closing operations (the final read),
+    /// which may go past the clients' limit by [`RESERVED_OPS`]; `None` past that.
+    pub fn invoke_past_limit(&self, client: u64, endpoint: &str, input: Input) -> Option<usize> {
+        self.invoke_within(
+            self.ops_max.saturating_add(RESERVED_OPS),
+            client,
+            endpoint,
+            input,
+        )
+    }
+
+    fn invoke_within(
+        &self,
+        limit: usize,
+        client: u64,
+        endpoint: &str,
+        input: Input,
+    ) -> Option<usize> {
         let invoke_ns = self.now_ns();
         let mut records = self.lock();
-        if records.ops.len() >= self.ops_max {
+        if records.ops.len() >= limit {
             return None;
         }
         let index = records.ops.len();
@@ -377,5 +401,25 @@ impl History {
             .map_err(|e| err(e.into_error()))?
             .sync_all()
             .map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_history_still_records_the_closing_reads_up_to_the_reserve() {
+        let recorder = Recorder::new(2);
+        let read = || Input::AppendRead { bucket: None };
+        assert_eq!(recorder.invoke(1, "a", read()), Some(0));
+        assert_eq!(recorder.invoke(1, "a", read()), Some(1));
+        assert_eq!(recorder.invoke(1, "a", read()), None);
+        assert_eq!(recorder.invoke_past_limit(9, "a", read()), Some(2));
+        for _ in 1..RESERVED_OPS {
+            assert!(recorder.invoke_past_limit(9, "a", read()).is_some());
+        }
+        assert_eq!(recorder.invoke_past_limit(9, "a", read()), None);
+        assert_eq!(recorder.invoke(1, "a", read()), None);
     }
 }

@@ -89,6 +89,11 @@ pub struct CheckArgs {
     /// Most operations recorded in the whole run.
     #[arg(long, default_value_t = 200_000)]
     pub ops_max: usize,
+    /// Milliseconds each client waits before each operation (0: as fast as the cluster
+    /// answers). Paces long runs: unpaced clients of a release build reach --ops-max within
+    /// a minute.
+    #[arg(long, default_value_t = 0)]
+    pub client_op_interval_ms: u64,
     /// Budget of the linearizability search (states explored, summed over keys; each costs
     /// memory); past it the verdict is unknown, never ok.
     #[arg(long, default_value_t = 2_000_000)]
@@ -224,6 +229,7 @@ pub async fn run(args: CheckArgs) -> Result<Summary, CheckError> {
         deadline: Instant::now() + duration,
         op_timeout: Duration::from_millis(args.op_timeout_ms),
         ops_per_client_max: args.ops_max as u64,
+        op_interval: Duration::from_millis(args.client_op_interval_ms),
     };
     let bank_config = BankConfig {
         accounts: args.accounts,

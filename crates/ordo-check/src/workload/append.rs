@@ -68,6 +68,7 @@ pub async fn client(ctx: Context, client: u64, plan: AppendPlan, seed: u64) {
     let mut rng = Rng::new(seed);
     let mut cursor = Cursor::new(&ctx.conns, client);
     for seq in 0..ctx.ops_per_client_max {
+        ctx.pace().await;
         if Instant::now() >= ctx.deadline {
             return;
         }
@@ -125,7 +126,15 @@ async fn read(
     let conn = cursor.conn();
     let index = ctx
         .recorder
-        .invoke(client, &conn.addr, Input::AppendRead { bucket })?;
+        .invoke(client, &conn.addr, Input::AppendRead { bucket })
+        // The final read is recorded even when the clients filled the history: without
+        // it nothing can vouch for the acknowledged appends.
+        .or_else(|| {
+            (client == FINAL_READ_CLIENT).then(|| {
+                ctx.recorder
+                    .invoke_past_limit(client, &conn.addr, Input::AppendRead { bucket })
+            })?
+        })?;
     let prefix = bucket_prefix(&ctx.prefix, bucket).into_bytes();
     let request = RangeRequest {
         range_end: prefix_end(&prefix),

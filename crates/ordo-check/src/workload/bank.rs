@@ -140,6 +140,7 @@ pub async fn client(ctx: Context, client: u64, seed: u64) {
     let mut ops = 0u64;
     while ops < ctx.ops_per_client_max && tokio::time::Instant::now() < ctx.deadline {
         ops += 1;
+        ctx.pace().await;
         let Some(read) = read_all(&ctx, &cursor, client).await else {
             return;
         };

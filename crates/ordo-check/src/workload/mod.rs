@@ -30,6 +30,18 @@ pub struct Context {
     pub op_timeout: Duration,
     /// Most operations one client invokes.
     pub ops_per_client_max: u64,
+    /// How long each client waits before each operation: paces a long run so that its
+    /// history stays within what can be recorded and checked.
+    pub op_interval: Duration,
+}
+
+impl Context {
+    /// Waits [`Context::op_interval`] before a client's next operation.
+    pub async fn pace(&self) {
+        if !self.op_interval.is_zero() {
+            tokio::time::sleep(self.op_interval).await;
+        }
+    }
 }
 
 /// One anomaly kind a checker can find.

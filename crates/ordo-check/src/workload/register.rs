@@ -48,6 +48,7 @@ pub async fn client(ctx: Context, client: u64, plan: RegisterPlan, seed: u64) {
     let mut rng = Rng::new(seed);
     let mut cursor = Cursor::new(&ctx.conns, client);
     for _ in 0..ctx.ops_per_client_max {
+        ctx.pace().await;
         if tokio::time::Instant::now() >= ctx.deadline {
             return;
         }
