@@ -33,8 +33,10 @@
 //! torn tail of the last segment, and refuses with an [`Error`] naming file and byte offset a
 //! checksum failure before the tail, a gap between segments, or an index out of sequence. A
 //! segment file shorter than its header says was cut after it was written: that is
-//! [`Error::Truncated`], never a shorter log. It never skips a bad record. A damaged record followed by any valid later record is
-//! corruption, not a torn tail (see the crate README for the full argument).
+//! [`Error::Truncated`], never a shorter log. It never skips a bad record. A damaged record
+//! followed by any valid later record is corruption, not a torn tail; so is, when the log was
+//! last open during the current boot (the page cache survived), any damage a killed `write`
+//! cannot leave (see the crate README for the full argument).
 //!
 //! # Example
 //!

@@ -847,3 +847,55 @@ fn a_second_open_of_the_same_directory_is_refused_until_the_first_is_dropped() {
     let wal = Wal::open(dir.path(), small()).unwrap();
     assert_eq!(wal.last_index(), 9);
 }
+
+/// A log whose last record (index 4) starts at byte 3115 and crosses the page boundary at
+/// 4096; returns the segment's path.
+fn log_with_a_last_record_across_a_page(dir: &Path) -> std::path::PathBuf {
+    let options = Options {
+        segment_bytes_max: 16384,
+        ..small()
+    };
+    let wal = Wal::open(dir, options).unwrap();
+    for i in 1..=4 {
+        wal.append(&[Entry::new(i, 1, 0, vec![7u8; 1000])]).unwrap();
+    }
+    wal.close().unwrap();
+    dir.join(segment_files(dir).pop().unwrap())
+}
+
+fn zero_from(path: &Path, from: u64, to: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(&vec![0u8; (to - from) as usize], from)
+        .unwrap();
+}
+
+#[test]
+fn within_one_boot_a_record_cut_at_a_page_boundary_is_a_torn_tail_and_elsewhere_corruption() {
+    let options = Options {
+        segment_bytes_max: 16384,
+        ..small()
+    };
+    let record_end = 3115 + 1033;
+    // Cut where the kernel can stop a killed process's write: at the page boundary.
+    let dir = tempfile::tempdir().unwrap();
+    let segment = log_with_a_last_record_across_a_page(dir.path());
+    zero_from(&segment, 4096, record_end);
+    let wal = Wal::open(dir.path(), options.clone()).unwrap();
+    assert_eq!(wal.last_index(), 3);
+    drop(wal);
+
+    // Cut inside a page: no crash within one boot leaves that, so it is corruption.
+    let dir = tempfile::tempdir().unwrap();
+    let segment = log_with_a_last_record_across_a_page(dir.path());
+    zero_from(&segment, 4100, record_end);
+    match Wal::open(dir.path(), options.clone()) {
+        Err(Error::Corrupt { path, offset, .. }) => assert_eq!((path, offset), (segment, 3115)),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+
+    // After a reboot the page cache is gone and any cut can be a torn write.
+    fs::write(dir.path().join("lock"), b"an-earlier-boot").unwrap();
+    let wal = Wal::open(dir.path(), options).unwrap();
+    assert_eq!(wal.last_index(), 3);
+}

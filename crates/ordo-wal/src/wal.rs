@@ -372,7 +372,14 @@ impl Wal {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let dir_lock = lock_dir(&dir)?;
-        let log = recover(&dir, &options)?;
+        // Whether the page cache outlived the last run (same boot) decides which tail
+        // damage a crash can explain; see `judge_damage`.
+        let boot = current_boot_id();
+        let same_boot = boot.is_some() && read_boot_id(&dir_lock) == boot;
+        let log = recover(&dir, &options, same_boot)?;
+        if let Some(boot) = &boot {
+            record_boot_id(&dir_lock, boot).map_err(|e| Error::io(dir.join(LOCK_FILE), e))?;
+        }
         let hard_state = HardState::load(&dir)?;
         let snapshots = Arc::new(Snapshots::open(&dir)?);
         // Everything recovery kept is on disk already: it was read back and fsynced where cut.
@@ -1228,6 +1235,30 @@ fn lock_dir(dir: &Path) -> Result<File> {
     }
 }
 
+/// The kernel's id of the current boot (Linux), if it can be read.
+fn current_boot_id() -> Option<Vec<u8>> {
+    let id = fs::read("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim_ascii().to_vec();
+    (!id.is_empty() && id.len() <= BOOT_ID_BYTES_MAX).then_some(id)
+}
+
+/// Most bytes of a boot id kept in the lock file.
+const BOOT_ID_BYTES_MAX: usize = 64;
+
+/// The boot id the lock file holds: that of the boot during which the log was last opened.
+fn read_boot_id(lock: &File) -> Option<Vec<u8>> {
+    let mut buf = [0u8; BOOT_ID_BYTES_MAX + 1];
+    let n = lock.read_at(&mut buf, 0).ok()?;
+    (n > 0 && n <= BOOT_ID_BYTES_MAX).then(|| buf[..n].to_vec())
+}
+
+/// Records the current boot id in the lock file. Not fsynced: after a machine crash the
+/// file holds an older boot id or none, and either differs from the next boot's.
+fn record_boot_id(lock: &File, boot: &[u8]) -> std::io::Result<()> {
+    lock.set_len(0)?;
+    lock.write_all_at(boot, 0)
+}
+
 /// Creates the segment file for `first_index` at its full length `size_bytes`: header
 /// written and everything fsynced under a temporary name, then renamed into place, so a
 /// segment file never exists shorter than its header says. (The caller fsyncs the directory
@@ -1308,7 +1339,7 @@ fn clear_from(file: &File, path: &Path, offset: u64, size_bytes: u64) -> Result<
 }
 
 /// Recovers the log in `dir`; see [`Wal::open`].
-fn recover(dir: &Path, options: &Options) -> Result<LogState> {
+fn recover(dir: &Path, options: &Options, same_boot: bool) -> Result<LogState> {
     let start_path = dir.join(START_FILE);
     let start_index = match read_small(&start_path, START_MAGIC, 8)? {
         Some(p) => le_u64(&p),
@@ -1424,6 +1455,9 @@ fn recover(dir: &Path, options: &Options) -> Result<LogState> {
             }
             ScanEnd::Damaged { offset, damage } => {
                 let later: Vec<PathBuf> = names.by_ref().map(|(_, (_, p))| p).collect();
+                if same_boot {
+                    judge_same_boot_damage(&seg, offset, damage, options)?;
+                }
                 judge_damage(&seg, offset, damage, size, &later, options)?;
                 // A torn tail: nothing from here on was ever durable. Cut it under an intent
                 // file, as a suffix truncation would, so that a crash meanwhile is finished
@@ -1544,6 +1578,67 @@ fn scan_segment(
             }
             Step::End => return Ok(ScanEnd::Clean),
             Step::Damaged { offset, damage } => return Ok(ScanEnd::Damaged { offset, damage }),
+        }
+    }
+}
+
+/// Page size for the same-boot rule: the kernel copies a `write` into the page cache a page
+/// at a time and stops between pages when the process is killed. A multiple of this size
+/// (larger pages) only makes the rule more lenient.
+const PAGE_BYTES: u64 = 4096;
+
+/// Within one boot the page cache survives a process crash, so every `write` that returned
+/// is there in full; a write cut short by the kill ends at a page boundary with nothing
+/// after it (the segment was preallocated, so unwritten bytes read as zeros). Damage of
+/// any other shape at `offset` is corruption, even in the very last record (where no later
+/// record can vouch for it): a bit flip, or a length field a partial write cannot produce.
+fn judge_same_boot_damage(
+    seg: &Segment,
+    offset: u64,
+    damage: Damage,
+    options: &Options,
+) -> Result<()> {
+    let corrupt = |why: String| {
+        Err(Error::corrupt(
+            &seg.path,
+            offset,
+            format!(
+                "{damage} where index {} should be, and the log was last open during this \
+                 boot (the page cache survived), so a crash cannot explain it: {why}",
+                seg.next_index
+            ),
+        ))
+    };
+    match damage {
+        // Nothing written here; what follows (if anything) is judged by durability claims.
+        Damage::ZeroLength => Ok(()),
+        Damage::BadLength(_) | Damage::Truncated => {
+            corrupt("a partial write leaves the length field whole or zero".into())
+        }
+        Damage::Checksum => {
+            let mut len = [0u8; 4];
+            seg.file
+                .read_exact_at(&mut len, offset)
+                .map_err(|e| Error::io(&seg.path, e))?;
+            // The cursor checked the length against the limits before the checksum.
+            let len = u64::from(u32::from_le_bytes(len));
+            assert!(offset + len <= seg.size_bytes && len <= options.record_bytes_max + 64);
+            let mut record = vec![0u8; len as usize];
+            seg.file
+                .read_exact_at(&mut record, offset)
+                .map_err(|e| Error::io(&seg.path, e))?;
+            // Where the written bytes end; a cut write leaves only zeros from a page
+            // boundary inside the record on.
+            let written_end = offset
+                + record
+                    .iter()
+                    .rposition(|&b| b != 0)
+                    .map_or(0, |at| at as u64 + 1);
+            let boundary = written_end.div_ceil(PAGE_BYTES) * PAGE_BYTES;
+            if boundary > offset && boundary < offset + len {
+                return Ok(());
+            }
+            corrupt("the record is complete but its checksum does not match".into())
         }
     }
 }
