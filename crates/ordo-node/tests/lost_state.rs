@@ -286,9 +286,10 @@ async fn a_joined_nodes_group_is_listed_once_it_has_state_and_its_loss_is_refuse
     cluster.shutdown_all().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_commit_index_beyond_the_recovered_log_refuses_start_naming_both_indexes() {
-    let mut cluster = Cluster::start(3, no_tweak).await;
+/// A three-node cluster that committed five entries, and a follower that applied them:
+/// the cluster, the follower and the last index.
+async fn five_writes_applied_by_a_follower() -> (Cluster, NodeId, u64) {
+    let cluster = Cluster::start(3, no_tweak).await;
     let leader = cluster.leader().await;
     let mut last = 0;
     for i in 0..5 {
@@ -296,6 +297,12 @@ async fn a_commit_index_beyond_the_recovered_log_refuses_start_naming_both_index
     }
     let victim = (1..=3).find(|&id| id != leader).unwrap();
     cluster.applied_entries(victim, last).await;
+    (cluster, victim, last)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_index_beyond_the_recovered_log_refuses_start_naming_both_indexes() {
+    let (mut cluster, victim, last) = five_writes_applied_by_a_follower().await;
     // A clean stop records the commit index.
     let member = cluster.members.remove(&victim).unwrap();
     member.node.shutdown().await;
@@ -333,14 +340,7 @@ async fn a_commit_index_beyond_the_recovered_log_refuses_start_naming_both_index
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_cut_short_even_exactly_where_its_records_end_refuses_start_as_lost_state() {
-    let mut cluster = Cluster::start(3, no_tweak).await;
-    let leader = cluster.leader().await;
-    let mut last = 0;
-    for i in 0..5 {
-        last = cluster.propose(leader, &format!("e{i}")).await.0;
-    }
-    let victim = (1..=3).find(|&id| id != leader).unwrap();
-    cluster.applied_entries(victim, last).await;
+    let (mut cluster, victim, _) = five_writes_applied_by_a_follower().await;
     // A crash: the commit index on disk stays behind, so only the segment's length can
     // tell that entries went missing.
     cluster.crash(victim).await;

@@ -32,6 +32,14 @@ struct Cell {
 }
 
 impl Cell {
+    fn measured(entries: u64, size: usize, elapsed: Duration, latencies_us: Vec<u64>) -> Cell {
+        Cell {
+            entries,
+            payload_bytes: entries * size as u64,
+            elapsed,
+            latencies_us,
+        }
+    }
     fn per_sec(&self) -> f64 {
         self.entries as f64 / self.elapsed.as_secs_f64()
     }
@@ -185,12 +193,7 @@ fn wal_cell(
         .map(|d| d.as_micros() as u64)
         .collect();
     drop(wal);
-    Cell {
-        entries,
-        payload_bytes: entries * size as u64,
-        elapsed,
-        latencies_us,
-    }
+    Cell::measured(entries, size, elapsed, latencies_us)
 }
 
 /// `tasks` appenders of `size`-byte entries with `Always`, as async tasks on one thread:
@@ -240,12 +243,7 @@ fn wal_task_cell(dir: &Path, tasks: usize, size: usize, run: Duration) -> Cell {
     wal.sync().expect("final sync");
     let elapsed = start.elapsed();
     drop(wal);
-    Cell {
-        entries,
-        payload_bytes: entries * size as u64,
-        elapsed,
-        latencies_us,
-    }
+    Cell::measured(entries, size, elapsed, latencies_us)
 }
 
 fn row(label: &str, size: usize, threads: &str, cell: &mut Cell) {
