@@ -16,7 +16,7 @@ use crate::codec::RequestId;
 use crate::driver::Event;
 use crate::group::{lock, GroupId, ProposeError, Reply, Waiters};
 use crate::metrics::{inc, GroupMetrics};
-use crate::state_machine::{unwrap, StateMachine};
+use crate::state_machine::{unwrap, SnapshotJob, StateMachine};
 use crate::storage::WalStorage;
 
 /// Work for the apply thread.
@@ -53,22 +53,28 @@ pub(crate) struct Applier<S: StateMachine> {
 
 impl<S: StateMachine> Applier<S> {
     pub(crate) fn run(mut self, mut batches: mpsc::Receiver<ApplyBatch>) {
+        let mut snapshots = Snapshots::default();
         while let Some(batch) = batches.blocking_recv() {
-            if let Err(error) = self.apply_batch(batch) {
+            if let Err(error) = self.apply_batch(batch, &mut snapshots) {
                 tracing::error!(group = %self.group_id, %error, "apply stopped");
                 break;
             }
             self.progress.notify_one();
+        }
+        if let Err(error) = self.settle_snapshot(&mut snapshots, true) {
+            tracing::error!(group = %self.group_id, %error, "the last snapshot failed");
         }
         self.stopped.store(true, Ordering::Release);
         self.progress.notify_one();
         lock(&self.waiters).fail_all(ProposeError::ShuttingDown);
     }
 
-    fn apply_batch(&mut self, batch: ApplyBatch) -> Result<(), String> {
+    fn apply_batch(&mut self, batch: ApplyBatch, snapshots: &mut Snapshots) -> Result<(), String> {
         let started = Instant::now();
         let mut conf = batch.conf_state;
         if let Some(snapshot) = batch.restore {
+            // A snapshot still reading the state must end before the state is replaced.
+            self.settle_snapshot(snapshots, true)?;
             let meta = &snapshot.meta;
             lock(&self.state_machine)
                 .restore(meta.index, &snapshot.data)
@@ -102,10 +108,20 @@ impl<S: StateMachine> Applier<S> {
             .applied_index
             .store(self.applied.0, Ordering::Release);
         let _ = self.applied_tx.send(self.applied.0);
+        self.settle_snapshot(snapshots, false)?;
+        if batch.snapshot_now {
+            snapshots.requested = true;
+        }
+        if self.applied.0 == self.last_snapshot_index {
+            snapshots.requested = false;
+        }
         let due = self.applied.0 - self.last_snapshot_index >= self.snapshot_entries
             || self.bytes_since_snapshot >= self.snapshot_bytes;
-        if (due || batch.snapshot_now) && self.applied.0 > self.last_snapshot_index {
-            self.take_snapshot(conf)?;
+        if (due || snapshots.requested)
+            && self.applied.0 > self.last_snapshot_index
+            && snapshots.in_flight.is_none()
+        {
+            self.begin_snapshot(conf, snapshots)?;
         }
         Ok(())
     }
@@ -180,23 +196,120 @@ impl<S: StateMachine> Applier<S> {
         request.node == self.node_id && request.boot == self.boot
     }
 
-    fn take_snapshot(&mut self, conf: ConfState) -> Result<(), String> {
+    /// Begins a snapshot at the applied index and hands its serialisation and its write
+    /// to a thread of its own, so applying goes on meanwhile.
+    fn begin_snapshot(&mut self, conf: ConfState, snapshots: &mut Snapshots) -> Result<(), String> {
+        assert!(
+            snapshots.in_flight.is_none(),
+            "one snapshot at a time per group"
+        );
         let (index, term) = self.applied;
-        let data = lock(&self.state_machine).snapshot();
-        WalStorage::write_snapshot(self.storage.wal(), index, term, &conf, &data)
+        let job = lock(&self.state_machine).begin_snapshot();
+        let writer = SnapshotWriter {
+            group_id: self.group_id,
+            storage: self.storage.clone(),
+            metrics: Arc::clone(&self.metrics),
+            events: self.events.clone(),
+            index,
+            term,
+            conf,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("ordo-snap-{}-{}", self.node_id, self.group_id))
+            .spawn(move || writer.run(job))
+            .map_err(|e| format!("cannot start the snapshot thread: {e}"))?;
+        snapshots.in_flight = Some(SnapshotInFlight {
+            thread,
+            index,
+            bytes_at_start: self.bytes_since_snapshot,
+        });
+        Ok(())
+    }
+
+    /// Collects the snapshot in flight if it is done (or, with `wait`, once it is done).
+    /// A snapshot that failed to be written stops the apply thread, as a failed write
+    /// always has; one whose state changed under it is simply begun again later.
+    fn settle_snapshot(&mut self, snapshots: &mut Snapshots, wait: bool) -> Result<(), String> {
+        let done = snapshots
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| wait || f.thread.is_finished());
+        if !done {
+            return Ok(());
+        }
+        let Some(flight) = snapshots.in_flight.take() else {
+            return Ok(());
+        };
+        let outcome = flight
+            .thread
+            .join()
+            .map_err(|_| "the snapshot thread panicked".to_string())??;
+        if outcome == SnapshotOutcome::Written {
+            self.last_snapshot_index = self.last_snapshot_index.max(flight.index);
+            self.bytes_since_snapshot = self
+                .bytes_since_snapshot
+                .saturating_sub(flight.bytes_at_start);
+        }
+        Ok(())
+    }
+}
+
+/// The apply thread's view of its snapshots.
+#[derive(Default)]
+struct Snapshots {
+    /// The snapshot being serialised and written, if any.
+    in_flight: Option<SnapshotInFlight>,
+    /// The driver asked for a snapshot that has not been taken yet.
+    requested: bool,
+}
+
+struct SnapshotInFlight {
+    thread: std::thread::JoinHandle<Result<SnapshotOutcome, String>>,
+    /// The applied index it was begun at.
+    index: Index,
+    /// Applied bytes counted towards the next snapshot when it was begun.
+    bytes_at_start: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SnapshotOutcome {
+    Written,
+    /// The state machine could no longer read the state the snapshot began at.
+    Abandoned,
+}
+
+/// Finishes a snapshot off the apply thread: serialises it, writes its file, and tells
+/// the driver, which compacts the log behind it.
+struct SnapshotWriter {
+    group_id: GroupId,
+    storage: WalStorage,
+    metrics: Arc<GroupMetrics>,
+    events: mpsc::Sender<Event>,
+    index: Index,
+    term: Term,
+    conf: ConfState,
+}
+
+impl SnapshotWriter {
+    fn run(self, job: SnapshotJob) -> Result<SnapshotOutcome, String> {
+        let started = Instant::now();
+        let Some(data) = job.finish() else {
+            tracing::info!(group = %self.group_id, index = self.index, "snapshot abandoned: the state changed under it; it will be taken again");
+            return Ok(SnapshotOutcome::Abandoned);
+        };
+        let (index, term) = (self.index, self.term);
+        WalStorage::write_snapshot(self.storage.wal(), index, term, &self.conf, &data)
             .map_err(|e| e.to_string())?;
-        self.last_snapshot_index = index;
-        self.bytes_since_snapshot = 0;
         inc(&self.metrics.snapshots_taken, 1);
-        tracing::info!(group = %self.group_id, index, term, bytes = data.len(), "snapshot taken");
+        tracing::info!(group = %self.group_id, index, term, bytes = data.len(), ms = started.elapsed().as_millis() as u64, "snapshot taken");
         let meta = ordo_raft::SnapshotMeta {
             index,
             term,
-            conf_state: conf,
+            conf_state: self.conf,
         };
         // The driver compacts the log; if it is gone the group is stopping anyway.
         let _ = self.events.blocking_send(Event::SnapshotTaken(meta));
-        Ok(())
+        Ok(SnapshotOutcome::Written)
     }
 }
 
