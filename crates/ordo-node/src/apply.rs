@@ -115,8 +115,15 @@ impl<S: StateMachine> Applier<S> {
         if self.applied.0 == self.last_snapshot_index {
             snapshots.requested = false;
         }
-        let due = self.applied.0 - self.last_snapshot_index >= self.snapshot_entries
-            || self.bytes_since_snapshot >= self.snapshot_bytes;
+        let due = snapshot_due(
+            SinceSnapshot {
+                entries: self.applied.0 - self.last_snapshot_index,
+                bytes: self.bytes_since_snapshot,
+                last_snapshot_bytes: snapshots.last_bytes,
+            },
+            self.snapshot_entries,
+            self.snapshot_bytes,
+        );
         if (due || snapshots.requested)
             && self.applied.0 > self.last_snapshot_index
             && snapshots.in_flight.is_none()
@@ -244,14 +251,32 @@ impl<S: StateMachine> Applier<S> {
             .thread
             .join()
             .map_err(|_| "the snapshot thread panicked".to_string())??;
-        if outcome == SnapshotOutcome::Written {
+        if let SnapshotOutcome::Written { bytes } = outcome {
             self.last_snapshot_index = self.last_snapshot_index.max(flight.index);
             self.bytes_since_snapshot = self
                 .bytes_since_snapshot
                 .saturating_sub(flight.bytes_at_start);
+            snapshots.last_bytes = bytes;
         }
         Ok(())
     }
+}
+
+/// What was applied since the last snapshot.
+#[derive(Debug, Clone, Copy)]
+struct SinceSnapshot {
+    entries: u64,
+    bytes: u64,
+    last_snapshot_bytes: u64,
+}
+
+/// Whether a snapshot is due. A snapshot writes the whole state; once the state is larger
+/// than the log the thresholds allow, a snapshot also waits until the log since the last
+/// one is as large as that snapshot was. Snapshots then never write more than the log
+/// does, instead of rewriting a large state every few thresholds' worth of writes.
+fn snapshot_due(since: SinceSnapshot, entries_threshold: u64, bytes_threshold: u64) -> bool {
+    (since.entries >= entries_threshold || since.bytes >= bytes_threshold)
+        && since.bytes >= since.last_snapshot_bytes
 }
 
 /// The apply thread's view of its snapshots.
@@ -261,6 +286,8 @@ struct Snapshots {
     in_flight: Option<SnapshotInFlight>,
     /// The driver asked for a snapshot that has not been taken yet.
     requested: bool,
+    /// Size of the last snapshot this thread wrote (0 until it writes one).
+    last_bytes: u64,
 }
 
 struct SnapshotInFlight {
@@ -273,7 +300,10 @@ struct SnapshotInFlight {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SnapshotOutcome {
-    Written,
+    Written {
+        /// The snapshot's size.
+        bytes: u64,
+    },
     /// The state machine could no longer read the state the snapshot began at.
     Abandoned,
 }
@@ -309,7 +339,9 @@ impl SnapshotWriter {
         };
         // The driver compacts the log; if it is gone the group is stopping anyway.
         let _ = self.events.blocking_send(Event::SnapshotTaken(meta));
-        Ok(SnapshotOutcome::Written)
+        Ok(SnapshotOutcome::Written {
+            bytes: data.len() as u64,
+        })
     }
 }
 
@@ -320,4 +352,32 @@ pub(crate) fn membership_request(cc: &ConfChange) -> Option<RequestId> {
         return None;
     }
     RequestId::get(&mut ctx).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn since(entries: u64, bytes: u64, last_snapshot_bytes: u64) -> SinceSnapshot {
+        SinceSnapshot {
+            entries,
+            bytes,
+            last_snapshot_bytes,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_is_due_at_either_threshold_while_snapshots_are_small() {
+        assert!(!snapshot_due(since(99, 990, 0), 100, 1000));
+        assert!(snapshot_due(since(100, 10, 0), 100, 1000));
+        assert!(snapshot_due(since(1, 1000, 500), 100, 1000));
+    }
+
+    #[test]
+    fn a_snapshot_larger_than_the_log_waits_until_the_log_is_as_large() {
+        // The last snapshot was 5,000 bytes: 100 entries of 10 bytes are not enough.
+        assert!(!snapshot_due(since(100, 1000, 5000), 100, 1_000_000));
+        assert!(!snapshot_due(since(499, 4990, 5000), 100, 1_000_000));
+        assert!(snapshot_due(since(500, 5000, 5000), 100, 1_000_000));
+    }
 }
