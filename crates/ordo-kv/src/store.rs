@@ -436,13 +436,19 @@ impl KvStore {
     }
 
     fn put_unchecked(&mut self, cursor: &mut WriteCursor, req: &PutRequest) -> PutResponse {
+        self.put_owned_unchecked(cursor, req.clone())
+    }
+
+    /// A put that takes the request's key and value into the store instead of copying
+    /// them (the request was decoded from a log entry for this purpose alone).
+    fn put_owned_unchecked(&mut self, cursor: &mut WriteCursor, req: PutRequest) -> PutResponse {
         // Only the few fields a put needs are read from the previous record; the whole
         // record (value included) is copied only when the client asked for it back.
         let prev = self.latest_live(&req.key).map(|r| &r.kv);
         let value = match (req.ignore_value, prev) {
             (true, Some(p)) => p.value.clone(),
             (true, None) => Vec::new(),
-            (false, _) => req.value.clone(),
+            (false, _) => req.value,
         };
         let lease = if req.ignore_lease {
             prev.map_or(0, |p| p.lease)
@@ -471,7 +477,7 @@ impl KvStore {
             }
         }
         let kv = KeyValue {
-            key: req.key.clone(),
+            key: req.key,
             create_revision,
             mod_revision: cursor.main,
             version,
@@ -526,10 +532,15 @@ impl KvStore {
 
     /// Applies a put.
     pub(crate) fn put(&mut self, req: &PutRequest) -> Result<PutResponse, KvError> {
-        check_put_static(req)?;
-        self.check_put(req)?;
+        self.put_owned(req.clone())
+    }
+
+    /// Applies a put, taking its key and value.
+    pub(crate) fn put_owned(&mut self, req: PutRequest) -> Result<PutResponse, KvError> {
+        check_put_static(&req)?;
+        self.check_put(&req)?;
         let mut cursor = self.begin_write();
-        let mut resp = self.put_unchecked(&mut cursor, req);
+        let mut resp = self.put_owned_unchecked(&mut cursor, req);
         resp.header = header(self.end_write(cursor));
         Ok(resp)
     }

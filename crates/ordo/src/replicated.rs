@@ -399,9 +399,11 @@ impl KvBackend for ReplicatedBackend {
     }
 
     fn status(&self) -> NodeStatus {
-        let status = lock(&self.status).clone();
+        // Every response header reads this: borrow the cached status rather than copy its
+        // member lists.
         let applied_index = self.group.applied_index();
-        match status {
+        let status = lock(&self.status);
+        match status.as_ref() {
             Some(s) => NodeStatus {
                 cluster_id: self.cluster_id,
                 member_id: self.node_id,
