@@ -20,8 +20,9 @@ pub const SNAPSHOT_VERSION: u32 = 1;
 const HEADER_BYTES: usize = 8 + 4 + 8 + 4;
 
 /// Records encoded per step of a [`SnapshotCursor`]: the store is held (shared) for one
-/// step at a time, so the applier waits at most this long to write.
-pub const SNAPSHOT_RECORDS_PER_STEP: usize = 4096;
+/// step at a time, and the applier takes it exclusively for every entry, so a step must
+/// be short (tens of microseconds) or each entry of a batch waits for one.
+pub const SNAPSHOT_RECORDS_PER_STEP: usize = 256;
 
 /// Protobuf key of `SnapshotBody.records` (field 5, length-delimited).
 const RECORDS_FIELD: u32 = 5;

@@ -109,7 +109,11 @@ impl KvState {
                 cursor.step(&store, restores, SNAPSHOT_RECORDS_PER_STEP)
             };
             match step {
-                SnapshotStep::More(next) => cursor = next,
+                SnapshotStep::More(next) => {
+                    cursor = next;
+                    // Let a waiting applier in before the next step.
+                    std::thread::yield_now();
+                }
                 SnapshotStep::Done(bytes) => return Some(bytes),
                 SnapshotStep::Abandoned => return None,
             }
