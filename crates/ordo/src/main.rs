@@ -5,12 +5,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ordo::config::{ServerArgs, ServerConfig};
 
-// Every request allocates and frees a handful of small buffers on several threads (gRPC
-// frames, protobuf messages, log entries, peer frames); glibc's allocator spent about an
-// eighth of a leader's CPU on them under load, mimalloc's per-thread free lists far less.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "ordo",
