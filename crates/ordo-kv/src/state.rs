@@ -1,11 +1,13 @@
 //! The store shared between the applier, readers and watchers.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::watch;
 
 use crate::command::Applied;
 use crate::error::SnapshotError;
+use crate::snapshot::{SnapshotCursor, SnapshotStep, SNAPSHOT_RECORDS_PER_STEP};
 use crate::store::KvStore;
 
 /// Where the local store stands; published after every apply and restore.
@@ -27,6 +29,9 @@ pub struct StoreProgress {
 pub struct KvState {
     store: RwLock<KvStore>,
     progress: watch::Sender<StoreProgress>,
+    /// Restores made so far; changed only under the write lock, so a snapshot being
+    /// taken in steps can tell the store under it was replaced.
+    restores: AtomicU64,
 }
 
 fn progress_of(store: &KvStore) -> StoreProgress {
@@ -44,6 +49,7 @@ impl KvState {
         KvState {
             store: RwLock::new(store),
             progress,
+            restores: AtomicU64::new(0),
         }
     }
 
@@ -74,6 +80,7 @@ impl KvState {
         let restored = KvStore::restore(snapshot)?;
         let mut store = self.write();
         *store = restored;
+        self.restores.fetch_add(1, Ordering::Relaxed);
         self.progress.send_replace(progress_of(&store));
         Ok(())
     }
@@ -81,6 +88,36 @@ impl KvState {
     /// A snapshot of the current state.
     pub fn snapshot(&self) -> Vec<u8> {
         self.read_guard().snapshot()
+    }
+
+    /// Starts a snapshot of the current state, to be finished by
+    /// [`KvState::finish_snapshot`] — typically on another thread, while this state keeps
+    /// applying.
+    pub fn begin_snapshot(&self) -> SnapshotCursor {
+        let store = self.read_guard();
+        SnapshotCursor::begin(&store, self.restores.load(Ordering::Relaxed))
+    }
+
+    /// Finishes a snapshot begun by [`KvState::begin_snapshot`], holding the store (shared)
+    /// for [`SNAPSHOT_RECORDS_PER_STEP`] records at a time. `None` when a compaction or a
+    /// restore changed the history the snapshot was reading; take a new one.
+    pub fn finish_snapshot(&self, mut cursor: SnapshotCursor) -> Option<Vec<u8>> {
+        loop {
+            let step = {
+                let store = self.read_guard();
+                let restores = self.restores.load(Ordering::Relaxed);
+                cursor.step(&store, restores, SNAPSHOT_RECORDS_PER_STEP)
+            };
+            match step {
+                SnapshotStep::More(next) => {
+                    cursor = next;
+                    // Let a waiting applier in before the next step.
+                    std::thread::yield_now();
+                }
+                SnapshotStep::Done(bytes) => return Some(bytes),
+                SnapshotStep::Abandoned => return None,
+            }
+        }
     }
 
     /// Runs `f` with shared access to the store.

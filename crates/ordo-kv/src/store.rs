@@ -401,7 +401,12 @@ impl KvStore {
             sub: cursor.sub,
         };
         cursor.sub += 1;
-        let revs = self.index.entry(record.kv.key.clone()).or_default();
+        // Most writes update a key that exists: look it up by reference before paying
+        // for a copy of the key.
+        let revs = match self.index.get_mut(record.kv.key.as_slice()) {
+            Some(revs) => revs,
+            None => self.index.entry(record.kv.key.clone()).or_default(),
+        };
         assert!(
             revs.last().is_none_or(|last| *last < rev),
             "revisions of a key must ascend"
@@ -431,24 +436,34 @@ impl KvStore {
     }
 
     fn put_unchecked(&mut self, cursor: &mut WriteCursor, req: &PutRequest) -> PutResponse {
-        let prev = self.latest_live(&req.key).map(|r| r.kv.clone());
-        let value = if req.ignore_value {
-            prev.as_ref().map(|p| p.value.clone()).unwrap_or_default()
-        } else {
-            req.value.clone()
+        self.put_owned_unchecked(cursor, req.clone())
+    }
+
+    /// A put that takes the request's key and value into the store instead of copying
+    /// them (the request was decoded from a log entry for this purpose alone).
+    fn put_owned_unchecked(&mut self, cursor: &mut WriteCursor, req: PutRequest) -> PutResponse {
+        // Only the few fields a put needs are read from the previous record; the whole
+        // record (value included) is copied only when the client asked for it back.
+        let prev = self.latest_live(&req.key).map(|r| &r.kv);
+        let value = match (req.ignore_value, prev) {
+            (true, Some(p)) => p.value.clone(),
+            (true, None) => Vec::new(),
+            (false, _) => req.value,
         };
         let lease = if req.ignore_lease {
-            prev.as_ref().map_or(0, |p| p.lease)
+            prev.map_or(0, |p| p.lease)
         } else {
             req.lease
         };
-        let (create_revision, version) = match &prev {
+        let (create_revision, version) = match prev {
             Some(p) => (p.create_revision, p.version + 1),
             None => (cursor.main, 1),
         };
-        if let Some(p) = &prev {
-            if p.lease != lease {
-                self.detach_lease(p.lease, &req.key);
+        let prev_lease = prev.map(|p| p.lease);
+        let prev = if req.prev_kv { prev.cloned() } else { None };
+        if let Some(prev_lease) = prev_lease {
+            if prev_lease != lease {
+                self.detach_lease(prev_lease, &req.key);
             }
         }
         if lease != 0 {
@@ -462,7 +477,7 @@ impl KvStore {
             }
         }
         let kv = KeyValue {
-            key: req.key.clone(),
+            key: req.key,
             create_revision,
             mod_revision: cursor.main,
             version,
@@ -478,7 +493,7 @@ impl KvStore {
         );
         PutResponse {
             header: None,
-            prev_kv: if req.prev_kv { prev } else { None },
+            prev_kv: prev,
         }
     }
 
@@ -517,10 +532,15 @@ impl KvStore {
 
     /// Applies a put.
     pub(crate) fn put(&mut self, req: &PutRequest) -> Result<PutResponse, KvError> {
-        check_put_static(req)?;
-        self.check_put(req)?;
+        self.put_owned(req.clone())
+    }
+
+    /// Applies a put, taking its key and value.
+    pub(crate) fn put_owned(&mut self, req: PutRequest) -> Result<PutResponse, KvError> {
+        check_put_static(&req)?;
+        self.check_put(&req)?;
         let mut cursor = self.begin_write();
-        let mut resp = self.put_unchecked(&mut cursor, req);
+        let mut resp = self.put_owned_unchecked(&mut cursor, req);
         resp.header = header(self.end_write(cursor));
         Ok(resp)
     }

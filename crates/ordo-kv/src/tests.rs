@@ -1050,3 +1050,103 @@ fn op_get_all() -> RequestOp {
         })),
     }
 }
+
+/// The snapshot body as prost writes it from owned messages: the format's definition.
+fn snapshot_body_by_prost(s: &KvStore) -> Vec<u8> {
+    use crate::proto::internal::{SnapshotBody, SnapshotLease, SnapshotRecord};
+    SnapshotBody {
+        applied_index: s.applied_index,
+        current_revision: s.current_revision,
+        compact_revision: s.compact_revision,
+        next_lease_id: s.next_lease_id,
+        records: s
+            .records
+            .iter()
+            .map(|(rev, record)| SnapshotRecord {
+                main_revision: rev.main,
+                sub_revision: rev.sub,
+                tombstone: record.tombstone,
+                kv: Some(record.kv.clone()),
+            })
+            .collect(),
+        leases: s
+            .leases
+            .iter()
+            .map(|(id, lease)| SnapshotLease {
+                id: *id,
+                ttl_seconds: lease.ttl_seconds,
+            })
+            .collect(),
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn snapshot_body_is_byte_for_byte_the_protobuf_encoding_of_the_state() {
+    let mut s = sample_store();
+    // A txn writes several records under one main revision (sub revisions above zero).
+    let t = TxnRequest {
+        compare: vec![],
+        success: vec![op_put("t1", "1"), op_put("t2", ""), op_put("t3", "3")],
+        failure: vec![],
+    };
+    txn(&mut s, t).unwrap();
+    let bytes = s.snapshot();
+    assert_eq!(&bytes[24..], snapshot_body_by_prost(&s).as_slice());
+    assert_eq!(KvStore::restore(&bytes).unwrap(), s);
+}
+
+#[test]
+fn a_snapshot_taken_in_steps_while_writes_continue_is_the_state_where_it_began() {
+    let state = crate::KvState::new(sample_store());
+    let expected = state.snapshot();
+    let mut cursor = state.begin_snapshot();
+    let mut steps = 0;
+    let bytes = loop {
+        // A write lands between every two steps; none of it may enter the snapshot.
+        let entry = command::encode(
+            0,
+            Command::Put(PutRequest {
+                key: format!("later{steps}").into_bytes(),
+                value: b"v".to_vec(),
+                ..PutRequest::default()
+            }),
+        )
+        .unwrap();
+        let index = state.progress().applied_index + 1;
+        assert!(state.apply(index, &entry).result.is_ok());
+        let step = state.read(|s| cursor.step(s, 0, 1));
+        steps += 1;
+        match step {
+            crate::snapshot::SnapshotStep::More(next) => cursor = next,
+            crate::snapshot::SnapshotStep::Done(bytes) => break bytes,
+            crate::snapshot::SnapshotStep::Abandoned => panic!("no compaction or restore ran"),
+        }
+    };
+    assert!(steps > 3, "one record per step takes several steps");
+    assert_eq!(bytes, expected);
+    assert_ne!(state.snapshot(), expected);
+}
+
+#[test]
+fn a_compaction_or_a_restore_during_a_stepped_snapshot_abandons_it() {
+    let state = crate::KvState::new(sample_store());
+    let compaction = command::encode(
+        0,
+        Command::Compaction(CompactionRequest {
+            revision: 5,
+            physical: false,
+        }),
+    )
+    .unwrap();
+    let cursor = state.begin_snapshot();
+    let index = state.progress().applied_index + 1;
+    assert!(state.apply(index, &compaction).result.is_ok());
+    assert!(state.finish_snapshot(cursor).is_none());
+
+    let cursor = state.begin_snapshot();
+    state.restore(&sample_store().snapshot()).unwrap();
+    assert!(state.finish_snapshot(cursor).is_none());
+    let cursor = state.begin_snapshot();
+    assert_eq!(state.finish_snapshot(cursor), Some(state.snapshot()));
+}

@@ -65,9 +65,12 @@ pub struct NodeConfig {
     /// Serve linearizable reads from a leader lease instead of a heartbeat round: faster,
     /// but correct only while clocks advance at about the same rate on every node.
     pub lease_reads: bool,
-    /// Take a snapshot once this many entries were applied since the last one.
+    /// Take a snapshot once this many entries were applied since the last one (and, once
+    /// snapshots are larger than the log since them, only when that log has grown to the
+    /// size of the last snapshot: snapshots then write no more than the log does).
     pub snapshot_entries: u64,
-    /// Take a snapshot once this many entry bytes were applied since the last one.
+    /// Take a snapshot once this many entry bytes were applied since the last one (with
+    /// the same proviso as `snapshot_entries`).
     pub snapshot_bytes: u64,
     /// Entries kept in the log behind a snapshot, so a slightly lagging follower catches
     /// up from the log rather than by snapshot.

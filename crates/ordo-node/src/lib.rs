@@ -88,5 +88,5 @@ pub use members::MembersError;
 pub use metrics::{Histogram, HistogramSnapshot, MetricsSnapshot, HISTOGRAM_BUCKETS};
 pub use node::{role_name, Node, NodeError};
 pub use ordo_raft::{ConfState, Index, NodeId, StateRole, Term};
-pub use state_machine::{RestoreError, StateMachine, ENVELOPE_BYTES};
+pub use state_machine::{RestoreError, SnapshotJob, StateMachine, ENVELOPE_BYTES};
 pub use storage::{StorageFailure, WalStorage};

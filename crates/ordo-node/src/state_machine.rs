@@ -60,6 +60,15 @@ pub trait StateMachine: Send + 'static {
     /// Two replicas at the same index must produce data that restores to the same state.
     fn snapshot(&self) -> Bytes;
 
+    /// Begins a snapshot of the state as of [`applied_index`](StateMachine::applied_index)
+    /// that the runtime finishes on another thread, so applying goes on while a large
+    /// state is serialised. The default serialises at once with
+    /// [`snapshot`](StateMachine::snapshot); a state machine that can read a consistent
+    /// past view of itself while it keeps changing overrides it.
+    fn begin_snapshot(&self) -> SnapshotJob {
+        SnapshotJob::ready(self.snapshot())
+    }
+
     /// Replaces the whole state with a snapshot taken at `index` (by this node before a
     /// restart, or by the leader). Data that does not decode is an error, and the state
     /// must then be left as it was.
@@ -75,6 +84,36 @@ pub trait StateMachine: Send + 'static {
     /// the KV layer's member list uses it.
     fn membership_changed(&mut self, index: Index, conf_state: &ConfState) {
         let _ = (index, conf_state);
+    }
+}
+
+/// A snapshot begun by [`StateMachine::begin_snapshot`]: work that produces the
+/// snapshot's bytes on a thread of the runtime's, while the state machine keeps applying.
+pub struct SnapshotJob(Box<dyn FnOnce() -> Option<Bytes> + Send>);
+
+impl SnapshotJob {
+    /// A snapshot whose bytes are already made.
+    pub fn ready(data: Bytes) -> SnapshotJob {
+        SnapshotJob(Box::new(move || Some(data)))
+    }
+
+    /// A snapshot made by `finish`, which runs on another thread than the one applying.
+    /// It returns the bytes of the state as of the moment the job was begun, or `None`
+    /// when that state can no longer be read (for example a restore replaced it); the
+    /// runtime then begins a new snapshot later.
+    pub fn deferred(finish: impl FnOnce() -> Option<Bytes> + Send + 'static) -> SnapshotJob {
+        SnapshotJob(Box::new(finish))
+    }
+
+    /// Runs the job (the runtime does, on a snapshot thread of its own).
+    pub fn finish(self) -> Option<Bytes> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for SnapshotJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SnapshotJob")
     }
 }
 

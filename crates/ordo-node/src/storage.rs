@@ -86,6 +86,97 @@ pub struct WalStorage {
     /// Set when a read failed for a reason `StorageError` cannot express (I/O,
     /// corruption); the runtime stops the group.
     failed: Arc<Mutex<Option<String>>>,
+    /// The newest entries appended, as they were handed to the WAL.
+    recent: Arc<Mutex<RecentEntries>>,
+}
+
+/// Payload bytes of recently appended entries kept in memory.
+const RECENT_BYTES_MAX: u64 = 8 << 20;
+/// Recently appended entries kept in memory.
+const RECENT_ENTRIES_MAX: usize = 1 << 16;
+
+/// The tail of the log as last appended, so that the reads that follow every append (the
+/// committed entries to apply, a leader's appends to its followers) do not read back,
+/// checksum and decode what was just written. Always a contiguous run of the log's
+/// newest entries, identical to what the WAL holds; anything that cuts the log cuts it.
+#[derive(Debug, Default)]
+struct RecentEntries {
+    entries: std::collections::VecDeque<Entry>,
+    payload_bytes: u64,
+}
+
+impl RecentEntries {
+    /// Records entries just appended after cutting the log at their first index.
+    fn appended(&mut self, new: &[Entry]) {
+        let Some(first) = new.first() else { return };
+        self.cut_from(first.index);
+        if self
+            .entries
+            .back()
+            .is_some_and(|last| last.index + 1 != first.index)
+        {
+            self.clear();
+        }
+        for e in new {
+            self.payload_bytes += e.data.len() as u64;
+            self.entries.push_back(e.clone());
+        }
+        while self.payload_bytes > RECENT_BYTES_MAX || self.entries.len() > RECENT_ENTRIES_MAX {
+            let Some(old) = self.entries.pop_front() else {
+                break;
+            };
+            self.payload_bytes -= old.data.len() as u64;
+        }
+    }
+
+    /// Forgets entries at and after `index`.
+    fn cut_from(&mut self, index: Index) {
+        while self.entries.back().is_some_and(|e| e.index >= index) {
+            if let Some(e) = self.entries.pop_back() {
+                self.payload_bytes -= e.data.len() as u64;
+            }
+        }
+    }
+
+    /// Forgets entries through `index`.
+    fn cut_through(&mut self, index: Index) {
+        while self.entries.front().is_some_and(|e| e.index <= index) {
+            if let Some(e) = self.entries.pop_front() {
+                self.payload_bytes -= e.data.len() as u64;
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.payload_bytes = 0;
+    }
+
+    /// Entries `[lo, hi)` within `max_bytes` counted as the WAL counts them (at least
+    /// one), if every one of them is held here.
+    fn read(&self, lo: Index, hi: Index, max_bytes: u64) -> Option<Vec<Entry>> {
+        let first = self.entries.front()?.index;
+        let last = self.entries.back()?.index;
+        if lo < first || hi == 0 || hi - 1 > last || lo >= hi {
+            return None;
+        }
+        let start = usize::try_from(lo - first).ok()?;
+        let mut out = Vec::new();
+        let mut total = 0u64;
+        for e in self.entries.range(start..).take_while(|e| e.index < hi) {
+            let len = (ordo_wal::RECORD_HEADER_BYTES + e.data.len()) as u64;
+            if !out.is_empty() && total + len > max_bytes {
+                break;
+            }
+            total += len;
+            out.push(e.clone());
+        }
+        assert!(
+            out.first().is_some_and(|e| e.index == lo),
+            "the recent entries are contiguous"
+        );
+        Some(out)
+    }
 }
 
 pub(crate) fn to_wal_entry(e: &Entry) -> ordo_wal::Entry {
@@ -185,6 +276,7 @@ impl WalStorage {
             snapshot_bytes_max,
             snapshot_wanted: Arc::new(AtomicBool::new(false)),
             failed: Arc::new(Mutex::new(None)),
+            recent: Arc::default(),
         })
     }
 
@@ -276,6 +368,7 @@ impl WalStorage {
             self.wal.truncate_suffix(first)?;
         }
         self.wal.truncate_prefix(meta.index)?;
+        lock(&self.recent).clear();
         let mut inner = lock(&self.inner);
         inner.compacted = (meta.index, meta.term);
         inner.snapshot_meta = meta.clone();
@@ -296,10 +389,13 @@ impl WalStorage {
             first.index
         );
         if first.index <= self.wal.last_index() {
+            lock(&self.recent).cut_from(first.index);
             self.wal.truncate_suffix(first.index)?;
         }
         let converted: Vec<ordo_wal::Entry> = entries.iter().map(to_wal_entry).collect();
-        Ok(Some(self.wal.append(&converted)?))
+        let last = self.wal.append(&converted)?;
+        lock(&self.recent).appended(entries);
+        Ok(Some(last))
     }
 
     /// Persists the hard state, durably.
@@ -326,6 +422,7 @@ impl WalStorage {
         }
         let term = self.wal.term_at(through)?;
         self.wal.truncate_prefix(through)?;
+        lock(&self.recent).cut_through(through);
         inner.compacted = (through, term);
         Ok(())
     }
@@ -375,6 +472,9 @@ impl Storage for WalStorage {
     fn entries(&self, lo: Index, hi: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
         if lo <= lock(&self.inner).compacted.0 {
             return Err(StorageError::Compacted);
+        }
+        if let Some(recent) = lock(&self.recent).read(lo, hi, max_bytes) {
+            return Ok(recent);
         }
         let read = self
             .wal
@@ -462,6 +562,62 @@ mod tests {
 
     fn open_wal(dir: &std::path::Path) -> Arc<Wal> {
         Arc::new(Wal::open(dir, ordo_wal::Options::default()).unwrap())
+    }
+
+    fn raft_entries(range: std::ops::RangeInclusive<Index>, term: Term, tag: &str) -> Vec<Entry> {
+        range
+            .map(|index| Entry {
+                term,
+                index,
+                kind: ordo_raft::EntryKind::Normal,
+                data: Bytes::from(format!("{tag}{index}").repeat(index as usize % 7 + 1)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reads_served_from_recent_entries_match_the_wal_through_overwrites_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = open_wal(dir.path());
+        let storage = WalStorage::open(Arc::clone(&wal), 1 << 20).unwrap();
+        // A storage over the same WAL that has appended nothing reads everything from disk.
+        let disk = || WalStorage::open(Arc::clone(&wal), 1 << 20).unwrap();
+        let check = |storage: &WalStorage| {
+            let last = storage.last_index();
+            let first = Storage::first_index(storage);
+            for lo in first..=last {
+                for hi in lo..=last + 1 {
+                    for max_bytes in [0, 40, 100, u64::MAX] {
+                        assert_eq!(
+                            storage.entries(lo, hi, max_bytes),
+                            disk().entries(lo, hi, max_bytes),
+                            "entries({lo}, {hi}, {max_bytes})"
+                        );
+                    }
+                }
+            }
+        };
+        storage.append(&raft_entries(1..=12, 1, "a")).unwrap();
+        check(&storage);
+        // A new leader's entries overwrite the suffix from 9 on.
+        storage.append(&raft_entries(9..=15, 2, "b")).unwrap();
+        assert_eq!(storage.entries(9, 10, u64::MAX).unwrap()[0].term, 2);
+        check(&storage);
+        WalStorage::write_snapshot(&wal, 10, 2, &ConfState::with_voters([1]), b"s").unwrap();
+        storage.note_snapshot_taken(SnapshotMeta {
+            index: 10,
+            term: 2,
+            conf_state: ConfState::with_voters([1]),
+        });
+        // Compacted through the snapshot, as reopening the WAL would leave it.
+        storage.compact(10).unwrap();
+        assert_eq!(
+            storage.entries(8, 12, u64::MAX),
+            Err(StorageError::Compacted)
+        );
+        check(&storage);
+        storage.append(&raft_entries(16..=20, 2, "c")).unwrap();
+        check(&storage);
     }
 
     #[test]

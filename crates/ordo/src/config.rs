@@ -126,7 +126,8 @@ pub struct ServerArgs {
     /// Ticks between a leader's heartbeats [default: 1].
     #[arg(long)]
     pub heartbeat_interval_ticks: Option<u64>,
-    /// Take a snapshot after this many applied entries [default: 100000].
+    /// Take a snapshot after this many applied entries, and once the last snapshot was
+    /// larger than that log, not before the log since it is as large [default: 100000].
     #[arg(long)]
     pub snapshot_entries: Option<u64>,
     /// Take a snapshot after this many bytes of applied entries [default: 67108864].
