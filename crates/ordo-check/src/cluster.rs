@@ -64,6 +64,11 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
     move |source| ClusterError::Io { what, source }
 }
 
+/// Set on every server a checker or demo starts, to the starter's process id: the server
+/// asks the kernel to kill it when that process dies (see `ordo server`), so a starter
+/// killed by SIGKILL leaves no servers behind.
+pub const EXIT_WITH_PARENT_ENV: &str = "ORDO_EXIT_WITH_PARENT";
+
 /// One node's addresses and directory.
 #[derive(Debug, Clone)]
 pub struct NodeSpec {
@@ -299,6 +304,7 @@ impl Cluster {
             .map_err(io(format!("open {}", spec.log_path.display())))?;
         let log_err = log.try_clone().map_err(io("duplicate a log handle"))?;
         let child = Command::new(&self.binary)
+            .env(EXIT_WITH_PARENT_ENV, std::process::id().to_string())
             .arg("server")
             .arg("--id")
             .arg(id.to_string())

@@ -166,6 +166,10 @@ impl LocalCluster {
             .append(true)
             .open(self.log_path(id))?;
         let child = Command::new(&self.binary)
+            .env(
+                ordo_check::cluster::EXIT_WITH_PARENT_ENV,
+                std::process::id().to_string(),
+            )
             .args(self.server_args(id))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -272,3 +272,66 @@ async fn server_runs_from_a_config_file_alone_as_a_single_node_cluster() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "solo\nyes\n");
     drop(guard);
 }
+
+/// Whether process `pid` has ended (gone, or a zombie nobody reaped yet).
+fn process_ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+    }
+}
+
+#[test]
+fn a_server_told_to_exit_with_its_starter_exits_when_the_starter_is_killed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ports = ordo::cluster::free_ports(3).expect("ports");
+    // A starter that cannot clean up: a shell that starts the server in the background,
+    // says its pid, and waits; it is then killed with SIGKILL.
+    let script = format!(
+        "ORDO_EXIT_WITH_PARENT=$$ \"$ORDO\" server --id 1 --data-dir {} --client-addr {} \
+         --peer-addr {} --admin-addr {} >/dev/null 2>&1 & echo $!; wait",
+        dir.path().join("data").display(),
+        ports[0],
+        ports[1],
+        ports[2]
+    );
+    let mut starter = Command::new("sh")
+        .args(["-c", &script])
+        .env("ORDO", env!("CARGO_BIN_EXE_ordo"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the shell");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(starter.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("the server's pid");
+    let server: u32 = line.trim().parse().expect("a pid");
+    // Up and serving: its admin port answers.
+    let deadline = std::time::Instant::now() + common::STEP;
+    while std::net::TcpStream::connect(ports[2]).is_err() {
+        assert!(!process_ended(server), "the server exited before it served");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    starter.kill().expect("SIGKILL the starter");
+    starter.wait().expect("reap the starter");
+    let deadline = std::time::Instant::now() + common::STEP;
+    while !process_ended(server) {
+        if std::time::Instant::now() >= deadline {
+            let _ = Command::new("kill")
+                .args(["-9", &server.to_string()])
+                .status();
+            panic!("the server outlived its starter by {:?}", common::STEP);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
