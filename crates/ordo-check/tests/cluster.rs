@@ -5,26 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use ordo_check::cluster::Cluster;
-
 /// Bound on waiting for any one election.
 const ELECTION_WAIT: Duration = Duration::from_secs(30);
 
-fn short_ticks() -> Vec<String> {
-    ["--tick-interval-ms", "25", "--election-timeout-ticks", "10"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolating_the_leader_in_the_proxies_makes_the_others_elect_another() {
-    let mut cluster = Cluster::new(common::ordo_binary(), 3, None, short_ticks())
-        .await
-        .expect("plan a cluster");
-    for id in cluster.ids() {
-        cluster.start(id).expect("start a node");
-    }
+    let mut cluster = common::started_cluster().await;
     let first = cluster
         .wait_leader(ELECTION_WAIT)
         .await
@@ -83,12 +69,7 @@ async fn isolating_the_leader_in_the_proxies_makes_the_others_elect_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_is_replaced_and_a_killed_node_restarts() {
-    let mut cluster = Cluster::new(common::ordo_binary(), 3, None, short_ticks())
-        .await
-        .expect("plan a cluster");
-    for id in cluster.ids() {
-        cluster.start(id).expect("start a node");
-    }
+    let mut cluster = common::started_cluster().await;
     let first = cluster
         .wait_leader(ELECTION_WAIT)
         .await

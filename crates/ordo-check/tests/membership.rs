@@ -6,7 +6,6 @@ mod common;
 use std::time::Duration;
 
 use ordo_check::client::Conn;
-use ordo_check::cluster::Cluster;
 use ordo_check::nemesis::repair_refused;
 use ordo_check::workload::Endpoints;
 use ordo_kv::proto::etcdserverpb::{PutRequest, RangeRequest};
@@ -14,21 +13,9 @@ use ordo_kv::proto::etcdserverpb::{PutRequest, RangeRequest};
 /// Bound on waiting for any one milestone.
 const STEP: Duration = Duration::from_secs(30);
 
-fn short_ticks() -> Vec<String> {
-    ["--tick-interval-ms", "25", "--election-timeout-ticks", "10"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_refuses_to_start_is_replaced_by_a_fresh_member() {
-    let mut cluster = Cluster::new(common::ordo_binary(), 3, None, short_ticks())
-        .await
-        .expect("plan a cluster");
-    for id in cluster.ids() {
-        cluster.start(id).expect("start a node");
-    }
+    let mut cluster = common::started_cluster().await;
     let leader = cluster.wait_leader(STEP).await.expect("a leader");
     let victim = cluster
         .ids()

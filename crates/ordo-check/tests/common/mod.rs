@@ -34,3 +34,22 @@ pub fn ordo_binary() -> PathBuf {
     assert!(binary.is_file(), "no ordo binary at {}", binary.display());
     binary
 }
+
+/// Server flags for quick elections: 25 ms ticks, elections after 10 of them.
+pub fn short_ticks() -> Vec<String> {
+    ["--tick-interval-ms", "25", "--election-timeout-ticks", "10"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Three `ordo server` processes with quick elections, started.
+pub async fn started_cluster() -> ordo_check::cluster::Cluster {
+    let mut cluster = ordo_check::cluster::Cluster::new(ordo_binary(), 3, None, short_ticks())
+        .await
+        .expect("plan a cluster");
+    for id in cluster.ids() {
+        cluster.start(id).expect("start a node");
+    }
+    cluster
+}
