@@ -11,24 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{start, TestCluster, STEP};
-
-fn etcdctl_or_skip() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("etcdctl"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        let required = std::env::var("ORDO_REQUIRE_ETCDCTL").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "etcdctl not installed but ORDO_REQUIRE_ETCDCTL=1"
-        );
-        println!("skipped: etcdctl not installed");
-    }
-    found
-}
+use common::{etcdctl_or_skip, start, TestCluster, STEP};
 
 struct Ctl {
     bin: PathBuf,

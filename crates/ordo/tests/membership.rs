@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{keys_with_prefix, start, TestCluster, STEP, TEST_SERVER_ARGS};
+use common::{etcdctl_or_skip, keys_with_prefix, start, TestCluster, STEP, TEST_SERVER_ARGS};
 use ordo::admin::StatusReport;
 use ordo::cluster::{free_ports, POLL_INTERVAL};
 use ordo_kv::proto::etcdserverpb::cluster_client::ClusterClient;
@@ -470,23 +470,6 @@ async fn a_node_joins_as_learner_is_promoted_and_the_leader_is_removed_while_wri
         );
     }
     assert_eq!(seen_new, seen_old, "the members agree");
-}
-
-fn etcdctl_or_skip() -> Option<std::path::PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("etcdctl"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        let required = std::env::var("ORDO_REQUIRE_ETCDCTL").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "etcdctl not installed but ORDO_REQUIRE_ETCDCTL=1"
-        );
-        println!("skipped: etcdctl not installed");
-    }
-    found
 }
 
 /// Runs etcdctl against `endpoint`; returns whether it succeeded and its output.
