@@ -167,10 +167,14 @@ impl Default for Options {
     }
 }
 
+/// The largest `segment_bytes_max` allowed, and so the largest segment header recovery
+/// accepts.
+const SEGMENT_BYTES_MAX: u64 = 1 << 40;
+
 impl Options {
     fn validate(&self) -> Result<()> {
         let bad = |s: String| Err(Error::InvalidOptions(s));
-        if self.segment_bytes_max < 4096 || self.segment_bytes_max > (1 << 40) {
+        if self.segment_bytes_max < 4096 || self.segment_bytes_max > SEGMENT_BYTES_MAX {
             return bad(format!(
                 "segment_bytes_max {} is outside [4 KiB, 1 TiB]",
                 self.segment_bytes_max

@@ -756,12 +756,7 @@ fn a_short_last_segment_under_a_truncation_intent_is_a_cut_to_finish_not_damage(
         + (first..30)
             .map(|i| (RECORD_HEADER_BYTES + entry(i, 1).payload.len()) as u64)
             .sum::<u64>();
-    crate::files::write_atomic(
-        dir.path(),
-        "truncate",
-        &crate::files::encode_small(b"ORDOTR01", &30u64.to_le_bytes()),
-    )
-    .unwrap();
+    crate::wal::write_truncate_intent(dir.path(), 30).unwrap();
     fs::OpenOptions::new()
         .write(true)
         .open(&last)

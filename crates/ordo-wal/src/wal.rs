@@ -938,11 +938,7 @@ impl Shared {
 
     fn truncate_suffix_locked(&self, log: &mut LogState, from: u64) -> Result<()> {
         self.crash_point()?;
-        write_atomic(
-            &self.dir,
-            TRUNCATE_FILE,
-            &encode_small(TRUNCATE_MAGIC, &from.to_le_bytes()),
-        )?;
+        write_truncate_intent(&self.dir, from)?;
         while log.segments.last().is_some_and(|s| s.first_index >= from) {
             self.crash_point()?;
             let s = log.segments.pop().expect("checked above");
@@ -1216,6 +1212,16 @@ fn check_batch(bytes: u64, opts: &Options) -> Result<()> {
     Ok(())
 }
 
+/// Durably records the intent to drop every record from index `from` on: from then on,
+/// recovery finishes the cut if a crash interrupts it.
+pub(crate) fn write_truncate_intent(dir: &Path, from: u64) -> Result<()> {
+    write_atomic(
+        dir,
+        TRUNCATE_FILE,
+        &encode_small(TRUNCATE_MAGIC, &from.to_le_bytes()),
+    )
+}
+
 /// Takes the exclusive lock on the log directory (an advisory `flock` on its `lock` file,
 /// released by the kernel when the file is closed, so a crashed process never leaves it
 /// held).
@@ -1313,7 +1319,7 @@ fn read_segment_header(file: &File, path: &Path, file_len: u64) -> Result<u64> {
         return Err(Error::corrupt(path, 0, "not an Ordo segment: bad magic"));
     }
     let size = le_u64(&header[8..]);
-    if size <= SEGMENT_HEADER_BYTES || size > MAX_SEGMENT_BYTES {
+    if size <= SEGMENT_HEADER_BYTES || size > crate::SEGMENT_BYTES_MAX {
         return Err(Error::corrupt(
             path,
             8,
@@ -1322,9 +1328,6 @@ fn read_segment_header(file: &File, path: &Path, file_len: u64) -> Result<u64> {
     }
     Ok(size)
 }
-
-/// The largest segment `Options::validate` allows.
-const MAX_SEGMENT_BYTES: u64 = 1 << 40;
 
 /// Cuts the records of a segment from `offset` on, keeping the file's length (the bytes
 /// read as zeros), and fsyncs. A crash part-way can leave the file short; the callers hold
@@ -1463,11 +1466,7 @@ fn recover(dir: &Path, options: &Options, same_boot: bool) -> Result<LogState> {
                 // file, as a suffix truncation would, so that a crash meanwhile is finished
                 // by the next recovery instead of looking like a truncated segment.
                 if truncate_from.is_none() && !cutting {
-                    write_atomic(
-                        dir,
-                        TRUNCATE_FILE,
-                        &encode_small(TRUNCATE_MAGIC, &seg.next_index.to_le_bytes()),
-                    )?;
+                    write_truncate_intent(dir, seg.next_index)?;
                     cutting = true;
                 }
                 for p in later {
