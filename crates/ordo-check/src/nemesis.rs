@@ -552,14 +552,13 @@ impl Nemesis<'_> {
             .map_or(len, |at| at as u64 + 1);
         let result = if kind == FaultKind::DiskBitflip {
             let flips = self.rng.between(1, 4);
-            let mut offsets = Vec::new();
             let mut flipped = Vec::new();
             for _ in 0..flips {
                 let offset = self.rng.below(written.max(1));
                 let byte = bytes[offset as usize] ^ (1 << self.rng.below(8));
-                offsets.push(offset);
                 flipped.push((offset, byte));
             }
+            let offsets: Vec<u64> = flipped.iter().map(|&(offset, _)| offset).collect();
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(segment)

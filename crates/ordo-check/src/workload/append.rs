@@ -124,17 +124,14 @@ async fn read(
     bucket: Option<u64>,
 ) -> Option<Completion> {
     let conn = cursor.conn();
-    let index = ctx
-        .recorder
-        .invoke(client, &conn.addr, Input::AppendRead { bucket })
-        // The final read is recorded even when the clients filled the history: without
-        // it nothing can vouch for the acknowledged appends.
-        .or_else(|| {
-            (client == FINAL_READ_CLIENT).then(|| {
-                ctx.recorder
-                    .invoke_past_limit(client, &conn.addr, Input::AppendRead { bucket })
-            })?
-        })?;
+    let input = Input::AppendRead { bucket };
+    // The final read is recorded even when the clients filled the history: without it
+    // nothing can vouch for the acknowledged appends.
+    let index = if client == FINAL_READ_CLIENT {
+        ctx.recorder.invoke_past_limit(client, &conn.addr, input)
+    } else {
+        ctx.recorder.invoke(client, &conn.addr, input)
+    }?;
     let prefix = bucket_prefix(&ctx.prefix, bucket).into_bytes();
     let request = RangeRequest {
         range_end: prefix_end(&prefix),
