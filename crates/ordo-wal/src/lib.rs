@@ -21,7 +21,21 @@
 //!
 //! [`Wal::append`] returns once the bytes are handed to the OS; a background thread fsyncs
 //! (`fdatasync`) per the [`Durability`] policy, one fsync covering every append that arrived
-//! while the previous one ran (group commit). The caller learns what is durable from the
+//! while the previous one ran (group commit). With [`Durability::Always`] three things make
+//! those rounds cheap and full:
+//!
+//! - appends that arrive while a round runs are held in memory and written by the next
+//!   round, all in one `write` just before its fsync (they count, and read, as appended at
+//!   once; the wait costs them nothing, since they could not become durable sooner);
+//! - after a round, the fsync thread waits (at most half a round, and never for a lone
+//!   appender) until as many appends have come in as the round covered: the appenders it
+//!   has just released usually append again at once, and without the wait the log settles
+//!   into rounds that each carry half of them;
+//! - the segment is written with zeros a little ahead of the records, so that an fsync
+//!   writes records into blocks the file system has allocated already, not the allocation
+//!   as well.
+//!
+//! The caller learns what is durable from the
 //! durable-index watermark: [`Wal::durable_index`], the blocking [`Wal::wait_durable`], or a
 //! listener registered with [`Wal::on_durable`] (which a runtime can bridge to its own
 //! notification primitive). A Raft leader can therefore send entries to followers while its own

@@ -894,3 +894,200 @@ fn within_one_boot_a_record_cut_at_a_page_boundary_is_a_torn_tail_and_elsewhere_
     let wal = Wal::open(dir.path(), options).unwrap();
     assert_eq!(wal.last_index(), 3);
 }
+
+fn always() -> Options {
+    Options {
+        durability: Durability::Always,
+        ..small()
+    }
+}
+
+#[test]
+fn appends_staged_during_a_round_are_counted_read_and_kept_by_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), always()).unwrap();
+    append_range(&wal, 1, 4, 1);
+    wal.stage_appends(true);
+    append_range(&wal, 4, 9, 2);
+    assert!(wal.has_staged());
+    assert_eq!(wal.last_index(), 8);
+    assert_eq!(wal.term_at(6).unwrap(), 2);
+    // A read below the staged records leaves them staged; one that reaches them writes them.
+    assert_eq!(wal.entries(1, 4, u64::MAX).unwrap().len(), 3);
+    assert!(wal.has_staged());
+    assert_eq!(
+        wal.entries(2, 7, u64::MAX).unwrap(),
+        (2..7)
+            .map(|i| entry(i, if i < 4 { 1 } else { 2 }))
+            .collect::<Vec<_>>()
+    );
+    assert!(!wal.has_staged());
+    append_range(&wal, 9, 12, 2);
+    assert!(wal.has_staged());
+    // Dropped without a close, as a process that exits: staged records reach the file.
+    drop(wal);
+    let wal = Wal::open(dir.path(), always()).unwrap();
+    assert_eq!(
+        all_entries(&wal),
+        (1..12)
+            .map(|i| entry(i, if i < 4 { 1 } else { 2 }))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn staged_records_reach_the_file_before_a_roll_a_truncation_or_a_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), always()).unwrap();
+    wal.stage_appends(true);
+    // Enough for several 4 KiB segments: each roll writes the staged records first.
+    append_range(&wal, 1, 120, 1);
+    assert!(segment_files(dir.path()).len() > 2);
+    assert_eq!(
+        all_entries(&wal),
+        (1..120).map(|i| entry(i, 1)).collect::<Vec<_>>()
+    );
+    append_range(&wal, 120, 130, 1);
+    wal.truncate_suffix(125).unwrap();
+    assert_eq!(wal.last_index(), 124);
+    wal.stage_appends(true);
+    append_range(&wal, 125, 135, 2);
+    wal.truncate_prefix(110).unwrap();
+    assert_eq!(wal.first_index(), 111);
+    wal.stage_appends(true);
+    append_range(&wal, 135, 140, 2);
+    assert!(wal.has_staged());
+    assert_eq!(wal.sync().unwrap(), 139);
+    assert!(!wal.has_staged());
+    drop(wal);
+    let wal = Wal::open(dir.path(), always()).unwrap();
+    assert_eq!(
+        all_entries(&wal),
+        (111..140)
+            .map(|i| entry(i, if i < 125 { 1 } else { 2 }))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn an_append_after_a_larger_round_becomes_durable_though_fewer_appenders_return() {
+    // The fsync thread lingers for as many appends as its last round covered; a lone one
+    // must still be synced once that wait runs out.
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Arc::new(Wal::open(dir.path(), always()).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    wal.on_durable(move |i| {
+        let _ = tx.send(i);
+    });
+    let wait_for = |index: u64| while rx.recv().unwrap() < index {};
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let wal = Arc::clone(&wal);
+            std::thread::spawn(move || {
+                for _ in 0..20 {
+                    wal.append_next(1, 0, &[Bytes::from_static(b"x")]).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    wait_for(160);
+    for i in 161..=170 {
+        wal.append(&[entry(i, 1)]).unwrap();
+        wait_for(i);
+    }
+    assert_eq!(wal.durable_index(), 170);
+}
+
+mod staged_model {
+    //! Random appends, truncations, reads, syncs and reopens, with appends staged or not,
+    //! behave exactly like a `Vec`.
+    use proptest::prelude::*;
+
+    use super::{always, entry};
+    use crate::Wal;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append { count: u64, stage: bool },
+        TruncateSuffix { back: u64 },
+        TruncatePrefix { ahead: u64 },
+        Read { at: u64, count: u64 },
+        Sync,
+        Reopen,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (1..8u64, proptest::bool::weighted(0.7))
+                .prop_map(|(count, stage)| Op::Append { count, stage }),
+            2 => (0..20u64).prop_map(|back| Op::TruncateSuffix { back }),
+            1 => (0..30u64).prop_map(|ahead| Op::TruncatePrefix { ahead }),
+            2 => (0..40u64, 1..12u64).prop_map(|(at, count)| Op::Read { at, count }),
+            1 => Just(Op::Sync),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn with_staged_appends_the_log_behaves_like_a_vec(
+            ops in proptest::collection::vec(op(), 1..50)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut wal = Some(Wal::open(dir.path(), always()).unwrap());
+            // The model: indices `start..next`, every entry of term 1.
+            let (mut start, mut next) = (1u64, 1u64);
+            for op in ops {
+                let w = wal.as_ref().unwrap();
+                match op {
+                    Op::Append { count, stage } => {
+                        w.stage_appends(stage);
+                        let batch: Vec<_> = (next..next + count).map(|i| entry(i, 1)).collect();
+                        prop_assert_eq!(w.append(&batch).unwrap(), next + count - 1);
+                        next += count;
+                    }
+                    Op::TruncateSuffix { back } => {
+                        let from = next.saturating_sub(back).max(start);
+                        w.truncate_suffix(from).unwrap();
+                        next = from;
+                    }
+                    Op::TruncatePrefix { ahead } => {
+                        let through = start - 1 + ahead;
+                        w.truncate_prefix(through).unwrap();
+                        start = start.max(through + 1);
+                        next = next.max(start);
+                    }
+                    Op::Read { at, count } => {
+                        let lo = (start + at).min(next);
+                        let hi = (lo + count).min(next);
+                        let want: Vec<_> = (lo..hi).map(|i| entry(i, 1)).collect();
+                        prop_assert_eq!(w.entries(lo, hi, u64::MAX).unwrap(), want);
+                    }
+                    Op::Sync => {
+                        prop_assert_eq!(w.sync().unwrap(), next - 1);
+                    }
+                    Op::Reopen => {
+                        drop(wal.take());
+                        wal = Some(Wal::open(dir.path(), always()).unwrap());
+                    }
+                }
+                // Only bounds here: a full read would write the staged records every time.
+                let w = wal.as_ref().unwrap();
+                prop_assert_eq!((w.first_index(), w.last_index()), (start, next - 1));
+            }
+            let w = wal.as_ref().unwrap();
+            let all: Vec<_> = (start..next).map(|i| entry(i, 1)).collect();
+            prop_assert_eq!(w.entries(start, next, u64::MAX).unwrap(), all);
+            drop(wal);
+            let w = Wal::open(dir.path(), always()).unwrap();
+            prop_assert_eq!((w.first_index(), w.last_index()), (start, next - 1));
+            let all: Vec<_> = (start..next).map(|i| entry(i, 1)).collect();
+            prop_assert_eq!(w.entries(start, next, u64::MAX).unwrap(), all);
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::{JoinHandle, Thread};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -36,6 +36,13 @@ const ALWAYS_BACKSTOP: std::time::Duration = std::time::Duration::from_millis(1)
 const ALWAYS_BACKSTOP_IDLE: std::time::Duration = std::time::Duration::from_millis(64);
 /// Read size of recovery scans.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
+/// The most bytes of records held in memory for the next fsync round to write (see
+/// [`Staged`]); appends beyond it write their own bytes.
+const STAGED_BYTES_MAX: usize = 1 << 20;
+/// The longest the fsync thread lingers for appenders before a round (see `run_syncer`).
+const LINGER_MAX: Duration = Duration::from_millis(1);
+/// How far ahead of the records `Always` keeps the segment written with zeros.
+const ZERO_AHEAD_BYTES: u64 = 128 << 10;
 /// The first bytes of every segment file.
 const SEGMENT_MAGIC: &[u8; 8] = b"ORDOSEG1";
 /// Bytes of the segment header: the magic, then the file's preallocated length (u64 LE).
@@ -64,6 +71,9 @@ struct Segment {
     len_reserved: u64,
     /// The file's length, fixed at creation (recorded in its header): records end before it.
     size_bytes: u64,
+    /// Bytes from the start known to be written, with records or with zeros ahead of them
+    /// (see [`zero_ahead`](Self::zero_ahead)); the rest may be a hole.
+    zeroed_to: u64,
     sparse: Vec<(u64, u64)>,
     terms: Vec<(u64, u64)>,
 }
@@ -78,6 +88,7 @@ impl Segment {
             len_bytes: SEGMENT_HEADER_BYTES,
             len_reserved: SEGMENT_HEADER_BYTES,
             size_bytes,
+            zeroed_to: SEGMENT_HEADER_BYTES,
             sparse: Vec::new(),
             terms: Vec::new(),
         }
@@ -133,6 +144,30 @@ impl Segment {
         self.next_index = index;
         self.len_bytes = offset;
         self.len_reserved = offset;
+        self.zeroed_to = self.zeroed_to.min(offset);
+    }
+
+    /// Keeps zeros written ahead of the records, so that records land on blocks the file
+    /// system has allocated already and an `fdatasync` writes them alone, not also the
+    /// allocation (a hole, like a block merely reserved with `fallocate`, makes every fsync
+    /// after a write to a new block commit metadata as well, a third slower). Runs under
+    /// the log lock, so no record write can be overwritten by these zeros: every byte below
+    /// `len_reserved` is skipped, and later reservations write after this returns.
+    fn zero_ahead(&mut self) -> std::io::Result<()> {
+        static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+        let from = self.zeroed_to.max(self.len_reserved);
+        if from - self.len_reserved >= ZERO_AHEAD_BYTES / 2 || from >= self.size_bytes {
+            return Ok(());
+        }
+        let to = (from + ZERO_AHEAD_BYTES).min(self.size_bytes);
+        let mut at = from;
+        while at < to {
+            let n = usize::try_from(to - at).map_or(ZEROS.len(), |n| n.min(ZEROS.len()));
+            self.file.write_all_at(&ZEROS[..n], at)?;
+            at += n as u64;
+        }
+        self.zeroed_to = to;
+        Ok(())
     }
 
     /// Byte offset of the record with `index`, found by reading from the nearest hint.
@@ -187,6 +222,8 @@ struct LogState {
     drain_waiters: usize,
     /// Ascending by first index; the last one is the one appended to.
     segments: Vec<Segment>,
+    /// Records appended while an fsync round ran, not yet handed to the OS.
+    staged: Option<Staged>,
     /// Files rolled away from that still need an fsync (only with `Durability::Never`).
     pending_sync: Vec<(PathBuf, Arc<File>)>,
     /// A segment was created since the last directory fsync.
@@ -231,6 +268,17 @@ impl LogState {
         self.written_next
     }
 
+    /// Hands the staged records to the OS (under the lock: readers and truncations must find
+    /// them in the file once this returns). A failed write poisons the log.
+    fn flush_staged(&mut self) -> Result<()> {
+        let Some(st) = self.staged.take() else {
+            return Ok(());
+        };
+        st.file
+            .write_all_at(&st.bytes, st.offset)
+            .map_err(|e| Error::io(st.path, e))
+    }
+
     /// Waits until no append is in flight (truncations and rolls need the file settled).
     fn drain<'a>(
         mut log: MutexGuard<'a, LogState>,
@@ -250,6 +298,28 @@ impl LogState {
             log.drain_waiters -= 1;
         }
     }
+}
+
+/// Records of the last segment kept in memory until the next fsync round writes them, all in
+/// one system call.
+///
+/// With `Always`, an append that arrives while a round runs cannot become durable before the
+/// next round starts anyway. Rather than each appender making its own `write` system call
+/// (and, on few CPUs, paying for it with the round's time), the next round writes them
+/// together just before its fsync. For everyone else the records are written: they count in
+/// `written_next` and the segment's `len_bytes`, so [`LogState::flush_staged`] runs first
+/// wherever the file itself is read, cut, rolled from or synced. Only `Always` stages: with
+/// the other policies a write must reach the OS at once, since an acknowledged entry then
+/// relies on the page cache surviving a crash of the process.
+#[derive(Debug)]
+struct Staged {
+    path: PathBuf,
+    file: Arc<File>,
+    /// Byte offset of `bytes` in the file.
+    offset: u64,
+    /// Index of the first staged record.
+    first_index: u64,
+    bytes: Vec<u8>,
 }
 
 /// An append whose bytes are being written outside the lock.
@@ -280,11 +350,30 @@ struct SyncState {
     /// Parked threads waiting for an index to become durable; a round wakes exactly those it
     /// covers, so waking costs one unpark per waiter instead of a herd contending for a lock.
     waiters: Vec<(u64, Thread)>,
+    /// Append calls so far (for the fsync thread's linger, see `Shared::run_syncer`).
+    appends: u64,
+    /// `appends` when the running or last round started, and when it started.
+    round_start_appends: u64,
+    round_started: Option<Instant>,
+    /// Appends the running or last round covers: those since the round before it started.
+    round_appends: u64,
+    /// The fsync thread starts the next round once `appends` reaches `linger_target` or at
+    /// `linger_until`, whichever is first.
+    linger_target: u64,
+    linger_until: Option<Instant>,
+    /// The fsync thread is waiting for `linger_target`: appends below it need not wake it.
+    lingering: bool,
     shutdown: bool,
     poisoned: bool,
 }
 
 impl SyncState {
+    /// While the appends the next round should wait for are still coming in: until when.
+    fn linger(&self, now: Instant) -> Option<Instant> {
+        self.linger_until
+            .filter(|&until| now < until && self.appends < self.linger_target)
+    }
+
     /// Moves every waiter for an index at or below `durable_index` to `out`, to be woken.
     fn take_covered(&mut self, out: &mut Vec<Thread>) {
         let durable = self.durable_index;
@@ -326,6 +415,9 @@ struct Shared {
     /// Set once a listener is registered: then an `Always` append wakes the fsync thread at
     /// once, since nobody may be waiting to lead the round.
     has_listeners: AtomicBool,
+    /// A copy of `SyncState::in_flight` that appenders read under the log lock: while a
+    /// round runs, `Always` appends are staged for the next one (see [`Staged`]).
+    round_running: AtomicBool,
     hard_state: Mutex<HardState>,
     snapshots: Arc<Snapshots>,
     /// Holds the directory's lock for as long as the log is open.
@@ -339,8 +431,9 @@ struct Shared {
 ///
 /// `Wal` is `Send + Sync`; share it with an `Arc`. An append holds the internal lock only to
 /// take its indices and byte range (no system call but when it rolls to a new segment); it
-/// writes its bytes after letting go, so
-/// concurrent appenders write in parallel. Fsyncs (`fdatasync`) run without that lock, so
+/// writes its bytes after letting go, so concurrent appenders write in parallel (with
+/// `Always`, an append that arrives while an fsync runs leaves its bytes to the next round
+/// instead, see the [crate documentation](crate)). Fsyncs (`fdatasync`) run without that lock, so
 /// appends keep flowing while one runs, and each covers everything written before it started
 /// (group commit). A thread in [`wait_durable`](Self::wait_durable) that finds no fsync in
 /// flight runs it itself; others park until a round covers their index. A background thread
@@ -398,6 +491,7 @@ impl Wal {
             writes_drained: Condvar::new(),
             listeners: Mutex::new(Vec::new()),
             has_listeners: AtomicBool::new(false),
+            round_running: AtomicBool::new(false),
             durable_claim: AtomicU64::new(recovered_index),
             hard_state: Mutex::new(hard_state),
             snapshots,
@@ -434,7 +528,9 @@ impl Wal {
     }
 
     /// Appends `entries`, which must carry consecutive indices starting at `last_index() + 1`,
-    /// and returns the new last index as soon as the bytes are handed to the OS.
+    /// and returns the new last index as soon as the bytes are handed to the OS (with
+    /// [`Durability::Always`] while an fsync runs: as soon as they are queued for the next,
+    /// which writes them before it fsyncs; readers see them either way).
     ///
     /// Durability is reported separately ([`durable_index`](Self::durable_index),
     /// [`wait_durable`](Self::wait_durable), [`on_durable`](Self::on_durable)), so a caller can
@@ -516,9 +612,12 @@ impl Wal {
         let opts = &self.shared.options;
         // Plan under the lock, read without it: appends only add bytes past `len_bytes`.
         let plan: Vec<(PathBuf, Arc<File>, u64, u64, u64)> = {
-            let log = lock(&self.shared.log);
+            let mut log = lock(&self.shared.log);
             log.check_range(lo)?;
             log.check_range(hi - 1)?;
+            if log.staged.as_ref().is_some_and(|st| st.first_index < hi) {
+                self.shared.flush_staged(&mut log)?;
+            }
             let mut plan = Vec::new();
             let mut i = log.segment_index(lo);
             while i < log.segments.len() && log.segments[i].first_index < hi {
@@ -541,6 +640,10 @@ impl Wal {
         for (path, file, mut expected, from, end) in plan {
             let mut c = Cursor::new(&file, from, end, opts.record_bytes_max, chunk);
             loop {
+                if expected >= hi {
+                    // Past the range: what follows may be staged records not in the file.
+                    return Ok(out);
+                }
                 let offset = c.position();
                 let r = match c.next_step().map_err(|e| Error::io(&path, e))? {
                     Step::Record(r) => r,
@@ -718,6 +821,19 @@ impl Wal {
         self.sync().map(drop)
     }
 
+    /// Test hook: appends stage their records as if an fsync round were running (until a
+    /// round ends), or write them at once again.
+    #[cfg(test)]
+    pub(crate) fn stage_appends(&self, on: bool) {
+        self.shared.round_running.store(on, Ordering::Release);
+    }
+
+    /// Test hook: whether records are staged, not yet in the file.
+    #[cfg(test)]
+    pub(crate) fn has_staged(&self) -> bool {
+        lock(&self.shared.log).staged.is_some()
+    }
+
     /// Test hook: fail like a crash at the `steps`-th crash point from now.
     #[cfg(test)]
     pub(crate) fn crash_after_steps(&self, steps: u32) {
@@ -727,6 +843,9 @@ impl Wal {
 
 impl Drop for Wal {
     fn drop(&mut self) {
+        // Staged records were reported appended: hand them to the OS, as every other append
+        // already was. A failure here has no one to report to; recovery judges the file.
+        let _ = lock(&self.shared.log).flush_staged();
         {
             let mut s = lock(&self.shared.sync);
             s.shutdown = true;
@@ -774,15 +893,48 @@ impl Shared {
     }
 
     fn poison(&self) {
-        lock(&self.log).poisoned = true;
+        self.poison_locked(&mut lock(&self.log));
+    }
+
+    /// [`poison`](Self::poison) for a caller that holds the log lock.
+    fn poison_locked(&self, log: &mut LogState) {
+        log.poisoned = true;
         self.writes_drained.notify_all();
         let mut s = lock(&self.sync);
         s.poisoned = true;
         s.wake_all();
     }
 
+    /// Writes the staged records; a failure poisons the log, since the records were
+    /// already reported appended.
+    fn flush_staged(&self, log: &mut LogState) -> Result<()> {
+        let result = log.flush_staged();
+        if result.is_err() {
+            self.poison_locked(log);
+        }
+        result
+    }
+
+    /// Marks an fsync round started or ended (the caller holds the sync lock), and at the
+    /// end sets how long the fsync thread lingers before the next (see `run_syncer`).
+    fn set_round(&self, s: &mut SyncState, running: bool) {
+        s.in_flight = running;
+        self.round_running.store(running, Ordering::Release);
+        let now = Instant::now();
+        if running {
+            s.round_appends = s.appends - s.round_start_appends;
+            s.round_start_appends = s.appends;
+            s.round_started = Some(now);
+        } else {
+            s.linger_target = s.appends + s.round_appends;
+            let took = s.round_started.map_or(Duration::ZERO, |t| now - t);
+            s.linger_until = Some(now + (took / 2).min(LINGER_MAX));
+        }
+    }
+
     /// Starts a new segment whose first record will be `first_index`.
     fn roll(&self, log: &mut LogState, first_index: u64) -> Result<()> {
+        self.flush_staged(log)?;
         if log
             .segments
             .last()
@@ -806,10 +958,7 @@ impl Shared {
                 self.sync_wanted.notify_one();
             } else if let Err(e) = old.file.sync_data() {
                 let path = old.path.clone();
-                log.poisoned = true;
-                let mut s = lock(&self.sync);
-                s.poisoned = true;
-                s.wake_all();
+                self.poison_locked(log);
                 return Err(Error::io(path, e));
             }
         }
@@ -897,31 +1046,64 @@ impl Shared {
             next_index: next,
             done: false,
         });
-        drop(log);
-
-        if let Err(e) = file.write_all_at(&buf, offset) {
-            // What reached the file is unknown: refuse further work until recovery has looked.
-            let path = lock(&self.log).segments[segment].path.clone();
-            self.poison();
-            return Err(Error::io(path, e));
+        let staged_bytes = log.staged.as_ref().map_or(0, |st| st.bytes.len());
+        let stage = opts.durability == Durability::Always
+            && self.round_running.load(Ordering::Acquire)
+            && staged_bytes + buf.len() <= STAGED_BYTES_MAX;
+        if stage {
+            let follows = log.staged.as_ref().is_some_and(|st| {
+                Arc::ptr_eq(&st.file, &file) && st.offset + st.bytes.len() as u64 == offset
+            });
+            if !follows {
+                // Appends that wrote their own bytes came between: one write per run.
+                self.flush_staged(&mut log)?;
+            }
+            match &mut log.staged {
+                Some(st) => st.bytes.extend_from_slice(&buf),
+                None => {
+                    let path = log.segments[segment].path.clone();
+                    log.staged = Some(Staged {
+                        path,
+                        file,
+                        offset,
+                        first_index: index,
+                        bytes: buf,
+                    });
+                }
+            }
+        } else {
+            drop(log);
+            if let Err(e) = file.write_all_at(&buf, offset) {
+                // What reached the file is unknown: refuse further work until recovery has
+                // looked.
+                let path = lock(&self.log).segments[segment].path.clone();
+                self.poison();
+                return Err(Error::io(path, e));
+            }
+            log = lock(&self.log);
         }
 
         let written = {
-            let mut log = lock(&self.log);
             let written_next = log.complete(seq);
             if log.inflight.is_empty() && log.drain_waiters > 0 {
                 self.writes_drained.notify_all();
             }
+            drop(log);
             written_next - 1
         };
         let leader = {
             let mut s = lock(&self.sync);
             let mut leader = None;
+            s.appends += 1;
             if written > s.written_index {
                 s.written_index = written;
                 let listened = self.has_listeners.load(Ordering::Acquire);
                 if opts.durability == Durability::Always && listened {
-                    self.sync_wanted.notify_one();
+                    // A running round looks for more work when it ends; a lingering fsync
+                    // thread needs waking only when the appends it waits for are in.
+                    if !s.in_flight && (!s.lingering || s.appends >= s.linger_target) {
+                        self.sync_wanted.notify_one();
+                    }
                 } else if !s.in_flight && !s.waiters.is_empty() {
                     // A waiter may have parked because its entry was not yet written (an
                     // earlier append was still in flight): it can lead a round now.
@@ -937,6 +1119,8 @@ impl Shared {
     }
 
     fn truncate_suffix_locked(&self, log: &mut LogState, from: u64) -> Result<()> {
+        // Simpler than cutting the staged bytes: the cut then finds every record in the file.
+        self.flush_staged(log)?;
         self.crash_point()?;
         write_truncate_intent(&self.dir, from)?;
         while log.segments.last().is_some_and(|s| s.first_index >= from) {
@@ -963,6 +1147,8 @@ impl Shared {
 
     fn truncate_prefix_locked(&self, log: &mut LogState, through: u64) -> Result<()> {
         let start = through + 1;
+        // The staged records' segment may be among those removed.
+        self.flush_staged(log)?;
         self.crash_point()?;
         write_atomic(
             &self.dir,
@@ -1011,7 +1197,7 @@ impl Shared {
                 }
             }
             if lead && !s.in_flight && s.written_index > s.durable_index {
-                s.in_flight = true;
+                self.set_round(&mut s, true);
                 s.requested = false;
                 s.waiters.retain(|(_, t)| t.id() != me.id());
                 drop(s);
@@ -1042,7 +1228,7 @@ impl Shared {
         let mut wake = Vec::new();
         let advanced = {
             let mut s = lock(&self.sync);
-            s.in_flight = false;
+            self.set_round(&mut s, false);
             let advanced = match result {
                 Ok((_, generation)) if generation != s.generation => {
                     // A suffix truncation ran meanwhile: go round again for what follows it.
@@ -1106,15 +1292,28 @@ impl Shared {
                     let now = Instant::now();
                     let tick = deadline.is_some_and(|d| now >= d);
                     let behind = s.written_index > s.durable_index && !s.poisoned;
+                    let mut linger = None;
                     let due = match policy {
-                        Durability::Always if self.has_listeners.load(Ordering::Acquire) => behind,
+                        Durability::Always if self.has_listeners.load(Ordering::Acquire) => {
+                            // Appenders whose entries the last round made durable are likely
+                            // to append again at once (each client of a server, each waiter
+                            // of a Raft runtime). Starting the next round on the first of
+                            // them would leave the rest for the round after, and the log
+                            // would settle into rounds of half the appenders each. So wait
+                            // until as many appends as the last round covered have come in,
+                            // but never longer than half a round: a lone appender or a log
+                            // that stops appending waits nothing or little.
+                            linger = s.linger(now).filter(|_| behind);
+                            behind && linger.is_none()
+                        }
                         Durability::Always => tick && s.durable_index < stale_mark,
                         Durability::Interval(_) => tick && behind,
                         Durability::Never => false,
                     };
                     if (s.requested || due) && !s.in_flight {
                         s.requested = false;
-                        s.in_flight = true;
+                        s.lingering = false;
+                        self.set_round(&mut s, true);
                         break;
                     }
                     if tick {
@@ -1132,7 +1331,12 @@ impl Shared {
                         }
                         deadline = interval.map(|i| now + i);
                     }
-                    s = match deadline {
+                    s.lingering = linger.is_some();
+                    let wake = match (deadline, linger) {
+                        (Some(d), Some(l)) => Some(d.min(l)),
+                        (d, l) => d.or(l),
+                    };
+                    s = match wake {
                         Some(d) => {
                             self.sync_wanted
                                 .wait_timeout(s, d.saturating_duration_since(now))
@@ -1160,6 +1364,13 @@ impl Shared {
             let mut log = lock(&self.log);
             if log.poisoned {
                 return Err(Error::Poisoned);
+            }
+            self.flush_staged(&mut log)?;
+            if self.options.durability == Durability::Always {
+                if let Some(s) = log.segments.last_mut() {
+                    let path = s.path.clone();
+                    s.zero_ahead().map_err(|e| Error::io(path, e))?;
+                }
             }
             let mut files = std::mem::take(&mut log.pending_sync);
             if let Some(s) = log.segments.last() {
@@ -1517,6 +1728,7 @@ fn recover(dir: &Path, options: &Options, same_boot: bool) -> Result<LogState> {
         drain_waiters: 0,
         segments,
         pending_sync: Vec::new(),
+        staged: None,
         dir_dirty: false,
         poisoned: false,
     })
