@@ -240,15 +240,45 @@ pub(crate) fn all_zero(file: &File, from: u64, end: u64) -> io::Result<bool> {
     let mut buf = Vec::new();
     let mut at = from;
     while at < end {
-        let n = (end - at).min(CHUNK_BYTES);
-        buf.resize(n as usize, 0);
-        file.read_exact_at(&mut buf, at)?;
-        if next_nonzero(&buf, 0).is_some() {
-            return Ok(false);
+        // Holes read as zeros: skip them rather than read them (a segment is created sparse
+        // at full length, so after its records there are usually megabytes of hole).
+        let (data, hole) = match data_extent(file, at)? {
+            None => return Ok(true),
+            Some((data, hole)) => (data, hole.min(end)),
+        };
+        at = data;
+        while at < hole {
+            let n = (hole - at).min(CHUNK_BYTES);
+            buf.resize(n as usize, 0);
+            file.read_exact_at(&mut buf, at)?;
+            if next_nonzero(&buf, 0).is_some() {
+                return Ok(false);
+            }
+            at += n;
         }
-        at += n;
     }
     Ok(true)
+}
+
+/// The first stretch of `file` at or after `from` that may hold data (`[start, end)`), or
+/// `None` if only holes follow. A file system that cannot tell reports all of the file as
+/// data, which costs a read but stays correct.
+fn data_extent(file: &File, from: u64) -> io::Result<Option<(u64, u64)>> {
+    use rustix::fs::{seek, SeekFrom};
+    use rustix::io::Errno;
+    // Seeking moves the shared file offset, which nothing uses: all I/O here is positioned.
+    let start = match seek(file, SeekFrom::Data(from)) {
+        Ok(start) => start,
+        // No data at or after `from`.
+        Err(Errno::NXIO) => return Ok(None),
+        Err(Errno::INVAL | Errno::NOTSUP) => {
+            let len = file.metadata()?.len();
+            return Ok((from < len).then_some((from, len)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let end = seek(file, SeekFrom::Hole(start))?;
+    Ok(Some((start, end)))
 }
 
 /// A valid record found by [`highest_claim`].
@@ -425,5 +455,34 @@ mod tests {
             highest_claim(&f, 12, end, 5, 100).unwrap().unwrap().index,
             6
         );
+    }
+
+    #[test]
+    fn all_zero_skips_holes_but_finds_any_byte_written_in_or_after_them() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("sparse"))
+            .unwrap();
+        let len = 64u64 << 20;
+        f.set_len(len).unwrap();
+        assert!(all_zero(&f, 0, len).unwrap(), "a file of holes");
+        // Zeros written ahead of the records are data, but still zeros.
+        f.write_all_at(&[0u8; 1 << 17], 4096).unwrap();
+        assert!(all_zero(&f, 100, len).unwrap());
+        // A byte deep in what was a hole, one at the very end, one before `from`.
+        f.write_all_at(&[1], 40 << 20).unwrap();
+        assert!(!all_zero(&f, 100, len).unwrap());
+        assert!(all_zero(&f, (40 << 20) + 1, len).unwrap());
+        assert!(
+            all_zero(&f, 100, 40 << 20).unwrap(),
+            "the range ends before it"
+        );
+        f.write_all_at(&[1], len - 1).unwrap();
+        assert!(!all_zero(&f, (40 << 20) + 1, len).unwrap());
     }
 }
