@@ -283,6 +283,11 @@ impl<S: crate::StateMachine> Driver<S> {
                 // A transfer from a deposed leader will not be finished: free its buffer.
                 self.incoming_snapshots
                     .retain(|from, _| *from == ss.leader_id);
+                // Proposals forwarded to the old leader that it never placed will get no
+                // answer from it: tell their callers now rather than at their timeout. (A
+                // waiter is unbound only between a forward and its reply; local proposals
+                // are bound or failed within the step that makes them.)
+                lock(&self.waiters).fail_unbound(ProposeError::LeaderLost);
                 tracing::info!(group = %self.group_id, term = self.raw.term(), leader = ss.leader_id, role = ?ss.role, "leader changed");
             }
             if ss.role == StateRole::Candidate {

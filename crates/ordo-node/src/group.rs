@@ -45,6 +45,11 @@ pub enum ProposeError {
     /// whether the entry was applied.
     #[error("the outcome is unknown: a snapshot covered the entry")]
     OutcomeUnknown,
+    /// The proposal was forwarded to a leader that lost leadership (or stopped answering
+    /// and was replaced) before it said where the entry landed: it may or may not be
+    /// applied. Not retried, since a retry could apply it twice.
+    #[error("the leader changed before it confirmed the forwarded proposal; it may or may not be applied")]
+    LeaderLost,
     /// No outcome within the request timeout; the entry may still be applied later.
     #[error("no outcome within {timeout_ms} ms; the proposal may still be applied")]
     Timeout {
@@ -258,6 +263,22 @@ impl<O> Waiters<O> {
             .collect();
         for seq in gone {
             self.take(seq);
+        }
+    }
+
+    /// Fails every waiter not yet bound to a log position: proposals forwarded to a leader
+    /// that has not answered where their entries landed.
+    pub(crate) fn fail_unbound(&mut self, error: ProposeError) {
+        let unbound: Vec<u64> = self
+            .by_seq
+            .iter()
+            .filter(|(_, w)| w.at.is_none())
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in unbound {
+            if let Some(w) = self.by_seq.remove(&seq) {
+                w.reply.fail(error.clone());
+            }
         }
     }
 

@@ -5,6 +5,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::*;
+use ordo_node::ProposeError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_elect_a_leader_and_apply_proposals_from_any_node_in_one_order() {
@@ -720,4 +721,28 @@ async fn a_node_refuses_a_single_threaded_runtime_with_a_clear_error() {
         Err(e) => panic!("unexpected error: {e}"),
         Ok(_) => panic!("started on a current-thread runtime"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proposal_forwarded_to_a_leader_that_dies_fails_once_another_leads_not_at_its_timeout() {
+    // A request timeout far beyond the guard: only the leader change can end the wait.
+    let mut cluster = Cluster::start(3, |c| c.request_timeout_ms = 600_000).await;
+    let leader = cluster.leader().await;
+    cluster.propose(leader, "before").await;
+    cluster.crash(leader).await;
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    // The follower still takes the crashed node for the leader: the proposal is forwarded
+    // into the queue of a peer that will never answer.
+    let outcome = tokio::time::timeout(GUARD, cluster.group(follower).propose("after"))
+        .await
+        .expect("the proposal waited past the leader change");
+    match outcome {
+        Err(ProposeError::LeaderLost) => {}
+        // The forward was refused outright and retried with the new leader.
+        Ok(_) => {}
+        other => panic!("unexpected outcome {other:?}"),
+    }
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader);
+    cluster.propose(follower, "later").await;
 }

@@ -288,6 +288,7 @@ fn change_error(error: ProposeError) -> MemberError {
         }
         other @ (ProposeError::Dropped
         | ProposeError::OutcomeUnknown
+        | ProposeError::LeaderLost
         | ProposeError::Timeout { .. }
         | ProposeError::ShuttingDown) => MemberError::Unknown(other.to_string()),
     }

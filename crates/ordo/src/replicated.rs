@@ -174,7 +174,9 @@ pub struct ReplicatedBackend {
 fn propose_error(error: ProposeError) -> KvError {
     match error {
         ProposeError::NotLeader { .. } | ProposeError::NoLeader => KvError::NoLeader,
-        ProposeError::Dropped | ProposeError::OutcomeUnknown => KvError::LeaderChanged,
+        ProposeError::Dropped | ProposeError::OutcomeUnknown | ProposeError::LeaderLost => {
+            KvError::LeaderChanged
+        }
         ProposeError::TooLarge { .. } => KvError::RequestTooLarge,
         ProposeError::ShuttingDown => KvError::Stopped,
         // The runtime's back-pressure has no etcd counterpart in `KvError`; "timed out"
