@@ -622,89 +622,6 @@ impl KvStore {
         Ok(())
     }
 
-    fn execute_txn(
-        &mut self,
-        cursor: &mut WriteCursor,
-        txn: &TxnRequest,
-        path: &[bool],
-        at: &mut usize,
-    ) -> Result<TxnResponse, KvError> {
-        let succeeded = path[*at];
-        *at += 1;
-        let ops = if succeeded {
-            &txn.success
-        } else {
-            &txn.failure
-        };
-        let mut responses = Vec::with_capacity(ops.len());
-        for op in ops {
-            let response = match &op.request {
-                Some(request_op::Request::RequestRange(r)) => {
-                    let at_rev = self.check_read_revision(r.revision)?;
-                    response_op::Response::ResponseRange(self.range_unchecked(r, at_rev)?)
-                }
-                Some(request_op::Request::RequestPut(p)) => {
-                    response_op::Response::ResponsePut(self.put_unchecked(cursor, p))
-                }
-                Some(request_op::Request::RequestDeleteRange(d)) => {
-                    response_op::Response::ResponseDeleteRange(self.delete_unchecked(cursor, d))
-                }
-                Some(request_op::Request::RequestTxn(nested)) => {
-                    response_op::Response::ResponseTxn(self.execute_txn(cursor, nested, path, at)?)
-                }
-                None => continue,
-            };
-            responses.push(ResponseOp {
-                response: Some(response),
-            });
-        }
-        Ok(TxnResponse {
-            header: None,
-            succeeded,
-            responses,
-        })
-    }
-
-    fn read_txn(
-        &self,
-        txn: &TxnRequest,
-        path: &[bool],
-        at: &mut usize,
-    ) -> Result<TxnResponse, KvError> {
-        let succeeded = path[*at];
-        *at += 1;
-        let ops = if succeeded {
-            &txn.success
-        } else {
-            &txn.failure
-        };
-        let mut responses = Vec::with_capacity(ops.len());
-        for op in ops {
-            let response = match &op.request {
-                Some(request_op::Request::RequestRange(r)) => {
-                    let at_rev = self.check_read_revision(r.revision)?;
-                    response_op::Response::ResponseRange(self.range_unchecked(r, at_rev)?)
-                }
-                Some(request_op::Request::RequestTxn(nested)) => {
-                    response_op::Response::ResponseTxn(self.read_txn(nested, path, at)?)
-                }
-                Some(request_op::Request::RequestPut(_))
-                | Some(request_op::Request::RequestDeleteRange(_)) => {
-                    unreachable!("read_txn is only called for txns without writes")
-                }
-                None => continue,
-            };
-            responses.push(ResponseOp {
-                response: Some(response),
-            });
-        }
-        Ok(TxnResponse {
-            header: None,
-            succeeded,
-            responses,
-        })
-    }
-
     /// Applies a txn: compares, then one branch's operations, all at one revision.
     pub(crate) fn txn(&mut self, txn: &TxnRequest) -> Result<TxnResponse, KvError> {
         check_txn_static(txn)?;
@@ -714,7 +631,27 @@ impl KvStore {
         self.check_txn_branch(txn, &path, &mut 0)?;
         let mut cursor = self.begin_write();
         let mut at = 0;
-        let result = self.execute_txn(&mut cursor, txn, &path, &mut at);
+        let result = walk_txn(
+            &mut (&mut *self, &mut cursor),
+            txn,
+            &path,
+            &mut at,
+            &mut |(store, cursor): &mut (&mut KvStore, &mut WriteCursor), request| {
+                use request_op::Request;
+                use response_op::Response;
+                Ok(match request {
+                    Request::RequestRange(r) => {
+                        let at_rev = store.check_read_revision(r.revision)?;
+                        Response::ResponseRange(store.range_unchecked(r, at_rev)?)
+                    }
+                    Request::RequestPut(p) => Response::ResponsePut(store.put_unchecked(cursor, p)),
+                    Request::RequestDeleteRange(d) => {
+                        Response::ResponseDeleteRange(store.delete_unchecked(cursor, d))
+                    }
+                    Request::RequestTxn(_) => unreachable!("walk_txn descends into nested txns"),
+                })
+            },
+        );
         let mut resp = match result {
             Ok(resp) => resp,
             Err(error) => {
@@ -793,7 +730,21 @@ impl KvStore {
         let mut path = Vec::new();
         self.txn_path(txn, &mut path);
         self.check_txn_branch(txn, &path, &mut 0)?;
-        let mut resp = self.read_txn(txn, &path, &mut 0)?;
+        let mut resp = walk_txn(
+            &mut &*self,
+            txn,
+            &path,
+            &mut 0,
+            &mut |store: &mut &KvStore, request| match request {
+                request_op::Request::RequestRange(r) => {
+                    let at_rev = store.check_read_revision(r.revision)?;
+                    Ok(response_op::Response::ResponseRange(
+                        store.range_unchecked(r, at_rev)?,
+                    ))
+                }
+                _ => unreachable!("read_only_txn is only given txns without writes"),
+            },
+        )?;
         set_txn_headers(&mut resp, self.current_revision);
         Ok(resp)
     }
@@ -1037,6 +988,42 @@ fn set_txn_headers(resp: &mut TxnResponse, revision: i64) {
             None => {}
         }
     }
+}
+
+/// Walks the branches `path` chose through `txn` and its nested txns (`at` counts the txns
+/// passed), answering every operation but a nested txn with `op`, and returns the responses
+/// in the shape of the request.
+fn walk_txn<C>(
+    ctx: &mut C,
+    txn: &TxnRequest,
+    path: &[bool],
+    at: &mut usize,
+    op: &mut impl FnMut(&mut C, &request_op::Request) -> Result<response_op::Response, KvError>,
+) -> Result<TxnResponse, KvError> {
+    let succeeded = path[*at];
+    *at += 1;
+    let ops = if succeeded {
+        &txn.success
+    } else {
+        &txn.failure
+    };
+    let mut responses = Vec::with_capacity(ops.len());
+    for request in ops.iter().filter_map(|o| o.request.as_ref()) {
+        let response = match request {
+            request_op::Request::RequestTxn(nested) => {
+                response_op::Response::ResponseTxn(walk_txn(ctx, nested, path, at, op)?)
+            }
+            other => op(ctx, other)?,
+        };
+        responses.push(ResponseOp {
+            response: Some(response),
+        });
+    }
+    Ok(TxnResponse {
+        header: None,
+        succeeded,
+        responses,
+    })
 }
 
 fn compare_kv(cmp: &Compare, kv: &KeyValue) -> bool {

@@ -7,7 +7,7 @@ use crate::lessor::Lessor;
 use crate::proto::etcdserverpb::{
     compare, range_request, request_op, response_op, CompactionRequest, Compare,
     DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest,
-    RangeResponse, RequestOp, TxnRequest, TxnResponse,
+    RangeResponse, RequestOp, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::proto::internal::InternalRequest;
 use crate::proto::mvccpb::{event::EventType, KeyValue};
@@ -585,6 +585,49 @@ fn nested_txn_branches_are_decided_against_the_state_before_the_txn() {
     assert!(nested.succeeded);
     assert_eq!(get(&s, "b").unwrap().value, b"nested-success");
     assert_eq!(get(&s, "b").unwrap().mod_revision, 2);
+}
+
+#[test]
+fn a_read_only_txn_answers_nested_branches_in_the_shape_of_the_request() {
+    use compare::{CompareResult as R, CompareTarget as T, TargetUnion as U};
+    let mut s = KvStore::new();
+    put(&mut s, "a", "1");
+    put(&mut s, "b", "2");
+    let range = |key: &str| RequestOp {
+        request: Some(request_op::Request::RequestRange(RangeRequest {
+            key: key.into(),
+            ..RangeRequest::default()
+        })),
+    };
+    let resp = s
+        .read_only_txn(&TxnRequest {
+            compare: vec![cmp("a", T::Version, R::Equal, U::Version(1))],
+            success: vec![
+                range("a"),
+                RequestOp {
+                    request: Some(request_op::Request::RequestTxn(TxnRequest {
+                        compare: vec![cmp("b", T::Version, R::Equal, U::Version(7))],
+                        success: vec![range("a")],
+                        failure: vec![range("b"), range("missing")],
+                    })),
+                },
+            ],
+            failure: vec![],
+        })
+        .unwrap();
+    assert!(resp.succeeded);
+    assert_eq!(resp.header.as_ref().unwrap().revision, 3);
+    let ranged = |op: &ResponseOp| match &op.response {
+        Some(response_op::Response::ResponseRange(r)) => keys(r),
+        other => panic!("expected a range response, got {other:?}"),
+    };
+    assert_eq!(ranged(&resp.responses[0]), ["a"]);
+    let Some(response_op::Response::ResponseTxn(nested)) = &resp.responses[1].response else {
+        panic!("expected a nested txn response")
+    };
+    assert!(!nested.succeeded);
+    assert_eq!(ranged(&nested.responses[0]), ["b"]);
+    assert!(ranged(&nested.responses[1]).is_empty());
 }
 
 #[test]
