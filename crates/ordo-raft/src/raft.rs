@@ -769,6 +769,19 @@ impl<S: Storage> Raft<S> {
             let Some(pr) = self.tracker.progress.get_mut(&from) else {
                 return;
             };
+            if pr.lost_acknowledged(index, hint.index, next_probe) {
+                tracing::warn!(
+                    node = self.id,
+                    peer = from,
+                    last_index = hint.index,
+                    "peer lost entries it had acknowledged; probing it again"
+                );
+                self.maybe_send_append(from, true);
+                return;
+            }
+            let Some(pr) = self.tracker.progress.get_mut(&from) else {
+                return;
+            };
             if pr.maybe_decr_to(index, next_probe) {
                 if pr.state == ProgressState::Replicate {
                     pr.become_probe();

@@ -343,3 +343,35 @@ fn status_reports_each_followers_lag() {
         "only the leader tracks progress"
     );
 }
+
+#[test]
+fn a_follower_that_lost_acknowledged_entries_is_brought_back_up_to_date() {
+    // Under a relaxed fsync policy a machine crash can take entries a follower had
+    // acknowledged. The leader must notice when the follower's log ends below its match
+    // point and probe it again, rather than take its rejections for stale ones.
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    for i in 0..6 {
+        c.propose(1, &format!("e{i}"));
+    }
+    c.stabilize();
+    let last = c.node(1).last_index();
+    assert_eq!(c.node(3).last_index(), last);
+    c.crash(3);
+    let kept = last - 4;
+    let disk = c.crashed.remove(&3).unwrap();
+    let mut lost = ordo_raft::MemStorage::new_with_conf_state(c.node(1).conf_state());
+    let entries = ordo_raft::Storage::entries(&disk, 1, kept + 1, u64::MAX).unwrap();
+    lost.append(&entries);
+    let mut hs = disk.hard_state();
+    hs.commit = hs.commit.min(kept);
+    lost.set_hard_state(hs);
+    c.crashed.insert(3, lost);
+    c.restart(3);
+    c.propose(1, "after");
+    c.stabilize();
+    c.tick_all(10);
+    c.stabilize();
+    assert_eq!(c.log_of(3), c.log_of(1));
+    assert_eq!(c.applied_data(3), c.applied_data(1));
+}

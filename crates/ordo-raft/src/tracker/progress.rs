@@ -124,6 +124,35 @@ impl Progress {
         }
     }
 
+    /// The peer rejected an append at `rejected` (at or above the match point) saying its
+    /// log ends at `peer_last_index`, below the match point: it lost entries it had reported
+    /// durable, which only a relaxed fsync policy and a machine crash can do. Returns whether
+    /// that is so; the match point then drops to nothing (one that is too high could count
+    /// the peer toward a commit it does not hold) and probing starts again at `probe_from`.
+    ///
+    /// Without this, [`maybe_decr_to`](Self::maybe_decr_to) would take every such rejection
+    /// for a stale one and the peer would never catch up. A peer that kept its log cannot
+    /// send it: after acknowledging the match point its log never ends below it. (Only the
+    /// peer's own last index tells; the leader's conflict-by-term hint may lie below the
+    /// match point for a log that differs only in a term.)
+    pub fn lost_acknowledged(
+        &mut self,
+        rejected: Index,
+        peer_last_index: Index,
+        probe_from: Index,
+    ) -> bool {
+        if self.state == ProgressState::Snapshot
+            || rejected < self.match_index
+            || peer_last_index >= self.match_index
+        {
+            return false;
+        }
+        self.match_index = 0;
+        self.reset_state(ProgressState::Probe);
+        self.next_index = probe_from.clamp(1, peer_last_index + 1);
+        true
+    }
+
     /// The peer rejected an append at `rejected` and hinted that the logs can match at
     /// most up to `match_hint`. Returns false when the rejection is stale (answers an
     /// append that is no longer the one outstanding).
@@ -164,6 +193,27 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_whose_log_ends_below_its_match_point_is_probed_again_from_its_end() {
+        // Streaming, matched at 20: the peer rejects 20 and says its log ends at 15.
+        let mut p = pr(20, 26);
+        p.become_replicate();
+        assert!(p.lost_acknowledged(20, 15, 14));
+        assert_eq!(p.state, ProgressState::Probe);
+        assert_eq!((p.match_index, p.next_index), (0, 14));
+        // Probing from there backs off further as usual.
+        p.sent_entries(None, 0);
+        assert!(p.maybe_decr_to(13, 9));
+        assert_eq!(p.next_index, 10);
+        // A log that ends at or above the match point lost nothing; a rejection of an append
+        // below the match point is stale.
+        let mut p = pr(20, 26);
+        p.become_replicate();
+        assert!(!p.lost_acknowledged(22, 20, 18));
+        assert!(!p.lost_acknowledged(12, 5, 5));
+        assert_eq!((p.match_index, p.state), (20, ProgressState::Replicate));
+    }
+
+    #[test]
     fn probe_sends_one_message_until_answered() {
         let mut p = pr(0, 6);
         assert!(!p.is_paused());
@@ -188,7 +238,7 @@ mod tests {
         p.sent_entries(Some(8), 10);
         assert_eq!(p.next_index, 9);
         assert!(!p.maybe_decr_to(2, 0), "stale: at or below match");
-        assert!(p.maybe_decr_to(6, 0));
+        assert!(p.maybe_decr_to(6, 5));
         assert_eq!(p.next_index, 4);
     }
 
