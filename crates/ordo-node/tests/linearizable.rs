@@ -1,15 +1,14 @@
 //! Client histories against a real cluster, checked for linearizability by `ordo-lincheck`.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use common::{leader_of, start_group_on_nodes};
 use ordo_lincheck::{History, Operation, Outcome, RegisterInput, RegisterModel, RegisterOutput};
-use ordo_node::{
-    FsyncPolicy, Group, GroupId, Index, Node, NodeConfig, ProposeError, RestoreError, StateMachine,
-    StateRole,
-};
+use ordo_node::{Group, Index, ProposeError, RestoreError, StateMachine};
 
 /// One replicated `u64` register with write and compare-and-set.
 #[derive(Default)]
@@ -140,52 +139,14 @@ async fn client(id: u64, group: Group<Register>, start: Instant, ops: usize) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn register_operations_from_every_node_across_a_leader_crash_are_linearizable() {
     let dir = tempfile::tempdir().unwrap();
-    let mut listeners = BTreeMap::new();
-    for id in 1..=3u64 {
-        listeners.insert(
-            id,
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        );
-    }
-    let peers: BTreeMap<u64, _> = listeners
-        .iter()
-        .map(|(id, l)| (*id, l.local_addr().unwrap()))
-        .collect();
-    let mut nodes = BTreeMap::new();
-    let mut groups = BTreeMap::new();
-    for (id, listener) in listeners {
-        let mut c = NodeConfig::new(
-            id,
-            dir.path().join(format!("n{id}")),
-            peers[&id],
-            peers.clone(),
-        );
-        c.tick_interval_ms = 10;
-        c.election_timeout_ticks = 20;
-        c.heartbeat_interval_ticks = 2;
-        c.request_timeout_ms = 2_000;
-        c.fsync = FsyncPolicy::Always;
-        let node = Node::start_on(c, listener).unwrap();
-        groups.insert(
-            id,
-            node.start_group(GroupId(1), Register::default())
-                .await
-                .unwrap(),
-        );
-        nodes.insert(id, node);
-    }
-    let leader = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            for (id, g) in &groups {
-                if g.status().await.unwrap().role == StateRole::Leader {
-                    return *id;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("a leader");
+    let (mut nodes, groups) = start_group_on_nodes(
+        dir.path(),
+        3,
+        |c| c.request_timeout_ms = 2_000,
+        Register::default,
+    )
+    .await;
+    let (leader, _) = leader_of(&groups).await;
 
     let start = Instant::now();
     let mut tasks = Vec::new();

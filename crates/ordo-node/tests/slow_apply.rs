@@ -1,10 +1,12 @@
 //! A slow state machine delays only its own apply thread, never the consensus task.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
-use ordo_node::{GroupId, Index, Node, NodeConfig, RestoreError, StateMachine, StateRole};
+use common::{leader_of, start_group_on_nodes};
+use ordo_node::{Index, RestoreError, StateMachine};
 
 /// Takes `APPLY_MS` per entry, as a state machine doing real work (or stuck on its disk)
 /// would.
@@ -46,49 +48,8 @@ impl StateMachine for Slow {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_state_machine_does_not_cost_the_leader_its_leadership() {
     let dir = tempfile::tempdir().unwrap();
-    let mut listeners = BTreeMap::new();
-    for id in 1..=3u64 {
-        listeners.insert(
-            id,
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        );
-    }
-    let peers: BTreeMap<u64, _> = listeners
-        .iter()
-        .map(|(id, l)| (*id, l.local_addr().unwrap()))
-        .collect();
-    let mut nodes = Vec::new();
-    let mut groups = BTreeMap::new();
-    for (id, listener) in listeners {
-        let mut c = NodeConfig::new(
-            id,
-            dir.path().join(format!("n{id}")),
-            peers[&id],
-            peers.clone(),
-        );
-        c.tick_interval_ms = 10;
-        c.election_timeout_ticks = 20;
-        c.heartbeat_interval_ticks = 2;
-        let node = Node::start_on(c, listener).unwrap();
-        groups.insert(
-            id,
-            node.start_group(GroupId(1), Slow::default()).await.unwrap(),
-        );
-        nodes.push(node);
-    }
-    let (leader, term) = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            for (id, g) in &groups {
-                let s = g.status().await.unwrap();
-                if s.role == StateRole::Leader {
-                    return (*id, s.term);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("a leader");
+    let (nodes, groups) = start_group_on_nodes(dir.path(), 3, |_| {}, Slow::default).await;
+    let (leader, term) = leader_of(&groups).await;
     // 40 entries take a second to apply on every node: several election timeouts.
     let g = groups[&leader].clone();
     let proposals: Vec<_> = (0..40)
@@ -117,7 +78,7 @@ async fn a_slow_state_machine_does_not_cost_the_leader_its_leadership() {
             "node {id} saw an election"
         );
     }
-    for node in nodes {
+    for node in nodes.into_values() {
         node.shutdown().await;
     }
 }

@@ -90,21 +90,76 @@ pub fn no_tweak(_: &mut NodeConfig) {}
 /// A hang guard for awaits in tests: generous, never a timing assertion.
 pub const GUARD: Duration = Duration::from_secs(30);
 
+/// The configuration of node `id` of the test clusters, whose peers are `peers`.
+pub fn test_config(
+    id: NodeId,
+    data_dir: PathBuf,
+    peers: &BTreeMap<NodeId, SocketAddr>,
+) -> NodeConfig {
+    let mut c = NodeConfig::new(id, data_dir, peers[&id], peers.clone());
+    c.tick_interval_ms = 10;
+    // Elections after 200-400 ms: short, yet long enough that a loaded machine running
+    // several clusters at once does not depose leaders by starving their heartbeats.
+    c.election_timeout_ticks = 20;
+    c.heartbeat_interval_ticks = 2;
+    c.fsync = FsyncPolicy::Always;
+    c.request_timeout_ms = 10_000;
+    c.snapshot_chunk_timeout_ms = 5_000;
+    c
+}
+
+/// Starts nodes `1..=n` on loopback under `dir`, each hosting group [`GROUP`] with a state
+/// machine from `machine`, configured by [`test_config`] and then `tweak`.
+pub async fn start_group_on_nodes<S: StateMachine>(
+    dir: &std::path::Path,
+    n: u64,
+    tweak: impl Fn(&mut NodeConfig),
+    machine: impl Fn() -> S,
+) -> (BTreeMap<NodeId, Node>, BTreeMap<NodeId, Group<S>>) {
+    let mut listeners = BTreeMap::new();
+    for id in 1..=n {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listeners.insert(id, l);
+    }
+    let peers: BTreeMap<NodeId, SocketAddr> = listeners
+        .iter()
+        .map(|(id, l)| (*id, l.local_addr().unwrap()))
+        .collect();
+    let (mut nodes, mut groups) = (BTreeMap::new(), BTreeMap::new());
+    for (id, listener) in listeners {
+        let mut c = test_config(id, dir.join(format!("node-{id}")), &peers);
+        tweak(&mut c);
+        let node = Node::start_on(c, listener).unwrap();
+        groups.insert(id, node.start_group(GROUP, machine()).await.unwrap());
+        nodes.insert(id, node);
+    }
+    (nodes, groups)
+}
+
+/// Waits for one of `groups` to lead, and returns its node and term.
+pub async fn leader_of<S: StateMachine>(groups: &BTreeMap<NodeId, Group<S>>) -> (NodeId, u64) {
+    tokio::time::timeout(GUARD, async {
+        loop {
+            for (id, g) in groups {
+                let s = g.status().await.unwrap();
+                if s.role == StateRole::Leader {
+                    return (*id, s.term);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("no leader within the guard")
+}
+
 impl Cluster {
     pub fn data_dir(&self, id: NodeId) -> PathBuf {
         self.dir.path().join(format!("node-{id}"))
     }
 
     pub fn config(&self, id: NodeId, peers: &BTreeMap<NodeId, SocketAddr>) -> NodeConfig {
-        let mut c = NodeConfig::new(id, self.data_dir(id), self.addrs[&id], peers.clone());
-        c.tick_interval_ms = 10;
-        // Elections after 200-400 ms: short, yet long enough that a loaded machine running
-        // several clusters at once does not depose leaders by starving their heartbeats.
-        c.election_timeout_ticks = 20;
-        c.heartbeat_interval_ticks = 2;
-        c.fsync = FsyncPolicy::Always;
-        c.request_timeout_ms = 10_000;
-        c.snapshot_chunk_timeout_ms = 5_000;
+        let mut c = test_config(id, self.data_dir(id), peers);
         (self.tweak)(&mut c);
         c
     }
