@@ -30,15 +30,12 @@ use std::time::Duration;
 use ordo_kv::backend::{MemberChanged, MemberError};
 use ordo_kv::command::{ApplyResponse, Command};
 use ordo_kv::proto::etcdserverpb::cluster_client::ClusterClient;
-use ordo_kv::proto::etcdserverpb::lease_client::LeaseClient;
-use ordo_kv::proto::etcdserverpb::{
-    LeaseKeepAliveRequest, LeaseTimeToLiveRequest, MemberPromoteRequest,
-};
+use ordo_kv::proto::etcdserverpb::MemberPromoteRequest;
 use ordo_kv::service::FORWARDED_METADATA_KEY;
 use ordo_kv::{KvBackend, KvError, KvState, MemberInfo, NodeStatus};
 use ordo_node::{ConfState, GroupStatus, MembershipChange, NodeId, ProposeError, StateRole};
 
-use crate::replicated::{MemberAddrs, ReplicatedBackend};
+use crate::replicated::{LeaderLeases, MemberAddrs, ReplicatedBackend};
 
 /// Most entries a learner may lag behind the leader's log and still be promoted. A learner
 /// further behind would, as a voter, hold back commits until it caught up.
@@ -306,7 +303,7 @@ pub struct ClusterBackend {
     /// forwards them, with the address from the directory.
     configured_clients: BTreeSet<NodeId>,
     /// One connection to a run-time-added leader's client address, reused.
-    leader_channel: Mutex<Option<(NodeId, tonic::transport::Channel)>>,
+    leader_leases: LeaderLeases,
 }
 
 impl ClusterBackend {
@@ -330,7 +327,7 @@ impl ClusterBackend {
             node_id,
             self_client_addr,
             configured_clients,
-            leader_channel: Mutex::new(None),
+            leader_leases: LeaderLeases::default(),
         }
     }
 
@@ -355,9 +352,9 @@ impl ClusterBackend {
         }
     }
 
-    /// The leader's client channel, when the leader is a member the replicated backend
+    /// The lease service of the leader, when the leader is a member the replicated backend
     /// cannot forward lease requests to (added at run time) and its address is known.
-    fn runtime_leader_channel(&self) -> Option<tonic::transport::Channel> {
+    fn runtime_leader_leases(&self) -> Option<&LeaderLeases> {
         let status = self.inner.cached_status()?;
         if status.role == StateRole::Leader
             || status.leader == 0
@@ -365,22 +362,9 @@ impl ClusterBackend {
         {
             return None;
         }
-        let leader = status.leader;
-        let addr = self.directory.get(leader)?.client_addr?;
-        let mut cached = lock(&self.leader_channel);
-        if let Some((id, channel)) = cached.as_ref() {
-            if *id == leader {
-                return Some(channel.clone());
-            }
-        }
-        let channel = tonic::transport::Endpoint::from_shared(url(addr))
-            .ok()?
-            .connect_timeout(FORWARD_TIMEOUT)
-            .timeout(FORWARD_TIMEOUT)
-            // Connects on first use and reconnects by itself after a failure.
-            .connect_lazy();
-        *cached = Some((leader, channel.clone()));
-        Some(channel)
+        let addr = self.directory.get(status.leader)?.client_addr?;
+        self.leader_leases.connect(status.leader, addr).ok()?;
+        Some(&self.leader_leases)
     }
 
     fn members_of(&self, conf: &ConfState) -> Vec<MemberInfo> {
@@ -490,15 +474,6 @@ impl ClusterBackend {
     }
 }
 
-/// A forwarded lease request's failure, as the error the client gets.
-fn lease_forward_error(status: tonic::Status) -> KvError {
-    match status.code() {
-        tonic::Code::NotFound => KvError::LeaseNotFound,
-        tonic::Code::Unavailable => KvError::NoLeader,
-        _ => KvError::Timeout,
-    }
-}
-
 /// The leader's answer to a forwarded promotion, as this member's error.
 fn forwarded_error(id: NodeId, status: tonic::Status) -> MemberError {
     let message = status.message().to_string();
@@ -526,32 +501,17 @@ impl KvBackend for ClusterBackend {
     }
 
     async fn lease_keep_alive(&self, id: i64) -> Result<Option<i64>, KvError> {
-        let Some(channel) = self.runtime_leader_channel() else {
-            return self.inner.lease_keep_alive(id).await;
-        };
-        let request = tokio_stream::once(LeaseKeepAliveRequest { id });
-        let mut responses = LeaseClient::new(channel)
-            .lease_keep_alive(request)
-            .await
-            .map_err(lease_forward_error)?
-            .into_inner();
-        match responses.message().await.map_err(lease_forward_error)? {
-            Some(reply) if reply.ttl > 0 => Ok(Some(reply.ttl)),
-            Some(_) => Ok(None),
-            None => Err(KvError::NoLeader),
+        match self.runtime_leader_leases() {
+            Some(leases) => leases.keep_alive(id).await,
+            None => self.inner.lease_keep_alive(id).await,
         }
     }
 
     async fn lease_remaining(&self, id: i64) -> Result<Option<i64>, KvError> {
-        let Some(channel) = self.runtime_leader_channel() else {
-            return self.inner.lease_remaining(id).await;
-        };
-        let reply = LeaseClient::new(channel)
-            .lease_time_to_live(LeaseTimeToLiveRequest { id, keys: false })
-            .await
-            .map_err(lease_forward_error)?
-            .into_inner();
-        Ok((reply.ttl >= 0).then_some(reply.ttl))
+        match self.runtime_leader_leases() {
+            Some(leases) => leases.remaining(id).await,
+            None => self.inner.lease_remaining(id).await,
+        }
     }
 
     fn members(&self) -> Vec<MemberInfo> {

@@ -167,8 +167,8 @@ pub struct ReplicatedBackend {
     members: BTreeMap<NodeId, MemberAddrs>,
     status: Mutex<Option<GroupStatus>>,
     next_request_id: AtomicU64,
-    // One connection to the leader's client address, reused by forwarded lease requests.
-    leader_channel: Mutex<Option<(NodeId, tonic::transport::Channel)>>,
+    // The connection forwarded lease requests take to the leader.
+    leader_leases: LeaderLeases,
 }
 
 fn propose_error(error: ProposeError) -> KvError {
@@ -216,7 +216,7 @@ impl ReplicatedBackend {
             members,
             status: Mutex::new(None),
             next_request_id: AtomicU64::new(1),
-            leader_channel: Mutex::new(None),
+            leader_leases: LeaderLeases::default(),
         }
     }
 
@@ -287,7 +287,8 @@ impl ReplicatedBackend {
         expired.len()
     }
 
-    async fn leader_lease_client(&self) -> Result<LeaseClient<tonic::transport::Channel>, KvError> {
+    /// The leader's lease service, when another node leads and its address was configured.
+    fn leader_leases(&self) -> Result<&LeaderLeases, KvError> {
         let leader = self.leader().ok_or(KvError::NoLeader)?;
         let Some(addr) = self.members.get(&leader).and_then(|m| m.client_addr) else {
             tracing::warn!(
@@ -297,22 +298,70 @@ impl ReplicatedBackend {
             );
             return Err(KvError::NoLeader);
         };
-        if let Some((cached, channel)) = lock(&self.leader_channel).as_ref() {
-            if *cached == leader {
-                return Ok(LeaseClient::new(channel.clone()));
-            }
+        self.leader_leases.connect(leader, addr)?;
+        Ok(&self.leader_leases)
+    }
+}
+
+/// Lease requests forwarded to the leader, which alone keeps lease deadlines: one lazily
+/// connected channel to the current leader's client address, replaced when the leader changes.
+#[derive(Default)]
+pub(crate) struct LeaderLeases {
+    channel: Mutex<Option<(NodeId, tonic::transport::Channel)>>,
+}
+
+impl LeaderLeases {
+    /// Points the channel at `leader`, listening on `addr` (a no-op if it already does).
+    pub(crate) fn connect(&self, leader: NodeId, addr: SocketAddr) -> Result<(), KvError> {
+        let mut cached = lock(&self.channel);
+        if cached.as_ref().is_some_and(|(id, _)| *id == leader) {
+            return Ok(());
         }
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|_| KvError::NoLeader)?
             .connect_timeout(LEASE_FORWARD_TIMEOUT)
             .timeout(LEASE_FORWARD_TIMEOUT);
         // Connects on first use and reconnects by itself after a failure.
-        let channel = endpoint.connect_lazy();
-        *lock(&self.leader_channel) = Some((leader, channel.clone()));
-        Ok(LeaseClient::new(channel))
+        *cached = Some((leader, endpoint.connect_lazy()));
+        Ok(())
+    }
+
+    fn client(&self) -> Result<LeaseClient<tonic::transport::Channel>, KvError> {
+        lock(&self.channel)
+            .as_ref()
+            .map(|(_, channel)| LeaseClient::new(channel.clone()))
+            .ok_or(KvError::NoLeader)
+    }
+
+    /// Forwards a keep-alive of lease `id`: its new TTL, or `None` if it does not exist.
+    pub(crate) async fn keep_alive(&self, id: i64) -> Result<Option<i64>, KvError> {
+        let request = tokio_stream::once(LeaseKeepAliveRequest { id });
+        let mut responses = self
+            .client()?
+            .lease_keep_alive(request)
+            .await
+            .map_err(forwarded_status)?
+            .into_inner();
+        match responses.message().await.map_err(forwarded_status)? {
+            Some(reply) if reply.ttl > 0 => Ok(Some(reply.ttl)),
+            Some(_) => Ok(None),
+            None => Err(KvError::NoLeader),
+        }
+    }
+
+    /// Asks for the seconds lease `id` has left, or `None` if it does not exist.
+    pub(crate) async fn remaining(&self, id: i64) -> Result<Option<i64>, KvError> {
+        let reply = self
+            .client()?
+            .lease_time_to_live(LeaseTimeToLiveRequest { id, keys: false })
+            .await
+            .map_err(forwarded_status)?
+            .into_inner();
+        Ok((reply.ttl >= 0).then_some(reply.ttl))
     }
 }
 
+/// A forwarded lease request's failure, as the error the client gets.
 fn forwarded_status(status: tonic::Status) -> KvError {
     match status.code() {
         tonic::Code::NotFound => KvError::LeaseNotFound,
@@ -351,18 +400,7 @@ impl KvBackend for ReplicatedBackend {
             let now_ms = self.leases.now_ms();
             return Ok(lock(&self.leases.lessor).keep_alive(id, now_ms));
         }
-        let mut client = self.leader_lease_client().await?;
-        let request = tokio_stream::once(LeaseKeepAliveRequest { id });
-        let mut responses = client
-            .lease_keep_alive(request)
-            .await
-            .map_err(forwarded_status)?
-            .into_inner();
-        match responses.message().await.map_err(forwarded_status)? {
-            Some(reply) if reply.ttl > 0 => Ok(Some(reply.ttl)),
-            Some(_) => Ok(None),
-            None => Err(KvError::NoLeader),
-        }
+        self.leader_leases()?.keep_alive(id).await
     }
 
     async fn lease_remaining(&self, id: i64) -> Result<Option<i64>, KvError> {
@@ -370,13 +408,7 @@ impl KvBackend for ReplicatedBackend {
             let now_ms = self.leases.now_ms();
             return Ok(lock(&self.leases.lessor).remaining_seconds(id, now_ms));
         }
-        let mut client = self.leader_lease_client().await?;
-        let reply = client
-            .lease_time_to_live(LeaseTimeToLiveRequest { id, keys: false })
-            .await
-            .map_err(forwarded_status)?
-            .into_inner();
-        Ok((reply.ttl >= 0).then_some(reply.ttl))
+        self.leader_leases()?.remaining(id).await
     }
 
     fn members(&self) -> Vec<MemberInfo> {
