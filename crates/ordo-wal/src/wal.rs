@@ -412,8 +412,9 @@ struct Shared {
     /// A copy of `SyncState::durable_index` that appenders read under the log lock, to seal
     /// into each record as its durability claim.
     durable_claim: AtomicU64,
-    /// Set once a listener is registered: then an `Always` append wakes the fsync thread at
-    /// once, since nobody may be waiting to lead the round.
+    /// Set once a listener is registered: then an `Always` append wakes the fsync thread
+    /// (unless a round runs or the thread lingers for more appends), since nobody may be
+    /// waiting to lead the round.
     has_listeners: AtomicBool,
     /// A copy of `SyncState::in_flight` that appenders read under the log lock: while a
     /// round runs, `Always` appends are staged for the next one (see [`Staged`]).
