@@ -274,9 +274,13 @@ impl LogState {
         let Some(st) = self.staged.take() else {
             return Ok(());
         };
-        st.file
+        let seg = self
+            .segments
+            .last()
+            .expect("staged records belong to the last segment");
+        seg.file
             .write_all_at(&st.bytes, st.offset)
-            .map_err(|e| Error::io(st.path, e))
+            .map_err(|e| Error::io(&seg.path, e))
     }
 
     /// Waits until no append is in flight (truncations and rolls need the file settled).
@@ -311,11 +315,11 @@ impl LogState {
 /// wherever the file itself is read, cut, rolled from or synced. Only `Always` stages: with
 /// the other policies a write must reach the OS at once, since an acknowledged entry then
 /// relies on the page cache surviving a crash of the process.
+///
+/// The records are always in the last segment: a roll and both truncations write them first.
 #[derive(Debug)]
 struct Staged {
-    path: PathBuf,
-    file: Arc<File>,
-    /// Byte offset of `bytes` in the file.
+    /// Byte offset of `bytes` in the last segment.
     offset: u64,
     /// Index of the first staged record.
     first_index: u64,
@@ -1052,9 +1056,10 @@ impl Shared {
             && self.round_running.load(Ordering::Acquire)
             && staged_bytes + buf.len() <= STAGED_BYTES_MAX;
         if stage {
-            let follows = log.staged.as_ref().is_some_and(|st| {
-                Arc::ptr_eq(&st.file, &file) && st.offset + st.bytes.len() as u64 == offset
-            });
+            let follows = log
+                .staged
+                .as_ref()
+                .is_some_and(|st| st.offset + st.bytes.len() as u64 == offset);
             if !follows {
                 // Appends that wrote their own bytes came between: one write per run.
                 self.flush_staged(&mut log)?;
@@ -1062,10 +1067,7 @@ impl Shared {
             match &mut log.staged {
                 Some(st) => st.bytes.extend_from_slice(&buf),
                 None => {
-                    let path = log.segments[segment].path.clone();
                     log.staged = Some(Staged {
-                        path,
-                        file,
                         offset,
                         first_index: index,
                         bytes: buf,
@@ -1369,8 +1371,7 @@ impl Shared {
             self.flush_staged(&mut log)?;
             if self.options.durability == Durability::Always {
                 if let Some(s) = log.segments.last_mut() {
-                    let path = s.path.clone();
-                    s.zero_ahead().map_err(|e| Error::io(path, e))?;
+                    s.zero_ahead().map_err(|e| Error::io(&s.path, e))?;
                 }
             }
             let mut files = std::mem::take(&mut log.pending_sync);
