@@ -931,6 +931,14 @@ fn always() -> Options {
     }
 }
 
+/// The entries `lo..hi` as `append_range` writes them in term 1 below `term_2_from` and in
+/// term 2 from there.
+fn two_terms(lo: u64, hi: u64, term_2_from: u64) -> Vec<Entry> {
+    (lo..hi)
+        .map(|i| entry(i, if i < term_2_from { 1 } else { 2 }))
+        .collect()
+}
+
 #[test]
 fn appends_staged_during_a_round_are_counted_read_and_kept_by_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -944,24 +952,14 @@ fn appends_staged_during_a_round_are_counted_read_and_kept_by_a_reopen() {
     // A read below the staged records leaves them staged; one that reaches them writes them.
     assert_eq!(wal.entries(1, 4, u64::MAX).unwrap().len(), 3);
     assert!(wal.has_staged());
-    assert_eq!(
-        wal.entries(2, 7, u64::MAX).unwrap(),
-        (2..7)
-            .map(|i| entry(i, if i < 4 { 1 } else { 2 }))
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(wal.entries(2, 7, u64::MAX).unwrap(), two_terms(2, 7, 4));
     assert!(!wal.has_staged());
     append_range(&wal, 9, 12, 2);
     assert!(wal.has_staged());
     // Dropped without a close, as a process that exits: staged records reach the file.
     drop(wal);
     let wal = Wal::open(dir.path(), always()).unwrap();
-    assert_eq!(
-        all_entries(&wal),
-        (1..12)
-            .map(|i| entry(i, if i < 4 { 1 } else { 2 }))
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(all_entries(&wal), two_terms(1, 12, 4));
 }
 
 #[test]
@@ -990,12 +988,7 @@ fn staged_records_reach_the_file_before_a_roll_a_truncation_or_a_sync() {
     assert!(!wal.has_staged());
     drop(wal);
     let wal = Wal::open(dir.path(), always()).unwrap();
-    assert_eq!(
-        all_entries(&wal),
-        (111..140)
-            .map(|i| entry(i, if i < 125 { 1 } else { 2 }))
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(all_entries(&wal), two_terms(111, 140, 125));
 }
 
 #[test]
