@@ -779,9 +779,6 @@ impl<S: Storage> Raft<S> {
                 self.maybe_send_append(from, true);
                 return;
             }
-            let Some(pr) = self.tracker.progress.get_mut(&from) else {
-                return;
-            };
             if pr.maybe_decr_to(index, next_probe) {
                 if pr.state == ProgressState::Replicate {
                     pr.become_probe();
