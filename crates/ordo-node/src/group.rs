@@ -253,32 +253,30 @@ impl<O> Waiters<O> {
         }
     }
 
-    /// Forgets waiters whose caller gave up.
-    pub(crate) fn purge_abandoned(&mut self) {
-        let gone: Vec<u64> = self
+    /// Removes and returns every waiter for which `pick` holds.
+    fn take_where(&mut self, pick: impl Fn(&Waiter<O>) -> bool) -> Vec<Waiter<O>> {
+        let picked: Vec<u64> = self
             .by_seq
             .iter()
-            .filter(|(_, w)| w.reply.is_closed())
+            .filter(|(_, w)| pick(w))
             .map(|(s, _)| *s)
             .collect();
-        for seq in gone {
-            self.take(seq);
-        }
+        picked
+            .into_iter()
+            .filter_map(|seq| self.take(seq))
+            .collect()
+    }
+
+    /// Forgets waiters whose caller gave up.
+    pub(crate) fn purge_abandoned(&mut self) {
+        self.take_where(|w| w.reply.is_closed());
     }
 
     /// Fails every waiter not yet bound to a log position: proposals forwarded to a leader
     /// that has not answered where their entries landed.
     pub(crate) fn fail_unbound(&mut self, error: ProposeError) {
-        let unbound: Vec<u64> = self
-            .by_seq
-            .iter()
-            .filter(|(_, w)| w.at.is_none())
-            .map(|(s, _)| *s)
-            .collect();
-        for seq in unbound {
-            if let Some(w) = self.by_seq.remove(&seq) {
-                w.reply.fail(error.clone());
-            }
+        for w in self.take_where(|w| w.at.is_none()) {
+            w.reply.fail(error.clone());
         }
     }
 
