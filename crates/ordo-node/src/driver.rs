@@ -352,7 +352,7 @@ impl<S: crate::StateMachine> Driver<S> {
         // worker's other tasks to another thread first. A plain append does not get that
         // hand-off, which costs more than the append: under `Always` it is queued in memory
         // while an fsync round runs (the fsync thread syncs it), and otherwise written to the
-        // page cache. Doing it in place cut a leader's CPU per put by a sixth and raised a
+        // page cache. Doing it in place cut a leader's CPU per put by a seventh and raised a
         // three-node cluster's puts by a fifth. Its rare slow cases (a roll to a new segment
         // fsyncs the old one; a follower cuts a conflicting suffix) hold up the node's other
         // tasks for as long.
