@@ -309,26 +309,31 @@ impl SnapshotWriter {
             .map_err(|e| Error::io(tmp, e.into_error()))?;
         file.sync_all().map_err(|e| Error::io(tmp, e))?;
         drop(file);
+        // Installing is serialised: two writers may finish at once (the runtime's own
+        // snapshot and one received from the leader). Were the rename, the choice of the
+        // newest and the removal of the others not done under one lock, each could remove
+        // the other's file after choosing its own as the one to keep, leaving none while
+        // the log behind them is compacted.
+        let mut latest = lock(&self.snapshots.latest);
         fs::rename(tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
         let dir = self.snapshots.dir.clone();
         sync_dir(&dir)?;
-        let keep = {
-            let mut latest = lock(&self.snapshots.latest);
-            let newer = latest.as_ref().is_none_or(|l| {
-                (l.last_index, l.last_term) <= (self.meta.last_index, self.meta.last_term)
-            });
-            if newer {
-                *latest = Some(self.meta.clone());
-            }
-            latest
-                .as_ref()
-                .map(|l| snapshot_name(l.last_index, l.last_term))
-        };
+        let mine = (self.meta.last_index, self.meta.last_term);
+        if latest
+            .as_ref()
+            .is_none_or(|l| (l.last_index, l.last_term) <= mine)
+        {
+            *latest = Some(self.meta.clone());
+        }
+        let keep = latest
+            .as_ref()
+            .map_or(mine, |l| (l.last_index, l.last_term));
         for (path, name) in list_dir(&dir)? {
-            if parse_snapshot_name(&name).is_some() && Some(&name) != keep.as_ref() {
+            if parse_snapshot_name(&name).is_some_and(|key| key < keep) {
                 remove_if_exists(&path)?;
             }
         }
+        drop(latest);
         Ok(self.meta.clone())
     }
 }

@@ -385,6 +385,45 @@ fn newest_snapshot_is_installed_read_back_and_older_ones_removed() {
 }
 
 #[test]
+fn snapshots_finished_at_once_leave_the_newest_installed() {
+    // The runtime's own snapshot and one received from the leader may finish together;
+    // whatever the interleaving, the newest must remain on disk, and only it.
+    let dir = tempfile::tempdir().unwrap();
+    let wal = std::sync::Arc::new(Wal::open(dir.path(), small()).unwrap());
+    for round in 0..20u64 {
+        let writers = 6u64;
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(writers as usize));
+        let threads: Vec<_> = (0..writers)
+            .map(|w| {
+                let wal = std::sync::Arc::clone(&wal);
+                let barrier = std::sync::Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    let meta = SnapshotMeta {
+                        last_index: round * 100 + w + 1,
+                        last_term: 1,
+                        config: Bytes::new(),
+                    };
+                    let mut writer = wal.snapshot_writer(meta).unwrap();
+                    writer.write_all(b"state").unwrap();
+                    barrier.wait();
+                    writer.finish().unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let newest = round * 100 + writers;
+        assert_eq!(
+            snapshot_files(dir.path()),
+            vec![format!("snap-{newest:020}-{:020}.snap", 1)],
+            "round {round}"
+        );
+        assert_eq!(wal.latest_snapshot().map(|m| m.last_index), Some(newest));
+    }
+}
+
+#[test]
 fn a_snapshot_larger_than_its_fsync_step_reads_back_whole() {
     // Written in odd-sized pieces, so the incremental fsyncs fall mid-piece.
     let dir = tempfile::tempdir().unwrap();
