@@ -5,7 +5,7 @@
 //! | bytes | field | |
 //! |---|---|---|
 //! | 1 | version | [`CODEC_VERSION`] |
-//! | 1 | kind | `0` Raft, `1` forwarded proposal, `2` forward reply, `3` snapshot chunk, `4` snapshot ack |
+//! | 1 | kind | `0` Raft, `1` forwarded proposal, `2` forward reply, `3` snapshot chunk, `4` snapshot ack, `5` leader request, `6` leader reply |
 //! | … | body | per kind, integers big-endian |
 //!
 //! A Raft message is `from, to, term` (8 bytes each), a body tag and the body's fields;
@@ -40,6 +40,11 @@ const KIND_FORWARD: u8 = 1;
 const KIND_FORWARD_REPLY: u8 = 2;
 const KIND_SNAPSHOT_CHUNK: u8 = 3;
 const KIND_SNAPSHOT_ACK: u8 = 4;
+const KIND_LEADER_REQUEST: u8 = 5;
+const KIND_LEADER_REPLY: u8 = 6;
+
+/// Upper bound on the bytes of a face's request to the leader or of its answer.
+pub const LEADER_REQUEST_BYTES_MAX: usize = 64 << 10;
 
 /// Bytes of an encoded entry besides its data.
 const ENTRY_HEADER_BYTES: usize = 8 + 8 + 1 + 4;
@@ -164,6 +169,39 @@ pub struct SnapshotAck {
     pub ok: bool,
 }
 
+/// A face's request for the group's leader to serve (a lease keep-alive, say), passed on by
+/// a follower.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderRequest {
+    /// The request the follower waits on.
+    pub request: RequestId,
+    /// The face's encoding of what it asks; at most [`LEADER_REQUEST_BYTES_MAX`].
+    pub data: Bytes,
+}
+
+/// What the leader did with a [`LeaderRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaderOutcome {
+    /// The leader's face answered.
+    Served(Bytes),
+    /// The leader's face refused the request, saying why.
+    Refused(String),
+    /// The receiver does not lead; `leader` is the one it knows (0 if none).
+    NotLeader {
+        /// The leader the receiver knows of, or 0.
+        leader: NodeId,
+    },
+}
+
+/// The leader's answer to a [`LeaderRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderReply {
+    /// The request answered.
+    pub request: RequestId,
+    /// The answer.
+    pub outcome: LeaderOutcome,
+}
+
 /// One peer message of the runtime.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WireMessage {
@@ -177,6 +215,10 @@ pub enum WireMessage {
     SnapshotChunk(SnapshotChunk),
     /// The answer to a snapshot chunk.
     SnapshotAck(SnapshotAck),
+    /// A follower's request for the leader's face.
+    LeaderRequest(LeaderRequest),
+    /// The leader's answer to it.
+    LeaderReply(LeaderReply),
 }
 
 /// Why a payload could not be decoded.
@@ -245,6 +287,35 @@ fn get_bytes(buf: &mut Bytes, what: &'static str) -> Result<Bytes, DecodeError> 
     Ok(buf.split_to(len))
 }
 
+/// Takes what [`put_bytes`] wrote, refusing more than [`LEADER_REQUEST_BYTES_MAX`].
+fn get_limited_bytes(buf: &mut Bytes, what: &'static str) -> Result<Bytes, DecodeError> {
+    let data = get_bytes(buf, what)?;
+    if data.len() > LEADER_REQUEST_BYTES_MAX {
+        return Err(DecodeError::Invalid(what));
+    }
+    Ok(data)
+}
+
+/// Writes a reason for the log, cut to [`REASON_BYTES_MAX`] at a character boundary.
+fn put_reason(buf: &mut BytesMut, reason: &str) {
+    let mut end = reason.len().min(REASON_BYTES_MAX);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    put_bytes(buf, &reason.as_bytes()[..end]);
+}
+
+/// Reads what [`put_reason`] wrote.
+fn get_reason(buf: &mut Bytes) -> Result<String, DecodeError> {
+    let reason = get_bytes(buf, "reason")?;
+    if reason.len() > REASON_BYTES_MAX {
+        return Err(DecodeError::Invalid("reason length"));
+    }
+    Ok(std::str::from_utf8(&reason)
+        .map_err(|_| DecodeError::Invalid("reason text"))?
+        .to_string())
+}
+
 fn put_bytes(buf: &mut BytesMut, data: &[u8]) {
     assert!(
         data.len() <= u32::MAX as usize,
@@ -288,11 +359,7 @@ impl WireMessage {
                     }
                     ForwardOutcome::Rejected { reason } => {
                         buf.put_u8(2);
-                        let mut end = reason.len().min(REASON_BYTES_MAX);
-                        while !reason.is_char_boundary(end) {
-                            end -= 1;
-                        }
-                        put_bytes(&mut buf, &reason.as_bytes()[..end]);
+                        put_reason(&mut buf, reason);
                     }
                 }
             }
@@ -313,6 +380,39 @@ impl WireMessage {
                 buf.put_u64(a.next_offset);
                 buf.put_u8(u8::from(a.ok));
             }
+            WireMessage::LeaderRequest(r) => {
+                buf.put_u8(KIND_LEADER_REQUEST);
+                r.request.put(&mut buf);
+                assert!(
+                    r.data.len() <= LEADER_REQUEST_BYTES_MAX,
+                    "leader request of {} bytes",
+                    r.data.len()
+                );
+                put_bytes(&mut buf, &r.data);
+            }
+            WireMessage::LeaderReply(r) => {
+                buf.put_u8(KIND_LEADER_REPLY);
+                r.request.put(&mut buf);
+                match &r.outcome {
+                    LeaderOutcome::Served(data) => {
+                        buf.put_u8(0);
+                        assert!(
+                            data.len() <= LEADER_REQUEST_BYTES_MAX,
+                            "leader answer of {} bytes",
+                            data.len()
+                        );
+                        put_bytes(&mut buf, data);
+                    }
+                    LeaderOutcome::Refused(reason) => {
+                        buf.put_u8(1);
+                        put_reason(&mut buf, reason);
+                    }
+                    LeaderOutcome::NotLeader { leader } => {
+                        buf.put_u8(2);
+                        buf.put_u64(*leader);
+                    }
+                }
+            }
         }
         buf.freeze()
     }
@@ -330,6 +430,7 @@ impl WireMessage {
                 _ => 64,
             },
             WireMessage::Forward(f) => 64 + f.data.len(),
+            WireMessage::LeaderRequest(r) => 64 + r.data.len(),
             WireMessage::SnapshotChunk(c) => 128 + c.data.len(),
             _ => 64,
         }
@@ -377,16 +478,9 @@ impl WireMessage {
                     1 => ForwardOutcome::NotLeader {
                         leader: get_u64(buf, "leader")?,
                     },
-                    2 => {
-                        let reason = get_bytes(buf, "reason")?;
-                        if reason.len() > REASON_BYTES_MAX {
-                            return Err(DecodeError::Invalid("reason length"));
-                        }
-                        let reason = std::str::from_utf8(&reason)
-                            .map_err(|_| DecodeError::Invalid("reason text"))?
-                            .to_string();
-                        ForwardOutcome::Rejected { reason }
-                    }
+                    2 => ForwardOutcome::Rejected {
+                        reason: get_reason(buf)?,
+                    },
                     tag => {
                         return Err(DecodeError::UnknownTag {
                             what: "forward outcome",
@@ -426,6 +520,27 @@ impl WireMessage {
                 next_offset: get_u64(buf, "next offset")?,
                 ok: get_bool(buf, "ack status")?,
             }),
+            KIND_LEADER_REQUEST => WireMessage::LeaderRequest(LeaderRequest {
+                request: RequestId::get(buf)?,
+                data: get_limited_bytes(buf, "leader request")?,
+            }),
+            KIND_LEADER_REPLY => {
+                let request = RequestId::get(buf)?;
+                let outcome = match get_u8(buf, "leader outcome")? {
+                    0 => LeaderOutcome::Served(get_limited_bytes(buf, "leader answer")?),
+                    1 => LeaderOutcome::Refused(get_reason(buf)?),
+                    2 => LeaderOutcome::NotLeader {
+                        leader: get_u64(buf, "leader")?,
+                    },
+                    tag => {
+                        return Err(DecodeError::UnknownTag {
+                            what: "leader outcome",
+                            tag,
+                        })
+                    }
+                };
+                WireMessage::LeaderReply(LeaderReply { request, outcome })
+            }
             tag => return Err(DecodeError::UnknownTag { what: "kind", tag }),
         };
         if !buf.is_empty() {
@@ -873,7 +988,19 @@ mod tests {
             boot: g.next(),
             seq: g.next(),
         };
-        match g.below(6) {
+        match g.below(8) {
+            5 => WireMessage::LeaderRequest(LeaderRequest {
+                request,
+                data: g.bytes(64),
+            }),
+            6 => WireMessage::LeaderReply(LeaderReply {
+                request,
+                outcome: match g.below(3) {
+                    0 => LeaderOutcome::Served(g.bytes(64)),
+                    1 => LeaderOutcome::Refused("lease not found".into()),
+                    _ => LeaderOutcome::NotLeader { leader: g.next() },
+                },
+            }),
             0 => WireMessage::Forward(ForwardProposal {
                 request,
                 kind: if g.below(2) == 0 {
