@@ -1,163 +1,276 @@
-//! The apply thread: applies committed entries to the state machine, off the consensus
-//! task, resolves waiting proposals, and takes snapshots.
+//! Applying committed work to the state machine: the [`Applier`], which the runtime runs on
+//! an apply thread of its own per group (so a slow state machine delays only that thread)
+//! and the simulator runs inline.
 //!
-//! A slow state machine delays only this thread. The driver hands it batches through a
-//! bounded channel; when the channel is full the driver stops taking work from the core
-//! until a batch is done, so memory stays bounded.
+//! The group core hands out work through [`Command::Apply`](crate::core::Command::Apply);
+//! the runtime swaps the tickets of this node's proposals for their callers
+//! ([`Proposer`]s), and the applier answers each caller right after applying its entry —
+//! never before. Snapshots are begun here, when enough was applied since the last one,
+//! and finished by a [`Snapshotter`] off the applying thread.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ordo_raft::{ConfChange, ConfState, Entry, EntryKind, Index, NodeId, Snapshot, Term};
-use tokio::sync::{mpsc, watch, Notify};
 
 use crate::codec::RequestId;
-use crate::driver::Event;
-use crate::group::{lock, GroupId, ProposeError, Reply, Waiters};
+use crate::group::GroupId;
 use crate::metrics::{inc, GroupMetrics};
 use crate::state_machine::{unwrap, SnapshotJob, StateMachine};
-use crate::storage::WalStorage;
+use crate::storage::{LogStore, StorageFailure};
 
-/// Work for the apply thread.
-pub(crate) struct ApplyBatch {
+/// A caller waiting for its proposal's entry to be applied.
+pub trait Proposer<O>: Send + 'static {
+    /// Its entry was applied with this output.
+    fn applied(self, output: O);
+    /// Its membership change was applied; the configuration after it.
+    fn membership_applied(self, conf_state: &ConfState);
+}
+
+/// Committed work with this node's callers in it.
+#[derive(Debug)]
+pub struct ApplyBatch<R> {
     /// A snapshot to restore first.
-    pub(crate) restore: Option<Snapshot>,
+    pub restore: Option<Snapshot>,
     /// Committed entries, in order.
-    pub(crate) entries: Vec<Entry>,
+    pub entries: Vec<Entry>,
     /// The configuration after these entries.
-    pub(crate) conf_state: ConfState,
+    pub conf_state: ConfState,
+    /// The callers of this node's entries among them, by index.
+    pub proposers: Vec<(Index, R)>,
     /// Take a snapshot after this batch whatever the thresholds say.
-    pub(crate) snapshot_now: bool,
+    pub snapshot_now: bool,
 }
 
-pub(crate) struct Applier<S: StateMachine> {
-    pub(crate) group_id: GroupId,
-    pub(crate) node_id: NodeId,
-    pub(crate) boot: u64,
-    pub(crate) state_machine: Arc<Mutex<S>>,
-    pub(crate) waiters: Arc<Mutex<Waiters<S::Output>>>,
-    pub(crate) applied_tx: watch::Sender<Index>,
-    pub(crate) progress: Arc<Notify>,
-    pub(crate) events: mpsc::Sender<Event>,
-    pub(crate) storage: WalStorage,
-    pub(crate) metrics: Arc<GroupMetrics>,
-    pub(crate) snapshot_entries: u64,
-    pub(crate) snapshot_bytes: u64,
-    pub(crate) stopped: Arc<AtomicBool>,
+/// A snapshot to finish: the state machine's job and where it belongs in the log.
+pub struct SnapshotTask<St> {
+    /// Serialises the state.
+    pub job: SnapshotJob,
+    /// The storage to write it to.
+    pub storage: St,
+    /// The group, for logs.
+    pub group_id: GroupId,
+    /// The applied index it was begun at.
+    pub index: Index,
+    /// That entry's term.
+    pub term: Term,
+    /// The configuration as of `index`.
+    pub conf_state: ConfState,
+    /// Counts the snapshot once written.
+    pub metrics: std::sync::Arc<GroupMetrics>,
+}
+
+/// How a snapshot ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotOutcome {
+    /// Written and installed; the log may be compacted behind it.
+    Written {
+        /// Its metadata.
+        meta: ordo_raft::SnapshotMeta,
+        /// Its size.
+        bytes: u64,
+    },
+    /// The state machine could no longer read the state the snapshot began at.
+    Abandoned,
+}
+
+impl<St: LogStore> SnapshotTask<St> {
+    /// Serialises the snapshot and writes its file.
+    pub fn run(self) -> Result<SnapshotOutcome, StorageFailure> {
+        let started = Instant::now();
+        let Some(data) = self.job.finish() else {
+            tracing::info!(group = %self.group_id, index = self.index, "snapshot abandoned: the state changed under it; it will be taken again");
+            return Ok(SnapshotOutcome::Abandoned);
+        };
+        let (index, term) = (self.index, self.term);
+        self.storage
+            .write_snapshot(index, term, &self.conf_state, &data)?;
+        inc(&self.metrics.snapshots_taken, 1);
+        tracing::info!(group = %self.group_id, index, term, bytes = data.len(), ms = started.elapsed().as_millis() as u64, "snapshot taken");
+        let meta = ordo_raft::SnapshotMeta {
+            index,
+            term,
+            conf_state: self.conf_state,
+        };
+        Ok(SnapshotOutcome::Written {
+            meta,
+            bytes: data.len() as u64,
+        })
+    }
+}
+
+/// Finishes snapshots off the applying thread, one at a time.
+pub trait Snapshotter<St> {
+    /// Starts finishing `task`.
+    fn start(&mut self, task: SnapshotTask<St>) -> Result<(), String>;
+    /// The outcome of the snapshot started last, once it is done; with `wait`, waits.
+    fn poll(&mut self, wait: bool) -> Option<Result<SnapshotOutcome, String>>;
+}
+
+/// Applies committed work in order, answers callers, and begins snapshots.
+pub struct Applier<S: StateMachine, St, Sn> {
+    group_id: GroupId,
+    node_id: NodeId,
+    boot: u64,
+    storage: St,
+    metrics: std::sync::Arc<GroupMetrics>,
+    thresholds: SnapshotThresholds,
+    snapshotter: Sn,
     /// Index and term of the last applied entry.
-    pub(crate) applied: (Index, Term),
-    pub(crate) last_snapshot_index: Index,
-    pub(crate) bytes_since_snapshot: u64,
+    applied: (Index, Term),
+    since: SinceSnapshot,
+    /// The snapshot being finished: the applied index and bytes when it was begun.
+    in_flight: Option<(Index, u64)>,
+    /// A snapshot was asked for and not yet begun.
+    requested: bool,
+    _state_machine: std::marker::PhantomData<fn(&mut S)>,
 }
 
-impl<S: StateMachine> Applier<S> {
-    pub(crate) fn run(mut self, mut batches: mpsc::Receiver<ApplyBatch>) {
-        let mut snapshots = Snapshots::default();
-        while let Some(batch) = batches.blocking_recv() {
-            if let Err(error) = self.apply_batch(batch, &mut snapshots) {
-                tracing::error!(group = %self.group_id, %error, "apply stopped");
-                break;
-            }
-            self.progress.notify_one();
+/// When a snapshot is due.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotThresholds {
+    /// Entries applied since the last snapshot.
+    pub entries: u64,
+    /// Entry bytes applied since the last snapshot.
+    pub bytes: u64,
+}
+
+/// Who the applier is, and where it starts.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplierIdentity {
+    /// The group.
+    pub group_id: GroupId,
+    /// This node.
+    pub node_id: NodeId,
+    /// This run of the node: its proposals carry it.
+    pub boot: u64,
+    /// Index and term of the snapshot the state machine was restored from.
+    pub restored: (Index, Term),
+}
+
+impl<S: StateMachine, St: LogStore + Clone, Sn: Snapshotter<St>> Applier<S, St, Sn> {
+    /// An applier for a state machine restored at `identity.restored`.
+    pub fn new(
+        identity: ApplierIdentity,
+        storage: St,
+        metrics: std::sync::Arc<GroupMetrics>,
+        thresholds: SnapshotThresholds,
+        snapshotter: Sn,
+    ) -> Applier<S, St, Sn> {
+        Applier {
+            group_id: identity.group_id,
+            node_id: identity.node_id,
+            boot: identity.boot,
+            storage,
+            metrics,
+            thresholds,
+            snapshotter,
+            applied: identity.restored,
+            since: SinceSnapshot {
+                last_index: identity.restored.0,
+                ..SinceSnapshot::default()
+            },
+            in_flight: None,
+            requested: false,
+            _state_machine: std::marker::PhantomData,
         }
-        if let Err(error) = self.settle_snapshot(&mut snapshots, true) {
-            tracing::error!(group = %self.group_id, %error, "the last snapshot failed");
-        }
-        self.stopped.store(true, Ordering::Release);
-        self.progress.notify_one();
-        lock(&self.waiters).fail_all(ProposeError::ShuttingDown);
     }
 
-    fn apply_batch(&mut self, batch: ApplyBatch, snapshots: &mut Snapshots) -> Result<(), String> {
+    /// The index applied last.
+    pub fn applied_index(&self) -> Index {
+        self.applied.0
+    }
+
+    /// Applies a batch to `sm` and begins a snapshot if one is due. Returns the snapshot
+    /// finished meanwhile, if any. An error (a snapshot the state machine refused, a
+    /// snapshot that could not be written) stops applying for good.
+    pub fn apply_batch<R: Proposer<S::Output>>(
+        &mut self,
+        sm: &mut S,
+        batch: ApplyBatch<R>,
+    ) -> Result<Option<SnapshotOutcome>, String> {
         let started = Instant::now();
+        let mut finished = None;
         let mut conf = batch.conf_state;
         if let Some(snapshot) = batch.restore {
             // A snapshot still reading the state must end before the state is replaced.
-            self.settle_snapshot(snapshots, true)?;
-            let meta = &snapshot.meta;
-            lock(&self.state_machine)
-                .restore(meta.index, &snapshot.data)
-                .map_err(|e| e.to_string())?;
-            self.check_applied(meta.index);
-            self.applied = (meta.index, meta.term);
-            self.last_snapshot_index = meta.index;
-            self.bytes_since_snapshot = 0;
-            lock(&self.waiters).fail_through(meta.index, ProposeError::OutcomeUnknown);
-            tracing::info!(group = %self.group_id, index = meta.index, term = meta.term, "state machine restored from snapshot");
+            finished = self.settle(true)?;
+            self.restore(sm, &snapshot)?;
             if batch.entries.is_empty() {
-                conf = meta.conf_state.clone();
+                conf = snapshot.meta.conf_state.clone();
             }
         }
-        if !batch.entries.is_empty() {
-            let state_machine = Arc::clone(&self.state_machine);
-            let mut sm = lock(&state_machine);
-            for entry in batch.entries {
-                assert_eq!(
-                    entry.index,
-                    self.applied.0 + 1,
-                    "committed entries must be applied in order without gaps"
-                );
-                self.apply_entry(&mut *sm, entry, &conf);
-            }
+        let mut proposers = batch.proposers.into_iter().peekable();
+        for entry in batch.entries {
+            assert_eq!(
+                entry.index,
+                self.applied.0 + 1,
+                "committed entries must be applied in order without gaps"
+            );
+            let index = entry.index;
+            let proposer = proposers.next_if(|(i, _)| *i == index).map(|(_, r)| r);
+            self.apply_entry(sm, entry, &conf, proposer);
         }
+        assert!(
+            proposers.next().is_none(),
+            "every proposer's entry is in its batch"
+        );
         self.metrics
             .apply_batch_us
             .record(started.elapsed().as_micros() as u64);
-        self.metrics
-            .applied_index
-            .store(self.applied.0, Ordering::Release);
-        let _ = self.applied_tx.send(self.applied.0);
-        self.settle_snapshot(snapshots, false)?;
-        if batch.snapshot_now {
-            snapshots.requested = true;
+        if finished.is_none() {
+            finished = self.settle(false)?;
         }
-        if self.applied.0 == self.last_snapshot_index {
-            snapshots.requested = false;
+        self.requested |= batch.snapshot_now;
+        if self.applied.0 == self.since.last_index {
+            self.requested = false;
         }
-        let due = snapshot_due(
-            SinceSnapshot {
-                entries: self.applied.0 - self.last_snapshot_index,
-                bytes: self.bytes_since_snapshot,
-                last_snapshot_bytes: snapshots.last_bytes,
-            },
-            self.snapshot_entries,
-            self.snapshot_bytes,
-        );
-        if (due || snapshots.requested)
-            && self.applied.0 > self.last_snapshot_index
-            && snapshots.in_flight.is_none()
-        {
-            self.begin_snapshot(conf, snapshots)?;
+        let begin = self.applied.0 > self.since.last_index
+            && self.in_flight.is_none()
+            && (self.requested || self.since.due(self.applied.0, self.thresholds));
+        if begin {
+            self.begin_snapshot(sm, conf)?;
         }
+        Ok(finished)
+    }
+
+    /// Waits for the snapshot in flight, if any (the group is stopping).
+    pub fn finish(&mut self) -> Result<Option<SnapshotOutcome>, String> {
+        self.settle(true)
+    }
+
+    fn restore(&mut self, sm: &mut S, snapshot: &Snapshot) -> Result<(), String> {
+        let meta = &snapshot.meta;
+        sm.restore(meta.index, &snapshot.data)
+            .map_err(|e| e.to_string())?;
+        check_applied(sm, meta.index);
+        self.applied = (meta.index, meta.term);
+        self.since = SinceSnapshot {
+            last_index: meta.index,
+            last_bytes: self.since.last_bytes,
+            bytes: 0,
+        };
+        tracing::info!(group = %self.group_id, index = meta.index, term = meta.term, "state machine restored from snapshot");
         Ok(())
     }
 
-    fn check_applied(&self, index: Index) {
-        let reported = lock(&self.state_machine).applied_index();
-        assert_eq!(
-            reported, index,
-            "the state machine reports applied index {reported} after applying {index}"
-        );
-    }
-
-    fn apply_entry(&mut self, sm: &mut S, entry: Entry, conf: &ConfState) {
+    fn apply_entry<R: Proposer<S::Output>>(
+        &mut self,
+        sm: &mut S,
+        entry: Entry,
+        conf: &ConfState,
+        proposer: Option<R>,
+    ) {
         let index = entry.index;
-        self.bytes_since_snapshot += entry.data.len() as u64;
+        self.since.bytes += entry.data.len() as u64;
         inc(&self.metrics.entries_applied, 1);
-        let mut resolved: Option<u64> = None;
         match entry.kind {
             EntryKind::Normal if entry.data.is_empty() => sm.note_applied(index),
             EntryKind::Normal => match unwrap(entry.data) {
                 Ok((request, data)) => {
                     let output = sm.apply(index, &data);
-                    if self.is_mine(&request) {
-                        resolved = Some(request.seq);
-                        if let Some(w) = lock(&self.waiters).take(request.seq) {
-                            if let Reply::Output(tx) = w.reply {
-                                let _ = tx.send(Ok(output));
-                            }
-                        }
+                    if let Some(proposer) = proposer {
+                        debug_assert!(self.is_mine(&request));
+                        proposer.applied(output);
                     }
                 }
                 Err(error) => {
@@ -169,34 +282,14 @@ impl<S: StateMachine> Applier<S> {
             EntryKind::ConfChange => {
                 sm.note_applied(index);
                 sm.membership_changed(index, conf);
-                if let Ok(cc) = ConfChange::decode(&entry.data) {
-                    if let Some(request) = membership_request(&cc) {
-                        if self.is_mine(&request) {
-                            resolved = Some(request.seq);
-                            if let Some(w) = lock(&self.waiters).take(request.seq) {
-                                if let Reply::Membership(tx) = w.reply {
-                                    let _ = tx.send(Ok(conf.clone()));
-                                }
-                            }
-                        }
-                    }
+                if let Some(proposer) = proposer {
+                    debug_assert!(ConfChange::decode(&entry.data).is_ok());
+                    proposer.membership_applied(conf);
                 }
             }
         }
-        let reported = sm.applied_index();
-        assert_eq!(
-            reported, index,
-            "the state machine reports applied index {reported} after applying {index}"
-        );
+        check_applied(sm, index);
         self.applied = (index, entry.term);
-        // Anything else waiting at or below this index lost its place in the log.
-        let mut waiters = lock(&self.waiters);
-        if waiters.by_index.range(..=index).next().is_some() {
-            if let Some(seq) = resolved {
-                waiters.take(seq);
-            }
-            waiters.fail_through(index, ProposeError::Dropped);
-        }
     }
 
     fn is_mine(&self, request: &RequestId) -> bool {
@@ -204,61 +297,145 @@ impl<S: StateMachine> Applier<S> {
     }
 
     /// Begins a snapshot at the applied index and hands its serialisation and its write
-    /// to a thread of its own, so applying goes on meanwhile.
-    fn begin_snapshot(&mut self, conf: ConfState, snapshots: &mut Snapshots) -> Result<(), String> {
-        assert!(
-            snapshots.in_flight.is_none(),
-            "one snapshot at a time per group"
-        );
+    /// to the snapshotter, so applying goes on meanwhile.
+    fn begin_snapshot(&mut self, sm: &S, conf_state: ConfState) -> Result<(), String> {
         let (index, term) = self.applied;
-        let job = lock(&self.state_machine).begin_snapshot();
-        let writer = SnapshotWriter {
-            group_id: self.group_id,
+        let task = SnapshotTask {
+            job: sm.begin_snapshot(),
             storage: self.storage.clone(),
-            metrics: Arc::clone(&self.metrics),
-            events: self.events.clone(),
+            group_id: self.group_id,
             index,
             term,
-            conf,
+            conf_state,
+            metrics: std::sync::Arc::clone(&self.metrics),
         };
-        let thread = std::thread::Builder::new()
-            .name(format!("ordo-snap-{}-{}", self.node_id, self.group_id))
-            .spawn(move || writer.run(job))
-            .map_err(|e| format!("cannot start the snapshot thread: {e}"))?;
-        snapshots.in_flight = Some(SnapshotInFlight {
-            thread,
-            index,
-            bytes_at_start: self.bytes_since_snapshot,
-        });
+        self.snapshotter.start(task)?;
+        self.in_flight = Some((index, self.since.bytes));
         Ok(())
     }
 
     /// Collects the snapshot in flight if it is done (or, with `wait`, once it is done).
-    /// A snapshot that failed to be written stops the apply thread, as a failed write
-    /// always has; one whose state changed under it is simply begun again later.
-    fn settle_snapshot(&mut self, snapshots: &mut Snapshots, wait: bool) -> Result<(), String> {
-        let done = snapshots
-            .in_flight
-            .as_ref()
-            .is_some_and(|f| wait || f.thread.is_finished());
-        if !done {
-            return Ok(());
-        }
-        let Some(flight) = snapshots.in_flight.take() else {
-            return Ok(());
+    fn settle(&mut self, wait: bool) -> Result<Option<SnapshotOutcome>, String> {
+        let Some((index, bytes_at_start)) = self.in_flight else {
+            return Ok(None);
         };
-        let outcome = flight
-            .thread
-            .join()
-            .map_err(|_| "the snapshot thread panicked".to_string())??;
-        if let SnapshotOutcome::Written { bytes } = outcome {
-            self.last_snapshot_index = self.last_snapshot_index.max(flight.index);
-            self.bytes_since_snapshot = self
-                .bytes_since_snapshot
-                .saturating_sub(flight.bytes_at_start);
-            snapshots.last_bytes = bytes;
+        let Some(outcome) = self.snapshotter.poll(wait) else {
+            return Ok(None);
+        };
+        self.in_flight = None;
+        let outcome = outcome?;
+        if let SnapshotOutcome::Written { bytes, .. } = &outcome {
+            self.since.last_index = self.since.last_index.max(index);
+            self.since.bytes = self.since.bytes.saturating_sub(bytes_at_start);
+            self.since.last_bytes = *bytes;
         }
+        Ok(Some(outcome))
+    }
+}
+
+fn check_applied<S: StateMachine>(sm: &S, index: Index) {
+    let reported = sm.applied_index();
+    assert_eq!(
+        reported, index,
+        "the state machine reports applied index {reported} after applying {index}"
+    );
+}
+
+/// What was applied since the last snapshot.
+#[derive(Debug, Clone, Copy, Default)]
+struct SinceSnapshot {
+    /// The last snapshot's index.
+    last_index: Index,
+    /// Entry bytes applied since it.
+    bytes: u64,
+    /// Its size (0 until this applier wrote one).
+    last_bytes: u64,
+}
+
+impl SinceSnapshot {
+    /// Whether a snapshot is due with `applied` the applied index. A snapshot writes the
+    /// whole state; once the state is larger than the log the thresholds allow, a snapshot
+    /// also waits until the log since the last one is as large as that snapshot was.
+    /// Snapshots then never write more than the log does, instead of rewriting a large
+    /// state every few thresholds' worth of writes.
+    fn due(self, applied: Index, thresholds: SnapshotThresholds) -> bool {
+        let entries = applied.saturating_sub(self.last_index);
+        (entries >= thresholds.entries || self.bytes >= thresholds.bytes)
+            && self.bytes >= self.last_bytes
+    }
+}
+
+/// Called with each snapshot a [`ThreadSnapshotter`] wrote, from its thread.
+pub type SnapshotWritten = Box<dyn Fn(ordo_raft::SnapshotMeta) + Send + Sync>;
+
+/// A snapshotter that finishes each snapshot on a thread of its own, at the lowest CPU
+/// priority, and reports it written from there (the applying thread may be idle).
+pub struct ThreadSnapshotter {
+    thread: Option<std::thread::JoinHandle<Result<SnapshotOutcome, String>>>,
+    name: String,
+    on_written: std::sync::Arc<SnapshotWritten>,
+}
+
+impl ThreadSnapshotter {
+    /// Threads named `name`; `on_written` hears of every snapshot written.
+    pub fn new(name: String, on_written: SnapshotWritten) -> ThreadSnapshotter {
+        ThreadSnapshotter {
+            thread: None,
+            name,
+            on_written: std::sync::Arc::new(on_written),
+        }
+    }
+}
+
+impl<St: LogStore + Send + 'static> Snapshotter<St> for ThreadSnapshotter {
+    fn start(&mut self, task: SnapshotTask<St>) -> Result<(), String> {
+        assert!(self.thread.is_none(), "one snapshot at a time per group");
+        let on_written = std::sync::Arc::clone(&self.on_written);
+        let thread = std::thread::Builder::new()
+            .name(self.name.clone())
+            .spawn(move || {
+                lower_this_threads_priority();
+                let outcome = task.run().map_err(|e| e.to_string())?;
+                if let SnapshotOutcome::Written { meta, .. } = &outcome {
+                    on_written(meta.clone());
+                }
+                Ok(outcome)
+            })
+            .map_err(|e| format!("cannot start the snapshot thread: {e}"))?;
+        self.thread = Some(thread);
         Ok(())
+    }
+
+    fn poll(&mut self, wait: bool) -> Option<Result<SnapshotOutcome, String>> {
+        let done = self.thread.as_ref()?.is_finished();
+        if !done && !wait {
+            return None;
+        }
+        let thread = self.thread.take()?;
+        Some(
+            thread
+                .join()
+                .unwrap_or_else(|_| Err("the snapshot thread panicked".to_string())),
+        )
+    }
+}
+
+/// A snapshotter that finishes each snapshot at once, on the applying thread: for the
+/// simulator, where nothing runs concurrently.
+#[derive(Default)]
+pub struct InlineSnapshotter {
+    done: Option<Result<SnapshotOutcome, String>>,
+}
+
+impl<St: LogStore> Snapshotter<St> for InlineSnapshotter {
+    fn start(&mut self, task: SnapshotTask<St>) -> Result<(), String> {
+        assert!(self.done.is_none(), "one snapshot at a time per group");
+        self.done = Some(task.run().map_err(|e| e.to_string()));
+        Ok(())
+    }
+
+    fn poll(&mut self, _wait: bool) -> Option<Result<SnapshotOutcome, String>> {
+        self.done.take()
     }
 }
 
@@ -280,123 +457,79 @@ fn lower_this_threads_priority() {
     }
 }
 
-/// What was applied since the last snapshot.
-#[derive(Debug, Clone, Copy)]
-struct SinceSnapshot {
-    entries: u64,
-    bytes: u64,
-    last_snapshot_bytes: u64,
+/// The apply thread of a group in the runtime: applies batches from the driver as they
+/// come, publishes its progress, and ends when the driver is gone.
+pub(crate) struct ApplyThread<S: StateMachine> {
+    pub(crate) applier: Applier<S, crate::storage::WalStorage, ThreadSnapshotter>,
+    pub(crate) state_machine: std::sync::Arc<std::sync::Mutex<S>>,
+    pub(crate) progress: std::sync::Arc<crate::driver::ApplyProgress>,
+    pub(crate) applied_tx: tokio::sync::watch::Sender<Index>,
 }
 
-/// Whether a snapshot is due. A snapshot writes the whole state; once the state is larger
-/// than the log the thresholds allow, a snapshot also waits until the log since the last
-/// one is as large as that snapshot was. Snapshots then never write more than the log
-/// does, instead of rewriting a large state every few thresholds' worth of writes.
-fn snapshot_due(since: SinceSnapshot, entries_threshold: u64, bytes_threshold: u64) -> bool {
-    (since.entries >= entries_threshold || since.bytes >= bytes_threshold)
-        && since.bytes >= since.last_snapshot_bytes
-}
-
-/// The apply thread's view of its snapshots.
-#[derive(Default)]
-struct Snapshots {
-    /// The snapshot being serialised and written, if any.
-    in_flight: Option<SnapshotInFlight>,
-    /// The driver asked for a snapshot that has not been taken yet.
-    requested: bool,
-    /// Size of the last snapshot this thread wrote (0 until it writes one).
-    last_bytes: u64,
-}
-
-struct SnapshotInFlight {
-    thread: std::thread::JoinHandle<Result<SnapshotOutcome, String>>,
-    /// The applied index it was begun at.
-    index: Index,
-    /// Applied bytes counted towards the next snapshot when it was begun.
-    bytes_at_start: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SnapshotOutcome {
-    Written {
-        /// The snapshot's size.
-        bytes: u64,
-    },
-    /// The state machine could no longer read the state the snapshot began at.
-    Abandoned,
-}
-
-/// Finishes a snapshot off the apply thread: serialises it, writes its file, and tells
-/// the driver, which compacts the log behind it.
-struct SnapshotWriter {
-    group_id: GroupId,
-    storage: WalStorage,
-    metrics: Arc<GroupMetrics>,
-    events: mpsc::Sender<Event>,
-    index: Index,
-    term: Term,
-    conf: ConfState,
-}
-
-impl SnapshotWriter {
-    fn run(self, job: SnapshotJob) -> Result<SnapshotOutcome, String> {
-        lower_this_threads_priority();
-        let started = Instant::now();
-        let Some(data) = job.finish() else {
-            tracing::info!(group = %self.group_id, index = self.index, "snapshot abandoned: the state changed under it; it will be taken again");
-            return Ok(SnapshotOutcome::Abandoned);
-        };
-        let (index, term) = (self.index, self.term);
-        WalStorage::write_snapshot(self.storage.wal(), index, term, &self.conf, &data)
-            .map_err(|e| e.to_string())?;
-        inc(&self.metrics.snapshots_taken, 1);
-        tracing::info!(group = %self.group_id, index, term, bytes = data.len(), ms = started.elapsed().as_millis() as u64, "snapshot taken");
-        let meta = ordo_raft::SnapshotMeta {
-            index,
-            term,
-            conf_state: self.conf,
-        };
-        // The driver compacts the log; if it is gone the group is stopping anyway.
-        let _ = self.events.blocking_send(Event::SnapshotTaken(meta));
-        Ok(SnapshotOutcome::Written {
-            bytes: data.len() as u64,
-        })
+impl<S: StateMachine> ApplyThread<S> {
+    pub(crate) fn run(mut self, mut batches: crate::driver::ApplyQueueRx<S::Output>) {
+        use std::sync::atomic::Ordering;
+        let group_id = self.applier.group_id;
+        while let Some(batch) = batches.blocking_recv() {
+            let result = {
+                let mut sm = crate::group::lock(&self.state_machine);
+                self.applier.apply_batch(&mut *sm, batch)
+            };
+            if let Err(error) = result {
+                tracing::error!(group = %group_id, %error, "apply stopped");
+                break;
+            }
+            let applied = self.applier.applied_index();
+            self.applier
+                .metrics
+                .applied_index
+                .store(applied, Ordering::Release);
+            self.progress.applied.store(applied, Ordering::Release);
+            self.progress.batches_done.fetch_add(1, Ordering::AcqRel);
+            let _ = self.applied_tx.send(applied);
+            self.progress.notify.notify_one();
+        }
+        if let Err(error) = self.applier.finish() {
+            tracing::error!(group = %group_id, %error, "the last snapshot failed");
+        }
+        self.progress.stopped.store(true, Ordering::Release);
+        self.progress.notify.notify_one();
     }
-}
-
-/// The request id a membership change carries in its context (the runtime puts it there).
-pub(crate) fn membership_request(cc: &ConfChange) -> Option<RequestId> {
-    let mut ctx = cc.context.clone();
-    if ctx.len() < RequestId::BYTES {
-        return None;
-    }
-    RequestId::get(&mut ctx).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn since(entries: u64, bytes: u64, last_snapshot_bytes: u64) -> SinceSnapshot {
+    fn since(last_index: Index, bytes: u64, last_bytes: u64) -> SinceSnapshot {
         SinceSnapshot {
-            entries,
+            last_index,
             bytes,
-            last_snapshot_bytes,
+            last_bytes,
         }
     }
 
+    const THRESHOLDS: SnapshotThresholds = SnapshotThresholds {
+        entries: 100,
+        bytes: 1000,
+    };
+
     #[test]
     fn a_snapshot_is_due_at_either_threshold_while_snapshots_are_small() {
-        assert!(!snapshot_due(since(99, 990, 0), 100, 1000));
-        assert!(snapshot_due(since(100, 10, 0), 100, 1000));
-        assert!(snapshot_due(since(1, 1000, 500), 100, 1000));
+        assert!(!since(0, 990, 0).due(99, THRESHOLDS));
+        assert!(since(0, 10, 0).due(100, THRESHOLDS));
+        assert!(since(10, 1000, 500).due(11, THRESHOLDS));
     }
 
     #[test]
     fn a_snapshot_larger_than_the_log_waits_until_the_log_is_as_large() {
+        let big = SnapshotThresholds {
+            entries: 100,
+            bytes: 1_000_000,
+        };
         // The last snapshot was 5,000 bytes: 100 entries of 10 bytes are not enough.
-        assert!(!snapshot_due(since(100, 1000, 5000), 100, 1_000_000));
-        assert!(!snapshot_due(since(499, 4990, 5000), 100, 1_000_000));
-        assert!(snapshot_due(since(500, 5000, 5000), 100, 1_000_000));
+        assert!(!since(0, 1000, 5000).due(100, big));
+        assert!(!since(0, 4990, 5000).due(499, big));
+        assert!(since(0, 5000, 5000).due(500, big));
     }
 }

@@ -1,7 +1,6 @@
 //! One Raft group on this node: the handle users call, and the requests and errors it
 //! speaks in.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -11,6 +10,7 @@ use bytes::Bytes;
 use ordo_raft::{ConfState, Index, NodeId, StateRole, Term};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::core::Leadership;
 use crate::metrics::{inc, GroupMetrics, MetricsSnapshot};
 use crate::state_machine::StateMachine;
 
@@ -105,6 +105,53 @@ pub enum ReadError {
     Rejected(String),
 }
 
+/// Why a question for the group's leader ([`Group::ask_leader`]) got no answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AskError {
+    /// No leader is known; retry shortly.
+    #[error("no leader is known; retry shortly")]
+    NoLeader,
+    /// The node asked does not lead; `leader` is the one it knows (0 if none).
+    /// [`Group::ask_leader`] retries this itself until its timeout.
+    #[error("not the leader; the leader is node {leader}")]
+    NotLeader {
+        /// The leader that node knows of.
+        leader: NodeId,
+    },
+    /// The leader changed while the question was on its way; it may have been served.
+    #[error("the leader changed before it answered")]
+    LeaderChanged,
+    /// The leader's face refused the question.
+    #[error("refused by the leader: {0}")]
+    Refused(String),
+    /// The group's leader has no service for questions.
+    #[error("the group serves no questions for its leader")]
+    NoService,
+    /// No answer within the request timeout.
+    #[error("no answer within {timeout_ms} ms")]
+    Timeout {
+        /// The timeout.
+        timeout_ms: u64,
+    },
+    /// The question is larger than the limit.
+    #[error("question of {bytes} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Too many questions are waiting on this node.
+    #[error("too many pending questions (limit {limit})")]
+    TooManyPending {
+        /// The limit.
+        limit: usize,
+    },
+    /// The group is shutting down or stopped.
+    #[error("the group is shutting down")]
+    ShuttingDown,
+}
+
 /// A membership operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MembershipChange {
@@ -173,121 +220,6 @@ pub struct GroupStatus {
     pub peers: Vec<PeerStatus>,
 }
 
-pub(crate) enum Reply<O> {
-    Output(oneshot::Sender<Result<O, ProposeError>>),
-    Membership(oneshot::Sender<Result<ConfState, ProposeError>>),
-}
-
-impl<O> Reply<O> {
-    pub(crate) fn fail(self, error: ProposeError) {
-        match self {
-            Reply::Output(tx) => drop(tx.send(Err(error))),
-            Reply::Membership(tx) => drop(tx.send(Err(error))),
-        }
-    }
-
-    fn is_closed(&self) -> bool {
-        match self {
-            Reply::Output(tx) => tx.is_closed(),
-            Reply::Membership(tx) => tx.is_closed(),
-        }
-    }
-}
-
-pub(crate) struct Waiter<O> {
-    pub(crate) reply: Reply<O>,
-    /// Where the entry landed, once known: another entry applied there means it was
-    /// dropped.
-    pub(crate) at: Option<(Index, Term)>,
-}
-
-/// Proposals of this node waiting for their entry to be applied, shared by the driver
-/// (which registers them) and the apply thread (which resolves them).
-pub(crate) struct Waiters<O> {
-    pub(crate) by_seq: BTreeMap<u64, Waiter<O>>,
-    pub(crate) by_index: BTreeMap<Index, u64>,
-}
-
-impl<O> Default for Waiters<O> {
-    fn default() -> Self {
-        Waiters {
-            by_seq: BTreeMap::new(),
-            by_index: BTreeMap::new(),
-        }
-    }
-}
-
-impl<O> Waiters<O> {
-    pub(crate) fn bind(&mut self, seq: u64, index: Index, term: Term) {
-        if let Some(w) = self.by_seq.get_mut(&seq) {
-            w.at = Some((index, term));
-            if let Some(other) = self.by_index.insert(index, seq) {
-                // A different proposal held this index: its entry was overwritten.
-                if other != seq {
-                    if let Some(w) = self.by_seq.remove(&other) {
-                        w.reply.fail(ProposeError::Dropped);
-                    }
-                }
-            }
-        }
-    }
-
-    pub(crate) fn take(&mut self, seq: u64) -> Option<Waiter<O>> {
-        let w = self.by_seq.remove(&seq)?;
-        if let Some((index, _)) = w.at {
-            if self.by_index.get(&index) == Some(&seq) {
-                self.by_index.remove(&index);
-            }
-        }
-        Some(w)
-    }
-
-    /// Fails every waiter bound at or below `index` other than `except`: the entries
-    /// there have been applied and were not theirs.
-    pub(crate) fn fail_through(&mut self, index: Index, error: ProposeError) {
-        let stale: Vec<u64> = self.by_index.range(..=index).map(|(_, s)| *s).collect();
-        for seq in stale {
-            if let Some(w) = self.take(seq) {
-                w.reply.fail(error.clone());
-            }
-        }
-    }
-
-    /// Removes and returns every waiter for which `pick` holds.
-    fn take_where(&mut self, pick: impl Fn(&Waiter<O>) -> bool) -> Vec<Waiter<O>> {
-        let picked: Vec<u64> = self
-            .by_seq
-            .iter()
-            .filter(|(_, w)| pick(w))
-            .map(|(s, _)| *s)
-            .collect();
-        picked
-            .into_iter()
-            .filter_map(|seq| self.take(seq))
-            .collect()
-    }
-
-    /// Forgets waiters whose caller gave up.
-    pub(crate) fn purge_abandoned(&mut self) {
-        self.take_where(|w| w.reply.is_closed());
-    }
-
-    /// Fails every waiter not yet bound to a log position: proposals forwarded to a leader
-    /// that has not answered where their entries landed.
-    pub(crate) fn fail_unbound(&mut self, error: ProposeError) {
-        for w in self.take_where(|w| w.at.is_none()) {
-            w.reply.fail(error.clone());
-        }
-    }
-
-    pub(crate) fn fail_all(&mut self, error: ProposeError) {
-        for (_, w) in std::mem::take(&mut self.by_seq) {
-            w.reply.fail(error.clone());
-        }
-        self.by_index.clear();
-    }
-}
-
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -312,6 +244,10 @@ pub(crate) enum Request<O> {
         target: NodeId,
         reply: oneshot::Sender<Result<(), ProposeError>>,
     },
+    Ask {
+        data: Bytes,
+        reply: oneshot::Sender<Result<Bytes, AskError>>,
+    },
 }
 
 /// The handle on one Raft group hosted by this node. Cheap to clone.
@@ -324,6 +260,7 @@ pub struct Group<S: StateMachine> {
     pub(crate) requests: mpsc::Sender<Request<S::Output>>,
     pub(crate) state_machine: Arc<Mutex<S>>,
     pub(crate) applied: watch::Receiver<Index>,
+    pub(crate) leadership: watch::Receiver<Leadership>,
     pub(crate) metrics: Arc<GroupMetrics>,
     pub(crate) request_timeout_ms: u64,
     pub(crate) tick_interval_ms: u64,
@@ -336,6 +273,7 @@ impl<S: StateMachine> Clone for Group<S> {
             requests: self.requests.clone(),
             state_machine: Arc::clone(&self.state_machine),
             applied: self.applied.clone(),
+            leadership: self.leadership.clone(),
             metrics: Arc::clone(&self.metrics),
             request_timeout_ms: self.request_timeout_ms,
             tick_interval_ms: self.tick_interval_ms,
@@ -441,7 +379,7 @@ impl<S: StateMachine> Group<S> {
         let timeout = ReadError::Timeout {
             timeout_ms: self.request_timeout_ms,
         };
-        let index = loop {
+        loop {
             let (reply, rx) = oneshot::channel();
             let outcome = tokio::time::timeout_at(deadline, async {
                 self.requests
@@ -456,23 +394,51 @@ impl<S: StateMachine> Group<S> {
                 Err(ReadError::NoLeader) if tokio::time::Instant::now() < deadline => {
                     self.wait_a_tick(deadline).await;
                 }
-                Ok(index) => break index,
-                Err(e) => return Err(e),
+                other => return other,
             }
-        };
-        let mut applied = self.applied.clone();
-        let reached = tokio::time::timeout_at(deadline, async {
-            applied.wait_for(|&a| a >= index).await.map(|_| ())
-        })
-        .await;
-        match reached {
-            Ok(Ok(())) => {
-                inc(&self.metrics.reads, 1);
-                Ok(index)
-            }
-            Ok(Err(_)) => Err(ReadError::ShuttingDown),
-            Err(_) => Err(timeout),
         }
+    }
+
+    /// Asks the group's leader a question in the face's own encoding, answered by the
+    /// [`LeaderService`](crate::LeaderService) the group was started with on the leader's
+    /// node. From a follower the question travels over the peer transport; while no leader
+    /// is known, or the node asked no longer leads, it is asked again until the request
+    /// timeout. A question whose leader changed on its way is not asked again
+    /// ([`AskError::LeaderChanged`]): it may have been served.
+    pub async fn ask_leader(&self, data: impl Into<Bytes>) -> Result<Bytes, AskError> {
+        let data = data.into();
+        let deadline = tokio::time::Instant::now() + self.timeout();
+        loop {
+            let (reply, rx) = oneshot::channel();
+            let outcome = tokio::time::timeout_at(deadline, async {
+                self.requests
+                    .send(Request::Ask {
+                        data: data.clone(),
+                        reply,
+                    })
+                    .await
+                    .map_err(|_| AskError::ShuttingDown)?;
+                rx.await.map_err(|_| AskError::ShuttingDown)?
+            })
+            .await
+            .unwrap_or(Err(AskError::Timeout {
+                timeout_ms: self.request_timeout_ms,
+            }));
+            match outcome {
+                Err(AskError::NoLeader | AskError::NotLeader { .. })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    self.wait_a_tick(deadline).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Who leads the group, as this node sees it: updated by the runtime on every change
+    /// of leader, term or this node's role.
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.clone()
     }
 
     /// Reads the local state machine as it is now (a serializable read: it may miss
@@ -549,58 +515,4 @@ pub(crate) fn boot_id() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     nanos ^ (u64::from(std::process::id()) << 32) ^ BOOT_COUNTER.fetch_add(1, Ordering::Relaxed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn waiter(tx: oneshot::Sender<Result<u32, ProposeError>>) -> Waiter<u32> {
-        Waiter {
-            reply: Reply::Output(tx),
-            at: None,
-        }
-    }
-
-    #[test]
-    fn a_waiter_whose_index_is_taken_by_another_proposal_learns_it_was_dropped() {
-        let mut w = Waiters::default();
-        let (tx1, mut rx1) = oneshot::channel();
-        let (tx2, mut rx2) = oneshot::channel();
-        w.by_seq.insert(1, waiter(tx1));
-        w.by_seq.insert(2, waiter(tx2));
-        w.bind(1, 5, 2);
-        // A new leader put another of our proposals at the same index.
-        w.bind(2, 5, 3);
-        assert_eq!(rx1.try_recv().unwrap(), Err(ProposeError::Dropped));
-        assert!(rx2.try_recv().is_err(), "the second is still waiting");
-        assert!(w.take(2).is_some());
-        assert!(w.by_index.is_empty());
-    }
-
-    #[test]
-    fn waiters_below_an_applied_index_fail_and_later_ones_keep_waiting() {
-        let mut w = Waiters::default();
-        let (tx1, mut rx1) = oneshot::channel();
-        let (tx2, mut rx2) = oneshot::channel();
-        w.by_seq.insert(1, waiter(tx1));
-        w.by_seq.insert(2, waiter(tx2));
-        w.bind(1, 4, 1);
-        w.bind(2, 9, 1);
-        w.fail_through(5, ProposeError::OutcomeUnknown);
-        assert_eq!(rx1.try_recv().unwrap(), Err(ProposeError::OutcomeUnknown));
-        assert!(rx2.try_recv().is_err());
-        assert_eq!(w.by_seq.len(), 1);
-    }
-
-    #[test]
-    fn abandoned_waiters_are_purged() {
-        let mut w = Waiters::default();
-        let (tx, rx) = oneshot::channel();
-        w.by_seq.insert(1, waiter(tx));
-        w.bind(1, 3, 1);
-        drop(rx);
-        w.purge_abandoned();
-        assert!(w.by_seq.is_empty() && w.by_index.is_empty());
-    }
 }

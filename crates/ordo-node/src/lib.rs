@@ -64,29 +64,30 @@
 //! - `storage`: the core's `Storage` over the WAL.
 //! - `driver`, `apply`, `snapshot`: the Ready loop, the apply thread, snapshot streaming.
 
-mod apply;
+pub mod apply;
 pub mod codec;
 mod config;
+pub mod core;
 mod driver;
 mod group;
 pub mod identity;
 mod members;
 mod metrics;
 mod node;
-mod snapshot;
 mod state_machine;
 mod storage;
 pub mod transport;
 
 pub use config::{ConfigError, FsyncPolicy, NodeConfig};
-pub use driver::GroupError;
+pub use core::Leadership;
+pub use driver::{GroupError, LeaderService};
 pub use group::{
-    Group, GroupId, GroupStatus, MembershipChange, PeerStatus, ProposeError, ReadError,
+    AskError, Group, GroupId, GroupStatus, MembershipChange, PeerStatus, ProposeError, ReadError,
 };
 pub use identity::{IdentityError, LostState, LOST_STATE_REMEDY};
 pub use members::MembersError;
 pub use metrics::{Histogram, HistogramSnapshot, MetricsSnapshot, HISTOGRAM_BUCKETS};
-pub use node::{role_name, Node, NodeError};
+pub use node::{role_name, GroupOptions, Node, NodeError};
 pub use ordo_raft::{ConfState, Index, NodeId, StateRole, Term};
 pub use state_machine::{RestoreError, SnapshotJob, StateMachine, ENVELOPE_BYTES};
-pub use storage::{StorageFailure, WalStorage};
+pub use storage::{LogStore, StorageFailure, WalStorage};

@@ -3,18 +3,23 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use ordo_raft::{Config, RawNode, StateRole};
+use ordo_raft::{Config, Index, RawNode, SnapshotMeta, StateRole};
 use ordo_wal::{Durability, Options, Wal};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::apply::{Applier, ApplyBatch};
+use crate::apply::{
+    Applier, ApplierIdentity, ApplyThread, SnapshotThresholds, SnapshotWritten, ThreadSnapshotter,
+};
 use crate::codec::WireMessage;
 use crate::config::{ConfigError, FsyncPolicy, NodeConfig};
-use crate::driver::{Driver, Event, GroupError};
+use crate::core::{CoreConfig, GroupCore, Leadership};
+use crate::driver::{
+    ApplyProgress, ApplyQueueRx, Driver, Event, GroupError, Inputs, LeaderService, Outputs,
+};
 use crate::group::{boot_id, lock, Group, GroupId};
 use crate::identity::{
     check_not_marked, mark_lost, IdentityError, IdentityFile, LostState, Opened, LOST_STATE_REMEDY,
@@ -93,9 +98,38 @@ pub enum NodeError {
     Runtime,
 }
 
+/// How a group is started beyond its id and state machine.
+#[derive(Clone, Default)]
+pub struct GroupOptions {
+    /// Answers [`Group::ask_leader`] on the leader; without one such questions are refused.
+    pub leader_service: Option<Arc<dyn LeaderService>>,
+}
+
+impl std::fmt::Debug for GroupOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupOptions")
+            .field("leader_service", &self.leader_service.is_some())
+            .finish()
+    }
+}
+
+/// What a group is started from, once its log is open.
+struct GroupParts {
+    group_id: GroupId,
+    wal: Arc<Wal>,
+    storage: WalStorage,
+    raw: RawNode<WalStorage>,
+    snap: SnapshotMeta,
+    members: MemberFile,
+    transport: Arc<Transport>,
+    options: GroupOptions,
+}
+
 struct GroupEntry {
     events: mpsc::Sender<Event>,
     metrics: Arc<GroupMetrics>,
+    /// Why the group stopped on its own, once it has.
+    failure: Arc<Mutex<Option<String>>>,
     driver: JoinHandle<Result<(), GroupError>>,
     apply_thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -266,7 +300,19 @@ impl Node {
     pub async fn start_group<S: StateMachine>(
         &self,
         group_id: GroupId,
+        state_machine: S,
+    ) -> Result<Group<S>, NodeError> {
+        self.start_group_with(group_id, state_machine, GroupOptions::default())
+            .await
+    }
+
+    /// Like [`Node::start_group`], with options: the face's [`LeaderService`] answering
+    /// [`Group::ask_leader`] on the leader.
+    pub async fn start_group_with<S: StateMachine>(
+        &self,
+        group_id: GroupId,
         mut state_machine: S,
+        options: GroupOptions,
     ) -> Result<Group<S>, NodeError> {
         let transport = self.transport.clone().ok_or(NodeError::ShuttingDown)?;
         if let Some(lost) = self.lost_state() {
@@ -275,26 +321,64 @@ impl Node {
         if lock(&self.groups).contains_key(&group_id) {
             return Err(NodeError::GroupExists(group_id));
         }
+        let dir = self.config.data_dir.join(format!("group-{}", group_id.0));
+        let (wal, listed) = self.open_log(group_id, &dir, &state_machine)?;
+        let members = self.load_members(group_id, &dir, &transport)?;
+        let storage = tokio::task::block_in_place(|| {
+            WalStorage::open(Arc::clone(&wal), self.config.snapshot_bytes_max)
+        })
+        .map_err(|source| match source {
+            StorageFailure::LostState(lost) => NodeError::LostState(lost),
+            source => NodeError::Storage {
+                group: group_id,
+                source,
+            },
+        })?;
+        let snap = restore(group_id, &storage, &mut state_machine)?;
+        let raw = RawNode::new(self.raft_config(group_id, snap.index), storage.clone()).map_err(
+            |source| NodeError::Raft {
+                group: group_id,
+                source,
+            },
+        )?;
+        if !listed {
+            tokio::spawn(list_group_once_written(
+                group_id,
+                Arc::downgrade(&wal),
+                std::time::Duration::from_millis(self.config.tick_interval_ms),
+                Arc::clone(&self.identity),
+                self.shutdown.subscribe(),
+            ));
+        }
+        let parts = GroupParts {
+            group_id,
+            wal,
+            storage,
+            raw,
+            snap,
+            members,
+            transport,
+            options,
+        };
+        self.launch(parts, state_machine)
+    }
+
+    /// Opens and recovers the group's log, checks it against what this node promised,
+    /// bootstraps a new cluster's group, and lists the group in the identity file once it
+    /// has a hard state. Returns the log and whether the group is listed.
+    fn open_log<S: StateMachine>(
+        &self,
+        group_id: GroupId,
+        dir: &std::path::Path,
+        state_machine: &S,
+    ) -> Result<(Arc<Wal>, bool), NodeError> {
         let config = &self.config;
         let storage_err = |source: StorageFailure| NodeError::Storage {
             group: group_id,
             source,
         };
-        let dir = config.data_dir.join(format!("group-{}", group_id.0));
-        let options = Options {
-            segment_bytes_max: config.segment_bytes_max,
-            record_bytes_max: (config.proposal_bytes_max + crate::ENVELOPE_BYTES + 4096) as u64,
-            durability: match config.fsync {
-                FsyncPolicy::Always => Durability::Always,
-                FsyncPolicy::Interval { interval_ms } => {
-                    Durability::Interval(std::time::Duration::from_millis(interval_ms))
-                }
-                FsyncPolicy::Never => Durability::Never,
-            },
-            ..Options::default()
-        };
-        let wal =
-            tokio::task::block_in_place(|| Wal::open(&dir, options)).map_err(|e| match e {
+        let wal = tokio::task::block_in_place(|| Wal::open(dir, wal_options(config))).map_err(
+            |e| match e {
                 ordo_wal::Error::Truncated {
                     path,
                     len_bytes,
@@ -305,7 +389,8 @@ impl Node {
                     expected_bytes,
                 }),
                 other => storage_err(other.into()),
-            })?;
+            },
+        )?;
         let wal = Arc::new(wal);
         let no_hard_state = wal.hard_state() == ordo_wal::HardState::default();
         // A listed group had its hard state written before it was listed, and a hard state
@@ -314,92 +399,63 @@ impl Node {
         if listed && no_hard_state {
             return Err(NodeError::LostState(LostState::GroupMissing {
                 group: group_id.0,
-                dir,
+                dir: dir.to_path_buf(),
             }));
         }
         let fresh = wal.latest_snapshot().is_none() && wal.last_index() == 0 && no_hard_state;
         if fresh && !config.join {
             let voters = ordo_raft::ConfState::with_voters(config.peers.keys().copied());
             let initial = state_machine.snapshot();
-            tokio::task::block_in_place(|| -> Result<(), StorageFailure> {
-                WalStorage::write_snapshot(&wal, 1, 1, &voters, &initial)?;
-                wal.truncate_prefix(1)?;
-                wal.set_hard_state(ordo_wal::HardState {
-                    term: 1,
-                    vote: None,
-                    commit: 1,
-                })?;
-                Ok(())
-            })
-            .map_err(storage_err)?;
+            tokio::task::block_in_place(|| bootstrap(&wal, &voters, &initial))
+                .map_err(storage_err)?;
             tracing::info!(group = %group_id, node = config.id, voters = ?voters.voters, "group bootstrapped");
         }
         // Listed once it has a hard state (after bootstrapping, or as found on disk): from
         // then on its loss is detected. A joining node's group is listed by
         // `list_group_once_written` when its first hard state arrives.
-        let listed = if !listed && wal.hard_state() != ordo_wal::HardState::default() {
+        if !listed && wal.hard_state() != ordo_wal::HardState::default() {
             tokio::task::block_in_place(|| lock(&self.identity).record_group(group_id.0))?;
             tracing::info!(group = %group_id, node = config.id, "group listed in the identity file");
-            true
-        } else {
-            listed
+            return Ok((wal, true));
+        }
+        Ok((wal, listed))
+    }
+
+    /// Loads the group's member addresses, fills in configured peers it lacks (addresses
+    /// learned later, from membership changes and snapshots, take precedence), and makes
+    /// sure the transport dials every one.
+    fn load_members(
+        &self,
+        group_id: GroupId,
+        dir: &std::path::Path,
+        transport: &Transport,
+    ) -> Result<MemberFile, NodeError> {
+        let config = &self.config;
+        let members_err = |source| NodeError::Members {
+            group: group_id,
+            source,
         };
         let mut members =
-            tokio::task::block_in_place(|| MemberFile::load(&dir)).map_err(|source| {
-                NodeError::Members {
-                    group: group_id,
-                    source,
-                }
-            })?;
-        // The configured peers are the starting point; addresses learned later (from
-        // membership changes and snapshots) take precedence.
+            tokio::task::block_in_place(|| MemberFile::load(dir)).map_err(members_err)?;
         let missing: Vec<_> = config
             .peers
             .iter()
             .filter(|(id, _)| **id != config.id && !members.members().contains_key(id))
             .map(|(id, addr)| (*id, Some(*addr)))
             .collect();
-        tokio::task::block_in_place(|| members.update(missing)).map_err(|source| {
-            NodeError::Members {
-                group: group_id,
-                source,
-            }
-        })?;
+        tokio::task::block_in_place(|| members.update(missing)).map_err(members_err)?;
         let known: Vec<NodeId> = transport.peers().iter().map(|(id, _)| *id).collect();
         for (&id, &addr) in members.members() {
             if id != config.id && !known.contains(&id) {
                 transport.add_peer(id, addr)?;
             }
         }
-        let storage = tokio::task::block_in_place(|| {
-            WalStorage::open(Arc::clone(&wal), config.snapshot_bytes_max)
-        })
-        .map_err(|source| match source {
-            StorageFailure::LostState(lost) => NodeError::LostState(lost),
-            other => storage_err(other),
-        })?;
-        let snap = storage.snapshot_meta();
-        if snap.index > 0 {
-            let data = tokio::task::block_in_place(|| storage.read_snapshot_data())
-                .map_err(storage_err)?;
-            state_machine
-                .restore(snap.index, &data)
-                .map_err(|source| NodeError::Restore {
-                    group: group_id,
-                    source,
-                })?;
-        }
-        if state_machine.applied_index() != snap.index {
-            return Err(NodeError::Restore {
-                group: group_id,
-                source: crate::RestoreError::new(format!(
-                    "the state machine reports applied index {} but starts from the snapshot at {}",
-                    state_machine.applied_index(),
-                    snap.index
-                )),
-            });
-        }
-        let raft_config = Config {
+        Ok(members)
+    }
+
+    fn raft_config(&self, group_id: GroupId, applied_index: Index) -> Config {
+        let config = &self.config;
+        Config {
             election_timeout_ticks: config.election_timeout_ticks,
             heartbeat_interval_ticks: config.heartbeat_interval_ticks,
             max_append_bytes: config.append_bytes_max,
@@ -407,7 +463,7 @@ impl Node {
             max_uncommitted_bytes: config.uncommitted_bytes_max,
             max_pending_reads: config.pending_reads_max,
             max_committed_bytes_per_ready: config.apply_batch_bytes_max,
-            applied_index: snap.index,
+            applied_index,
             read_only: if config.lease_reads {
                 ordo_raft::ReadOnlyOption::LeaseBased
             } else {
@@ -415,146 +471,185 @@ impl Node {
             },
             seed: config.id ^ self.boot ^ group_id.0.rotate_left(17),
             ..Config::new(config.id)
-        };
-        let persisted_hs = ordo_raft::Storage::initial_state(&storage).hard_state;
-        let raw = RawNode::new(raft_config, storage.clone()).map_err(|source| NodeError::Raft {
-            group: group_id,
-            source,
-        })?;
-        storage.set_conf_now(raw.conf_state());
-
-        // The driver never blocks on an fsync: it appends, keeps stepping, and learns of
-        // durability from this listener. With a listener registered the WAL's fsync thread
-        // starts a round as soon as entries are written (group commit across whatever
-        // arrived meanwhile) rather than leaving it to a waiting caller.
-        let (durable_tx, durable_rx) = watch::channel(wal.durable_index());
-        wal.on_durable(move |index| {
-            let _ = durable_tx.send(index);
-        });
-        if !listed {
-            tokio::spawn(list_group_once_written(
-                group_id,
-                Arc::downgrade(&wal),
-                std::time::Duration::from_millis(config.tick_interval_ms),
-                Arc::clone(&self.identity),
-                self.shutdown.subscribe(),
-            ));
         }
-        let (requests_tx, requests_rx) = mpsc::channel(config.group_queue_max);
-        let (events_tx, events_rx) = mpsc::channel(config.group_queue_max);
-        let (apply_tx, apply_rx) = mpsc::channel::<ApplyBatch>(config.apply_queue_batches_max);
-        let (applied_tx, applied_rx) = watch::channel(snap.index);
-        let state_machine = Arc::new(Mutex::new(state_machine));
-        let waiters = Arc::default();
-        let metrics = Arc::new(GroupMetrics::default());
-        let progress = Arc::new(Notify::new());
-        let apply_stopped = Arc::new(AtomicBool::new(false));
+    }
 
-        let applier = Applier {
+    fn core_config(&self, group_id: GroupId) -> CoreConfig {
+        let config = &self.config;
+        let ticks = |ms: u64| ms.div_ceil(config.tick_interval_ms.max(1)).max(1);
+        CoreConfig {
             group_id,
             node_id: config.id,
             boot: self.boot,
-            state_machine: Arc::clone(&state_machine),
-            waiters: Arc::clone(&waiters),
-            applied_tx,
-            progress: Arc::clone(&progress),
-            events: events_tx.clone(),
-            storage: storage.clone(),
-            metrics: Arc::clone(&metrics),
-            snapshot_entries: config.snapshot_entries,
-            snapshot_bytes: config.snapshot_bytes,
-            stopped: Arc::clone(&apply_stopped),
-            applied: (snap.index, snap.term),
-            last_snapshot_index: snap.index,
-            bytes_since_snapshot: 0,
-        };
-        let apply_thread = std::thread::Builder::new()
-            .name(format!("ordo-apply-{}-{}", config.id, group_id.0))
-            .spawn(move || applier.run(apply_rx))
-            .map_err(|e| {
-                storage_err(StorageFailure::SnapshotIo {
-                    dir: dir.display().to_string(),
-                    source: e,
-                })
-            })?;
-
-        let driver = Driver::<S> {
-            group_id,
-            node_id: config.id,
-            boot: self.boot,
-            raw,
-            storage,
-            transport,
-            fsync: config.fsync,
-            requests: requests_rx,
-            events: events_rx,
-            events_tx: events_tx.clone(),
-            durable: durable_rx,
-            apply_tx,
-            apply_progress: progress,
-            apply_stopped,
-            waiters,
-            reads: HashMap::new(),
-            read_batch: Vec::new(),
-            metrics: Arc::clone(&metrics),
-            shutdown: self.shutdown.subscribe(),
-            tick_interval_ms: config.tick_interval_ms,
-            proposal_bytes_max: config.proposal_bytes_max,
-            pending_proposals_max: config.pending_proposals_max,
-            pending_reads_max: config.pending_reads_max,
-            snapshot_tail_entries: config.snapshot_tail_entries,
-            snapshot_chunk_bytes: config.snapshot_chunk_bytes,
-            snapshot_bytes_max: config.snapshot_bytes_max,
-            snapshot_chunk_timeout_ms: config.snapshot_chunk_timeout_ms,
-            next_seq: 0,
-            persisted_hs,
-            pending: None,
-            apply_blocked: false,
-            snapshot_wanted: false,
-            outgoing_snapshots: HashMap::new(),
-            incoming_snapshots: HashMap::new(),
-            heartbeat_sent: HashMap::new(),
-            last_leader: 0,
-            ticks: 0,
-            members,
             self_addr: config
                 .peers
                 .get(&config.id)
                 .copied()
                 .unwrap_or(self.local_addr),
-        };
-        let driver = tokio::spawn(driver.run());
-        {
-            let mut groups = lock(&self.groups);
-            // The router marks the node lost before it takes this lock to stop the groups:
-            // either it finds this group, or this check sees the mark.
-            let lost = self.lost_state();
-            if lost.is_some() {
-                driver.abort();
-            }
-            groups.insert(
-                group_id,
-                GroupEntry {
-                    events: events_tx,
-                    metrics: Arc::clone(&metrics),
-                    driver,
-                    apply_thread: Some(apply_thread),
-                },
-            );
-            if let Some(lost) = lost {
-                return Err(NodeError::LostState(lost));
-            }
+            proposal_bytes_max: config.proposal_bytes_max,
+            pending_proposals_max: config.pending_proposals_max,
+            pending_reads_max: config.pending_reads_max,
+            pending_asks_max: config.pending_proposals_max,
+            snapshot_tail_entries: config.snapshot_tail_entries,
+            snapshot_chunk_bytes: config.snapshot_chunk_bytes,
+            snapshot_bytes_max: config.snapshot_bytes_max,
+            snapshot_chunk_timeout_ticks: ticks(config.snapshot_chunk_timeout_ms),
+            apply_batches_max: config.apply_queue_batches_max as u64,
+            #[cfg(feature = "mutations")]
+            mutation: None,
         }
-        tracing::info!(group = %group_id, node = config.id, snapshot_index = snap.index, "group started");
+    }
+
+    /// Spawns the group's apply thread and driver task and registers the group.
+    fn launch<S: StateMachine>(
+        &self,
+        parts: GroupParts,
+        state_machine: S,
+    ) -> Result<Group<S>, NodeError> {
+        let config = &self.config;
+        let group_id = parts.group_id;
+        // The driver never blocks on an fsync: it appends, keeps stepping, and learns of
+        // durability from this listener. With a listener registered the WAL's fsync thread
+        // starts a round as soon as entries are written (group commit across whatever
+        // arrived meanwhile) rather than leaving it to a waiting caller.
+        let (durable_tx, durable_rx) = watch::channel(parts.wal.durable_index());
+        parts.wal.on_durable(move |index| {
+            let _ = durable_tx.send(index);
+        });
+        let (requests_tx, requests_rx) = mpsc::channel(config.group_queue_max);
+        let (events_tx, events_rx) = mpsc::channel(config.group_queue_max);
+        let (apply_tx, apply_rx) = mpsc::channel(config.apply_queue_batches_max);
+        let (applied_tx, applied_rx) = watch::channel(parts.snap.index);
+        let (leadership_tx, leadership_rx) = watch::channel(Leadership::default());
+        let state_machine = Arc::new(Mutex::new(state_machine));
+        let metrics = Arc::new(GroupMetrics::default());
+        let progress = Arc::new(ApplyProgress::default());
+        progress.applied.store(parts.snap.index, Ordering::Release);
+        let failure = Arc::new(Mutex::new(None));
+        let apply_thread = self.spawn_apply_thread(
+            &parts,
+            Arc::clone(&state_machine),
+            &metrics,
+            (&progress, applied_tx),
+            (events_tx.clone(), apply_rx),
+        )?;
+        let member_addrs = parts.members.members().clone();
+        let core = GroupCore::new(
+            self.core_config(group_id),
+            parts.raw,
+            parts.snap.index,
+            member_addrs,
+            Arc::clone(&metrics),
+        );
+        let inputs = Inputs {
+            requests: requests_rx,
+            events: events_rx,
+            events_tx: events_tx.clone(),
+            durable: durable_rx,
+            shutdown: self.shutdown.subscribe(),
+        };
+        let outputs = Outputs {
+            transport: parts.transport,
+            storage: parts.storage,
+            fsync: config.fsync,
+            apply_tx,
+            apply_progress: progress,
+            members: parts.members,
+            leadership: leadership_tx,
+            leader_service: parts.options.leader_service,
+            metrics: Arc::clone(&metrics),
+            failure: Arc::clone(&failure),
+        };
+        let driver = Driver::new(group_id, core, inputs, outputs, config.tick_interval_ms);
+        let driver = tokio::spawn(driver.run());
+        let entry = GroupEntry {
+            events: events_tx,
+            metrics: Arc::clone(&metrics),
+            failure,
+            driver,
+            apply_thread: Some(apply_thread),
+        };
+        self.register(group_id, entry)?;
+        tracing::info!(group = %group_id, node = config.id, snapshot_index = parts.snap.index, "group started");
         Ok(Group {
             id: group_id,
             requests: requests_tx,
             state_machine,
             applied: applied_rx,
+            leadership: leadership_rx,
             metrics,
             request_timeout_ms: config.request_timeout_ms,
             tick_interval_ms: config.tick_interval_ms,
         })
+    }
+
+    fn spawn_apply_thread<S: StateMachine>(
+        &self,
+        parts: &GroupParts,
+        state_machine: Arc<Mutex<S>>,
+        metrics: &Arc<GroupMetrics>,
+        (progress, applied_tx): (&Arc<ApplyProgress>, watch::Sender<Index>),
+        (events, batches): (mpsc::Sender<Event>, ApplyQueueRx<S::Output>),
+    ) -> Result<std::thread::JoinHandle<()>, NodeError> {
+        let config = &self.config;
+        let group_id = parts.group_id;
+        // The driver compacts the log behind each snapshot; if it is gone the group is
+        // stopping anyway.
+        let on_written: SnapshotWritten = Box::new(move |meta| {
+            let _ = events.blocking_send(Event::SnapshotTaken(meta));
+        });
+        let snapshotter = ThreadSnapshotter::new(
+            format!("ordo-snap-{}-{}", config.id, group_id.0),
+            on_written,
+        );
+        let identity = ApplierIdentity {
+            group_id,
+            node_id: config.id,
+            boot: self.boot,
+            restored: (parts.snap.index, parts.snap.term),
+        };
+        let thresholds = SnapshotThresholds {
+            entries: config.snapshot_entries,
+            bytes: config.snapshot_bytes,
+        };
+        let applier = Applier::new(
+            identity,
+            parts.storage.clone(),
+            Arc::clone(metrics),
+            thresholds,
+            snapshotter,
+        );
+        let thread = ApplyThread {
+            applier,
+            state_machine,
+            progress: Arc::clone(progress),
+            applied_tx,
+        };
+        std::thread::Builder::new()
+            .name(format!("ordo-apply-{}-{}", config.id, group_id.0))
+            .spawn(move || thread.run(batches))
+            .map_err(|e| NodeError::Storage {
+                group: group_id,
+                source: StorageFailure::SnapshotIo {
+                    dir: parts.wal.dir().display().to_string(),
+                    source: e,
+                },
+            })
+    }
+
+    fn register(&self, group_id: GroupId, entry: GroupEntry) -> Result<(), NodeError> {
+        let mut groups = lock(&self.groups);
+        // The router marks the node lost before it takes this lock to stop the groups:
+        // either it finds this group, or this check sees the mark.
+        let lost = self.lost_state();
+        if lost.is_some() {
+            entry.driver.abort();
+        }
+        groups.insert(group_id, entry);
+        match lost {
+            Some(lost) => Err(NodeError::LostState(lost)),
+            None => Ok(()),
+        }
     }
 
     /// Stops every group (each records its commit index), then the transport, and waits
@@ -627,6 +722,15 @@ impl Node {
         lock(&self.groups).get(&group).map(|g| g.metrics.snapshot())
     }
 
+    /// Why a group hosted here stopped on its own (its disk failed, its state machine
+    /// refused a snapshot, …), naming the file and offset where the storage gave them; `None`
+    /// while it runs.
+    pub fn group_failure(&self, group: GroupId) -> Option<String> {
+        lock(&self.groups)
+            .get(&group)
+            .and_then(|g| lock(&g.failure).clone())
+    }
+
     /// Whether a group's driver has stopped (on an error, or after shutdown).
     pub fn group_stopped(&self, group: GroupId) -> bool {
         lock(&self.groups)
@@ -645,6 +749,68 @@ impl Drop for Node {
             router.abort();
         }
     }
+}
+
+/// The WAL's options for a group of this node.
+fn wal_options(config: &NodeConfig) -> Options {
+    Options {
+        segment_bytes_max: config.segment_bytes_max,
+        record_bytes_max: (config.proposal_bytes_max + crate::ENVELOPE_BYTES + 4096) as u64,
+        durability: match config.fsync {
+            FsyncPolicy::Always => Durability::Always,
+            FsyncPolicy::Interval { interval_ms } => {
+                Durability::Interval(std::time::Duration::from_millis(interval_ms))
+            }
+            FsyncPolicy::Never => Durability::Never,
+        },
+        ..Options::default()
+    }
+}
+
+/// Records a new cluster's first snapshot at index 1 holding the initial voters and the
+/// state machine's initial state, so every member starts from the same point and a node
+/// added later receives the configuration with a snapshot.
+fn bootstrap(
+    wal: &Wal,
+    voters: &ordo_raft::ConfState,
+    initial: &[u8],
+) -> Result<(), StorageFailure> {
+    WalStorage::write_snapshot(wal, 1, 1, voters, initial)?;
+    wal.truncate_prefix(1)?;
+    wal.set_hard_state(ordo_wal::HardState {
+        term: 1,
+        vote: None,
+        commit: 1,
+    })?;
+    Ok(())
+}
+
+/// Restores `state_machine` from the newest snapshot and checks it agrees where it is.
+fn restore<S: StateMachine>(
+    group: GroupId,
+    storage: &WalStorage,
+    state_machine: &mut S,
+) -> Result<SnapshotMeta, NodeError> {
+    let snap = storage.snapshot_meta();
+    if snap.index > 0 {
+        let data = tokio::task::block_in_place(|| storage.read_snapshot_data())
+            .map_err(|source| NodeError::Storage { group, source })?;
+        state_machine
+            .restore(snap.index, &data)
+            .map_err(|source| NodeError::Restore { group, source })?;
+    }
+    let applied: Index = state_machine.applied_index();
+    if applied != snap.index {
+        let reason = format!(
+            "the state machine reports applied index {applied} but starts from the snapshot at {}",
+            snap.index
+        );
+        return Err(NodeError::Restore {
+            group,
+            source: crate::RestoreError::new(reason),
+        });
+    }
+    Ok(snap)
 }
 
 /// Lists a group in the identity file once its first hard state is on disk (a joining

@@ -460,6 +460,118 @@ impl WalStorage {
     }
 }
 
+/// A group's log storage as the group core and its runtime use it: the Raft core's
+/// read-only [`Storage`] view, the writes the core's commands ask for, and the bookkeeping
+/// the core notes in it. Implemented over the WAL ([`WalStorage`]) and by the simulator's
+/// disk. Methods take `&self`: the core's `RawNode` and the runtime share one storage.
+pub trait LogStore: Storage {
+    /// Installs a snapshot from the leader: writes it, discards the whole log and moves
+    /// the compaction point to it; durable on return.
+    fn install_snapshot(&self, snapshot: &Snapshot) -> Result<(), StorageFailure>;
+    /// Appends entries, first cutting stored entries at and after the first new index.
+    /// Returns the last index written; durable once [`LogStore::durable_index`] reaches it.
+    fn append(&self, entries: &[Entry]) -> Result<Option<Index>, StorageFailure>;
+    /// Replaces the hard state; durable on return.
+    fn set_hard_state(&self, hs: HardState) -> Result<(), StorageFailure>;
+    /// Discards entries through `through`, which a snapshot covers.
+    fn compact(&self, through: Index) -> Result<(), StorageFailure>;
+    /// Writes and installs a snapshot of this node's own state machine.
+    fn write_snapshot(
+        &self,
+        index: Index,
+        term: Term,
+        conf_state: &ConfState,
+        data: &[u8],
+    ) -> Result<(), StorageFailure>;
+    /// The highest index the log holds durably.
+    fn durable_index(&self) -> Index;
+    /// The newest snapshot's metadata.
+    fn snapshot_meta(&self) -> SnapshotMeta;
+    /// Records a snapshot this node took (already written by `write_snapshot`).
+    fn note_snapshot_taken(&self, meta: SnapshotMeta);
+    /// Records the configuration as of the core's applied index: a stored snapshot with
+    /// another one is not sent to followers.
+    fn set_conf_now(&self, conf_state: ConfState);
+    /// Whether the core asked for a snapshot storage could not give; clears the flag.
+    fn take_snapshot_wanted(&self) -> bool;
+    /// A read failure the core could not be told about, if any.
+    fn failure(&self) -> Option<String>;
+
+    /// Carries out a [`Persist`](crate::core::Persist) command, in the order the Raft core
+    /// requires: snapshot, entries, hard state. Returns the last index appended, which is
+    /// durable once [`LogStore::durable_index`] reaches it (the snapshot and the hard state
+    /// are durable on return). The hard state's commit index is only a hint for a restart
+    /// and is never recorded beyond what the log durably holds.
+    fn persist(&self, persist: &crate::core::Persist) -> Result<Option<Index>, StorageFailure> {
+        if let Some(snapshot) = &persist.snapshot {
+            self.install_snapshot(snapshot)?;
+        }
+        let last = self.append(&persist.entries)?;
+        if let Some(hs) = persist.hard_state {
+            self.record_hard_state(hs)?;
+        }
+        Ok(last)
+    }
+
+    /// Writes `hs` with its commit index bounded by the durable log.
+    fn record_hard_state(&self, hs: HardState) -> Result<(), StorageFailure> {
+        let commit = hs.commit.min(self.durable_index());
+        self.set_hard_state(HardState { commit, ..hs })
+    }
+}
+
+impl LogStore for WalStorage {
+    fn install_snapshot(&self, snapshot: &Snapshot) -> Result<(), StorageFailure> {
+        WalStorage::install_snapshot(self, snapshot)
+    }
+
+    fn append(&self, entries: &[Entry]) -> Result<Option<Index>, StorageFailure> {
+        WalStorage::append(self, entries)
+    }
+
+    fn set_hard_state(&self, hs: HardState) -> Result<(), StorageFailure> {
+        WalStorage::set_hard_state(self, hs)
+    }
+
+    fn compact(&self, through: Index) -> Result<(), StorageFailure> {
+        WalStorage::compact(self, through)
+    }
+
+    fn write_snapshot(
+        &self,
+        index: Index,
+        term: Term,
+        conf_state: &ConfState,
+        data: &[u8],
+    ) -> Result<(), StorageFailure> {
+        WalStorage::write_snapshot(&self.wal, index, term, conf_state, data)
+    }
+
+    fn durable_index(&self) -> Index {
+        self.wal.durable_index()
+    }
+
+    fn snapshot_meta(&self) -> SnapshotMeta {
+        WalStorage::snapshot_meta(self)
+    }
+
+    fn note_snapshot_taken(&self, meta: SnapshotMeta) {
+        WalStorage::note_snapshot_taken(self, meta)
+    }
+
+    fn set_conf_now(&self, conf_state: ConfState) {
+        WalStorage::set_conf_now(self, conf_state)
+    }
+
+    fn take_snapshot_wanted(&self) -> bool {
+        WalStorage::take_snapshot_wanted(self)
+    }
+
+    fn failure(&self) -> Option<String> {
+        WalStorage::failure(self)
+    }
+}
+
 impl Storage for WalStorage {
     fn initial_state(&self) -> RaftState {
         let inner = lock(&self.inner);

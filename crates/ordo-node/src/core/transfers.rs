@@ -1,97 +1,169 @@
-//! Streaming snapshots to lagging followers in chunks.
+//! Snapshot transfers: a leader streams a snapshot to a lagging follower in chunks.
 //!
-//! The core asks to send a whole snapshot in one message; the runtime instead streams its
-//! data in chunks of at most `snapshot_chunk_bytes`, one at a time: each chunk waits for
-//! the follower's acknowledgement (with a timeout) before the next is sent, so a transfer
-//! never floods the peer queue. Every chunk repeats the snapshot's metadata, total length
-//! and CRC32C; the follower reassembles the chunks in order (refusing gaps, overlaps and
-//! anything beyond `snapshot_bytes_max`), verifies the checksum, and only then gives the
-//! snapshot to its core, which asks the runtime to install it — written to a snapshot
-//! file and installed atomically by the WAL — in its next `Ready`. The leader reports the
-//! transfer's outcome to its core (`report_snapshot`).
+//! The Raft core asks to send a whole snapshot in one message; the group core instead
+//! streams its data in chunks of at most `snapshot_chunk_bytes`, one at a time: each chunk
+//! waits for the follower's acknowledgement (for at most `chunk_timeout_ticks`) before the
+//! next is sent, so a transfer never floods the peer queue. Every chunk repeats the
+//! snapshot's metadata, total length and CRC32C; the follower reassembles the chunks in
+//! order (refusing gaps, overlaps and anything beyond `snapshot_bytes_max`), verifies the
+//! checksum, and only then gives the snapshot to its Raft core, which asks for it to be
+//! installed in its next `Ready`. The leader reports the transfer's outcome to its Raft
+//! core (`report_snapshot`). One transfer per follower at a time.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ordo_raft::{NodeId, Snapshot, Term};
-use tokio::sync::mpsc;
 
-use crate::codec::{SnapshotAck, SnapshotChunk, WireMessage};
-use crate::driver::Event;
-use crate::group::GroupId;
-use crate::transport::{PeerMessage, Transport};
+use crate::codec::{SnapshotAck, SnapshotChunk};
 
-/// The sending side of one transfer.
-pub(crate) struct SnapshotSender {
-    pub(crate) transport: Arc<Transport>,
-    pub(crate) group_id: GroupId,
-    pub(crate) to: NodeId,
-    pub(crate) transfer_id: u64,
-    pub(crate) term: Term,
-    pub(crate) snapshot: Snapshot,
-    pub(crate) chunk_bytes: usize,
-    pub(crate) chunk_timeout: Duration,
-    pub(crate) acks: mpsc::Receiver<SnapshotAck>,
-    pub(crate) done: mpsc::Sender<Event>,
-    pub(crate) members: BTreeMap<NodeId, SocketAddr>,
+/// One transfer to a follower.
+#[derive(Debug)]
+struct Outgoing {
+    transfer_id: u64,
+    term: Term,
+    snapshot: Snapshot,
+    data_crc: u32,
+    /// Where the chunk in flight ends.
+    sent_end: u64,
+    /// When the chunk in flight was sent.
+    sent_at_ticks: u64,
 }
 
-impl SnapshotSender {
-    pub(crate) async fn run(mut self) {
-        let ok = self.stream().await;
-        let _ = self
-            .done
-            .send(Event::SnapshotSent {
-                to: self.to,
-                transfer_id: self.transfer_id,
-                ok,
-            })
-            .await;
+/// What an acknowledgement means for its transfer.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AckOutcome {
+    /// Not for a transfer in progress: ignore it.
+    Stale,
+    /// Send this next chunk.
+    Next(Box<SnapshotChunk>),
+    /// The transfer ended: whole (`true`), or refused by the follower.
+    Ended(bool),
+}
+
+/// The transfers this node streams to its followers, by follower.
+#[derive(Debug, Default)]
+pub(crate) struct OutgoingTransfers {
+    by_follower: BTreeMap<NodeId, Outgoing>,
+}
+
+impl OutgoingTransfers {
+    pub(crate) fn is_sending_to(&self, to: NodeId) -> bool {
+        self.by_follower.contains_key(&to)
     }
 
-    async fn stream(&mut self) -> bool {
-        let data = self.snapshot.data.clone();
-        let total = data.len() as u64;
-        let data_crc = crc32c::crc32c(&data);
-        let mut offset = 0usize;
-        loop {
-            let end = (offset + self.chunk_bytes).min(data.len());
-            let chunk = SnapshotChunk {
-                transfer_id: self.transfer_id,
-                term: self.term,
-                meta: self.snapshot.meta.clone(),
-                total_bytes: total,
-                data_crc,
-                offset: offset as u64,
-                data: data.slice(offset..end),
-                members: self.members.clone(),
-            };
-            let message = PeerMessage {
-                group_id: self.group_id.0,
-                payload: WireMessage::SnapshotChunk(chunk).encode(),
-            };
-            if let Err(error) = self.transport.send(self.to, message) {
-                tracing::warn!(group = %self.group_id, to = self.to, %error, "snapshot chunk not sent");
-                return false;
-            }
-            let ack = match tokio::time::timeout(self.chunk_timeout, self.acks.recv()).await {
-                Ok(Some(ack)) => ack,
-                Ok(None) => return false,
-                Err(_) => {
-                    tracing::warn!(group = %self.group_id, to = self.to, offset, "snapshot chunk not acknowledged in time");
-                    return false;
-                }
-            };
-            if !ack.ok || ack.next_offset != end as u64 {
-                return false;
-            }
-            if end == data.len() {
-                return true;
-            }
-            offset = end;
+    /// Starts a transfer and returns its first chunk.
+    pub(crate) fn start(
+        &mut self,
+        to: NodeId,
+        transfer_id: u64,
+        term: Term,
+        snapshot: Snapshot,
+        now_ticks: u64,
+        shape: ChunkShape<'_>,
+    ) -> SnapshotChunk {
+        assert!(!self.is_sending_to(to), "one transfer per follower");
+        let mut transfer = Outgoing {
+            transfer_id,
+            term,
+            data_crc: crc32c::crc32c(&snapshot.data),
+            snapshot,
+            sent_end: 0,
+            sent_at_ticks: now_ticks,
+        };
+        let chunk = transfer.chunk_from(0, now_ticks, shape);
+        self.by_follower.insert(to, transfer);
+        chunk
+    }
+
+    /// Handles a follower's acknowledgement.
+    pub(crate) fn on_ack(
+        &mut self,
+        from: NodeId,
+        ack: &SnapshotAck,
+        now_ticks: u64,
+        shape: ChunkShape<'_>,
+    ) -> AckOutcome {
+        let Some(transfer) = self.by_follower.get_mut(&from) else {
+            return AckOutcome::Stale;
+        };
+        if transfer.transfer_id != ack.transfer_id {
+            return AckOutcome::Stale;
+        }
+        let total = transfer.snapshot.data.len() as u64;
+        if !ack.ok || ack.next_offset != transfer.sent_end {
+            self.by_follower.remove(&from);
+            return AckOutcome::Ended(false);
+        }
+        if transfer.sent_end == total {
+            self.by_follower.remove(&from);
+            return AckOutcome::Ended(true);
+        }
+        let offset = transfer.sent_end;
+        AckOutcome::Next(Box::new(transfer.chunk_from(offset, now_ticks, shape)))
+    }
+
+    /// Ends a transfer (its chunk could not be sent); false if it was not in progress.
+    pub(crate) fn end(&mut self, to: NodeId, transfer_id: u64) -> bool {
+        let current = self
+            .by_follower
+            .get(&to)
+            .is_some_and(|t| t.transfer_id == transfer_id);
+        if current {
+            self.by_follower.remove(&to);
+        }
+        current
+    }
+
+    /// Ends and names the transfers whose chunk waited longer than `timeout_ticks`.
+    pub(crate) fn take_expired(&mut self, now_ticks: u64, timeout_ticks: u64) -> Vec<NodeId> {
+        let expired: Vec<NodeId> = self
+            .by_follower
+            .iter()
+            .filter(|(_, t)| now_ticks.saturating_sub(t.sent_at_ticks) > timeout_ticks)
+            .map(|(&to, _)| to)
+            .collect();
+        for to in &expired {
+            self.by_follower.remove(to);
+        }
+        expired
+    }
+
+    /// Ends every transfer (this node stopped leading).
+    pub(crate) fn clear(&mut self) -> Vec<NodeId> {
+        std::mem::take(&mut self.by_follower).into_keys().collect()
+    }
+}
+
+/// How chunks are cut, and what each carries besides data.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChunkShape<'a> {
+    /// Bytes of data per chunk.
+    pub(crate) chunk_bytes: usize,
+    /// The members' peer addresses, sent along for a follower that never saw the
+    /// membership changes that carried them.
+    pub(crate) members: &'a BTreeMap<NodeId, SocketAddr>,
+}
+
+impl Outgoing {
+    fn chunk_from(&mut self, offset: u64, now_ticks: u64, shape: ChunkShape<'_>) -> SnapshotChunk {
+        let data = &self.snapshot.data;
+        let start = usize::try_from(offset).expect("offsets are within the data");
+        let end = start
+            .saturating_add(shape.chunk_bytes.max(1))
+            .min(data.len());
+        self.sent_end = end as u64;
+        self.sent_at_ticks = now_ticks;
+        SnapshotChunk {
+            transfer_id: self.transfer_id,
+            term: self.term,
+            meta: self.snapshot.meta.clone(),
+            total_bytes: data.len() as u64,
+            data_crc: self.data_crc,
+            offset,
+            data: data.slice(start..end),
+            members: shape.members.clone(),
         }
     }
 }
@@ -119,6 +191,7 @@ pub(crate) struct Received {
 }
 
 /// A snapshot being reassembled from one sender.
+#[derive(Debug)]
 pub(crate) struct Incoming {
     first: SnapshotChunk,
     data: BytesMut,
