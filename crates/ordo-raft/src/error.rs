@@ -3,7 +3,13 @@
 use crate::types::{Index, NodeId};
 
 /// Errors a [`Storage`](crate::Storage) returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+///
+/// `Compacted`, `Unavailable` and `SnapshotTemporarilyUnavailable` are answers the core
+/// expects where they can legitimately occur (a follower behind the compacted prefix is
+/// sent a snapshot; a snapshot being produced is asked for again). [`StorageError::ReadFailed`],
+/// and any other error where the core cannot work around it, stops the node: see
+/// [`RawNode::storage_failure`](crate::RawNode::storage_failure).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StorageError {
     /// The requested index is below the first retained index (compacted into a snapshot).
     #[error("index is compacted into a snapshot")]
@@ -17,6 +23,20 @@ pub enum StorageError {
     /// The snapshot is being produced; ask again later.
     #[error("snapshot is temporarily unavailable")]
     SnapshotTemporarilyUnavailable,
+    /// Reading durable state failed: an I/O error or damaged data (a checksum mismatch).
+    /// The text is the storage's own description, naming what it could, such as the file
+    /// and byte offset.
+    #[error("storage read failed: {0}")]
+    ReadFailed(String),
+}
+
+impl StorageError {
+    /// Whether the error only says that the entry asked for is not held (behind the
+    /// compaction point or past the last index), which some callers handle as "no such
+    /// entry" rather than as a failure.
+    pub(crate) fn is_absent(&self) -> bool {
+        matches!(self, StorageError::Compacted | StorageError::Unavailable(_))
+    }
 }
 
 /// Errors the core returns to its runtime.

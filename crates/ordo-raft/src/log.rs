@@ -1,5 +1,10 @@
 //! The node's view of the replicated log: durable entries in `Storage` followed by the
 //! unstable tail, with the commit and apply positions (§5.3, §5.4).
+//!
+//! Every read that reaches `Storage` can fail. Methods that answer a question about the
+//! log (`match_term`, `is_up_to_date`, `maybe_append`, …) return the failure instead of
+//! an answer, so that no caller can mistake an unreadable entry for a missing or
+//! mismatching one; only `Compacted` and `Unavailable` are answers ("not held").
 
 use crate::error::StorageError;
 use crate::log_unstable::Unstable;
@@ -70,27 +75,36 @@ impl<S: Storage> RaftLog<S> {
         self.storage.term(index)
     }
 
-    pub(crate) fn last_term(&self) -> Term {
-        let last = self.last_index();
-        // The last index is always within the log or its snapshot, so a failure is a
-        // storage that breaks its own contract.
-        self.term(last)
-            .unwrap_or_else(|e| panic!("term of last index {last}: {e}"))
+    /// The term of the last entry. The last index is always within the log or its
+    /// snapshot, so any error (even `Compacted` or `Unavailable`, a storage breaking its
+    /// own contract) means the term cannot be known.
+    pub(crate) fn last_term(&self) -> Result<Term, StorageError> {
+        self.term(self.last_index())
     }
 
-    pub(crate) fn match_term(&self, index: Index, term: Term) -> bool {
-        self.term(index).is_ok_and(|t| t == term)
+    /// Whether the entry at `index` has `term`; an entry not held does not match.
+    pub(crate) fn match_term(&self, index: Index, term: Term) -> Result<bool, StorageError> {
+        match self.term(index) {
+            Ok(t) => Ok(t == term),
+            Err(e) if e.is_absent() => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// The voting rule (§5.4.1): a candidate's log is at least as up to date as ours if its
     /// last term is greater, or equal with an index at least as large.
-    pub(crate) fn is_up_to_date(&self, last_index: Index, last_term: Term) -> bool {
-        let our_term = self.last_term();
-        last_term > our_term || (last_term == our_term && last_index >= self.last_index())
+    pub(crate) fn is_up_to_date(
+        &self,
+        last_index: Index,
+        last_term: Term,
+    ) -> Result<bool, StorageError> {
+        let our_term = self.last_term()?;
+        Ok(last_term > our_term || (last_term == our_term && last_index >= self.last_index()))
     }
 
     /// The follower's side of AppendEntries (§5.3). Returns the last index the new entries
-    /// reach when the entry at `prev_index` has `prev_term`, `None` otherwise.
+    /// reach when the entry at `prev_index` has `prev_term`, `None` otherwise. Every read
+    /// happens before the log changes, so a failed read leaves the log as it was.
     pub(crate) fn maybe_append(
         &mut self,
         prev_index: Index,
@@ -98,17 +112,17 @@ impl<S: Storage> RaftLog<S> {
         leader_commit: Index,
         entries: Vec<Entry>,
         skip_prev_term_check: bool,
-    ) -> Option<Index> {
+    ) -> Result<Option<Index>, StorageError> {
         let prev_ok = if skip_prev_term_check {
             prev_index <= self.last_index() && prev_index + 1 >= self.first_index()
         } else {
-            self.match_term(prev_index, prev_term)
+            self.match_term(prev_index, prev_term)?
         };
         if !prev_ok {
-            return None;
+            return Ok(None);
         }
         let last_new = prev_index + entries.len() as u64;
-        let mut conflict = self.find_conflict(&entries);
+        let mut conflict = self.find_conflict(&entries)?;
         if skip_prev_term_check && conflict != 0 && conflict <= self.committed {
             // Without the check a leader can contradict our committed prefix; keep the
             // prefix (so the node stays runnable) and let the checkers see divergence.
@@ -129,7 +143,7 @@ impl<S: Storage> RaftLog<S> {
             self.append(entries);
         }
         self.commit_to(leader_commit.min(last_new));
-        Some(last_new)
+        Ok(Some(last_new))
     }
 
     /// Appends entries after the last index or over a conflicting uncommitted suffix.
@@ -149,25 +163,31 @@ impl<S: Storage> RaftLog<S> {
 
     /// The index of the first new entry that is absent or has a different term, 0 if every
     /// entry is already present.
-    fn find_conflict(&self, entries: &[Entry]) -> Index {
+    fn find_conflict(&self, entries: &[Entry]) -> Result<Index, StorageError> {
         for e in entries {
-            if !self.match_term(e.index, e.term) {
-                return e.index;
+            if !self.match_term(e.index, e.term)? {
+                return Ok(e.index);
             }
         }
-        0
+        Ok(0)
     }
 
     /// The largest index `<= index` whose term is `<= term`, with that term: the point
     /// below which two logs can still match when one of them rejected (`index`, `term`).
-    /// Walks one term at a time down the log, bounded by the first index.
-    pub(crate) fn find_conflict_by_term(&self, index: Index, term: Term) -> (Index, Term) {
+    /// Walks one term at a time down the log, bounded by the first index; below it the
+    /// term is not known and reported as 0.
+    pub(crate) fn find_conflict_by_term(
+        &self,
+        index: Index,
+        term: Term,
+    ) -> Result<(Index, Term), StorageError> {
         let mut i = index.min(self.last_index());
         loop {
             match self.term(i) {
                 Ok(t) if t > term && i > 0 => i -= 1,
-                Ok(t) => return (i, t),
-                Err(_) => return (i, 0),
+                Ok(t) => return Ok((i, t)),
+                Err(e) if e.is_absent() => return Ok((i, 0)),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -244,12 +264,21 @@ impl<S: Storage> RaftLog<S> {
 
     /// Advances the commit index to `index` if the entry there has term `term` — the
     /// leader's rule of §5.4.2 (`term` is the leader's current term).
-    pub(crate) fn maybe_commit(&mut self, index: Index, term: Option<Term>) -> bool {
-        if index > self.committed && term.is_none_or(|t| self.match_term(index, t)) {
-            self.commit_to(index);
-            return true;
+    pub(crate) fn maybe_commit(
+        &mut self,
+        index: Index,
+        term: Option<Term>,
+    ) -> Result<bool, StorageError> {
+        if index <= self.committed {
+            return Ok(false);
         }
-        false
+        if let Some(t) = term {
+            if !self.match_term(index, t)? {
+                return Ok(false);
+            }
+        }
+        self.commit_to(index);
+        Ok(true)
     }
 
     /// The highest index that may be handed out for applying: committed and durable
@@ -262,13 +291,18 @@ impl<S: Storage> RaftLog<S> {
         self.unstable.snapshot.is_none() && self.applying < self.max_appliable_index()
     }
 
-    pub(crate) fn next_committed_entries(&self, max_bytes: u64) -> Vec<Entry> {
+    /// The next committed entries to hand out for applying. They are committed and held
+    /// locally, so any error (even `Compacted` or `Unavailable`) means they cannot be
+    /// read.
+    pub(crate) fn next_committed_entries(
+        &self,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
         if !self.has_next_committed_entries() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let hi = self.max_appliable_index() + 1;
         self.slice(self.applying + 1, hi, max_bytes)
-            .unwrap_or_else(|e| panic!("committed entries from {}: {e}", self.applying + 1))
     }
 
     pub(crate) fn applied_to(&mut self, index: Index) {
@@ -337,9 +371,13 @@ mod tests {
     #[test]
     fn append_is_refused_when_prev_term_does_not_match() {
         let mut log = log_with(&[1, 1, 2]);
-        assert_eq!(log.maybe_append(3, 1, 0, vec![e(4, 3)], false), None);
-        assert_eq!(log.maybe_append(4, 2, 0, vec![e(5, 3)], false), None, "gap");
-        assert_eq!(log.maybe_append(3, 2, 0, vec![e(4, 3)], false), Some(4));
+        assert_eq!(log.maybe_append(3, 1, 0, vec![e(4, 3)], false), Ok(None));
+        assert_eq!(
+            log.maybe_append(4, 2, 0, vec![e(5, 3)], false),
+            Ok(None),
+            "gap"
+        );
+        assert_eq!(log.maybe_append(3, 2, 0, vec![e(4, 3)], false), Ok(Some(4)));
         assert_eq!(log.last_index(), 4);
     }
 
@@ -348,7 +386,7 @@ mod tests {
         let mut log = log_with(&[1, 1, 1, 1]);
         assert_eq!(
             log.maybe_append(1, 1, 2, vec![e(2, 1), e(3, 2)], false),
-            Some(3)
+            Ok(Some(3))
         );
         assert_eq!(
             log.last_index(),
@@ -362,33 +400,33 @@ mod tests {
     #[test]
     fn stale_append_does_not_truncate_newer_entries() {
         let mut log = log_with(&[1, 1, 1, 1]);
-        assert_eq!(log.maybe_append(1, 1, 0, vec![e(2, 1)], false), Some(2));
+        assert_eq!(log.maybe_append(1, 1, 0, vec![e(2, 1)], false), Ok(Some(2)));
         assert_eq!(log.last_index(), 4);
     }
 
     #[test]
     fn up_to_date_compares_last_term_then_last_index() {
         let log = log_with(&[1, 2, 2]);
-        assert!(log.is_up_to_date(1, 3));
-        assert!(log.is_up_to_date(3, 2));
-        assert!(!log.is_up_to_date(2, 2));
-        assert!(!log.is_up_to_date(9, 1));
+        assert_eq!(log.is_up_to_date(1, 3), Ok(true));
+        assert_eq!(log.is_up_to_date(3, 2), Ok(true));
+        assert_eq!(log.is_up_to_date(2, 2), Ok(false));
+        assert_eq!(log.is_up_to_date(9, 1), Ok(false));
     }
 
     #[test]
     fn find_conflict_by_term_skips_whole_terms() {
         let log = log_with(&[1, 1, 2, 2, 2, 4, 4]);
-        assert_eq!(log.find_conflict_by_term(7, 3), (5, 2));
-        assert_eq!(log.find_conflict_by_term(7, 4), (7, 4));
-        assert_eq!(log.find_conflict_by_term(9, 1), (2, 1));
-        assert_eq!(log.find_conflict_by_term(3, 0), (0, 0));
+        assert_eq!(log.find_conflict_by_term(7, 3), Ok((5, 2)));
+        assert_eq!(log.find_conflict_by_term(7, 4), Ok((7, 4)));
+        assert_eq!(log.find_conflict_by_term(9, 1), Ok((2, 1)));
+        assert_eq!(log.find_conflict_by_term(3, 0), Ok((0, 0)));
     }
 
     #[test]
     fn commit_requires_current_term_when_given() {
         let mut log = log_with(&[1, 2]);
-        assert!(!log.maybe_commit(1, Some(2)));
-        assert!(log.maybe_commit(2, Some(2)));
+        assert_eq!(log.maybe_commit(1, Some(2)), Ok(false));
+        assert_eq!(log.maybe_commit(2, Some(2)), Ok(true));
         assert_eq!(log.committed, 2);
     }
 
@@ -403,14 +441,78 @@ mod tests {
         assert_eq!(log.slice(4, 6, 0).unwrap().len(), 1);
     }
 
+    /// Storage whose term and entry reads fail, as a disk that returns checksum errors.
+    struct Unreadable(MemStorage);
+
+    fn read_failed() -> StorageError {
+        StorageError::ReadFailed("checksum mismatch in 1.log at offset 64".into())
+    }
+
+    impl Storage for Unreadable {
+        fn initial_state(&self) -> crate::storage::RaftState {
+            self.0.initial_state()
+        }
+        fn entries(&self, _: Index, _: Index, _: u64) -> Result<Vec<Entry>, StorageError> {
+            Err(read_failed())
+        }
+        fn term(&self, _: Index) -> Result<Term, StorageError> {
+            Err(read_failed())
+        }
+        fn first_index(&self) -> Index {
+            self.0.first_index()
+        }
+        fn last_index(&self) -> Index {
+            self.0.last_index()
+        }
+        fn snapshot(&self) -> Result<Snapshot, StorageError> {
+            self.0.snapshot()
+        }
+    }
+
+    fn unreadable_log_with(terms: &[Term]) -> RaftLog<Unreadable> {
+        let log = log_with(terms);
+        RaftLog::new(Unreadable(log.storage), 0, 0)
+    }
+
+    #[test]
+    fn a_failed_read_is_neither_a_match_nor_a_mismatch() {
+        let log = unreadable_log_with(&[1, 1, 2]);
+        assert_eq!(log.match_term(3, 2), Err(read_failed()));
+        assert_eq!(log.match_term(3, 1), Err(read_failed()));
+        // Past the end nothing is read: the entry is simply not held.
+        assert_eq!(log.match_term(4, 2), Ok(false));
+        assert_eq!(log.last_term(), Err(read_failed()));
+        assert_eq!(log.is_up_to_date(9, 9), Err(read_failed()));
+        assert_eq!(log.find_conflict_by_term(3, 1), Err(read_failed()));
+    }
+
+    #[test]
+    fn an_append_checked_against_an_unreadable_entry_changes_nothing() {
+        let mut log = unreadable_log_with(&[1, 1, 2]);
+        assert_eq!(
+            log.maybe_append(3, 2, 4, vec![e(4, 2)], false),
+            Err(read_failed())
+        );
+        assert_eq!((log.last_index(), log.committed), (3, 0));
+        assert!(log.unstable.entries.is_empty());
+    }
+
+    #[test]
+    fn committed_entries_that_cannot_be_read_are_an_error() {
+        let mut log = unreadable_log_with(&[1, 1]);
+        log.commit_to(2);
+        assert_eq!(log.next_committed_entries(u64::MAX), Err(read_failed()));
+        assert_eq!(log.applying, 0, "nothing was handed out");
+    }
+
     #[test]
     fn committed_entries_wait_for_local_durability() {
         let mut log = log_with(&[1, 1]);
         log.append(vec![e(3, 1)]);
         log.commit_to(3);
-        assert_eq!(log.next_committed_entries(u64::MAX).len(), 2);
+        assert_eq!(log.next_committed_entries(u64::MAX).unwrap().len(), 2);
         log.storage.append(&[e(3, 1)]);
         log.stable_to(3, 1);
-        assert_eq!(log.next_committed_entries(u64::MAX).len(), 3);
+        assert_eq!(log.next_committed_entries(u64::MAX).unwrap().len(), 3);
     }
 }

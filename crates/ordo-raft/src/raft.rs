@@ -1,12 +1,19 @@
 //! The Raft state machine: roles, elections, replication, commitment, reads, membership
 //! and leadership transfer. Section numbers refer to the Raft paper (Ongaro & Ousterhout,
 //! 2014) and, where marked "thesis", to Ongaro's dissertation.
+//!
+//! Handlers that read the log return `Result<_, StorageError>`: an error here always means
+//! a read failed (answers such as "compacted" are handled where they are expected), and
+//! `?` ends the handler before anything is decided from the read. [`RawNode`] records the
+//! failure and stops the node, so whatever the handler queued before failing never leaves.
+//!
+//! [`RawNode`]: crate::RawNode
 
 use bytes::Bytes;
 
 use crate::confchange;
 use crate::config::{Config, MutationKind, ReadOnlyOption};
-use crate::error::Error;
+use crate::error::{Error, StorageError};
 use crate::log::RaftLog;
 use crate::message::{ConflictHint, Message, MessageBody};
 use crate::prng::Prng;
@@ -158,7 +165,7 @@ impl<S: Storage> Raft<S> {
             let entries = r.log.slice(first, applied + 1, u64::MAX)?;
             for e in entries.iter().filter(|e| e.kind == EntryKind::ConfChange) {
                 if let Ok(cc) = ConfChange::decode(&e.data) {
-                    r.apply_conf_change(&cc);
+                    r.apply_conf_change(&cc)?;
                 }
             }
         }
@@ -215,24 +222,29 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Sends the follower the entries it lacks, or a snapshot when they are compacted.
-    /// Returns whether a message was sent.
-    fn maybe_send_append(&mut self, to: NodeId, send_if_empty: bool) -> bool {
+    /// Returns whether a message was sent. A failed read sends nothing: neither entries
+    /// nor a snapshot in their place.
+    fn maybe_send_append(&mut self, to: NodeId, send_if_empty: bool) -> Result<bool, StorageError> {
         let Some(pr) = self.tracker.progress.get(&to) else {
-            return false;
+            return Ok(false);
         };
         if pr.is_paused() {
-            return false;
+            return Ok(false);
         }
         let next = pr.next_index;
         let prev_index = next - 1;
-        let prev_term = self.log.term(prev_index);
-        let entries = self.log.entries(next, self.cfg.max_append_bytes);
-        let (prev_term, entries) = match (prev_term, entries) {
+        let (prev_term, entries) = match (
+            self.log.term(prev_index),
+            self.log.entries(next, self.cfg.max_append_bytes),
+        ) {
             (Ok(t), Ok(e)) => (t, e),
+            // A read that failed outright stops the node even if the other one only found
+            // its entry compacted (the guard is tried for both alternatives).
+            (Err(e), _) | (_, Err(e)) if !e.is_absent() => return Err(e),
             _ => return self.maybe_send_snapshot(to),
         };
         if entries.is_empty() && !send_if_empty {
-            return false;
+            return Ok(false);
         }
         let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
         let last = entries.last().map(|e| e.index);
@@ -249,20 +261,21 @@ impl<S: Storage> Raft<S> {
                 commit,
             },
         );
-        true
+        Ok(true)
     }
 
-    fn maybe_send_snapshot(&mut self, to: NodeId) -> bool {
+    fn maybe_send_snapshot(&mut self, to: NodeId) -> Result<bool, StorageError> {
         let Some(pr) = self.tracker.progress.get(&to) else {
-            return false;
+            return Ok(false);
         };
         if !pr.recent_active {
             // Do not ship a snapshot to a peer that may be down.
-            return false;
+            return Ok(false);
         }
         let snapshot = match self.log.snapshot() {
             Ok(s) if !s.is_empty() => s,
-            _ => return false,
+            Ok(_) | Err(StorageError::SnapshotTemporarilyUnavailable) => return Ok(false),
+            Err(e) => return Err(e),
         };
         if let Some(pr) = self.tracker.progress.get_mut(&to) {
             pr.become_snapshot(snapshot.meta.index);
@@ -274,7 +287,7 @@ impl<S: Storage> Raft<S> {
             "sending snapshot"
         );
         self.send_term(to, MessageBody::Snapshot { snapshot });
-        true
+        Ok(true)
     }
 
     fn peers(&self) -> Vec<NodeId> {
@@ -287,19 +300,20 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Sends pending appends to every follower (called when a `Ready` is built).
-    pub(crate) fn flush_bcast(&mut self) {
+    pub(crate) fn flush_bcast(&mut self) -> Result<(), StorageError> {
         if !self.need_bcast || self.role != StateRole::Leader {
             self.need_bcast = false;
-            return;
+            return Ok(());
         }
         self.need_bcast = false;
         let send_empty = self.log.committed > self.last_bcast_commit;
         self.last_bcast_commit = self.log.committed;
         for id in self.peers() {
-            self.maybe_send_append(id, send_empty);
+            self.maybe_send_append(id, send_empty)?;
             // Pipelining: fill the in-flight window (bounded by `max_inflight_msgs`).
-            while self.maybe_send_append(id, false) {}
+            while self.maybe_send_append(id, false)? {}
         }
+        Ok(())
     }
 
     fn bcast_heartbeat(&mut self) {
@@ -402,7 +416,7 @@ impl<S: Storage> Raft<S> {
         tracing::debug!(node = self.id, term, "became candidate");
     }
 
-    fn become_leader(&mut self) {
+    fn become_leader(&mut self) -> Result<(), StorageError> {
         assert_ne!(
             self.role,
             StateRole::Follower,
@@ -428,28 +442,30 @@ impl<S: Storage> Raft<S> {
         // The no-op of §8: committing an entry of the new term commits everything before
         // it (§5.4.2) and tells the leader its commit index is current (thesis §6.4).
         let index = self.log.last_index() + 1;
-        self.append_entries(vec![Entry::new(term, index, Bytes::new())]);
+        self.append_entries(vec![Entry::new(term, index, Bytes::new())])
     }
 
     // ---- Elections ---------------------------------------------------------------------
 
-    pub(crate) fn tick(&mut self) {
+    pub(crate) fn tick(&mut self) -> Result<(), StorageError> {
         self.now_ticks += 1;
         if self.role == StateRole::Leader {
             self.tick_heartbeat();
+            Ok(())
         } else {
-            self.tick_election();
+            self.tick_election()
         }
     }
 
-    fn tick_election(&mut self) {
+    fn tick_election(&mut self) -> Result<(), StorageError> {
         self.election_elapsed_ticks += 1;
         if self.promotable()
             && self.election_elapsed_ticks >= self.randomized_election_timeout_ticks
         {
             self.election_elapsed_ticks = 0;
-            self.hup(false);
+            self.hup(false)?;
         }
+        Ok(())
     }
 
     fn tick_heartbeat(&mut self) {
@@ -502,12 +518,12 @@ impl<S: Storage> Raft<S> {
 
     /// Starts an election unless this node is leader, cannot vote, or has configuration
     /// changes committed but not yet applied (it might not be a voter after them).
-    pub(crate) fn hup(&mut self, transfer: bool) {
+    pub(crate) fn hup(&mut self, transfer: bool) -> Result<(), StorageError> {
         if self.role == StateRole::Leader || !self.promotable() {
-            return;
+            return Ok(());
         }
-        if self.has_unapplied_conf_change() {
-            return;
+        if self.has_unapplied_conf_change()? {
+            return Ok(());
         }
         let kind = if transfer {
             CampaignKind::Transfer
@@ -516,21 +532,25 @@ impl<S: Storage> Raft<S> {
         } else {
             CampaignKind::Election
         };
-        self.campaign(kind);
+        self.campaign(kind)
     }
 
-    fn has_unapplied_conf_change(&self) -> bool {
+    /// Entries between the applied and the commit index are committed and held, so a
+    /// failure to read them is a failure, not a reason to campaign anyway.
+    fn has_unapplied_conf_change(&self) -> Result<bool, StorageError> {
         let (lo, hi) = (self.log.applied + 1, self.log.committed + 1);
         if lo >= hi {
-            return false;
+            return Ok(false);
         }
-        match self.log.slice(lo, hi, u64::MAX) {
-            Ok(entries) => entries.iter().any(|e| e.kind == EntryKind::ConfChange),
-            Err(_) => false,
-        }
+        let entries = self.log.slice(lo, hi, u64::MAX)?;
+        Ok(entries.iter().any(|e| e.kind == EntryKind::ConfChange))
     }
 
-    fn campaign(&mut self, kind: CampaignKind) {
+    fn campaign(&mut self, kind: CampaignKind) -> Result<(), StorageError> {
+        // Read before changing role or term: a log whose last term cannot be read asks
+        // for no votes, and the node stays as it was.
+        let last_log_index = self.log.last_index();
+        let last_log_term = self.log.last_term()?;
         let vote_term = if kind == CampaignKind::PreElection {
             self.become_pre_candidate();
             // The pre-candidate's own answer needs no durability: it changes nothing.
@@ -543,11 +563,8 @@ impl<S: Storage> Raft<S> {
             self.term
         };
         if kind == CampaignKind::PreElection && self.tracker.tally().2 == VoteResult::Won {
-            self.campaign(CampaignKind::Election);
-            return;
+            return self.campaign(CampaignKind::Election);
         }
-        let last_log_index = self.log.last_index();
-        let last_log_term = self.log.last_term();
         for id in self.tracker.config.voters.ids() {
             if id == self.id {
                 continue;
@@ -566,27 +583,28 @@ impl<S: Storage> Raft<S> {
             };
             self.send(id, vote_term, body);
         }
+        Ok(())
     }
 
     /// The runtime made this Ready's hard state durable: a candidate may now count the
     /// vote it cast for itself.
-    pub(crate) fn on_vote_persisted(&mut self) {
+    pub(crate) fn on_vote_persisted(&mut self) -> Result<(), StorageError> {
         if !self.self_vote_pending || self.role != StateRole::Candidate {
-            return;
+            return Ok(());
         }
         self.self_vote_pending = false;
         let id = self.id;
         self.tracker.record_vote(id, true);
-        self.check_election_result();
+        self.check_election_result()
     }
 
-    fn check_election_result(&mut self) {
+    fn check_election_result(&mut self) -> Result<(), StorageError> {
         match self.tracker.tally().2 {
             VoteResult::Won => {
                 if self.role == StateRole::PreCandidate {
-                    self.campaign(CampaignKind::Election);
+                    self.campaign(CampaignKind::Election)?;
                 } else {
-                    self.become_leader();
+                    self.become_leader()?;
                 }
             }
             VoteResult::Lost => {
@@ -595,6 +613,7 @@ impl<S: Storage> Raft<S> {
             }
             VoteResult::Pending => {}
         }
+        Ok(())
     }
 
     // ---- Stepping messages -----------------------------------------------------------
@@ -671,27 +690,24 @@ impl<S: Storage> Raft<S> {
                 last_log_term,
                 ..
             } => {
-                self.handle_vote_request(m.from, m.term, last_log_index, last_log_term, false);
+                self.handle_vote_request(m.from, m.term, last_log_index, last_log_term, false)?;
                 Ok(())
             }
             MessageBody::RequestPreVote {
                 last_log_index,
                 last_log_term,
             } => {
-                self.handle_vote_request(m.from, m.term, last_log_index, last_log_term, true);
+                self.handle_vote_request(m.from, m.term, last_log_index, last_log_term, true)?;
                 Ok(())
             }
-            _ => match self.role {
-                StateRole::Leader => self.step_leader(m),
-                StateRole::Candidate | StateRole::PreCandidate => {
-                    self.step_candidate(m);
-                    Ok(())
+            _ => {
+                match self.role {
+                    StateRole::Leader => self.step_leader(m)?,
+                    StateRole::Candidate | StateRole::PreCandidate => self.step_candidate(m)?,
+                    StateRole::Follower => self.step_follower(m)?,
                 }
-                StateRole::Follower => {
-                    self.step_follower(m);
-                    Ok(())
-                }
-            },
+                Ok(())
+            }
         }
     }
 
@@ -702,14 +718,15 @@ impl<S: Storage> Raft<S> {
         last_log_index: Index,
         last_log_term: Term,
         pre: bool,
-    ) {
+    ) -> Result<(), StorageError> {
         let can_vote = self.vote == from
             || (self.vote == INVALID_ID && self.leader_id == INVALID_ID)
             || (pre && msg_term > self.term);
         // The voting rule (§5.4.1): only a candidate whose log is at least as up to date
-        // as ours can hold every committed entry.
+        // as ours can hold every committed entry. A log we cannot read answers nothing:
+        // neither a grant nor a refusal.
         let up_to_date = self.mutation(MutationKind::GrantVoteWithoutLogCheck)
-            || self.log.is_up_to_date(last_log_index, last_log_term);
+            || self.log.is_up_to_date(last_log_index, last_log_term)?;
         if can_vote && up_to_date {
             if pre {
                 self.send(
@@ -731,43 +748,49 @@ impl<S: Storage> Raft<S> {
         } else {
             self.send_term(from, MessageBody::RequestVoteResponse { reject: true });
         }
+        Ok(())
     }
 
-    fn step_leader(&mut self, m: Message) -> Result<(), Error> {
+    fn step_leader(&mut self, m: Message) -> Result<(), StorageError> {
         let from = m.from;
         match m.body {
             MessageBody::AppendResponse { index, reject } => {
-                self.handle_append_response(from, index, reject)
+                self.handle_append_response(from, index, reject)?;
             }
             MessageBody::HeartbeatResponse { context, sent_tick } => {
-                self.handle_heartbeat_response(from, context, sent_tick)
+                self.handle_heartbeat_response(from, context, sent_tick)?;
             }
             MessageBody::ReadIndex { context } if self.tracker.progress.contains_key(&from) => {
-                // A follower's read: errors (queue full) are dropped; it retries.
-                let _ = self.handle_read_index(from, context);
+                // A follower's read: refusals (queue full) are dropped; it retries.
+                storage_failure_of(self.handle_read_index(from, context))?;
             }
             MessageBody::TransferLeader { target } => {
-                let _ = self.handle_transfer_leader(target);
+                storage_failure_of(self.handle_transfer_leader(target))?;
             }
             _ => {}
         }
         Ok(())
     }
 
-    fn handle_append_response(&mut self, from: NodeId, index: Index, reject: Option<ConflictHint>) {
+    fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        index: Index,
+        reject: Option<ConflictHint>,
+    ) -> Result<(), StorageError> {
         let last_index = self.log.last_index();
         let Some(pr) = self.tracker.progress.get_mut(&from) else {
-            return;
+            return Ok(());
         };
         pr.recent_active = true;
         if let Some(hint) = reject {
             // Fast back-tracking (§5.3): skip every entry of the conflicting term at once.
             let mut next_probe = hint.index;
             if hint.term > 0 {
-                next_probe = self.log.find_conflict_by_term(hint.index, hint.term).0;
+                next_probe = self.log.find_conflict_by_term(hint.index, hint.term)?.0;
             }
             let Some(pr) = self.tracker.progress.get_mut(&from) else {
-                return;
+                return Ok(());
             };
             if pr.lost_acknowledged(index, hint.index, next_probe) {
                 tracing::warn!(
@@ -776,24 +799,24 @@ impl<S: Storage> Raft<S> {
                     last_index = hint.index,
                     "peer lost entries it had acknowledged; probing it again"
                 );
-                self.maybe_send_append(from, true);
-                return;
+                self.maybe_send_append(from, true)?;
+                return Ok(());
             }
             if pr.maybe_decr_to(index, next_probe) {
                 if pr.state == ProgressState::Replicate {
                     pr.become_probe();
                 }
-                self.maybe_send_append(from, true);
+                self.maybe_send_append(from, true)?;
             }
-            return;
+            return Ok(());
         }
         if index > last_index {
             // An acknowledgement of entries we never sent: ignore it.
-            return;
+            return Ok(());
         }
         let old_paused = pr.is_paused();
         if !pr.maybe_update(index) {
-            return;
+            return Ok(());
         }
         let first_index = self.log.first_index();
         match pr.state {
@@ -806,23 +829,29 @@ impl<S: Storage> Raft<S> {
             ProgressState::Replicate => pr.inflights.free_le(index),
         }
         let match_index = pr.match_index;
-        if self.maybe_commit() {
+        if self.maybe_commit()? {
             self.need_bcast = true;
         } else if old_paused {
-            self.maybe_send_append(from, true);
+            self.maybe_send_append(from, true)?;
         }
         // Pipelining: keep the window full.
-        while self.maybe_send_append(from, false) {}
+        while self.maybe_send_append(from, false)? {}
         if self.lead_transferee == Some(from) && match_index == self.log.last_index() {
             self.send_timeout_now(from);
         }
+        Ok(())
     }
 
-    fn handle_heartbeat_response(&mut self, from: NodeId, context: Bytes, sent_tick: u64) {
+    fn handle_heartbeat_response(
+        &mut self,
+        from: NodeId,
+        context: Bytes,
+        sent_tick: u64,
+    ) -> Result<(), StorageError> {
         let last_index = self.log.last_index();
         let now = self.now_ticks;
         let Some(pr) = self.tracker.progress.get_mut(&from) else {
-            return;
+            return Ok(());
         };
         pr.recent_active = true;
         pr.probe_sent = false;
@@ -832,13 +861,13 @@ impl<S: Storage> Raft<S> {
             pr.inflights.free_first_one();
         }
         if pr.match_index < last_index {
-            self.maybe_send_append(from, true);
+            self.maybe_send_append(from, true)?;
         }
         if context.is_empty() {
-            return;
+            return Ok(());
         }
         let Some(acks) = self.read_only.recv_ack(from, &context) else {
-            return;
+            return Ok(());
         };
         let won = self
             .tracker
@@ -846,11 +875,12 @@ impl<S: Storage> Raft<S> {
             .voters
             .vote_result(|id| Some(acks.contains(&id)));
         if won != VoteResult::Won {
-            return;
+            return Ok(());
         }
         for status in self.read_only.advance(&context) {
             self.respond_read(status);
         }
+        Ok(())
     }
 
     /// Whether the leader lease holds (thesis §6.4.1): a quorum acknowledged heartbeats
@@ -893,10 +923,8 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    fn committed_entry_in_current_term(&self) -> bool {
-        self.log
-            .term(self.log.committed)
-            .is_ok_and(|t| t == self.term)
+    fn committed_entry_in_current_term(&self) -> Result<bool, StorageError> {
+        self.log.match_term(self.log.committed, self.term)
     }
 
     /// ReadIndex on the leader (thesis §6.4).
@@ -910,7 +938,7 @@ impl<S: Storage> Raft<S> {
         {
             return Err(Error::DuplicateReadContext);
         }
-        if !self.committed_entry_in_current_term() {
+        if !self.committed_entry_in_current_term()? {
             // Our commit index may lag the previous leader's until our no-op commits.
             self.pending_reads.push((from, context));
             return Ok(());
@@ -945,18 +973,19 @@ impl<S: Storage> Raft<S> {
         Ok(())
     }
 
-    fn release_pending_reads(&mut self) {
-        if self.pending_reads.is_empty() || !self.committed_entry_in_current_term() {
-            return;
+    fn release_pending_reads(&mut self) -> Result<(), StorageError> {
+        if self.pending_reads.is_empty() || !self.committed_entry_in_current_term()? {
+            return Ok(());
         }
         for (from, context) in std::mem::take(&mut self.pending_reads) {
-            let _ = self.handle_read_index(from, context);
+            storage_failure_of(self.handle_read_index(from, context))?;
         }
+        Ok(())
     }
 
     /// Advances the commit index to what a quorum holds, under the §5.4.2 rule that only
     /// entries of the current term are committed by counting replicas.
-    pub(crate) fn maybe_commit(&mut self) -> bool {
+    pub(crate) fn maybe_commit(&mut self) -> Result<bool, StorageError> {
         let index = self.tracker.committed();
         let term = if self.mutation(MutationKind::CommitPreviousTermByCounting) {
             None
@@ -964,18 +993,18 @@ impl<S: Storage> Raft<S> {
             Some(self.term)
         };
         let index = index.min(self.log.last_index());
-        if self.log.maybe_commit(index, term) {
-            self.release_pending_reads();
-            return true;
+        if self.log.maybe_commit(index, term)? {
+            self.release_pending_reads()?;
+            return Ok(true);
         }
-        false
+        Ok(false)
     }
 
-    fn step_candidate(&mut self, m: Message) {
+    fn step_candidate(&mut self, m: Message) -> Result<(), StorageError> {
         match m.body {
             MessageBody::Append { .. } => {
                 self.become_follower(m.term, m.from);
-                self.handle_append(m);
+                self.handle_append(m)?;
             }
             MessageBody::Heartbeat { .. } => {
                 self.become_follower(m.term, m.from);
@@ -983,33 +1012,34 @@ impl<S: Storage> Raft<S> {
             }
             MessageBody::Snapshot { .. } => {
                 self.become_follower(m.term, m.from);
-                self.handle_snapshot(m);
+                self.handle_snapshot(m)?;
             }
             MessageBody::RequestPreVoteResponse { reject }
                 if self.role == StateRole::PreCandidate && m.term >= self.term =>
             {
                 self.tracker.record_vote(m.from, !reject);
-                self.check_election_result();
+                self.check_election_result()?;
             }
             MessageBody::RequestVoteResponse { reject } if self.role == StateRole::Candidate => {
                 self.tracker.record_vote(m.from, !reject);
                 if self.self_vote_pending && self.tracker.tally().2 == VoteResult::Won {
                     // Even with a quorum of others, wait for our own vote to be durable
                     // before leading: a lost vote could be cast again in this term.
-                    return;
+                    return Ok(());
                 }
-                self.check_election_result();
+                self.check_election_result()?;
             }
             _ => {}
         }
+        Ok(())
     }
 
-    fn step_follower(&mut self, m: Message) {
+    fn step_follower(&mut self, m: Message) -> Result<(), StorageError> {
         match m.body {
             MessageBody::Append { .. } => {
                 self.election_elapsed_ticks = 0;
                 self.leader_id = m.from;
-                self.handle_append(m);
+                self.handle_append(m)?;
             }
             MessageBody::Heartbeat { .. } => {
                 self.election_elapsed_ticks = 0;
@@ -1019,20 +1049,23 @@ impl<S: Storage> Raft<S> {
             MessageBody::Snapshot { .. } => {
                 self.election_elapsed_ticks = 0;
                 self.leader_id = m.from;
-                self.handle_snapshot(m);
+                self.handle_snapshot(m)?;
             }
             MessageBody::TimeoutNow => {
                 // Leadership transfer: campaign at once, bypassing pre-vote and leases.
-                self.hup(true);
+                self.hup(true)?;
             }
             MessageBody::ReadIndexResponse { index, context } => {
                 self.read_states.push(ReadState { index, context });
             }
             _ => {}
         }
+        Ok(())
     }
 
-    fn handle_append(&mut self, m: Message) {
+    /// The follower's side of AppendEntries. An entry it cannot read is neither
+    /// acknowledged nor rejected with a hint computed from it: it answers nothing.
+    fn handle_append(&mut self, m: Message) -> Result<(), StorageError> {
         let from = m.from;
         let MessageBody::Append {
             prev_index,
@@ -1041,14 +1074,14 @@ impl<S: Storage> Raft<S> {
             commit,
         } = m.body
         else {
-            return;
+            return Ok(());
         };
         // Reject malformed input rather than corrupt the log: entries must follow
         // `prev_index` consecutively with terms no newer than the sender's.
         let mut last_term = 0;
         for (expect, e) in (prev_index + 1..).zip(entries.iter()) {
             if e.index != expect || e.term > m.term || e.term < last_term {
-                return;
+                return Ok(());
             }
             last_term = e.term;
         }
@@ -1061,12 +1094,12 @@ impl<S: Storage> Raft<S> {
                     reject: None,
                 },
             );
-            return;
+            return Ok(());
         }
         let skip = self.mutation(MutationKind::SkipPrevTermCheck);
         match self
             .log
-            .maybe_append(prev_index, prev_term, commit, entries, skip)
+            .maybe_append(prev_index, prev_term, commit, entries, skip)?
         {
             Some(last_new) => {
                 self.send_term(
@@ -1079,7 +1112,7 @@ impl<S: Storage> Raft<S> {
             }
             None => {
                 let probe = prev_index.min(self.log.last_index());
-                let (index, term) = self.log.find_conflict_by_term(probe, prev_term);
+                let (index, term) = self.log.find_conflict_by_term(probe, prev_term)?;
                 self.send_term(
                     from,
                     MessageBody::AppendResponse {
@@ -1089,6 +1122,7 @@ impl<S: Storage> Raft<S> {
                 );
             }
         }
+        Ok(())
     }
 
     fn handle_heartbeat(&mut self, m: Message) {
@@ -1108,11 +1142,11 @@ impl<S: Storage> Raft<S> {
         );
     }
 
-    fn handle_snapshot(&mut self, m: Message) {
+    fn handle_snapshot(&mut self, m: Message) -> Result<(), StorageError> {
         let MessageBody::Snapshot { snapshot } = m.body else {
-            return;
+            return Ok(());
         };
-        let index = if self.restore(snapshot) {
+        let index = if self.restore(snapshot)? {
             self.log.last_index()
         } else {
             self.log.committed
@@ -1124,26 +1158,27 @@ impl<S: Storage> Raft<S> {
                 reject: None,
             },
         );
+        Ok(())
     }
 
     /// Installs a leader's snapshot (§7). Returns false when it is stale or already
     /// covered by our log.
-    fn restore(&mut self, snapshot: Snapshot) -> bool {
+    fn restore(&mut self, snapshot: Snapshot) -> Result<bool, StorageError> {
         let meta = &snapshot.meta;
         if meta.index <= self.log.committed {
-            return false;
+            return Ok(false);
         }
         // The snapshot's configuration may not include us: a node added after the
         // snapshot was taken learns of its own addition from the entries that follow.
         let cs = &meta.conf_state;
         if !TrackerConfig::from_conf_state(&meta.conf_state).is_valid() {
             // Malformed input: refuse it rather than adopt an impossible configuration.
-            return false;
+            return Ok(false);
         }
-        if self.log.match_term(meta.index, meta.term) {
+        if self.log.match_term(meta.index, meta.term)? {
             // Our log already holds the snapshot's last entry: just commit up to it.
             self.log.commit_to(meta.index);
-            return false;
+            return Ok(false);
         }
         let config = TrackerConfig::from_conf_state(cs);
         let next = meta.index + 1;
@@ -1155,7 +1190,7 @@ impl<S: Storage> Raft<S> {
         );
         self.log.restore(snapshot);
         self.tracker.apply_config(config, Default::default(), next);
-        true
+        Ok(true)
     }
 
     // ---- Local requests --------------------------------------------------------------
@@ -1202,7 +1237,7 @@ impl<S: Storage> Raft<S> {
             .collect();
         if entries.is_empty() {
             return Ok(EntryId {
-                term: self.log.last_term(),
+                term: self.log.last_term()?,
                 index,
             });
         }
@@ -1216,20 +1251,21 @@ impl<S: Storage> Raft<S> {
             });
         }
         self.uncommitted_bytes += bytes;
-        self.append_entries(entries);
+        self.append_entries(entries)?;
         Ok(EntryId { term, index })
     }
 
-    fn append_entries(&mut self, entries: Vec<Entry>) {
+    fn append_entries(&mut self, entries: Vec<Entry>) -> Result<(), StorageError> {
         let last = self.log.append(entries);
         if self.mutation(MutationKind::AckAppendBeforeDurable) {
             let id = self.id;
             if let Some(pr) = self.tracker.progress.get_mut(&id) {
                 pr.maybe_update(last);
             }
-            self.maybe_commit();
+            self.maybe_commit()?;
         }
         self.need_bcast = true;
+        Ok(())
     }
 
     pub(crate) fn propose_conf_change(&mut self, cc: &ConfChange) -> Result<EntryId, Error> {
@@ -1246,13 +1282,13 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Applies a committed configuration change (called as the entry is applied).
-    pub(crate) fn apply_conf_change(&mut self, cc: &ConfChange) {
+    pub(crate) fn apply_conf_change(&mut self, cc: &ConfChange) -> Result<(), StorageError> {
         let next = match confchange::apply(&self.tracker.config, cc) {
             Ok(next) => next,
             Err(e) => {
                 // Every node rejects the same committed change the same way.
                 tracing::warn!(node = self.id, error = %e, "ignoring committed configuration change");
-                return;
+                return Ok(());
             }
         };
         tracing::info!(node = self.id, conf_state = ?next.to_conf_state(), "configuration changed");
@@ -1260,7 +1296,7 @@ impl<S: Storage> Raft<S> {
         let next_index = self.log.last_index() + 1;
         self.tracker.apply_config(next, progress, next_index);
         if self.role != StateRole::Leader {
-            return;
+            return Ok(());
         }
         if let Some(t) = self.lead_transferee {
             if !self.tracker.is_voter(t) {
@@ -1270,9 +1306,9 @@ impl<S: Storage> Raft<S> {
         if !self.tracker.config.voters.contains(self.id) {
             // Removed leader (thesis §4.2.2): having committed its own removal it tells
             // the followers the commit index, then steps down and stays silent.
-            self.maybe_commit();
+            self.maybe_commit()?;
             self.need_bcast = true;
-            self.flush_bcast();
+            self.flush_bcast()?;
             let term = self.term;
             tracing::info!(
                 node = self.id,
@@ -1280,23 +1316,28 @@ impl<S: Storage> Raft<S> {
                 "removed from the configuration; stepping down"
             );
             self.become_follower(term, INVALID_ID);
-            return;
+            return Ok(());
         }
-        self.maybe_commit();
+        self.maybe_commit()?;
         self.need_bcast = true;
-        self.maybe_auto_leave();
+        self.maybe_auto_leave()
     }
 
     /// A leader whose applied configuration is joint with `auto_leave` proposes leaving
     /// it — including a leader elected after the joint configuration was entered.
-    pub(crate) fn maybe_auto_leave(&mut self) {
+    pub(crate) fn maybe_auto_leave(&mut self) -> Result<(), StorageError> {
         if self.role == StateRole::Leader
             && self.tracker.config.auto_leave
             && self.tracker.config.voters.is_joint()
             && self.pending_conf_index <= self.log.applied
         {
-            let _ = self.propose_conf_change(&ConfChange::leave_joint());
+            // A refusal (a transfer in progress) is retried after the next apply.
+            storage_failure_of(
+                self.propose_conf_change(&ConfChange::leave_joint())
+                    .map(drop),
+            )?;
         }
+        Ok(())
     }
 
     /// Tells `target` to campaign at once. Its vote requests bypass the voters' lease
@@ -1327,7 +1368,7 @@ impl<S: Storage> Raft<S> {
         if caught_up {
             self.send_timeout_now(target);
         } else {
-            self.maybe_send_append(target, true);
+            self.maybe_send_append(target, true)?;
         }
         Ok(())
     }
@@ -1389,19 +1430,20 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Entries up to (`index`, `term`) are durable locally.
-    pub(crate) fn on_persisted(&mut self, index: Index, term: Term) {
+    pub(crate) fn on_persisted(&mut self, index: Index, term: Term) -> Result<(), StorageError> {
         self.log.stable_to(index, term);
         if self.role != StateRole::Leader {
-            return;
+            return Ok(());
         }
         let persisted = self.log.persisted_index();
         let id = self.id;
         if let Some(pr) = self.tracker.progress.get_mut(&id) {
             pr.maybe_update(persisted);
         }
-        if self.maybe_commit() {
+        if self.maybe_commit()? {
             self.need_bcast = true;
         }
+        Ok(())
     }
 
     /// Entries up to `index` were applied; `bytes` is their payload total.
@@ -1418,5 +1460,14 @@ impl<S: Storage> Raft<S> {
 
     pub(crate) fn election_elapsed(&self) -> u64 {
         self.election_elapsed_ticks
+    }
+}
+
+/// The storage failure in a result whose other errors the caller drops (a follower's read
+/// refused because the queue is full, say): those are refusals, a failed read is not.
+fn storage_failure_of(result: Result<(), Error>) -> Result<(), StorageError> {
+    match result {
+        Err(Error::Storage(e)) => Err(e),
+        _ => Ok(()),
     }
 }

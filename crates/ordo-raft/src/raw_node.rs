@@ -1,12 +1,35 @@
 //! The runtime's handle on one Raft group: feed it inputs, take a [`Ready`], carry it
 //! out, call [`RawNode::advance`].
+//!
+//! # Storage failures
+//!
+//! When a read from [`Storage`] fails (an I/O error, a checksum mismatch: any error where
+//! the core cannot carry on without the answer), the node stops. It records the error
+//! (the first one: a stopped node reads nothing more) and the input that met it returns
+//! it as [`Error::Storage`] (`tick`, which returns nothing, leaves it to
+//! [`RawNode::storage_failure`]). From then on:
+//!
+//! - every input that returns a `Result` returns [`Error::Storage`] with that error and
+//!   changes nothing; `tick`, `report_unreachable` and `report_snapshot` do nothing;
+//! - [`RawNode::has_ready`] is false and [`RawNode::ready`] hands out an empty `Ready`:
+//!   whatever the failing input had queued (messages, entries, a hard state) is dropped.
+//!   Nothing decided after the failure leaves, so the node never grants a vote,
+//!   acknowledges an append or sends entries on the strength of a read that failed;
+//!   dropping the rest is what a lost message or a crash before an fsync does anyway;
+//! - a `Ready` handed out *before* the failure is still carried out as usual (it was
+//!   decided on reads that succeeded); `advance` and its halves then do nothing;
+//! - [`RawNode::storage_failure`] returns the error, with the storage's own description,
+//!   so that the runtime can stop the group and say why.
+//!
+//! The node keeps the role, term and indexes it had; it is not restarted in place. The
+//! runtime reopens its storage (or replaces the node) to go on.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{Error, StorageError};
 use crate::message::Message;
 use crate::raft::{EntryId, Raft, SnapshotStatus, StateRole};
 use crate::storage::Storage;
@@ -146,6 +169,9 @@ pub struct RawNode<S: Storage> {
     prev_hard: HardState,
     outstanding: Option<ReadyRecord>,
     unapplied: VecDeque<ApplyBatch>,
+    /// The first storage read that failed; the node is stopped once this is set (see the
+    /// module documentation).
+    storage_failure: Option<StorageError>,
 }
 
 impl<S: Storage> RawNode<S> {
@@ -166,32 +192,86 @@ impl<S: Storage> RawNode<S> {
             prev_hard,
             outstanding: None,
             unapplied: VecDeque::new(),
+            storage_failure: None,
         })
     }
 
-    /// Advances logical time by one tick: drives election timeouts and heartbeats.
+    /// The storage read failure that stopped this node, if one did: the first error the
+    /// storage returned where the core could not do without the answer, with the
+    /// storage's own description (for a disk, the file and byte offset).
+    pub fn storage_failure(&self) -> Option<&StorageError> {
+        self.storage_failure.as_ref()
+    }
+
+    /// Stops the node on its first storage failure.
+    fn record_storage_failure(&mut self, error: StorageError) {
+        if self.storage_failure.is_some() {
+            return;
+        }
+        tracing::error!(
+            node = self.raft.id,
+            term = self.raft.term,
+            %error,
+            "storage read failed; the node stops"
+        );
+        let r = &mut self.raft;
+        // Decided from state that could not be read in full: none of it may leave.
+        r.msgs.clear();
+        r.msgs_after_persist.clear();
+        r.read_states.clear();
+        r.need_bcast = false;
+        self.storage_failure = Some(error);
+    }
+
+    /// Refuses an input once the node has stopped.
+    fn check_running(&self) -> Result<(), Error> {
+        match &self.storage_failure {
+            Some(e) => Err(Error::Storage(e.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a storage failure an input ran into; the input returns it.
+    fn note<T>(&mut self, result: Result<T, Error>) -> Result<T, Error> {
+        if let Err(Error::Storage(e)) = &result {
+            self.record_storage_failure(e.clone());
+        }
+        result
+    }
+
+    /// Advances logical time by one tick: drives election timeouts and heartbeats. A
+    /// storage failure met on the way (reading the log to campaign) is reported by
+    /// [`RawNode::storage_failure`].
     pub fn tick(&mut self) {
-        self.raft.tick();
+        if self.storage_failure.is_some() {
+            return;
+        }
+        if let Err(e) = self.raft.tick() {
+            self.record_storage_failure(e);
+        }
     }
 
     /// Feeds a message from a peer. Stale or malformed messages are ignored.
     pub fn step(&mut self, message: Message) -> Result<(), Error> {
-        self.raft.step(message)
+        self.check_running()?;
+        let result = self.raft.step(message);
+        self.note(result)
     }
 
     /// Starts an election now (as an elapsed election timeout would).
     pub fn campaign(&mut self) -> Result<(), Error> {
+        self.check_running()?;
         if !self.raft.promotable() {
             return Err(Error::UnknownNode(self.raft.id));
         }
-        self.raft.hup(false);
-        Ok(())
+        let result = self.raft.hup(false).map_err(Error::from);
+        self.note(result)
     }
 
     /// Proposes `data` for the log. On a follower this fails with
     /// [`Error::NotLeader`] naming the leader to forward to, or [`Error::NoLeader`].
     pub fn propose(&mut self, data: Bytes) -> Result<EntryId, Error> {
-        self.raft.propose(EntryKind::Normal, [data])
+        self.propose_batch([data])
     }
 
     /// Proposes several entries at once; returns the id of the last. All or none are
@@ -200,34 +280,46 @@ impl<S: Storage> RawNode<S> {
         &mut self,
         datas: impl IntoIterator<Item = Bytes>,
     ) -> Result<EntryId, Error> {
-        self.raft.propose(EntryKind::Normal, datas)
+        self.check_running()?;
+        let result = self.raft.propose(EntryKind::Normal, datas);
+        self.note(result)
     }
 
     /// Proposes a membership change. One change may be pending at a time.
     pub fn propose_conf_change(&mut self, cc: &ConfChange) -> Result<EntryId, Error> {
-        self.raft.propose_conf_change(cc)
+        self.check_running()?;
+        let result = self.raft.propose_conf_change(cc);
+        self.note(result)
     }
 
     /// Requests a linearizable read tagged with `context` (unique per request). The
     /// answer arrives as a [`ReadState`] in a later `Ready`; a follower forwards the
     /// request to the leader.
     pub fn read_index(&mut self, context: Bytes) -> Result<(), Error> {
-        self.raft.read_index(context)
+        self.check_running()?;
+        let result = self.raft.read_index(context);
+        self.note(result)
     }
 
     /// Asks the leader to hand leadership to `target` (forwarded from a follower).
     pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), Error> {
-        self.raft.transfer_leader(target)
+        self.check_running()?;
+        let result = self.raft.transfer_leader(target);
+        self.note(result)
     }
 
     /// The transport could not reach `id`; the leader stops streaming to it and probes.
     pub fn report_unreachable(&mut self, id: NodeId) {
-        self.raft.report_unreachable(id);
+        if self.storage_failure.is_none() {
+            self.raft.report_unreachable(id);
+        }
     }
 
     /// Reports the outcome of sending a snapshot to `id`.
     pub fn report_snapshot(&mut self, id: NodeId, status: SnapshotStatus) {
-        self.raft.report_snapshot(id, status);
+        if self.storage_failure.is_none() {
+            self.raft.report_snapshot(id, status);
+        }
     }
 
     fn soft_state(&self) -> SoftState {
@@ -237,10 +329,11 @@ impl<S: Storage> RawNode<S> {
         }
     }
 
-    /// Whether [`RawNode::ready`] has anything to hand out.
+    /// Whether [`RawNode::ready`] has anything to hand out. Always false once a storage
+    /// read has failed.
     pub fn has_ready(&self) -> bool {
         let r = &self.raft;
-        if self.outstanding.is_some() {
+        if self.outstanding.is_some() || self.storage_failure.is_some() {
             return false;
         }
         self.soft_state() != self.prev_soft
@@ -256,6 +349,10 @@ impl<S: Storage> RawNode<S> {
 
     /// Collects the work to do. See [`Ready`] for the order in which to carry it out.
     ///
+    /// Empty once a storage read has failed, including when reading what this `Ready`
+    /// would hand out (entries to send, committed entries) fails: see
+    /// [`RawNode::storage_failure`].
+    ///
     /// # Panics
     /// If the previous `Ready` has not been acknowledged with [`RawNode::advance`].
     pub fn ready(&mut self) -> Ready {
@@ -263,7 +360,21 @@ impl<S: Storage> RawNode<S> {
             self.outstanding.is_none(),
             "ready() called before advance() of the previous Ready"
         );
-        self.raft.flush_bcast();
+        if self.storage_failure.is_some() {
+            return Ready::default();
+        }
+        if let Err(e) = self.raft.flush_bcast() {
+            self.record_storage_failure(e);
+            return Ready::default();
+        }
+        let max_bytes = self.raft.cfg.max_committed_bytes_per_ready;
+        let committed_entries = match self.raft.log.next_committed_entries(max_bytes) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.record_storage_failure(e);
+                return Ready::default();
+            }
+        };
         let r = &mut self.raft;
         let soft = SoftState {
             leader_id: r.leader_id,
@@ -272,9 +383,6 @@ impl<S: Storage> RawNode<S> {
         let hs = r.hard_state();
         let entries = r.log.unstable.entries.clone();
         let snapshot = r.log.unstable.snapshot.clone();
-        let committed_entries = r
-            .log
-            .next_committed_entries(r.cfg.max_committed_bytes_per_ready);
         let apply = match (committed_entries.first(), committed_entries.last()) {
             (Some(first), Some(last)) => {
                 r.log.applying_to(last.index);
@@ -339,6 +447,15 @@ impl<S: Storage> RawNode<S> {
         let Some(rec) = self.outstanding.take() else {
             return;
         };
+        if self.storage_failure.is_some() {
+            return;
+        }
+        if let Err(e) = self.advance_append_record(rec) {
+            self.record_storage_failure(e);
+        }
+    }
+
+    fn advance_append_record(&mut self, rec: ReadyRecord) -> Result<(), StorageError> {
         self.prev_hard = rec.hard_state;
         let r = &mut self.raft;
         if let Some(index) = rec.snapshot_index {
@@ -358,25 +475,39 @@ impl<S: Storage> RawNode<S> {
         }
         if let Some((index, term)) = rec.last_entry {
             // The contract: storage returns what the Ready asked to persist before
-            // `advance`. Catch a runtime that forgot, before it loses the entries.
-            let stored = r.log.storage.term(index);
-            assert!(
-                stored.is_ok() || r.log.storage.first_index() > index,
-                "advance(): entry {index} of the Ready is not in storage ({stored:?})"
-            );
-            r.on_persisted(index, term);
+            // `advance`. Catch a runtime that forgot, before it loses the entries. A read
+            // that fails proves nothing either way: the node stops without counting them.
+            match r.log.storage.term(index) {
+                Ok(_) => {}
+                Err(e) if e.is_absent() => assert!(
+                    r.log.storage.first_index() > index,
+                    "advance(): entry {index} of the Ready is not in storage ({e:?})"
+                ),
+                Err(e) => return Err(e),
+            }
+            r.on_persisted(index, term)?;
         }
         if rec.hard_state.term == r.term && rec.hard_state.vote == r.id {
-            r.on_vote_persisted();
+            r.on_vote_persisted()?;
         }
         if let Some(batch) = rec.apply {
             self.unapplied.push_back(batch);
         }
+        Ok(())
     }
 
     /// The state machine has applied every committed entry handed out up to `index`.
     /// Configuration changes among them take effect now, in order.
     pub fn advance_apply_to(&mut self, index: Index) {
+        if self.storage_failure.is_some() {
+            return;
+        }
+        if let Err(e) = self.apply_to(index) {
+            self.record_storage_failure(e);
+        }
+    }
+
+    fn apply_to(&mut self, index: Index) -> Result<(), StorageError> {
         let r = &mut self.raft;
         while let Some(batch) = self.unapplied.front_mut() {
             if batch.first_index > index {
@@ -389,7 +520,7 @@ impl<S: Storage> RawNode<S> {
                 };
                 // The change takes effect as its entry is applied, not before.
                 r.on_applied(i, 0);
-                r.apply_conf_change(&cc);
+                r.apply_conf_change(&cc)?;
             }
             if upto == batch.last_index {
                 r.on_applied(upto, batch.bytes);
@@ -400,7 +531,7 @@ impl<S: Storage> RawNode<S> {
                 break;
             }
         }
-        r.maybe_auto_leave();
+        r.maybe_auto_leave()
     }
 
     /// This node's id.
