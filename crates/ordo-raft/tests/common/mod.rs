@@ -1,23 +1,138 @@
-//! A small in-memory cluster for scenario tests: nodes with `MemStorage`, a message queue
-//! the test controls, and the `Ready` loop carried out exactly as `Ready` documents.
+//! A small in-memory cluster for scenario tests: nodes with `MemStorage` (or
+//! [`FailingStorage`] over it), a message queue the test controls, and the `Ready` loop
+//! carried out exactly as `Ready` documents.
 
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use ordo_raft::{
-    ConfState, Config, Entry, EntryKind, MemStorage, Message, MessageBody, NodeId, RawNode,
-    ReadState, StateRole, Storage,
+    ConfState, Config, Entry, EntryKind, Index, MemStorage, Message, MessageBody, NodeId,
+    RaftState, RawNode, ReadState, Snapshot, StateRole, Storage, StorageError, Term,
 };
 
 /// Decides which messages the network drops.
 pub type MessageFilter = Box<dyn Fn(&Message) -> bool>;
 
-pub struct Cluster {
-    pub nodes: BTreeMap<NodeId, RawNode<MemStorage>>,
+/// The storage a test cluster runs on: a `MemStorage`, possibly wrapped.
+pub trait TestStorage: Storage + Clone {
+    fn from_mem(mem: MemStorage) -> Self;
+    /// What the disk holds, read without going through `Storage` (so without faults).
+    fn mem(&self) -> &MemStorage;
+    fn mem_mut(&mut self) -> &mut MemStorage;
+}
+
+impl TestStorage for MemStorage {
+    fn from_mem(mem: MemStorage) -> Self {
+        mem
+    }
+    fn mem(&self) -> &MemStorage {
+        self
+    }
+    fn mem_mut(&mut self) -> &mut MemStorage {
+        self
+    }
+}
+
+/// Which `Storage` reads fail. Shared by every clone of one node's storage, so a test
+/// flips it while the node runs.
+#[derive(Debug, Default)]
+pub struct ReadFaults {
+    terms: Cell<bool>,
+    entries: Cell<bool>,
+    /// Reads that failed, so a test can tell that the core did read.
+    failed_reads: Cell<u64>,
+}
+
+/// A `MemStorage` whose `term` and `entries` reads can be made to fail from a chosen
+/// moment on, as a disk that starts returning I/O or checksum errors does. Writes still
+/// go through; a read that fails says where, as a real storage's description would.
+#[derive(Clone, Debug, Default)]
+pub struct FailingStorage {
+    mem: MemStorage,
+    faults: Rc<ReadFaults>,
+}
+
+impl FailingStorage {
+    /// From now on every `term` read fails.
+    pub fn fail_terms(&self) {
+        self.faults.terms.set(true);
+    }
+
+    /// From now on every `entries` read fails.
+    pub fn fail_entries(&self) {
+        self.faults.entries.set(true);
+    }
+
+    /// Reads that failed so far.
+    pub fn failed_reads(&self) -> u64 {
+        self.faults.failed_reads.get()
+    }
+
+    fn failure(&self, index: Index) -> StorageError {
+        self.faults
+            .failed_reads
+            .set(self.faults.failed_reads.get() + 1);
+        StorageError::ReadFailed(format!(
+            "checksum mismatch in 00000000000000000001.log at the record of index {index}"
+        ))
+    }
+}
+
+impl TestStorage for FailingStorage {
+    fn from_mem(mem: MemStorage) -> Self {
+        FailingStorage {
+            mem,
+            faults: Rc::default(),
+        }
+    }
+    fn mem(&self) -> &MemStorage {
+        &self.mem
+    }
+    fn mem_mut(&mut self) -> &mut MemStorage {
+        &mut self.mem
+    }
+}
+
+impl Storage for FailingStorage {
+    fn initial_state(&self) -> RaftState {
+        self.mem.initial_state()
+    }
+
+    fn entries(&self, lo: Index, hi: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+        if self.faults.entries.get() {
+            return Err(self.failure(lo));
+        }
+        self.mem.entries(lo, hi, max_bytes)
+    }
+
+    fn term(&self, index: Index) -> Result<Term, StorageError> {
+        if self.faults.terms.get() {
+            return Err(self.failure(index));
+        }
+        self.mem.term(index)
+    }
+
+    fn first_index(&self) -> Index {
+        self.mem.first_index()
+    }
+
+    fn last_index(&self) -> Index {
+        self.mem.last_index()
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        self.mem.snapshot()
+    }
+}
+
+pub struct Cluster<S: TestStorage = MemStorage> {
+    pub nodes: BTreeMap<NodeId, RawNode<S>>,
     /// Storage of crashed nodes, kept for restart.
-    pub crashed: BTreeMap<NodeId, MemStorage>,
+    pub crashed: BTreeMap<NodeId, S>,
     /// Messages sent and not yet delivered, in send order.
     pub queue: VecDeque<Message>,
     /// Directed links that drop messages.
@@ -36,7 +151,7 @@ pub struct Cluster {
     pub async_io: bool,
     pub pending_io: BTreeMap<NodeId, PendingIo>,
     /// What each node's disk holds after its last completed fsync (async mode).
-    pub durable: BTreeMap<NodeId, MemStorage>,
+    pub durable: BTreeMap<NodeId, S>,
     /// Apply committed entries later than they are handed out (`advance_append`, then
     /// `advance_apply_to` at `apply_one`).
     pub split_apply: bool,
@@ -82,6 +197,17 @@ impl Cluster {
         learners: &[NodeId],
         cfg: impl Fn(NodeId) -> Config + 'static,
     ) -> Cluster {
+        Cluster::on_storage(voters, learners, cfg)
+    }
+}
+
+impl<S: TestStorage> Cluster<S> {
+    /// Voters and learners on storage of type `S`.
+    pub fn on_storage(
+        voters: &[NodeId],
+        learners: &[NodeId],
+        cfg: impl Fn(NodeId) -> Config + 'static,
+    ) -> Cluster<S> {
         let cs = ConfState {
             learners: learners.to_vec(),
             ..ConfState::with_voters(voters.to_vec())
@@ -104,7 +230,7 @@ impl Cluster {
             pending_apply: BTreeMap::new(),
         };
         for &id in voters.iter().chain(learners) {
-            let storage = MemStorage::new_with_conf_state(cs.clone());
+            let storage = S::from_mem(MemStorage::new_with_conf_state(cs.clone()));
             c.durable.insert(id, storage.clone());
             c.nodes
                 .insert(id, RawNode::new((c.config)(id), storage).unwrap());
@@ -114,16 +240,17 @@ impl Cluster {
 
     /// Adds a node with empty storage (it learns the configuration from the leader).
     pub fn add_empty_node(&mut self, id: NodeId) {
-        let node = RawNode::new((self.config)(id), MemStorage::new()).unwrap();
-        self.durable.insert(id, MemStorage::new());
+        let storage = S::from_mem(MemStorage::new());
+        self.durable.insert(id, storage.clone());
+        let node = RawNode::new((self.config)(id), storage).unwrap();
         self.nodes.insert(id, node);
     }
 
-    pub fn node(&self, id: NodeId) -> &RawNode<MemStorage> {
+    pub fn node(&self, id: NodeId) -> &RawNode<S> {
         &self.nodes[&id]
     }
 
-    pub fn node_mut(&mut self, id: NodeId) -> &mut RawNode<MemStorage> {
+    pub fn node_mut(&mut self, id: NodeId) -> &mut RawNode<S> {
         self.nodes.get_mut(&id).unwrap()
     }
 
@@ -144,12 +271,13 @@ impl Cluster {
             let rd = node.ready();
             self.queue.extend(rd.messages);
             let node = self.nodes.get_mut(&id).unwrap();
+            let disk = node.storage_mut().mem_mut();
             if let Some(snap) = rd.snapshot.clone() {
-                node.storage_mut().apply_snapshot(snap).unwrap();
+                disk.apply_snapshot(snap).unwrap();
             }
-            node.storage_mut().append_owned(rd.entries);
+            disk.append_owned(rd.entries);
             if let Some(hs) = rd.hard_state {
-                node.storage_mut().set_hard_state(hs);
+                disk.set_hard_state(hs);
             }
             let io = PendingIo {
                 persisted_messages: rd.persisted_messages,
@@ -234,7 +362,7 @@ impl Cluster {
 
     /// Adds a node with storage bootstrapped with `conf_state`.
     pub fn add_node_with(&mut self, id: NodeId, conf_state: ConfState) {
-        let storage = MemStorage::new_with_conf_state(conf_state);
+        let storage = S::from_mem(MemStorage::new_with_conf_state(conf_state));
         self.durable.insert(id, storage.clone());
         let node = RawNode::new((self.config)(id), storage).unwrap();
         self.nodes.insert(id, node);
@@ -255,7 +383,18 @@ impl Cluster {
         if deliverable {
             let to = m.to;
             self.delivered.push(m.clone());
-            self.nodes.get_mut(&to).unwrap().step(m).unwrap();
+            let node = self.nodes.get_mut(&to).unwrap();
+            if let Err(e) = node.step(m) {
+                // The only refusal of a message is a node stopped by its storage.
+                assert_eq!(
+                    Some(&e),
+                    node.storage_failure()
+                        .cloned()
+                        .map(ordo_raft::Error::Storage)
+                        .as_ref(),
+                    "node {to} refused a message"
+                );
+            }
             self.process_ready(to);
         }
         true
@@ -400,7 +539,8 @@ impl Cluster {
             .get(&id)
             .map(|n| n.storage())
             .or(self.crashed.get(&id))
-            .unwrap();
+            .unwrap()
+            .mem();
         let (lo, hi) = (s.first_index(), s.last_index() + 1);
         s.entries(lo, hi, u64::MAX)
             .unwrap()
@@ -415,7 +555,8 @@ impl Cluster {
             .get(&id)
             .map(|n| n.storage())
             .or(self.crashed.get(&id))
-            .unwrap();
+            .unwrap()
+            .mem();
         let (lo, hi) = (s.first_index(), s.last_index() + 1);
         s.entries(lo, hi, u64::MAX)
             .unwrap()
@@ -549,7 +690,7 @@ pub fn render(m: &Message) -> String {
     format!("{}->{} t{} {body}", m.from, m.to, m.term)
 }
 
-impl Cluster {
+impl<S: TestStorage> Cluster<S> {
     /// The delivered messages since the last call, rendered, followed by every node's
     /// role, term, commit index and log.
     pub fn take_trace(&mut self) -> String {
