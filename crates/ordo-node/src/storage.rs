@@ -83,8 +83,8 @@ pub struct WalStorage {
     /// Set when the core asked for a snapshot that is missing or predates the current
     /// configuration; the runtime then takes a fresh one.
     snapshot_wanted: Arc<AtomicBool>,
-    /// Set when a read failed for a reason `StorageError` cannot express (I/O,
-    /// corruption); the runtime stops the group.
+    /// The first read that failed (I/O, corruption), as reported to the core in
+    /// `StorageError::ReadFailed`; the runtime polls it and stops the group.
     failed: Arc<Mutex<Option<String>>>,
     /// The newest entries appended, as they were handed to the WAL.
     recent: Arc<Mutex<RecentEntries>>,
@@ -437,25 +437,27 @@ impl WalStorage {
         self.snapshot_wanted.swap(false, Ordering::AcqRel)
     }
 
-    /// A read failure the core could not be told about, if any.
+    /// The first read that failed, if any: the text the core was given in
+    /// [`StorageError::ReadFailed`] (for the WAL, naming the file and byte offset).
     pub fn failure(&self) -> Option<String> {
         lock(&self.failed).clone()
     }
 
-    fn fail(&self, error: ordo_wal::Error) -> StorageError {
-        tracing::error!(dir = %self.wal.dir().display(), %error, "log read failed");
+    /// Records a failed read and returns it as the core's error.
+    fn fail(&self, reason: String) -> StorageError {
+        tracing::error!(dir = %self.wal.dir().display(), error = %reason, "log read failed");
         let mut failed = lock(&self.failed);
         if failed.is_none() {
-            *failed = Some(error.to_string());
+            *failed = Some(reason.clone());
         }
-        StorageError::SnapshotTemporarilyUnavailable
+        StorageError::ReadFailed(reason)
     }
 
     fn map_err(&self, error: ordo_wal::Error) -> StorageError {
         match error {
             ordo_wal::Error::Compacted { .. } => StorageError::Compacted,
             ordo_wal::Error::Unavailable { index, .. } => StorageError::Unavailable(index),
-            other => self.fail(other),
+            other => self.fail(other.to_string()),
         }
     }
 }
@@ -597,10 +599,12 @@ impl Storage for WalStorage {
             let kind = match entry_kind_from_u8(e.kind) {
                 Ok(kind) => kind,
                 Err(_) => {
-                    return Err(self.fail(ordo_wal::Error::InvalidOptions(format!(
-                        "entry {} has unknown kind {}",
-                        e.index, e.kind
-                    ))))
+                    let malformed = StorageFailure::Malformed {
+                        what: "log entry",
+                        dir: self.wal.dir().display().to_string(),
+                        reason: format!("entry {} has unknown kind {}", e.index, e.kind),
+                    };
+                    return Err(self.fail(malformed.to_string()));
                 }
             };
             out.push(Entry {
@@ -654,9 +658,22 @@ impl Storage for WalStorage {
                 }
                 // A newer snapshot was installed meanwhile; the next attempt picks it up.
                 Ok(_) => return Err(StorageError::SnapshotTemporarilyUnavailable),
-                Err(error) => {
-                    tracing::error!(%error, "reading the snapshot to send failed");
+                Err(error @ StorageFailure::SnapshotTooLarge { .. }) => {
+                    // Readable, but over the configured limit: a later, smaller snapshot
+                    // may fit, so this is no disk failure.
+                    tracing::error!(%error, "the snapshot to send is too large");
                     return Err(StorageError::SnapshotTemporarilyUnavailable);
+                }
+                Err(error) => {
+                    let latest = self.wal.latest_snapshot();
+                    if latest
+                        .is_some_and(|l| (l.last_index, l.last_term) != (meta.index, meta.term))
+                    {
+                        // A newer snapshot replaced the file between finding and opening
+                        // it; the next attempt reads the new one.
+                        return Err(StorageError::SnapshotTemporarilyUnavailable);
+                    }
+                    return Err(self.fail(error.to_string()));
                 }
             },
         };
@@ -829,6 +846,73 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    /// Flips a bit in the first occurrence of `needle` in the file at `path`, as a disk
+    /// that damages data it holds would.
+    fn damage(path: &std::path::Path, needle: &[u8]) {
+        let mut bytes = std::fs::read(path).unwrap();
+        let at = bytes
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .expect("the bytes are in the file");
+        bytes[at] ^= 0x10;
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    fn files_ending(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(suffix))
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn a_damaged_record_is_a_failed_read_naming_its_file_and_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = open_wal(dir.path());
+        let entries: Vec<ordo_wal::Entry> = (1..=4)
+            .map(|i| ordo_wal::Entry::new(i, 1, 0, Bytes::from(format!("payload-{i}"))))
+            .collect();
+        wal.append(&entries).unwrap();
+        wal.sync().unwrap();
+        let storage = WalStorage::open(Arc::clone(&wal), 1 << 20).unwrap();
+        let segment = files_ending(dir.path(), ".log").remove(0);
+        damage(&segment, b"payload-2");
+
+        let text = match storage.entries(1, 5, u64::MAX) {
+            Err(StorageError::ReadFailed(text)) => text,
+            other => panic!("expected a failed read, got {other:?}"),
+        };
+        assert!(
+            text.contains(&segment.display().to_string()) && text.contains("at byte"),
+            "{text}"
+        );
+        assert_eq!(storage.failure(), Some(text));
+        // Entries before the damage read; they are not the failure.
+        assert_eq!(storage.entries(1, 2, u64::MAX).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_damaged_snapshot_file_is_a_failed_read_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = open_wal(dir.path());
+        let cs = ConfState::with_voters([1, 2, 3]);
+        WalStorage::write_snapshot(&wal, 1, 1, &cs, b"the-snapshot-state").unwrap();
+        wal.truncate_prefix(1).unwrap();
+        let storage = WalStorage::open(wal, 1 << 20).unwrap();
+        let file = files_ending(dir.path(), ".snap").remove(0);
+        damage(&file, b"the-snapshot-state");
+
+        let text = match storage.snapshot() {
+            Err(StorageError::ReadFailed(text)) => text,
+            other => panic!("expected a failed read, got {other:?}"),
+        };
+        assert!(text.contains(&file.display().to_string()), "{text}");
+        assert_eq!(storage.failure(), Some(text));
     }
 
     #[test]
