@@ -25,7 +25,9 @@
 //! }
 //! ```
 //!
-//! [`Ready`] documents the persistence contract in full.
+//! [`Ready`] documents the persistence contract in full. A storage read that fails stops
+//! the node, not the process: it reports why in [`RawNode::storage_failure`] and sends
+//! nothing that depends on what it could not read (see [`raw_node`]).
 //!
 //! # Layout
 //!
