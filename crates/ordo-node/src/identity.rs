@@ -32,14 +32,17 @@
 //! id: its peers refuse it, as they would a wiped node.
 //!
 //! Layout: magic `ORDOID01`, node id, cluster id, incarnation (u64 each), group count
-//! (u32), group ids (u64 each), then a CRC32C of everything before it; big-endian.
+//! (u32), group ids (u64 each), then a CRC32C of everything before it; big-endian. The
+//! identity and peer files are checksummed and replaced atomically by
+//! [`ordo_wal::atomic_file`], whose documentation gives the crash-safety argument; the
+//! lost-state mark is plain text, replaced the same way.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use bytes::{Buf, BufMut, BytesMut};
+use ordo_wal::atomic_file::{self, ByteOrder, Format};
 
 use crate::transport::{NodeId, PeerIncarnations};
 
@@ -56,10 +59,15 @@ pub(crate) const LOST_STATE_FILE: &str = "lost-state";
 /// Longest reason kept in (and read back from) the lost-state file.
 const LOST_STATE_REASON_BYTES_MAX: u64 = 4096;
 
-const MAGIC: &[u8; 8] = b"ORDOID01";
-
 /// Groups one node may host; bounds the identity file.
 pub const GROUPS_MAX: usize = 65_536;
+
+/// The identity file: node id, cluster id, incarnation, group count, group ids.
+const FORMAT: Format = Format {
+    magic: *b"ORDOID01",
+    checksum_order: ByteOrder::Big,
+    file_bytes_max: Format::file_bytes(8 * 3 + 4 + 8 * GROUPS_MAX),
+};
 
 /// What an operator does with a node that lost state. The `ordo` binary adds the commands.
 pub const LOST_STATE_REMEDY: &str = "this node must not rejoin with what is left: remove it from \
@@ -206,13 +214,14 @@ pub enum IdentityError {
     Random(String),
 }
 
-/// Marks `dir` as lost, durably, with `reason`.
-pub(crate) fn mark_lost(dir: &Path, reason: &str) -> std::io::Result<()> {
+/// Marks `dir` as lost, durably, with `reason`. The mark is plain text without a checksum:
+/// its presence is what refuses the directory, and a damaged reason refuses it as well.
+pub(crate) fn mark_lost(dir: &Path, reason: &str) -> ordo_wal::Result<()> {
     let mut end = reason.len().min(LOST_STATE_REASON_BYTES_MAX as usize);
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    write_atomic(dir, LOST_STATE_FILE, &reason.as_bytes()[..end])
+    atomic_file::replace(dir, LOST_STATE_FILE, &reason.as_bytes()[..end])
 }
 
 /// The lost-state mark in `dir`, if there is one.
@@ -232,35 +241,37 @@ pub(crate) fn check_not_marked(dir: &Path) -> Result<(), LostState> {
     })
 }
 
-/// Replaces `dir/name` with `bytes` atomically and durably: a temporary file, fsynced,
-/// renamed over the old one, and the directory fsynced so the rename survives a crash.
-pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, dir.join(name))?;
-    File::open(dir)?.sync_all()
+impl IdentityError {
+    /// The error for a failed read or write of the small file `path` (identity or peer
+    /// record).
+    pub(crate) fn of_file(path: &Path, error: ordo_wal::Error) -> IdentityError {
+        file_error(
+            path,
+            error,
+            |path, source| IdentityError::Io { path, source },
+            |path, reason| IdentityError::Corrupt { path, reason },
+        )
+    }
 }
 
-/// Appends a CRC32C of everything in `buf` so far.
-pub(crate) fn seal(buf: &mut BytesMut) {
-    let crc = crc32c::crc32c(buf);
-    buf.put_u32(crc);
-}
-
-/// Checks magic and checksum of a sealed file and returns what lies between them.
-pub(crate) fn unseal<'a>(raw: &'a [u8], magic: &[u8; 8]) -> Result<&'a [u8], String> {
-    if raw.len() < magic.len() + 4 || &raw[..magic.len()] != magic {
-        return Err("bad magic or too short".into());
+/// Sorts a failure of [`ordo_wal::atomic_file`] on `path` into the two kinds the runtime's
+/// file errors tell apart: damage (`corrupt`, with what is wrong and where) and anything
+/// else (`io`).
+pub(crate) fn file_error<E>(
+    path: &Path,
+    error: ordo_wal::Error,
+    io: impl FnOnce(PathBuf, std::io::Error) -> E,
+    corrupt: impl FnOnce(PathBuf, String) -> E,
+) -> E {
+    match error {
+        ordo_wal::Error::Corrupt {
+            path,
+            offset,
+            reason,
+        } => corrupt(path, format!("{reason}, at byte {offset}")),
+        ordo_wal::Error::Io { path, source } => io(path, source),
+        other => io(path.to_path_buf(), std::io::Error::other(other)),
     }
-    let (body, crc) = raw.split_at(raw.len() - 4);
-    let expected = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
-    if crc32c::crc32c(body) != expected {
-        return Err("checksum mismatch".into());
-    }
-    Ok(&body[magic.len()..])
 }
 
 /// A random incarnation, never 0 (0 is no incarnation).
@@ -318,9 +329,12 @@ impl IdentityFile {
             source,
         };
         fs::create_dir_all(dir).map_err(io)?;
-        match fs::read(&path) {
-            Ok(raw) => {
-                let identity = decode(&raw).map_err(|reason| IdentityError::Corrupt {
+        let body = FORMAT
+            .read(dir, IDENTITY_FILE)
+            .map_err(|e| IdentityError::of_file(&path, e))?;
+        match body {
+            Some(body) => {
+                let identity = decode(&body).map_err(|reason| IdentityError::Corrupt {
                     path: path.clone(),
                     reason,
                 })?;
@@ -352,7 +366,7 @@ impl IdentityFile {
                 };
                 Ok((file, Opened::Existing))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            None => {
                 let old_contents = fs::read_dir(dir)
                     .map_err(io)?
                     .filter_map(Result::ok)
@@ -375,7 +389,6 @@ impl IdentityFile {
                 };
                 Ok((file, opened))
             }
-            Err(source) => Err(io(source)),
         }
     }
 
@@ -410,7 +423,6 @@ impl IdentityFile {
     fn store(&self) -> Result<(), IdentityError> {
         let id = &self.identity;
         let mut buf = BytesMut::new();
-        buf.put_slice(MAGIC);
         buf.put_u64(id.node_id);
         buf.put_u64(id.cluster_id);
         buf.put_u64(id.incarnation);
@@ -419,16 +431,14 @@ impl IdentityFile {
         for group in &id.groups {
             buf.put_u64(*group);
         }
-        seal(&mut buf);
-        write_atomic(&self.dir, IDENTITY_FILE, &buf).map_err(|source| IdentityError::Io {
-            path: self.path(),
-            source,
-        })
+        FORMAT
+            .write(&self.dir, IDENTITY_FILE, &buf)
+            .map_err(|e| IdentityError::of_file(&self.path(), e))
     }
 }
 
-fn decode(raw: &[u8]) -> Result<NodeIdentity, String> {
-    let mut body = unseal(raw, MAGIC)?;
+/// Decodes the identity file's body (between magic and checksum).
+fn decode(mut body: &[u8]) -> Result<NodeIdentity, String> {
     if body.remaining() < 8 * 3 + 4 {
         return Err("too short for its fields".into());
     }
@@ -550,5 +560,109 @@ mod tests {
             IdentityFile::open(dir.path(), 1, 1),
             Err(IdentityError::Corrupt { .. })
         ));
+    }
+
+    /// The identity file as this layout writes it: magic, ids, groups, CRC32C, big-endian.
+    fn identity_bytes(node: u64, cluster: u64, incarnation: u64, groups: &[u64]) -> Vec<u8> {
+        let mut raw = b"ORDOID01".to_vec();
+        for v in [node, cluster, incarnation] {
+            raw.extend_from_slice(&v.to_be_bytes());
+        }
+        raw.extend_from_slice(&(groups.len() as u32).to_be_bytes());
+        for g in groups {
+            raw.extend_from_slice(&g.to_be_bytes());
+        }
+        let crc = crc32c::crc32c(&raw);
+        raw.extend_from_slice(&crc.to_be_bytes());
+        raw
+    }
+
+    #[test]
+    fn the_identity_layout_on_disk_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(IDENTITY_FILE);
+        fs::write(dir.path().join(PEERS_FILE), b"").unwrap();
+        fs::write(&path, identity_bytes(4, 8, 0x1234_5678_9abc, &[2])).unwrap();
+        let (mut file, opened) = IdentityFile::open(dir.path(), 4, 8).unwrap();
+        assert_eq!(opened, Opened::Existing);
+        assert_eq!(
+            file.identity(),
+            &NodeIdentity {
+                node_id: 4,
+                cluster_id: 8,
+                incarnation: 0x1234_5678_9abc,
+                groups: BTreeSet::from([2]),
+            }
+        );
+        file.record_group(9).unwrap();
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            identity_bytes(4, 8, 0x1234_5678_9abc, &[2, 9])
+        );
+    }
+
+    #[test]
+    fn a_crash_before_the_identity_rename_leaves_the_old_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut file, _) = IdentityFile::open(dir.path(), 1, 1).unwrap();
+        file.record_group(3).unwrap();
+        let before = file.identity().clone();
+        let new = identity_bytes(1, 1, before.incarnation, &[3, 4]);
+        let tmp = dir.path().join(format!("{IDENTITY_FILE}.tmp"));
+        for cut in [0, 10, new.len()] {
+            fs::write(&tmp, &new[..cut]).unwrap();
+            let (again, opened) = IdentityFile::open(dir.path(), 1, 1).unwrap();
+            assert_eq!(opened, Opened::Existing);
+            assert_eq!(again.identity(), &before);
+        }
+        let (mut again, _) = IdentityFile::open(dir.path(), 1, 1).unwrap();
+        again.record_group(4).unwrap();
+        assert!(!tmp.exists());
+        let (read, _) = IdentityFile::open(dir.path(), 1, 1).unwrap();
+        assert_eq!(read.identity().groups, BTreeSet::from([3, 4]));
+    }
+
+    #[test]
+    fn an_identity_file_cut_short_is_corrupt_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut file, _) = IdentityFile::open(dir.path(), 1, 1).unwrap();
+        file.record_group(5).unwrap();
+        let path = dir.path().join(IDENTITY_FILE);
+        let good = fs::read(&path).unwrap();
+        for len in 0..good.len() {
+            fs::write(&path, &good[..len]).unwrap();
+            match IdentityFile::open(dir.path(), 1, 1) {
+                Err(err @ IdentityError::Corrupt { .. }) => {
+                    assert!(
+                        err.to_string().contains(&path.display().to_string()),
+                        "{err}"
+                    );
+                }
+                other => panic!("length {len}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_lost_state_mark_refuses_the_directory_unless_it_never_reached_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        // A crash before the mark's rename: only the temporary file, which does not count.
+        fs::write(dir.path().join(format!("{LOST_STATE_FILE}.tmp")), b"half").unwrap();
+        assert_eq!(check_not_marked(dir.path()), Ok(()));
+        mark_lost(dir.path(), "peer 2 refused node 1").unwrap();
+        assert!(!dir.path().join(format!("{LOST_STATE_FILE}.tmp")).exists());
+        assert_eq!(
+            check_not_marked(dir.path()),
+            Err(LostState::Marked {
+                dir: dir.path().to_path_buf(),
+                reason: "peer 2 refused node 1".into(),
+            })
+        );
+        // The mark is the reason as plain text, cut to its limit at a character boundary.
+        let long = "é".repeat(3000);
+        mark_lost(dir.path(), &long).unwrap();
+        let raw = fs::read(dir.path().join(LOST_STATE_FILE)).unwrap();
+        assert_eq!(raw.len(), LOST_STATE_REASON_BYTES_MAX as usize);
+        assert!(long.as_bytes().starts_with(&raw));
     }
 }

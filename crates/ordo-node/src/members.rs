@@ -4,25 +4,35 @@
 //! addresses. They arrive with membership changes (in the change's context) and with
 //! snapshots (a follower that catches up by snapshot never sees the changes themselves),
 //! and must survive a restart even after the changes were compacted away. So the runtime
-//! keeps this small file, `members`, replaced atomically (temporary file, fsync, rename,
-//! directory fsync) whenever the set changes, and checksummed.
+//! keeps this small file, `members`, checksummed and replaced atomically whenever the set
+//! changes (by [`ordo_wal::atomic_file`], whose documentation gives the crash-safety
+//! argument).
 //!
 //! Layout: magic `ORDOMB01`, count (u32), per member id (u64), address length (u16) and
 //! address text, then a CRC32C of everything before it; integers big-endian.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ordo_raft::NodeId;
+use ordo_wal::atomic_file::{ByteOrder, Format};
 
 use crate::codec::{DecodeError, CONF_STATE_NODES_MAX};
+use crate::identity::file_error;
 
-const MAGIC: &[u8; 8] = b"ORDOMB01";
 const FILE_NAME: &str = "members";
+
+/// Bytes one member may take in the file, with room to spare: id and length (10 bytes)
+/// and its address as text (at most 58 bytes, an IPv6 address with a scope id and a port).
+const MEMBER_BYTES_MAX: usize = 256;
+
+const FORMAT: Format = Format {
+    magic: *b"ORDOMB01",
+    checksum_order: ByteOrder::Big,
+    file_bytes_max: Format::file_bytes(4 + MEMBER_BYTES_MAX * CONF_STATE_NODES_MAX),
+};
 
 /// Why the member file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +53,18 @@ pub enum MembersError {
         /// What is wrong.
         reason: String,
     },
+}
+
+impl MembersError {
+    /// The error for a failed read or write of the member file `path`.
+    fn of_file(path: &Path, error: ordo_wal::Error) -> MembersError {
+        file_error(
+            path,
+            error,
+            |path, source| MembersError::Io { path, source },
+            |path, reason| MembersError::Corrupt { path, reason },
+        )
+    }
 }
 
 /// Encodes a member list (as in the file, without magic and checksum; also carried in
@@ -102,25 +124,19 @@ impl MemberFile {
             path: path.clone(),
             reason,
         };
-        let members = match fs::read(&path) {
-            Ok(raw) => {
-                if raw.len() < MAGIC.len() + 4 || &raw[..MAGIC.len()] != MAGIC {
-                    return Err(corrupt("bad magic or too short".into()));
-                }
-                let (body, crc) = raw.split_at(raw.len() - 4);
-                let expected = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
-                if crc32c::crc32c(body) != expected {
-                    return Err(corrupt("checksum mismatch".into()));
-                }
-                let mut rest = Bytes::copy_from_slice(&body[MAGIC.len()..]);
+        let body = FORMAT
+            .read(dir, FILE_NAME)
+            .map_err(|e| MembersError::of_file(&path, e))?;
+        let members = match body {
+            Some(body) => {
+                let mut rest = Bytes::from(body);
                 let members = decode_members(&mut rest).map_err(|e| corrupt(e.to_string()))?;
                 if !rest.is_empty() {
                     return Err(corrupt("trailing bytes".into()));
                 }
                 members
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(source) => return Err(MembersError::Io { path, source }),
+            None => BTreeMap::new(),
         };
         Ok(MemberFile {
             dir: dir.to_path_buf(),
@@ -152,31 +168,18 @@ impl MemberFile {
     }
 
     fn store(&self) -> Result<(), MembersError> {
-        let path = self.dir.join(FILE_NAME);
-        let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
-        let io = |source| MembersError::Io {
-            path: path.clone(),
-            source,
-        };
         let mut buf = BytesMut::new();
-        buf.put_slice(MAGIC);
         encode_members(&mut buf, &self.members);
-        let crc = crc32c::crc32c(&buf);
-        buf.put_u32(crc);
-        let mut f = File::create(&tmp).map_err(io)?;
-        f.write_all(&buf).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(io)?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-        Ok(())
+        FORMAT
+            .write(&self.dir, FILE_NAME, &buf)
+            .map_err(|e| MembersError::of_file(&self.dir.join(FILE_NAME), e))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     #[test]
@@ -198,5 +201,70 @@ mod tests {
         fs::write(&path, raw).unwrap();
         let err = MemberFile::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("members") && err.contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn the_member_file_layout_on_disk_is_unchanged() {
+        // Magic, count, per member id, address length and text, CRC32C; big-endian.
+        let mut raw = b"ORDOMB01".to_vec();
+        raw.extend_from_slice(&1u32.to_be_bytes());
+        raw.extend_from_slice(&7u64.to_be_bytes());
+        raw.extend_from_slice(&14u16.to_be_bytes());
+        raw.extend_from_slice(b"127.0.0.1:2380");
+        let crc = crc32c::crc32c(&raw);
+        raw.extend_from_slice(&crc.to_be_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        fs::write(&path, &raw).unwrap();
+        let a: SocketAddr = "127.0.0.1:2380".parse().unwrap();
+        let mut f = MemberFile::load(dir.path()).unwrap();
+        assert_eq!(f.members(), &BTreeMap::from([(7, a)]));
+        f.update([(7, None)]).unwrap();
+        f.update([(7, Some(a))]).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), raw);
+    }
+
+    #[test]
+    fn a_crash_before_the_member_file_is_renamed_leaves_the_old_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let a: SocketAddr = "127.0.0.1:2380".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2381".parse().unwrap();
+        let mut f = MemberFile::load(dir.path()).unwrap();
+        f.update([(1, Some(a))]).unwrap();
+        let tmp = dir.path().join(format!("{FILE_NAME}.tmp"));
+        fs::write(&tmp, b"ORDOMB01\0\0").unwrap();
+        assert_eq!(
+            MemberFile::load(dir.path()).unwrap().members(),
+            &BTreeMap::from([(1, a)])
+        );
+        f.update([(2, Some(b))]).unwrap();
+        assert!(!tmp.exists());
+        assert_eq!(
+            MemberFile::load(dir.path()).unwrap().members(),
+            &BTreeMap::from([(1, a), (2, b)])
+        );
+    }
+
+    #[test]
+    fn a_member_file_cut_short_or_flipped_is_corrupt_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = MemberFile::load(dir.path()).unwrap();
+        f.update([(1, Some("[::1]:2380".parse().unwrap()))])
+            .unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let good = fs::read(&path).unwrap();
+        let cut = (0..good.len()).map(|len| good[..len].to_vec());
+        let flipped = (0..good.len() * 8).map(|bit| {
+            let mut bad = good.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            bad
+        });
+        for bad in cut.chain(flipped) {
+            fs::write(&path, &bad).unwrap();
+            match MemberFile::load(dir.path()) {
+                Err(MembersError::Corrupt { path: p, .. }) => assert_eq!(p, path),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
     }
 }

@@ -144,6 +144,19 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A small file would be larger than its format allows
+    /// ([`atomic_file::Format::file_bytes_max`](crate::atomic_file::Format)); nothing was
+    /// written, since its reader would refuse it.
+    #[error("{path} would be {bytes} bytes, more than the {max} its format allows; not written")]
+    FileTooLarge {
+        /// The file that was to be replaced.
+        path: PathBuf,
+        /// Its encoded size.
+        bytes: u64,
+        /// The format's limit.
+        max: u64,
+    },
+
     /// A configuration value is out of range.
     #[error("invalid option: {0}")]
     InvalidOptions(String),

@@ -14,8 +14,10 @@
 //!   fails with [`Error::Locked`];
 //! - snapshot files `snap-<index>-<term>.snap` ([`SnapshotWriter`], [`SnapshotReader`]).
 //!
-//! Small files are replaced atomically: written to a `.tmp`, fsynced, renamed, and the
-//! directory fsynced. Every file carries a checksum.
+//! Small files are replaced atomically by [`atomic_file`]: written to a `.tmp`, fsynced,
+//! renamed, and the directory fsynced; the module's documentation gives what a crash at each
+//! step leaves. The runtime writes its own small files with it too. Every file carries a
+//! checksum.
 //!
 //! # Durability
 //!
@@ -84,6 +86,7 @@
 //! # }
 //! ```
 
+pub mod atomic_file;
 mod error;
 mod files;
 #[doc(hidden)]

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::atomic_file::{ByteOrder, Format};
 use crate::error::{Error, Result};
 use crate::files::{
-    encode_small, le_u64, list_dir, parse_segment_name, read_small, remove_if_exists, segment_name,
-    sync_dir, write_atomic, TMP_SUFFIX,
+    le_u64, list_dir, parse_segment_name, remove_if_exists, segment_name, sync_dir, TMP_SUFFIX,
 };
 use crate::hard_state::HardState;
 use crate::record::{self, Cursor, Damage, Step};
@@ -23,12 +23,22 @@ use crate::{lock, Durability, Entry, Options, INDEX_MAX};
 
 /// The log-start marker: the first index of the log, written by `truncate_prefix`.
 const START_FILE: &str = "start";
-const START_MAGIC: &[u8; 8] = b"ORDOST01";
+/// The start file holds the first index (u64).
+const START_FORMAT: Format = Format {
+    magic: *b"ORDOST01",
+    checksum_order: ByteOrder::Little,
+    file_bytes_max: Format::file_bytes(8),
+};
 /// The lock file: an open log holds an exclusive lock on it.
 const LOCK_FILE: &str = "lock";
 /// The truncate-suffix intent: present while a suffix truncation is under way.
 const TRUNCATE_FILE: &str = "truncate";
-const TRUNCATE_MAGIC: &[u8; 8] = b"ORDOTR01";
+/// The truncate file holds the first index to remove (u64).
+const TRUNCATE_FORMAT: Format = Format {
+    magic: *b"ORDOTR01",
+    checksum_order: ByteOrder::Little,
+    file_bytes_max: Format::file_bytes(8),
+};
 /// With `Always` and nobody listening, the tick of the backstop that syncs entries no waiter
 /// covered: they become durable within about two ticks.
 const ALWAYS_BACKSTOP: std::time::Duration = std::time::Duration::from_millis(1);
@@ -1153,11 +1163,7 @@ impl Shared {
         // The staged records' segment may be among those removed.
         self.flush_staged(log)?;
         self.crash_point()?;
-        write_atomic(
-            &self.dir,
-            START_FILE,
-            &encode_small(START_MAGIC, &start.to_le_bytes()),
-        )?;
+        START_FORMAT.write(&self.dir, START_FILE, &start.to_le_bytes())?;
         log.start_index = start;
         log.next_index = log.next_index.max(start);
         log.written_next = log.next_index;
@@ -1428,11 +1434,22 @@ fn check_batch(bytes: u64, opts: &Options) -> Result<()> {
 /// Durably records the intent to drop every record from index `from` on: from then on,
 /// recovery finishes the cut if a crash interrupts it.
 pub(crate) fn write_truncate_intent(dir: &Path, from: u64) -> Result<()> {
-    write_atomic(
-        dir,
-        TRUNCATE_FILE,
-        &encode_small(TRUNCATE_MAGIC, &from.to_le_bytes()),
-    )
+    TRUNCATE_FORMAT.write(dir, TRUNCATE_FILE, &from.to_le_bytes())
+}
+
+/// Reads a small file that holds one index (`start`, `truncate`); `None` if there is none.
+fn read_index_file(dir: &Path, name: &str, format: &Format) -> Result<Option<u64>> {
+    let Some(body) = format.read(dir, name)? else {
+        return Ok(None);
+    };
+    if body.len() != 8 {
+        return Err(Error::corrupt(
+            dir.join(name),
+            8,
+            format!("{} bytes where an index (8 bytes) should be", body.len()),
+        ));
+    }
+    Ok(Some(le_u64(&body)))
 }
 
 /// Takes the exclusive lock on the log directory (an advisory `flock` on its `lock` file,
@@ -1557,10 +1574,7 @@ fn clear_from(file: &File, path: &Path, offset: u64, size_bytes: u64) -> Result<
 /// Recovers the log in `dir`; see [`Wal::open`].
 fn recover(dir: &Path, options: &Options, same_boot: bool) -> Result<LogState> {
     let start_path = dir.join(START_FILE);
-    let start_index = match read_small(&start_path, START_MAGIC, 8)? {
-        Some(p) => le_u64(&p),
-        None => 1,
-    };
+    let start_index = read_index_file(dir, START_FILE, &START_FORMAT)?.unwrap_or(1);
     if start_index == 0 || start_index >= INDEX_MAX {
         return Err(Error::corrupt(
             &start_path,
@@ -1569,7 +1583,7 @@ fn recover(dir: &Path, options: &Options, same_boot: bool) -> Result<LogState> {
         ));
     }
     let truncate_path = dir.join(TRUNCATE_FILE);
-    let truncate_from = read_small(&truncate_path, TRUNCATE_MAGIC, 8)?.map(|p| le_u64(&p));
+    let truncate_from = read_index_file(dir, TRUNCATE_FILE, &TRUNCATE_FORMAT)?;
 
     let mut names = Vec::new();
     for (path, name) in list_dir(dir)? {

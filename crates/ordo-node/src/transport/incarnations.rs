@@ -3,8 +3,9 @@
 //! A peer that comes back under a known id with another incarnation has lost the state it
 //! promised (see [`identity`](crate::identity)); the listener refuses it. For that to hold
 //! across this node's own restarts the record is durable: a new peer's incarnation is
-//! written (temporary file, fsync, rename, directory fsync) before its first connection
-//! is accepted, so no message of it is ever read unless its incarnation is on disk.
+//! written (replacing the file atomically, by [`ordo_wal::atomic_file`]) before its first
+//! connection is accepted, so no message of it is ever read unless its incarnation is on
+//! disk.
 //!
 //! Layout of the file: magic `ORDOPI01`, count (u32), per peer its id and incarnation
 //! (u64 each), then a CRC32C of everything before it; big-endian.
@@ -14,15 +15,21 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::{Buf, BufMut, BytesMut};
+use ordo_wal::atomic_file::{ByteOrder, Format};
 
 use super::NodeId;
-use crate::identity::{seal, unseal, write_atomic, IdentityError};
-
-const MAGIC: &[u8; 8] = b"ORDOPI01";
+use crate::identity::IdentityError;
 
 /// Peers one node keeps incarnations for. Only configured peers are ever recorded, and
 /// node ids are never reused, so this bounds the members a cluster may ever have had.
 pub const PEER_INCARNATIONS_MAX: usize = 65_536;
+
+/// The record: a count, then an id and an incarnation per peer.
+const FORMAT: Format = Format {
+    magic: *b"ORDOPI01",
+    checksum_order: ByteOrder::Big,
+    file_bytes_max: Format::file_bytes(4 + 16 * PEER_INCARNATIONS_MAX),
+};
 
 /// What [`PeerIncarnations::admit`] decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,13 +72,15 @@ impl PeerIncarnations {
     pub fn open(dir: impl Into<PathBuf>, name: &str) -> Result<PeerIncarnations, IdentityError> {
         let dir = dir.into();
         let path = dir.join(name);
-        let known = match std::fs::read(&path) {
-            Ok(raw) => decode(&raw).map_err(|reason| IdentityError::Corrupt {
+        let body = FORMAT
+            .read(&dir, name)
+            .map_err(|e| IdentityError::of_file(&path, e))?;
+        let known = match body {
+            Some(body) => decode(&body).map_err(|reason| IdentityError::Corrupt {
                 path: path.clone(),
                 reason,
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(source) => return Err(IdentityError::Io { path, source }),
+            None => BTreeMap::new(),
         };
         Ok(PeerIncarnations {
             file: Some((dir, name.to_string())),
@@ -86,10 +95,9 @@ impl PeerIncarnations {
         let path = dir.join(name);
         match std::fs::metadata(&path) {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                write_atomic(dir, name, &encode(&BTreeMap::new()))
-                    .map_err(|source| IdentityError::Io { path, source })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FORMAT
+                .write(dir, name, &encode(&BTreeMap::new()))
+                .map_err(|e| IdentityError::of_file(&path, e)),
             Err(source) => Err(IdentityError::Io { path, source }),
         }
     }
@@ -122,33 +130,32 @@ impl PeerIncarnations {
         }
         known.insert(peer, incarnation);
         if let Some((dir, name)) = &self.file {
-            if let Err(error) = write_atomic(dir, name, &encode(&known)) {
+            if let Err(error) = FORMAT.write(dir, name, &encode(&known)) {
                 known.remove(&peer);
-                return Admission::Failed(format!("{}: {error}", dir.join(name).display()));
+                return Admission::Failed(error.to_string());
             }
         }
         Admission::Recorded
     }
 }
 
+/// The record's body (between magic and checksum).
 fn encode(known: &BTreeMap<NodeId, u64>) -> BytesMut {
     assert!(
         known.len() <= PEER_INCARNATIONS_MAX,
         "peer record limit passed"
     );
     let mut buf = BytesMut::new();
-    buf.put_slice(MAGIC);
     buf.put_u32(known.len() as u32);
     for (id, incarnation) in known {
         buf.put_u64(*id);
         buf.put_u64(*incarnation);
     }
-    seal(&mut buf);
     buf
 }
 
-fn decode(raw: &[u8]) -> Result<BTreeMap<NodeId, u64>, String> {
-    let mut body = unseal(raw, MAGIC)?;
+/// Decodes what [`encode`] wrote.
+fn decode(mut body: &[u8]) -> Result<BTreeMap<NodeId, u64>, String> {
     if body.remaining() < 4 {
         return Err("too short for its count".into());
     }
@@ -213,5 +220,76 @@ mod tests {
         let record = PeerIncarnations::in_memory();
         assert_eq!(record.admit(1, 9), Admission::Recorded);
         assert_eq!(record.admit(1, 10), Admission::LostState { recorded: 9 });
+    }
+
+    /// The record as this layout writes it: magic, count, id and incarnation per peer,
+    /// CRC32C, big-endian.
+    fn record_bytes(peers: &[(u64, u64)]) -> Vec<u8> {
+        let mut raw = b"ORDOPI01".to_vec();
+        raw.extend_from_slice(&(peers.len() as u32).to_be_bytes());
+        for (id, incarnation) in peers {
+            raw.extend_from_slice(&id.to_be_bytes());
+            raw.extend_from_slice(&incarnation.to_be_bytes());
+        }
+        let crc = crc32c::crc32c(&raw);
+        raw.extend_from_slice(&crc.to_be_bytes());
+        raw
+    }
+
+    #[test]
+    fn the_record_layout_on_disk_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peers");
+        PeerIncarnations::create_if_missing(dir.path(), "peers").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), record_bytes(&[]));
+        std::fs::write(&path, record_bytes(&[(2, 77)])).unwrap();
+        let record = PeerIncarnations::open(dir.path(), "peers").unwrap();
+        assert_eq!(record.get(2), Some(77));
+        assert_eq!(record.admit(5, 9), Admission::Recorded);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            record_bytes(&[(2, 77), (5, 9)])
+        );
+    }
+
+    #[test]
+    fn a_crash_before_the_record_is_renamed_leaves_the_old_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = PeerIncarnations::open(dir.path(), "peers").unwrap();
+        assert_eq!(record.admit(2, 77), Admission::Recorded);
+        let tmp = dir.path().join("peers.tmp");
+        let new = record_bytes(&[(2, 77), (3, 5)]);
+        for cut in [0, 7, new.len()] {
+            std::fs::write(&tmp, &new[..cut]).unwrap();
+            let record = PeerIncarnations::open(dir.path(), "peers").unwrap();
+            assert_eq!((record.get(2), record.get(3)), (Some(77), None));
+        }
+        let record = PeerIncarnations::open(dir.path(), "peers").unwrap();
+        assert_eq!(record.admit(3, 5), Admission::Recorded);
+        assert!(!tmp.exists());
+        let record = PeerIncarnations::open(dir.path(), "peers").unwrap();
+        assert_eq!(record.get(3), Some(5));
+    }
+
+    #[test]
+    fn a_record_cut_short_or_flipped_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = PeerIncarnations::open(dir.path(), "peers").unwrap();
+        record.admit(2, 77);
+        let path = dir.path().join("peers");
+        let good = std::fs::read(&path).unwrap();
+        let cut = (0..good.len()).map(|len| good[..len].to_vec());
+        let flipped = (0..good.len() * 8).map(|bit| {
+            let mut bad = good.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            bad
+        });
+        for bad in cut.chain(flipped) {
+            std::fs::write(&path, &bad).unwrap();
+            match PeerIncarnations::open(dir.path(), "peers") {
+                Err(IdentityError::Corrupt { path: p, .. }) => assert_eq!(p, path),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
     }
 }
