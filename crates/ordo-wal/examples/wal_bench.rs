@@ -7,8 +7,8 @@
 //!
 //! `--dir` defaults to a fresh directory under the current one (the same filesystem, not a
 //! tmpfs); `--seconds` is the length of each measurement (default 3); `--only` keeps the
-//! measurements whose label (e.g. `wal Always 256 16`, `raw sequential`) contains `TEXT`, or
-//! ends with it if it ends in `$`.
+//! measurements whose label (e.g. `wal Always 256`, `wal Always tasks 256 16`,
+//! `raw sequential`) contains `TEXT`, or ends with it if it ends in `$`.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -17,10 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ordo_wal::{Durability, Options, Wal};
+use ordo_wal::{Durability, Entry, Options, Wal};
 
 const ENTRY_SIZES: [usize; 2] = [256, 4096];
-const THREADS: [usize; 2] = [1, 16];
+/// Appender tasks on one thread, for the group-commit figure.
+const TASKS: [usize; 2] = [1, 16];
 /// With policies whose appenders do not wait, every this many appends is timed.
 const LATENCY_SAMPLE_EVERY: u64 = 16;
 
@@ -119,28 +120,18 @@ fn raw_sequential(dir: &Path, run: Duration) -> Cell {
     }
 }
 
-/// `threads` appenders of `size`-byte entries for `run`. With `Always` each appender waits
-/// for its entry to be durable before the next (the acknowledged-write pattern); otherwise
-/// appenders do not wait and a listener times when sampled entries become durable. The time
-/// includes a final `sync`, so every policy is measured to the same end: data on disk.
-fn wal_cell(
-    dir: &Path,
-    durability: Durability,
-    threads: usize,
-    size: usize,
-    run: Duration,
-) -> Cell {
+/// One appender of `size`-byte entries for `run`, as the runtime appends to each group's
+/// log. With `Always` it waits for each entry to be durable before the next (the
+/// acknowledged-write pattern); otherwise it does not wait and a listener times when
+/// sampled entries become durable. The time includes a final `sync`, so every policy is
+/// measured to the same end: data on disk.
+fn wal_cell(dir: &Path, durability: Durability, size: usize, run: Duration) -> Cell {
     let dir = fresh_dir(dir, "wal");
-    let wal = Arc::new(
-        Wal::open(
-            &dir,
-            Options {
-                durability,
-                ..Options::default()
-            },
-        )
-        .expect("open wal"),
-    );
+    let options = Options {
+        durability,
+        ..Options::default()
+    };
+    let wal = Wal::open(&dir, options).expect("open wal");
     let events: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
     let wait = durability == Durability::Always;
     if !wait {
@@ -150,34 +141,21 @@ fn wal_cell(
     let payload = Bytes::from(vec![0xa5; size]);
     let start = Instant::now();
     let deadline = start + run;
-    let workers: Vec<_> = (0..threads)
-        .map(|_| {
-            let (wal, payload) = (Arc::clone(&wal), payload.clone());
-            std::thread::spawn(move || {
-                let mut samples = Vec::new();
-                let mut n = 0u64;
-                let batch = [payload];
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    let index = wal.append_next(1, 0, &batch).expect("append");
-                    if wait {
-                        wal.wait_durable(index).expect("wait");
-                        samples.push((index, t, Some(t.elapsed())));
-                    } else if n.is_multiple_of(LATENCY_SAMPLE_EVERY) {
-                        samples.push((index, t, None));
-                    }
-                    n += 1;
-                }
-                (n, samples)
-            })
-        })
-        .collect();
-    let mut entries = 0;
     let mut samples = Vec::new();
-    for w in workers {
-        let (n, s) = w.join().expect("appender");
-        entries += n;
-        samples.extend(s);
+    let mut entries = 0u64;
+    let mut index = wal.last_index();
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        index = wal
+            .append(&[Entry::new(index + 1, 1, 0, payload.clone())])
+            .expect("append");
+        if wait {
+            wal.wait_durable(index).expect("wait");
+            samples.push((index, t, Some(t.elapsed())));
+        } else if entries.is_multiple_of(LATENCY_SAMPLE_EVERY) {
+            samples.push((index, t, None));
+        }
+        entries += 1;
     }
     wal.sync().expect("final sync");
     let elapsed = start.elapsed();
@@ -200,7 +178,8 @@ fn wal_cell(
 /// each appends an entry and awaits its durability through [`Wal::on_durable`] before the
 /// next, the way a Raft runtime or a server with many clients uses the log (many requests in
 /// flight, one event loop, durability reported by the fsync thread). Nothing is batched:
-/// every entry is its own `append_next` call and its own `write`.
+/// every entry is its own `append` call. The tasks share one thread and do not yield
+/// between choosing the next index and appending, so they append in turn.
 fn wal_task_cell(dir: &Path, tasks: usize, size: usize, run: Duration) -> Cell {
     let dir = fresh_dir(dir, "wal");
     let wal = Arc::new(Wal::open(&dir, Options::default()).expect("open wal"));
@@ -220,11 +199,13 @@ fn wal_task_cell(dir: &Path, tasks: usize, size: usize, run: Duration) -> Cell {
             let (wal, payload) = (Arc::clone(&wal), payload.clone());
             let mut durable = durable_rx.clone();
             appenders.spawn(async move {
-                let batch = [payload];
                 let mut latencies_us = Vec::new();
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    let index = wal.append_next(1, 0, &batch).expect("append");
+                    let next = wal.last_index() + 1;
+                    let index = wal
+                        .append(&[Entry::new(next, 1, 0, payload.clone())])
+                        .expect("append");
                     durable
                         .wait_for(|&d| d >= index)
                         .await
@@ -269,7 +250,6 @@ enum Spec {
     Wal {
         name: &'static str,
         policy: Durability,
-        threads: usize,
         size: usize,
     },
     WalTasks {
@@ -283,12 +263,7 @@ impl Spec {
         match self {
             Spec::RawSync { size } => raw_write_fdatasync(dir, size, run),
             Spec::RawSequential => raw_sequential(dir, run),
-            Spec::Wal {
-                policy,
-                threads,
-                size,
-                ..
-            } => wal_cell(dir, policy, threads, size, run),
+            Spec::Wal { policy, size, .. } => wal_cell(dir, policy, size, run),
             Spec::WalTasks { tasks, size } => wal_task_cell(dir, tasks, size, run),
         }
     }
@@ -297,12 +272,7 @@ impl Spec {
         match self {
             Spec::RawSync { size } => row("raw write+fdatasync", size, "1", cell),
             Spec::RawSequential => row("raw sequential write", 1 << 20, "1", cell),
-            Spec::Wal {
-                name,
-                threads,
-                size,
-                ..
-            } => row(&format!("wal {name}"), size, &threads.to_string(), cell),
+            Spec::Wal { name, size, .. } => row(&format!("wal {name}"), size, "1", cell),
             Spec::WalTasks { tasks, size } => {
                 row("wal Always, tasks", size, &format!("{tasks} t"), cell)
             }
@@ -359,7 +329,7 @@ fn main() {
         ),
         ("Never", Durability::Never),
     ];
-    // `TEXT$` matches labels ending in `TEXT` (`wal Always 256 1$` leaves out 16 appenders).
+    // `TEXT$` matches labels ending in `TEXT` (`tasks 256 1$` leaves out 16 tasks).
     let wanted = |label: &str| {
         only.as_ref().is_none_or(|o| match o.strip_suffix('$') {
             Some(end) => label.ends_with(end),
@@ -377,18 +347,11 @@ fn main() {
     }
     for size in ENTRY_SIZES {
         for (name, policy) in policies {
-            for threads in THREADS {
-                if wanted(&format!("wal {name} {size} {threads}")) {
-                    specs.push(Spec::Wal {
-                        name,
-                        policy,
-                        threads,
-                        size,
-                    });
-                }
+            if wanted(&format!("wal {name} {size}")) {
+                specs.push(Spec::Wal { name, policy, size });
             }
         }
-        for tasks in THREADS {
+        for tasks in TASKS {
             if wanted(&format!("wal Always tasks {size} {tasks}")) {
                 specs.push(Spec::WalTasks { tasks, size });
             }
@@ -435,18 +398,17 @@ fn main() {
             .map(|(_, c)| (c.per_sec(), c.mib_per_sec()))
             .unwrap_or((f64::NAN, f64::NAN))
     };
-    let always = |threads, size| {
+    let always = |size| {
         find(Spec::Wal {
             name: "Always",
             policy: Durability::Always,
-            threads,
             size,
         })
         .0
     };
     let tasks = |tasks, size| find(Spec::WalTasks { tasks, size }).0;
     println!();
-    println!("Threads: appender threads, each blocking in wait_durable; `t`: async tasks on one");
+    println!("Threads: one appender thread, blocking in wait_durable; `t`: async tasks on one");
     println!("thread, each awaiting its entry through on_durable (one append call per entry).");
     println!("Latency: with Always, from append to the appender learning it is durable; otherwise");
     println!("from append to the durable listener passing the entry (sampled). Times include a");
@@ -454,19 +416,17 @@ fn main() {
     println!();
     for size in ENTRY_SIZES {
         println!(
-            "Always, 16 appender threads / 1, {size} B: {:.1}x; 16 tasks / 1 task: {:.1}x (want >= 8x)",
-            always(16, size) / always(1, size),
+            "Always, 16 tasks / 1 task, {size} B: {:.1}x (want >= 8x)",
             tasks(16, size) / tasks(1, size)
         );
     }
     println!(
         "Always, 1 appender, 256 B / raw write+fdatasync 256 B: {:.0}% (want >= 80%)",
-        100.0 * always(1, 256) / find(Spec::RawSync { size: 256 }).0
+        100.0 * always(256) / find(Spec::RawSync { size: 256 }).0
     );
     let never = find(Spec::Wal {
         name: "Never",
         policy: Durability::Never,
-        threads: 1,
         size: 4096,
     });
     println!(

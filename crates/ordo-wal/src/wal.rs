@@ -9,8 +9,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use crate::atomic_file::{ByteOrder, Format};
 use crate::error::{Error, Result};
 use crate::files::{
@@ -571,44 +569,13 @@ impl Wal {
             bytes += (record::HEADER_BYTES + e.payload.len()) as u64;
         }
         check_batch(bytes, opts)?;
-        // Encode (and checksum) before taking the lock, so appenders overlap that work.
+        // Encode (and checksum) before taking the lock, so readers do not wait for that work.
         let mut buf = Vec::with_capacity(bytes as usize);
         let crcs: Vec<u32> = entries
             .iter()
             .map(|e| record::encode(&mut buf, e))
             .collect();
-        self.shared
-            .write_batch(Some(first.index), bytes, move |_| (buf, crcs))
-    }
-
-    /// Appends `payloads` as entries of `term` and `kind` at the end of the log, whatever its
-    /// last index is, and returns the index of the last one. For many threads appending to
-    /// one log (each learns its indices from the result); a Raft runtime that chooses indices
-    /// itself uses [`append`](Self::append). Limits and durability are as for `append`.
-    pub fn append_next(&self, term: u64, kind: u8, payloads: &[Bytes]) -> Result<u64> {
-        if payloads.is_empty() {
-            return Ok(self.last_index());
-        }
-        let opts = &self.shared.options;
-        let mut bytes = 0u64;
-        let next = self.last_index() + 1;
-        check_index(next)?;
-        for p in payloads {
-            check_payload(next, p.len(), opts)?;
-            bytes += (record::HEADER_BYTES + p.len()) as u64;
-        }
-        check_batch(bytes, opts)?;
-        // The index is part of the record, so encoding waits until the lock assigns it.
-        self.shared.write_batch(None, bytes, |first| {
-            let mut buf = Vec::with_capacity(bytes as usize);
-            let crcs = (first..)
-                .zip(payloads)
-                .map(|(index, p)| {
-                    record::encode(&mut buf, &Entry::new(index, term, kind, p.clone()))
-                })
-                .collect();
-            (buf, crcs)
-        })
+        self.shared.write_batch(first.index, buf, crcs)
     }
 
     /// Entries with indices in `[lo, hi)`, stopping before the total encoded size would exceed
@@ -986,16 +953,12 @@ impl Shared {
     }
 
     /// The append protocol: under the lock, roll to a new segment if the batch does not fit,
-    /// take the next index (or check the caller's `first`), let `encode` produce the records,
-    /// index them and reserve their byte range; write the range without the lock; then,
-    /// under the lock again, publish it once every earlier reservation is written too.
-    fn write_batch(
-        &self,
-        first: Option<u64>,
-        bytes: u64,
-        encode: impl FnOnce(u64) -> (Vec<u8>, Vec<u32>),
-    ) -> Result<u64> {
+    /// check that `first` is the next index, seal the encoded records `buf` (checksums
+    /// `crcs`), index them and reserve their byte range; write the range without the lock;
+    /// then, under the lock again, publish it once every earlier reservation is written too.
+    fn write_batch(&self, first: u64, mut buf: Vec<u8>, crcs: Vec<u32>) -> Result<u64> {
         let opts = &self.options;
+        let bytes = buf.len() as u64;
         let mut log = lock(&self.log);
         loop {
             if log.poisoned {
@@ -1013,22 +976,19 @@ impl Shared {
                 log = LogState::drain(log, &self.writes_drained)?;
                 continue;
             }
-            let index = log.next_index;
-            if first.is_some_and(|f| f != index) {
+            if first != log.next_index {
                 break; // refused just below, before a segment is created for it
             }
-            self.roll(&mut log, index)?;
+            self.roll(&mut log, first)?;
             break;
         }
         let index = log.next_index;
-        if let Some(f) = first.filter(|&f| f != index) {
+        if first != index {
             return Err(Error::NonContiguousAppend {
                 expected: index,
-                found: f,
+                found: first,
             });
         }
-        let (mut buf, crcs) = encode(index);
-        assert_eq!(buf.len() as u64, bytes);
         // Read under the lock: a suffix truncation lowers it before it lets go of the lock,
         // so a record never claims an index durable that is not (see `judge_damage`).
         let durable = self.durable_claim.load(Ordering::Acquire);

@@ -14,10 +14,6 @@ enum Op {
         payload_bytes: usize,
         new_term: bool,
     },
-    AppendNext {
-        count: u64,
-        payload_bytes: usize,
-    },
     TruncateSuffix {
         back: u64,
     },
@@ -38,8 +34,6 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (1..8u64, 0..300usize, proptest::bool::weighted(0.2)).prop_map(
             |(count, payload_bytes, new_term)| Op::Append { count, payload_bytes, new_term }
         ),
-        2 => (1..5u64, 0..300usize)
-            .prop_map(|(count, payload_bytes)| Op::AppendNext { count, payload_bytes }),
         2 => (0..25u64).prop_map(|back| Op::TruncateSuffix { back }),
         1 => (0..40u64).prop_map(|ahead| Op::TruncatePrefix { ahead }),
         2 => (0..60u64, 0..20u64, 0..2000u64)
@@ -108,25 +102,6 @@ fn run(dir: &Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .collect();
                 prop_assert_eq!(w.append(&batch).unwrap(), first + count - 1);
                 model.entries.extend(batch);
-            }
-            Op::AppendNext {
-                count,
-                payload_bytes,
-            } => {
-                let first = model.last() + 1;
-                let payloads: Vec<bytes::Bytes> = (0..count)
-                    .map(|i| vec![i as u8 ^ 0x5a; payload_bytes].into())
-                    .collect();
-                prop_assert_eq!(
-                    w.append_next(model.term, 1, &payloads).unwrap(),
-                    first + count - 1
-                );
-                model.entries.extend(
-                    payloads
-                        .into_iter()
-                        .zip(first..)
-                        .map(|(p, i)| Entry::new(i, model.term, 1, p)),
-                );
             }
             Op::TruncateSuffix { back } => {
                 let from = (model.last() + 1).saturating_sub(back).max(model.start);
