@@ -1,11 +1,10 @@
 //! The log itself: segments, appends with group commit, reads, truncation and recovery.
 
-use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
@@ -73,10 +72,9 @@ struct Segment {
     next_index: u64,
     path: PathBuf,
     file: Arc<File>,
-    /// Bytes of records completely written, a prefix of the file: what readers may read.
+    /// Bytes of records, a prefix of the file: what readers may read (records staged for
+    /// the next round count; whoever reads the file writes them first, see [`Staged`]).
     len_bytes: u64,
-    /// Bytes of records reserved by appenders, written or still being written.
-    len_reserved: u64,
     /// The file's length, fixed at creation (recorded in its header): records end before it.
     size_bytes: u64,
     /// Bytes from the start known to be written, with records or with zeros ahead of them
@@ -94,7 +92,6 @@ impl Segment {
             path,
             file: Arc::new(file),
             len_bytes: SEGMENT_HEADER_BYTES,
-            len_reserved: SEGMENT_HEADER_BYTES,
             size_bytes,
             zeroed_to: SEGMENT_HEADER_BYTES,
             sparse: Vec::new(),
@@ -108,7 +105,7 @@ impl Segment {
             "records of a segment are consecutive"
         );
         assert_eq!(
-            offset, self.len_reserved,
+            offset, self.len_bytes,
             "records of a segment are contiguous"
         );
         if self
@@ -122,7 +119,7 @@ impl Segment {
             self.terms.push((index, term));
         }
         self.next_index = index + 1;
-        self.len_reserved = offset + len;
+        self.len_bytes = offset + len;
     }
 
     /// A record offset at or before the record with `index`, and that record's index.
@@ -151,7 +148,6 @@ impl Segment {
         self.terms.retain(|&(i, _)| i < index);
         self.next_index = index;
         self.len_bytes = offset;
-        self.len_reserved = offset;
         self.zeroed_to = self.zeroed_to.min(offset);
     }
 
@@ -160,11 +156,11 @@ impl Segment {
     /// allocation (a hole, like a block merely reserved with `fallocate`, makes every fsync
     /// after a write to a new block commit metadata as well, a third slower). Runs under
     /// the log lock, so no record write can be overwritten by these zeros: every byte below
-    /// `len_reserved` is skipped, and later reservations write after this returns.
+    /// `len_bytes` is skipped, and later appends write after this returns.
     fn zero_ahead(&mut self) -> std::io::Result<()> {
         static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
-        let from = self.zeroed_to.max(self.len_reserved);
-        if from - self.len_reserved >= ZERO_AHEAD_BYTES / 2 || from >= self.size_bytes {
+        let from = self.zeroed_to.max(self.len_bytes);
+        if from - self.len_bytes >= ZERO_AHEAD_BYTES / 2 || from >= self.size_bytes {
             return Ok(());
         }
         let to = (from + ZERO_AHEAD_BYTES).min(self.size_bytes);
@@ -214,20 +210,9 @@ impl Segment {
 struct LogState {
     /// First index of the log; entries below it are compacted.
     start_index: u64,
-    /// One past the last index reserved by an appender.
+    /// One past the last index appended: the end of the log as readers and fsyncs see it
+    /// (an append writes its records under the lock, so none is ever half done).
     next_index: u64,
-    /// One past the last index whose record, and every one before it, is written: the end
-    /// of the log as readers and fsyncs see it.
-    written_next: u64,
-    /// Appends reserved but not yet known to be written, in reservation order. Appenders
-    /// write outside the lock, to disjoint byte ranges, so they never queue behind each
-    /// other's `write` system calls.
-    inflight: VecDeque<Inflight>,
-    /// Sequence number of `inflight[0]`.
-    inflight_front_seq: u64,
-    /// Threads waiting for `inflight` to drain: only then is the condvar signalled, which
-    /// saves every append a wake-up system call.
-    drain_waiters: usize,
     /// Ascending by first index; the last one is the one appended to.
     segments: Vec<Segment>,
     /// Records appended while an fsync round ran, not yet handed to the OS.
@@ -253,27 +238,21 @@ impl LogState {
                 first_index: self.start_index,
             });
         }
-        if index >= self.written_next {
+        if index >= self.next_index {
             return Err(Error::Unavailable {
                 index,
-                last_index: self.written_next - 1,
+                last_index: self.next_index - 1,
             });
         }
         Ok(())
     }
 
-    /// Marks the append with sequence number `seq` written and advances the written prefix
-    /// over every leading append that is. Returns the new `written_next`.
-    fn complete(&mut self, seq: u64) -> u64 {
-        let at = usize::try_from(seq - self.inflight_front_seq).expect("in-flight queue is short");
-        self.inflight[at].done = true;
-        while self.inflight.front().is_some_and(|w| w.done) {
-            let w = self.inflight.pop_front().expect("checked above");
-            self.inflight_front_seq += 1;
-            self.segments[w.segment].len_bytes = w.end_offset;
-            self.written_next = w.next_index;
+    /// Refuses work on a poisoned log.
+    fn check_poisoned(&self) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
         }
-        self.written_next
+        Ok(())
     }
 
     /// Hands the staged records to the OS (under the lock: readers and truncations must find
@@ -290,26 +269,6 @@ impl LogState {
             .write_all_at(&st.bytes, st.offset)
             .map_err(|e| Error::io(&seg.path, e))
     }
-
-    /// Waits until no append is in flight (truncations and rolls need the file settled).
-    fn drain<'a>(
-        mut log: MutexGuard<'a, LogState>,
-        drained: &Condvar,
-    ) -> Result<MutexGuard<'a, LogState>> {
-        loop {
-            if log.poisoned {
-                return Err(Error::Poisoned);
-            }
-            if log.inflight.is_empty() {
-                return Ok(log);
-            }
-            log.drain_waiters += 1;
-            log = drained
-                .wait(log)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            log.drain_waiters -= 1;
-        }
-    }
 }
 
 /// Records of the last segment kept in memory until the next fsync round writes them, all in
@@ -319,7 +278,7 @@ impl LogState {
 /// next round starts anyway. Rather than each appender making its own `write` system call
 /// (and, on few CPUs, paying for it with the round's time), the next round writes them
 /// together just before its fsync. For everyone else the records are written: they count in
-/// `written_next` and the segment's `len_bytes`, so [`LogState::flush_staged`] runs first
+/// `next_index` and the segment's `len_bytes`, so [`LogState::flush_staged`] runs first
 /// wherever the file itself is read, cut, rolled from or synced. Only `Always` stages: with
 /// the other policies a write must reach the OS at once, since an acknowledged entry then
 /// relies on the page cache surviving a crash of the process.
@@ -332,17 +291,6 @@ struct Staged {
     /// Index of the first staged record.
     first_index: u64,
     bytes: Vec<u8>,
-}
-
-/// An append whose bytes are being written outside the lock.
-#[derive(Debug)]
-struct Inflight {
-    /// Position in `LogState::segments`: stable while the append is in flight, since rolls
-    /// only push and truncations wait until nothing is in flight.
-    segment: usize,
-    end_offset: u64,
-    next_index: u64,
-    done: bool,
 }
 
 /// What the fsync thread and the durability waiters share.
@@ -418,8 +366,6 @@ struct Shared {
     sync: Mutex<SyncState>,
     /// Wakes the fsync thread.
     sync_wanted: Condvar,
-    /// Signals (with `log`) that no append is in flight any more.
-    writes_drained: Condvar,
     listeners: Mutex<Vec<Listener>>,
     /// A copy of `SyncState::durable_index` that appenders read under the log lock, to seal
     /// into each record as its durability claim.
@@ -442,13 +388,13 @@ struct Shared {
 
 /// A write-ahead log in one directory: segment files, the hard state and snapshots.
 ///
-/// `Wal` is `Send + Sync`; share it with an `Arc`. An append holds the internal lock only to
-/// take its indices and byte range (no system call but when it rolls to a new segment); it
-/// writes its bytes after letting go, so concurrent appenders write in parallel (with
-/// `Always`, an append that arrives while an fsync runs leaves its bytes to the next round
-/// instead, see the [crate documentation](crate)). Fsyncs (`fdatasync`) run without that lock, so
-/// appends keep flowing while one runs, and each covers everything written before it started
-/// (group commit). A thread in [`wait_durable`](Self::wait_durable) that finds no fsync in
+/// `Wal` is `Send + Sync`; share it with an `Arc`. An append holds the internal lock while
+/// it checks its index and writes its records with one `pwrite` (with `Always`, an append
+/// that arrives while an fsync runs leaves its bytes to the next round instead, see the
+/// [crate documentation](crate)), so appends from several threads take turns; readers wait
+/// for at most that one write. Fsyncs (`fdatasync`) run without that lock, so appends keep
+/// flowing while one runs, and each covers everything written before it started (group
+/// commit). A thread in [`wait_durable`](Self::wait_durable) that finds no fsync in
 /// flight runs it itself; others park until a round covers their index. A background thread
 /// runs the rounds for listeners and the `Interval` policy.
 ///
@@ -501,7 +447,6 @@ impl Wal {
                 ..SyncState::default()
             }),
             sync_wanted: Condvar::new(),
-            writes_drained: Condvar::new(),
             listeners: Mutex::new(Vec::new()),
             has_listeners: AtomicBool::new(false),
             round_running: AtomicBool::new(false),
@@ -534,10 +479,9 @@ impl Wal {
         lock(&self.shared.log).start_index
     }
 
-    /// The last index of the log, `first_index() - 1` if it is empty. Entries of appends
-    /// still in progress on other threads count once they, and all before them, are written.
+    /// The last index of the log, `first_index() - 1` if it is empty.
     pub fn last_index(&self) -> u64 {
-        lock(&self.shared.log).written_next - 1
+        lock(&self.shared.log).next_index - 1
     }
 
     /// Appends `entries`, which must carry consecutive indices starting at `last_index() + 1`,
@@ -679,7 +623,8 @@ impl Wal {
             .truncation
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut log = LogState::drain(lock(&self.shared.log), &self.shared.writes_drained)?;
+        let mut log = lock(&self.shared.log);
+        log.check_poisoned()?;
         if from < log.start_index {
             return Err(Error::Compacted {
                 index: from,
@@ -718,7 +663,8 @@ impl Wal {
     /// so a crash at any later step still yields the new log.
     pub fn truncate_prefix(&self, through: u64) -> Result<()> {
         check_index(through)?;
-        let mut log = LogState::drain(lock(&self.shared.log), &self.shared.writes_drained)?;
+        let mut log = lock(&self.shared.log);
+        log.check_poisoned()?;
         if through < log.start_index {
             return Ok(());
         }
@@ -881,7 +827,6 @@ impl Shared {
     /// [`poison`](Self::poison) for a caller that holds the log lock.
     fn poison_locked(&self, log: &mut LogState) {
         log.poisoned = true;
-        self.writes_drained.notify_all();
         let mut s = lock(&self.sync);
         s.poisoned = true;
         s.wake_all();
@@ -952,75 +897,39 @@ impl Shared {
         Ok(())
     }
 
-    /// The append protocol: under the lock, roll to a new segment if the batch does not fit,
-    /// check that `first` is the next index, seal the encoded records `buf` (checksums
-    /// `crcs`), index them and reserve their byte range; write the range without the lock;
-    /// then, under the lock again, publish it once every earlier reservation is written too.
+    /// The append protocol, all under the log lock: check that `first` is the next index,
+    /// roll to a new segment if the batch does not fit, seal the encoded records `buf`
+    /// (checksums `crcs`) with the durability claim, hand them to the OS (or stage them for
+    /// the next round), and only then index them, so that readers never find a record that
+    /// did not reach the file. Then publish the new end to the durability waiters.
+    ///
+    /// Appends therefore take turns: the runtime appends from one task per log, and with
+    /// one appender there is nothing to overlap. Readers wait at most for one `pwrite` of
+    /// one batch (a copy into the page cache).
     fn write_batch(&self, first: u64, mut buf: Vec<u8>, crcs: Vec<u32>) -> Result<u64> {
         let opts = &self.options;
         let bytes = buf.len() as u64;
         let mut log = lock(&self.log);
-        loop {
-            if log.poisoned {
-                return Err(Error::Poisoned);
-            }
-            let roll = log
-                .segments
-                .last()
-                .is_none_or(|s| s.len_reserved + bytes > s.size_bytes);
-            if !roll {
-                break;
-            }
-            if !log.inflight.is_empty() {
-                // The finished segment is fsynced on rolling: its writes must land first.
-                log = LogState::drain(log, &self.writes_drained)?;
-                continue;
-            }
-            if first != log.next_index {
-                break; // refused just below, before a segment is created for it
-            }
-            self.roll(&mut log, first)?;
-            break;
+        if log.poisoned {
+            return Err(Error::Poisoned);
         }
-        let index = log.next_index;
-        if first != index {
+        if first != log.next_index {
             return Err(Error::NonContiguousAppend {
-                expected: index,
+                expected: log.next_index,
                 found: first,
             });
         }
+        if log
+            .segments
+            .last()
+            .is_none_or(|s| s.len_bytes + bytes > s.size_bytes)
+        {
+            self.roll(&mut log, first)?;
+        }
         // Read under the lock: a suffix truncation lowers it before it lets go of the lock,
         // so a record never claims an index durable that is not (see `judge_damage`).
-        let durable = self.durable_claim.load(Ordering::Acquire);
-        let segment = log.segments.len() - 1;
-        let seg = &mut log.segments[segment];
-        let offset = seg.len_reserved;
-        let mut at = 0;
-        let mut next = index;
-        for crc in crcs {
-            let (len, term) = record::len_and_term(&buf[at..]);
-            let end = at + len as usize;
-            record::seal(&mut buf[at..end], crc, durable);
-            seg.note_record(
-                next,
-                term,
-                offset + at as u64,
-                len,
-                opts.index_interval_bytes,
-            );
-            at = end;
-            next += 1;
-        }
-        assert_eq!(at, buf.len());
-        let file = Arc::clone(&seg.file);
-        log.next_index = next;
-        let seq = log.inflight_front_seq + log.inflight.len() as u64;
-        log.inflight.push_back(Inflight {
-            segment,
-            end_offset: offset + bytes,
-            next_index: next,
-            done: false,
-        });
+        seal_batch(&mut buf, &crcs, self.durable_claim.load(Ordering::Acquire));
+        let offset = log.segments.last().expect("rolled above").len_bytes;
         let staged_bytes = log.staged.as_ref().map_or(0, |st| st.bytes.len());
         let stage = opts.durability == Durability::Always
             && self.round_running.load(Ordering::Acquire)
@@ -1034,36 +943,53 @@ impl Shared {
                 // Appends that wrote their own bytes came between: one write per run.
                 self.flush_staged(&mut log)?;
             }
+        } else {
+            let seg = log.segments.last().expect("rolled above");
+            if let Err(e) = seg.file.write_all_at(&buf, offset) {
+                // What reached the file is unknown: refuse further work until recovery has
+                // looked.
+                let path = seg.path.clone();
+                self.poison_locked(&mut log);
+                return Err(Error::io(path, e));
+            }
+        }
+        let seg = log.segments.last_mut().expect("rolled above");
+        let (mut at, mut next) = (0, first);
+        while at < buf.len() {
+            let (len, term) = record::len_and_term(&buf[at..]);
+            seg.note_record(
+                next,
+                term,
+                offset + at as u64,
+                len,
+                opts.index_interval_bytes,
+            );
+            at += len as usize;
+            next += 1;
+        }
+        assert_eq!(next - first, crcs.len() as u64, "one record per checksum");
+        log.next_index = next;
+        if stage {
             match &mut log.staged {
                 Some(st) => st.bytes.extend_from_slice(&buf),
                 None => {
                     log.staged = Some(Staged {
                         offset,
-                        first_index: index,
+                        first_index: first,
                         bytes: buf,
                     });
                 }
             }
-        } else {
-            drop(log);
-            if let Err(e) = file.write_all_at(&buf, offset) {
-                // What reached the file is unknown: refuse further work until recovery has
-                // looked.
-                let path = lock(&self.log).segments[segment].path.clone();
-                self.poison();
-                return Err(Error::io(path, e));
-            }
-            log = lock(&self.log);
         }
+        drop(log);
+        self.publish_appended(next - 1);
+        Ok(next - 1)
+    }
 
-        let written = {
-            let written_next = log.complete(seq);
-            if log.inflight.is_empty() && log.drain_waiters > 0 {
-                self.writes_drained.notify_all();
-            }
-            drop(log);
-            written_next - 1
-        };
+    /// Tells the durability side that everything through `written` is appended: wakes the
+    /// fsync thread or a parked waiter to lead a round, as the policy wants.
+    fn publish_appended(&self, written: u64) {
+        let opts = &self.options;
         let leader = {
             let mut s = lock(&self.sync);
             let mut leader = None;
@@ -1078,8 +1004,8 @@ impl Shared {
                         self.sync_wanted.notify_one();
                     }
                 } else if !s.in_flight && !s.waiters.is_empty() {
-                    // A waiter may have parked because its entry was not yet written (an
-                    // earlier append was still in flight): it can lead a round now.
+                    // A waiter on another thread may have parked for these entries between
+                    // their append and this publication: it can lead a round now.
                     leader = Some(s.waiters.remove(0).1);
                 }
             }
@@ -1088,7 +1014,6 @@ impl Shared {
         if let Some(thread) = leader {
             thread.unpark();
         }
-        Ok(next - 1)
     }
 
     fn truncate_suffix_locked(&self, log: &mut LogState, from: u64) -> Result<()> {
@@ -1114,7 +1039,6 @@ impl Shared {
             .map_err(|e| Error::io(self.dir.join(TRUNCATE_FILE), e))?;
         sync_dir(&self.dir)?;
         log.next_index = from;
-        log.written_next = from;
         Ok(())
     }
 
@@ -1126,7 +1050,6 @@ impl Shared {
         START_FORMAT.write(&self.dir, START_FILE, &start.to_le_bytes())?;
         log.start_index = start;
         log.next_index = log.next_index.max(start);
-        log.written_next = log.next_index;
         while log.segments.first().is_some_and(|s| s.next_index <= start) {
             self.crash_point()?;
             let s = log.segments.remove(0);
@@ -1151,9 +1074,9 @@ impl Shared {
                 return Ok(s.durable_index);
             }
             if index > s.written_index {
-                // Still being written, never appended, or removed by a suffix truncation
-                // (which wakes waiters to find out): ask the log. The usual caller, waiting
-                // for its own append, skips this lock.
+                // Appended but not yet published here, never appended, or removed by a
+                // suffix truncation (which wakes waiters to find out): ask the log. The usual
+                // caller, waiting for its own append, skips this lock.
                 drop(s);
                 let last = lock(&self.log).next_index - 1;
                 s = lock(&self.sync);
@@ -1346,7 +1269,7 @@ impl Shared {
             }
             let generation = lock(&self.sync).generation;
             (
-                log.written_next - 1,
+                log.next_index - 1,
                 generation,
                 files,
                 std::mem::take(&mut log.dir_dirty),
@@ -1360,6 +1283,18 @@ impl Shared {
         }
         Ok((target, generation))
     }
+}
+
+/// Seals each record of the encoded batch `buf` (checksums `crcs`) with the durability
+/// claim `durable`.
+fn seal_batch(buf: &mut [u8], crcs: &[u32], durable: u64) {
+    let mut at = 0;
+    for &crc in crcs {
+        let end = at + record::len_and_term(&buf[at..]).0 as usize;
+        record::seal(&mut buf[at..end], crc, durable);
+        at = end;
+    }
+    assert_eq!(at, buf.len(), "the records fill the batch");
 }
 
 fn check_index(index: u64) -> Result<()> {
@@ -1632,7 +1567,6 @@ fn recover(dir: &Path, options: &Options, same_boot: bool) -> Result<LogState> {
         }
         let mut seg = Segment::new(first, path, file, size);
         let end = scan_segment(&mut seg, truncate_from, options)?;
-        seg.len_bytes = seg.len_reserved;
         let cut = match end {
             ScanEnd::Clean => None,
             ScanEnd::Truncate(offset) => Some(offset),
@@ -1698,10 +1632,6 @@ fn recover(dir: &Path, options: &Options, same_boot: bool) -> Result<LogState> {
     Ok(LogState {
         start_index,
         next_index: next_index.max(start_index),
-        written_next: next_index.max(start_index),
-        inflight: VecDeque::new(),
-        inflight_front_seq: 0,
-        drain_waiters: 0,
         segments,
         pending_sync: Vec::new(),
         staged: None,
@@ -1834,8 +1764,7 @@ fn judge_same_boot_damage(
 /// index `i = seg.next_index` should start; `later` are the segment files after `seg`.
 ///
 /// A crash can damage only what was written after the last completed fsync, in any pattern:
-/// concurrent appends complete out of order and the page cache writes back pages in any
-/// order, so valid records may well follow a hole. What a crash cannot do is damage a record
+/// the page cache writes back pages in any order, so valid records may well follow a hole. What a crash cannot do is damage a record
 /// that was already durable. Every record carries a durability claim: the durable index when
 /// it was appended. So if any valid record after the damage (at any byte offset, in this or a
 /// later segment) claims `i` or more, record `i` was durable before the crash and its damage
