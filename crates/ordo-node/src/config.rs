@@ -101,6 +101,9 @@ pub struct NodeConfig {
     pub group_queue_max: usize,
     /// Size at which a WAL segment is closed and the next started.
     pub segment_bytes_max: u64,
+    /// Payload bytes of each group's newest log entries kept in memory, so that applying
+    /// them and sending them to followers does not read back what was just written.
+    pub log_cache_bytes_max: u64,
     /// Bytes of entries in one append message.
     pub append_bytes_max: u64,
     /// Append messages in flight to one follower.
@@ -144,6 +147,7 @@ impl NodeConfig {
             apply_batch_bytes_max: 4 << 20,
             group_queue_max: 4_096,
             segment_bytes_max: 64 << 20,
+            log_cache_bytes_max: crate::storage::LOG_CACHE_BYTES_DEFAULT,
             append_bytes_max: 1 << 20,
             inflight_appends_max: 256,
             uncommitted_bytes_max: 64 << 20,

@@ -73,7 +73,8 @@ pub enum GroupError {
         /// The failure.
         source: StorageFailure,
     },
-    /// A log read failed in a way the core could not be told about.
+    /// Reading the group's log or snapshot failed (the reason names the file and byte
+    /// offset where the storage knows them); the group stopped rather than go on without it.
     #[error("group {group}: log read failed: {reason}")]
     LogRead {
         /// The group.
@@ -327,7 +328,7 @@ impl<O: Send + 'static> Driver<O> {
             }
             self.commands = commands;
         }
-        if let Some(reason) = self.outputs.storage.failure() {
+        if let Some(reason) = self.core.storage_failure() {
             return Err(GroupError::LogRead {
                 group: self.group_id,
                 reason,

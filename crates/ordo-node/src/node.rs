@@ -326,6 +326,7 @@ impl Node {
         let members = self.load_members(group_id, &dir, &transport)?;
         let storage = tokio::task::block_in_place(|| {
             WalStorage::open(Arc::clone(&wal), self.config.snapshot_bytes_max)
+                .map(|s| s.with_log_cache_bytes(self.config.log_cache_bytes_max))
         })
         .map_err(|source| match source {
             StorageFailure::LostState(lost) => NodeError::LostState(lost),

@@ -90,8 +90,9 @@ pub struct WalStorage {
     recent: Arc<Mutex<RecentEntries>>,
 }
 
-/// Payload bytes of recently appended entries kept in memory.
-const RECENT_BYTES_MAX: u64 = 8 << 20;
+/// Payload bytes of recently appended entries kept in memory, unless set otherwise with
+/// [`WalStorage::with_log_cache_bytes`].
+pub const LOG_CACHE_BYTES_DEFAULT: u64 = 8 << 20;
 /// Recently appended entries kept in memory.
 const RECENT_ENTRIES_MAX: usize = 1 << 16;
 
@@ -99,10 +100,21 @@ const RECENT_ENTRIES_MAX: usize = 1 << 16;
 /// committed entries to apply, a leader's appends to its followers) do not read back,
 /// checksum and decode what was just written. Always a contiguous run of the log's
 /// newest entries, identical to what the WAL holds; anything that cuts the log cuts it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RecentEntries {
     entries: std::collections::VecDeque<Entry>,
     payload_bytes: u64,
+    payload_bytes_max: u64,
+}
+
+impl Default for RecentEntries {
+    fn default() -> RecentEntries {
+        RecentEntries {
+            entries: std::collections::VecDeque::new(),
+            payload_bytes: 0,
+            payload_bytes_max: LOG_CACHE_BYTES_DEFAULT,
+        }
+    }
 }
 
 impl RecentEntries {
@@ -121,7 +133,8 @@ impl RecentEntries {
             self.payload_bytes += e.data.len() as u64;
             self.entries.push_back(e.clone());
         }
-        while self.payload_bytes > RECENT_BYTES_MAX || self.entries.len() > RECENT_ENTRIES_MAX {
+        while self.payload_bytes > self.payload_bytes_max || self.entries.len() > RECENT_ENTRIES_MAX
+        {
             let Some(old) = self.entries.pop_front() else {
                 break;
             };
@@ -278,6 +291,13 @@ impl WalStorage {
             failed: Arc::new(Mutex::new(None)),
             recent: Arc::default(),
         })
+    }
+
+    /// Keeps at most `bytes` of payload of the newest entries in memory (see
+    /// [`LOG_CACHE_BYTES_DEFAULT`]); older entries are read back from the WAL.
+    pub fn with_log_cache_bytes(self, bytes: u64) -> WalStorage {
+        lock(&self.recent).payload_bytes_max = bytes;
+        self
     }
 
     /// The WAL.

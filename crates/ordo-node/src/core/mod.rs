@@ -292,6 +292,16 @@ impl<St: LogStore> GroupCore<St> {
         self.leadership
     }
 
+    /// Why this group cannot go on, if it cannot: a storage read failed (for the WAL, the
+    /// text names the file and byte offset). The Raft core stops at its first failed read;
+    /// the runtime stops the group and reports it.
+    pub fn storage_failure(&self) -> Option<String> {
+        self.raw
+            .storage_failure()
+            .map(ToString::to_string)
+            .or_else(|| self.storage.failure())
+    }
+
     /// Whether a write is waiting to become durable.
     pub fn waiting_durable(&self) -> bool {
         self.persistence.in_flight.is_some()
