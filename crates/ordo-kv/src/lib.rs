@@ -5,7 +5,9 @@
 //! [`backend::KvBackend`] trait; every replica applies committed entries to its
 //! [`store::KvStore`] (through [`state::KvState`]), which is a deterministic MVCC store;
 //! watchers read the applied history ([`watch`]); the leader's [`lessor::Lessor`] turns lease
-//! deadlines into expiry commands. [`backend::LocalBackend`] is a complete one-node backend.
+//! deadlines into expiry commands. [`machine::KvMachine`] is the store as the runtime's
+//! replicated state machine, with the [`machine::LeaseClock`] every replica keeps in step;
+//! [`backend::LocalBackend`] is a complete one-node backend.
 
 pub mod backend;
 pub mod command;
@@ -13,6 +15,7 @@ pub mod error;
 pub mod keys;
 pub mod lessor;
 pub mod limits;
+pub mod machine;
 pub mod proto;
 pub mod service;
 pub mod snapshot;
@@ -23,6 +26,7 @@ pub mod watch;
 pub use backend::{KvBackend, LocalBackend, LocalConfig, MemberInfo, NodeStatus, ProposalWaiters};
 pub use command::{Applied, ApplyResponse, Command};
 pub use error::{KvError, SnapshotError};
+pub use machine::{Clock, KvMachine, LeaseClock, MonotonicClock};
 pub use service::{EtcdApi, ServiceConfig};
 pub use state::KvState;
 pub use store::KvStore;

@@ -2,8 +2,8 @@
 //! the etcd v3 API, its admin endpoints, a thin client, and a local demo cluster.
 //!
 //! - [`config`]: flags and the TOML file of `ordo server`, checked before anything starts.
-//! - [`replicated`]: the KV store as the runtime's state machine, and the etcd services'
-//!   backend over the runtime's group handle.
+//! - [`replicated`]: the etcd services' backend over the runtime's group handle, which
+//!   applies entries to `ordo_kv::KvMachine`.
 //! - [`membership`]: MemberAdd, MemberRemove, MemberPromote and MemberList over the
 //!   replicated configuration.
 //! - [`server`]: one node: runtime, KV group, gRPC API, admin endpoints, signals.

@@ -1,31 +1,24 @@
-//! The KV store replicated by a Raft group: the state machine the runtime applies entries
-//! to, and the backend the etcd services run over.
+//! The etcd services' backend over the replicated group that runs the KV store's
+//! [`KvMachine`] (see `ordo_kv::machine`).
 //!
-//! Every node applies committed entries to its own [`KvState`], which wakes that node's
-//! watchers, so a watch on any node sees every write. Writes are proposed through the
-//! node's group handle (a follower forwards them to the leader) and resolve with the result
-//! the local state machine computed. Linearizable reads wait for a ReadIndex. Lease time is
-//! kept by the leader's [`Lessor`]; followers forward keep-alives to the leader's client
-//! address, and expiries travel through the log so every replica deletes the same keys at
-//! the same revision.
+//! Writes are proposed through the node's group handle (a follower forwards them to the
+//! leader) and resolve with the result the local state machine computed. Linearizable reads
+//! wait for a ReadIndex. Lease time is kept by the leader's [`LeaseClock`]; followers forward
+//! keep-alives to the leader's client address, and expiries travel through the log so every
+//! replica deletes the same keys at the same revision.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
 use ordo_kv::command::{self, ApplyResponse, Command};
-use ordo_kv::lessor::Lessor;
 use ordo_kv::proto::etcdserverpb::lease_client::LeaseClient;
 use ordo_kv::proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseTimeToLiveRequest};
 use ordo_kv::proto::internal::LeaseExpireRequest;
-use ordo_kv::{KvBackend, KvError, KvState, KvStore, MemberInfo, NodeStatus};
-use ordo_node::{
-    Group, GroupStatus, Index, NodeId, ProposeError, ReadError, RestoreError, SnapshotJob,
-    StateMachine, StateRole,
-};
+use ordo_kv::{KvBackend, KvError, KvMachine, KvState, LeaseClock, MemberInfo, NodeStatus};
+use ordo_node::{Group, GroupStatus, NodeId, ProposeError, ReadError, StateRole};
 
 /// Most leases expired in one lessor round, so one round's proposals stay bounded.
 pub const LEASE_EXPIRIES_PER_ROUND_MAX: usize = 1000;
@@ -37,115 +30,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here leaves its data consistent, so a panic elsewhere does not
     // make it unsafe to keep using.
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Lease deadlines, kept by every node from the grants it applies and used by the leader.
-#[derive(Debug)]
-pub struct LeaseClock {
-    lessor: Mutex<Lessor>,
-    origin: Instant,
-}
-
-impl Default for LeaseClock {
-    fn default() -> Self {
-        LeaseClock {
-            lessor: Mutex::new(Lessor::new()),
-            origin: Instant::now(),
-        }
-    }
-}
-
-impl LeaseClock {
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-}
-
-/// The KV store as a [`StateMachine`]: applies committed entries to the shared
-/// [`KvState`] (waking its watchers) and keeps the lease clock in step.
-pub struct KvMachine {
-    state: Arc<KvState>,
-    leases: Arc<LeaseClock>,
-    // The store's applied index moves only with KV entries; the runtime also reports
-    // entries without KV data (a new leader's no-op, membership changes), which only this
-    // counter records.
-    applied_index: Index,
-}
-
-impl KvMachine {
-    /// A state machine over an empty store.
-    pub fn new(state: Arc<KvState>, leases: Arc<LeaseClock>) -> KvMachine {
-        let applied_index = state.progress().applied_index;
-        KvMachine {
-            state,
-            leases,
-            applied_index,
-        }
-    }
-}
-
-impl StateMachine for KvMachine {
-    type Output = Result<ApplyResponse, KvError>;
-
-    fn apply(&mut self, index: Index, data: &[u8]) -> Self::Output {
-        self.applied_index = index;
-        let applied = self.state.apply(index, data);
-        match &applied.result {
-            Ok(ApplyResponse::LeaseGrant(granted)) => {
-                let now_ms = self.leases.now_ms();
-                lock(&self.leases.lessor).grant(granted.id, granted.ttl, now_ms);
-            }
-            Ok(ApplyResponse::LeaseRevoke(_)) => {
-                // The response does not name the lease; dropping every deadline whose lease
-                // left the store covers revokes and expiries alike.
-                let now_ms = self.leases.now_ms();
-                let mut lessor = lock(&self.leases.lessor);
-                self.state.read(|store| lessor.sync(store, now_ms));
-            }
-            _ => {}
-        }
-        applied.result
-    }
-
-    fn note_applied(&mut self, index: Index) {
-        self.applied_index = index;
-    }
-
-    fn snapshot(&self) -> Bytes {
-        Bytes::from(self.state.snapshot())
-    }
-
-    fn begin_snapshot(&self) -> SnapshotJob {
-        // The store's history below the snapshot's revision does not change while it is
-        // encoded, so the encoding runs on the runtime's snapshot thread and holds the
-        // store only a few thousand records at a time: applying goes on meanwhile.
-        let cursor = self.state.begin_snapshot();
-        let state = Arc::clone(&self.state);
-        SnapshotJob::deferred(move || state.finish_snapshot(cursor).map(Bytes::from))
-    }
-
-    fn restore(&mut self, index: Index, data: &[u8]) -> Result<(), RestoreError> {
-        // Validate before touching the live state, so a refused snapshot changes nothing.
-        let restored = KvStore::restore(data).map_err(|e| RestoreError::new(e.to_string()))?;
-        if restored.applied_index() > index {
-            return Err(RestoreError::new(format!(
-                "the KV snapshot is at log index {} but claims to be taken at {index}",
-                restored.applied_index()
-            )));
-        }
-        self.state
-            .restore(data)
-            .map_err(|e| RestoreError::new(e.to_string()))?;
-        self.applied_index = index;
-        let now_ms = self.leases.now_ms();
-        let mut lessor = lock(&self.leases.lessor);
-        self.state.read(|store| lessor.sync(store, now_ms));
-        Ok(())
-    }
-
-    fn applied_index(&self) -> Index {
-        self.applied_index
-    }
 }
 
 /// One member of the cluster as configured on this node.
@@ -239,10 +123,7 @@ impl ReplicatedBackend {
         let was_leader =
             previous.is_some_and(|p| p.role == StateRole::Leader && p.term == status.term);
         if status.role == StateRole::Leader && !was_leader {
-            let now_ms = self.leases.now_ms();
-            let mut lessor = lock(&self.leases.lessor);
-            self.state.read(|store| lessor.sync(store, now_ms));
-            lessor.promote(now_ms);
+            self.leases.restart_deadlines(&self.state);
             tracing::info!(
                 node = self.node_id,
                 term = status.term,
@@ -271,8 +152,7 @@ impl ReplicatedBackend {
         if !self.is_leader() {
             return 0;
         }
-        let now_ms = self.leases.now_ms();
-        let expired = lock(&self.leases.lessor).expired(now_ms, LEASE_EXPIRIES_PER_ROUND_MAX);
+        let expired = self.leases.expired(LEASE_EXPIRIES_PER_ROUND_MAX);
         for &id in &expired {
             match self
                 .propose(Command::LeaseExpire(LeaseExpireRequest { id }))
@@ -397,16 +277,14 @@ impl KvBackend for ReplicatedBackend {
 
     async fn lease_keep_alive(&self, id: i64) -> Result<Option<i64>, KvError> {
         if self.is_leader() {
-            let now_ms = self.leases.now_ms();
-            return Ok(lock(&self.leases.lessor).keep_alive(id, now_ms));
+            return Ok(self.leases.keep_alive(id));
         }
         self.leader_leases()?.keep_alive(id).await
     }
 
     async fn lease_remaining(&self, id: i64) -> Result<Option<i64>, KvError> {
         if self.is_leader() {
-            let now_ms = self.leases.now_ms();
-            return Ok(lock(&self.leases.lessor).remaining_seconds(id, now_ms));
+            return Ok(self.leases.remaining_seconds(id));
         }
         self.leader_leases()?.remaining(id).await
     }
@@ -463,113 +341,6 @@ impl KvBackend for ReplicatedBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ordo_kv::proto::etcdserverpb::{LeaseGrantRequest, PutRequest, RangeRequest};
-
-    fn machine() -> (KvMachine, Arc<KvState>, Arc<LeaseClock>) {
-        let state = Arc::new(KvState::new(KvStore::new()));
-        let leases = Arc::new(LeaseClock::default());
-        let machine = KvMachine::new(Arc::clone(&state), Arc::clone(&leases));
-        (machine, state, leases)
-    }
-
-    fn put(key: &str, value: &str) -> Vec<u8> {
-        let request = PutRequest {
-            key: key.as_bytes().to_vec(),
-            value: value.as_bytes().to_vec(),
-            ..Default::default()
-        };
-        command::encode(1, Command::Put(request)).unwrap()
-    }
-
-    fn value(state: &KvState, key: &str) -> Option<Vec<u8>> {
-        let request = RangeRequest {
-            key: key.as_bytes().to_vec(),
-            ..Default::default()
-        };
-        state
-            .read(|s| s.range(&request))
-            .unwrap()
-            .kvs
-            .first()
-            .map(|kv| kv.value.clone())
-    }
-
-    #[test]
-    fn entries_without_kv_data_advance_the_applied_index_and_later_entries_still_apply() {
-        let (mut m, state, _) = machine();
-        m.note_applied(1);
-        m.note_applied(2);
-        assert_eq!(m.applied_index(), 2);
-        let result = m.apply(3, &put("a", "1"));
-        assert!(matches!(result, Ok(ApplyResponse::Put(_))));
-        assert_eq!(m.applied_index(), 3);
-        assert_eq!(value(&state, "a"), Some(b"1".to_vec()));
-    }
-
-    #[test]
-    fn snapshot_restores_on_another_replica_at_a_later_raft_index() {
-        let (mut a, _, _) = machine();
-        assert!(a.apply(2, &put("a", "1")).is_ok());
-        a.note_applied(3);
-        let snapshot = a.snapshot();
-        let (mut b, state_b, _) = machine();
-        b.restore(3, &snapshot).unwrap();
-        assert_eq!(b.applied_index(), 3);
-        assert_eq!(value(&state_b, "a"), Some(b"1".to_vec()));
-        assert!(b.apply(4, &put("b", "2")).is_ok());
-    }
-
-    #[test]
-    fn a_snapshot_begun_before_later_writes_holds_the_state_it_was_begun_at() {
-        let (mut m, _, _) = machine();
-        assert!(m.apply(2, &put("a", "1")).is_ok());
-        let expected = m.snapshot();
-        let job = m.begin_snapshot();
-        assert!(m.apply(3, &put("b", "2")).is_ok());
-        let taken = std::thread::spawn(move || job.finish())
-            .join()
-            .unwrap()
-            .expect("nothing replaced the state");
-        assert_eq!(taken, expected);
-        let (mut other, state_other, _) = machine();
-        other.restore(2, &taken).unwrap();
-        assert_eq!(value(&state_other, "a"), Some(b"1".to_vec()));
-        assert_eq!(value(&state_other, "b"), None);
-    }
-
-    #[test]
-    fn refused_snapshot_leaves_the_state_as_it_was() {
-        let (mut m, state, _) = machine();
-        assert!(m.apply(2, &put("a", "1")).is_ok());
-        assert!(m.restore(5, b"not a snapshot").is_err());
-        assert_eq!(m.applied_index(), 2);
-        assert_eq!(value(&state, "a"), Some(b"1".to_vec()));
-        // A snapshot claiming a later KV index than the Raft index it arrived at.
-        let snapshot = m.snapshot();
-        let (mut other, _, _) = machine();
-        assert!(other.restore(1, &snapshot).is_err());
-        assert_eq!(other.applied_index(), 0);
-    }
-
-    #[test]
-    fn applied_lease_grants_and_revokes_keep_the_lease_clock_in_step() {
-        let (mut m, _, leases) = machine();
-        let grant = LeaseGrantRequest { ttl: 30, id: 7 };
-        let entry = command::encode(1, Command::LeaseGrant(grant)).unwrap();
-        assert!(matches!(
-            m.apply(2, &entry),
-            Ok(ApplyResponse::LeaseGrant(_))
-        ));
-        let now_ms = leases.now_ms();
-        assert_eq!(lock(&leases.lessor).keep_alive(7, now_ms), Some(30));
-        let revoke = ordo_kv::proto::etcdserverpb::LeaseRevokeRequest { id: 7 };
-        let entry = command::encode(2, Command::LeaseRevoke(revoke)).unwrap();
-        assert!(matches!(
-            m.apply(3, &entry),
-            Ok(ApplyResponse::LeaseRevoke(_))
-        ));
-        assert!(lock(&leases.lessor).is_empty());
-    }
 
     #[test]
     fn runtime_errors_map_to_etcd_errors_clients_understand() {

@@ -13,7 +13,8 @@ use tokio::sync::watch;
 
 use crate::config::ServerConfig;
 use crate::membership::{ClusterBackend, MemberDirectory};
-use crate::replicated::{KvMachine, LeaseClock, ReplicatedBackend};
+use crate::replicated::ReplicatedBackend;
+use ordo_kv::{KvMachine, LeaseClock};
 
 /// The Raft group holding the KV store.
 pub const KV_GROUP: GroupId = GroupId(1);
