@@ -310,6 +310,8 @@ impl<S: StateMachine, St: LogStore + Clone, Sn: Snapshotter<St>> Applier<S, St, 
             metrics: std::sync::Arc::clone(&self.metrics),
         };
         self.snapshotter.start(task)?;
+        // The snapshot asked for is this one: asking is not a standing order.
+        self.requested = false;
         self.in_flight = Some((index, self.since.bytes));
         Ok(())
     }
@@ -513,6 +515,92 @@ mod tests {
         entries: 100,
         bytes: 1000,
     };
+
+    /// Counts entries; a snapshot is its count.
+    #[derive(Default)]
+    struct Counter {
+        n: u64,
+        applied: Index,
+    }
+
+    impl StateMachine for Counter {
+        type Output = u64;
+        fn apply(&mut self, index: Index, _: &[u8]) -> u64 {
+            self.applied = index;
+            self.n += 1;
+            self.n
+        }
+        fn note_applied(&mut self, index: Index) {
+            self.applied = index;
+        }
+        fn snapshot(&self) -> bytes::Bytes {
+            bytes::Bytes::copy_from_slice(&self.n.to_be_bytes())
+        }
+        fn restore(&mut self, index: Index, _: &[u8]) -> Result<(), crate::RestoreError> {
+            self.applied = index;
+            Ok(())
+        }
+        fn applied_index(&self) -> Index {
+            self.applied
+        }
+    }
+
+    struct Nobody;
+    impl Proposer<u64> for Nobody {
+        fn applied(self, _: u64) {}
+        fn membership_applied(self, _: &ConfState) {}
+    }
+
+    fn no_ops(range: std::ops::RangeInclusive<Index>) -> Vec<Entry> {
+        range
+            .map(|i| Entry::new(1, i, bytes::Bytes::new()))
+            .collect()
+    }
+
+    #[test]
+    fn a_requested_snapshot_is_taken_once_not_after_every_later_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = std::sync::Arc::new(
+            ordo_wal::Wal::open(dir.path(), ordo_wal::Options::default()).unwrap(),
+        );
+        let storage = crate::storage::WalStorage::open(wal, 1 << 20).unwrap();
+        storage.append(&no_ops(1..=100)).unwrap();
+        let identity = ApplierIdentity {
+            group_id: GroupId(1),
+            node_id: 1,
+            boot: 1,
+            restored: (0, 0),
+        };
+        let thresholds = SnapshotThresholds {
+            entries: 1_000,
+            bytes: u64::MAX,
+        };
+        let metrics = std::sync::Arc::<GroupMetrics>::default();
+        let mut applier = Applier::<Counter, _, _>::new(
+            identity,
+            storage,
+            std::sync::Arc::clone(&metrics),
+            thresholds,
+            InlineSnapshotter::default(),
+        );
+        let mut sm = Counter::default();
+        let batch = |entries: Vec<Entry>, snapshot_now| ApplyBatch::<Nobody> {
+            restore: None,
+            entries,
+            conf_state: ConfState::with_voters([1]),
+            proposers: Vec::new(),
+            snapshot_now,
+        };
+        applier
+            .apply_batch(&mut sm, batch(no_ops(1..=10), true))
+            .unwrap();
+        for i in 11..=100 {
+            applier
+                .apply_batch(&mut sm, batch(no_ops(i..=i), false))
+                .unwrap();
+        }
+        assert_eq!(metrics.snapshot().snapshots_taken, 1);
+    }
 
     #[test]
     fn a_snapshot_is_due_at_either_threshold_while_snapshots_are_small() {

@@ -1,10 +1,14 @@
 //! The simulated disk of one node: what was written, and the part of it that was fsynced.
 //!
-//! A crash keeps everything fsynced and a random prefix of what was written since the last
-//! fsync, possibly tearing the last write (an append keeps only some of its entries), as a
-//! real write-ahead log recovers: a torn tail is cut at the last record whose checksum holds.
+//! Writes are numbered in the order the runtime issues them. An fsync makes durable every
+//! write issued before it started. A crash keeps everything fsynced and a random prefix of
+//! what was written since, possibly tearing the last write (an append keeps only some of
+//! its entries), as a real write-ahead log recovers: a torn tail is cut at the last record
+//! whose checksum holds.
 
-use ordo_raft::{ConfState, Entry, HardState, MemStorage, Snapshot, Storage};
+use std::collections::VecDeque;
+
+use ordo_raft::{Entry, HardState, Index, MemStorage, Snapshot, Storage};
 
 use crate::prng::Prng;
 
@@ -17,9 +21,11 @@ pub enum Write {
     HardState(HardState),
     /// A snapshot received from the leader, replacing the whole log.
     InstallSnapshot(Snapshot),
-    /// A snapshot of the node's own state machine, followed by discarding the entries it
-    /// covers. Written to a temporary file and renamed, so it is never torn.
-    Compact(Snapshot),
+    /// A snapshot of the node's own state machine; the log is kept. Written to a temporary
+    /// file and renamed, so it is never torn.
+    SaveSnapshot(Snapshot),
+    /// Entries through this index discarded, a snapshot covering them.
+    Compact(Index),
 }
 
 /// Counters of disk activity.
@@ -39,38 +45,47 @@ pub struct DiskStats {
 #[derive(Debug, Clone)]
 pub struct Disk {
     durable: MemStorage,
-    /// Written but not yet fsynced, oldest first.
-    unsynced: Vec<Write>,
+    /// Written but not yet fsynced, oldest first; the first is write number `synced + 1`.
+    unsynced: VecDeque<Write>,
     /// Writes issued and not yet fsynced are bounded: a runtime that never fsyncs is a bug.
     unsynced_max: usize,
+    synced: u64,
     stats: DiskStats,
 }
 
 impl Disk {
-    /// A blank disk, or one bootstrapped with an initial configuration.
-    pub fn new(conf_state: Option<ConfState>) -> Disk {
-        let durable = match conf_state {
-            Some(conf_state) => MemStorage::new_with_conf_state(conf_state),
-            None => MemStorage::new(),
-        };
+    /// A disk holding `image` durably.
+    pub fn new(image: MemStorage) -> Disk {
         Disk {
-            durable,
-            unsynced: Vec::new(),
+            durable: image,
+            unsynced: VecDeque::new(),
             unsynced_max: 100_000,
+            synced: 0,
             stats: DiskStats::default(),
         }
     }
 
-    /// Issues a write. It survives a crash only if a later [`Disk::fsync`] completes first
-    /// (or by luck).
-    pub fn write(&mut self, write: Write) {
+    /// Issues a write and returns its number. It survives a crash only if an fsync started
+    /// after it completes first (or by luck).
+    pub fn write(&mut self, write: Write) -> u64 {
         assert!(
             self.unsynced.len() < self.unsynced_max,
             "runtime issued {} writes without an fsync",
             self.unsynced.len()
         );
         self.stats.writes += 1;
-        self.unsynced.push(write);
+        self.unsynced.push_back(write);
+        self.issued()
+    }
+
+    /// The number of the last write issued.
+    pub fn issued(&self) -> u64 {
+        self.synced + self.unsynced.len() as u64
+    }
+
+    /// The number of the last write made durable.
+    pub fn synced(&self) -> u64 {
+        self.synced
     }
 
     /// Whether anything is written and not yet durable.
@@ -78,10 +93,15 @@ impl Disk {
         !self.unsynced.is_empty()
     }
 
-    /// Makes every issued write durable.
-    pub fn fsync(&mut self) {
-        for write in std::mem::take(&mut self.unsynced) {
+    /// Makes durable every write up to number `upto` (an fsync that started when `upto`
+    /// writes had been issued).
+    pub fn fsync_through(&mut self, upto: u64) {
+        while self.synced < upto {
+            let Some(write) = self.unsynced.pop_front() else {
+                break;
+            };
             apply(&mut self.durable, write);
+            self.synced += 1;
         }
         self.stats.fsyncs += 1;
     }
@@ -114,6 +134,7 @@ impl Disk {
             }
         }
         self.stats.writes_lost += (total - kept) as u64;
+        self.synced = 0;
         self.durable.clone()
     }
 
@@ -147,15 +168,12 @@ pub fn apply(storage: &mut MemStorage, write: Write) {
             // runtime checks before writing.
             let _ = storage.apply_snapshot(snapshot);
         }
-        Write::Compact(snapshot) => {
-            let index = snapshot.meta.index;
-            if storage
-                .create_snapshot(index, snapshot.meta.conf_state, snapshot.data)
-                .is_ok()
-            {
-                storage.compact_to_snapshot();
-            }
-            debug_assert!(storage.first_index() > index || storage.snapshot().is_ok());
+        Write::SaveSnapshot(snapshot) => {
+            let meta = snapshot.meta;
+            let _ = storage.create_snapshot(meta.index, meta.conf_state, snapshot.data);
+        }
+        Write::Compact(through) => {
+            let _ = storage.compact(through);
         }
     }
 }
@@ -164,6 +182,7 @@ pub fn apply(storage: &mut MemStorage, write: Write) {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use ordo_raft::ConfState;
 
     fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
         range
@@ -171,18 +190,24 @@ mod tests {
             .collect()
     }
 
+    fn blank() -> Disk {
+        Disk::new(MemStorage::new_with_conf_state(ConfState::with_voters([
+            1, 2, 3,
+        ])))
+    }
+
     #[test]
     fn fsynced_writes_survive_every_crash() {
         for seed in 0..50 {
             let mut prng = Prng::new(seed);
-            let mut disk = Disk::new(Some(ConfState::with_voters([1, 2, 3])));
+            let mut disk = blank();
             disk.write(Write::Append(entries(1..=3, 1)));
-            disk.write(Write::HardState(HardState {
+            let n = disk.write(Write::HardState(HardState {
                 term: 1,
                 vote: 2,
                 commit: 2,
             }));
-            disk.fsync();
+            disk.fsync_through(n);
             disk.write(Write::Append(entries(4..=6, 1)));
             let survived = disk.crash(&mut prng);
             assert!(survived.last_index() >= 3, "seed {seed}");
@@ -197,7 +222,7 @@ mod tests {
         let mut torn = false;
         for seed in 0..200 {
             let mut prng = Prng::new(seed);
-            let mut disk = Disk::new(None);
+            let mut disk = Disk::new(MemStorage::new());
             disk.write(Write::Append(entries(1..=4, 1)));
             let survived = disk.crash(&mut prng);
             match survived.last_index() {
@@ -213,7 +238,7 @@ mod tests {
     fn crash_keeps_a_prefix_never_a_later_write_without_an_earlier_one() {
         for seed in 0..200 {
             let mut prng = Prng::new(seed);
-            let mut disk = Disk::new(None);
+            let mut disk = Disk::new(MemStorage::new());
             disk.write(Write::Append(entries(1..=2, 1)));
             disk.write(Write::HardState(HardState {
                 term: 1,
@@ -228,21 +253,24 @@ mod tests {
     }
 
     #[test]
-    fn durable_view_ignores_unsynced_writes() {
-        let mut disk = Disk::new(None);
-        disk.write(Write::Append(entries(1..=2, 1)));
+    fn an_fsync_covers_only_the_writes_issued_before_it() {
+        let mut disk = Disk::new(MemStorage::new());
+        let first = disk.write(Write::Append(entries(1..=2, 1)));
+        disk.write(Write::Append(entries(3..=4, 1)));
         assert_eq!(disk.durable().last_index(), 0);
-        assert!(disk.has_unsynced());
-        disk.fsync();
+        disk.fsync_through(first);
         assert_eq!(disk.durable().last_index(), 2);
+        assert!(disk.has_unsynced());
+        disk.fsync_through(disk.issued());
+        assert_eq!(disk.durable().last_index(), 4);
         assert!(!disk.has_unsynced());
     }
 
     #[test]
-    fn compaction_drops_covered_entries() {
-        let mut disk = Disk::new(Some(ConfState::with_voters([1])));
+    fn compaction_drops_covered_entries_and_keeps_the_rest() {
+        let mut disk = blank();
         disk.write(Write::Append(entries(1..=5, 1)));
-        disk.write(Write::Compact(Snapshot {
+        disk.write(Write::SaveSnapshot(Snapshot {
             meta: ordo_raft::SnapshotMeta {
                 index: 3,
                 term: 1,
@@ -250,8 +278,10 @@ mod tests {
             },
             data: Bytes::from_static(b"state"),
         }));
-        disk.fsync();
-        assert_eq!(disk.durable().first_index(), 4);
+        disk.write(Write::Compact(2));
+        disk.fsync_through(disk.issued());
+        assert_eq!(disk.durable().first_index(), 3);
         assert_eq!(disk.durable().last_index(), 5);
+        assert_eq!(disk.durable().snapshot().unwrap().meta.index, 3);
     }
 }

@@ -1,7 +1,8 @@
 //! `ordo-sim`: whole Ordo clusters simulated deterministically from one seed.
 //!
-//! A run builds a cluster of real [`ordo_raft`] cores, each with a simulated [`disk`] that
-//! tells written from fsynced, connects them with a simulated [`network`] that delays, loses,
+//! A run builds a cluster of nodes running the runtime's production group core
+//! ([`ordo_node::core`]), applier and `ordo-kv` state machine, each with a simulated [`disk`]
+//! that tells written from fsynced, connects them with a simulated [`network`] that delays, loses,
 //! duplicates, reorders and partitions, and lets [`client`] sessions read, write and
 //! compare-and-set a few keys through whichever node they believe leads. A nemesis crashes and
 //! restarts nodes, partitions the network, changes membership and transfers leadership; then
@@ -15,7 +16,6 @@
 pub mod checker;
 pub mod client;
 pub mod disk;
-pub mod kv;
 pub mod network;
 pub mod node;
 pub mod prng;
@@ -23,4 +23,6 @@ pub mod sim;
 pub mod trace;
 
 pub use checker::{Violation, ViolationKind};
-pub use sim::{run, Faults, ReadMode, RunReport, RunStats, SimConfig, RAFT_TICK_TICKS};
+pub use sim::{
+    run, Faults, ReadMode, RunReport, RunStats, SimConfig, SimMutation, RAFT_TICK_TICKS,
+};

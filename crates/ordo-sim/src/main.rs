@@ -3,8 +3,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use ordo_raft::Mutation;
-use ordo_sim::{run, Faults, ReadMode, RunReport, SimConfig};
+use ordo_sim::{run, Faults, ReadMode, RunReport, SimConfig, SimMutation};
 
 const USAGE: &str = "\
 usage: ordo-sim (--seed S | --seeds A..B) [options]
@@ -13,15 +12,16 @@ usage: ordo-sim (--seed S | --seeds A..B) [options]
   --seeds A..B        run seeds A (inclusive) to B (exclusive) and print a summary
   --nodes N           voters at the start: 3, 5, 7, or mixed (by seed; the default)
   --faults LIST       all (default), none, or a comma-separated list of:
-                      partition, crash, loss, duplication, delay, membership, transfer, skew
+                      partition, crash, loss, duplication, delay, membership, transfer, skew,
+                      jump
   --ticks N           simulated ticks per run (default 12000; a Raft tick is 10)
   --quiet-ticks N     fault-free ticks at the end, for the liveness check (default 4000)
   --clients N         client sessions (default 4)
   --reads MODE        index, lease, or mixed (by seed; the default)
-  --mutation NAME     break one rule in the core: grant-vote-without-log-check,
+  --mutation NAME     break one rule in the Raft core: grant-vote-without-log-check,
                       commit-previous-term-by-counting, ack-append-before-durable,
-                      skip-prev-term-check
-  --no-conf-snapshot  do not snapshot after each applied configuration change
+                      skip-prev-term-check; or in the runtime: runtime-ack-before-durable,
+                      runtime-apply-past-commit, runtime-answer-read-before-applied
   --watch N           with --seed: also trace every Raft message to or from node N
   --no-trace          with --seed: print only the result
   --keep-going        with --seeds: do not stop at the first violation
@@ -37,22 +37,10 @@ struct Options {
     quiet_ticks: u64,
     clients: u64,
     reads: ReadMode,
-    mutation: Option<Mutation>,
+    mutation: Option<SimMutation>,
     trace: bool,
     keep_going: bool,
-    conf_snapshot: bool,
     watch_node: Option<u64>,
-}
-
-/// Parses a mutation's command-line name.
-fn parse_mutation(name: &str) -> Result<Mutation, String> {
-    Ok(match name {
-        "grant-vote-without-log-check" => Mutation::GrantVoteWithoutLogCheck,
-        "commit-previous-term-by-counting" => Mutation::CommitPreviousTermByCounting,
-        "ack-append-before-durable" => Mutation::AckAppendBeforeDurable,
-        "skip-prev-term-check" => Mutation::SkipPrevTermCheck,
-        other => return Err(format!("unknown mutation {other:?}")),
-    })
 }
 
 fn parse_number(flag: &str, value: &str) -> Result<u64, String> {
@@ -74,7 +62,6 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         mutation: None,
         trace: true,
         keep_going: false,
-        conf_snapshot: true,
         watch_node: None,
     };
     let mut seeds_given = false;
@@ -123,10 +110,9 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                     other => return Err(format!("unknown read mode {other:?}")),
                 }
             }
-            "--mutation" => options.mutation = Some(parse_mutation(value()?)?),
+            "--mutation" => options.mutation = Some(SimMutation::parse(value()?)?),
             "--no-trace" => options.trace = false,
             "--watch" => options.watch_node = Some(parse_number(flag, value()?)?),
-            "--no-conf-snapshot" => options.conf_snapshot = false,
             "--keep-going" => options.keep_going = true,
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown option {other:?}")),
@@ -151,7 +137,6 @@ fn config_for(options: &Options, seed: u64) -> SimConfig {
         read_mode: options.reads,
         mutation: options.mutation,
         trace: options.single && options.trace,
-        snapshot_after_conf_change: options.conf_snapshot,
         watch_node: options.watch_node,
         ..SimConfig::new(seed, nodes)
     }

@@ -117,8 +117,33 @@ impl<M: Clone> Network<M> {
         self.config = config;
     }
 
-    /// Hands `message` to the network at time `now`.
+    /// Hands `message` to the network at time `now`; it may be lost, delayed, reordered or
+    /// duplicated.
     pub fn send(&mut self, prng: &mut Prng, now: u64, from: Address, to: Address, message: M) {
+        self.send_with(prng, now, (from, to), message, true);
+    }
+
+    /// Like [`Network::send`], but never duplicated: a client's request over its own
+    /// connection, which the server reads at most once.
+    pub fn send_at_most_once(
+        &mut self,
+        prng: &mut Prng,
+        now: u64,
+        from: Address,
+        to: Address,
+        message: M,
+    ) {
+        self.send_with(prng, now, (from, to), message, false);
+    }
+
+    fn send_with(
+        &mut self,
+        prng: &mut Prng,
+        now: u64,
+        (from, to): (Address, Address),
+        message: M,
+        duplicable: bool,
+    ) {
         self.stats.sent += 1;
         if self.is_blocked(from, to) {
             self.stats.blocked += 1;
@@ -128,7 +153,7 @@ impl<M: Clone> Network<M> {
             self.stats.lost += 1;
             return;
         }
-        let copies = if prng.chance(self.config.duplicate_per_mille, 1000) {
+        let copies = if duplicable && prng.chance(self.config.duplicate_per_mille, 1000) {
             self.stats.duplicated += 1;
             2
         } else {
@@ -188,6 +213,14 @@ impl<M: Clone> Network<M> {
         let before = self.in_flight.len();
         self.in_flight
             .retain(|_, flight| flight.from != address && flight.to != address);
+        self.stats.blocked += (before - self.in_flight.len()) as u64;
+    }
+
+    /// Drops every message in flight to `address`: a node that crashed loses its
+    /// connections, so what was on its way to it never reaches its next incarnation.
+    pub fn drop_in_flight_to(&mut self, address: Address) {
+        let before = self.in_flight.len();
+        self.in_flight.retain(|_, flight| flight.to != address);
         self.stats.blocked += (before - self.in_flight.len()) as u64;
     }
 

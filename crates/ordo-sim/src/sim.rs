@@ -6,15 +6,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use ordo_lincheck::{CheckError, CheckOptions, History, KvInput, KvModel, KvOutput};
 use ordo_raft::{
     ConfChange, ConfChangeKind, ConfChangeSingle, ConfChangeTransition, ConfState, Config,
-    Mutation, NodeId, ReadOnlyOption, SnapshotStatus, StateRole, Storage,
+    Mutation, NodeId, ReadOnlyOption, StateRole, Storage,
 };
 
 use crate::checker::{Checker, Violation, ViolationKind};
 use crate::client::{Client, ClientConfig, ClientEvent, Request};
 use crate::network::{Network, NetworkConfig};
-use crate::node::{is_snapshot_message, NodeTuning, Outbox, SimNode, Wire, CLIENT_ADDRESS_BASE};
+use crate::node::{
+    bootstrap_image, NodeTuning, Outbox, SimClock, SimNode, Wire, CLIENT_ADDRESS_BASE,
+};
 use crate::prng::{splitmix64, Prng};
 use crate::trace::Trace;
+use ordo_node::core::RuntimeMutation;
 
 /// Which faults the nemesis may inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +38,14 @@ pub struct Faults {
     pub transfers: bool,
     /// Nodes whose clocks tick at slightly different rates (never with lease reads).
     pub clock_skew: bool,
+    /// A node's clock jumps ahead by many ticks at once, as after a pause of its process
+    /// or its virtual machine (never with lease reads).
+    pub clock_jumps: bool,
 }
 
 impl Faults {
     /// The names accepted by [`Faults::parse`].
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 9] = [
         "partition",
         "crash",
         "loss",
@@ -48,6 +54,7 @@ impl Faults {
         "membership",
         "transfer",
         "skew",
+        "jump",
     ];
 
     /// Every fault.
@@ -61,6 +68,7 @@ impl Faults {
             membership: true,
             transfers: true,
             clock_skew: true,
+            clock_jumps: true,
         }
     }
 
@@ -75,6 +83,7 @@ impl Faults {
             membership: false,
             transfers: false,
             clock_skew: false,
+            clock_jumps: false,
         }
     }
 
@@ -100,6 +109,7 @@ impl Faults {
                 "membership" => &mut faults.membership,
                 "transfer" => &mut faults.transfers,
                 "skew" => &mut faults.clock_skew,
+                "jump" => &mut faults.clock_jumps,
                 other => {
                     return Err(format!(
                         "unknown fault {other:?}; expected all, none, or a list of {}",
@@ -141,14 +151,84 @@ pub struct SimConfig {
     pub clients: u64,
     /// How reads are confirmed.
     pub read_mode: ReadMode,
-    /// A rule-breaking switch in every node's core, to prove the checkers fire.
-    pub mutation: Option<Mutation>,
-    /// Snapshot after every applied configuration change (see [`NodeTuning`]).
-    pub snapshot_after_conf_change: bool,
+    /// A rule-breaking switch in every node, to prove the checkers fire.
+    pub mutation: Option<SimMutation>,
     /// Record a readable trace.
     pub trace: bool,
     /// Also trace every Raft message delivered to or from this node.
     pub watch_node: Option<NodeId>,
+}
+
+/// A rule deliberately broken in every node: in the Raft core, or in the runtime around it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimMutation {
+    /// A rule of the Raft core.
+    Core(Mutation),
+    /// A rule of the runtime (the group core, its durability gate).
+    Runtime(RuntimeMutation),
+}
+
+impl SimMutation {
+    /// Every mutation, with its command-line name.
+    pub const ALL: [(&'static str, SimMutation); 7] = [
+        (
+            "grant-vote-without-log-check",
+            SimMutation::Core(Mutation::GrantVoteWithoutLogCheck),
+        ),
+        (
+            "commit-previous-term-by-counting",
+            SimMutation::Core(Mutation::CommitPreviousTermByCounting),
+        ),
+        (
+            "ack-append-before-durable",
+            SimMutation::Core(Mutation::AckAppendBeforeDurable),
+        ),
+        (
+            "skip-prev-term-check",
+            SimMutation::Core(Mutation::SkipPrevTermCheck),
+        ),
+        (
+            "runtime-ack-before-durable",
+            SimMutation::Runtime(RuntimeMutation::AckBeforeDurable),
+        ),
+        (
+            "runtime-apply-past-commit",
+            SimMutation::Runtime(RuntimeMutation::ApplyPastCommit),
+        ),
+        (
+            "runtime-answer-read-before-applied",
+            SimMutation::Runtime(RuntimeMutation::AnswerReadBeforeApplied),
+        ),
+    ];
+
+    /// Parses a command-line name.
+    pub fn parse(name: &str) -> Result<SimMutation, String> {
+        SimMutation::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, m)| *m)
+            .ok_or_else(|| {
+                let names: Vec<&str> = SimMutation::ALL.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "unknown mutation {name:?}; expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+
+    fn core(self) -> Option<Mutation> {
+        match self {
+            SimMutation::Core(m) => Some(m),
+            SimMutation::Runtime(_) => None,
+        }
+    }
+
+    fn runtime(self) -> Option<RuntimeMutation> {
+        match self {
+            SimMutation::Runtime(m) => Some(m),
+            SimMutation::Core(_) => None,
+        }
+    }
 }
 
 /// Simulated ticks per Raft tick: message delays and fsyncs are finer than the core's clock.
@@ -172,7 +252,6 @@ impl SimConfig {
             clients: 4,
             read_mode: ReadMode::Mixed,
             mutation: None,
-            snapshot_after_conf_change: true,
             trace: false,
             watch_node: None,
         }
@@ -260,8 +339,8 @@ struct Simulation {
     trace: Trace,
     lease_reads: bool,
     tuning: NodeTuning,
-    /// (leader, follower) → when to report a snapshot send as failed if not delivered.
-    snapshot_sends: BTreeMap<(NodeId, NodeId), u64>,
+    /// Simulated time for the KV lease clocks.
+    clock: SimClock,
     /// Each leader's commit index last checked for durability, per (node, term).
     leader_commit_checked: BTreeMap<NodeId, (u64, u64)>,
     leaders_seen: BTreeSet<(u64, NodeId)>,
@@ -354,7 +433,9 @@ impl Simulation {
             fsync_ticks_min: 1,
             fsync_ticks_max: prng.range(1, 8),
             snapshot_every_entries: *prng.choose(&[16, 50, 200, 1000]).expect("non-empty"),
-            snapshot_after_conf_change: config.snapshot_after_conf_change,
+            snapshot_tail_entries: *prng.choose(&[0, 5, 50]).expect("non-empty"),
+            snapshot_chunk_bytes: *prng.choose(&[64, 1024, 1 << 20]).expect("non-empty"),
+            apply_batches_max: *prng.choose(&[1, 4, 16]).expect("non-empty"),
         };
 
         // Small messages and windows exercise batching, pipelining and flow control, and split
@@ -387,7 +468,7 @@ impl Simulation {
             trace: Trace::new(config.trace),
             lease_reads,
             tuning,
-            snapshot_sends: BTreeMap::new(),
+            clock: SimClock::default(),
             leader_commit_checked: BTreeMap::new(),
             leaders_seen: BTreeSet::new(),
             stats: RunStats::default(),
@@ -402,7 +483,7 @@ impl Simulation {
         let client_config = ClientConfig {
             keys: 3,
             attempt_timeout_ticks: 40 * RAFT_TICK_TICKS,
-            attempts_max: 8,
+            attempts_max: 20,
             think_ticks_max: 30,
             backoff_ticks: 2 * RAFT_TICK_TICKS,
         };
@@ -424,12 +505,14 @@ impl Simulation {
         } else {
             ReadOnlyOption::Safe
         };
-        config.mutation = self.config.mutation;
+        config.mutation = self.config.mutation.and_then(SimMutation::core);
         config
     }
 
     fn spawn(&mut self, id: NodeId, initial: Option<ConfState>) -> Result<(), Violation> {
-        let mut node = SimNode::new(id, initial, self.tuning);
+        let image = initial.map_or_else(ordo_raft::MemStorage::new, |c| bootstrap_image(&c));
+        let mutation = self.config.mutation.and_then(SimMutation::runtime);
+        let mut node = SimNode::new(id, image, self.tuning, mutation, self.clock.clone());
         let config = self.raft_config(id);
         node.boot(self.now_ticks, config, &mut self.checker, &mut self.trace)?;
         self.nodes.insert(id, node);
@@ -516,34 +599,23 @@ impl Simulation {
         // Deliveries.
         while let Some((from, to, wire)) = self.network.next_due(now) {
             match wire {
-                Wire::Raft(message) => {
+                Wire::Peer(payload) => {
                     if self
                         .config
                         .watch_node
                         .is_some_and(|watched| watched == from || watched == to)
                     {
-                        self.trace.log(now, || {
-                            format!(
-                                "deliver {from} -> {to} (term {}): {:?}",
-                                message.term, message.body
-                            )
-                        });
+                        let message = ordo_node::codec::WireMessage::decode(payload.clone());
+                        self.trace
+                            .log(now, || format!("deliver {from} -> {to}: {message:?}"));
                     }
-                    let snapshot = is_snapshot_message(&message);
-                    let delivered = self
-                        .nodes
-                        .get_mut(&to)
-                        .is_some_and(|node| node.step(message));
-                    if snapshot && delivered {
-                        self.snapshot_sends.remove(&(from, to));
-                        if let Some(raw) = self.nodes.get_mut(&from).and_then(SimNode::raw_mut) {
-                            raw.report_snapshot(to, SnapshotStatus::Finish);
-                        }
+                    if let Some(node) = self.nodes.get_mut(&to) {
+                        node.on_peer(from, payload);
                     }
                 }
                 Wire::Request(request) => {
                     if let Some(node) = self.nodes.get_mut(&to) {
-                        node.on_request(from, request, &mut outbox);
+                        node.on_request(from, request);
                     }
                 }
                 Wire::Response(response) => {
@@ -563,19 +635,7 @@ impl Simulation {
                 }
             }
         }
-        // Snapshot sends that never arrived are reported failed, so the leader retries.
-        let expired: Vec<(NodeId, NodeId)> = self
-            .snapshot_sends
-            .iter()
-            .filter(|(_, &deadline)| deadline <= now)
-            .map(|(&key, _)| key)
-            .collect();
-        for (from, to) in expired {
-            self.snapshot_sends.remove(&(from, to));
-            if let Some(raw) = self.nodes.get_mut(&from).and_then(SimNode::raw_mut) {
-                raw.report_snapshot(to, SnapshotStatus::Failure);
-            }
-        }
+        self.clock.set_ms(now);
 
         // Clocks.
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
@@ -606,8 +666,13 @@ impl Simulation {
             client_requests.extend(requests.into_iter().map(|(n, r)| (address, n, r)));
         }
         for (address, node, request) in client_requests {
-            self.network
-                .send(&mut self.prng, now, address, node, Wire::Request(request));
+            self.network.send_at_most_once(
+                &mut self.prng,
+                now,
+                address,
+                node,
+                Wire::Request(request),
+            );
         }
         for event in client_events {
             self.trace_client_event(event);
@@ -629,12 +694,6 @@ impl Simulation {
             self.checker.observe_ack(now, node_term, index, term)?;
         }
         for (from, to, wire) in std::mem::take(&mut outbox.wire) {
-            if let Wire::Raft(message) = &wire {
-                if is_snapshot_message(message) {
-                    let deadline = now + 2 * self.network.config().spike_delay_ticks_max + 10;
-                    self.snapshot_sends.insert((from, to), deadline);
-                }
-            }
             self.network.send(&mut self.prng, now, from, to, wire);
         }
         self.observe_membership(&outbox.conf_applied);
@@ -928,6 +987,7 @@ impl Simulation {
             return;
         }
         node.crash(&mut self.prng);
+        self.network.drop_in_flight_to(id);
         self.stats.crashes += 1;
         self.leader_commit_checked.remove(&id);
         self.trace
@@ -1023,6 +1083,9 @@ impl Simulation {
         if faults.loss || faults.duplication || faults.delay_spikes {
             options.push(4);
         }
+        if faults.clock_jumps && !self.lease_reads {
+            options.push(6);
+        }
         let Some(&choice) = self.nemesis_prng.choose(&options) else {
             return Ok(());
         };
@@ -1035,6 +1098,7 @@ impl Simulation {
             1 => self.nemesis_crash(),
             2 => self.nemesis_membership()?,
             3 => self.nemesis_transfer(),
+            6 => self.nemesis_clock_jump(),
             _ => self.nemesis_weather(),
         }
         Ok(())
@@ -1264,18 +1328,12 @@ impl Simulation {
                 _ => return Ok(()),
             }
         };
-        let raw = self
-            .nodes
-            .get_mut(&leader)
-            .and_then(SimNode::raw_mut)
-            .expect("leader is up");
-        let result = raw.propose_conf_change(&change);
+        let node = self.nodes.get_mut(&leader).expect("leader is up");
+        node.propose_conf_change(&change);
         self.trace.log(now, || {
             format!(
-                "nemesis proposes to leader {leader}: {:?} {:?} -> {:?}",
-                change.transition,
-                change.changes,
-                result.as_ref().map(|id| id.index)
+                "nemesis proposes to leader {leader}: {:?} {:?}",
+                change.transition, change.changes
             )
         });
         Ok(())
@@ -1298,15 +1356,33 @@ impl Simulation {
         let Some(&target) = self.nemesis_prng.choose(&others) else {
             return;
         };
-        let raw = self
-            .nodes
-            .get_mut(&leader)
-            .and_then(SimNode::raw_mut)
-            .expect("leader is up");
-        let result = raw.transfer_leader(target);
+        let node = self.nodes.get_mut(&leader).expect("leader is up");
+        let result = node.transfer_leader(target);
         self.stats.transfers += 1;
         self.trace.log(self.now_ticks, || {
             format!("nemesis asks leader {leader} to transfer to {target}: {result:?}")
+        });
+    }
+
+    /// A node's clock jumps ahead: the ticks of a long pause arrive at once.
+    fn nemesis_clock_jump(&mut self) {
+        let up: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(id, node)| node.is_up() && !self.removed.contains(id))
+            .map(|(&id, _)| id)
+            .collect();
+        let Some(&id) = self.nemesis_prng.choose(&up) else {
+            return;
+        };
+        let ticks = self.nemesis_prng.range(5, 60);
+        if let Some(node) = self.nodes.get_mut(&id) {
+            for _ in 0..ticks {
+                node.tick();
+            }
+        }
+        self.trace.log(self.now_ticks, || {
+            format!("node {id}'s clock jumps ahead by {ticks} Raft ticks")
         });
     }
 

@@ -4,8 +4,9 @@
 //!
 //! Any failure prints the seed and the command that replays it with a full trace.
 
+use ordo_node::core::RuntimeMutation;
 use ordo_raft::Mutation;
-use ordo_sim::{run, RunReport, SimConfig, ViolationKind};
+use ordo_sim::{run, RunReport, SimConfig, SimMutation, ViolationKind};
 
 /// Seeds per cluster size in the CI sweep.
 const CI_SEEDS_PER_SIZE: u64 = 400;
@@ -54,7 +55,7 @@ fn ci_sweep_seven_node_clusters_find_no_violation() {
 }
 
 /// Runs the mixed-size sweep with `mutation` until the first violation and checks its kind.
-fn sweep_catches(mutation: Mutation, expected: &[ViolationKind]) -> RunReport {
+fn sweep_catches(mutation: SimMutation, expected: &[ViolationKind]) -> RunReport {
     for seed in 0..MUTATION_SEEDS_MAX {
         let nodes = [3, 5, 7][(seed % 3) as usize];
         let config = SimConfig {
@@ -76,7 +77,7 @@ fn sweep_catches(mutation: Mutation, expected: &[ViolationKind]) -> RunReport {
 #[test]
 fn sweep_catches_votes_granted_without_the_log_check() {
     sweep_catches(
-        Mutation::GrantVoteWithoutLogCheck,
+        SimMutation::Core(Mutation::GrantVoteWithoutLogCheck),
         &[
             ViolationKind::LeaderCompleteness,
             ViolationKind::AckedWriteLost,
@@ -87,7 +88,7 @@ fn sweep_catches_votes_granted_without_the_log_check() {
 #[test]
 fn sweep_catches_earlier_term_entries_committed_by_counting() {
     sweep_catches(
-        Mutation::CommitPreviousTermByCounting,
+        SimMutation::Core(Mutation::CommitPreviousTermByCounting),
         &[
             ViolationKind::LeaderCompleteness,
             ViolationKind::AckedWriteLost,
@@ -98,14 +99,48 @@ fn sweep_catches_earlier_term_entries_committed_by_counting() {
 #[test]
 fn sweep_catches_appends_acknowledged_before_they_are_durable() {
     sweep_catches(
-        Mutation::AckAppendBeforeDurable,
+        SimMutation::Core(Mutation::AckAppendBeforeDurable),
         &[ViolationKind::CommitNotDurable],
     );
 }
 
 #[test]
 fn sweep_catches_appends_accepted_without_the_previous_term_check() {
-    sweep_catches(Mutation::SkipPrevTermCheck, &[ViolationKind::LogMatching]);
+    sweep_catches(
+        SimMutation::Core(Mutation::SkipPrevTermCheck),
+        &[
+            ViolationKind::LogMatching,
+            ViolationKind::StateMachineSafety,
+        ],
+    );
+}
+
+#[test]
+fn sweep_catches_a_runtime_that_acknowledges_before_the_write_is_durable() {
+    sweep_catches(
+        SimMutation::Runtime(RuntimeMutation::AckBeforeDurable),
+        &[ViolationKind::CommitNotDurable],
+    );
+}
+
+#[test]
+fn sweep_catches_a_runtime_that_applies_past_the_commit_index() {
+    sweep_catches(
+        SimMutation::Runtime(RuntimeMutation::ApplyPastCommit),
+        &[
+            ViolationKind::StateMachineSafety,
+            ViolationKind::AckedWriteLost,
+            ViolationKind::Linearizability,
+        ],
+    );
+}
+
+#[test]
+fn sweep_catches_a_runtime_that_answers_reads_before_applying_their_index() {
+    sweep_catches(
+        SimMutation::Runtime(RuntimeMutation::AnswerReadBeforeApplied),
+        &[ViolationKind::Linearizability],
+    );
 }
 
 #[test]

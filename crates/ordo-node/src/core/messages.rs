@@ -40,7 +40,10 @@ impl<St: LogStore> GroupCore<St> {
     /// As leader, proposes a follower's proposal and tells it where the entry landed.
     fn on_forward(&mut self, from: NodeId, f: ForwardProposal) {
         let max = self.config.proposal_bytes_max + crate::ENVELOPE_BYTES;
-        let outcome = if f.data.len() > max {
+        let outcome = if let Some((index, term)) = self.waiting.forwarded.get(&f.request) {
+            // A second copy: the first was appended there, whatever became of it.
+            ForwardOutcome::Accepted { index, term }
+        } else if f.data.len() > max {
             ForwardOutcome::Rejected {
                 reason: format!("proposal exceeds {} bytes", self.config.proposal_bytes_max),
             }
@@ -53,10 +56,15 @@ impl<St: LogStore> GroupCore<St> {
                 },
             };
             match result {
-                Ok(id) => ForwardOutcome::Accepted {
-                    index: id.index,
-                    term: id.term,
-                },
+                Ok(id) => {
+                    self.waiting
+                        .forwarded
+                        .insert(f.request, (id.index, id.term));
+                    ForwardOutcome::Accepted {
+                        index: id.index,
+                        term: id.term,
+                    }
+                }
                 Err(ordo_raft::Error::NotLeader { leader_id }) => {
                     ForwardOutcome::NotLeader { leader: leader_id }
                 }
@@ -77,7 +85,9 @@ impl<St: LogStore> GroupCore<St> {
         let Some(ticket) = self.own_ticket(&r.request) else {
             return;
         };
-        if !self.waiting.proposals.contains(ticket) {
+        // Once the leader said where the entry landed, later answers (a second copy's) add
+        // nothing: the entry's fate is decided by what is applied there.
+        if !self.waiting.proposals.contains(ticket) || self.waiting.proposals.is_bound(ticket) {
             return;
         }
         let error = match r.outcome {

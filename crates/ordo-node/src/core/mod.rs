@@ -197,6 +197,8 @@ struct Waiting {
     reads: Reads,
     /// Questions passed on to the leader, and the leader they went to.
     asks: BTreeMap<Ticket, NodeId>,
+    /// Followers' proposals this node appended as leader.
+    forwarded: proposals::Forwarded,
 }
 
 /// Snapshot transfers in both directions.
@@ -389,6 +391,16 @@ impl<St: LogStore> GroupCore<St> {
         let ticket = self.next_ticket();
         let cc = membership_conf_change(self.request_id(ticket), change);
         self.submit(ticket, ForwardKind::ConfChange, cc);
+        ticket
+    }
+
+    /// Proposes any configuration change, joint ones included (the simulator's nemesis
+    /// does); `addr` is the peer address of the node it adds, if any. Answered once this
+    /// node applies it.
+    pub fn propose_conf_change(&mut self, cc: ConfChange, addr: Option<SocketAddr>) -> Ticket {
+        let ticket = self.next_ticket();
+        let cc = with_request_context(cc, self.request_id(ticket), addr);
+        self.submit(ticket, ForwardKind::ConfChange, cc.encode());
         ticket
     }
 
@@ -681,14 +693,18 @@ pub(crate) fn membership_conf_change(id: RequestId, change: &MembershipChange) -
         MembershipChange::AddVoter { id, addr } => (ConfChangeKind::AddVoter, *id, Some(addr)),
         MembershipChange::Remove { id } => (ConfChangeKind::Remove, *id, None),
     };
+    with_request_context(ConfChange::single(kind, node_id), id, addr.copied()).encode()
+}
+
+/// `cc` with the request id, and the address of the node it adds, in its context.
+fn with_request_context(mut cc: ConfChange, id: RequestId, addr: Option<SocketAddr>) -> ConfChange {
     let mut context = BytesMut::new();
     id.put(&mut context);
     if let Some(addr) = addr {
         context.put_slice(addr.to_string().as_bytes());
     }
-    let mut cc = ConfChange::single(kind, node_id);
     cc.context = context.freeze();
-    cc.encode()
+    cc
 }
 
 /// The request id a membership change carries in its context.

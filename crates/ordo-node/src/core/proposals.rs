@@ -30,6 +30,11 @@ impl Proposals {
         self.by_ticket.contains_key(&ticket)
     }
 
+    /// Whether `ticket` waits with its position known.
+    pub(crate) fn is_bound(&self, ticket: Ticket) -> bool {
+        self.by_ticket.get(&ticket).is_some_and(Option::is_some)
+    }
+
     /// Registers an unbound proposal.
     pub(crate) fn insert(&mut self, ticket: Ticket) {
         let previous = self.by_ticket.insert(ticket, None);
@@ -122,5 +127,34 @@ mod tests {
         assert_eq!(p.take_through(5), vec![Ticket(1)]);
         assert_eq!(p.take_unbound(), vec![Ticket(3)]);
         assert_eq!(p.take_all(), vec![Ticket(2)]);
+    }
+}
+
+/// The proposals this node appended for followers, by request, so that a forward it
+/// receives twice is appended once. Bounded: the transport delivers a message at most once,
+/// so a second copy can only come from a network that duplicates, soon after the first.
+#[derive(Debug, Default)]
+pub(crate) struct Forwarded {
+    by_request: std::collections::HashMap<crate::codec::RequestId, (Index, Term)>,
+    order: std::collections::VecDeque<crate::codec::RequestId>,
+}
+
+/// Forwarded proposals remembered.
+const FORWARDED_MAX: usize = 1024;
+
+impl Forwarded {
+    pub(crate) fn get(&self, request: &crate::codec::RequestId) -> Option<(Index, Term)> {
+        self.by_request.get(request).copied()
+    }
+
+    pub(crate) fn insert(&mut self, request: crate::codec::RequestId, at: (Index, Term)) {
+        if self.by_request.insert(request, at).is_none() {
+            self.order.push_back(request);
+        }
+        while self.order.len() > FORWARDED_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.by_request.remove(&old);
+            }
+        }
     }
 }
