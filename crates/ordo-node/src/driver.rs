@@ -39,8 +39,9 @@ use crate::metrics::GroupMetrics;
 use crate::storage::{LogStore, StorageFailure, WalStorage};
 use crate::transport::{PeerMessage, Transport};
 
-/// The face's service for questions sent to the group's leader ([`Group::ask_leader`]
-/// (crate::Group::ask_leader)): it runs on the leader, for callers there and on followers.
+/// The face's service for questions sent to the group's leader
+/// ([`Group::ask_leader`](crate::Group::ask_leader)): it runs on the leader, for callers
+/// there and on followers.
 pub trait LeaderService: Send + Sync + 'static {
     /// Answers a question in the face's own encoding, or refuses it saying why.
     fn serve(&self, request: Bytes) -> Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send>>;

@@ -1,11 +1,13 @@
 //! `ordo-node`: the runtime that turns Ordo's consensus core and write-ahead log into a
 //! networked node.
 //!
-//! A [`Node`] hosts many Raft groups over one peer transport. For each [`Group`] a driver
-//! task owns the core's `RawNode`, feeds it ticks, peer messages and proposals, and carries
-//! out the `Ready` it returns — persist through `ordo-wal`, send to peers, hand committed
-//! entries to an apply thread — before advancing it (the ordering is spelled out in
-//! `driver.rs`). A user's replicated logic is a [`StateMachine`].
+//! A [`Node`] hosts many Raft groups over one peer transport. Each [`Group`]'s decisions
+//! are made by a [`core::GroupCore`] without I/O: it owns the Raft core's `RawNode`, takes
+//! ticks, peer messages, proposals and reads, and leaves commands (persist through
+//! `ordo-wal`, send to peers, hand committed work to the apply thread, answer) with the
+//! persistence ordering in them (spelled out in `core/mod.rs`). A thin tokio driver task
+//! carries them out; the simulator runs the same core. A user's replicated logic is a
+//! [`StateMachine`].
 //!
 //! ```text
 //!  handles ──requests──▶ driver task ──Ready──▶ WAL (append, hard state, snapshots)
@@ -61,8 +63,10 @@
 //!   why a node whose directory lost what it promised refuses to run.
 //! - [`codec`]: the versioned encoding of Raft messages, forwarded proposals and snapshot
 //!   chunks carried as transport payloads.
-//! - `storage`: the core's `Storage` over the WAL.
-//! - `driver`, `apply`, `snapshot`: the Ready loop, the apply thread, snapshot streaming.
+//! - [`core`]: the group core and the durability gate every runtime of it shares.
+//! - [`apply`]: the applier, run on an apply thread per group (or inline by the simulator).
+//! - `storage`: [`LogStore`], the log storage the core reads, over the WAL.
+//! - `driver`: the tokio shell that carries out the core's commands.
 
 pub mod apply;
 pub mod codec;
@@ -90,4 +94,4 @@ pub use metrics::{Histogram, HistogramSnapshot, MetricsSnapshot, HISTOGRAM_BUCKE
 pub use node::{role_name, GroupOptions, Node, NodeError};
 pub use ordo_raft::{ConfState, Index, NodeId, StateRole, Term};
 pub use state_machine::{RestoreError, SnapshotJob, StateMachine, ENVELOPE_BYTES};
-pub use storage::{LogStore, StorageFailure, WalStorage};
+pub use storage::{LogStore, StorageFailure, WalStorage, LOG_CACHE_BYTES_DEFAULT};

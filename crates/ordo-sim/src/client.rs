@@ -69,6 +69,9 @@ pub struct Request {
     pub client_id: u64,
     /// The request's number in the session; a retry reuses it.
     pub request_id: u64,
+    /// Which attempt at the request this is (1-based): the answer names it, so that a late
+    /// refusal of an earlier attempt is not taken for the current one's.
+    pub attempt: u32,
     /// What to do.
     pub op: ClientOp,
 }
@@ -105,6 +108,8 @@ pub struct Response {
     pub client_id: u64,
     /// The request answered.
     pub request_id: u64,
+    /// The attempt answered.
+    pub attempt: u32,
     /// The answer.
     pub reply: Reply,
 }
@@ -263,6 +268,7 @@ impl Client {
         out: &mut Vec<(NodeId, Request)>,
         events: &mut Vec<ClientEvent>,
     ) {
+        let request = Request { attempt, ..request };
         out.push((target, request.clone()));
         events.push(ClientEvent::Sent {
             client_id: self.id,
@@ -375,6 +381,7 @@ impl Client {
                 let request = Request {
                     client_id: self.id,
                     request_id: self.request_id_last,
+                    attempt: 1,
                     op,
                 };
                 let id = history.invoke(self.id, request.op.to_input(), now_ticks);
@@ -428,6 +435,7 @@ impl Client {
             request,
             op,
             target,
+            attempt,
             ..
         } = self.state.clone()
         else {
@@ -466,15 +474,15 @@ impl Client {
                 KvOutput::Cas(*matched)
             }
             (_, Reply::Unknown) => {
-                if from == target {
+                if response.attempt == attempt {
                     self.give_up(now_ticks, events);
                 }
                 return;
             }
             (_, Reply::NotLeader { leader }) => {
-                // Only the node the current attempt went to may redirect it; a stale refusal
-                // from an earlier attempt must not start a second copy.
-                if from != target {
+                // Only the current attempt may be redirected; a late refusal of an earlier
+                // one (maybe sent by the same node) must not start a second copy.
+                if response.attempt != attempt || from != target {
                     return;
                 }
                 self.leader_guess = *leader;
@@ -575,6 +583,7 @@ mod tests {
             Response {
                 client_id: 1,
                 request_id: request.request_id,
+                attempt: request.attempt,
                 reply: Reply::NotLeader {
                     leader: Some(leader),
                 },
@@ -585,7 +594,13 @@ mod tests {
             &mut events,
         );
         assert_eq!(out[1].0, leader);
-        assert_eq!(out[1].1, request);
+        assert_eq!(
+            out[1].1,
+            Request {
+                attempt: 2,
+                ..request
+            }
+        );
     }
 
     #[test]
@@ -602,6 +617,7 @@ mod tests {
             Response {
                 client_id: 1,
                 request_id: request.request_id,
+                attempt: request.attempt,
                 reply: Reply::NotLeader { leader: None },
             },
             &nodes,
@@ -614,7 +630,38 @@ mod tests {
         assert_eq!(out.len(), 1, "backoff is 5 ticks from tick 1");
         client.poll(6, &nodes, &mut history, &mut out, &mut events);
         assert_eq!(out.len(), 2);
-        assert_eq!(out[1].1, request);
+        assert_eq!(
+            out[1].1,
+            Request {
+                attempt: 2,
+                ..request
+            }
+        );
+    }
+
+    #[test]
+    fn a_late_refusal_of_an_earlier_attempt_does_not_start_another() {
+        let mut client = client_starting_with(false);
+        let mut history = History::new();
+        let (mut out, mut events) = (Vec::new(), Vec::new());
+        // One node: every attempt goes to it.
+        let nodes = [1];
+        client.poll(0, &nodes, &mut history, &mut out, &mut events);
+        let first = out[0].1.clone();
+        let refuse = |attempt| Response {
+            client_id: 1,
+            request_id: first.request_id,
+            attempt,
+            reply: Reply::NotLeader { leader: None },
+        };
+        client.on_response(1, 1, refuse(1), &nodes, &mut history, &mut out, &mut events);
+        client.poll(6, &nodes, &mut history, &mut out, &mut events);
+        assert_eq!(out.len(), 2, "the second attempt after the backoff");
+        // The first attempt's refusal arrives again, late: the second attempt still waits.
+        client.on_response(7, 1, refuse(1), &nodes, &mut history, &mut out, &mut events);
+        client.poll(12, &nodes, &mut history, &mut out, &mut events);
+        assert_eq!(out.len(), 2, "no third copy of the write");
+        assert!(client.is_waiting());
     }
 
     #[test]
@@ -644,6 +691,7 @@ mod tests {
             Response {
                 client_id: 1,
                 request_id: request.request_id,
+                attempt: request.attempt,
                 reply,
             },
             &nodes,

@@ -41,10 +41,23 @@ pub struct DiskStats {
     pub writes_torn: u64,
 }
 
+/// Damage to the durable log that no crash caused: flipped bits in a record, or a file cut
+/// short. The log's checksums and segment lengths make it detectable, never readable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// The first damaged entry.
+    pub from: Index,
+    /// The last damaged entry.
+    pub to: Index,
+    /// What happened, for the error a read gets.
+    pub what: &'static str,
+}
+
 /// A node's disk.
 #[derive(Debug, Clone)]
 pub struct Disk {
     durable: MemStorage,
+    damage: Option<Damage>,
     /// Written but not yet fsynced, oldest first; the first is write number `synced + 1`.
     unsynced: VecDeque<Write>,
     /// Writes issued and not yet fsynced are bounded: a runtime that never fsyncs is a bug.
@@ -58,6 +71,7 @@ impl Disk {
     pub fn new(image: MemStorage) -> Disk {
         Disk {
             durable: image,
+            damage: None,
             unsynced: VecDeque::new(),
             unsynced_max: 100_000,
             synced: 0,
@@ -136,6 +150,20 @@ impl Disk {
         self.stats.writes_lost += (total - kept) as u64;
         self.synced = 0;
         self.durable.clone()
+    }
+
+    /// Damages entries of the durable log (see [`Damage`]).
+    pub fn damage(&mut self, damage: Damage) {
+        self.damage = Some(damage);
+    }
+
+    /// The damage a read of entries `[lo, hi)` would meet, if any; damage to entries since
+    /// compacted away is gone with their files.
+    pub fn damage_in(&self, lo: Index, hi: Index) -> Option<&Damage> {
+        let first = self.durable.first_index().max(lo);
+        self.damage
+            .as_ref()
+            .filter(|d| d.from < hi && d.to >= first)
     }
 
     /// The durable state (what a crash right now would certainly keep).

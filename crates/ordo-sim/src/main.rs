@@ -13,7 +13,7 @@ usage: ordo-sim (--seed S | --seeds A..B) [options]
   --nodes N           voters at the start: 3, 5, 7, or mixed (by seed; the default)
   --faults LIST       all (default), none, or a comma-separated list of:
                       partition, crash, loss, duplication, delay, membership, transfer, skew,
-                      jump
+                      jump, disk
   --ticks N           simulated ticks per run (default 12000; a Raft tick is 10)
   --quiet-ticks N     fault-free ticks at the end, for the liveness check (default 4000)
   --clients N         client sessions (default 4)

@@ -143,7 +143,17 @@ impl Storage for SimLog {
         self.0.borrow().view.initial_state()
     }
     fn entries(&self, lo: Index, hi: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
-        self.0.borrow().view.entries(lo, hi, max_bytes)
+        let inner = self.0.borrow();
+        let read = inner.view.entries(lo, hi, max_bytes)?;
+        let end = read.last().map_or(lo, |e| e.index + 1);
+        if let Some(damage) = inner.disk.damage_in(lo, end) {
+            return Err(StorageError::ReadFailed(format!(
+                "{} at entry {} of the log",
+                damage.what,
+                damage.from.max(lo)
+            )));
+        }
+        Ok(read)
     }
     fn term(&self, index: Index) -> Result<Term, StorageError> {
         self.0.borrow().view.term(index)
@@ -277,6 +287,8 @@ pub struct SimNode {
     clock: SimClock,
     /// Incarnation, so request ids never repeat across restarts.
     boots: u64,
+    /// Why the node stopped for good: its disk is damaged, and it must be replaced.
+    failed: Option<String>,
 }
 
 /// The peer address a simulated node would have; the network routes by id.
@@ -328,6 +340,7 @@ impl SimNode {
             mutation,
             clock,
             boots: 0,
+            failed: None,
         }
     }
 
@@ -339,6 +352,23 @@ impl SimNode {
     /// Whether the node is running.
     pub fn is_up(&self) -> bool {
         self.running.is_some()
+    }
+
+    /// Why the node stopped for good, if it did: damage its log's checks detected.
+    pub fn failed(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// Damages this node's durable log (a bit flip, a cut), from now on.
+    pub fn damage_disk(&mut self, damage: crate::disk::Damage) {
+        self.log.disk(|d| d.damage(damage));
+    }
+
+    /// The durable log's first index and durable commit index.
+    pub fn durable_range(&self) -> (Index, Index) {
+        let inner = self.log.0.borrow();
+        let durable = inner.disk.durable();
+        (durable.first_index(), durable.hard_state().commit)
     }
 
     /// The running Raft core, if up.
@@ -367,8 +397,21 @@ impl SimNode {
         trace: &mut Trace,
     ) -> Result<(), Violation> {
         assert!(self.running.is_none(), "node {} booted twice", self.id);
+        if self.failed.is_some() {
+            return Ok(());
+        }
         // The running view starts as what the disk durably holds.
         let disk = self.log.0.borrow().disk.clone();
+        // Recovery reads every record: damage in the log refuses the start, as `ordo
+        // server` exits naming the file and offset.
+        if let Some(damage) = disk.damage_in(0, Index::MAX) {
+            let reason = format!("{} at entry {}", damage.what, damage.from);
+            trace.log(now_ticks, || {
+                format!("node {} refuses to start: {reason}", self.id)
+            });
+            self.failed = Some(reason);
+            return Ok(());
+        }
         let image = disk.durable().clone();
         self.log = SimLog::new(disk);
         let snapshot = image.snapshot().unwrap_or_default();
@@ -588,6 +631,13 @@ impl SimNode {
             moved |= r.complete_fsync(&log, now_ticks);
             moved |= r.release_durable(id, &log, outbox);
             r.start_fsync(&log, now_ticks, tuning, prng);
+            if let Some(reason) = r.core.storage_failure() {
+                // The group stops rather than serve what it could not read.
+                trace.log(now_ticks, || format!("node {id} stops: {reason}"));
+                self.running = None;
+                self.failed = Some(reason);
+                return Ok(());
+            }
             if !moved {
                 break;
             }
@@ -850,6 +900,7 @@ fn respond(id: NodeId, client: ClientRequest, reply: Reply, outbox: &mut Outbox)
         Wire::Response(Response {
             client_id: client.request.client_id,
             request_id: client.request.request_id,
+            attempt: client.request.attempt,
             reply,
         }),
     ));

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ordo_lincheck::{CheckError, CheckOptions, History, KvInput, KvModel, KvOutput};
 use ordo_raft::{
-    ConfChange, ConfChangeKind, ConfChangeSingle, ConfChangeTransition, ConfState, Config,
+    ConfChange, ConfChangeKind, ConfChangeSingle, ConfChangeTransition, ConfState, Config, Index,
     Mutation, NodeId, ReadOnlyOption, StateRole, Storage,
 };
 
@@ -41,11 +41,13 @@ pub struct Faults {
     /// A node's clock jumps ahead by many ticks at once, as after a pause of its process
     /// or its virtual machine (never with lease reads).
     pub clock_jumps: bool,
+    /// One node's durable log is damaged (a bit flip, a cut) and the node must be replaced.
+    pub disk_damage: bool,
 }
 
 impl Faults {
     /// The names accepted by [`Faults::parse`].
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "partition",
         "crash",
         "loss",
@@ -55,6 +57,7 @@ impl Faults {
         "transfer",
         "skew",
         "jump",
+        "disk",
     ];
 
     /// Every fault.
@@ -69,6 +72,7 @@ impl Faults {
             transfers: true,
             clock_skew: true,
             clock_jumps: true,
+            disk_damage: true,
         }
     }
 
@@ -84,6 +88,7 @@ impl Faults {
             transfers: false,
             clock_skew: false,
             clock_jumps: false,
+            disk_damage: false,
         }
     }
 
@@ -110,6 +115,7 @@ impl Faults {
                 "transfer" => &mut faults.transfers,
                 "skew" => &mut faults.clock_skew,
                 "jump" => &mut faults.clock_jumps,
+                "disk" => &mut faults.disk_damage,
                 other => {
                     return Err(format!(
                         "unknown fault {other:?}; expected all, none, or a list of {}",
@@ -341,6 +347,10 @@ struct Simulation {
     tuning: NodeTuning,
     /// Simulated time for the KV lease clocks.
     clock: SimClock,
+    /// A disk was damaged in this run.
+    disk_damaged: bool,
+    /// When the operator next looks at a failed member.
+    next_operator_at: u64,
     /// Each leader's commit index last checked for durability, per (node, term).
     leader_commit_checked: BTreeMap<NodeId, (u64, u64)>,
     leaders_seen: BTreeSet<(u64, NodeId)>,
@@ -433,7 +443,7 @@ impl Simulation {
             fsync_ticks_min: 1,
             fsync_ticks_max: prng.range(1, 8),
             snapshot_every_entries: *prng.choose(&[16, 50, 200, 1000]).expect("non-empty"),
-            snapshot_tail_entries: *prng.choose(&[0, 5, 50]).expect("non-empty"),
+            snapshot_tail_entries: *prng.choose(&[5, 50, 500]).expect("non-empty"),
             snapshot_chunk_bytes: *prng.choose(&[64, 1024, 1 << 20]).expect("non-empty"),
             apply_batches_max: *prng.choose(&[1, 4, 16]).expect("non-empty"),
         };
@@ -469,6 +479,8 @@ impl Simulation {
             lease_reads,
             tuning,
             clock: SimClock::default(),
+            disk_damaged: false,
+            next_operator_at: 0,
             leader_commit_checked: BTreeMap::new(),
             leaders_seen: BTreeSet::new(),
             stats: RunStats::default(),
@@ -1054,6 +1066,7 @@ impl Simulation {
                 .log(now, || format!("node {id} shut down after removal"));
         }
         self.figure8_advance();
+        self.replace_failed();
         if self.heal_at.is_some_and(|at| at <= now) {
             self.heal_at = None;
             self.network.heal();
@@ -1086,6 +1099,9 @@ impl Simulation {
         if faults.clock_jumps && !self.lease_reads {
             options.push(6);
         }
+        if faults.disk_damage {
+            options.push(7);
+        }
         let Some(&choice) = self.nemesis_prng.choose(&options) else {
             return Ok(());
         };
@@ -1099,6 +1115,7 @@ impl Simulation {
             2 => self.nemesis_membership()?,
             3 => self.nemesis_transfer(),
             6 => self.nemesis_clock_jump(),
+            7 => self.nemesis_disk_damage(),
             _ => self.nemesis_weather(),
         }
         Ok(())
@@ -1273,6 +1290,10 @@ impl Simulation {
 
     fn nemesis_membership(&mut self) -> Result<(), Violation> {
         let now = self.now_ticks;
+        // While a failed member awaits its removal, the operator's change comes first.
+        if self.failed_member().is_some() {
+            return Ok(());
+        }
         let Some(leader) = self.leader() else {
             return Ok(());
         };
@@ -1364,6 +1385,104 @@ impl Simulation {
         });
     }
 
+    /// The member whose disk failed, if one did and is still a member.
+    fn failed_member(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .find(|(id, node)| node.failed().is_some() && !self.removed.contains(id))
+            .map(|(&id, _)| id)
+    }
+
+    /// Damages the durable log of one voter: bits flipped in one committed entry, or the log
+    /// cut short inside its committed part. Once per run, and only while a majority of at
+    /// least three voters stays whole. The node stops when it reads the damage (or refuses to
+    /// start); the operator then removes it (see [`Simulation::replace_failed`]).
+    fn nemesis_disk_damage(&mut self) {
+        if self.disk_damaged {
+            return;
+        }
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        let conf = self.nodes[&leader]
+            .raw()
+            .expect("leader is up")
+            .conf_state();
+        if conf.is_joint() || conf.voters.len() < 3 {
+            return;
+        }
+        let Some(&victim) = self.nemesis_prng.choose(&conf.voters) else {
+            return;
+        };
+        let Some(node) = self.nodes.get_mut(&victim) else {
+            return;
+        };
+        let (first, commit) = node.durable_range();
+        if commit < first {
+            return;
+        }
+        let at = self.nemesis_prng.range(first, commit);
+        let damage = if self.nemesis_prng.chance(1, 2) {
+            crate::disk::Damage {
+                from: at,
+                to: at,
+                what: "checksum mismatch",
+            }
+        } else {
+            crate::disk::Damage {
+                from: at,
+                to: Index::MAX,
+                what: "log cut short",
+            }
+        };
+        self.trace.log(self.now_ticks, || {
+            format!(
+                "node {victim}'s disk is damaged: {} from entry {at}",
+                damage.what
+            )
+        });
+        node.damage_disk(damage);
+        self.disk_damaged = true;
+    }
+
+    /// The operator's part: a member whose disk failed is removed from the configuration,
+    /// as `etcdctl member remove` would, before anything else about membership changes.
+    fn replace_failed(&mut self) {
+        let Some(failed) = self.failed_member() else {
+            return;
+        };
+        if self.now_ticks < self.next_operator_at {
+            return;
+        }
+        self.next_operator_at = self.now_ticks + 5 * RAFT_TICK_TICKS;
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        let conf = self.nodes[&leader]
+            .raw()
+            .expect("leader is up")
+            .conf_state();
+        let change = if conf.is_joint() {
+            if conf.auto_leave {
+                return;
+            }
+            ConfChange::leave_joint()
+        } else if conf.voters.contains(&failed) || conf.learners.contains(&failed) {
+            ConfChange::single(ConfChangeKind::Remove, failed)
+        } else {
+            return;
+        };
+        if let Some(node) = self.nodes.get_mut(&leader) {
+            node.propose_conf_change(&change);
+        }
+        self.trace.log(self.now_ticks, || {
+            format!(
+                "operator asks leader {leader} to remove failed node {failed}: {:?}",
+                change.changes
+            )
+        });
+    }
+
     /// A node's clock jumps ahead: the ticks of a long pause arrive at once.
     fn nemesis_clock_jump(&mut self) {
         let up: Vec<NodeId> = self
@@ -1435,6 +1554,10 @@ impl Simulation {
                     detail: format!("member {id} of the final configuration was never started"),
                 });
             };
+            if node.failed().is_some() {
+                // Its disk failed: it is replaced, not caught up.
+                continue;
+            }
             let applied = node.raw().map(|raw| raw.applied_index());
             if applied != Some(commit) {
                 return Err(Violation {

@@ -13,7 +13,7 @@
 //! For each `Ready` of the Raft core, in [`GroupCore::end_turn`]:
 //!
 //! 1. `messages` become [`Command::Send`]: a leader's appends go out while its own write
-//!    runs. Snapshots are streamed in chunks instead (see [`transfers`]).
+//!    runs. Snapshots are streamed in chunks instead (see `transfers.rs`).
 //! 2. Committed entries become a [`Command::Apply`] at once: the Raft core hands out only
 //!    entries this node holds durably, so they need not wait for this `Ready`'s write —
 //!    unless the `Ready` installs a snapshot or commits a membership change, whose
@@ -587,7 +587,7 @@ impl<St: LogStore> GroupCore<St> {
 
     /// Records the commit index in the hard state (otherwise written only with a new term
     /// or vote), so that a restart re-applies more without waiting for a leader.
-    fn record_commit(&mut self) {
+    pub(super) fn record_commit(&mut self) {
         let commit = self.raw.commit_index();
         if commit <= self.persistence.commit_recorded {
             return;

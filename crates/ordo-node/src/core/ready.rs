@@ -161,6 +161,12 @@ impl<St: LogStore> GroupCore<St> {
                 self.record_members_of(cc);
             }
         }
+        if !conf_changes.is_empty() {
+            // A node restarts with the configuration of its snapshot and of the committed
+            // entries it knows of: were this change's commit not recorded, a restart could
+            // bring back members it removed, whose votes the rest then wait for in vain.
+            self.record_commit();
+        }
         for rs in p.read_states {
             self.waiting.reads.confirmed(&rs.context, rs.index);
             if self

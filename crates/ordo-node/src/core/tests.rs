@@ -757,3 +757,30 @@ fn a_proposal_displaced_by_a_new_leaders_entry_fails_as_dropped() {
     assert_eq!(failed, Some(ProposeError::Dropped));
     assert!(!c.node(1).applied.iter().any(|e| e.data.ends_with(b"lost")));
 }
+
+#[test]
+fn the_commit_of_a_membership_change_is_recorded_for_restarts() {
+    let mut c = TestCluster::new(3);
+    c.elect(1);
+    let change = MembershipChange::Remove { id: 3 };
+    c.node(1).core.propose_membership(&change);
+    c.stabilize();
+    for id in 1..=2 {
+        let recorded = c.node(id).log.iter().rev().find_map(|cmd| match cmd {
+            Command::RecordCommit(hs) => Some(hs.commit),
+            _ => None,
+        });
+        let conf_index = c
+            .node(id)
+            .applied
+            .iter()
+            .rev()
+            .find(|e| e.kind == ordo_raft::EntryKind::ConfChange)
+            .map(|e| e.index)
+            .expect("the change was applied");
+        assert!(
+            recorded.is_some_and(|commit| commit >= conf_index),
+            "node {id} recorded {recorded:?}, the change is at {conf_index}"
+        );
+    }
+}
