@@ -449,72 +449,9 @@ impl WireMessage {
         let kind = get_u8(buf, "kind")?;
         let message = match kind {
             KIND_RAFT => WireMessage::Raft(decode_message(buf)?),
-            KIND_FORWARD => {
-                let request = RequestId::get(buf)?;
-                let kind = match get_u8(buf, "forward kind")? {
-                    0 => ForwardKind::Normal,
-                    1 => ForwardKind::ConfChange,
-                    tag => {
-                        return Err(DecodeError::UnknownTag {
-                            what: "forward kind",
-                            tag,
-                        })
-                    }
-                };
-                let data = get_bytes(buf, "forwarded data")?;
-                WireMessage::Forward(ForwardProposal {
-                    request,
-                    kind,
-                    data,
-                })
-            }
-            KIND_FORWARD_REPLY => {
-                let request = RequestId::get(buf)?;
-                let outcome = match get_u8(buf, "forward outcome")? {
-                    0 => ForwardOutcome::Accepted {
-                        index: get_u64(buf, "accepted index")?,
-                        term: get_u64(buf, "accepted term")?,
-                    },
-                    1 => ForwardOutcome::NotLeader {
-                        leader: get_u64(buf, "leader")?,
-                    },
-                    2 => ForwardOutcome::Rejected {
-                        reason: get_reason(buf)?,
-                    },
-                    tag => {
-                        return Err(DecodeError::UnknownTag {
-                            what: "forward outcome",
-                            tag,
-                        })
-                    }
-                };
-                WireMessage::ForwardReply(ForwardReply { request, outcome })
-            }
-            KIND_SNAPSHOT_CHUNK => {
-                let transfer_id = get_u64(buf, "transfer id")?;
-                let term = get_u64(buf, "term")?;
-                let meta = decode_snapshot_meta(buf)?;
-                let total_bytes = get_u64(buf, "total bytes")?;
-                need(buf, 4, "data checksum")?;
-                let data_crc = buf.get_u32();
-                let offset = get_u64(buf, "offset")?;
-                let data = get_bytes(buf, "chunk data")?;
-                let members = crate::members::decode_members(buf)?;
-                let end = offset.checked_add(data.len() as u64);
-                if !matches!(end, Some(end) if end <= total_bytes) {
-                    return Err(DecodeError::Invalid("chunk beyond the snapshot's length"));
-                }
-                WireMessage::SnapshotChunk(SnapshotChunk {
-                    transfer_id,
-                    term,
-                    meta,
-                    total_bytes,
-                    data_crc,
-                    offset,
-                    data,
-                    members,
-                })
-            }
+            KIND_FORWARD => WireMessage::Forward(decode_forward(buf)?),
+            KIND_FORWARD_REPLY => WireMessage::ForwardReply(decode_forward_reply(buf)?),
+            KIND_SNAPSHOT_CHUNK => WireMessage::SnapshotChunk(decode_snapshot_chunk(buf)?),
             KIND_SNAPSHOT_ACK => WireMessage::SnapshotAck(SnapshotAck {
                 transfer_id: get_u64(buf, "transfer id")?,
                 next_offset: get_u64(buf, "next offset")?,
@@ -524,23 +461,7 @@ impl WireMessage {
                 request: RequestId::get(buf)?,
                 data: get_limited_bytes(buf, "leader request")?,
             }),
-            KIND_LEADER_REPLY => {
-                let request = RequestId::get(buf)?;
-                let outcome = match get_u8(buf, "leader outcome")? {
-                    0 => LeaderOutcome::Served(get_limited_bytes(buf, "leader answer")?),
-                    1 => LeaderOutcome::Refused(get_reason(buf)?),
-                    2 => LeaderOutcome::NotLeader {
-                        leader: get_u64(buf, "leader")?,
-                    },
-                    tag => {
-                        return Err(DecodeError::UnknownTag {
-                            what: "leader outcome",
-                            tag,
-                        })
-                    }
-                };
-                WireMessage::LeaderReply(LeaderReply { request, outcome })
-            }
+            KIND_LEADER_REPLY => WireMessage::LeaderReply(decode_leader_reply(buf)?),
             tag => return Err(DecodeError::UnknownTag { what: "kind", tag }),
         };
         if !buf.is_empty() {
@@ -548,6 +469,93 @@ impl WireMessage {
         }
         Ok(message)
     }
+}
+
+fn decode_forward(buf: &mut Bytes) -> Result<ForwardProposal, DecodeError> {
+    let request = RequestId::get(buf)?;
+    let kind = match get_u8(buf, "forward kind")? {
+        0 => ForwardKind::Normal,
+        1 => ForwardKind::ConfChange,
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                what: "forward kind",
+                tag,
+            })
+        }
+    };
+    let data = get_bytes(buf, "forwarded data")?;
+    Ok(ForwardProposal {
+        request,
+        kind,
+        data,
+    })
+}
+
+fn decode_forward_reply(buf: &mut Bytes) -> Result<ForwardReply, DecodeError> {
+    let request = RequestId::get(buf)?;
+    let outcome = match get_u8(buf, "forward outcome")? {
+        0 => ForwardOutcome::Accepted {
+            index: get_u64(buf, "accepted index")?,
+            term: get_u64(buf, "accepted term")?,
+        },
+        1 => ForwardOutcome::NotLeader {
+            leader: get_u64(buf, "leader")?,
+        },
+        2 => ForwardOutcome::Rejected {
+            reason: get_reason(buf)?,
+        },
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                what: "forward outcome",
+                tag,
+            })
+        }
+    };
+    Ok(ForwardReply { request, outcome })
+}
+
+fn decode_snapshot_chunk(buf: &mut Bytes) -> Result<SnapshotChunk, DecodeError> {
+    let transfer_id = get_u64(buf, "transfer id")?;
+    let term = get_u64(buf, "term")?;
+    let meta = decode_snapshot_meta(buf)?;
+    let total_bytes = get_u64(buf, "total bytes")?;
+    need(buf, 4, "data checksum")?;
+    let data_crc = buf.get_u32();
+    let offset = get_u64(buf, "offset")?;
+    let data = get_bytes(buf, "chunk data")?;
+    let members = crate::members::decode_members(buf)?;
+    let end = offset.checked_add(data.len() as u64);
+    if !matches!(end, Some(end) if end <= total_bytes) {
+        return Err(DecodeError::Invalid("chunk beyond the snapshot's length"));
+    }
+    Ok(SnapshotChunk {
+        transfer_id,
+        term,
+        meta,
+        total_bytes,
+        data_crc,
+        offset,
+        data,
+        members,
+    })
+}
+
+fn decode_leader_reply(buf: &mut Bytes) -> Result<LeaderReply, DecodeError> {
+    let request = RequestId::get(buf)?;
+    let outcome = match get_u8(buf, "leader outcome")? {
+        0 => LeaderOutcome::Served(get_limited_bytes(buf, "leader answer")?),
+        1 => LeaderOutcome::Refused(get_reason(buf)?),
+        2 => LeaderOutcome::NotLeader {
+            leader: get_u64(buf, "leader")?,
+        },
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                what: "leader outcome",
+                tag,
+            })
+        }
+    };
+    Ok(LeaderReply { request, outcome })
 }
 
 const BODY_APPEND: u8 = 0;
@@ -902,8 +910,8 @@ mod tests {
         }
     }
 
-    fn arbitrary_message(g: &mut Gen) -> WireMessage {
-        let meta = |g: &mut Gen| SnapshotMeta {
+    fn arbitrary_meta(g: &mut Gen) -> SnapshotMeta {
+        SnapshotMeta {
             index: g.next(),
             term: g.next(),
             conf_state: ConfState {
@@ -913,8 +921,12 @@ mod tests {
                 learners_next: g.ids(),
                 auto_leave: g.below(2) == 1,
             },
-        };
-        let body = match g.below(13) {
+        }
+    }
+
+    fn arbitrary_body(g: &mut Gen) -> MessageBody {
+        let meta = arbitrary_meta;
+        match g.below(13) {
             0 => {
                 let prev_index = g.below(1 << 40);
                 let entries = (0..g.below(6))
@@ -982,7 +994,12 @@ mod tests {
                 context: g.bytes(24),
             },
             _ => MessageBody::TransferLeader { target: g.next() },
-        };
+        }
+    }
+
+    fn arbitrary_message(g: &mut Gen) -> WireMessage {
+        let meta = arbitrary_meta;
+        let body = arbitrary_body(g);
         let request = RequestId {
             node: g.next(),
             boot: g.next(),
