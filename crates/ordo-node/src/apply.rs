@@ -41,6 +41,28 @@ pub struct ApplyBatch<R> {
     pub snapshot_now: bool,
 }
 
+impl<R> ApplyBatch<R> {
+    /// The group core's [`ApplyWork`](crate::core::ApplyWork), with each proposal's ticket
+    /// swapped for its caller by `caller` (`None`: the caller gave up).
+    pub fn from_work(
+        work: crate::core::ApplyWork,
+        mut caller: impl FnMut(Index, crate::core::Ticket) -> Option<R>,
+    ) -> ApplyBatch<R> {
+        let proposers = work
+            .proposers
+            .into_iter()
+            .filter_map(|(index, ticket)| Some((index, caller(index, ticket)?)))
+            .collect();
+        ApplyBatch {
+            restore: work.restore,
+            entries: work.entries,
+            conf_state: work.conf_state,
+            proposers,
+            snapshot_now: work.snapshot_now,
+        }
+    }
+}
+
 /// A snapshot to finish: the state machine's job and where it belongs in the log.
 pub struct SnapshotTask<St> {
     /// Serialises the state.

@@ -454,18 +454,8 @@ impl<O: Send + 'static> Driver<O> {
     }
 
     fn apply(&mut self, work: ApplyWork) {
-        let proposers = work
-            .proposers
-            .into_iter()
-            .filter_map(|(index, ticket)| Some((index, self.callers.proposals.remove(&ticket)?)))
-            .collect();
-        let batch = ApplyBatch {
-            restore: work.restore,
-            entries: work.entries,
-            conf_state: work.conf_state,
-            proposers,
-            snapshot_now: work.snapshot_now,
-        };
+        let proposals = &mut self.callers.proposals;
+        let batch = ApplyBatch::from_work(work, |_, ticket| proposals.remove(&ticket));
         // The core keeps at most `apply_queue_batches_max` batches with the thread, the
         // channel's capacity.
         if self.outputs.apply_tx.try_send(batch).is_err() {

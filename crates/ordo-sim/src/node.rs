@@ -763,26 +763,15 @@ impl Running {
             .map(|e| e.index)
             .next_back();
         let terms: BTreeMap<Index, Term> = work.entries.iter().map(|e| (e.index, e.term)).collect();
-        let proposers = work
-            .proposers
-            .iter()
-            .map(|&(index, ticket)| {
-                self.applied_at.insert(ticket, (index, terms[&index]));
-                let proposer = SimProposer {
-                    ticket,
-                    outputs: Arc::clone(&self.outputs),
-                };
-                (index, proposer)
-            })
-            .collect();
         let conf_state = work.conf_state.clone();
-        let batch = ApplyBatch {
-            restore: work.restore,
-            entries: work.entries,
-            conf_state: work.conf_state,
-            proposers,
-            snapshot_now: work.snapshot_now,
-        };
+        let (applied_at, outputs) = (&mut self.applied_at, &self.outputs);
+        let batch = ApplyBatch::from_work(work, |index, ticket| {
+            applied_at.insert(ticket, (index, terms[&index]));
+            Some(SimProposer {
+                ticket,
+                outputs: Arc::clone(outputs),
+            })
+        });
         let finished = self
             .applier
             .apply_batch(&mut self.machine, batch)
