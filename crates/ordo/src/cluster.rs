@@ -14,7 +14,7 @@ use ordo_check::ports::PortAllocator;
 use ordo_kv::proto::etcdserverpb::kv_client::KvClient;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::admin::StatusReport;
+use ordo_server::admin::StatusReport;
 
 /// How often conditions are polled while waiting.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);

@@ -1,5 +1,5 @@
 //! `ordo server`'s configuration: command-line flags, an optional TOML file, and the checks
-//! that turn them into a [`ServerConfig`] before anything starts.
+//! that turn them into [`Settings`] before anything starts.
 //!
 //! Every flag has a key of the same name (with `_` for `-`) in the file; a flag given on the
 //! command line wins over the file. Unknown keys in the file are an error naming the key, so
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use ordo_node::{FsyncPolicy, NodeConfig, NodeId};
 use serde::Deserialize;
 
-use crate::replicated::MemberAddrs;
+use ordo_server::{MemberAddrs, ServerConfig};
 
 /// Largest configuration file read, so a wrong path (a device, a huge log) fails fast.
 pub const CONFIG_FILE_BYTES_MAX: u64 = 1 << 20;
@@ -173,17 +173,12 @@ struct FileConfig {
     join: Option<bool>,
 }
 
-/// Everything `ordo server` runs with, checked.
+/// Everything `ordo server` runs with, checked: the node's configuration and the log level
+/// of the process.
 #[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// The runtime's configuration.
-    pub node: NodeConfig,
-    /// Where the etcd API listens.
-    pub client_addr: SocketAddr,
-    /// Where the admin endpoints listen.
-    pub admin_addr: SocketAddr,
-    /// Every member's addresses.
-    pub members: BTreeMap<NodeId, MemberAddrs>,
+pub struct Settings {
+    /// What the node runs with.
+    pub server: ServerConfig,
     /// The log level.
     pub log_level: tracing::Level,
 }
@@ -277,9 +272,9 @@ fn cluster_id_from_token(token: &str) -> u64 {
     hash.max(1)
 }
 
-impl ServerConfig {
+impl Settings {
     /// Merges the flags over the file (if any), applies defaults and checks the result.
-    pub fn from_args(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
+    pub fn from_args(args: &ServerArgs) -> Result<Settings, ConfigError> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
@@ -394,11 +389,13 @@ impl ServerConfig {
         set!(snapshot_bytes);
         set!(snapshot_tail_entries);
         node.validate()?;
-        Ok(ServerConfig {
-            node,
-            client_addr,
-            admin_addr,
-            members,
+        Ok(Settings {
+            server: ServerConfig {
+                node,
+                client_addr,
+                admin_addr,
+                members,
+            },
             log_level,
         })
     }
@@ -429,12 +426,12 @@ mod tests {
         let mut a = args();
         a.config = Some(path);
         a.election_timeout_ticks = Some(15);
-        let config = ServerConfig::from_args(&a).unwrap();
-        assert_eq!(config.node.tick_interval_ms, 20);
-        assert_eq!(config.node.election_timeout_ticks, 15);
-        assert_eq!(config.node.fsync, FsyncPolicy::Always);
-        assert_eq!(config.client_addr, "127.0.0.1:2379".parse().unwrap());
-        assert_eq!(config.members.len(), 3);
+        let config = Settings::from_args(&a).unwrap();
+        assert_eq!(config.server.node.tick_interval_ms, 20);
+        assert_eq!(config.server.node.election_timeout_ticks, 15);
+        assert_eq!(config.server.node.fsync, FsyncPolicy::Always);
+        assert_eq!(config.server.client_addr, "127.0.0.1:2379".parse().unwrap());
+        assert_eq!(config.server.members.len(), 3);
     }
 
     #[test]
@@ -444,7 +441,7 @@ mod tests {
         std::fs::write(&path, "tick_intervl_ms = 20\n").unwrap();
         let mut a = args();
         a.config = Some(path);
-        let error = ServerConfig::from_args(&a).unwrap_err().to_string();
+        let error = Settings::from_args(&a).unwrap_err().to_string();
         assert!(error.contains("tick_intervl_ms"), "{error}");
     }
 
@@ -452,7 +449,7 @@ mod tests {
     fn malformed_peer_list_names_the_item() {
         let mut a = args();
         a.peers = Some("1=127.0.0.1:2380,two=127.0.0.1:2381".into());
-        let error = ServerConfig::from_args(&a).unwrap_err().to_string();
+        let error = Settings::from_args(&a).unwrap_err().to_string();
         assert!(
             error.contains("--peers") && error.contains("two"),
             "{error}"
@@ -463,7 +460,7 @@ mod tests {
     fn node_missing_from_its_own_peer_list_is_refused() {
         let mut a = args();
         a.id = Some(4);
-        let error = ServerConfig::from_args(&a).unwrap_err().to_string();
+        let error = Settings::from_args(&a).unwrap_err().to_string();
         assert!(error.contains("must be listed"), "{error}");
     }
 
@@ -471,7 +468,7 @@ mod tests {
     fn unknown_fsync_policy_is_refused() {
         let mut a = args();
         a.fsync = Some("sometimes".into());
-        let error = ServerConfig::from_args(&a).unwrap_err().to_string();
+        let error = Settings::from_args(&a).unwrap_err().to_string();
         assert!(
             error.contains("--fsync") && error.contains("sometimes"),
             "{error}"
@@ -484,11 +481,11 @@ mod tests {
         let mut a = args();
         a.join = true;
         a.data_dir = Some(dir.path().join("new"));
-        assert!(ServerConfig::from_args(&a).unwrap().node.join);
+        assert!(Settings::from_args(&a).unwrap().server.node.join);
         a.data_dir = Some(dir.path().to_path_buf());
-        assert!(ServerConfig::from_args(&a).unwrap().node.join);
+        assert!(Settings::from_args(&a).unwrap().server.node.join);
         a.join = false;
-        assert!(!ServerConfig::from_args(&a).unwrap().node.join);
+        assert!(!Settings::from_args(&a).unwrap().server.node.join);
     }
 
     #[test]
@@ -498,7 +495,7 @@ mod tests {
         let mut a = args();
         a.join = true;
         a.data_dir = Some(dir.path().to_path_buf());
-        let error = ServerConfig::from_args(&a).unwrap_err().to_string();
+        let error = Settings::from_args(&a).unwrap_err().to_string();
         assert!(
             error.contains("--join") && error.contains("not empty") && error.contains("group-1"),
             "{error}"
@@ -509,9 +506,9 @@ mod tests {
     fn cluster_token_gives_every_node_the_same_id() {
         let mut a = args();
         a.cluster_token = Some("bank".into());
-        let one = ServerConfig::from_args(&a).unwrap().node.cluster_id;
+        let one = Settings::from_args(&a).unwrap().server.node.cluster_id;
         a.id = Some(3);
-        let other = ServerConfig::from_args(&a).unwrap().node.cluster_id;
+        let other = Settings::from_args(&a).unwrap().server.node.cluster_id;
         assert_eq!(one, other);
         assert_ne!(one, 1);
     }

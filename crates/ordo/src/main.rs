@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ordo::config::{ServerArgs, ServerConfig};
+use ordo::config::{ServerArgs, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -88,13 +88,6 @@ fn report(error: &anyhow::Error) {
 /// Exit status of `ordo server` for a node that lost state: a supervisor should not
 /// restart it.
 const LOST_STATE_EXIT: u8 = 3;
-
-fn lost_state(error: &anyhow::Error) -> Option<&ordo_node::LostState> {
-    error.chain().find_map(|cause| match cause.downcast_ref() {
-        Some(ordo_node::NodeError::LostState(lost)) => Some(lost),
-        _ => None,
-    })
-}
 
 /// One line: what was lost, and the commands that replace the node.
 fn lost_state_line(
@@ -181,38 +174,73 @@ fn exit_with_parent_if_asked() -> Result<(), String> {
         .map_err(|e| format!("cannot start the parent watchdog: {e}"))
 }
 
+/// The flag that sets a listener's address, for the hint when it cannot be bound.
+fn listener_flag(listener: ordo_server::Listener) -> &'static str {
+    match listener {
+        ordo_server::Listener::Client => "--client-addr",
+        ordo_server::Listener::Admin => "--admin-addr",
+        ordo_server::Listener::Peer => "--peer-addr",
+    }
+}
+
+/// Runs `ordo server`: exit 0 after a clean stop, 1 on an error, 2 on a bad configuration,
+/// 3 when the node lost state and must be replaced.
+fn server(args: &ServerArgs) -> ExitCode {
+    if let Err(why) = exit_with_parent_if_asked() {
+        eprintln!("ordo server: {why}");
+        return ExitCode::from(1);
+    }
+    let settings = match Settings::from_args(args) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("ordo server: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(settings.log_level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let config = settings.server;
+    let (id, peer_addr) = (config.node.id, config.node.peer_addr);
+    let data_dir = config.node.data_dir.clone();
+    let rt = match server_runtime() {
+        Ok(rt) => rt,
+        Err(error) => {
+            report(&anyhow::Error::new(error).context("cannot start the runtime"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let served = rt.block_on(ordo_server::run(config, ordo_server::termination_signal()));
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            if let Some(lost) = error.lost_state() {
+                eprintln!(
+                    "ordo server: {}",
+                    lost_state_line(id, peer_addr, &data_dir, lost)
+                );
+                return ExitCode::from(LOST_STATE_EXIT);
+            }
+            let hint = match &error {
+                ordo_server::ServerError::Bind { listener, .. } => Some(listener_flag(*listener)),
+                _ => None,
+            };
+            report(&anyhow::Error::new(error));
+            if let Some(flag) = hint {
+                eprintln!("  to listen elsewhere, change {flag}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Commands::Check(args) => return check(*args),
-        Commands::Server(args) => {
-            if let Err(why) = exit_with_parent_if_asked() {
-                eprintln!("ordo server: {why}");
-                return ExitCode::from(1);
-            }
-            let config = match ServerConfig::from_args(&args) {
-                Ok(config) => config,
-                Err(error) => {
-                    eprintln!("ordo server: {error}");
-                    return ExitCode::from(2);
-                }
-            };
-            tracing_subscriber::fmt()
-                .with_max_level(config.log_level)
-                .with_writer(std::io::stderr)
-                .with_ansi(false)
-                .init();
-            let (id, peer_addr) = (config.node.id, config.node.peer_addr);
-            let data_dir = config.node.data_dir.clone();
-            let served = server_runtime()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(ordo::server::run(config, ordo::server::termination_signal())));
-            if let Some(lost) = served.as_ref().err().and_then(lost_state) {
-                eprintln!("ordo server: {}", lost_state_line(id, peer_addr, &data_dir, lost));
-                return ExitCode::from(LOST_STATE_EXIT);
-            }
-            served
-        }
+        Commands::Server(args) => return server(&args),
         Commands::Demo { data_dir } => std::env::current_exe()
             .map_err(anyhow::Error::from)
             .and_then(|binary| {

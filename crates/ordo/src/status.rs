@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 
-use crate::admin::StatusReport;
+use ordo_server::admin::StatusReport;
 
 /// Flags of `ordo status`.
 #[derive(Debug, Clone, clap::Args)]

@@ -156,7 +156,7 @@ async fn a_peer_with_the_wrong_cluster_id_is_refused() {
     let impostor_status = ordo::http::get(ports[2], "/status", Duration::from_secs(2))
         .await
         .expect("impostor status");
-    let impostor_status: ordo::admin::StatusReport =
+    let impostor_status: ordo_server::admin::StatusReport =
         serde_json::from_str(&impostor_status.body).expect("json");
     assert_eq!(impostor_status.leader, 0, "the impostor joined the cluster");
     assert_eq!(

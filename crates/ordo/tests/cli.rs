@@ -242,7 +242,7 @@ async fn server_runs_from_a_config_file_alone_as_a_single_node_cluster() {
     let status = loop {
         let answer = ordo::http::get(ports[2], "/status", std::time::Duration::from_secs(1)).await;
         if let Ok(answer) = answer {
-            let status: ordo::admin::StatusReport =
+            let status: ordo_server::admin::StatusReport =
                 serde_json::from_str(&answer.body).expect("json");
             if status.role == "leader" {
                 break status;

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{etcdctl_or_skip, keys_with_prefix, start, TestCluster, STEP, TEST_SERVER_ARGS};
-use ordo::admin::StatusReport;
 use ordo::cluster::{free_ports, POLL_INTERVAL};
 use ordo_kv::proto::etcdserverpb::cluster_client::ClusterClient;
 use ordo_kv::proto::etcdserverpb::kv_client::KvClient;
@@ -23,6 +22,7 @@ use ordo_kv::proto::etcdserverpb::{
     LeaseGrantRequest, LeaseKeepAliveRequest, LeaseTimeToLiveRequest, Member, MemberAddRequest,
     MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, MoveLeaderRequest, PutRequest,
 };
+use ordo_server::admin::StatusReport;
 use tonic::transport::{Channel, Endpoint};
 
 /// Most writes the background writer issues.

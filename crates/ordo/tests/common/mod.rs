@@ -6,9 +6,9 @@
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
-use ordo::admin::StatusReport;
 use ordo::cluster::LocalCluster;
 use ordo_kv::proto::etcdserverpb::{PutRequest, RangeRequest};
+use ordo_server::admin::StatusReport;
 
 /// Short Raft timings so elections take a fraction of a second.
 pub const TEST_SERVER_ARGS: &[&str] = &[

@@ -21,21 +21,21 @@
 //! same millisecond differ in their random bits (and only one membership change is in
 //! progress at a time anyway). The ids stay below 2^53, so JSON tools print them exactly.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ordo_kv::backend::{MemberChanged, MemberError};
-use ordo_kv::command::{ApplyResponse, Command};
 use ordo_kv::proto::etcdserverpb::cluster_client::ClusterClient;
 use ordo_kv::proto::etcdserverpb::MemberPromoteRequest;
 use ordo_kv::service::FORWARDED_METADATA_KEY;
-use ordo_kv::{KvBackend, KvError, KvState, MemberInfo, NodeStatus};
+use ordo_kv::MemberInfo;
 use ordo_node::{ConfState, GroupStatus, MembershipChange, NodeId, ProposeError, StateRole};
 
-use crate::replicated::{LeaderLeases, MemberAddrs, ReplicatedBackend};
+use super::EtcdBackend;
+use crate::config::MemberAddrs;
 
 /// Most entries a learner may lag behind the leader's log and still be promoted. A learner
 /// further behind would, as a voter, hold back commits until it caught up.
@@ -167,16 +167,14 @@ const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Announces this member to every other member whose client address it knows and fills in
 /// the client addresses their answers carry, every [`ANNOUNCE_INTERVAL`] until `stop`.
 /// Each round makes at most one bounded request per member.
-pub async fn announce(backend: Arc<ClusterBackend>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn announce(backend: Arc<EtcdBackend>, mut stop: tokio::sync::watch::Receiver<bool>) {
     use ordo_kv::proto::etcdserverpb::MemberListRequest;
     use ordo_kv::service::{ANNOUNCE_ID_METADATA_KEY, ANNOUNCE_URL_METADATA_KEY};
-    let id_value = tonic::metadata::MetadataValue::try_from(backend.node_id.to_string());
+    let node_id = backend.replica.node_id();
+    let id_value = tonic::metadata::MetadataValue::try_from(node_id.to_string());
     let url_value = tonic::metadata::MetadataValue::try_from(url(backend.self_client_addr));
     let (Ok(id_value), Ok(url_value)) = (id_value, url_value) else {
-        tracing::warn!(
-            node = backend.node_id,
-            "cannot encode this member's announcement"
-        );
+        tracing::warn!(node = node_id, "cannot encode this member's announcement");
         return;
     };
     let mut ticker = tokio::time::interval(ANNOUNCE_INTERVAL);
@@ -187,9 +185,9 @@ pub async fn announce(backend: Arc<ClusterBackend>, mut stop: tokio::sync::watch
             _ = stop.wait_for(|&s| s) => return,
         }
         let targets: Vec<SocketAddr> = backend
-            .members()
+            .member_list()
             .into_iter()
-            .filter(|m| m.id != backend.node_id)
+            .filter(|m| m.id != node_id)
             .filter_map(|m| backend.directory.get(m.id).and_then(|a| a.client_addr))
             .collect();
         for addr in targets {
@@ -217,7 +215,7 @@ pub async fn announce(backend: Arc<ClusterBackend>, mut stop: tokio::sync::watch
             // An unreachable member is normal (down, partitioned); the next round retries.
             let Ok(answer) = answer else { continue };
             for member in answer.into_inner().members {
-                if member.id == backend.node_id {
+                if member.id == node_id {
                     continue;
                 }
                 if let Some(client) = member
@@ -291,54 +289,41 @@ fn change_error(error: ProposeError) -> MemberError {
     }
 }
 
-/// The etcd services' backend of a replicated node: the KV operations of
-/// [`ReplicatedBackend`] plus membership changes.
-pub struct ClusterBackend {
-    inner: Arc<ReplicatedBackend>,
-    directory: Arc<MemberDirectory>,
-    node_id: NodeId,
-    self_client_addr: SocketAddr,
-    /// Members whose client address the replicated backend was configured with: it
-    /// forwards lease requests to those itself; to a leader added at run time this backend
-    /// forwards them, with the address from the directory.
-    configured_clients: BTreeSet<NodeId>,
-    /// One connection to a run-time-added leader's client address, reused.
-    leader_leases: LeaderLeases,
+/// The leader's answer to a forwarded promotion, as this member's error.
+fn forwarded_error(id: NodeId, status: tonic::Status) -> MemberError {
+    let message = status.message().to_string();
+    match status.code() {
+        tonic::Code::NotFound => MemberError::NotFound { id },
+        tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
+            MemberError::LeaderRefused { message }
+        }
+        tonic::Code::DeadlineExceeded => MemberError::Unknown(message),
+        _ => MemberError::NoLeader(format!("the leader answered: {message}")),
+    }
 }
 
-impl ClusterBackend {
-    /// Membership over `inner`, with addresses from `directory`. `self_client_addr` is
-    /// where this node's own etcd API listens.
-    pub fn new(
-        inner: Arc<ReplicatedBackend>,
-        directory: Arc<MemberDirectory>,
-        self_client_addr: SocketAddr,
-    ) -> ClusterBackend {
-        let node_id = inner.status().member_id;
-        let configured_clients = directory
-            .all()
-            .into_iter()
-            .filter(|(_, a)| a.client_addr.is_some())
-            .map(|(id, _)| id)
-            .collect();
-        ClusterBackend {
-            inner,
-            directory,
-            node_id,
-            self_client_addr,
-            configured_clients,
-            leader_leases: LeaderLeases::default(),
-        }
+/// The single peer URL of a member to add, as the address the transport dials.
+fn one_peer_addr(peer_urls: &[String]) -> Result<SocketAddr, MemberError> {
+    if peer_urls.len() > PEER_URLS_MAX {
+        return Err(MemberError::InvalidPeerUrl {
+            url: peer_urls.join(","),
+            problem: "give exactly one peer URL: Ordo dials one address per member".into(),
+        });
     }
+    let Some(first) = peer_urls.first() else {
+        return Err(MemberError::InvalidPeerUrl {
+            url: String::new(),
+            problem: "a member needs a peer URL (for example http://127.0.0.1:2390)".into(),
+        });
+    };
+    parse_peer_url(first)
+}
 
-    /// The replicated backend underneath.
-    pub fn replicated(&self) -> &Arc<ReplicatedBackend> {
-        &self.inner
-    }
-
+/// Membership over the replicated configuration.
+impl EtcdBackend {
     fn member_info(&self, id: NodeId, is_learner: bool) -> MemberInfo {
         let addrs = self.directory.get(id);
-        let client_addr = if id == self.node_id {
+        let client_addr = if id == self.replica.node_id() {
             Some(self.self_client_addr)
         } else {
             addrs.as_ref().and_then(|a| a.client_addr)
@@ -352,21 +337,6 @@ impl ClusterBackend {
         }
     }
 
-    /// The lease service of the leader, when the leader is a member the replicated backend
-    /// cannot forward lease requests to (added at run time) and its address is known.
-    fn runtime_leader_leases(&self) -> Option<&LeaderLeases> {
-        let status = self.inner.cached_status()?;
-        if status.role == StateRole::Leader
-            || status.leader == 0
-            || self.configured_clients.contains(&status.leader)
-        {
-            return None;
-        }
-        let addr = self.directory.get(status.leader)?.client_addr?;
-        self.leader_leases.connect(status.leader, addr).ok()?;
-        Some(&self.leader_leases)
-    }
-
     fn members_of(&self, conf: &ConfState) -> Vec<MemberInfo> {
         member_ids(conf)
             .into_iter()
@@ -374,11 +344,160 @@ impl ClusterBackend {
             .collect()
     }
 
+    /// The members of the configuration last read, ascending by id: before the first read
+    /// (or on a joining node not yet added) the configured members.
+    pub(super) fn member_list(&self) -> Vec<MemberInfo> {
+        match self.replica.conf_state() {
+            Some(conf) if !conf.voters.is_empty() => self.members_of(&conf),
+            _ => self
+                .directory
+                .all()
+                .into_keys()
+                .map(|id| self.member_info(id, false))
+                .collect(),
+        }
+    }
+
     async fn fresh_status(&self) -> Result<GroupStatus, MemberError> {
-        self.inner
-            .refresh_status()
+        self.refresh()
             .await
             .map_err(|e| MemberError::NoLeader(format!("this member cannot report its state: {e}")))
+    }
+
+    /// Answers a change with the member it concerned and the configuration after it, after
+    /// reading the group's status again so this node's next member list shows the change.
+    async fn changed(&self, member: MemberInfo, conf: &ConfState) -> MemberChanged {
+        let _ = self.refresh().await;
+        MemberChanged {
+            member,
+            members: self.members_of(conf),
+        }
+    }
+
+    pub(super) fn note_announced_client_url(&self, id: NodeId, client_url: &str) {
+        let is_member = self
+            .replica
+            .conf_state()
+            .is_some_and(|conf| member_ids(&conf).contains(&id));
+        if id == self.replica.node_id() || !is_member {
+            return;
+        }
+        if let Some(addr) = parse_client_url(client_url) {
+            self.directory.learn_client(id, addr, true);
+        }
+    }
+
+    pub(super) async fn add_member(
+        &self,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    ) -> Result<MemberChanged, MemberError> {
+        let peer_addr = one_peer_addr(&peer_urls)?;
+        let status = self.fresh_status().await?;
+        let current = member_ids(&status.conf_state);
+        for &member in &current {
+            if self.directory.get(member).map(|a| a.peer_addr) == Some(peer_addr) {
+                return Err(MemberError::PeerUrlExists {
+                    url: url(peer_addr),
+                });
+            }
+        }
+        let id = new_member_id(current.iter().copied(), now_ms(), random_salt());
+        let change = if is_learner {
+            MembershipChange::AddLearner {
+                id,
+                addr: peer_addr,
+            }
+        } else {
+            MembershipChange::AddVoter {
+                id,
+                addr: peer_addr,
+            }
+        };
+        let conf = self
+            .replica
+            .group()
+            .change_membership(change)
+            .await
+            .map_err(change_error)?;
+        self.directory.insert_peer(id, peer_addr);
+        tracing::info!(node = self.replica.node_id(), member = id, %peer_addr, is_learner, "member added");
+        Ok(self.changed(self.member_info(id, is_learner), &conf).await)
+    }
+
+    pub(super) async fn remove_member(&self, id: NodeId) -> Result<MemberChanged, MemberError> {
+        let status = self.fresh_status().await?;
+        if !member_ids(&status.conf_state).contains(&id) {
+            return Err(MemberError::NotFound { id });
+        }
+        let removed = self.member_info(id, status.conf_state.learners.contains(&id));
+        let conf = self
+            .replica
+            .group()
+            .change_membership(MembershipChange::Remove { id })
+            .await
+            .map_err(change_error)?;
+        tracing::info!(node = self.replica.node_id(), member = id, "member removed");
+        Ok(self.changed(removed, &conf).await)
+    }
+
+    pub(super) async fn hand_leadership_to(&self, target: NodeId) -> Result<(), MemberError> {
+        let status = self.fresh_status().await?;
+        if status.conf_state.learners.contains(&target) {
+            return Err(MemberError::Rejected(format!(
+                "member {target:x} is a learner; promote it before it can lead"
+            )));
+        }
+        if !status.conf_state.voters.contains(&target) {
+            return Err(MemberError::NotFound { id: target });
+        }
+        if status.leader == target {
+            return Ok(());
+        }
+        self.replica
+            .group()
+            .transfer_leader(target)
+            .await
+            .map_err(change_error)?;
+        // The transfer completes when the target wins its election; wait for this member
+        // to see it (the service bounds the wait by its request timeout).
+        loop {
+            let status = self.fresh_status().await?;
+            if status.leader == target {
+                tracing::info!(
+                    node = self.replica.node_id(),
+                    leader = target,
+                    "leadership moved"
+                );
+                return Ok(());
+            }
+            tokio::time::sleep(MOVE_LEADER_POLL_INTERVAL).await;
+        }
+    }
+
+    pub(super) async fn promote_member(
+        &self,
+        id: NodeId,
+        may_forward: bool,
+    ) -> Result<MemberChanged, MemberError> {
+        let status = self.fresh_status().await?;
+        if status.conf_state.voters.contains(&id) {
+            return Err(MemberError::NotLearner { id });
+        }
+        if !status.conf_state.learners.contains(&id) {
+            return Err(MemberError::NotFound { id });
+        }
+        if status.role == StateRole::Leader {
+            return self.promote_here(id, &status).await;
+        }
+        // Only the leader knows how far the learner has caught up.
+        match (status.leader, may_forward) {
+            (0, _) => Err(MemberError::NoLeader("an election is in progress".into())),
+            (leader, true) => self.promote_at_leader(id, leader).await,
+            (leader, false) => Err(MemberError::NoLeader(format!(
+                "this member no longer leads (member {leader:x} does); retry"
+            ))),
+        }
     }
 
     async fn promote_here(
@@ -405,7 +524,7 @@ impl ClusterBackend {
             )));
         };
         let conf = self
-            .inner
+            .replica
             .group()
             .change_membership(MembershipChange::AddVoter {
                 id,
@@ -413,18 +532,12 @@ impl ClusterBackend {
             })
             .await
             .map_err(change_error)?;
-        // MemberList on this node answers from the cached status: bring it up to the
-        // change, so the caller's next list shows it.
-        let _ = self.inner.refresh_status().await;
         tracing::info!(
-            node = self.node_id,
+            node = self.replica.node_id(),
             member = id,
             "learner promoted to voter"
         );
-        Ok(MemberChanged {
-            member: self.member_info(id, false),
-            members: self.members_of(&conf),
-        })
+        Ok(self.changed(self.member_info(id, false), &conf).await)
     }
 
     async fn promote_at_leader(
@@ -434,7 +547,7 @@ impl ClusterBackend {
     ) -> Result<MemberChanged, MemberError> {
         let Some(addr) = self.directory.get(leader).and_then(|a| a.client_addr) else {
             return Err(MemberError::NoLeader(format!(
-                "the leader is member {leader:x}, whose client URL this member does not know (see --peer-client-addrs); send the request to the leader"
+                "the leader is member {leader:x}, whose client URL this member does not know yet; send the request to the leader"
             )));
         };
         let endpoint = tonic::transport::Endpoint::from_shared(url(addr))
@@ -471,211 +584,6 @@ impl ClusterBackend {
             .cloned()
             .unwrap_or_else(|| self.member_info(id, false));
         Ok(MemberChanged { member, members })
-    }
-}
-
-/// The leader's answer to a forwarded promotion, as this member's error.
-fn forwarded_error(id: NodeId, status: tonic::Status) -> MemberError {
-    let message = status.message().to_string();
-    match status.code() {
-        tonic::Code::NotFound => MemberError::NotFound { id },
-        tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
-            MemberError::LeaderRefused { message }
-        }
-        tonic::Code::DeadlineExceeded => MemberError::Unknown(message),
-        _ => MemberError::NoLeader(format!("the leader answered: {message}")),
-    }
-}
-
-impl KvBackend for ClusterBackend {
-    fn state(&self) -> &KvState {
-        self.inner.state()
-    }
-
-    async fn propose(&self, command: Command) -> Result<ApplyResponse, KvError> {
-        self.inner.propose(command).await
-    }
-
-    async fn read_barrier(&self) -> Result<(), KvError> {
-        self.inner.read_barrier().await
-    }
-
-    async fn lease_keep_alive(&self, id: i64) -> Result<Option<i64>, KvError> {
-        match self.runtime_leader_leases() {
-            Some(leases) => leases.keep_alive(id).await,
-            None => self.inner.lease_keep_alive(id).await,
-        }
-    }
-
-    async fn lease_remaining(&self, id: i64) -> Result<Option<i64>, KvError> {
-        match self.runtime_leader_leases() {
-            Some(leases) => leases.remaining(id).await,
-            None => self.inner.lease_remaining(id).await,
-        }
-    }
-
-    fn members(&self) -> Vec<MemberInfo> {
-        match self.inner.cached_status() {
-            Some(status) if !status.conf_state.voters.is_empty() => {
-                self.members_of(&status.conf_state)
-            }
-            // Before the first status (or on a joining node not yet added): the configured
-            // members.
-            _ => self
-                .directory
-                .all()
-                .into_keys()
-                .map(|id| self.member_info(id, false))
-                .collect(),
-        }
-    }
-
-    fn status(&self) -> NodeStatus {
-        self.inner.status()
-    }
-
-    fn note_member_client_url(&self, id: u64, client_url: &str) {
-        let is_member = self
-            .inner
-            .cached_status()
-            .is_some_and(|s| member_ids(&s.conf_state).contains(&id));
-        if id == self.node_id || !is_member {
-            return;
-        }
-        if let Some(addr) = parse_client_url(client_url) {
-            self.directory.learn_client(id, addr, true);
-        }
-    }
-
-    async fn member_add(
-        &self,
-        peer_urls: Vec<String>,
-        is_learner: bool,
-    ) -> Result<MemberChanged, MemberError> {
-        if peer_urls.len() > PEER_URLS_MAX {
-            return Err(MemberError::InvalidPeerUrl {
-                url: peer_urls.join(","),
-                problem: "give exactly one peer URL: Ordo dials one address per member".into(),
-            });
-        }
-        let Some(first) = peer_urls.first() else {
-            return Err(MemberError::InvalidPeerUrl {
-                url: String::new(),
-                problem: "a member needs a peer URL (for example http://127.0.0.1:2390)".into(),
-            });
-        };
-        let peer_addr = parse_peer_url(first)?;
-        let status = self.fresh_status().await?;
-        let current = member_ids(&status.conf_state);
-        for &member in &current {
-            if self.directory.get(member).map(|a| a.peer_addr) == Some(peer_addr) {
-                return Err(MemberError::PeerUrlExists { url: first.clone() });
-            }
-        }
-        let id = new_member_id(current.iter().copied(), now_ms(), random_salt());
-        let change = if is_learner {
-            MembershipChange::AddLearner {
-                id,
-                addr: peer_addr,
-            }
-        } else {
-            MembershipChange::AddVoter {
-                id,
-                addr: peer_addr,
-            }
-        };
-        let conf = self
-            .inner
-            .group()
-            .change_membership(change)
-            .await
-            .map_err(change_error)?;
-        // MemberList on this node answers from the cached status: bring it up to the
-        // change, so the caller's next list shows it.
-        let _ = self.inner.refresh_status().await;
-        self.directory.insert_peer(id, peer_addr);
-        tracing::info!(node = self.node_id, member = id, %peer_addr, is_learner, "member added");
-        Ok(MemberChanged {
-            member: self.member_info(id, is_learner),
-            members: self.members_of(&conf),
-        })
-    }
-
-    async fn member_remove(&self, id: u64) -> Result<MemberChanged, MemberError> {
-        let status = self.fresh_status().await?;
-        if !member_ids(&status.conf_state).contains(&id) {
-            return Err(MemberError::NotFound { id });
-        }
-        let removed = self.member_info(id, status.conf_state.learners.contains(&id));
-        let conf = self
-            .inner
-            .group()
-            .change_membership(MembershipChange::Remove { id })
-            .await
-            .map_err(change_error)?;
-        // MemberList on this node answers from the cached status: bring it up to the
-        // change, so the caller's next list shows it.
-        let _ = self.inner.refresh_status().await;
-        tracing::info!(node = self.node_id, member = id, "member removed");
-        Ok(MemberChanged {
-            member: removed,
-            members: self.members_of(&conf),
-        })
-    }
-
-    async fn move_leader(&self, target: u64) -> Result<(), MemberError> {
-        let status = self.fresh_status().await?;
-        if status.conf_state.learners.contains(&target) {
-            return Err(MemberError::Rejected(format!(
-                "member {target:x} is a learner; promote it before it can lead"
-            )));
-        }
-        if !status.conf_state.voters.contains(&target) {
-            return Err(MemberError::NotFound { id: target });
-        }
-        if status.leader == target {
-            return Ok(());
-        }
-        self.inner
-            .group()
-            .transfer_leader(target)
-            .await
-            .map_err(change_error)?;
-        // The transfer completes when the target wins its election; wait for this member
-        // to see it (the service bounds the wait by its request timeout).
-        loop {
-            let status = self.fresh_status().await?;
-            if status.leader == target {
-                tracing::info!(node = self.node_id, leader = target, "leadership moved");
-                return Ok(());
-            }
-            tokio::time::sleep(MOVE_LEADER_POLL_INTERVAL).await;
-        }
-    }
-
-    async fn member_promote(
-        &self,
-        id: u64,
-        may_forward: bool,
-    ) -> Result<MemberChanged, MemberError> {
-        let status = self.fresh_status().await?;
-        if status.conf_state.voters.contains(&id) {
-            return Err(MemberError::NotLearner { id });
-        }
-        if !status.conf_state.learners.contains(&id) {
-            return Err(MemberError::NotFound { id });
-        }
-        if status.role == StateRole::Leader {
-            return self.promote_here(id, &status).await;
-        }
-        // Only the leader knows how far the learner has caught up.
-        match (status.leader, may_forward) {
-            (0, _) => Err(MemberError::NoLeader("an election is in progress".into())),
-            (leader, true) => self.promote_at_leader(id, leader).await,
-            (leader, false) => Err(MemberError::NoLeader(format!(
-                "this member no longer leads (member {leader:x} does); retry"
-            ))),
-        }
     }
 }
 

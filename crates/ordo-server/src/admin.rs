@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use crate::replicated::ReplicatedBackend;
+use crate::etcd::EtcdBackend;
 
 /// Largest request head read.
 const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
@@ -66,8 +66,8 @@ pub struct StatusReport {
     pub peers: Vec<PeerReport>,
 }
 
-async fn status_report(backend: &ReplicatedBackend) -> Option<StatusReport> {
-    let status = backend.refresh_status().await.ok()?;
+async fn status_report(backend: &EtcdBackend) -> Option<StatusReport> {
+    let status = backend.refresh().await.ok()?;
     Some(StatusReport {
         id: status.node_id,
         role: role_name(status.role).to_string(),
@@ -286,7 +286,7 @@ pub fn render_metrics(m: &MetricsSnapshot, status: Option<&StatusReport>) -> Str
 /// Serves the admin endpoints on `listener` until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
-    backend: Arc<ReplicatedBackend>,
+    backend: Arc<EtcdBackend>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
@@ -333,7 +333,7 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
     }
 }
 
-async fn handle(mut stream: TcpStream, backend: &ReplicatedBackend) -> std::io::Result<()> {
+async fn handle(mut stream: TcpStream, backend: &EtcdBackend) -> std::io::Result<()> {
     let head = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await {
         Ok(head) => head?,
         Err(_) => None,
@@ -370,7 +370,7 @@ async fn handle(mut stream: TcpStream, backend: &ReplicatedBackend) -> std::io::
         },
         "/metrics" => {
             let report = status_report(backend).await;
-            let body = render_metrics(&backend.group().metrics(), report.as_ref());
+            let body = render_metrics(&backend.replica().group().metrics(), report.as_ref());
             respond(&mut stream, 200, "text/plain; version=0.0.4", &body).await
         }
         "/health" => match status_report(backend).await {

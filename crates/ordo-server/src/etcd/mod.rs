@@ -1,0 +1,274 @@
+//! The etcd v3 face's backend over the replicated KV group, once: proposals, linearizable
+//! reads, the leader's lease clock, members and their addresses, and membership changes.
+//!
+//! Writes are proposed through the group handle (a follower's runtime forwards them to the
+//! leader) and resolve with the result the local [`KvMachine`] computed. Linearizable reads
+//! wait for a ReadIndex. Lease time is kept by the leader's [`LeaseClock`]: a follower
+//! passes keep-alives and time-to-live questions on to the leader ([`leases`]), and
+//! expiries travel through the log so every replica deletes the same keys at the same
+//! revision. Members and their addresses are in [`members`].
+
+mod leases;
+pub mod members;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use ordo_kv::backend::{MemberChanged, MemberError};
+use ordo_kv::command::{self, ApplyResponse, Command};
+use ordo_kv::proto::internal::LeaseExpireRequest;
+use ordo_kv::{KvBackend, KvError, KvMachine, KvState, LeaseClock, MemberInfo, NodeStatus};
+use ordo_node::{Group, GroupStatus, NodeId, ProposeError, ReadError};
+
+use crate::config::MemberAddrs;
+use crate::replica::Replica;
+
+use leases::LeaderLeases;
+use members::MemberDirectory;
+
+/// Most leases expired in one lessor round, so one round's proposals stay bounded.
+pub const LEASE_EXPIRIES_PER_ROUND_MAX: usize = 1000;
+
+/// A runtime proposal error in the words etcd clients understand.
+pub fn propose_error(error: ProposeError) -> KvError {
+    match error {
+        ProposeError::NotLeader { .. } | ProposeError::NoLeader => KvError::NoLeader,
+        ProposeError::Dropped | ProposeError::OutcomeUnknown | ProposeError::LeaderLost => {
+            KvError::LeaderChanged
+        }
+        ProposeError::TooLarge { .. } => KvError::RequestTooLarge,
+        ProposeError::ShuttingDown => KvError::Stopped,
+        // The runtime's back-pressure has no etcd counterpart in `KvError`; "timed out"
+        // tells the client the same thing: retry later, the outcome is not known.
+        ProposeError::Timeout { .. }
+        | ProposeError::TooManyPending { .. }
+        | ProposeError::Rejected(_) => KvError::Timeout,
+    }
+}
+
+/// A runtime read error in the words etcd clients understand.
+pub fn read_error(error: ReadError) -> KvError {
+    match error {
+        ReadError::NoLeader => KvError::NoLeader,
+        ReadError::ShuttingDown => KvError::Stopped,
+        ReadError::Timeout { .. } | ReadError::TooManyPending { .. } | ReadError::Rejected(_) => {
+            KvError::Timeout
+        }
+    }
+}
+
+/// The KV store this node replicates: the state the group applies to, and the lease clock
+/// that follows it.
+struct KvReplica {
+    state: Arc<KvState>,
+    leases: Arc<LeaseClock>,
+}
+
+/// The etcd services' backend over the replicated KV group.
+pub struct EtcdBackend {
+    replica: Arc<Replica<KvMachine>>,
+    kv: KvReplica,
+    directory: MemberDirectory,
+    /// Where this node's own etcd API listens.
+    self_client_addr: SocketAddr,
+    leader_leases: LeaderLeases,
+    next_request_id: AtomicU64,
+}
+
+impl EtcdBackend {
+    /// A backend over `group`, whose [`KvMachine`] applies to `state` and keeps `leases`;
+    /// `members` are the configured members' addresses, `self_client_addr` where this
+    /// node's etcd API listens.
+    pub fn new(
+        group: Group<KvMachine>,
+        kv: (Arc<KvState>, Arc<LeaseClock>),
+        ids: (NodeId, u64),
+        members: BTreeMap<NodeId, MemberAddrs>,
+        self_client_addr: SocketAddr,
+    ) -> EtcdBackend {
+        let (state, leases) = kv;
+        let (node_id, cluster_id) = ids;
+        let on_elected = {
+            let (state, leases) = (Arc::clone(&state), Arc::clone(&leases));
+            Box::new(move |term| {
+                leases.restart_deadlines(&state);
+                tracing::info!(node = node_id, term, "leading: lease deadlines restarted");
+            })
+        };
+        EtcdBackend {
+            replica: Arc::new(Replica::new(group, node_id, cluster_id, on_elected)),
+            kv: KvReplica { state, leases },
+            directory: MemberDirectory::new(members),
+            self_client_addr,
+            leader_leases: LeaderLeases::default(),
+            next_request_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The replicated group underneath.
+    pub fn replica(&self) -> &Arc<Replica<KvMachine>> {
+        &self.replica
+    }
+
+    /// Reads the group's status (see [`Replica::refresh`]).
+    pub async fn refresh(&self) -> Result<GroupStatus, ReadError> {
+        self.replica.refresh().await
+    }
+
+    /// Records the runtime's peer set: members added later become known with the address
+    /// this node dials.
+    pub fn learn_peers(&self, peers: &[(NodeId, SocketAddr)]) {
+        self.directory.learn_peers(peers);
+    }
+
+    /// On the leader, proposes the expiry of every lease past its deadline; returns how
+    /// many were proposed. Followers do nothing.
+    pub async fn expire_leases(&self) -> usize {
+        if !self.replica.is_leader() {
+            return 0;
+        }
+        let expired = self.kv.leases.expired(LEASE_EXPIRIES_PER_ROUND_MAX);
+        for &id in &expired {
+            match self
+                .propose(Command::LeaseExpire(LeaseExpireRequest { id }))
+                .await
+            {
+                Ok(_) => tracing::debug!(lease_id = id, "lease expired"),
+                // Already revoked by a client, or the expiry raced a leadership change: the
+                // next round decides again from the applied state.
+                Err(error) => tracing::debug!(lease_id = id, %error, "lease expiry not applied"),
+            }
+        }
+        expired.len()
+    }
+
+    /// The lease service of the leader, when another node leads and its client address is
+    /// known.
+    fn leader_leases(&self) -> Result<&LeaderLeases, KvError> {
+        let leader = self.replica.leader().ok_or(KvError::NoLeader)?;
+        let Some(addr) = self.directory.get(leader).and_then(|m| m.client_addr) else {
+            tracing::warn!(
+                node = self.replica.node_id(),
+                leader,
+                "cannot pass a lease request on: the leader's client address is not known"
+            );
+            return Err(KvError::NoLeader);
+        };
+        self.leader_leases.connect(leader, addr)?;
+        Ok(&self.leader_leases)
+    }
+}
+
+impl KvBackend for EtcdBackend {
+    fn state(&self) -> &KvState {
+        &self.kv.state
+    }
+
+    async fn propose(&self, command: Command) -> Result<ApplyResponse, KvError> {
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let bytes = command::encode(request_id, command)?;
+        self.replica
+            .group()
+            .propose(bytes)
+            .await
+            .map_err(propose_error)?
+    }
+
+    async fn read_barrier(&self) -> Result<(), KvError> {
+        // A deliberately broken build for proving the checker catches stale reads: a node
+        // that believes it leads answers "linearizable" reads from local state without
+        // ReadIndex, so a deposed or paused leader serves old values. Never enable it in a
+        // real build.
+        #[cfg(feature = "planted-stale-reads")]
+        if self.replica.is_leader() {
+            return Ok(());
+        }
+        // `read_index` returns once the runtime's applied index reaches the read index; the
+        // runtime applies through `KvMachine`, so the store then holds every entry up to it.
+        self.replica
+            .group()
+            .read_index()
+            .await
+            .map_err(read_error)?;
+        Ok(())
+    }
+
+    async fn lease_keep_alive(&self, id: i64) -> Result<Option<i64>, KvError> {
+        if self.replica.is_leader() {
+            return Ok(self.kv.leases.keep_alive(id));
+        }
+        self.leader_leases()?.keep_alive(id).await
+    }
+
+    async fn lease_remaining(&self, id: i64) -> Result<Option<i64>, KvError> {
+        if self.replica.is_leader() {
+            return Ok(self.kv.leases.remaining_seconds(id));
+        }
+        self.leader_leases()?.remaining(id).await
+    }
+
+    fn members(&self) -> Vec<MemberInfo> {
+        self.member_list()
+    }
+
+    fn status(&self) -> NodeStatus {
+        let progress = self.replica.progress();
+        let leadership = self.replica.leadership();
+        NodeStatus {
+            cluster_id: self.replica.cluster_id(),
+            member_id: self.replica.node_id(),
+            leader_id: leadership.map(|l| l.leader).filter(|&l| l != 0),
+            raft_term: leadership.map_or(0, |l| l.term),
+            commit_index: progress.commit_index,
+            applied_index: progress.applied_index,
+            is_learner: self.replica.is_learner(),
+        }
+    }
+
+    fn note_member_client_url(&self, id: u64, client_url: &str) {
+        self.note_announced_client_url(id, client_url);
+    }
+
+    async fn member_add(
+        &self,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    ) -> Result<MemberChanged, MemberError> {
+        self.add_member(peer_urls, is_learner).await
+    }
+
+    async fn member_remove(&self, id: u64) -> Result<MemberChanged, MemberError> {
+        self.remove_member(id).await
+    }
+
+    async fn move_leader(&self, target: u64) -> Result<(), MemberError> {
+        self.hand_leadership_to(target).await
+    }
+
+    async fn member_promote(
+        &self,
+        id: u64,
+        may_forward: bool,
+    ) -> Result<MemberChanged, MemberError> {
+        self.promote_member(id, may_forward).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_errors_map_to_etcd_errors_clients_understand() {
+        assert_eq!(propose_error(ProposeError::NoLeader), KvError::NoLeader);
+        assert_eq!(propose_error(ProposeError::Dropped), KvError::LeaderChanged);
+        assert_eq!(
+            propose_error(ProposeError::TooLarge { bytes: 9, max: 1 }),
+            KvError::RequestTooLarge
+        );
+        assert_eq!(read_error(ReadError::NoLeader), KvError::NoLeader);
+        assert_eq!(read_error(ReadError::ShuttingDown), KvError::Stopped);
+    }
+}

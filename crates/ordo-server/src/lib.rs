@@ -1,0 +1,31 @@
+//! `ordo-server`: wires an Ordo node — the runtime, its replicated groups, the faces clients
+//! speak and the admin endpoints — with what every face needs from a replicated group
+//! written once.
+//!
+//! ```text
+//!  etcd v3 client ──gRPC──▶ ordo_kv::EtcdApi ──▶ etcd::EtcdBackend ──▶ replica::Replica
+//!                                                      │                    │ propose, ReadIndex,
+//!                                                      │ leases, members    │ leadership
+//!                                                      ▼                    ▼
+//!                                               ordo_kv::LeaseClock   ordo_node::Group<KvMachine>
+//!  operator ──HTTP──▶ admin (/status, /metrics, /health)
+//! ```
+//!
+//! - [`config`]: the checked configuration a node runs with (the binary parses flags and
+//!   files into it).
+//! - [`replica`]: one replicated group as a face sees it: the group handle, who leads in
+//!   which term, the applied index for response headers, and runtime errors in a face's
+//!   words.
+//! - [`etcd`]: the etcd v3 face's backend over the KV group: proposals, reads, the leader's
+//!   lease clock, and membership changes.
+//! - [`admin`]: `/status`, `/metrics`, `/health`.
+//! - [`run`]: one node from start to shutdown.
+
+pub mod admin;
+pub mod config;
+pub mod etcd;
+pub mod replica;
+pub mod run;
+
+pub use config::{MemberAddrs, ServerConfig};
+pub use run::{run, termination_signal, Listener, ServerError, KV_GROUP};

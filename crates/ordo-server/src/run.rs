@@ -1,0 +1,315 @@
+//! One node from start to shutdown: the runtime, the KV group, the etcd v3 API and the admin
+//! endpoints, until the caller's shutdown signal or an error the node cannot run past.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ordo_kv::{EtcdApi, KvMachine, KvState, KvStore, LeaseClock, ServiceConfig};
+use ordo_node::{GroupId, LostState, Node, NodeError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::ServerConfig;
+use crate::etcd::EtcdBackend;
+
+/// The Raft group holding the KV store.
+pub const KV_GROUP: GroupId = GroupId(1);
+
+/// How often MemberList's peer addresses are refreshed from the runtime's peer set.
+const PEER_REFRESH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How often the leader looks for expired leases.
+const LEASE_ROUND_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long the serving tasks get to finish after the node is told to stop: a client stream
+/// that never ends must not keep the process alive.
+const STOP_TASKS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which of a node's listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The etcd v3 API.
+    Client,
+    /// The admin endpoints.
+    Admin,
+    /// The peer transport.
+    Peer,
+}
+
+impl std::fmt::Display for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Listener::Client => "clients",
+            Listener::Admin => "the admin endpoints",
+            Listener::Peer => "peers",
+        })
+    }
+}
+
+/// Why a node could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not be bound.
+    #[error("cannot listen for {listener} on {addr} (is another process using it?)")]
+    Bind {
+        /// Which listener.
+        listener: Listener,
+        /// Its address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path} (check its path and permissions)")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The runtime did not start.
+    #[error("cannot start the node")]
+    Node(#[source] NodeError),
+    /// The KV group's log could not be opened or recovered.
+    #[error(
+        "cannot open the log in {path} (the cause below names the damaged file and offset; \
+         the other nodes keep serving without this one)"
+    )]
+    OpenLog {
+        /// The data directory.
+        path: PathBuf,
+        /// The cause.
+        source: NodeError,
+    },
+    /// The node hit an error it cannot run past while serving.
+    #[error("the node stopped")]
+    Stopped(#[source] NodeError),
+    /// The etcd API's server failed.
+    #[error("the client API stopped")]
+    Api(#[source] tonic::transport::Error),
+    /// The etcd API's task ended abnormally.
+    #[error("the client API task failed")]
+    ApiTask(#[source] tokio::task::JoinError),
+}
+
+impl ServerError {
+    /// The state the node lost, when that is why it could not start or stopped: such a
+    /// node must be replaced, not restarted.
+    pub fn lost_state(&self) -> Option<&LostState> {
+        match self {
+            ServerError::Node(NodeError::LostState(lost))
+            | ServerError::OpenLog {
+                source: NodeError::LostState(lost),
+                ..
+            }
+            | ServerError::Stopped(NodeError::LostState(lost)) => Some(lost),
+            _ => None,
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr, listener: Listener) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            listener,
+            addr,
+            source,
+        })
+}
+
+/// The listeners of a node, bound before anything else starts.
+struct Listeners {
+    client: TcpListener,
+    admin: TcpListener,
+    peer: TcpListener,
+}
+
+impl Listeners {
+    /// Binds every listener first, so a taken port fails before the log is opened.
+    async fn bind(config: &ServerConfig) -> Result<Listeners, ServerError> {
+        Ok(Listeners {
+            client: bind(config.client_addr, Listener::Client).await?,
+            admin: bind(config.admin_addr, Listener::Admin).await?,
+            peer: bind(config.node.peer_addr, Listener::Peer).await?,
+        })
+    }
+}
+
+/// Starts the runtime and the KV group on it, and builds the etcd face's backend.
+async fn start_node(
+    config: &ServerConfig,
+    peer: TcpListener,
+) -> Result<(Node, Arc<EtcdBackend>), ServerError> {
+    let data_dir = &config.node.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|source| ServerError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let node = Node::start_on(config.node.clone(), peer).map_err(ServerError::Node)?;
+    let state = Arc::new(KvState::new(KvStore::new()));
+    let leases = Arc::new(LeaseClock::default());
+    let machine = KvMachine::new(Arc::clone(&state), Arc::clone(&leases));
+    let group = match node.start_group(KV_GROUP, machine).await {
+        Ok(group) => group,
+        Err(source) => {
+            node.shutdown().await;
+            return Err(ServerError::OpenLog {
+                path: data_dir.clone(),
+                source,
+            });
+        }
+    };
+    let backend = Arc::new(EtcdBackend::new(
+        group,
+        (state, leases),
+        (config.node.id, config.node.cluster_id),
+        config.members.clone(),
+        config.client_addr,
+    ));
+    let _ = backend.refresh().await;
+    Ok((node, backend))
+}
+
+/// The tasks that serve a started node, all told to stop by one signal.
+struct Serving {
+    stop: watch::Sender<bool>,
+    api: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    others: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Serving {
+    fn start(
+        config: &ServerConfig,
+        backend: &Arc<EtcdBackend>,
+        client: TcpListener,
+        admin: TcpListener,
+    ) -> Serving {
+        let (stop, stop_rx) = watch::channel(false);
+        let tick = Duration::from_millis(config.node.tick_interval_ms.max(10));
+        let others = vec![
+            tokio::spawn(crate::replica::follow_leadership(
+                Arc::clone(backend.replica()),
+                tick,
+                stop_rx.clone(),
+            )),
+            tokio::spawn(expire_leases(Arc::clone(backend), stop_rx.clone())),
+            tokio::spawn(crate::admin::serve(
+                admin,
+                Arc::clone(backend),
+                stop_rx.clone(),
+            )),
+            tokio::spawn(crate::etcd::members::announce(
+                Arc::clone(backend),
+                stop_rx.clone(),
+            )),
+        ];
+        let api = EtcdApi::new(Arc::clone(backend), ServiceConfig::default());
+        let mut api_stop = stop_rx;
+        let api = tokio::spawn(api.serve(client, async move {
+            let _ = api_stop.wait_for(|&stop| stop).await;
+        }));
+        Serving { stop, api, others }
+    }
+
+    /// Tells every task to stop and waits for them, within [`STOP_TASKS_TIMEOUT`].
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(STOP_TASKS_TIMEOUT, async {
+            let _ = self.api.await;
+            for task in self.others {
+                let _ = task.await;
+            }
+        })
+        .await;
+    }
+}
+
+/// Runs a node until `shutdown` resolves, then stops serving and shuts the node down.
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let id = config.node.id;
+    let listeners = Listeners::bind(&config).await?;
+    let (node, backend) = start_node(&config, listeners.peer).await?;
+    let mut serving = Serving::start(&config, &backend, listeners.client, listeners.admin);
+    tracing::info!(
+        node = id,
+        client_addr = %config.client_addr,
+        peer_addr = %node.peer_addr(),
+        admin_addr = %config.admin_addr,
+        cluster_id = config.node.cluster_id,
+        "serving"
+    );
+    let mut shutdown = std::pin::pin!(shutdown);
+    // Members added later are dialled by the runtime; MemberList reports their addresses
+    // from its peer set.
+    let mut peer_refresh = tokio::time::interval(PEER_REFRESH_INTERVAL);
+    let served = loop {
+        tokio::select! {
+            () = &mut shutdown => {
+                tracing::info!(node = id, "shutting down");
+                break Ok(());
+            }
+            error = node.fatal_error() => break Err(ServerError::Stopped(error)),
+            result = &mut serving.api => break match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(ServerError::Api(error)),
+                Err(error) => Err(ServerError::ApiTask(error)),
+            },
+            _ = peer_refresh.tick() => {
+                if let Some(transport) = node.transport() {
+                    backend.learn_peers(&transport.peers());
+                }
+            }
+        }
+    };
+    serving.stop().await;
+    drop(backend);
+    node.shutdown().await;
+    tracing::info!(node = id, "stopped");
+    served
+}
+
+/// The leader's lease clock: proposes expiries through the log.
+async fn expire_leases(backend: Arc<EtcdBackend>, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(LEASE_ROUND_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|&s| s) => return,
+        }
+        tokio::select! {
+            _ = backend.expire_leases() => {}
+            _ = stop.wait_for(|&s| s) => return,
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
