@@ -19,9 +19,7 @@
 pub mod client;
 pub mod cluster;
 pub mod history;
-pub mod http;
 pub mod nemesis;
-pub mod ports;
 pub mod proxy;
 mod run;
 mod summary;

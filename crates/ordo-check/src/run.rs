@@ -195,7 +195,9 @@ pub async fn run(args: CheckArgs) -> Result<Summary, CheckError> {
         for id in started_cluster.ids() {
             started_cluster.start(id)?;
         }
-        started_cluster.wait_leader(FIRST_LEADER_TIMEOUT).await?;
+        started_cluster
+            .wait_any_leader(FIRST_LEADER_TIMEOUT)
+            .await?;
         println!(
             "ordo check: started {} nodes under {}",
             args.nodes,
@@ -322,7 +324,7 @@ pub async fn run(args: CheckArgs) -> Result<Summary, CheckError> {
     while clients.join_next().await.is_some() {}
     let mut notes = std::mem::take(&mut report.notes);
     if let Some(cluster) = cluster.as_mut() {
-        if let Err(e) = cluster.wait_leader(FIRST_LEADER_TIMEOUT).await {
+        if let Err(e) = cluster.wait_any_leader(FIRST_LEADER_TIMEOUT).await {
             notes.push(format!("after the faults were healed: {e}"));
         }
     }

@@ -15,7 +15,8 @@ use ordo_kv::proto::etcdserverpb::{
 };
 use tonic::transport::Channel;
 
-use crate::cluster::LocalCluster;
+use ordo_launch::cluster::POLL_INTERVAL;
+use ordo_launch::LocalCluster;
 
 /// Flags of the demo's servers. The Raft timings are the defaults (100 ms ticks, elections
 /// after 1–2 s without a leader), so the failover the demo shows is the one users get.
@@ -192,7 +193,7 @@ pub async fn read_replica(
     id: u64,
     revision: i64,
 ) -> anyhow::Result<(Vec<LedgerLine>, i64)> {
-    let mut client = cluster.kv(id);
+    let mut client = kv(cluster, id);
     let deadline = Instant::now() + STEP_TIMEOUT;
     loop {
         let request = RangeRequest {
@@ -230,8 +231,19 @@ pub async fn read_replica(
         if Instant::now() >= deadline {
             bail!("node {id} did not reach revision {revision} within {STEP_TIMEOUT:?}");
         }
-        tokio::time::sleep(crate::cluster::POLL_INTERVAL).await;
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
+}
+
+/// A KV client of one node of the cluster (connected lazily).
+fn kv(cluster: &LocalCluster, id: u64) -> KvClient<Channel> {
+    let addr = cluster.spec(id).client_addr;
+    // A socket address always forms a valid URI.
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a socket address forms a valid URI")
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10));
+    KvClient::new(endpoint.connect_lazy())
 }
 
 fn say(text: impl AsRef<str>) {
@@ -258,8 +270,13 @@ pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<(
         }
     }
     let started = Instant::now();
-    let mut cluster = LocalCluster::new(binary, 3, data_dir, DEMO_SERVER_ARGS)
-        .context("cannot prepare the cluster's directories and ports")?;
+    let mut cluster = LocalCluster::new(
+        binary,
+        3,
+        data_dir,
+        DEMO_SERVER_ARGS.iter().map(|a| a.to_string()).collect(),
+    )
+    .context("cannot prepare the cluster's directories and ports")?;
     say("Ordo demo: one bank account, three replicas, one ordered log.\n");
     say(format!(
         "Starting three nodes on this machine (data in {}):",
@@ -282,7 +299,7 @@ pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<(
         leader.id, leader.term
     ));
 
-    let mut client = cluster.kv(leader.id);
+    let mut client = kv(&cluster, leader.id);
     let opening = transact(
         &mut client,
         "The bank",
@@ -307,7 +324,7 @@ pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<(
     ));
     say("Both nodes are followers: they forward the writes to the leader, which puts them in one order.");
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
-    let (mut atm_client, mut app_client) = (cluster.kv(atm_node), cluster.kv(app_node));
+    let (mut atm_client, mut app_client) = (kv(&cluster, atm_node), kv(&cluster, app_node));
     let (b1, b2) = (barrier.clone(), barrier.clone());
     let atm = async move {
         b1.wait().await;
@@ -403,7 +420,7 @@ pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<(
         }
         let mut done = None;
         for &id in &survivors {
-            let mut client = cluster.kv(id);
+            let mut client = kv(&cluster, id);
             if let Ok(outcome) = transact(
                 &mut client,
                 "Payroll",
@@ -419,7 +436,7 @@ pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<(
         }
         match done {
             Some(outcome) => break outcome,
-            None => tokio::time::sleep(crate::cluster::POLL_INTERVAL).await,
+            None => tokio::time::sleep(POLL_INTERVAL).await,
         }
     };
     let resumed_ms = kill_at.elapsed().as_millis();

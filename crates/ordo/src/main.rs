@@ -138,42 +138,6 @@ fn check(args: ordo_check::CheckArgs) -> ExitCode {
     })
 }
 
-/// A server started by `ordo check` or `ordo demo` (told so by
-/// [`ordo_check::cluster::EXIT_WITH_PARENT_ENV`], holding the starter's process id) exits
-/// when the starter is gone, so that a starter killed by SIGKILL, which cannot clean up,
-/// leaves no servers behind. A watchdog thread checks the parent process id twice a second
-/// (a process whose parent dies is handed to another parent).
-fn exit_with_parent_if_asked() -> Result<(), String> {
-    let Some(value) = std::env::var_os(ordo_check::cluster::EXIT_WITH_PARENT_ENV) else {
-        return Ok(());
-    };
-    let parent: u32 = value.to_str().and_then(|v| v.parse().ok()).ok_or_else(|| {
-        format!(
-            "{} must be a process id, not {value:?}",
-            ordo_check::cluster::EXIT_WITH_PARENT_ENV
-        )
-    })?;
-    let gone = move |now: u32| {
-        format!("the process that started this server ({parent}) is gone (parent now {now})")
-    };
-    let now = std::os::unix::process::parent_id();
-    if now != parent {
-        return Err(gone(now));
-    }
-    std::thread::Builder::new()
-        .name("ordo-parent-watch".into())
-        .spawn(move || loop {
-            std::thread::sleep(std::time::Duration::from_millis(500));
-            let now = std::os::unix::process::parent_id();
-            if now != parent {
-                eprintln!("ordo server: {}; exiting", gone(now));
-                std::process::exit(1);
-            }
-        })
-        .map(drop)
-        .map_err(|e| format!("cannot start the parent watchdog: {e}"))
-}
-
 /// The flag that sets a listener's address, for the hint when it cannot be bound.
 fn listener_flag(listener: ordo_server::Listener) -> &'static str {
     match listener {
@@ -186,7 +150,7 @@ fn listener_flag(listener: ordo_server::Listener) -> &'static str {
 /// Runs `ordo server`: exit 0 after a clean stop, 1 on an error, 2 on a bad configuration,
 /// 3 when the node lost state and must be replaced.
 fn server(args: &ServerArgs) -> ExitCode {
-    if let Err(why) = exit_with_parent_if_asked() {
+    if let Err(why) = ordo_launch::exit_with_parent_if_asked() {
         eprintln!("ordo server: {why}");
         return ExitCode::from(1);
     }

@@ -65,7 +65,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(args.timeout_ms);
     let mut rows = Vec::new();
     for &addr in &args.endpoints {
-        let row = match crate::http::get(addr, "/status", timeout).await {
+        let row = match ordo_launch::http::get(addr, "/status", timeout).await {
             Ok(r) if r.status == 200 => serde_json::from_str::<StatusReport>(&r.body)
                 .map_err(|e| format!("not an ordo /status answer: {e}")),
             Ok(r) => Err(format!("HTTP {}: {}", r.status, r.body.trim())),

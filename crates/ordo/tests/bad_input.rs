@@ -27,7 +27,7 @@ async fn wait_for_log(path: &std::path::Path, needle: &str) -> bool {
         if std::fs::read_to_string(path).is_ok_and(|log| log.contains(needle)) {
             return true;
         }
-        tokio::time::sleep(ordo::cluster::POLL_INTERVAL).await;
+        tokio::time::sleep(ordo_launch::cluster::POLL_INTERVAL).await;
     }
     false
 }
@@ -116,7 +116,7 @@ async fn a_peer_with_the_wrong_cluster_id_is_refused() {
     let (cluster, _) = start(&["--cluster-id", "7"]).await;
     put(&cluster, &cluster.ids(), "k", "v").await;
     // An impostor claiming to be node 3 of another cluster dials nodes 1 and 2.
-    let ports = ordo::cluster::free_ports(3).expect("ports");
+    let ports = ordo_launch::free_ports(3).expect("ports");
     let data = tempfile::tempdir().expect("temp dir");
     let peers = format!(
         "1={},2={},3={}",
@@ -153,7 +153,7 @@ async fn a_peer_with_the_wrong_cluster_id_is_refused() {
         || wait_for_log(&cluster.log_path(2), "cluster id mismatch").await;
     assert!(refused, "no node logged the refused handshake");
     put(&cluster, &[1, 2], "still", "serving").await;
-    let impostor_status = ordo::http::get(ports[2], "/status", Duration::from_secs(2))
+    let impostor_status = ordo_launch::http::get(ports[2], "/status", Duration::from_secs(2))
         .await
         .expect("impostor status");
     let impostor_status: ordo_server::admin::StatusReport =

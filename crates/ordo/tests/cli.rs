@@ -142,7 +142,7 @@ async fn status_prints_every_node_kv_puts_gets_and_deletes_and_sigterm_stops_cle
     assert_eq!(kv(&["del", "--prefix", "city/"]), "2\n");
     assert_eq!(kv(&["get", "--prefix", "city/"]), "");
 
-    let health = ordo::http::get(
+    let health = ordo_launch::http::get(
         cluster.spec(leader.id).admin_addr,
         "/health",
         std::time::Duration::from_secs(2),
@@ -150,7 +150,7 @@ async fn status_prints_every_node_kv_puts_gets_and_deletes_and_sigterm_stops_cle
     .await
     .expect("health");
     assert_eq!(health.status, 200);
-    let metrics = ordo::http::get(
+    let metrics = ordo_launch::http::get(
         cluster.spec(leader.id).admin_addr,
         "/metrics",
         std::time::Duration::from_secs(2),
@@ -212,7 +212,7 @@ fn demo_tells_the_story_and_exits_0_leaving_nothing_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_runs_from_a_config_file_alone_as_a_single_node_cluster() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ports = ordo::cluster::free_ports(3).expect("ports");
+    let ports = ordo_launch::free_ports(3).expect("ports");
     let config = dir.path().join("ordo.toml");
     let text = format!(
         "id = 1\ndata_dir = {:?}\nclient_addr = \"{}\"\npeer_addr = \"{}\"\nadmin_addr = \"{}\"\n\
@@ -240,7 +240,8 @@ async fn server_runs_from_a_config_file_alone_as_a_single_node_cluster() {
     let guard = Kill(&mut child);
     let deadline = std::time::Instant::now() + common::STEP;
     let status = loop {
-        let answer = ordo::http::get(ports[2], "/status", std::time::Duration::from_secs(1)).await;
+        let answer =
+            ordo_launch::http::get(ports[2], "/status", std::time::Duration::from_secs(1)).await;
         if let Ok(answer) = answer {
             let status: ordo_server::admin::StatusReport =
                 serde_json::from_str(&answer.body).expect("json");
@@ -252,7 +253,7 @@ async fn server_runs_from_a_config_file_alone_as_a_single_node_cluster() {
             std::time::Instant::now() < deadline,
             "the single node never led"
         );
-        tokio::time::sleep(ordo::cluster::POLL_INTERVAL).await;
+        tokio::time::sleep(ordo_launch::cluster::POLL_INTERVAL).await;
     };
     assert_eq!((status.id, status.voters.clone()), (1, vec![1]));
     let out = ordo(&[
@@ -287,7 +288,7 @@ fn process_ended(pid: u32) -> bool {
 #[test]
 fn a_server_told_to_exit_with_its_starter_exits_when_the_starter_is_killed() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ports = ordo::cluster::free_ports(3).expect("ports");
+    let ports = ordo_launch::free_ports(3).expect("ports");
     // A starter that cannot clean up: a shell that starts the server in the background,
     // says its pid, and waits; it is then killed with SIGKILL.
     let script = format!(

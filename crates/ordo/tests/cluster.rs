@@ -4,6 +4,8 @@
 
 mod common;
 
+use ordo_server::admin::StatusReport;
+
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -144,7 +146,7 @@ async fn leader_killed_under_write_load_elects_a_new_leader_and_loses_no_acknowl
                         "{key} not acknowledged within {STEP:?}"
                     );
                     attempt += 1;
-                    tokio::time::sleep(ordo::cluster::POLL_INTERVAL).await;
+                    tokio::time::sleep(ordo_launch::cluster::POLL_INTERVAL).await;
                 }
                 acknowledged
                     .lock()
@@ -156,7 +158,7 @@ async fn leader_killed_under_write_load_elects_a_new_leader_and_loses_no_acknowl
     let deadline = Instant::now() + STEP;
     while acknowledged.lock().expect("lock").len() < WRITERS * WRITES_PER_WRITER / 4 {
         assert!(Instant::now() < deadline, "the load did not start");
-        tokio::time::sleep(ordo::cluster::POLL_INTERVAL).await;
+        tokio::time::sleep(ordo_launch::cluster::POLL_INTERVAL).await;
     }
     cluster.kill(leader.id);
     let killed_at = Instant::now();
@@ -234,7 +236,7 @@ async fn paused_leader_is_replaced_and_after_resuming_never_serves_a_stale_linea
                     Instant::now() < deadline,
                     "the resumed node never answered: {status}"
                 );
-                tokio::time::sleep(ordo::cluster::POLL_INTERVAL).await;
+                tokio::time::sleep(ordo_launch::cluster::POLL_INTERVAL).await;
             }
         }
     }
@@ -271,7 +273,7 @@ async fn follower_down_while_the_log_is_compacted_catches_up_by_snapshot() {
     for i in 0..120 {
         put(&cluster, &others, &format!("snap/{i:04}"), &"x".repeat(100)).await;
     }
-    let status = cluster.status(leader.id).await.expect("leader status");
+    let status: StatusReport = cluster.status_as(leader.id).await.expect("leader status");
     assert!(
         status.first_index > 10,
         "the leader's log was not compacted: first index {}",
@@ -283,7 +285,7 @@ async fn follower_down_while_the_log_is_compacted_catches_up_by_snapshot() {
         .wait_applied(follower, status.applied_index, STEP)
         .await
         .expect("the follower catches up");
-    let metrics = ordo::http::get(
+    let metrics = ordo_launch::http::get(
         cluster.spec(follower).admin_addr,
         "/metrics",
         Duration::from_secs(2),

@@ -6,14 +6,12 @@
 
 mod common;
 
-use std::fs::OpenOptions;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{etcdctl_or_skip, keys_with_prefix, start, TestCluster, STEP, TEST_SERVER_ARGS};
-use ordo::cluster::{free_ports, POLL_INTERVAL};
+use common::{channel, etcdctl_or_skip, keys_with_prefix, start, TestCluster, STEP};
 use ordo_kv::proto::etcdserverpb::cluster_client::ClusterClient;
 use ordo_kv::proto::etcdserverpb::kv_client::KvClient;
 use ordo_kv::proto::etcdserverpb::lease_client::LeaseClient;
@@ -22,111 +20,39 @@ use ordo_kv::proto::etcdserverpb::{
     LeaseGrantRequest, LeaseKeepAliveRequest, LeaseTimeToLiveRequest, Member, MemberAddRequest,
     MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, MoveLeaderRequest, PutRequest,
 };
-use ordo_server::admin::StatusReport;
-use tonic::transport::{Channel, Endpoint};
+use ordo_launch::cluster::POLL_INTERVAL;
+use ordo_launch::PlannedNode;
+use tonic::transport::Channel;
 
 /// Most writes the background writer issues.
 const WRITES_MAX: u64 = 20_000;
 
-/// A process started by the test outside the planned cluster; killed on drop.
+/// A member added at run time to a test cluster.
 struct Joiner {
     id: u64,
-    child: Option<Child>,
     client_addr: std::net::SocketAddr,
     peer_addr: std::net::SocketAddr,
-    admin_addr: std::net::SocketAddr,
-    log_path: std::path::PathBuf,
 }
 
 impl Joiner {
     fn channel(&self) -> Channel {
         channel(self.client_addr)
     }
-
-    async fn status(&self) -> Option<StatusReport> {
-        let response = ordo::http::get(self.admin_addr, "/status", Duration::from_secs(1))
-            .await
-            .ok()?;
-        serde_json::from_str(&response.body).ok()
-    }
 }
 
-impl Drop for Joiner {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-            eprintln!("---- joining node {} log (last 40 lines) ----", self.id);
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-    }
+/// Ports for a node that is not a member yet.
+fn plan_joiner(cluster: &TestCluster) -> PlannedNode {
+    cluster.plan_node().expect("ports")
 }
 
-fn channel(addr: std::net::SocketAddr) -> Channel {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .expect("valid URI")
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
-        .connect_lazy()
-}
-
-/// Client, peer and admin addresses for a node that is not planned yet.
-fn plan_joiner() -> (std::net::SocketAddr, Vec<std::net::SocketAddr>) {
-    let ports = free_ports(3).expect("ports");
-    (ports[1], ports)
-}
-
-/// Starts node `id` with `--join`, dialling the planned cluster's nodes.
-fn start_joiner(cluster: &TestCluster, id: u64, ports: &[std::net::SocketAddr]) -> Joiner {
-    let (client_addr, peer_addr, admin_addr) = (ports[0], ports[1], ports[2]);
-    let mut peers: Vec<String> = cluster
-        .ids()
-        .iter()
-        .map(|&n| format!("{n}={}", cluster.spec(n).peer_addr))
-        .collect();
-    peers.push(format!("{id}={peer_addr}"));
-    let client_addrs: Vec<String> = cluster
-        .ids()
-        .iter()
-        .map(|&n| format!("{n}={}", cluster.spec(n).client_addr))
-        .collect();
-    let data_dir = cluster.root().join(format!("node-{id}"));
-    let log_path = cluster.root().join(format!("node-{id}.log"));
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_ordo"))
-        .arg("server")
-        .arg("--join")
-        .args(["--id", &id.to_string()])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args(["--client-addr", &client_addr.to_string()])
-        .args(["--peer-addr", &peer_addr.to_string()])
-        .args(["--admin-addr", &admin_addr.to_string()])
-        .args(["--peers", &peers.join(",")])
-        .args(["--peer-client-addrs", &client_addrs.join(",")])
-        .args(TEST_SERVER_ARGS)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log handle"))
-        .stderr(log)
-        .spawn()
-        .expect("start the joining node");
+/// Makes the planned node member `id` of the test cluster and starts it (with `--join`).
+fn start_joiner(cluster: &mut TestCluster, id: u64, planned: PlannedNode) -> Joiner {
+    cluster.add_node(id, planned);
+    cluster.start(id).expect("start the joining node");
     Joiner {
         id,
-        child: Some(child),
-        client_addr,
-        peer_addr,
-        admin_addr,
-        log_path,
+        client_addr: planned.client_addr,
+        peer_addr: planned.peer_addr,
     }
 }
 
@@ -213,7 +139,8 @@ async fn a_node_joins_as_learner_is_promoted_and_the_leader_is_removed_while_wri
     let writer = spawn_writer(Arc::clone(&endpoints), Arc::clone(&stop));
 
     // Added through a follower: the change is forwarded to the leader.
-    let (peer_addr, ports) = plan_joiner();
+    let planned = plan_joiner(&cluster);
+    let peer_addr = planned.dialed_peer_addr;
     let mut via_follower = ClusterClient::new(cluster.channel(followers[0]));
     let add = MemberAddRequest {
         peer_ur_ls: vec![format!("http://{peer_addr}")],
@@ -258,7 +185,7 @@ async fn a_node_joins_as_learner_is_promoted_and_the_leader_is_removed_while_wri
     );
     assert!(not_started.message().contains("in sync"), "{not_started}");
 
-    let joiner = start_joiner(&cluster, new.id, &ports);
+    let joiner = start_joiner(&mut cluster, new.id, planned);
     assert_eq!(joiner.peer_addr, peer_addr);
 
     // Promoted through the other follower once caught up (the request is passed on to the
@@ -337,9 +264,12 @@ async fn a_node_joins_as_learner_is_promoted_and_the_leader_is_removed_while_wri
 
     // A new leader among the remaining three; writes keep being acknowledged.
     let deadline = Instant::now() + STEP;
-    let before = joiner.status().await.map_or(0, |s| s.applied_index);
+    let before = cluster
+        .status(joiner.id)
+        .await
+        .map_or(0, |s| s.applied_index);
     loop {
-        let status = joiner.status().await;
+        let status = cluster.status(joiner.id).await;
         if status.as_ref().is_some_and(|s| {
             s.leader != 0 && s.leader != leader_id && s.applied_index > before + 20
         }) {
@@ -507,7 +437,8 @@ async fn etcdctl_adds_promotes_and_removes_members_of_an_ordo_cluster() {
         .find(|&id| id != leader.id)
         .expect("a follower");
     let endpoint = cluster.spec(follower).client_addr;
-    let (peer_addr, ports) = plan_joiner();
+    let planned = plan_joiner(&cluster);
+    let peer_addr = planned.dialed_peer_addr;
     let peer_url = format!("--peer-urls=http://{peer_addr}");
     let (ok, out) = etcdctl(
         &bin,
@@ -530,7 +461,7 @@ async fn etcdctl_adds_promotes_and_removes_members_of_an_ordo_cluster() {
         "learner listed: {out}"
     );
 
-    let joiner = start_joiner(&cluster, id, &ports);
+    let joiner = start_joiner(&mut cluster, id, planned);
     let deadline = Instant::now() + STEP;
     loop {
         let (ok, out) = etcdctl(&bin, endpoint, &["member", "promote", &hex]);
@@ -568,7 +499,6 @@ async fn etcdctl_adds_promotes_and_removes_members_of_an_ordo_cluster() {
         .ids()
         .iter()
         .map(|&id| cluster.spec(id).client_addr.to_string())
-        .chain([joiner.client_addr.to_string()])
         .collect();
     let deadline = Instant::now() + STEP;
     loop {
@@ -596,8 +526,9 @@ async fn etcdctl_adds_promotes_and_removes_members_of_an_ordo_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_added_as_voter_counts_toward_quorum_once_it_runs_and_can_be_removed() {
-    let (cluster, leader) = start(&[]).await;
-    let (peer_addr, ports) = plan_joiner();
+    let (mut cluster, leader) = start(&[]).await;
+    let planned = plan_joiner(&cluster);
+    let peer_addr = planned.dialed_peer_addr;
     let add = MemberAddRequest {
         peer_ur_ls: vec![format!("http://{peer_addr}")],
         is_learner: false,
@@ -621,10 +552,10 @@ async fn a_member_added_as_voter_counts_toward_quorum_once_it_runs_and_can_be_re
     common::put(&cluster, &[leader.id], "voter/before", "1").await;
 
     // Once running, the new voter catches up from the leader.
-    let joiner = start_joiner(&cluster, new.id, &ports);
+    let joiner = start_joiner(&mut cluster, new.id, planned);
     let deadline = Instant::now() + STEP;
     loop {
-        let status = joiner.status().await;
+        let status = cluster.status(joiner.id).await;
         if status
             .as_ref()
             .is_some_and(|s| s.leader != 0 && s.applied_index >= leader.commit_index)

@@ -6,9 +6,10 @@
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
-use ordo::cluster::LocalCluster;
+use ordo_kv::proto::etcdserverpb::kv_client::KvClient;
 use ordo_kv::proto::etcdserverpb::{PutRequest, RangeRequest};
-use ordo_server::admin::StatusReport;
+use ordo_launch::{LocalCluster, NodeStatus};
+use tonic::transport::{Channel, Endpoint};
 
 /// Short Raft timings so elections take a fraction of a second.
 pub const TEST_SERVER_ARGS: &[&str] = &[
@@ -58,17 +59,38 @@ impl Drop for TestCluster {
     }
 }
 
+impl TestCluster {
+    /// A gRPC channel to a node's client address (connected lazily).
+    pub fn channel(&self, id: u64) -> Channel {
+        channel(self.spec(id).client_addr)
+    }
+
+    /// A KV client of a node.
+    pub fn kv(&self, id: u64) -> KvClient<Channel> {
+        KvClient::new(self.channel(id))
+    }
+}
+
+/// A gRPC channel to `addr` (connected lazily).
+pub fn channel(addr: std::net::SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a socket address forms a valid URI")
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy()
+}
+
 /// Plans a three-node cluster with test timings plus `extra` flags; starts nothing.
 pub fn plan(extra: &[&str]) -> TestCluster {
-    let mut args: Vec<&str> = TEST_SERVER_ARGS.to_vec();
-    args.extend_from_slice(extra);
+    let args = TEST_SERVER_ARGS.iter().chain(extra).map(|a| a.to_string());
     TestCluster(
-        LocalCluster::new(env!("CARGO_BIN_EXE_ordo"), 3, None, &args).expect("plan a cluster"),
+        LocalCluster::new(env!("CARGO_BIN_EXE_ordo"), 3, None, args.collect())
+            .expect("plan a cluster"),
     )
 }
 
 /// Starts a three-node cluster and waits for its leader.
-pub async fn start(extra: &[&str]) -> (TestCluster, StatusReport) {
+pub async fn start(extra: &[&str]) -> (TestCluster, NodeStatus) {
     let mut cluster = plan(extra);
     cluster.start_all().expect("start the servers");
     let leader = cluster.wait_leader(&[], STEP).await.expect("a leader");
@@ -77,7 +99,7 @@ pub async fn start(extra: &[&str]) -> (TestCluster, StatusReport) {
 
 /// Puts `key` through any of `nodes`, retrying on errors until acknowledged or `STEP`
 /// passes; returns the revision. A retried put may apply twice: the value is the same.
-pub async fn put(cluster: &LocalCluster, nodes: &[u64], key: &str, value: &str) -> i64 {
+pub async fn put(cluster: &TestCluster, nodes: &[u64], key: &str, value: &str) -> i64 {
     let deadline = Instant::now() + STEP;
     let mut last = String::new();
     loop {
@@ -97,13 +119,13 @@ pub async fn put(cluster: &LocalCluster, nodes: &[u64], key: &str, value: &str) 
             Instant::now() < deadline,
             "put {key} not acknowledged within {STEP:?}: {last}"
         );
-        tokio::time::sleep(ordo::cluster::POLL_INTERVAL).await;
+        tokio::time::sleep(ordo_launch::cluster::POLL_INTERVAL).await;
     }
 }
 
 /// Reads `key` from node `id` (linearizable unless `serializable`), once.
 pub async fn get(
-    cluster: &LocalCluster,
+    cluster: &TestCluster,
     id: u64,
     key: &str,
     serializable: bool,
@@ -121,7 +143,7 @@ pub async fn get(
 }
 
 /// Every key under `prefix` on node `id` (linearizable), retrying until it answers.
-pub async fn keys_with_prefix(cluster: &LocalCluster, id: u64, prefix: &str) -> Vec<String> {
+pub async fn keys_with_prefix(cluster: &TestCluster, id: u64, prefix: &str) -> Vec<String> {
     let deadline = Instant::now() + STEP;
     loop {
         let request = RangeRequest {
@@ -143,7 +165,7 @@ pub async fn keys_with_prefix(cluster: &LocalCluster, id: u64, prefix: &str) -> 
                     Instant::now() < deadline,
                     "node {id} did not answer a read: {status}"
                 );
-                tokio::time::sleep(ordo::cluster::POLL_INTERVAL).await;
+                tokio::time::sleep(ordo_launch::cluster::POLL_INTERVAL).await;
             }
         }
     }

@@ -1,4 +1,4 @@
-//! Loopback ports for the servers a test or a checker run starts.
+//! Loopback ports for the servers a launcher starts.
 
 use std::net::{SocketAddr, TcpListener};
 use std::ops::Range;
