@@ -6,7 +6,7 @@
 //! timestamps; a write that timed out or lost its connection is recorded as indeterminate, for
 //! it may or may not have taken effect.
 //!
-//! When `ordo check` starts the cluster itself ([`cluster`]), every peer link runs through a
+//! When `ordo-check` starts the cluster itself ([`cluster`]), every peer link runs through a
 //! fault-injecting proxy inside the checker ([`proxy`]), so partitions happen outside the
 //! nodes and the code under test is the production server; the nemesis ([`nemesis`]) kills,
 //! pauses, partitions, crashes every node at once and damages a minority's disks while the

@@ -1,4 +1,4 @@
-//! `ordo check`'s arguments and the run: set up, drive the workloads (and the nemesis), collect
+//! `ordo-check`'s arguments and the run: set up, drive the workloads (and the nemesis), collect
 //! the history, write it, check it.
 
 use std::path::PathBuf;
@@ -19,11 +19,11 @@ use crate::workload::bank::BankConfig;
 use crate::workload::register::RegisterVerdict;
 use crate::workload::{append, bank, register, Context, Endpoints};
 
-/// The arguments of `ordo check`.
+/// The arguments of `ordo-check`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckArgs {
     /// etcd v3 endpoints of a cluster to check, `host:port,...` (Ordo or etcd itself). The
-    /// workloads run without faults. Without it, `ordo check` starts a cluster from
+    /// workloads run without faults. Without it, `ordo-check` starts a cluster from
     /// --ordo-bin and attacks it.
     #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
     pub endpoints: Vec<String>,
@@ -153,7 +153,7 @@ fn default_ordo_bin() -> Option<PathBuf> {
     parent.is_file().then_some(parent)
 }
 
-/// Runs `ordo check` and prints its summary; the summary's [`Summary::exit_code`] is the
+/// Runs `ordo-check` and prints its summary; the summary's [`Summary::exit_code`] is the
 /// process's exit status.
 ///
 /// Dropping the returned future (on Ctrl-C, say) kills every server it started.
@@ -164,7 +164,7 @@ pub async fn run(args: CheckArgs) -> Result<Summary, CheckError> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
     });
-    println!("ordo check: seed {seed} (rerun with --seed {seed})");
+    println!("ordo-check: seed {seed} (rerun with --seed {seed})");
     let workloads = Workloads::parse(&args.workloads)?;
     if args.clients == 0 || args.registers == 0 || args.accounts < 2 || args.initial_balance < 1 {
         return Err(CheckError::Args(
@@ -199,7 +199,7 @@ pub async fn run(args: CheckArgs) -> Result<Summary, CheckError> {
             .wait_any_leader(FIRST_LEADER_TIMEOUT)
             .await?;
         println!(
-            "ordo check: started {} nodes under {}",
+            "ordo-check: started {} nodes under {}",
             args.nodes,
             started_cluster.root().display()
         );
@@ -380,7 +380,7 @@ pub async fn run(args: CheckArgs) -> Result<Summary, CheckError> {
     let mut faults_unavailable = report.unavailable;
     if !args.endpoints.is_empty() && !faults.is_empty() {
         faults_unavailable.push(
-            "all faults: the cluster was not started by ordo check (--endpoints), so no nemesis ran"
+            "all faults: the cluster was not started by ordo-check (--endpoints), so no nemesis ran"
                 .into(),
         );
     }

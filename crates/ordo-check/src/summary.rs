@@ -99,7 +99,7 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "ordo check: seed {}, endpoints {}",
+            "ordo-check: seed {}, endpoints {}",
             self.seed,
             self.endpoints.join(",")
         )?;

@@ -1,4 +1,4 @@
-//! The bounded attack: `ordo check` starts three `ordo server` processes with short Raft
+//! The bounded attack: `ordo-check` starts three `ordo server` processes with short Raft
 //! timings, runs every workload for 100 seconds (about two minutes with setup, catch-up and checking)
 //! while the nemesis injects every
 //! fault kind at least once, and must find nothing.

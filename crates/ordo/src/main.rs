@@ -34,8 +34,6 @@ enum Commands {
     Kv(ordo::kv::KvArgs),
     /// Measure any etcd v3 endpoint list: throughput and latency percentiles.
     Bench(Box<ordo_bench::BenchArgs>),
-    /// Attack a cluster with faults while clients run, and check what they saw.
-    Check(Box<ordo_check::CheckArgs>),
 }
 
 // Every request allocates and frees a handful of small buffers on several threads (gRPC
@@ -110,34 +108,6 @@ fn lost_state_line(
     )
 }
 
-/// Runs `ordo check`: exit 0 when nothing was violated, 1 on anomalies, 2 when the history
-/// could not be decided, 3 when the run itself failed, 130 when interrupted.
-fn check(args: ordo_check::CheckArgs) -> ExitCode {
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(error) => {
-            report(&error.into());
-            return ExitCode::from(3);
-        }
-    };
-    rt.block_on(async {
-        // Dropping the run on Ctrl-C kills the servers it started before the process exits.
-        tokio::select! {
-            outcome = ordo_check::run(args) => match outcome {
-                Ok(summary) => ExitCode::from(u8::try_from(summary.exit_code()).unwrap_or(3)),
-                Err(error) => {
-                    eprintln!("ordo check: {error}");
-                    ExitCode::from(3)
-                }
-            },
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("ordo check: interrupted; the servers it started were killed");
-                ExitCode::from(130)
-            }
-        }
-    })
-}
-
 /// The flag that sets a listener's address, for the hint when it cannot be bound.
 fn listener_flag(listener: ordo_server::Listener) -> &'static str {
     match listener {
@@ -203,7 +173,6 @@ fn server(args: &ServerArgs) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Commands::Check(args) => return check(*args),
         Commands::Server(args) => return server(&args),
         Commands::Demo { data_dir } => std::env::current_exe()
             .map_err(anyhow::Error::from)

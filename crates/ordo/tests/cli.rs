@@ -80,6 +80,11 @@ fn bad_flags_and_config_exit_with_code_2_and_say_what_is_wrong() {
             "election_timeout_ticks",
         ),
         (&["server", "--id", "x"], "invalid value"),
+        // The checker is a binary of its own (`ordo-check`), not linked into this one.
+        (
+            &["check", "--nodes", "3"],
+            "unrecognized subcommand 'check'",
+        ),
     ];
     for (args, needle) in cases {
         let out = ordo(args);
