@@ -143,8 +143,8 @@ impl KvBackend for StaleReads {
         self.primary.lease_remaining(id).await
     }
 
-    fn members(&self) -> Vec<MemberInfo> {
-        self.primary.members()
+    async fn members(&self) -> Vec<MemberInfo> {
+        self.primary.members().await
     }
 
     fn status(&self) -> NodeStatus {
@@ -221,8 +221,8 @@ impl KvBackend for DroppedWrites {
         self.inner.lease_remaining(id).await
     }
 
-    fn members(&self) -> Vec<MemberInfo> {
-        self.inner.members()
+    async fn members(&self) -> Vec<MemberInfo> {
+        self.inner.members().await
     }
 
     fn status(&self) -> NodeStatus {

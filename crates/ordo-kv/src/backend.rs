@@ -178,11 +178,19 @@ pub trait KvBackend: Send + Sync + 'static {
     fn lease_remaining(&self, id: i64)
         -> impl Future<Output = Result<Option<i64>, KvError>> + Send;
 
-    /// The cluster's members, ascending by id.
-    fn members(&self) -> Vec<MemberInfo>;
+    /// The cluster's members, ascending by id, in the configuration as this member knows it
+    /// now.
+    fn members(&self) -> impl Future<Output = Vec<MemberInfo>> + Send;
 
-    /// The local node's consensus status.
+    /// The local node's consensus status as it can be told at once, for response headers:
+    /// identity and term are current, the rest may lag.
     fn status(&self) -> NodeStatus;
+
+    /// The local node's consensus status read from the consensus layer now, for the
+    /// Maintenance Status call. The default is [`KvBackend::status`].
+    fn current_status(&self) -> impl Future<Output = NodeStatus> + Send {
+        std::future::ready(self.status())
+    }
 
     /// Adds a member reachable by peers at `peer_urls`, as a learner or a voter, and answers
     /// with its new id. Backends that cannot change membership refuse with
@@ -492,7 +500,7 @@ impl KvBackend for LocalBackend {
         Ok(self.lock().lessor.remaining_seconds(id, now_ms))
     }
 
-    fn members(&self) -> Vec<MemberInfo> {
+    async fn members(&self) -> Vec<MemberInfo> {
         vec![self.config.member.clone()]
     }
 

@@ -426,8 +426,8 @@ fn to_members(members: Vec<crate::backend::MemberInfo>) -> Vec<Member> {
 }
 
 impl<B: KvBackend> EtcdApi<B> {
-    fn member_list(&self) -> Vec<Member> {
-        to_members(self.backend.members())
+    async fn member_list(&self) -> Vec<Member> {
+        to_members(self.backend.members().await)
     }
 
     /// Bounds a membership request by the request timeout: its outcome is then unknown.
@@ -513,7 +513,7 @@ impl<B: KvBackend> cluster_server::Cluster for EtcdApi<B> {
         }
         Ok(Response::new(MemberListResponse {
             header: Some(self.header(self.current_revision())),
-            members: self.member_list(),
+            members: self.member_list().await,
         }))
     }
 
@@ -555,7 +555,7 @@ impl<B: KvBackend> maintenance_server::Maintenance for EtcdApi<B> {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        let status = self.backend.status();
+        let status = self.backend.current_status().await;
         let (revision, size_bytes) = self
             .backend
             .state()

@@ -752,8 +752,8 @@ impl ordo_kv::KvBackend for Leaderless {
     async fn lease_remaining(&self, _id: i64) -> Result<Option<i64>, ordo_kv::KvError> {
         Err(ordo_kv::KvError::NoLeader)
     }
-    fn members(&self) -> Vec<ordo_kv::MemberInfo> {
-        self.0.members()
+    async fn members(&self) -> Vec<ordo_kv::MemberInfo> {
+        self.0.members().await
     }
     fn status(&self) -> ordo_kv::NodeStatus {
         ordo_kv::NodeStatus {

@@ -182,18 +182,11 @@ struct Serving {
 }
 
 impl Serving {
-    fn start(
-        config: &ServerConfig,
-        backend: &Arc<EtcdBackend>,
-        client: TcpListener,
-        admin: TcpListener,
-    ) -> Serving {
+    fn start(backend: &Arc<EtcdBackend>, client: TcpListener, admin: TcpListener) -> Serving {
         let (stop, stop_rx) = watch::channel(false);
-        let tick = Duration::from_millis(config.node.tick_interval_ms.max(10));
         let others = vec![
             tokio::spawn(crate::replica::follow_leadership(
                 Arc::clone(backend.replica()),
-                tick,
                 stop_rx.clone(),
             )),
             tokio::spawn(expire_leases(Arc::clone(backend), stop_rx.clone())),
@@ -236,7 +229,7 @@ pub async fn run(
     let id = config.node.id;
     let listeners = Listeners::bind(&config).await?;
     let (node, backend) = start_node(&config, listeners.peer).await?;
-    let mut serving = Serving::start(&config, &backend, listeners.client, listeners.admin);
+    let mut serving = Serving::start(&backend, listeners.client, listeners.admin);
     tracing::info!(
         node = id,
         client_addr = %config.client_addr,

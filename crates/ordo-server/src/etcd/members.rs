@@ -44,9 +44,6 @@ pub const LEARNER_READY_LAG_MAX: u64 = 1000;
 /// How long a promotion passed on to the leader may take there.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How often a leadership move checks whether the target leads yet.
-const MOVE_LEADER_POLL_INTERVAL: Duration = Duration::from_millis(20);
-
 /// Most peer URLs a member may be added with: the peer transport dials one address.
 const PEER_URLS_MAX: usize = 1;
 
@@ -461,18 +458,16 @@ impl EtcdBackend {
             .map_err(change_error)?;
         // The transfer completes when the target wins its election; wait for this member
         // to see it (the service bounds the wait by its request timeout).
-        loop {
-            let status = self.fresh_status().await?;
-            if status.leader == target {
-                tracing::info!(
-                    node = self.replica.node_id(),
-                    leader = target,
-                    "leadership moved"
-                );
-                return Ok(());
-            }
-            tokio::time::sleep(MOVE_LEADER_POLL_INTERVAL).await;
+        let mut leadership = self.replica.group().leadership();
+        if leadership.wait_for(|l| l.leader == target).await.is_err() {
+            return Err(MemberError::Unknown("the group stopped".into()));
         }
+        tracing::info!(
+            node = self.replica.node_id(),
+            leader = target,
+            "leadership moved"
+        );
+        Ok(())
     }
 
     pub(super) async fn promote_member(

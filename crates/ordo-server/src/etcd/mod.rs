@@ -209,7 +209,9 @@ impl KvBackend for EtcdBackend {
         self.leader_leases()?.remaining(id).await
     }
 
-    fn members(&self) -> Vec<MemberInfo> {
+    async fn members(&self) -> Vec<MemberInfo> {
+        // A failed read (the node is stopping) leaves the last configuration read.
+        let _ = self.refresh().await;
         self.member_list()
     }
 
@@ -219,12 +221,17 @@ impl KvBackend for EtcdBackend {
         NodeStatus {
             cluster_id: self.replica.cluster_id(),
             member_id: self.replica.node_id(),
-            leader_id: leadership.map(|l| l.leader).filter(|&l| l != 0),
-            raft_term: leadership.map_or(0, |l| l.term),
+            leader_id: self.replica.leader(),
+            raft_term: leadership.term,
             commit_index: progress.commit_index,
             applied_index: progress.applied_index,
             is_learner: self.replica.is_learner(),
         }
+    }
+
+    async fn current_status(&self) -> NodeStatus {
+        let _ = self.refresh().await;
+        self.status()
     }
 
     fn note_member_client_url(&self, id: u64, client_url: &str) {
