@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::transport::{NodeId, TransportConfig};
+use crate::transport::{Advertised, NodeId, TransportConfig};
 
 /// When appended log entries are fsynced, and so what an acknowledgement promises.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,6 +54,8 @@ pub struct NodeConfig {
     /// Start as a node that waits to be added by a membership change, instead of
     /// bootstrapping a new cluster from `peers`.
     pub join: bool,
+    /// What this node tells every peer it dials about itself (where its faces listen).
+    pub advertised: Advertised,
     /// Milliseconds per Raft tick.
     pub tick_interval_ms: u64,
     /// Ticks without a leader before a follower campaigns (randomized up to twice this).
@@ -128,6 +130,7 @@ impl NodeConfig {
             peer_addr,
             peers,
             join: false,
+            advertised: Advertised::default(),
             tick_interval_ms: 100,
             election_timeout_ticks: 10,
             heartbeat_interval_ticks: 1,
@@ -251,7 +254,10 @@ impl NodeConfig {
 
     /// The transport settings that follow from this configuration.
     pub fn transport_config(&self) -> TransportConfig {
-        TransportConfig::new(self.cluster_id, self.id)
+        TransportConfig {
+            advertised: self.advertised.clone(),
+            ..TransportConfig::new(self.cluster_id, self.id)
+        }
     }
 }
 

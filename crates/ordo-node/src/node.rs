@@ -711,6 +711,12 @@ impl Node {
         self.transport.as_deref()
     }
 
+    /// What every peer presented about itself when it last connected to this node (see
+    /// [`Transport::advertised`]); `None` once shut down.
+    pub fn peer_advertised(&self) -> Option<crate::transport::PeerAdvertised> {
+        self.transport.as_ref().map(|t| t.peer_advertised())
+    }
+
     /// The groups this node hosts.
     pub fn groups(&self) -> Vec<GroupId> {
         let mut ids: Vec<GroupId> = lock(&self.groups).keys().copied().collect();

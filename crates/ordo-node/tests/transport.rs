@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ordo_node::transport::{
-    NodeId, PeerEvent, PeerMessage, ProtocolError, RejectCode, SendError, Transport,
+    Advertised, NodeId, PeerEvent, PeerMessage, ProtocolError, RejectCode, SendError, Transport,
     TransportChannels, TransportConfig, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -467,6 +467,7 @@ fn hello(version: u16, cluster_id: u64, from: NodeId, to: NodeId) -> Vec<u8> {
     out.put_u64(from);
     out.put_u64(to);
     out.put_u64(1); // incarnation
+    out.put_u16(0); // nothing advertised
     out
 }
 
@@ -646,6 +647,133 @@ async fn unknown_version_is_refused_naming_both_versions() {
         )
     );
     assert_delivers(&a, &mut b_rx, 2, 1).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_peer_of_the_previous_version_is_refused_with_a_reason_naming_both() {
+    let ((a, _a_rx), (b, mut b_rx), _silent) = listener_with_good_peer().await;
+    let mut raw = TcpStream::connect(b.local_addr()).await.unwrap();
+    // Version 2's handshake: the same fixed fields, no advertised values.
+    let mut old = hello(2, CLUSTER, RAW, 2);
+    old.truncate(40);
+    raw.write_all(&old).await.unwrap();
+    let reply = read_raw_reply(&mut raw).await;
+    assert_eq!(reply.code, 2, "{reply:?}");
+    assert!(
+        reply.reason.contains("version 2")
+            && reply
+                .reason
+                .contains(&format!("version {PROTOCOL_VERSION}"))
+            && reply.reason.contains("upgrade them together"),
+        "{reply:?}"
+    );
+    read_to_close(&mut raw).await;
+    assert_eq!(
+        inbound_error(&mut b_rx.events).await,
+        (
+            None,
+            ProtocolError::UnsupportedVersion {
+                ours: PROTOCOL_VERSION,
+                theirs: 2
+            }
+        )
+    );
+    assert_delivers(&a, &mut b_rx, 2, 1).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_advertised_block_over_its_bound_is_refused_from_its_length() {
+    let ((a, _a_rx), (b, mut b_rx), _silent) = listener_with_good_peer().await;
+    let mut raw = TcpStream::connect(b.local_addr()).await.unwrap();
+    let mut handshake = hello(PROTOCOL_VERSION, CLUSTER, RAW, 2);
+    let length = handshake.len() - 2;
+    handshake[length..].copy_from_slice(&u16::MAX.to_be_bytes());
+    // Nothing of the block is sent: the length alone is refused.
+    raw.write_all(&handshake).await.unwrap();
+    let reply = read_raw_reply(&mut raw).await;
+    assert_eq!(reply.code, 6, "{reply:?}");
+    assert!(
+        reply.reason.contains("advertised values too long"),
+        "{reply:?}"
+    );
+    read_to_close(&mut raw).await;
+    assert_eq!(
+        inbound_error(&mut b_rx.events).await,
+        (
+            None,
+            ProtocolError::MalformedHandshake("advertised values too long")
+        )
+    );
+    assert_eq!(b.advertised(RAW), None);
+    assert_delivers(&a, &mut b_rx, 2, 1).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn garbage_advertised_values_are_refused_and_change_nothing_recorded() {
+    let ((a, _a_rx), (b, mut b_rx), _silent) = listener_with_good_peer().await;
+    let mut raw = TcpStream::connect(b.local_addr()).await.unwrap();
+    let mut handshake = hello(PROTOCOL_VERSION, CLUSTER, RAW, 2);
+    let length = handshake.len() - 2;
+    // One entry whose name is not plain text.
+    let entry = [3, b'U', b'R', b'L', 0, 1, b'x'];
+    handshake[length..].copy_from_slice(&(entry.len() as u16).to_be_bytes());
+    handshake.extend_from_slice(&entry);
+    raw.write_all(&handshake).await.unwrap();
+    let reply = read_raw_reply(&mut raw).await;
+    assert_eq!(reply.code, 6, "{reply:?}");
+    read_to_close(&mut raw).await;
+    let (_, error) = inbound_error(&mut b_rx.events).await;
+    assert_eq!(
+        error,
+        ProtocolError::MalformedHandshake("an advertised name is not plain")
+    );
+    assert_eq!(b.advertised(RAW), None);
+    assert_delivers(&a, &mut b_rx, 2, 1).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_acceptor_records_what_each_dialer_advertises_until_the_peer_is_removed() {
+    let url = |port: u16| {
+        Advertised::new([(
+            "etcd-client-url".to_string(),
+            format!("http://127.0.0.1:{port}"),
+        )])
+        .unwrap()
+    };
+    let (a, mut a_rx) = start(TransportConfig {
+        advertised: url(12379),
+        ..config(1)
+    })
+    .await;
+    let (b, mut b_rx) = start(TransportConfig {
+        advertised: url(22379),
+        ..config(2)
+    })
+    .await;
+    assert_eq!(a.advertised(2), None, "nothing before a handshake");
+    a.add_peer(2, b.local_addr()).unwrap();
+    b.add_peer(1, a.local_addr()).unwrap();
+    // A dialer hears it is connected only after the acceptor admitted (and recorded) it.
+    expect_event(&mut a_rx.events, "A connected", |e| {
+        *e == PeerEvent::Connected(2)
+    })
+    .await;
+    expect_event(&mut b_rx.events, "B connected", |e| {
+        *e == PeerEvent::Connected(1)
+    })
+    .await;
+    assert_eq!(b.advertised(1), Some(url(12379)));
+    assert_eq!(a.advertised(2), Some(url(22379)));
+    b.remove_peer(1).await.unwrap();
+    assert_eq!(b.advertised(1), None);
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -22,7 +22,10 @@ pub enum ProtocolError {
         found: [u8; 4],
     },
     /// The peer speaks a protocol version this node does not.
-    #[error("unsupported protocol version {theirs}: this node speaks version {ours}")]
+    #[error(
+        "unsupported protocol version {theirs}: this node speaks version {ours}, and every \
+         node of a cluster must speak the same one (upgrade them together)"
+    )]
     UnsupportedVersion {
         /// The version this node speaks.
         ours: u16,

@@ -12,10 +12,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
+use super::advertised::Advertised;
 use super::error::{ConnectionError, ProtocolError};
 use super::incarnations::Admission;
 use super::metrics::add;
-use super::wire::{self, Hello, RejectCode, Reply, HELLO_BYTES, MAGIC, PROTOCOL_VERSION};
+use super::wire::{self, Hello, RejectCode, Reply, HELLO_HEADER_BYTES, MAGIC, PROTOCOL_VERSION};
 use super::{NodeId, PeerEvent, Shared, Stop};
 
 /// Read size when no frame header says how much to expect.
@@ -126,7 +127,7 @@ async fn serve(
         return;
     }
     let (connection_id, mut peer_stop) =
-        match shared.admit_inbound(hello.cluster_id, hello.from, hello.to) {
+        match shared.admit_inbound(hello.cluster_id, hello.from, hello.to, hello.advertised) {
             Ok(admitted) => admitted,
             Err(error) => {
                 add(&shared.counters.handshake_failures, 1);
@@ -208,22 +209,26 @@ async fn admit_incarnation(
     }
 }
 
-/// Reads the handshake, refusing garbage after its first four bytes and other versions
-/// after six, before waiting for the rest.
+/// Reads the handshake, refusing garbage after its first four bytes, other versions after
+/// six, and an advertised block over its bound from its length, before waiting for the rest.
 async fn read_hello(stream: &mut TcpStream) -> Result<Hello, ConnectionError> {
-    let mut bytes = [0u8; HELLO_BYTES];
-    read_exactly(stream, &mut bytes[..4]).await?;
-    if bytes[..4] != MAGIC {
+    let mut header = [0u8; HELLO_HEADER_BYTES];
+    read_exactly(stream, &mut header[..4]).await?;
+    if header[..4] != MAGIC {
         let mut found = [0u8; 4];
-        found.copy_from_slice(&bytes[..4]);
+        found.copy_from_slice(&header[..4]);
         return Err(ProtocolError::BadMagic { found }.into());
     }
-    read_exactly(stream, &mut bytes[4..6]).await?;
+    read_exactly(stream, &mut header[4..6]).await?;
     let mut preamble = [0u8; 6];
-    preamble.copy_from_slice(&bytes[..6]);
+    preamble.copy_from_slice(&header[..6]);
     Hello::check_preamble(&preamble)?;
-    read_exactly(stream, &mut bytes[6..]).await?;
-    Ok(Hello::decode(&bytes)?)
+    read_exactly(stream, &mut header[6..]).await?;
+    let (mut hello, block_bytes) = Hello::decode_header(&header)?;
+    let mut block = vec![0u8; block_bytes];
+    read_exactly(stream, &mut block).await?;
+    hello.advertised = Advertised::decode(&block)?;
+    Ok(hello)
 }
 
 async fn read_exactly(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), ConnectionError> {

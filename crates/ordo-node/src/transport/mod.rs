@@ -48,26 +48,52 @@
 //! read. The dialer reports the refusal as a [`PeerEvent::OutboundError`] and stops
 //! dialling that peer; the runtime treats it as fatal.
 //!
-//! # Wire format, version 2
+//! # Advertised values
 //!
-//! All integers are big-endian. Version 2 added the incarnation to the handshake; a
-//! version 1 peer is refused with [`RejectCode::UnsupportedVersion`], so every node of a
-//! cluster is upgraded together.
+//! Every handshake carries what the dialer advertises about itself ([`Advertised`]): at most
+//! [`ADVERTISED_ENTRIES_MAX`] named values, such as the URL its etcd API listens on. The
+//! acceptor records the last ones each peer presented ([`Transport::advertised`]). They
+//! travel only between members of the cluster (the handshake is checked first), so what a
+//! node believes about its peers comes from the peers themselves. A name this build does not
+//! know is kept like any other, so a new kind of value needs no new version.
 //!
-//! The dialer opens with a 40-byte **handshake**:
+//! # Wire format, version 3
+//!
+//! All integers are big-endian. The versions so far:
+//!
+//! | version | change |
+//! |---|---|
+//! | 1 | handshake, reply and frames |
+//! | 2 | the dialer's incarnation in the handshake |
+//! | 3 | the dialer's advertised values after the handshake's fixed fields |
+//!
+//! A peer of another version is refused with [`RejectCode::UnsupportedVersion`] and a
+//! reason naming both versions, so every node of a cluster is upgraded together.
+//!
+//! The dialer opens with a **handshake**, 42 bytes and the advertised values:
 //!
 //! | bytes | field | |
 //! |---|---|---|
 //! | 4 | magic | `b"ORDO"` |
-//! | 2 | version | `1` |
+//! | 2 | version | `3` |
 //! | 2 | reserved | zero |
 //! | 8 | cluster id | the dialer's cluster |
 //! | 8 | from | the dialer's node id |
 //! | 8 | to | the node id the dialer expects to reach |
 //! | 8 | incarnation | the dialer's incarnation, not 0 |
+//! | 2 | advertised length | bytes of the entries that follow, at most 2,328 |
+//! | … | entries | each: |
+//! | 1 | name length | 1 to 32 |
+//! | n | name | `a-z`, `0-9`, `-`, `_`, `.`; names ascending, none twice |
+//! | 2 | value length | at most 256 |
+//! | n | value | UTF-8 without control characters |
+//!
+//! The fixed fields up to the incarnation keep the layout of version 2, so a tool that tells
+//! senders apart by the id at byte 16 reads every version alike.
 //!
 //! The acceptor reads magic and version first, so garbage and other versions are refused
-//! before the rest is read. It checks the cluster id, that `to` is itself, that `from` is
+//! before the rest is read, and refuses an advertised length over its bound before reading
+//! the entries. It checks the cluster id, that `to` is itself, that `from` is
 //! a peer it knows and that the incarnation is the one on record (or records it), then
 //! answers with a **reply**:
 //!
@@ -104,7 +130,7 @@
 //! The receiver refuses a frame whose length exceeds its limit from the header alone, then
 //! verifies the checksum and parses every message before delivering any: a frame is
 //! delivered whole or not at all. The `kind` byte leaves room for message types or
-//! priorities: version 2 defines only kind `0` and refuses others, so a sender uses a new
+//! priorities: version 3 defines only kind `0` and refuses others, so a sender uses a new
 //! kind only with peers it knows understand it.
 //!
 //! # Shutdown
@@ -113,6 +139,7 @@
 //! peer writer — closes their sockets and waits until all of them have finished. Dropping
 //! the [`Transport`] signals the same stop without waiting.
 
+mod advertised;
 mod backoff;
 mod error;
 mod inbound;
@@ -131,6 +158,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub use advertised::{
+    Advertised, AdvertisedError, ADVERTISED_ENTRIES_MAX, ADVERTISED_NAME_BYTES_MAX,
+    ADVERTISED_VALUE_BYTES_MAX,
+};
 pub use error::{ConfigError, PeerError, ProtocolError, SendError, StartError};
 pub use incarnations::{PeerIncarnations, PEER_INCARNATIONS_MAX};
 pub use metrics::TransportMetrics;
@@ -187,6 +218,9 @@ pub struct TransportConfig {
     /// This node's incarnation, presented in every handshake; not 0. A node takes it from
     /// its data directory's identity file, so it changes when the directory is lost.
     pub incarnation: u64,
+    /// What this node presents about itself in every handshake (where its faces listen);
+    /// each peer it dials records it.
+    pub advertised: Advertised,
     /// Largest frame body accepted or sent; bounds the largest message payload.
     pub frame_bytes_max: u32,
     /// A write stops taking queued messages once it holds this many encoded bytes.
@@ -221,6 +255,7 @@ impl TransportConfig {
             cluster_id,
             node_id,
             incarnation: 1,
+            advertised: Advertised::default(),
             frame_bytes_max: 4 << 20,
             batch_bytes_max: 4 << 20,
             queue_messages_max: 4096,
@@ -338,6 +373,7 @@ impl Transport {
             config,
             counters: Counters::default(),
             incarnations: Arc::new(incarnations),
+            advertised: PeerAdvertised::default(),
             delivery: message_tx,
             events: event_tx,
             state: Mutex::new(State::default()),
@@ -468,6 +504,7 @@ impl Transport {
                 return Err(PeerError::ShutDown);
             }
             let handle = state.peers.remove(&id).ok_or(PeerError::UnknownPeer(id))?;
+            self.shared.advertised.forget(id);
             if let Some(connection) = state.inbound.remove(&id) {
                 let _ = connection.stop.send(true);
             }
@@ -490,6 +527,18 @@ impl Transport {
         let mut peers: Vec<_> = state.peers.iter().map(|(id, p)| (*id, p.addr)).collect();
         peers.sort_unstable();
         peers
+    }
+
+    /// What `peer` presented about itself in the last handshake of it this node accepted:
+    /// `None` before the first, and after the peer was removed.
+    pub fn advertised(&self, peer: NodeId) -> Option<Advertised> {
+        self.shared.advertised.get(peer)
+    }
+
+    /// A handle on what every peer advertised, for a caller that outlives its borrow of the
+    /// transport (it holds nothing else of it).
+    pub fn peer_advertised(&self) -> PeerAdvertised {
+        self.shared.advertised.clone()
     }
 
     /// The incarnation on record for `peer`, once a connection of it was accepted.
@@ -557,12 +606,43 @@ async fn join(task: JoinHandle<()>) {
     }
 }
 
+/// What each peer presented about itself in its last accepted handshake.
+#[derive(Debug, Clone, Default)]
+pub struct PeerAdvertised {
+    by_peer: Arc<Mutex<HashMap<NodeId, Advertised>>>,
+}
+
+impl PeerAdvertised {
+    /// What `peer` advertised, if a handshake of it was accepted and it was not removed
+    /// since.
+    pub fn get(&self, peer: NodeId) -> Option<Advertised> {
+        self.lock().get(&peer).cloned()
+    }
+
+    fn record(&self, peer: NodeId, advertised: Advertised) {
+        self.lock().insert(peer, advertised);
+    }
+
+    fn forget(&self, peer: NodeId) {
+        self.lock().remove(&peer);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<NodeId, Advertised>> {
+        // Every critical section is one map operation, so a poisoned lock is a panic
+        // elsewhere and the map is still whole.
+        self.by_peer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// State shared by the handle and every task.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: TransportConfig,
     pub(crate) counters: Counters,
     pub(crate) incarnations: Arc<PeerIncarnations>,
+    pub(crate) advertised: PeerAdvertised,
     pub(crate) delivery: mpsc::Sender<(NodeId, PeerMessage)>,
     pub(crate) events: mpsc::Sender<PeerEvent>,
     state: Mutex<State>,
@@ -633,8 +713,8 @@ impl Shared {
     }
 
     /// Decides whether an inbound handshake from `from` is accepted and, if so, registers
-    /// the connection, replacing an older one from the same peer. The incarnation must have
-    /// been admitted already.
+    /// the connection, replacing an older one from the same peer, and records what the peer
+    /// advertised. The incarnation must have been admitted already.
     ///
     /// Done under the state lock so a concurrent `remove_peer` either sees the connection and
     /// closes it, or happens first and the handshake is refused.
@@ -643,12 +723,14 @@ impl Shared {
         cluster_id: u64,
         from: NodeId,
         to: NodeId,
+        advertised: Advertised,
     ) -> Result<(u64, Stop), ProtocolError> {
         self.check_inbound(cluster_id, from, to)?;
         let mut state = self.state();
         if !state.peers.contains_key(&from) {
             return Err(ProtocolError::UnknownNode { node_id: from });
         }
+        self.advertised.record(from, advertised);
         state.next_connection_id += 1;
         let id = state.next_connection_id;
         let (stop_tx, stop_rx) = watch::channel(false);

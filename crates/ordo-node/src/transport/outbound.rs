@@ -238,6 +238,7 @@ async fn dial(
         from: config.node_id,
         to: peer_id,
         incarnation: config.incarnation,
+        advertised: config.advertised.clone(),
     };
     let handshake = async {
         stream.write_all(&hello.encode()).await?;

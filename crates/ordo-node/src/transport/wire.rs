@@ -7,6 +7,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::advertised::{Advertised, ADVERTISED_BYTES_MAX};
 use super::error::ProtocolError;
 use super::{NodeId, PeerMessage};
 
@@ -14,10 +15,11 @@ use super::{NodeId, PeerMessage};
 pub(crate) const MAGIC: [u8; 4] = *b"ORDO";
 
 /// The version of the encoding this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
-/// Length of the dialer's handshake.
-pub(crate) const HELLO_BYTES: usize = 40;
+/// Length of the dialer's handshake before its advertised values: the fixed fields and the
+/// length of the advertised block.
+pub(crate) const HELLO_HEADER_BYTES: usize = 42;
 
 /// Length of a reply notice before its reason text.
 pub(crate) const REPLY_HEADER_BYTES: usize = 26;
@@ -125,8 +127,8 @@ impl RejectCode {
 }
 
 /// The dialer's handshake: who is calling, from which cluster, in which incarnation, for
-/// whom.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// whom, and what it advertises about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Hello {
     pub(crate) version: u16,
     pub(crate) cluster_id: u64,
@@ -135,19 +137,28 @@ pub(crate) struct Hello {
     /// The dialer's incarnation: a random number fixed when its data directory was first
     /// used, so a node that lost its directory comes back with another one.
     pub(crate) incarnation: u64,
+    /// What the dialer tells its peers about itself (where its faces listen).
+    pub(crate) advertised: Advertised,
 }
 
 impl Hello {
-    pub(crate) fn encode(&self) -> [u8; HELLO_BYTES] {
-        let mut out = [0u8; HELLO_BYTES];
-        let mut dst = &mut out[..];
-        dst.put_slice(&MAGIC);
-        dst.put_u16(self.version);
-        dst.put_u16(0); // reserved
-        dst.put_u64(self.cluster_id);
-        dst.put_u64(self.from);
-        dst.put_u64(self.to);
-        dst.put_u64(self.incarnation);
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let block_bytes = self.advertised.encoded_bytes();
+        assert!(
+            block_bytes <= ADVERTISED_BYTES_MAX,
+            "advertised values were bounded when made"
+        );
+        let mut out = Vec::with_capacity(HELLO_HEADER_BYTES + block_bytes);
+        out.put_slice(&MAGIC);
+        out.put_u16(self.version);
+        out.put_u16(0); // reserved
+        out.put_u64(self.cluster_id);
+        out.put_u64(self.from);
+        out.put_u64(self.to);
+        out.put_u64(self.incarnation);
+        // Bounded by ADVERTISED_BYTES_MAX, far below u16::MAX.
+        out.put_u16(block_bytes as u16);
+        self.advertised.encode(&mut out);
         out
     }
 
@@ -169,7 +180,12 @@ impl Hello {
         Ok(())
     }
 
-    pub(crate) fn decode(bytes: &[u8; HELLO_BYTES]) -> Result<Hello, ProtocolError> {
+    /// Decodes the fixed part; returns the handshake with nothing advertised yet and the
+    /// length of the advertised block that follows, refused when over its bound before a
+    /// byte of it is read.
+    pub(crate) fn decode_header(
+        bytes: &[u8; HELLO_HEADER_BYTES],
+    ) -> Result<(Hello, usize), ProtocolError> {
         let mut preamble = [0u8; 6];
         preamble.copy_from_slice(&bytes[..6]);
         Hello::check_preamble(&preamble)?;
@@ -185,10 +201,33 @@ impl Hello {
             from: src.get_u64(),
             to: src.get_u64(),
             incarnation: src.get_u64(),
+            advertised: Advertised::default(),
         };
         if hello.incarnation == 0 {
             return Err(ProtocolError::MalformedHandshake("incarnation is 0"));
         }
+        let block_bytes = usize::from(src.get_u16());
+        if block_bytes > ADVERTISED_BYTES_MAX {
+            return Err(ProtocolError::MalformedHandshake(
+                "advertised values too long",
+            ));
+        }
+        Ok((hello, block_bytes))
+    }
+
+    /// Decodes a whole handshake, which must be exactly `bytes`.
+    #[cfg(test)]
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Hello, ProtocolError> {
+        let Some((header, block)) = bytes.split_first_chunk::<HELLO_HEADER_BYTES>() else {
+            return Err(ProtocolError::Truncated { what: "handshake" });
+        };
+        let (mut hello, block_bytes) = Hello::decode_header(header)?;
+        if block.len() != block_bytes {
+            return Err(ProtocolError::MalformedHandshake(
+                "advertised block length disagrees with the handshake",
+            ));
+        }
+        hello.advertised = Advertised::decode(block)?;
         Ok(hello)
     }
 }
@@ -581,25 +620,61 @@ mod tests {
             }
             let _ = decode_frame(frame_with_body(&bytes));
             let _ = Reply::decode(&bytes);
-            if let Ok(hello) = <&[u8; HELLO_BYTES]>::try_from(&bytes[..]) {
-                let _ = Hello::decode(hello);
-            }
+            let _ = Hello::decode(&bytes);
+            let mut handshake = hello_bytes();
+            handshake.truncate(HELLO_HEADER_BYTES - 2);
+            handshake.extend_from_slice(&bytes);
+            let _ = Hello::decode(&handshake);
         }
     }
 
-    #[test]
-    fn hello_round_trips_and_checks_magic_and_version() {
-        let hello = Hello {
+    fn hello() -> Hello {
+        let advertised = Advertised::new([(
+            "etcd-client-url".to_string(),
+            "http://127.0.0.1:2379".to_string(),
+        )])
+        .unwrap();
+        Hello {
             version: PROTOCOL_VERSION,
             cluster_id: 42,
             from: 1,
             to: 2,
             incarnation: 0xfeed,
-        };
-        let bytes = hello.encode();
-        assert_eq!(Hello::decode(&bytes), Ok(hello));
+            advertised,
+        }
+    }
 
-        let mut other_version = bytes;
+    fn hello_bytes() -> Vec<u8> {
+        hello().encode()
+    }
+
+    #[test]
+    fn hello_round_trips_with_what_the_dialer_advertises() {
+        let hello = hello();
+        let bytes = hello.encode();
+        assert_eq!(Hello::decode(&bytes), Ok(hello.clone()));
+        let nothing = Hello {
+            advertised: Advertised::default(),
+            ..hello
+        };
+        let bytes = nothing.encode();
+        assert_eq!(bytes.len(), HELLO_HEADER_BYTES);
+        assert_eq!(Hello::decode(&bytes), Ok(nothing));
+    }
+
+    #[test]
+    fn hello_keeps_the_fixed_layout_of_earlier_versions_up_to_the_incarnation() {
+        // Tools that tell senders apart read the sender's id at byte 16.
+        let bytes = hello_bytes();
+        assert_eq!(&bytes[..4], b"ORDO");
+        assert_eq!(&bytes[16..24], &1u64.to_be_bytes());
+        assert_eq!(&bytes[32..40], &0xfeedu64.to_be_bytes());
+    }
+
+    #[test]
+    fn hello_checks_magic_version_incarnation_and_the_advertised_block() {
+        let bytes = hello_bytes();
+        let mut other_version = bytes.clone();
         other_version[5] = 9;
         assert_eq!(
             Hello::decode(&other_version),
@@ -608,21 +683,49 @@ mod tests {
                 theirs: 9
             })
         );
+        let mut previous = bytes.clone();
+        previous[5] = 2;
+        assert_eq!(
+            Hello::decode(&previous),
+            Err(ProtocolError::UnsupportedVersion {
+                ours: PROTOCOL_VERSION,
+                theirs: 2
+            })
+        );
 
         let no_incarnation = Hello {
             incarnation: 0,
-            ..hello
+            ..hello()
         };
         assert_eq!(
             Hello::decode(&no_incarnation.encode()),
             Err(ProtocolError::MalformedHandshake("incarnation is 0"))
         );
 
-        let mut garbage = bytes;
+        let mut garbage = bytes.clone();
         garbage[0] = b'X';
         assert_eq!(
             Hello::decode(&garbage),
             Err(ProtocolError::BadMagic { found: *b"XRDO" })
+        );
+
+        let mut oversized = bytes.clone();
+        oversized[40..42].copy_from_slice(&u16::MAX.to_be_bytes());
+        assert_eq!(
+            Hello::decode(&oversized),
+            Err(ProtocolError::MalformedHandshake(
+                "advertised values too long"
+            ))
+        );
+        assert_eq!(
+            Hello::decode(&bytes[..bytes.len() - 1]),
+            Err(ProtocolError::MalformedHandshake(
+                "advertised block length disagrees with the handshake"
+            ))
+        );
+        assert_eq!(
+            Hello::decode(&bytes[..HELLO_HEADER_BYTES - 1]),
+            Err(ProtocolError::Truncated { what: "handshake" })
         );
     }
 
