@@ -173,17 +173,16 @@ start_etcd() {
 }
 
 start_ordo() {
-    local dir="$DATA_DIR/ordo" peers="" clients="" i
+    local dir="$DATA_DIR/ordo" peers="" i
     rm -rf "$dir" && mkdir -p "$dir"
     check_ports 24791 24792 24793 24801 24802 24803 24811 24812 24813
     for i in 1 2 3; do
         peers+="${peers:+,}$i=127.0.0.1:2480$i"
-        clients+="${clients:+,}$i=127.0.0.1:2479$i"
     done
     for i in 1 2 3; do
         "$ORDO_BIN" server --id "$i" --data-dir "$dir/n$i" \
             --client-addr "127.0.0.1:2479$i" --peer-addr "127.0.0.1:2480$i" \
-            --admin-addr "127.0.0.1:2481$i" --peers "$peers" --peer-client-addrs "$clients" \
+            --admin-addr "127.0.0.1:2481$i" --peers "$peers" \
             --cluster-token ordo-bench --fsync always \
             >"$dir/n$i.log" 2>&1 &
         STARTED_PIDS+=("$!")

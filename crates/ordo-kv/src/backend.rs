@@ -218,14 +218,6 @@ pub trait KvBackend: Send + Sync + 'static {
         )))
     }
 
-    /// Member `id` announced that its etcd API listens at `client_url` (see
-    /// [`crate::service::ANNOUNCE_ID_METADATA_KEY`]); a backend that keeps a member
-    /// directory records it. Nothing is ordered through the log: the member repeats the
-    /// announcement.
-    fn note_member_client_url(&self, id: u64, client_url: &str) {
-        let _ = (id, client_url);
-    }
-
     /// Hands leadership to voter `target` and resolves once it leads (etcd's MoveLeader).
     fn move_leader(&self, target: u64) -> impl Future<Output = Result<(), MemberError>> + Send {
         let _ = target;

@@ -406,12 +406,6 @@ impl<B: KvBackend> lease_server::Lease for EtcdApi<B> {
 /// leader answers it itself and never passes it on again.
 pub const FORWARDED_METADATA_KEY: &str = "ordo-forwarded";
 
-/// Metadata keys of a MemberList request by which a member announces its own id and client
-/// URL, so members that were not configured with it learn where its etcd API listens.
-pub const ANNOUNCE_ID_METADATA_KEY: &str = "ordo-announce-member-id";
-/// See [`ANNOUNCE_ID_METADATA_KEY`].
-pub const ANNOUNCE_URL_METADATA_KEY: &str = "ordo-announce-client-url";
-
 fn to_members(members: Vec<crate::backend::MemberInfo>) -> Vec<Member> {
     members
         .into_iter()
@@ -496,21 +490,8 @@ impl<B: KvBackend> cluster_server::Cluster for EtcdApi<B> {
 
     async fn member_list(
         &self,
-        request: Request<MemberListRequest>,
+        _request: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
-        let metadata = request.metadata();
-        let announced = metadata
-            .get(ANNOUNCE_ID_METADATA_KEY)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .zip(
-                metadata
-                    .get(ANNOUNCE_URL_METADATA_KEY)
-                    .and_then(|v| v.to_str().ok()),
-            );
-        if let Some((id, url)) = announced {
-            self.backend.note_member_client_url(id, url);
-        }
         Ok(Response::new(MemberListResponse {
             header: Some(self.header(self.current_revision())),
             members: self.member_list().await,

@@ -285,13 +285,12 @@ impl LocalCluster {
     /// The `ordo server` arguments of a node's next start.
     pub fn server_args(&self, id: u64) -> Vec<String> {
         let spec = &self.specs[&id];
-        let list = |f: fn(&NodeSpec) -> SocketAddr| {
-            self.specs
-                .values()
-                .map(|s| format!("{}={}", s.id, f(s)))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
+        let peers = self
+            .specs
+            .values()
+            .map(|s| format!("{}={}", s.id, s.dialed_peer_addr))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut args = vec![
             "server".to_string(),
             "--id".into(),
@@ -305,9 +304,7 @@ impl LocalCluster {
             "--admin-addr".into(),
             spec.admin_addr.to_string(),
             "--peers".into(),
-            list(|s| s.dialed_peer_addr),
-            "--peer-client-addrs".into(),
-            list(|s| s.client_addr),
+            peers,
         ];
         if spec.joins {
             args.push("--join".into());

@@ -27,5 +27,5 @@ pub mod etcd;
 pub mod replica;
 pub mod run;
 
-pub use config::{MemberAddrs, ServerConfig};
+pub use config::ServerConfig;
 pub use run::{run, termination_signal, Listener, ServerError, KV_GROUP};

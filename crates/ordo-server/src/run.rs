@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ordo_kv::{EtcdApi, KvMachine, KvState, KvStore, LeaseClock, ServiceConfig};
+use ordo_node::transport::{Advertised, AdvertisedError};
 use ordo_node::{GroupId, LostState, Node, NodeError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
-use crate::etcd::EtcdBackend;
+use crate::etcd::{EtcdBackend, CLIENT_URL_ADVERTISED};
 
 /// The Raft group holding the KV store.
 pub const KV_GROUP: GroupId = GroupId(1);
@@ -90,6 +91,9 @@ pub enum ServerError {
     /// The etcd API's server failed.
     #[error("the client API stopped")]
     Api(#[source] tonic::transport::Error),
+    /// This node's client URL cannot be advertised to its peers.
+    #[error("cannot advertise this node's client URL to its peers")]
+    Advertised(#[source] AdvertisedError),
     /// The etcd API's task ended abnormally.
     #[error("the client API task failed")]
     ApiTask(#[source] tokio::task::JoinError),
@@ -149,7 +153,13 @@ async fn start_node(
         path: data_dir.clone(),
         source,
     })?;
-    let node = Node::start_on(config.node.clone(), peer).map_err(ServerError::Node)?;
+    let mut node_config = config.node.clone();
+    node_config.advertised = advertised(config.client_addr)?;
+    let node = Node::start_on(node_config, peer).map_err(ServerError::Node)?;
+    let Some(peer_advertised) = node.peer_advertised() else {
+        node.shutdown().await;
+        return Err(ServerError::Node(NodeError::ShuttingDown));
+    };
     let state = Arc::new(KvState::new(KvStore::new()));
     let leases = Arc::new(LeaseClock::default());
     let machine = KvMachine::new(Arc::clone(&state), Arc::clone(&leases));
@@ -167,11 +177,17 @@ async fn start_node(
         group,
         (state, leases),
         (config.node.id, config.node.cluster_id),
-        config.members.clone(),
+        (&config.node.peers, peer_advertised),
         config.client_addr,
     ));
     let _ = backend.refresh().await;
     Ok((node, backend))
+}
+
+/// What this node tells every peer about itself: where its etcd API listens.
+fn advertised(client_addr: SocketAddr) -> Result<Advertised, ServerError> {
+    let url = format!("http://{client_addr}");
+    Advertised::new([(CLIENT_URL_ADVERTISED.to_string(), url)]).map_err(ServerError::Advertised)
 }
 
 /// The tasks that serve a started node, all told to stop by one signal.
@@ -192,10 +208,6 @@ impl Serving {
             tokio::spawn(expire_leases(Arc::clone(backend), stop_rx.clone())),
             tokio::spawn(crate::admin::serve(
                 admin,
-                Arc::clone(backend),
-                stop_rx.clone(),
-            )),
-            tokio::spawn(crate::etcd::members::announce(
                 Arc::clone(backend),
                 stop_rx.clone(),
             )),
@@ -239,8 +251,8 @@ pub async fn run(
         "serving"
     );
     let mut shutdown = std::pin::pin!(shutdown);
-    // Members added later are dialled by the runtime; MemberList reports their addresses
-    // from its peer set.
+    // Members added later are dialled by the runtime; MemberList reports their peer
+    // addresses from its peer set (and their client URLs from what they advertised).
     let mut peer_refresh = tokio::time::interval(PEER_REFRESH_INTERVAL);
     let served = loop {
         tokio::select! {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use ordo_node::{FsyncPolicy, NodeConfig, NodeId};
 use serde::Deserialize;
 
-use ordo_server::{MemberAddrs, ServerConfig};
+use ordo_server::ServerConfig;
 
 /// Largest configuration file read, so a wrong path (a device, a huge log) fails fast.
 pub const CONFIG_FILE_BYTES_MAX: u64 = 1 << 20;
@@ -67,6 +67,14 @@ pub enum ConfigError {
         /// What is wrong and what would be right.
         problem: String,
     },
+    /// The file sets a key that is no longer read.
+    #[error("`{key}` in the configuration file is no longer read: {why}; remove it")]
+    Removed {
+        /// The key.
+        key: &'static str,
+        /// Why it went, and what replaced it.
+        why: &'static str,
+    },
     /// The settings do not fit together.
     #[error("{0}; check the flags and the configuration file")]
     Node(#[from] ordo_node::ConfigError),
@@ -99,10 +107,6 @@ pub struct ServerArgs {
     /// [default: this node alone].
     #[arg(long, value_name = "ID=ADDR,...")]
     pub peers: Option<String>,
-    /// Every member's client address, `1=127.0.0.1:2379,2=...`: reported by member list,
-    /// and used to forward lease keep-alives to the leader.
-    #[arg(long, value_name = "ID=ADDR,...")]
-    pub peer_client_addrs: Option<String>,
     /// The cluster's id; nodes of another cluster are refused [default: from
     /// --cluster-token, else 1].
     #[arg(long)]
@@ -158,7 +162,8 @@ struct FileConfig {
     peer_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     peers: Option<String>,
-    peer_client_addrs: Option<String>,
+    /// Read only to refuse it by name: members learn each other's client URLs themselves.
+    peer_client_addrs: Option<toml::Value>,
     cluster_id: Option<u64>,
     cluster_token: Option<String>,
     fsync: Option<String>,
@@ -311,27 +316,12 @@ impl Settings {
                 problem: format!("this node ({id}) must be listed among the peers"),
             });
         }
-        let mut client_addrs = match pick!(peer_client_addrs) {
-            Some(text) => parse_member_list("peer-client-addrs", &text)?,
-            None => BTreeMap::new(),
-        };
-        if let Some(unknown) = client_addrs.keys().find(|id| !peers.contains_key(id)) {
-            return Err(ConfigError::Invalid {
-                flag: "peer-client-addrs",
-                problem: format!("node {unknown} is not listed in --peers"),
+        if file.peer_client_addrs.is_some() {
+            return Err(ConfigError::Removed {
+                key: "peer_client_addrs",
+                why: "members now learn each other's client URLs from the members themselves, over the peer transport",
             });
         }
-        client_addrs.entry(id).or_insert(client_addr);
-        let members = peers
-            .iter()
-            .map(|(&member, &peer_addr)| {
-                let addrs = MemberAddrs {
-                    peer_addr,
-                    client_addr: client_addrs.get(&member).copied(),
-                };
-                (member, addrs)
-            })
-            .collect();
         let cluster_id = match (pick!(cluster_id), pick!(cluster_token)) {
             (Some(0), _) => {
                 return Err(ConfigError::Invalid {
@@ -394,7 +384,6 @@ impl Settings {
                 node,
                 client_addr,
                 admin_addr,
-                members,
             },
             log_level,
         })
@@ -431,7 +420,7 @@ mod tests {
         assert_eq!(config.server.node.election_timeout_ticks, 15);
         assert_eq!(config.server.node.fsync, FsyncPolicy::Always);
         assert_eq!(config.server.client_addr, "127.0.0.1:2379".parse().unwrap());
-        assert_eq!(config.server.members.len(), 3);
+        assert_eq!(config.server.node.peers.len(), 3);
     }
 
     #[test]
@@ -443,6 +432,20 @@ mod tests {
         a.config = Some(path);
         let error = Settings::from_args(&a).unwrap_err().to_string();
         assert!(error.contains("tick_intervl_ms"), "{error}");
+    }
+
+    #[test]
+    fn a_file_that_still_sets_peer_client_addrs_is_refused_naming_the_key_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ordo.toml");
+        std::fs::write(&path, "peer_client_addrs = \"1=127.0.0.1:2379\"\n").unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        let error = Settings::from_args(&a).unwrap_err().to_string();
+        assert!(
+            error.contains("peer_client_addrs") && error.contains("learn each other's client URLs"),
+            "{error}"
+        );
     }
 
     #[test]

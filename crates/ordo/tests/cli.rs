@@ -80,6 +80,19 @@ fn bad_flags_and_config_exit_with_code_2_and_say_what_is_wrong() {
             "election_timeout_ticks",
         ),
         (&["server", "--id", "x"], "invalid value"),
+        // Members learn each other's client URLs over the peer transport.
+        (
+            &[
+                "server",
+                "--id",
+                "1",
+                "--data-dir",
+                data,
+                "--peer-client-addrs",
+                "1=127.0.0.1:2379",
+            ],
+            "unexpected argument '--peer-client-addrs'",
+        ),
         // The checker is a binary of its own (`ordo-check`), not linked into this one.
         (
             &["check", "--nodes", "3"],

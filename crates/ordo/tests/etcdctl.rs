@@ -206,13 +206,24 @@ async fn etcdctl_lease_grant_keepalive_through_a_follower_member_list_and_endpoi
     ctl.ok(&["lease", "revoke", &id]);
     assert_eq!(ctl.ok(&["get", "leased"]), "");
 
-    let members = ctl.ok(&["member", "list"]);
-    assert_eq!(members.lines().count(), 3, "{members}");
-    for id in cluster.ids() {
+    // Every member's client URL, as each member advertised it to the follower when it
+    // connected (a member whose first dial failed redials shortly).
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let members = ctl.ok(&["member", "list"]);
+        assert_eq!(members.lines().count(), 3, "{members}");
+        let all = cluster
+            .ids()
+            .iter()
+            .all(|&id| members.contains(&cluster.spec(id).client_addr.to_string()));
+        if all {
+            break;
+        }
         assert!(
-            members.contains(&cluster.spec(id).client_addr.to_string()),
-            "{members}"
+            std::time::Instant::now() < deadline,
+            "the follower never listed every client URL: {members}"
         );
+        std::thread::sleep(Duration::from_millis(100));
     }
     let all = Ctl::new(bin, &cluster, &cluster.ids());
     let status = all.ok(&["endpoint", "status"]);

@@ -218,26 +218,28 @@ async fn a_node_joins_as_learner_is_promoted_and_the_leader_is_removed_while_wri
     );
     assert!(listed.members.iter().all(|m| !m.peer_ur_ls.is_empty()));
 
-    // The old members learn the new member's client URL from its announcements.
+    // Every old member learns the new member's client URL from the member itself: it
+    // presents it in the handshake of every peer connection it dials.
     let expected = vec![format!("http://{}", joiner.client_addr)];
-    let deadline = Instant::now() + STEP;
-    loop {
-        let listed = ClusterClient::new(cluster.channel(followers[0]))
-            .member_list(MemberListRequest::default())
-            .await
-            .map(|r| r.into_inner().members);
-        if listed
-            .as_ref()
-            .is_ok_and(|m| find(m, new.id).is_some_and(|m| m.client_ur_ls == expected))
-        {
-            break;
+    for old in cluster.ids().into_iter().filter(|&id| id != new.id) {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let listed = ClusterClient::new(cluster.channel(old))
+                .member_list(MemberListRequest::default())
+                .await
+                .map(|r| r.into_inner().members);
+            if listed
+                .as_ref()
+                .is_ok_and(|m| find(m, new.id).is_some_and(|m| m.client_ur_ls == expected))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {old} never listed the new member's client URL: {listed:?}"
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "node {} never listed the new member's client URL: {listed:?}",
-            followers[0]
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
     }
 
     // Remove the leader itself, through itself.
@@ -288,8 +290,8 @@ async fn a_node_joins_as_learner_is_promoted_and_the_leader_is_removed_while_wri
         .expect_err("already removed");
     assert_eq!(again.code(), tonic::Code::NotFound, "{again}");
 
-    // Leadership moves to the new member; an old member, configured without its client
-    // URL, still forwards lease keep-alives to it.
+    // Leadership moves to the new member; an old member passes lease keep-alives on to
+    // it, at the client URL the new member advertised.
     retry("move leader", || {
         let mut client = MaintenanceClient::new(cluster.channel(followers[0]));
         async move {
@@ -603,4 +605,119 @@ async fn a_member_added_as_voter_counts_toward_quorum_once_it_runs_and_can_be_re
     .expect("member remove");
     assert_eq!(removed.members.len(), 3);
     common::put(&cluster, &[leader.id], "voter/after", "1").await;
+}
+
+/// Every member's member list, once each lists every member with a client URL.
+async fn complete_member_lists(cluster: &TestCluster) -> Vec<Vec<Member>> {
+    let mut lists = Vec::new();
+    for id in cluster.ids() {
+        let deadline = Instant::now() + STEP;
+        let members = loop {
+            let listed = ClusterClient::new(cluster.channel(id))
+                .member_list(MemberListRequest::default())
+                .await
+                .map(|r| r.into_inner().members);
+            match listed {
+                Ok(members)
+                    if members.len() == cluster.ids().len()
+                        && members.iter().all(|m| m.client_ur_ls.len() == 1) =>
+                {
+                    break members
+                }
+                other => assert!(
+                    Instant::now() < deadline,
+                    "node {id} never listed every member's client URL: {other:?}"
+                ),
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        };
+        lists.push(members);
+    }
+    lists
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_list_request_carrying_metadata_changes_nothing_any_member_reports() {
+    let (cluster, leader) = start(&[]).await;
+    let before = complete_member_lists(&cluster).await;
+    for (i, id) in cluster.ids().into_iter().enumerate() {
+        assert_eq!(
+            before[i][i].client_ur_ls,
+            vec![format!("http://{}", cluster.spec(id).client_addr)],
+            "each member reports its own client URL"
+        );
+    }
+    // Claims about other members, in the metadata keys members once used to announce
+    // themselves and in others, sent to every member.
+    let bogus = "http://127.0.0.1:1";
+    for to in cluster.ids() {
+        for about in cluster.ids() {
+            let mut request = tonic::Request::new(MemberListRequest::default());
+            let metadata = request.metadata_mut();
+            for (key, value) in [
+                ("ordo-announce-member-id", about.to_string()),
+                ("ordo-announce-client-url", bogus.to_string()),
+                ("ordo-member-id", about.to_string()),
+                ("ordo-client-url", bogus.to_string()),
+                ("ordo-forwarded", "1".to_string()),
+            ] {
+                metadata.insert(key, value.parse().expect("ASCII metadata"));
+            }
+            ClusterClient::new(cluster.channel(to))
+                .member_list(request)
+                .await
+                .expect("member list with metadata");
+        }
+    }
+    let after = complete_member_lists(&cluster).await;
+    assert_eq!(after, before, "a client changed what a member reports");
+    assert!(
+        after
+            .iter()
+            .flatten()
+            .all(|m| !m.client_ur_ls.contains(&bogus.to_string())),
+        "{after:?}"
+    );
+    // And a lease keep-alive through a follower still reaches the real leader.
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|&id| id != leader.id)
+        .expect("a follower");
+    let leases = LeaseClient::new(cluster.channel(follower));
+    let granted = retry("lease grant", || {
+        let mut client = leases.clone();
+        async move {
+            client
+                .lease_grant(LeaseGrantRequest { ttl: 30, id: 0 })
+                .await
+        }
+    })
+    .await
+    .expect("lease grant");
+    // The leader's lessor knows the lease once the leader applied the grant too.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let remaining = retry("lease time to live", || {
+            let mut client = leases.clone();
+            async move {
+                client
+                    .lease_time_to_live(LeaseTimeToLiveRequest {
+                        id: granted.id,
+                        keys: false,
+                    })
+                    .await
+            }
+        })
+        .await
+        .expect("time to live through a follower");
+        if remaining.ttl > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lease never came alive: {remaining:?}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
 }

@@ -2,14 +2,13 @@
 //! and a MemberList that follows the replicated configuration.
 //!
 //! The replicated configuration (voters and learners, by id) is the authority on who is a
-//! member; this module adds the addresses etcd tools expect to see. Peer addresses come from
-//! the configuration flags and from the runtime's peer set, which learns every member added
-//! later from the membership change itself. Client addresses come from
-//! `--peer-client-addrs`, from this node's own `--client-addr`, and from announcements:
-//! every member periodically asks the members it can reach for their member list, saying
-//! who it is and where its etcd API listens ([`announce`]); the answers fill in client
-//! addresses it lacks. So a member added at run time becomes known, with its client URL, to
-//! every member it or any other member can reach, without anything in the log.
+//! member; this module adds the addresses etcd tools expect to see, from one
+//! [`MemberDirectory`]. Peer addresses come from the runtime's peer set: the configured
+//! peers, and every member added later, learnt from the membership change itself. Client
+//! URLs come from the members themselves: each presents its own in the handshake of every
+//! peer connection it dials, and the acceptor records it. So a member added at run time
+//! becomes known, with its client URL, to every member it connects to, and nothing a client
+//! sends can change what a member believes about another member.
 //!
 //! # Member ids
 //!
@@ -24,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ordo_kv::backend::{MemberChanged, MemberError};
@@ -35,7 +34,6 @@ use ordo_kv::MemberInfo;
 use ordo_node::{ConfState, GroupStatus, MembershipChange, NodeId, ProposeError, StateRole};
 
 use super::EtcdBackend;
-use crate::config::MemberAddrs;
 
 /// Most entries a learner may lag behind the leader's log and still be promoted. A learner
 /// further behind would, as a voter, hold back commits until it caught up.
@@ -53,59 +51,39 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The addresses of members known to this node: configured ones, ones this node added, and
-/// the runtime's peer set.
+/// The peer addresses of members known to this node: the runtime's peer set (the
+/// configured peers, and members added later, learnt from the membership change itself).
 #[derive(Debug, Default)]
 pub struct MemberDirectory {
-    addrs: Mutex<BTreeMap<NodeId, MemberAddrs>>,
+    peer_addrs: Mutex<BTreeMap<NodeId, SocketAddr>>,
 }
 
 impl MemberDirectory {
-    /// A directory starting from the configured members.
-    pub fn new(configured: BTreeMap<NodeId, MemberAddrs>) -> MemberDirectory {
+    /// A directory starting from the configured peers.
+    pub fn new(peers: &BTreeMap<NodeId, SocketAddr>) -> MemberDirectory {
         MemberDirectory {
-            addrs: Mutex::new(configured),
+            peer_addrs: Mutex::new(peers.clone()),
         }
     }
 
-    /// Records the runtime's peer set (addresses learned from membership changes and
+    /// Records the runtime's peer set (addresses learnt from membership changes and
     /// snapshots win over configured ones: they are what the node actually dials).
     pub fn learn_peers(&self, peers: &[(NodeId, SocketAddr)]) {
-        let mut addrs = lock(&self.addrs);
-        for &(id, peer_addr) in peers {
-            addrs
-                .entry(id)
-                .and_modify(|a| a.peer_addr = peer_addr)
-                .or_insert(MemberAddrs {
-                    peer_addr,
-                    client_addr: None,
-                });
-        }
+        lock(&self.peer_addrs).extend(peers.iter().copied());
     }
 
     fn insert_peer(&self, id: NodeId, peer_addr: SocketAddr) {
         self.learn_peers(&[(id, peer_addr)]);
     }
 
-    /// Records member `id`'s client address; `authoritative` (the member said so itself)
-    /// replaces a known one, otherwise only a missing one is filled in. Unknown members are
-    /// ignored: a peer address is always learned first.
-    fn learn_client(&self, id: NodeId, client_addr: SocketAddr, authoritative: bool) {
-        if let Some(addrs) = lock(&self.addrs).get_mut(&id) {
-            if authoritative || addrs.client_addr.is_none() {
-                addrs.client_addr = Some(client_addr);
-            }
-        }
+    /// Member `id`'s peer address, if known.
+    pub fn peer_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        lock(&self.peer_addrs).get(&id).copied()
     }
 
-    /// Member `id`'s addresses, if known.
-    pub fn get(&self, id: NodeId) -> Option<MemberAddrs> {
-        lock(&self.addrs).get(&id).cloned()
-    }
-
-    /// Every known member's addresses.
-    pub fn all(&self) -> BTreeMap<NodeId, MemberAddrs> {
-        lock(&self.addrs).clone()
+    /// Every known member's id.
+    pub fn ids(&self) -> Vec<NodeId> {
+        lock(&self.peer_addrs).keys().copied().collect()
     }
 }
 
@@ -149,82 +127,10 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Parses a client URL (`http://IP:PORT`).
-fn parse_client_url(url: &str) -> Option<SocketAddr> {
+/// Parses a client URL (`http://IP:PORT`, a trailing `/` allowed).
+pub(super) fn parse_client_url(url: &str) -> Option<SocketAddr> {
     let rest = url.strip_prefix("http://")?;
     rest.strip_suffix('/').unwrap_or(rest).parse().ok()
-}
-
-/// How often a member announces itself and collects client addresses.
-pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Longest one announcement may take.
-const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Announces this member to every other member whose client address it knows and fills in
-/// the client addresses their answers carry, every [`ANNOUNCE_INTERVAL`] until `stop`.
-/// Each round makes at most one bounded request per member.
-pub async fn announce(backend: Arc<EtcdBackend>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    use ordo_kv::proto::etcdserverpb::MemberListRequest;
-    use ordo_kv::service::{ANNOUNCE_ID_METADATA_KEY, ANNOUNCE_URL_METADATA_KEY};
-    let node_id = backend.replica.node_id();
-    let id_value = tonic::metadata::MetadataValue::try_from(node_id.to_string());
-    let url_value = tonic::metadata::MetadataValue::try_from(url(backend.self_client_addr));
-    let (Ok(id_value), Ok(url_value)) = (id_value, url_value) else {
-        tracing::warn!(node = node_id, "cannot encode this member's announcement");
-        return;
-    };
-    let mut ticker = tokio::time::interval(ANNOUNCE_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.wait_for(|&s| s) => return,
-        }
-        let targets: Vec<SocketAddr> = backend
-            .member_list()
-            .into_iter()
-            .filter(|m| m.id != node_id)
-            .filter_map(|m| backend.directory.get(m.id).and_then(|a| a.client_addr))
-            .collect();
-        for addr in targets {
-            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url(addr)) else {
-                continue;
-            };
-            let channel = endpoint
-                .connect_timeout(ANNOUNCE_TIMEOUT)
-                .timeout(ANNOUNCE_TIMEOUT)
-                .connect_lazy();
-            let mut request = tonic::Request::new(MemberListRequest {
-                linearizable: false,
-            });
-            request
-                .metadata_mut()
-                .insert(ANNOUNCE_ID_METADATA_KEY, id_value.clone());
-            request
-                .metadata_mut()
-                .insert(ANNOUNCE_URL_METADATA_KEY, url_value.clone());
-            let mut client = ClusterClient::new(channel);
-            let answer = tokio::select! {
-                answer = client.member_list(request) => answer,
-                _ = stop.wait_for(|&s| s) => return,
-            };
-            // An unreachable member is normal (down, partitioned); the next round retries.
-            let Ok(answer) = answer else { continue };
-            for member in answer.into_inner().members {
-                if member.id == node_id {
-                    continue;
-                }
-                if let Some(client) = member
-                    .client_ur_ls
-                    .first()
-                    .and_then(|u| parse_client_url(u))
-                {
-                    backend.directory.learn_client(member.id, client, false);
-                }
-            }
-        }
-    }
 }
 
 /// Parses an etcd peer URL (`http://IP:PORT`, a trailing `/` allowed) into the address the
@@ -319,17 +225,12 @@ fn one_peer_addr(peer_urls: &[String]) -> Result<SocketAddr, MemberError> {
 /// Membership over the replicated configuration.
 impl EtcdBackend {
     fn member_info(&self, id: NodeId, is_learner: bool) -> MemberInfo {
-        let addrs = self.directory.get(id);
-        let client_addr = if id == self.replica.node_id() {
-            Some(self.self_client_addr)
-        } else {
-            addrs.as_ref().and_then(|a| a.client_addr)
-        };
+        let peer_addr = self.directory.peer_addr(id);
         MemberInfo {
             id,
             name: format!("ordo-{id}"),
-            peer_urls: addrs.map(|a| vec![url(a.peer_addr)]).unwrap_or_default(),
-            client_urls: client_addr.map(|a| vec![url(a)]).unwrap_or_default(),
+            peer_urls: peer_addr.map(|a| vec![url(a)]).unwrap_or_default(),
+            client_urls: self.client_url(id).into_iter().collect(),
             is_learner,
         }
     }
@@ -348,8 +249,8 @@ impl EtcdBackend {
             Some(conf) if !conf.voters.is_empty() => self.members_of(&conf),
             _ => self
                 .directory
-                .all()
-                .into_keys()
+                .ids()
+                .into_iter()
                 .map(|id| self.member_info(id, false))
                 .collect(),
         }
@@ -371,19 +272,6 @@ impl EtcdBackend {
         }
     }
 
-    pub(super) fn note_announced_client_url(&self, id: NodeId, client_url: &str) {
-        let is_member = self
-            .replica
-            .conf_state()
-            .is_some_and(|conf| member_ids(&conf).contains(&id));
-        if id == self.replica.node_id() || !is_member {
-            return;
-        }
-        if let Some(addr) = parse_client_url(client_url) {
-            self.directory.learn_client(id, addr, true);
-        }
-    }
-
     pub(super) async fn add_member(
         &self,
         peer_urls: Vec<String>,
@@ -393,7 +281,7 @@ impl EtcdBackend {
         let status = self.fresh_status().await?;
         let current = member_ids(&status.conf_state);
         for &member in &current {
-            if self.directory.get(member).map(|a| a.peer_addr) == Some(peer_addr) {
+            if self.directory.peer_addr(member) == Some(peer_addr) {
                 return Err(MemberError::PeerUrlExists {
                     url: url(peer_addr),
                 });
@@ -512,7 +400,7 @@ impl EtcdBackend {
                 lag: progress.lag,
             });
         }
-        let Some(addrs) = self.directory.get(id) else {
+        let Some(peer_addr) = self.directory.peer_addr(id) else {
             // The runtime's peer set reaches the directory within a refresh interval.
             return Err(MemberError::NoLeader(format!(
                 "the leader has not recorded member {id:x}'s peer address yet; retry"
@@ -523,7 +411,7 @@ impl EtcdBackend {
             .group()
             .change_membership(MembershipChange::AddVoter {
                 id,
-                addr: addrs.peer_addr,
+                addr: peer_addr,
             })
             .await
             .map_err(change_error)?;
@@ -540,9 +428,9 @@ impl EtcdBackend {
         id: NodeId,
         leader: NodeId,
     ) -> Result<MemberChanged, MemberError> {
-        let Some(addr) = self.directory.get(leader).and_then(|a| a.client_addr) else {
+        let Some(addr) = self.client_url(leader).and_then(|u| parse_client_url(&u)) else {
             return Err(MemberError::NoLeader(format!(
-                "the leader is member {leader:x}, whose client URL this member does not know yet; send the request to the leader"
+                "the leader is member {leader:x}, which has not told this member its client URL yet; retry"
             )));
         };
         let endpoint = tonic::transport::Endpoint::from_shared(url(addr))
@@ -628,40 +516,25 @@ mod tests {
     }
 
     #[test]
-    fn directory_prefers_the_runtime_peer_address_and_keeps_client_addresses() {
-        let configured = BTreeMap::from([(
-            1,
-            MemberAddrs {
-                peer_addr: "127.0.0.1:1".parse().unwrap(),
-                client_addr: Some("127.0.0.1:2".parse().unwrap()),
-            },
-        )]);
-        let directory = MemberDirectory::new(configured);
+    fn directory_prefers_the_runtime_peer_address() {
+        let configured = BTreeMap::from([(1, "127.0.0.1:1".parse().unwrap())]);
+        let directory = MemberDirectory::new(&configured);
         directory.learn_peers(&[
             (1, "127.0.0.1:3".parse().unwrap()),
             (9, "127.0.0.1:4".parse().unwrap()),
         ]);
-        let one = directory.get(1).unwrap();
-        assert_eq!(one.peer_addr, "127.0.0.1:3".parse().unwrap());
-        assert_eq!(one.client_addr, Some("127.0.0.1:2".parse().unwrap()));
-        assert_eq!(directory.get(9).unwrap().client_addr, None);
+        assert_eq!(directory.peer_addr(1), Some("127.0.0.1:3".parse().unwrap()));
+        assert_eq!(directory.peer_addr(9), Some("127.0.0.1:4".parse().unwrap()));
+        assert_eq!(directory.ids(), vec![1, 9]);
+    }
 
-        // Hearsay fills a gap only; the member's own word replaces.
-        directory.learn_client(9, "127.0.0.1:5".parse().unwrap(), false);
-        directory.learn_client(9, "127.0.0.1:6".parse().unwrap(), false);
+    #[test]
+    fn client_urls_parse_to_the_address_a_request_is_passed_on_to() {
         assert_eq!(
-            directory.get(9).unwrap().client_addr,
-            Some("127.0.0.1:5".parse().unwrap())
+            parse_client_url("http://127.0.0.1:2379/"),
+            Some("127.0.0.1:2379".parse().unwrap())
         );
-        directory.learn_client(9, "127.0.0.1:7".parse().unwrap(), true);
-        assert_eq!(
-            directory.get(9).unwrap().client_addr,
-            Some("127.0.0.1:7".parse().unwrap())
-        );
-        directory.learn_client(10, "127.0.0.1:8".parse().unwrap(), true);
-        assert!(
-            directory.get(10).is_none(),
-            "no entry without a peer address"
-        );
+        assert_eq!(parse_client_url("https://127.0.0.1:2379"), None);
+        assert_eq!(parse_client_url("http://node1:2379"), None);
     }
 }

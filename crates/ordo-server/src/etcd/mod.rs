@@ -20,13 +20,17 @@ use ordo_kv::backend::{MemberChanged, MemberError};
 use ordo_kv::command::{self, ApplyResponse, Command};
 use ordo_kv::proto::internal::LeaseExpireRequest;
 use ordo_kv::{KvBackend, KvError, KvMachine, KvState, LeaseClock, MemberInfo, NodeStatus};
+use ordo_node::transport::PeerAdvertised;
 use ordo_node::{Group, GroupStatus, NodeId, ProposeError, ReadError};
 
-use crate::config::MemberAddrs;
 use crate::replica::Replica;
 
 use leases::LeaderLeases;
 use members::MemberDirectory;
+
+/// The name under which every node advertises the URL of its etcd API to its peers, over
+/// the peer transport.
+pub const CLIENT_URL_ADVERTISED: &str = "etcd-client-url";
 
 /// Most leases expired in one lessor round, so one round's proposals stay bounded.
 pub const LEASE_EXPIRIES_PER_ROUND_MAX: usize = 1000;
@@ -71,6 +75,9 @@ pub struct EtcdBackend {
     replica: Arc<Replica<KvMachine>>,
     kv: KvReplica,
     directory: MemberDirectory,
+    /// What every peer advertised about itself when it connected to this node: the source
+    /// of other members' client URLs.
+    peer_advertised: PeerAdvertised,
     /// Where this node's own etcd API listens.
     self_client_addr: SocketAddr,
     leader_leases: LeaderLeases,
@@ -79,15 +86,16 @@ pub struct EtcdBackend {
 
 impl EtcdBackend {
     /// A backend over `group`, whose [`KvMachine`] applies to `state` and keeps `leases`;
-    /// `members` are the configured members' addresses, `self_client_addr` where this
-    /// node's etcd API listens.
+    /// `peers` are the configured members' peer addresses, `peer_advertised` what peers
+    /// advertise over the transport, `self_client_addr` where this node's etcd API listens.
     pub fn new(
         group: Group<KvMachine>,
         kv: (Arc<KvState>, Arc<LeaseClock>),
         ids: (NodeId, u64),
-        members: BTreeMap<NodeId, MemberAddrs>,
+        members: (&BTreeMap<NodeId, SocketAddr>, PeerAdvertised),
         self_client_addr: SocketAddr,
     ) -> EtcdBackend {
+        let (peers, peer_advertised) = members;
         let (state, leases) = kv;
         let (node_id, cluster_id) = ids;
         let on_elected = {
@@ -100,7 +108,8 @@ impl EtcdBackend {
         EtcdBackend {
             replica: Arc::new(Replica::new(group, node_id, cluster_id, on_elected)),
             kv: KvReplica { state, leases },
-            directory: MemberDirectory::new(members),
+            directory: MemberDirectory::new(peers),
+            peer_advertised,
             self_client_addr,
             leader_leases: LeaderLeases::default(),
             next_request_id: AtomicU64::new(1),
@@ -121,6 +130,16 @@ impl EtcdBackend {
     /// this node dials.
     pub fn learn_peers(&self, peers: &[(NodeId, SocketAddr)]) {
         self.directory.learn_peers(peers);
+    }
+
+    /// Member `id`'s client URL: this node's own, or the one the member advertised when it
+    /// last connected to this node over the peer transport.
+    fn client_url(&self, id: NodeId) -> Option<String> {
+        if id == self.replica.node_id() {
+            return Some(format!("http://{}", self.self_client_addr));
+        }
+        let advertised = self.peer_advertised.get(id)?;
+        advertised.get(CLIENT_URL_ADVERTISED).map(str::to_string)
     }
 
     /// On the leader, proposes the expiry of every lease past its deadline; returns how
@@ -148,11 +167,13 @@ impl EtcdBackend {
     /// known.
     fn leader_leases(&self) -> Result<&LeaderLeases, KvError> {
         let leader = self.replica.leader().ok_or(KvError::NoLeader)?;
-        let Some(addr) = self.directory.get(leader).and_then(|m| m.client_addr) else {
+        let advertised = self.client_url(leader);
+        let Some(addr) = advertised.as_deref().and_then(members::parse_client_url) else {
             tracing::warn!(
                 node = self.replica.node_id(),
                 leader,
-                "cannot pass a lease request on: the leader's client address is not known"
+                client_url = advertised.as_deref(),
+                "cannot pass a lease request on: the leader has not advertised a usable client URL to this node yet"
             );
             return Err(KvError::NoLeader);
         };
@@ -232,10 +253,6 @@ impl KvBackend for EtcdBackend {
     async fn current_status(&self) -> NodeStatus {
         let _ = self.refresh().await;
         self.status()
-    }
-
-    fn note_member_client_url(&self, id: u64, client_url: &str) {
-        self.note_announced_client_url(id, client_url);
     }
 
     async fn member_add(
