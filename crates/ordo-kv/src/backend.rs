@@ -227,14 +227,11 @@ pub trait KvBackend: Send + Sync + 'static {
     }
 
     /// Makes learner `id` a voter, only once it has caught up with the leader.
-    /// `may_forward` is false for a request another member already forwarded here, so a
-    /// request is never passed on twice.
     fn member_promote(
         &self,
         id: u64,
-        may_forward: bool,
     ) -> impl Future<Output = Result<MemberChanged, MemberError>> + Send {
-        let _ = (id, may_forward);
+        let _ = id;
         std::future::ready(Err(MemberError::Unsupported(
             "this server cannot change its membership".into(),
         )))
@@ -508,11 +505,7 @@ impl KvBackend for LocalBackend {
         Err(single_node_refusal())
     }
 
-    async fn member_promote(
-        &self,
-        _id: u64,
-        _may_forward: bool,
-    ) -> Result<MemberChanged, MemberError> {
+    async fn member_promote(&self, _id: u64) -> Result<MemberChanged, MemberError> {
         Err(single_node_refusal())
     }
 

@@ -402,10 +402,6 @@ impl<B: KvBackend> lease_server::Lease for EtcdApi<B> {
     }
 }
 
-/// Metadata key marking a membership request one member passed on to the leader: the
-/// leader answers it itself and never passes it on again.
-pub const FORWARDED_METADATA_KEY: &str = "ordo-forwarded";
-
 fn to_members(members: Vec<crate::backend::MemberInfo>) -> Vec<Member> {
     members
         .into_iter()
@@ -502,11 +498,8 @@ impl<B: KvBackend> cluster_server::Cluster for EtcdApi<B> {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        let forwarded = request.metadata().contains_key(FORWARDED_METADATA_KEY);
         let id = request.into_inner().id;
-        let changed = self
-            .membership(self.backend.member_promote(id, !forwarded))
-            .await?;
+        let changed = self.membership(self.backend.member_promote(id)).await?;
         Ok(Response::new(MemberPromoteResponse {
             header: Some(self.header(self.current_revision())),
             members: to_members(changed.members),

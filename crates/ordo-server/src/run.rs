@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ordo_kv::{EtcdApi, KvMachine, KvState, KvStore, LeaseClock, ServiceConfig};
 use ordo_node::transport::{Advertised, AdvertisedError};
-use ordo_node::{GroupId, LostState, Node, NodeError};
+use ordo_node::{GroupId, GroupOptions, LostState, Node, NodeError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -163,7 +163,11 @@ async fn start_node(
     let state = Arc::new(KvState::new(KvStore::new()));
     let leases = Arc::new(LeaseClock::default());
     let machine = KvMachine::new(Arc::clone(&state), Arc::clone(&leases));
-    let group = match node.start_group(KV_GROUP, machine).await {
+    let (leader_service, backend_slot) = crate::etcd::leader_service();
+    let options = GroupOptions {
+        leader_service: Some(leader_service),
+    };
+    let group = match node.start_group_with(KV_GROUP, machine, options).await {
         Ok(group) => group,
         Err(source) => {
             node.shutdown().await;
@@ -180,6 +184,7 @@ async fn start_node(
         (&config.node.peers, peer_advertised),
         config.client_addr,
     ));
+    backend_slot.fill(&backend);
     let _ = backend.refresh().await;
     Ok((node, backend))
 }

@@ -24,23 +24,17 @@ use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use ordo_kv::backend::{MemberChanged, MemberError};
-use ordo_kv::proto::etcdserverpb::cluster_client::ClusterClient;
-use ordo_kv::proto::etcdserverpb::MemberPromoteRequest;
-use ordo_kv::service::FORWARDED_METADATA_KEY;
 use ordo_kv::MemberInfo;
-use ordo_node::{ConfState, GroupStatus, MembershipChange, NodeId, ProposeError, StateRole};
+use ordo_node::{AskError, ConfState, GroupStatus, MembershipChange, NodeId, ProposeError};
 
+use super::questions::{Answer, Question};
 use super::EtcdBackend;
 
 /// Most entries a learner may lag behind the leader's log and still be promoted. A learner
 /// further behind would, as a voter, hold back commits until it caught up.
 pub const LEARNER_READY_LAG_MAX: u64 = 1000;
-
-/// How long a promotion passed on to the leader may take there.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Most peer URLs a member may be added with: the peer transport dials one address.
 const PEER_URLS_MAX: usize = 1;
@@ -127,12 +121,6 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Parses a client URL (`http://IP:PORT`, a trailing `/` allowed).
-pub(super) fn parse_client_url(url: &str) -> Option<SocketAddr> {
-    let rest = url.strip_prefix("http://")?;
-    rest.strip_suffix('/').unwrap_or(rest).parse().ok()
-}
-
 /// Parses an etcd peer URL (`http://IP:PORT`, a trailing `/` allowed) into the address the
 /// peer transport dials.
 pub fn parse_peer_url(url: &str) -> Result<SocketAddr, MemberError> {
@@ -192,16 +180,28 @@ fn change_error(error: ProposeError) -> MemberError {
     }
 }
 
-/// The leader's answer to a forwarded promotion, as this member's error.
-fn forwarded_error(id: NodeId, status: tonic::Status) -> MemberError {
-    let message = status.message().to_string();
-    match status.code() {
-        tonic::Code::NotFound => MemberError::NotFound { id },
-        tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
-            MemberError::LeaderRefused { message }
+/// Why a promotion asked of the leader got no answer, as this member's error.
+fn ask_error(error: AskError) -> MemberError {
+    match error {
+        AskError::NoLeader | AskError::NotLeader { .. } => {
+            MemberError::NoLeader("an election is in progress; retry".into())
         }
-        tonic::Code::DeadlineExceeded => MemberError::Unknown(message),
-        _ => MemberError::NoLeader(format!("the leader answered: {message}")),
+        AskError::Refused(reason) => {
+            MemberError::NoLeader(format!("the leader answered: {reason}"))
+        }
+        other @ (AskError::LeaderChanged | AskError::Timeout { .. }) => {
+            MemberError::Unknown(other.to_string())
+        }
+        other => MemberError::NoLeader(other.to_string()),
+    }
+}
+
+/// A configuration holding only `voters` and `learners`, as a promotion's answer carries.
+fn conf_of(voters: Vec<NodeId>, learners: Vec<NodeId>) -> ConfState {
+    ConfState {
+        voters,
+        learners,
+        ..ConfState::default()
     }
 }
 
@@ -358,36 +358,42 @@ impl EtcdBackend {
         Ok(())
     }
 
-    pub(super) async fn promote_member(
-        &self,
-        id: NodeId,
-        may_forward: bool,
-    ) -> Result<MemberChanged, MemberError> {
+    /// Makes learner `id` a voter: checked here first, then decided by the leader, which
+    /// alone knows how far the learner has caught up.
+    pub(super) async fn promote_member(&self, id: NodeId) -> Result<MemberChanged, MemberError> {
         let status = self.fresh_status().await?;
-        if status.conf_state.voters.contains(&id) {
-            return Err(MemberError::NotLearner { id });
-        }
-        if !status.conf_state.learners.contains(&id) {
-            return Err(MemberError::NotFound { id });
-        }
-        if status.role == StateRole::Leader {
-            return self.promote_here(id, &status).await;
-        }
-        // Only the leader knows how far the learner has caught up.
-        match (status.leader, may_forward) {
-            (0, _) => Err(MemberError::NoLeader("an election is in progress".into())),
-            (leader, true) => self.promote_at_leader(id, leader).await,
-            (leader, false) => Err(MemberError::NoLeader(format!(
-                "this member no longer leads (member {leader:x} does); retry"
+        check_learner(id, &status.conf_state)?;
+        let question = Question::MemberPromote { id };
+        let answer = self
+            .replica
+            .group()
+            .ask_leader(question.encode())
+            .await
+            .map_err(ask_error)?;
+        match Answer::decode(&answer) {
+            Ok(Answer::Promoted { voters, learners }) => {
+                let conf = conf_of(voters, learners);
+                Ok(self.changed(self.member_info(id, false), &conf).await)
+            }
+            Ok(Answer::PromoteRefused(error)) => Err(error),
+            Ok(other) => Err(MemberError::Unknown(format!(
+                "the leader answered a promotion with {other:?}"
+            ))),
+            Err(error) => Err(MemberError::Unknown(format!(
+                "the leader's answer does not decode: {error}"
             ))),
         }
     }
 
-    async fn promote_here(
-        &self,
-        id: NodeId,
-        status: &GroupStatus,
-    ) -> Result<MemberChanged, MemberError> {
+    /// On the leader: promotes learner `id` once it has caught up; the configuration after.
+    pub(super) async fn promote_here(&self, id: NodeId) -> Result<ConfState, MemberError> {
+        let status = self.fresh_status().await?;
+        if !self.replica.is_leader() {
+            return Err(MemberError::NoLeader(
+                "this member no longer leads; retry".into(),
+            ));
+        }
+        check_learner(id, &status.conf_state)?;
         let Some(progress) = status.peers.iter().find(|p| p.id == id) else {
             return Err(MemberError::NoLeader(format!(
                 "the leader has no replication progress for member {id:x} yet; retry"
@@ -420,54 +426,19 @@ impl EtcdBackend {
             member = id,
             "learner promoted to voter"
         );
-        Ok(self.changed(self.member_info(id, false), &conf).await)
+        Ok(conf)
     }
+}
 
-    async fn promote_at_leader(
-        &self,
-        id: NodeId,
-        leader: NodeId,
-    ) -> Result<MemberChanged, MemberError> {
-        let Some(addr) = self.client_url(leader).and_then(|u| parse_client_url(&u)) else {
-            return Err(MemberError::NoLeader(format!(
-                "the leader is member {leader:x}, which has not told this member its client URL yet; retry"
-            )));
-        };
-        let endpoint = tonic::transport::Endpoint::from_shared(url(addr))
-            .map_err(|e| MemberError::NoLeader(format!("leader client URL {addr}: {e}")))?
-            .connect_timeout(FORWARD_TIMEOUT)
-            .timeout(FORWARD_TIMEOUT);
-        let channel = endpoint.connect().await.map_err(|e| {
-            MemberError::NoLeader(format!("cannot reach the leader at {addr}: {e}"))
-        })?;
-        let mut request = tonic::Request::new(MemberPromoteRequest { id });
-        request.metadata_mut().insert(
-            FORWARDED_METADATA_KEY,
-            tonic::metadata::MetadataValue::from_static("1"),
-        );
-        let reply = ClusterClient::new(channel)
-            .member_promote(request)
-            .await
-            .map_err(|status| forwarded_error(id, status))?
-            .into_inner();
-        let members: Vec<MemberInfo> = reply
-            .members
-            .into_iter()
-            .map(|m| MemberInfo {
-                id: m.id,
-                name: m.name,
-                peer_urls: m.peer_ur_ls,
-                client_urls: m.client_ur_ls,
-                is_learner: m.is_learner,
-            })
-            .collect();
-        let member = members
-            .iter()
-            .find(|m| m.id == id)
-            .cloned()
-            .unwrap_or_else(|| self.member_info(id, false));
-        Ok(MemberChanged { member, members })
+/// Refuses to promote a voter or a member that is not one.
+fn check_learner(id: NodeId, conf: &ConfState) -> Result<(), MemberError> {
+    if conf.voters.contains(&id) {
+        return Err(MemberError::NotLearner { id });
     }
+    if !conf.learners.contains(&id) {
+        return Err(MemberError::NotFound { id });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -526,15 +497,5 @@ mod tests {
         assert_eq!(directory.peer_addr(1), Some("127.0.0.1:3".parse().unwrap()));
         assert_eq!(directory.peer_addr(9), Some("127.0.0.1:4".parse().unwrap()));
         assert_eq!(directory.ids(), vec![1, 9]);
-    }
-
-    #[test]
-    fn client_urls_parse_to_the_address_a_request_is_passed_on_to() {
-        assert_eq!(
-            parse_client_url("http://127.0.0.1:2379/"),
-            Some("127.0.0.1:2379".parse().unwrap())
-        );
-        assert_eq!(parse_client_url("https://127.0.0.1:2379"), None);
-        assert_eq!(parse_client_url("http://node1:2379"), None);
     }
 }

@@ -3,30 +3,35 @@
 //!
 //! Writes are proposed through the group handle (a follower's runtime forwards them to the
 //! leader) and resolve with the result the local [`KvMachine`] computed. Linearizable reads
-//! wait for a ReadIndex. Lease time is kept by the leader's [`LeaseClock`]: a follower
-//! passes keep-alives and time-to-live questions on to the leader ([`leases`]), and
-//! expiries travel through the log so every replica deletes the same keys at the same
-//! revision. Members and their addresses are in [`members`].
+//! wait for a ReadIndex. Lease time is kept by the leader's [`LeaseClock`]: keep-alives and
+//! time-to-live questions are asked of the leader over the peer transport ([`questions`],
+//! answered by [`leader_service`]), and expiries travel through the log so every replica
+//! deletes the same keys at the same revision. A learner's promotion is decided by the
+//! leader the same way. Members and their addresses are in [`members`].
 
-mod leases;
 pub mod members;
+pub mod questions;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
+
+use bytes::Bytes;
 
 use ordo_kv::backend::{MemberChanged, MemberError};
 use ordo_kv::command::{self, ApplyResponse, Command};
 use ordo_kv::proto::internal::LeaseExpireRequest;
 use ordo_kv::{KvBackend, KvError, KvMachine, KvState, LeaseClock, MemberInfo, NodeStatus};
 use ordo_node::transport::PeerAdvertised;
-use ordo_node::{Group, GroupStatus, NodeId, ProposeError, ReadError};
+use ordo_node::{AskError, Group, GroupStatus, LeaderService, NodeId, ProposeError, ReadError};
 
 use crate::replica::Replica;
 
-use leases::LeaderLeases;
 use members::MemberDirectory;
+use questions::{Answer, Question};
 
 /// The name under which every node advertises the URL of its etcd API to its peers, over
 /// the peer transport.
@@ -49,6 +54,19 @@ pub fn propose_error(error: ProposeError) -> KvError {
         ProposeError::Timeout { .. }
         | ProposeError::TooManyPending { .. }
         | ProposeError::Rejected(_) => KvError::Timeout,
+    }
+}
+
+/// A lease question the leader could not answer, in the words etcd clients understand.
+fn lease_ask_error(error: AskError) -> KvError {
+    match error {
+        AskError::NoLeader | AskError::NotLeader { .. } | AskError::Refused(_) => KvError::NoLeader,
+        AskError::LeaderChanged => KvError::LeaderChanged,
+        AskError::ShuttingDown => KvError::Stopped,
+        AskError::TooLarge { .. } => KvError::RequestTooLarge,
+        AskError::NoService | AskError::Timeout { .. } | AskError::TooManyPending { .. } => {
+            KvError::Timeout
+        }
     }
 }
 
@@ -80,7 +98,6 @@ pub struct EtcdBackend {
     peer_advertised: PeerAdvertised,
     /// Where this node's own etcd API listens.
     self_client_addr: SocketAddr,
-    leader_leases: LeaderLeases,
     next_request_id: AtomicU64,
 }
 
@@ -111,7 +128,6 @@ impl EtcdBackend {
             directory: MemberDirectory::new(peers),
             peer_advertised,
             self_client_addr,
-            leader_leases: LeaderLeases::default(),
             next_request_id: AtomicU64::new(1),
         }
     }
@@ -163,22 +179,84 @@ impl EtcdBackend {
         expired.len()
     }
 
-    /// The lease service of the leader, when another node leads and its client address is
-    /// known.
-    fn leader_leases(&self) -> Result<&LeaderLeases, KvError> {
-        let leader = self.replica.leader().ok_or(KvError::NoLeader)?;
-        let advertised = self.client_url(leader);
-        let Some(addr) = advertised.as_deref().and_then(members::parse_client_url) else {
-            tracing::warn!(
-                node = self.replica.node_id(),
-                leader,
-                client_url = advertised.as_deref(),
-                "cannot pass a lease request on: the leader has not advertised a usable client URL to this node yet"
-            );
-            return Err(KvError::NoLeader);
-        };
-        self.leader_leases.connect(leader, addr)?;
-        Ok(&self.leader_leases)
+    /// Asks the leader (this node, or another over the peer transport) a lease question.
+    async fn ask_lease(&self, question: Question) -> Result<Option<i64>, KvError> {
+        let answer = self
+            .replica
+            .group()
+            .ask_leader(question.encode())
+            .await
+            .map_err(lease_ask_error)?;
+        match Answer::decode(&answer) {
+            Ok(Answer::LeaseSeconds(seconds)) => Ok(seconds),
+            other => {
+                tracing::warn!(
+                    node = self.replica.node_id(),
+                    ?question,
+                    answer = ?other,
+                    "the leader answered a lease question with something else"
+                );
+                Err(KvError::Timeout)
+            }
+        }
+    }
+
+    /// Answers a question on the leader; a node that no longer leads refuses it (the asker
+    /// asks again, of the new leader).
+    async fn answer(&self, question: Question) -> Result<Answer, String> {
+        if !self.replica.is_leader() {
+            return Err("this node no longer leads".into());
+        }
+        Ok(match question {
+            Question::LeaseKeepAlive { id } => Answer::LeaseSeconds(self.kv.leases.keep_alive(id)),
+            Question::LeaseTimeToLive { id } => {
+                Answer::LeaseSeconds(self.kv.leases.remaining_seconds(id))
+            }
+            Question::MemberPromote { id } => match self.promote_here(id).await {
+                Ok(conf) => Answer::Promoted {
+                    voters: conf.voters,
+                    learners: conf.learners,
+                },
+                Err(error) => Answer::PromoteRefused(error),
+            },
+        })
+    }
+}
+
+/// Where the leader service finds the backend, which is made after the group it serves.
+#[derive(Default)]
+pub struct BackendSlot(OnceLock<Weak<EtcdBackend>>);
+
+impl BackendSlot {
+    /// Points the service at `backend`; a slot is filled once.
+    pub fn fill(&self, backend: &Arc<EtcdBackend>) {
+        let filled = self.0.set(Arc::downgrade(backend)).is_ok();
+        assert!(filled, "the leader service's backend was set twice");
+    }
+}
+
+/// The etcd face's [`LeaderService`]: answers the [`questions`] asked of the leader.
+pub fn leader_service() -> (Arc<dyn LeaderService>, Arc<BackendSlot>) {
+    let slot = Arc::new(BackendSlot::default());
+    let service = EtcdLeaderService {
+        backend: Arc::clone(&slot),
+    };
+    (Arc::new(service), slot)
+}
+
+struct EtcdLeaderService {
+    backend: Arc<BackendSlot>,
+}
+
+impl LeaderService for EtcdLeaderService {
+    fn serve(&self, request: Bytes) -> Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send>> {
+        let backend = self.backend.0.get().and_then(Weak::upgrade);
+        Box::pin(async move {
+            let backend = backend.ok_or("this node is starting or stopping")?;
+            let question = Question::decode(&request)
+                .map_err(|e| format!("not a question of the etcd face: {e}"))?;
+            backend.answer(question).await.map(|a| a.encode())
+        })
     }
 }
 
@@ -217,17 +295,11 @@ impl KvBackend for EtcdBackend {
     }
 
     async fn lease_keep_alive(&self, id: i64) -> Result<Option<i64>, KvError> {
-        if self.replica.is_leader() {
-            return Ok(self.kv.leases.keep_alive(id));
-        }
-        self.leader_leases()?.keep_alive(id).await
+        self.ask_lease(Question::LeaseKeepAlive { id }).await
     }
 
     async fn lease_remaining(&self, id: i64) -> Result<Option<i64>, KvError> {
-        if self.replica.is_leader() {
-            return Ok(self.kv.leases.remaining_seconds(id));
-        }
-        self.leader_leases()?.remaining(id).await
+        self.ask_lease(Question::LeaseTimeToLive { id }).await
     }
 
     async fn members(&self) -> Vec<MemberInfo> {
@@ -271,12 +343,8 @@ impl KvBackend for EtcdBackend {
         self.hand_leadership_to(target).await
     }
 
-    async fn member_promote(
-        &self,
-        id: u64,
-        may_forward: bool,
-    ) -> Result<MemberChanged, MemberError> {
-        self.promote_member(id, may_forward).await
+    async fn member_promote(&self, id: u64) -> Result<MemberChanged, MemberError> {
+        self.promote_member(id).await
     }
 }
 
