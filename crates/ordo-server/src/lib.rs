@@ -4,10 +4,11 @@
 //!
 //! ```text
 //!  etcd v3 client ──gRPC──▶ ordo_kv::EtcdApi ──▶ etcd::EtcdBackend ──▶ replica::Replica
-//!                                                      │                    │ propose, ReadIndex,
-//!                                                      │ leases, members    │ leadership
-//!                                                      ▼                    ▼
-//!                                               ordo_kv::LeaseClock   ordo_node::Group<KvMachine>
+//!                                                  │    │                 │ propose, ReadIndex,
+//!                                 leases, members  │    │ questions for   │ pushed leadership
+//!                                                  ▼    │ the leader      ▼
+//!                                  ordo_kv::LeaseClock  └──ask_leader──▶ ordo_node::Group<KvMachine>
+//!                                                        (peer transport; etcd::leader_service answers)
 //!  operator ──HTTP──▶ admin (/status, /metrics, /health)
 //! ```
 //!
@@ -17,7 +18,7 @@
 //!   which term, the applied index for response headers, and runtime errors in a face's
 //!   words.
 //! - [`etcd`]: the etcd v3 face's backend over the KV group: proposals, reads, the leader's
-//!   lease clock, and membership changes.
+//!   lease clock, membership changes, and the questions only the leader answers.
 //! - [`admin`]: `/status`, `/metrics`, `/health`.
 //! - [`run`]: one node from start to shutdown.
 
