@@ -14,7 +14,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
-use crate::etcd::{EtcdBackend, CLIENT_URL_ADVERTISED};
+use crate::etcd::members::MemberDirectory;
+use crate::etcd::{EtcdBackend, KvReplica, CLIENT_URL_ADVERTISED};
 
 /// The Raft group holding the KV store.
 pub const KV_GROUP: GroupId = GroupId(1);
@@ -177,12 +178,18 @@ async fn start_node(
             });
         }
     };
+    let directory = MemberDirectory::new(
+        config.node.id,
+        config.client_addr,
+        &config.node.peers,
+        peer_advertised,
+    );
+    let kv = KvReplica { state, leases };
     let backend = Arc::new(EtcdBackend::new(
         group,
-        (state, leases),
-        (config.node.id, config.node.cluster_id),
-        (&config.node.peers, peer_advertised),
-        config.client_addr,
+        kv,
+        config.node.cluster_id,
+        directory,
     ));
     backend_slot.fill(&backend);
     let _ = backend.refresh().await;

@@ -29,8 +29,10 @@ use ordo_kv::backend::{MemberChanged, MemberError};
 use ordo_kv::MemberInfo;
 use ordo_node::{AskError, ConfState, GroupStatus, MembershipChange, NodeId, ProposeError};
 
+use ordo_node::transport::PeerAdvertised;
+
 use super::questions::{Answer, Question};
-use super::EtcdBackend;
+use super::{EtcdBackend, CLIENT_URL_ADVERTISED};
 
 /// Most entries a learner may lag behind the leader's log and still be promoted. A learner
 /// further behind would, as a voter, hold back commits until it caught up.
@@ -45,19 +47,39 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The peer addresses of members known to this node: the runtime's peer set (the
-/// configured peers, and members added later, learnt from the membership change itself).
-#[derive(Debug, Default)]
+/// The addresses of members known to this node, from two sources only: peer addresses from
+/// the runtime's peer set (the configured peers, and members added later, learnt from the
+/// membership change itself), and other members' client URLs from what each advertised
+/// itself when it connected to this node over the peer transport.
+#[derive(Debug)]
 pub struct MemberDirectory {
+    node_id: NodeId,
+    /// Where this node's own etcd API listens.
+    client_addr: SocketAddr,
     peer_addrs: Mutex<BTreeMap<NodeId, SocketAddr>>,
+    peer_advertised: PeerAdvertised,
 }
 
 impl MemberDirectory {
-    /// A directory starting from the configured peers.
-    pub fn new(peers: &BTreeMap<NodeId, SocketAddr>) -> MemberDirectory {
+    /// The directory of node `node_id`, whose etcd API listens on `client_addr`, starting
+    /// from the configured `peers`, with what peers advertise in `peer_advertised`.
+    pub fn new(
+        node_id: NodeId,
+        client_addr: SocketAddr,
+        peers: &BTreeMap<NodeId, SocketAddr>,
+        peer_advertised: PeerAdvertised,
+    ) -> MemberDirectory {
         MemberDirectory {
+            node_id,
+            client_addr,
             peer_addrs: Mutex::new(peers.clone()),
+            peer_advertised,
         }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
     }
 
     /// Records the runtime's peer set (addresses learnt from membership changes and
@@ -75,7 +97,17 @@ impl MemberDirectory {
         lock(&self.peer_addrs).get(&id).copied()
     }
 
-    /// Every known member's id.
+    /// Member `id`'s client URL: this node's own, or the one the member advertised when it
+    /// last connected to this node.
+    pub fn client_url(&self, id: NodeId) -> Option<String> {
+        if id == self.node_id {
+            return Some(url(self.client_addr));
+        }
+        let advertised = self.peer_advertised.get(id)?;
+        advertised.get(CLIENT_URL_ADVERTISED).map(str::to_string)
+    }
+
+    /// Every member with a known peer address.
     pub fn ids(&self) -> Vec<NodeId> {
         lock(&self.peer_addrs).keys().copied().collect()
     }
@@ -230,7 +262,7 @@ impl EtcdBackend {
             id,
             name: format!("ordo-{id}"),
             peer_urls: peer_addr.map(|a| vec![url(a)]).unwrap_or_default(),
-            client_urls: self.client_url(id).into_iter().collect(),
+            client_urls: self.directory.client_url(id).into_iter().collect(),
             is_learner,
         }
     }
@@ -489,7 +521,8 @@ mod tests {
     #[test]
     fn directory_prefers_the_runtime_peer_address() {
         let configured = BTreeMap::from([(1, "127.0.0.1:1".parse().unwrap())]);
-        let directory = MemberDirectory::new(&configured);
+        let client_addr = "127.0.0.1:2".parse().unwrap();
+        let directory = MemberDirectory::new(1, client_addr, &configured, Default::default());
         directory.learn_peers(&[
             (1, "127.0.0.1:3".parse().unwrap()),
             (9, "127.0.0.1:4".parse().unwrap()),
@@ -497,5 +530,10 @@ mod tests {
         assert_eq!(directory.peer_addr(1), Some("127.0.0.1:3".parse().unwrap()));
         assert_eq!(directory.peer_addr(9), Some("127.0.0.1:4".parse().unwrap()));
         assert_eq!(directory.ids(), vec![1, 9]);
+        assert_eq!(
+            directory.client_url(1).as_deref(),
+            Some("http://127.0.0.1:2")
+        );
+        assert_eq!(directory.client_url(9), None, "9 never connected");
     }
 }

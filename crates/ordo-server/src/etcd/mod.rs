@@ -12,7 +12,6 @@
 pub mod members;
 pub mod questions;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -25,7 +24,6 @@ use ordo_kv::backend::{MemberChanged, MemberError};
 use ordo_kv::command::{self, ApplyResponse, Command};
 use ordo_kv::proto::internal::LeaseExpireRequest;
 use ordo_kv::{KvBackend, KvError, KvMachine, KvState, LeaseClock, MemberInfo, NodeStatus};
-use ordo_node::transport::PeerAdvertised;
 use ordo_node::{AskError, Group, GroupStatus, LeaderService, NodeId, ProposeError, ReadError};
 
 use crate::replica::Replica;
@@ -81,11 +79,13 @@ pub fn read_error(error: ReadError) -> KvError {
     }
 }
 
-/// The KV store this node replicates: the state the group applies to, and the lease clock
-/// that follows it.
-struct KvReplica {
-    state: Arc<KvState>,
-    leases: Arc<LeaseClock>,
+/// The KV store this node replicates: the state the group's [`KvMachine`] applies to, and
+/// the lease clock it keeps in step.
+pub struct KvReplica {
+    /// The store.
+    pub state: Arc<KvState>,
+    /// The lease deadlines.
+    pub leases: Arc<LeaseClock>,
 }
 
 /// The etcd services' backend over the replicated KV group.
@@ -93,30 +93,21 @@ pub struct EtcdBackend {
     replica: Arc<Replica<KvMachine>>,
     kv: KvReplica,
     directory: MemberDirectory,
-    /// What every peer advertised about itself when it connected to this node: the source
-    /// of other members' client URLs.
-    peer_advertised: PeerAdvertised,
-    /// Where this node's own etcd API listens.
-    self_client_addr: SocketAddr,
     next_request_id: AtomicU64,
 }
 
 impl EtcdBackend {
-    /// A backend over `group`, whose [`KvMachine`] applies to `state` and keeps `leases`;
-    /// `peers` are the configured members' peer addresses, `peer_advertised` what peers
-    /// advertise over the transport, `self_client_addr` where this node's etcd API listens.
+    /// A backend over `group`, whose [`KvMachine`] applies to `kv`, in cluster `cluster_id`,
+    /// with the member addresses of `directory` (which names this node).
     pub fn new(
         group: Group<KvMachine>,
-        kv: (Arc<KvState>, Arc<LeaseClock>),
-        ids: (NodeId, u64),
-        members: (&BTreeMap<NodeId, SocketAddr>, PeerAdvertised),
-        self_client_addr: SocketAddr,
+        kv: KvReplica,
+        cluster_id: u64,
+        directory: MemberDirectory,
     ) -> EtcdBackend {
-        let (peers, peer_advertised) = members;
-        let (state, leases) = kv;
-        let (node_id, cluster_id) = ids;
+        let node_id = directory.node_id();
         let on_elected = {
-            let (state, leases) = (Arc::clone(&state), Arc::clone(&leases));
+            let (state, leases) = (Arc::clone(&kv.state), Arc::clone(&kv.leases));
             Box::new(move |term| {
                 leases.restart_deadlines(&state);
                 tracing::info!(node = node_id, term, "leading: lease deadlines restarted");
@@ -124,10 +115,8 @@ impl EtcdBackend {
         };
         EtcdBackend {
             replica: Arc::new(Replica::new(group, node_id, cluster_id, on_elected)),
-            kv: KvReplica { state, leases },
-            directory: MemberDirectory::new(peers),
-            peer_advertised,
-            self_client_addr,
+            kv,
+            directory,
             next_request_id: AtomicU64::new(1),
         }
     }
@@ -146,16 +135,6 @@ impl EtcdBackend {
     /// this node dials.
     pub fn learn_peers(&self, peers: &[(NodeId, SocketAddr)]) {
         self.directory.learn_peers(peers);
-    }
-
-    /// Member `id`'s client URL: this node's own, or the one the member advertised when it
-    /// last connected to this node over the peer transport.
-    fn client_url(&self, id: NodeId) -> Option<String> {
-        if id == self.replica.node_id() {
-            return Some(format!("http://{}", self.self_client_addr));
-        }
-        let advertised = self.peer_advertised.get(id)?;
-        advertised.get(CLIENT_URL_ADVERTISED).map(str::to_string)
     }
 
     /// On the leader, proposes the expiry of every lease past its deadline; returns how
