@@ -1,13 +1,10 @@
 //! What the gRPC services need from the node, and the single-replica implementation.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-
-use crate::command::{self, Applied, ApplyResponse, Command};
+use crate::command::{self, ApplyResponse, Command};
 use crate::error::KvError;
 use crate::lessor::Lessor;
 use crate::proto::internal::LeaseExpireRequest;
@@ -235,73 +232,6 @@ pub trait KvBackend: Send + Sync + 'static {
         std::future::ready(Err(MemberError::Unsupported(
             "this server cannot change its membership".into(),
         )))
-    }
-}
-
-/// Matches applied log entries with the requests waiting for them, by request id.
-///
-/// The runtime registers a request id before proposing, hands every [`Applied`] from
-/// [`KvState::apply`] to [`ProposalWaiters::complete`], and fails the rest with
-/// [`ProposalWaiters::fail_all`] when it loses leadership.
-#[derive(Debug, Default)]
-pub struct ProposalWaiters {
-    waiting: Mutex<BTreeMap<u64, oneshot::Sender<Result<ApplyResponse, KvError>>>>,
-}
-
-/// Most proposals that may wait for their result at once.
-pub const PENDING_PROPOSALS_MAX: usize = 65_536;
-
-impl ProposalWaiters {
-    /// No waiters.
-    pub fn new() -> ProposalWaiters {
-        ProposalWaiters::default()
-    }
-
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, BTreeMap<u64, oneshot::Sender<Result<ApplyResponse, KvError>>>>
-    {
-        // The map stays consistent under any panic (single insert/remove), so a poisoned
-        // lock is safe to keep using.
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Registers `request_id`; the receiver resolves with the entry's result. Fails with
-    /// `Timeout` when [`PENDING_PROPOSALS_MAX`] requests already wait.
-    pub fn register(
-        &self,
-        request_id: u64,
-    ) -> Result<oneshot::Receiver<Result<ApplyResponse, KvError>>, KvError> {
-        let mut waiting = self.lock();
-        if waiting.len() >= PENDING_PROPOSALS_MAX {
-            return Err(KvError::Timeout);
-        }
-        let (tx, rx) = oneshot::channel();
-        let previous = waiting.insert(request_id, tx);
-        assert!(
-            previous.is_none(),
-            "request id {request_id} registered twice"
-        );
-        Ok(rx)
-    }
-
-    /// Delivers an applied entry's result to its waiter, if one is registered here.
-    pub fn complete(&self, applied: &Applied) {
-        let Some(request_id) = applied.request_id else {
-            return;
-        };
-        if let Some(tx) = self.lock().remove(&request_id) {
-            // The waiter may have given up (client gone); nothing to do then.
-            let _ = tx.send(applied.result.clone());
-        }
-    }
-
-    /// Fails every waiter with `error` (e.g. `LeaderChanged`).
-    pub fn fail_all(&self, error: KvError) {
-        let waiting = std::mem::take(&mut *self.lock());
-        for (_, tx) in waiting {
-            let _ = tx.send(Err(error.clone()));
-        }
     }
 }
 

@@ -23,7 +23,7 @@ pub mod state;
 pub mod store;
 pub mod watch;
 
-pub use backend::{KvBackend, LocalBackend, LocalConfig, MemberInfo, NodeStatus, ProposalWaiters};
+pub use backend::{KvBackend, LocalBackend, LocalConfig, MemberInfo, NodeStatus};
 pub use command::{Applied, ApplyResponse, Command};
 pub use error::{KvError, SnapshotError};
 pub use machine::{Clock, KvMachine, LeaseClock, MonotonicClock};

@@ -999,29 +999,6 @@ fn lessor_expires_leases_after_their_ttl_unless_kept_alive() {
     assert_eq!(lessor.keep_alive(9, 20_000), None);
 }
 
-#[test]
-fn proposal_waiters_deliver_each_applied_result_to_its_request() {
-    let waiters = crate::backend::ProposalWaiters::new();
-    let mut rx = waiters.register(5).unwrap();
-    let mut other = waiters.register(6).unwrap();
-    let mut s = KvStore::new();
-    let entry = command::encode(
-        5,
-        Command::Put(PutRequest {
-            key: b"k".to_vec(),
-            ..PutRequest::default()
-        }),
-    )
-    .unwrap();
-    waiters.complete(&s.apply(1, &entry));
-    assert!(matches!(rx.try_recv(), Ok(Ok(ApplyResponse::Put(_)))));
-    waiters.fail_all(KvError::LeaderChanged);
-    assert_eq!(
-        other.try_recv().unwrap().unwrap_err(),
-        KvError::LeaderChanged
-    );
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn a_state_restored_from_a_snapshot_serves_the_same_reads_and_wakes_applied_waiters() {
     let source = crate::KvState::new(KvStore::new());

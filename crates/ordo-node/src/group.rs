@@ -262,6 +262,8 @@ pub struct Group<S: StateMachine> {
     pub(crate) applied: watch::Receiver<Index>,
     pub(crate) leadership: watch::Receiver<Leadership>,
     pub(crate) metrics: Arc<GroupMetrics>,
+    /// Why the group stopped on its own, once it has.
+    pub(crate) failure: Arc<Mutex<Option<String>>>,
     pub(crate) request_timeout_ms: u64,
     pub(crate) tick_interval_ms: u64,
 }
@@ -275,6 +277,7 @@ impl<S: StateMachine> Clone for Group<S> {
             applied: self.applied.clone(),
             leadership: self.leadership.clone(),
             metrics: Arc::clone(&self.metrics),
+            failure: Arc::clone(&self.failure),
             request_timeout_ms: self.request_timeout_ms,
             tick_interval_ms: self.tick_interval_ms,
         }
@@ -496,6 +499,13 @@ impl<S: StateMachine> Group<S> {
         let mut status = rx.await.map_err(|_| ReadError::ShuttingDown)?;
         status.applied_index = self.applied_index();
         Ok(status)
+    }
+
+    /// Why the group stopped on its own, if it did: its log or snapshot could not be read
+    /// (the reason names the file and byte offset), its state machine stopped. `None` while
+    /// it runs or after a clean shutdown.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failure).clone()
     }
 
     /// The group's counters.

@@ -566,7 +566,7 @@ impl Node {
         let entry = GroupEntry {
             events: events_tx,
             metrics: Arc::clone(&metrics),
-            failure,
+            failure: Arc::clone(&failure),
             driver,
             apply_thread: Some(apply_thread),
         };
@@ -579,6 +579,7 @@ impl Node {
             applied: applied_rx,
             leadership: leadership_rx,
             metrics,
+            failure,
             request_timeout_ms: config.request_timeout_ms,
             tick_interval_ms: config.tick_interval_ms,
         })

@@ -352,7 +352,19 @@ async fn handle(mut stream: TcpStream, backend: &EtcdBackend) -> std::io::Result
     if method != "GET" {
         return respond(&mut stream, 405, "text/plain", "only GET is served\n").await;
     }
+    let failure = backend.replica().group().failure();
     match path.split('?').next().unwrap_or("") {
+        "/status" | "/health" if failure.is_some() => {
+            // The group stopped rather than serve what it could not read; say why (the
+            // reason names the file and byte offset) instead of "shutting down".
+            let reason = failure.unwrap_or_default();
+            let body = serde_json::json!({
+                "health": "false",
+                "reason": format!("the key-value group stopped: {reason}"),
+            });
+            let body = serde_json::to_string_pretty(&body).unwrap_or_default() + "\n";
+            respond(&mut stream, 503, "application/json", &body).await
+        }
         "/status" => match status_report(backend).await {
             Some(report) => {
                 let body = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";

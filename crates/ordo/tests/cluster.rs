@@ -303,6 +303,75 @@ async fn follower_down_while_the_log_is_compacted_catches_up_by_snapshot() {
     assert_eq!(keys.len(), 120);
 }
 
+/// Flips one byte in the middle of the only snapshot file under `group_dir`; returns its name.
+fn damage_the_snapshot(group_dir: &std::path::Path) -> String {
+    let snapshot = std::fs::read_dir(group_dir)
+        .expect("the group directory")
+        .map(|e| e.expect("an entry").path())
+        .find(|p| p.extension().is_some_and(|e| e == "snap"))
+        .expect("a snapshot file");
+    let mut bytes = std::fs::read(&snapshot).expect("read the snapshot");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&snapshot, &bytes).expect("write the snapshot");
+    snapshot
+        .file_name()
+        .expect("a file name")
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_snapshot_file_is_damaged_stops_serving_and_says_why() {
+    let (mut cluster, leader) =
+        start(&["--snapshot-entries", "20", "--snapshot-tail-entries", "0"]).await;
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|&id| id != leader.id)
+        .expect("a follower");
+    let others: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|&id| id != follower)
+        .collect();
+    cluster.kill(follower);
+    for i in 0..60 {
+        put(&cluster, &others, &format!("snap/{i:04}"), &"x".repeat(100)).await;
+    }
+    let status: StatusReport = cluster.status_as(leader.id).await.expect("leader status");
+    assert!(status.snapshot_index > 1, "the leader took no snapshot");
+    // The disk under the leader's snapshot goes bad; the follower comes back needing it.
+    let name = damage_the_snapshot(&cluster.spec(leader.id).data_dir.join("group-1"));
+    cluster.start(follower).expect("restart the follower");
+    let admin = cluster.spec(leader.id).admin_addr;
+    let deadline = Instant::now() + STEP;
+    let health = loop {
+        let health = ordo_launch::http::get(admin, "/health", Duration::from_secs(2)).await;
+        if let Ok(h) = health {
+            if h.status == 503 && h.body.contains(&name) {
+                break h;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader never reported the damage"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(health.body.contains("checksum"), "{}", health.body);
+    let status = ordo_launch::http::get(admin, "/status", Duration::from_secs(2))
+        .await
+        .expect("status");
+    assert_eq!(status.status, 503);
+    assert!(status.body.contains(&name), "{}", status.body);
+    assert!(
+        cluster.is_running(leader.id),
+        "the node stays up, saying why"
+    );
+    assert!(cluster.log_tail(leader.id, 40).contains(&name));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_nodes_killed_at_once_and_restarted_keep_every_acknowledged_write() {
     let (mut cluster, _) = start(&[]).await;
