@@ -124,163 +124,164 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &HistogramSnapshot) {
 /// Renders the group's counters in the Prometheus text format.
 pub fn render_metrics(m: &MetricsSnapshot, status: Option<&StatusReport>) -> String {
     let mut out = String::new();
-    counter(
-        &mut out,
-        "ordo_raft_term",
-        "The current Raft term.",
-        "gauge",
-        m.term,
-    );
-    counter(
-        &mut out,
-        "ordo_raft_elections_total",
-        "Elections this node started.",
-        "counter",
-        m.elections,
-    );
-    counter(
-        &mut out,
-        "ordo_raft_leader_changes_total",
-        "Times the known leader changed.",
-        "counter",
-        m.leader_changes,
-    );
-    counter(
-        &mut out,
-        "ordo_proposals_total",
-        "Proposals made on this node.",
-        "counter",
-        m.proposals,
-    );
-    counter(
-        &mut out,
-        "ordo_proposals_failed_total",
-        "Proposals that failed.",
-        "counter",
-        m.proposals_failed,
-    );
-    counter(
-        &mut out,
-        "ordo_proposals_forwarded_total",
-        "Proposals forwarded to the leader.",
-        "counter",
-        m.proposals_forwarded,
-    );
-    counter(
-        &mut out,
-        "ordo_entries_committed_total",
-        "Entries this node saw committed.",
-        "counter",
-        m.entries_committed,
-    );
-    counter(
-        &mut out,
-        "ordo_entries_applied_total",
-        "Entries applied to the state machine.",
-        "counter",
-        m.entries_applied,
-    );
-    counter(
-        &mut out,
-        "ordo_linearizable_reads_total",
-        "Linearizable reads served.",
-        "counter",
-        m.reads,
-    );
-    counter(
-        &mut out,
-        "ordo_peer_messages_undecodable_total",
-        "Peer messages that failed to decode.",
-        "counter",
-        m.messages_decode_failed,
-    );
-    counter(
-        &mut out,
-        "ordo_peer_messages_dropped_total",
-        "Peer messages dropped on a full queue.",
-        "counter",
-        m.messages_dropped,
-    );
-    counter(
-        &mut out,
-        "ordo_snapshots_taken_total",
-        "Snapshots taken.",
-        "counter",
-        m.snapshots_taken,
-    );
-    counter(
-        &mut out,
-        "ordo_snapshots_sent_total",
-        "Snapshots streamed to followers.",
-        "counter",
-        m.snapshots_sent,
-    );
-    counter(
-        &mut out,
-        "ordo_snapshots_received_total",
-        "Snapshots received and installed.",
-        "counter",
-        m.snapshots_received,
-    );
+    render_counters(&mut out, m);
     if let Some(s) = status {
-        counter(
-            &mut out,
-            "ordo_raft_commit_index",
-            "The commit index.",
-            "gauge",
-            s.commit_index,
+        render_status(&mut out, s);
+    }
+    render_histograms(&mut out, m);
+    out
+}
+
+/// The group's counters and gauges, one line each.
+fn render_counters(out: &mut String, m: &MetricsSnapshot) {
+    let rows: [(&str, &str, &str, u64); 14] = [
+        ("ordo_raft_term", "The current Raft term.", "gauge", m.term),
+        (
+            "ordo_raft_elections_total",
+            "Elections this node started.",
+            "counter",
+            m.elections,
+        ),
+        (
+            "ordo_raft_leader_changes_total",
+            "Times the known leader changed.",
+            "counter",
+            m.leader_changes,
+        ),
+        (
+            "ordo_proposals_total",
+            "Proposals made on this node.",
+            "counter",
+            m.proposals,
+        ),
+        (
+            "ordo_proposals_failed_total",
+            "Proposals that failed.",
+            "counter",
+            m.proposals_failed,
+        ),
+        (
+            "ordo_proposals_forwarded_total",
+            "Proposals forwarded to the leader.",
+            "counter",
+            m.proposals_forwarded,
+        ),
+        (
+            "ordo_entries_committed_total",
+            "Entries this node saw committed.",
+            "counter",
+            m.entries_committed,
+        ),
+        (
+            "ordo_entries_applied_total",
+            "Entries applied to the state machine.",
+            "counter",
+            m.entries_applied,
+        ),
+        (
+            "ordo_linearizable_reads_total",
+            "Linearizable reads served.",
+            "counter",
+            m.reads,
+        ),
+        (
+            "ordo_peer_messages_undecodable_total",
+            "Peer messages that failed to decode.",
+            "counter",
+            m.messages_decode_failed,
+        ),
+        (
+            "ordo_peer_messages_dropped_total",
+            "Peer messages dropped on a full queue.",
+            "counter",
+            m.messages_dropped,
+        ),
+        (
+            "ordo_snapshots_taken_total",
+            "Snapshots taken.",
+            "counter",
+            m.snapshots_taken,
+        ),
+        (
+            "ordo_snapshots_sent_total",
+            "Snapshots streamed to followers.",
+            "counter",
+            m.snapshots_sent,
+        ),
+        (
+            "ordo_snapshots_received_total",
+            "Snapshots received and installed.",
+            "counter",
+            m.snapshots_received,
+        ),
+    ];
+    for (name, help, kind, value) in rows {
+        counter(out, name, help, kind, value);
+    }
+}
+
+/// What the node's status adds: its indexes, its role, each member's lag.
+fn render_status(out: &mut String, s: &StatusReport) {
+    counter(
+        out,
+        "ordo_raft_commit_index",
+        "The commit index.",
+        "gauge",
+        s.commit_index,
+    );
+    counter(
+        out,
+        "ordo_raft_applied_index",
+        "The applied index.",
+        "gauge",
+        s.applied_index,
+    );
+    counter(
+        out,
+        "ordo_apply_lag_entries",
+        "Committed entries not yet applied.",
+        "gauge",
+        s.commit_index.saturating_sub(s.applied_index),
+    );
+    counter(
+        out,
+        "ordo_is_leader",
+        "1 if this node leads.",
+        "gauge",
+        u64::from(s.role == "leader"),
+    );
+    if !s.peers.is_empty() {
+        let name = "ordo_peer_lag_entries";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Entries a member lags behind the leader.\n# TYPE {name} gauge"
         );
-        counter(
-            &mut out,
-            "ordo_raft_applied_index",
-            "The applied index.",
-            "gauge",
-            s.applied_index,
-        );
-        counter(
-            &mut out,
-            "ordo_apply_lag_entries",
-            "Committed entries not yet applied.",
-            "gauge",
-            s.commit_index.saturating_sub(s.applied_index),
-        );
-        counter(
-            &mut out,
-            "ordo_is_leader",
-            "1 if this node leads.",
-            "gauge",
-            u64::from(s.role == "leader"),
-        );
-        if !s.peers.is_empty() {
-            let name = "ordo_peer_lag_entries";
-            let _ = writeln!(
-                out,
-                "# HELP {name} Entries a member lags behind the leader.\n# TYPE {name} gauge"
-            );
-            for p in &s.peers {
-                let _ = writeln!(out, "{name}{{peer=\"{}\"}} {}", p.id, p.lag);
-            }
+        for p in &s.peers {
+            let _ = writeln!(out, "{name}{{peer=\"{}\"}} {}", p.id, p.lag);
         }
     }
+}
+
+/// The latency histograms.
+fn render_histograms(out: &mut String, m: &MetricsSnapshot) {
     histogram(
-        &mut out,
+        out,
         "ordo_wal_fsync_seconds",
         "Time from a WAL append until it was durable.",
         &m.fsync_latency_us,
     );
     histogram(
-        &mut out,
+        out,
         "ordo_apply_batch_seconds",
         "Time to apply one batch of committed entries.",
         &m.apply_batch_us,
     );
     histogram(
-        &mut out,
+        out,
         "ordo_peer_round_trip_seconds",
         "Heartbeat round trips to peers.",
         &m.peer_round_trip_us,
     );
-    out
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` turns true.
