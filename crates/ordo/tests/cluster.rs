@@ -255,14 +255,13 @@ async fn paused_leader_is_replaced_and_after_resuming_never_serves_a_stale_linea
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn follower_down_while_the_log_is_compacted_catches_up_by_snapshot() {
-    let (mut cluster, leader) =
-        start(&["--snapshot-entries", "20", "--snapshot-tail-entries", "5"]).await;
+/// Kills a follower and writes `puts` keys `snap/NNNN` through the others; returns the
+/// follower.
+async fn fall_behind(cluster: &mut common::TestCluster, leader: u64, puts: usize) -> u64 {
     let follower = cluster
         .ids()
         .into_iter()
-        .find(|&id| id != leader.id)
+        .find(|&id| id != leader)
         .expect("a follower");
     let others: Vec<u64> = cluster
         .ids()
@@ -270,9 +269,17 @@ async fn follower_down_while_the_log_is_compacted_catches_up_by_snapshot() {
         .filter(|&id| id != follower)
         .collect();
     cluster.kill(follower);
-    for i in 0..120 {
-        put(&cluster, &others, &format!("snap/{i:04}"), &"x".repeat(100)).await;
+    for i in 0..puts {
+        put(cluster, &others, &format!("snap/{i:04}"), &"x".repeat(100)).await;
     }
+    follower
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_down_while_the_log_is_compacted_catches_up_by_snapshot() {
+    let (mut cluster, leader) =
+        start(&["--snapshot-entries", "20", "--snapshot-tail-entries", "5"]).await;
+    let follower = fall_behind(&mut cluster, leader.id, 120).await;
     let status: StatusReport = cluster.status_as(leader.id).await.expect("leader status");
     assert!(
         status.first_index > 10,
@@ -325,20 +332,7 @@ fn damage_the_snapshot(group_dir: &std::path::Path) -> String {
 async fn a_leader_whose_snapshot_file_is_damaged_stops_serving_and_says_why() {
     let (mut cluster, leader) =
         start(&["--snapshot-entries", "20", "--snapshot-tail-entries", "0"]).await;
-    let follower = cluster
-        .ids()
-        .into_iter()
-        .find(|&id| id != leader.id)
-        .expect("a follower");
-    let others: Vec<u64> = cluster
-        .ids()
-        .into_iter()
-        .filter(|&id| id != follower)
-        .collect();
-    cluster.kill(follower);
-    for i in 0..60 {
-        put(&cluster, &others, &format!("snap/{i:04}"), &"x".repeat(100)).await;
-    }
+    let follower = fall_behind(&mut cluster, leader.id, 60).await;
     let status: StatusReport = cluster.status_as(leader.id).await.expect("leader status");
     assert!(status.snapshot_index > 1, "the leader took no snapshot");
     // The disk under the leader's snapshot goes bad; the follower comes back needing it.
