@@ -253,13 +253,7 @@ mod tests {
             .unwrap();
         let path = dir.path().join(FILE_NAME);
         let good = fs::read(&path).unwrap();
-        let cut = (0..good.len()).map(|len| good[..len].to_vec());
-        let flipped = (0..good.len() * 8).map(|bit| {
-            let mut bad = good.clone();
-            bad[bit / 8] ^= 1 << (bit % 8);
-            bad
-        });
-        for bad in cut.chain(flipped) {
+        for bad in ordo_wal::fuzzing::damaged_copies(&good) {
             fs::write(&path, &bad).unwrap();
             match MemberFile::load(dir.path()) {
                 Err(MembersError::Corrupt { path: p, .. }) => assert_eq!(p, path),

@@ -1,6 +1,7 @@
 //! The harness of the `open_dir` fuzz target: arbitrary bytes become a log directory, which
 //! is then opened and read. Opening may fail, but must never panic or serve a wrong entry.
-//! Public only for the fuzz crate and the test that runs it on random inputs.
+//! Public only for the fuzz crate and the test that runs it on random inputs, and for the
+//! tests of the small files other crates keep ([`damaged_copies`]).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -155,4 +156,16 @@ pub fn open_arbitrary_dir(data: &[u8]) {
         let _ = Wal::open(&dir, options());
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every way a small file can be damaged in one step: each prefix shorter than `good` (a cut),
+/// then each copy with one bit flipped. For tests that every damage is detected.
+pub fn damaged_copies(good: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let cut = (0..good.len()).map(|len| good[..len].to_vec());
+    let flipped = (0..good.len() * 8).map(|bit| {
+        let mut bad = good.to_vec();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        bad
+    });
+    cut.chain(flipped)
 }
