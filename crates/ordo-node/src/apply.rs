@@ -390,14 +390,14 @@ impl SinceSnapshot {
 }
 
 /// Called with each snapshot a [`ThreadSnapshotter`] wrote, from its thread.
-pub type SnapshotWritten = Box<dyn Fn(ordo_raft::SnapshotMeta) + Send + Sync>;
+pub type SnapshotWritten = std::sync::Arc<dyn Fn(ordo_raft::SnapshotMeta) + Send + Sync>;
 
 /// A snapshotter that finishes each snapshot on a thread of its own, at the lowest CPU
 /// priority, and reports it written from there (the applying thread may be idle).
 pub struct ThreadSnapshotter {
     thread: Option<std::thread::JoinHandle<Result<SnapshotOutcome, String>>>,
     name: String,
-    on_written: std::sync::Arc<SnapshotWritten>,
+    on_written: SnapshotWritten,
 }
 
 impl ThreadSnapshotter {
@@ -406,7 +406,7 @@ impl ThreadSnapshotter {
         ThreadSnapshotter {
             thread: None,
             name,
-            on_written: std::sync::Arc::new(on_written),
+            on_written,
         }
     }
 }

@@ -597,7 +597,7 @@ impl Node {
         let group_id = parts.group_id;
         // The driver compacts the log behind each snapshot; if it is gone the group is
         // stopping anyway.
-        let on_written: SnapshotWritten = Box::new(move |meta| {
+        let on_written: SnapshotWritten = Arc::new(move |meta| {
             let _ = events.blocking_send(Event::SnapshotTaken(meta));
         });
         let snapshotter = ThreadSnapshotter::new(
