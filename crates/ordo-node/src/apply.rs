@@ -508,7 +508,6 @@ impl<S: StateMachine> ApplyThread<S> {
                 .metrics
                 .applied_index
                 .store(applied, Ordering::Release);
-            self.progress.applied.store(applied, Ordering::Release);
             self.progress.batches_done.fetch_add(1, Ordering::AcqRel);
             let _ = self.applied_tx.send(applied);
             self.progress.notify.notify_one();

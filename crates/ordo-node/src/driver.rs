@@ -192,10 +192,8 @@ fn keep(closed: bool, ticket: Ticket, gone: &mut Vec<Ticket>) -> bool {
 /// The apply thread's progress, shared with the driver.
 #[derive(Debug, Default)]
 pub(crate) struct ApplyProgress {
-    /// Batches finished.
+    /// Batches finished. (The applied index is the group's `applied_index` metric.)
     pub(crate) batches_done: AtomicU64,
-    /// The applied index.
-    pub(crate) applied: AtomicU64,
     /// The thread stopped.
     pub(crate) stopped: AtomicBool,
     /// Woken after every batch.
@@ -346,7 +344,7 @@ impl<O: Send + 'static> Driver<O> {
             });
         }
         let batches = progress.batches_done.load(Ordering::Acquire);
-        let applied = progress.applied.load(Ordering::Acquire);
+        let applied = self.outputs.metrics.applied_index.load(Ordering::Acquire);
         self.core.on_applied(batches, applied);
         Ok(())
     }

@@ -525,7 +525,9 @@ impl Node {
         let state_machine = Arc::new(Mutex::new(state_machine));
         let metrics = Arc::new(GroupMetrics::default());
         let progress = Arc::new(ApplyProgress::default());
-        progress.applied.store(parts.snap.index, Ordering::Release);
+        metrics
+            .applied_index
+            .store(parts.snap.index, Ordering::Release);
         let failure = Arc::new(Mutex::new(None));
         let apply_thread = self.spawn_apply_thread(
             &parts,
