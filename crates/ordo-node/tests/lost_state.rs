@@ -378,6 +378,37 @@ async fn a_segment_cut_short_even_exactly_where_its_records_end_refuses_start_as
     cluster.shutdown_all().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_cut_inside_the_zeros_after_its_records_lost_nothing_and_starts() {
+    let (mut cluster, victim, _) = five_writes_applied_by_a_follower().await;
+    cluster.crash(victim).await;
+    let group_dir = cluster.data_dir(victim).join("group-1");
+    let segment = std::fs::read_dir(&group_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .max()
+        .expect("a segment file");
+    let len = std::fs::metadata(&segment).unwrap().len();
+    let bytes = std::fs::read(&segment).unwrap();
+    let records_end = bytes.iter().rposition(|&b| b != 0).unwrap() as u64 + 1;
+    assert!(records_end + 4 < len - 37, "the cut must fall in the zeros");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(len - 37)
+        .unwrap();
+    cluster
+        .restart(victim)
+        .await
+        .expect("every record is still there: the node starts");
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), len);
+    let after = std::fs::read(&segment).unwrap();
+    assert_eq!(after[..records_end as usize], bytes[..records_end as usize]);
+    cluster.shutdown_all().await;
+}
+
 const CLUSTER: u64 = 7;
 
 fn transport_config(node_id: NodeId, incarnation: u64) -> TransportConfig {

@@ -185,15 +185,15 @@ impl Default for Options {
 }
 
 /// The largest `segment_bytes_max` allowed, and so the largest segment header recovery
-/// accepts.
-const SEGMENT_BYTES_MAX: u64 = 1 << 40;
+/// accepts: below 2^40, the 40 bits a segment header holds its length in.
+const SEGMENT_BYTES_MAX: u64 = (1 << 40) - 4096;
 
 impl Options {
     fn validate(&self) -> Result<()> {
         let bad = |s: String| Err(Error::InvalidOptions(s));
         if self.segment_bytes_max < 4096 || self.segment_bytes_max > SEGMENT_BYTES_MAX {
             return bad(format!(
-                "segment_bytes_max {} is outside [4 KiB, 1 TiB]",
+                "segment_bytes_max {} is outside [4 KiB, 1 TiB - 4 KiB]",
                 self.segment_bytes_max
             ));
         }

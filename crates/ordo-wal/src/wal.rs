@@ -50,14 +50,19 @@ const STAGED_BYTES_MAX: usize = 1 << 20;
 const LINGER_MAX: Duration = Duration::from_millis(1);
 /// How far ahead of the records `Always` keeps the segment written with zeros.
 const ZERO_AHEAD_BYTES: u64 = 128 << 10;
-/// The first bytes of every segment file.
-const SEGMENT_MAGIC: &[u8; 8] = b"ORDOSEG1";
-/// Bytes of the segment header: the magic, then the file's preallocated length (u64 LE).
+/// The first bytes of every segment file this version writes.
+const SEGMENT_MAGIC: &[u8; 8] = b"ORDOSEG2";
+/// The first bytes of a segment written before its header carried a checksum; still read.
+const SEGMENT_MAGIC_UNCHECKED: &[u8; 8] = b"ORDOSEG1";
+/// Bytes of the segment header: the magic, then the file's preallocated length (40 bits
+/// LE) and the low 24 bits of a CRC32C over the magic and the length (LE). A header of
+/// `ORDOSEG1` holds the length as a u64 LE and no checksum.
 ///
 /// A segment is created at its full length, so its length never changes while it is in use.
 /// A file shorter than its header says was cut after it was written: recovery refuses it
 /// instead of mistaking the cut for a torn tail and silently dropping entries that were
-/// durable (and acknowledged).
+/// durable (and acknowledged), unless the cut falls in the zeros after the last record
+/// (nothing written was lost), which only a checked header can tell from a damaged length.
 pub const SEGMENT_HEADER_BYTES: u64 = 16;
 
 /// One segment file and the in-memory index of its records.
@@ -1404,9 +1409,7 @@ fn create_segment(dir: &Path, first_index: u64, size_bytes: u64) -> Result<(Path
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
-        header[..8].copy_from_slice(SEGMENT_MAGIC);
-        header[8..].copy_from_slice(&size_bytes.to_le_bytes());
+        let header = segment_header(size_bytes);
         file.write_all_at(&header, 0)?;
         // Sparse: the length costs no disk space until records fill it.
         file.set_len(size_bytes)?;
@@ -1429,7 +1432,7 @@ fn create_segment(dir: &Path, first_index: u64, size_bytes: u64) -> Result<(Path
 
 /// Reads and checks the header of the segment at `path` (`file_len` bytes): returns the
 /// length the segment was created with. A missing or foreign header is corruption.
-fn read_segment_header(file: &File, path: &Path, file_len: u64) -> Result<u64> {
+pub(crate) fn read_segment_header(file: &File, path: &Path, file_len: u64) -> Result<(u64, bool)> {
     if file_len < SEGMENT_HEADER_BYTES {
         return Err(Error::corrupt(
             path,
@@ -1440,10 +1443,17 @@ fn read_segment_header(file: &File, path: &Path, file_len: u64) -> Result<u64> {
     let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
     file.read_exact_at(&mut header, 0)
         .map_err(|e| Error::io(path, e))?;
-    if &header[..8] != SEGMENT_MAGIC {
+    let (size, checked) = if &header[..8] == SEGMENT_MAGIC {
+        let size = le_u64(&[&header[8..13], &[0; 3][..]].concat());
+        if header != segment_header(size) {
+            return Err(Error::corrupt(path, 8, "segment header checksum mismatch"));
+        }
+        (size, true)
+    } else if &header[..8] == SEGMENT_MAGIC_UNCHECKED {
+        (le_u64(&header[8..]), false)
+    } else {
         return Err(Error::corrupt(path, 0, "not an Ordo segment: bad magic"));
-    }
-    let size = le_u64(&header[8..]);
+    };
     if size <= SEGMENT_HEADER_BYTES || size > crate::SEGMENT_BYTES_MAX {
         return Err(Error::corrupt(
             path,
@@ -1451,7 +1461,17 @@ fn read_segment_header(file: &File, path: &Path, file_len: u64) -> Result<u64> {
             format!("impossible segment length {size} in the header"),
         ));
     }
-    Ok(size)
+    Ok((size, checked))
+}
+
+/// The header of a segment created `size_bytes` long (below 2^40).
+pub(crate) fn segment_header(size_bytes: u64) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+    header[..8].copy_from_slice(SEGMENT_MAGIC);
+    header[8..13].copy_from_slice(&size_bytes.to_le_bytes()[..5]);
+    let crc = crc32c::crc32c(&header[..13]);
+    header[13..].copy_from_slice(&crc.to_le_bytes()[..3]);
+    header
 }
 
 /// Cuts the records of a segment from `offset` on, keeping the file's length (the bytes
@@ -1546,11 +1566,15 @@ fn recover(dir: &Path, options: &Options, same_boot: bool) -> Result<LogState> {
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
-        let size = read_segment_header(&file, &path, file_len)?;
+        let (size, checked) = read_segment_header(&file, &path, file_len)?;
         if file_len < size {
             // Segments keep their length from creation on; only a cut part-way through a
-            // truncation, under its intent file, may leave the last one short.
-            if truncate_from.is_none() || k + 1 != count {
+            // truncation, under its intent file, may leave the last one short, and a cut
+            // inside the zeros after the last record took nothing that was written.
+            let finishing_cut = truncate_from.is_some() && k + 1 == count;
+            let lost_nothing =
+                finishing_cut || checked && cut_after_records(&file, &path, file_len, options)?;
+            if !lost_nothing {
                 return Err(Error::Truncated {
                     path,
                     len_bytes: file_len,
@@ -1638,6 +1662,34 @@ fn recover(dir: &Path, options: &Options, same_boot: bool) -> Result<LogState> {
         dir_dirty: false,
         poisoned: false,
     })
+}
+
+/// Whether a segment cut short at `file_len` lost nothing: its records end before the cut,
+/// followed by at least a record length's worth of zeros (a record's length is never 0, and
+/// records are written one after another from the segment's start, so no record began there
+/// or after). A cut at or inside a record, or too close after one to tell, may have taken
+/// records this node made durable.
+fn cut_after_records(file: &File, path: &Path, file_len: u64, options: &Options) -> Result<bool> {
+    if file_len < SEGMENT_HEADER_BYTES {
+        return Ok(false);
+    }
+    let mut c = Cursor::new(
+        file,
+        SEGMENT_HEADER_BYTES,
+        file_len,
+        options.record_bytes_max,
+        SCAN_CHUNK_BYTES,
+    );
+    loop {
+        match c.next_step().map_err(|e| Error::io(path, e))? {
+            Step::Record(_) => {}
+            Step::End => return Ok(false),
+            Step::Damaged { offset, damage } => {
+                return Ok(damage == Damage::ZeroLength
+                    && record::all_zero(file, offset, file_len).map_err(|e| Error::io(path, e))?)
+            }
+        }
+    }
 }
 
 /// How the scan of a segment ended.

@@ -150,33 +150,55 @@ fn tearing_the_last_segment_at_every_offset_of_its_final_records_recovers_the_pr
 }
 
 #[test]
-fn a_segment_cut_short_is_an_error_naming_it_at_every_offset_even_on_a_record_boundary() {
+fn a_segment_cut_short_is_an_error_naming_it_at_every_offset_that_may_have_held_a_record() {
     let dir = tempfile::tempdir().unwrap();
     let count = 300;
     let segs = write_log(dir.path(), count);
     for (n, seg) in segs.iter().enumerate() {
         let original = fs::read(seg).unwrap();
         let end = data_end(first_index_of(seg), last_index_of(&segs, n, count));
+        let size = original.len() as u64;
         // The last records, their boundaries included, and some zero space after them;
-        // for the other segments a sample.
+        // for the other segments a sample; and cuts deep in the zeros.
         let cuts: Vec<u64> = if n + 1 == segs.len() {
             (end - 3 * HEADER_BYTES..end + 40).collect()
         } else {
-            vec![0, 7, SEGMENT_HEADER_BYTES, end - 1, end, end + 1]
+            vec![
+                0,
+                7,
+                SEGMENT_HEADER_BYTES,
+                end - 1,
+                end,
+                end + 1,
+                end + 3,
+                end + 4,
+            ]
         };
-        for cut in cuts {
+        let deep = [(end + size) / 2, size - 37, size - 1];
+        for cut in cuts.into_iter().chain(deep) {
             OpenOptions::new()
                 .write(true)
                 .open(seg)
                 .unwrap()
                 .set_len(cut)
                 .unwrap();
+            // Four zero bytes after the records say no record began there: nothing written
+            // was lost, and the segment gets its length back. Closer to them, a record may
+            // have started where the cut is.
+            let lost = cut < end + 4;
             match recover(dir.path()) {
-                Err(e) => assert_eq!(damaged_file(&e), Some(seg.as_path()), "cut {cut}: {e}"),
-                Ok(got) => panic!(
+                Err(e) if lost => {
+                    assert_eq!(damaged_file(&e), Some(seg.as_path()), "cut {cut}: {e}")
+                }
+                Err(e) => panic!("segment {n} cut at {cut} in its zeros: {e}"),
+                Ok(got) if lost => panic!(
                     "segment {n} cut at {cut}: opened with {} entries",
                     got.len()
                 ),
+                Ok(got) => {
+                    assert_eq!(got.len() as u64, count, "segment {n} cut at {cut}");
+                    assert_eq!(fs::metadata(seg).unwrap().len(), size);
+                }
             }
             fs::write(seg, &original).unwrap();
         }
