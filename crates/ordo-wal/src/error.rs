@@ -157,6 +157,24 @@ pub enum Error {
         max: u64,
     },
 
+    /// The group was removed from its [`SharedLog`](crate::SharedLog) (by
+    /// [`remove_group`](crate::SharedLog::remove_group)); this handle of it is void.
+    #[error("group {group} was removed from the shared log")]
+    GroupRemoved {
+        /// The group's id.
+        group: u64,
+    },
+
+    /// A directory is not a shared log this version can open: its layout file names
+    /// another layout version, or it is missing from a directory that holds other files.
+    #[error("{path}: {reason}")]
+    Layout {
+        /// The layout file.
+        path: PathBuf,
+        /// What is wrong, and what to do about it.
+        reason: String,
+    },
+
     /// A configuration value is out of range.
     #[error("invalid option: {0}")]
     InvalidOptions(String),

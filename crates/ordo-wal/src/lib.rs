@@ -93,6 +93,7 @@ mod files;
 pub mod fuzzing;
 mod hard_state;
 mod record;
+pub mod shared;
 mod snapshot;
 mod wal;
 
@@ -106,6 +107,7 @@ use bytes::Bytes;
 
 pub use error::{Error, Result};
 pub use hard_state::HardState;
+pub use shared::{Collected, GroupLog, SharedLog, SharedOptions, SharedStats};
 pub use snapshot::{SnapshotMeta, SnapshotReader, SnapshotWriter, SNAPSHOT_CONFIG_BYTES_MAX};
 pub use wal::{Wal, SEGMENT_HEADER_BYTES};
 

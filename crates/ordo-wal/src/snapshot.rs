@@ -181,6 +181,11 @@ impl Snapshots {
         })
     }
 
+    /// The directory the snapshots are in.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub(crate) fn latest(&self) -> Option<SnapshotMeta> {
         lock(&self.latest).clone()
     }

@@ -210,6 +210,27 @@ impl Segment {
     }
 }
 
+/// A segment file handed out by [`Wal::segment_file`].
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentFile {
+    pub(crate) path: PathBuf,
+    pub(crate) file: Arc<File>,
+    /// The indices the segment held when it was handed out: `[first_index, next_index)`.
+    pub(crate) first_index: u64,
+    pub(crate) next_index: u64,
+}
+
+/// One segment as [`Wal::segment_spans`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentSpan {
+    /// Its first index in the log (records below the log start are not counted as held).
+    pub(crate) first_index: u64,
+    /// One past its last index.
+    pub(crate) next_index: u64,
+    /// Bytes of its header and records (not of the preallocated space after them).
+    pub(crate) bytes: u64,
+}
+
 /// The segments and everything the append lock guards.
 #[derive(Debug)]
 struct LogState {
@@ -382,6 +403,9 @@ struct Shared {
     /// A copy of `SyncState::in_flight` that appenders read under the log lock: while a
     /// round runs, `Always` appends are staged for the next one (see [`Staged`]).
     round_running: AtomicBool,
+    /// `fdatasync` calls on segments by appends and fsync rounds (not by recovery or
+    /// truncation), for [`Wal::fsyncs`].
+    fsyncs: AtomicU64,
     hard_state: Mutex<HardState>,
     snapshots: Arc<Snapshots>,
     /// Holds the directory's lock for as long as the log is open.
@@ -455,6 +479,7 @@ impl Wal {
             listeners: Mutex::new(Vec::new()),
             has_listeners: AtomicBool::new(false),
             round_running: AtomicBool::new(false),
+            fsyncs: AtomicU64::new(0),
             durable_claim: AtomicU64::new(recovered_index),
             hard_state: Mutex::new(hard_state),
             snapshots,
@@ -500,9 +525,18 @@ impl Wal {
     /// [`Options::record_bytes_max`] or a batch above [`Options::segment_bytes_max`] is an
     /// error and nothing is written.
     pub fn append(&self, entries: &[Entry]) -> Result<u64> {
-        let Some(first) = entries.first() else {
+        if entries.is_empty() {
             return Ok(self.last_index());
-        };
+        }
+        self.append_located(entries).map(|(last, _)| last)
+    }
+
+    /// [`append`](Self::append) of a non-empty batch, also returning the byte offset of its
+    /// first record in its segment.
+    pub(crate) fn append_located(&self, entries: &[Entry]) -> Result<(u64, u64)> {
+        let first = entries
+            .first()
+            .expect("append_located is given a non-empty batch");
         check_index(first.index)?;
         let opts = &self.shared.options;
         let mut bytes = 0u64;
@@ -532,8 +566,26 @@ impl Wal {
     /// positioned reads from the record offsets, never whole segments, and verifies each
     /// record's checksum: damage is an error naming file and offset, never a wrong entry.
     pub fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        self.visit_entries(lo, hi, max_bytes, |_, _, e| {
+            out.push(e);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`entries`](Self::entries), handing each entry to `visit` with the segment file and
+    /// the byte offset of its record instead of collecting them; an error from `visit`
+    /// stops the read and is returned.
+    pub(crate) fn visit_entries(
+        &self,
+        lo: u64,
+        hi: u64,
+        max_bytes: u64,
+        mut visit: impl FnMut(&Path, u64, Entry) -> Result<()>,
+    ) -> Result<()> {
         if lo >= hi {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let _reading = self
             .shared
@@ -566,14 +618,14 @@ impl Wal {
             plan
         };
         let chunk = usize::try_from(max_bytes.clamp(1 << 12, 1 << 22)).unwrap_or(1 << 22);
-        let mut out: Vec<Entry> = Vec::new();
+        let mut visited = 0u64;
         let mut total = 0u64;
         for (path, file, mut expected, from, end) in plan {
             let mut c = Cursor::new(&file, from, end, opts.record_bytes_max, chunk);
             loop {
                 if expected >= hi {
                     // Past the range: what follows may be staged records not in the file.
-                    return Ok(out);
+                    return Ok(());
                 }
                 let offset = c.position();
                 let r = match c.next_step().map_err(|e| Error::io(&path, e))? {
@@ -595,14 +647,15 @@ impl Wal {
                 if r.entry.index < lo {
                     continue;
                 }
-                if r.entry.index >= hi || (!out.is_empty() && total + r.len > max_bytes) {
-                    return Ok(out);
+                if r.entry.index >= hi || (visited > 0 && total + r.len > max_bytes) {
+                    return Ok(());
                 }
                 total += r.len;
-                out.push(r.entry);
+                visited += 1;
+                visit(&path, offset, r.entry)?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The term of the entry at `index`.
@@ -754,6 +807,54 @@ impl Wal {
         self.sync().map(drop)
     }
 
+    /// The `fdatasync` calls on segment files so far by appends (a roll syncs the segment
+    /// it leaves) and fsync rounds; recovery and truncations are not counted.
+    pub(crate) fn fsyncs(&self) -> u64 {
+        self.shared.fsyncs.load(Ordering::Relaxed)
+    }
+
+    /// The segment file holding the record with `index`, for positioned reads of parts of
+    /// its records (the handle stays readable after the segment is deleted). Records staged
+    /// for the next fsync round are written first if they are in it.
+    pub(crate) fn segment_file(&self, index: u64) -> Result<SegmentFile> {
+        let mut log = lock(&self.shared.log);
+        log.check_range(index)?;
+        if log
+            .staged
+            .as_ref()
+            .is_some_and(|st| st.first_index <= index)
+        {
+            self.shared.flush_staged(&mut log)?;
+        }
+        let s = &log.segments[log.segment_index(index)];
+        Ok(SegmentFile {
+            path: s.path.clone(),
+            file: Arc::clone(&s.file),
+            first_index: s.first_index,
+            next_index: s.next_index,
+        })
+    }
+
+    /// The path of the segment holding `index` (for error messages), if there is one.
+    pub(crate) fn segment_path(&self, index: u64) -> Option<PathBuf> {
+        let log = lock(&self.shared.log);
+        log.check_range(index).ok()?;
+        Some(log.segments[log.segment_index(index)].path.clone())
+    }
+
+    /// The segments in order: the indices each holds and its bytes of header and records.
+    pub(crate) fn segment_spans(&self) -> Vec<SegmentSpan> {
+        let log = lock(&self.shared.log);
+        log.segments
+            .iter()
+            .map(|s| SegmentSpan {
+                first_index: s.first_index.max(log.start_index),
+                next_index: s.next_index,
+                bytes: s.len_bytes,
+            })
+            .collect()
+    }
+
     /// Test hook: appends stage their records as if an fsync round were running (until a
     /// round ends), or write them at once again.
     #[cfg(test)]
@@ -892,6 +993,8 @@ impl Shared {
                 let path = old.path.clone();
                 self.poison_locked(log);
                 return Err(Error::io(path, e));
+            } else {
+                self.fsyncs.fetch_add(1, Ordering::Relaxed);
             }
         }
         let size = self.options.segment_bytes_max;
@@ -911,7 +1014,7 @@ impl Shared {
     /// Appends therefore take turns: the runtime appends from one task per log, and with
     /// one appender there is nothing to overlap. Readers wait at most for one `pwrite` of
     /// one batch (a copy into the page cache).
-    fn write_batch(&self, first: u64, mut buf: Vec<u8>, crcs: Vec<u32>) -> Result<u64> {
+    fn write_batch(&self, first: u64, mut buf: Vec<u8>, crcs: Vec<u32>) -> Result<(u64, u64)> {
         let opts = &self.options;
         let bytes = buf.len() as u64;
         let mut log = lock(&self.log);
@@ -988,7 +1091,7 @@ impl Shared {
         }
         drop(log);
         self.publish_appended(next - 1);
-        Ok(next - 1)
+        Ok((next - 1, offset))
     }
 
     /// Tells the durability side that everything through `written` is appended: wakes the
@@ -1282,6 +1385,7 @@ impl Shared {
         };
         for (path, file) in files {
             file.sync_data().map_err(|e| Error::io(path, e))?;
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
         if dir_dirty {
             sync_dir(&self.dir)?;
@@ -1302,7 +1406,7 @@ fn seal_batch(buf: &mut [u8], crcs: &[u32], durable: u64) {
     assert_eq!(at, buf.len(), "the records fill the batch");
 }
 
-fn check_index(index: u64) -> Result<()> {
+pub(crate) fn check_index(index: u64) -> Result<()> {
     if index >= INDEX_MAX {
         return Err(Error::IndexTooLarge {
             index,
@@ -1312,7 +1416,7 @@ fn check_index(index: u64) -> Result<()> {
     Ok(())
 }
 
-fn check_payload(index: u64, payload_bytes: usize, opts: &Options) -> Result<()> {
+pub(crate) fn check_payload(index: u64, payload_bytes: usize, opts: &Options) -> Result<()> {
     if payload_bytes as u64 > opts.record_bytes_max {
         return Err(Error::RecordTooLarge {
             index,
