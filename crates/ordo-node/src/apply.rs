@@ -581,9 +581,8 @@ mod tests {
     #[test]
     fn a_requested_snapshot_is_taken_once_not_after_every_later_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = std::sync::Arc::new(
-            ordo_wal::Wal::open(dir.path(), ordo_wal::Options::default()).unwrap(),
-        );
+        let log = ordo_wal::SharedLog::open(dir.path(), ordo_wal::SharedOptions::default());
+        let wal = log.unwrap().group(1).unwrap();
         let storage = crate::storage::WalStorage::open(wal, 1 << 20).unwrap();
         storage.append(&no_ops(1..=100)).unwrap();
         let identity = ApplierIdentity {

@@ -77,6 +77,7 @@ mod group;
 pub mod identity;
 mod members;
 mod metrics;
+mod migrate;
 mod node;
 mod state_machine;
 mod storage;

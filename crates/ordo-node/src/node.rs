@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use ordo_raft::{Config, Index, RawNode, SnapshotMeta, StateRole};
-use ordo_wal::{Durability, Options, Wal};
+use ordo_wal::{Durability, GroupLog, Options, SharedLog, SharedOptions};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -79,6 +79,10 @@ pub enum NodeError {
         /// The core's error.
         source: ordo_raft::Error,
     },
+    /// The node's log (every group's entries and hard state) could not be opened or
+    /// recovered; the error names the file and byte offset of any corruption.
+    #[error("cannot open the node's log: {0}")]
+    Log(ordo_wal::Error),
     /// The group's member address file could not be read or written.
     #[error("group {group}: {source}")]
     Members {
@@ -116,7 +120,7 @@ impl std::fmt::Debug for GroupOptions {
 /// What a group is started from, once its log is open.
 struct GroupParts {
     group_id: GroupId,
-    wal: Arc<Wal>,
+    wal: GroupLog,
     storage: WalStorage,
     raw: RawNode<WalStorage>,
     snap: SnapshotMeta,
@@ -146,6 +150,8 @@ pub struct Node {
     /// Set once the node learns it lost state; it then takes no further part.
     fatal: watch::Sender<Option<LostState>>,
     transport: Option<Arc<Transport>>,
+    /// The log every group of this node keeps its entries, hard state and snapshots in.
+    log: SharedLog,
     local_addr: SocketAddr,
     groups: Groups,
     router: Option<JoinHandle<()>>,
@@ -196,6 +202,7 @@ impl Node {
                  its groups are listed as they start"
             ),
         }
+        let log = tokio::task::block_in_place(|| open_shared_log(&config))?;
         let incarnations =
             tokio::task::block_in_place(|| PeerIncarnations::open(&config.data_dir, PEERS_FILE))?;
         let transport_config = crate::transport::TransportConfig {
@@ -228,11 +235,18 @@ impl Node {
             fatal,
             config,
             transport: Some(transport),
+            log,
             local_addr,
             groups,
             router: Some(router),
             shutdown,
         })
+    }
+
+    /// Figures of the node's shared log: fsyncs, journal and live bytes, bytes appended and
+    /// rewritten by collection.
+    pub fn log_stats(&self) -> ordo_wal::SharedStats {
+        self.log.stats()
     }
 
     /// This node's id.
@@ -321,11 +335,11 @@ impl Node {
         if lock(&self.groups).contains_key(&group_id) {
             return Err(NodeError::GroupExists(group_id));
         }
-        let dir = self.config.data_dir.join(format!("group-{}", group_id.0));
-        let (wal, listed) = self.open_log(group_id, &dir, &state_machine)?;
+        let (wal, listed) = self.open_log(group_id, &state_machine)?;
+        let dir = wal.dir().to_path_buf();
         let members = self.load_members(group_id, &dir, &transport)?;
         let storage = tokio::task::block_in_place(|| {
-            WalStorage::open(Arc::clone(&wal), self.config.snapshot_bytes_max)
+            WalStorage::open(wal.clone(), self.config.snapshot_bytes_max)
                 .map(|s| s.with_log_cache_bytes(self.config.log_cache_bytes_max))
         })
         .map_err(|source| match source {
@@ -345,7 +359,7 @@ impl Node {
         if !listed {
             tokio::spawn(list_group_once_written(
                 group_id,
-                Arc::downgrade(&wal),
+                wal.clone(),
                 std::time::Duration::from_millis(self.config.tick_interval_ms),
                 Arc::clone(&self.identity),
                 self.shutdown.subscribe(),
@@ -370,29 +384,16 @@ impl Node {
     fn open_log<S: StateMachine>(
         &self,
         group_id: GroupId,
-        dir: &std::path::Path,
         state_machine: &S,
-    ) -> Result<(Arc<Wal>, bool), NodeError> {
+    ) -> Result<(GroupLog, bool), NodeError> {
         let config = &self.config;
         let storage_err = |source: StorageFailure| NodeError::Storage {
             group: group_id,
             source,
         };
-        let wal = tokio::task::block_in_place(|| Wal::open(dir, wal_options(config))).map_err(
-            |e| match e {
-                ordo_wal::Error::Truncated {
-                    path,
-                    len_bytes,
-                    expected_bytes,
-                } => NodeError::LostState(LostState::SegmentTruncated {
-                    path,
-                    len_bytes,
-                    expected_bytes,
-                }),
-                other => storage_err(other.into()),
-            },
-        )?;
-        let wal = Arc::new(wal);
+        let wal = tokio::task::block_in_place(|| self.log.group(group_id.0))
+            .map_err(|e| storage_err(e.into()))?;
+        let dir = wal.dir();
         let no_hard_state = wal.hard_state() == ordo_wal::HardState::default();
         // A listed group had its hard state written before it was listed, and a hard state
         // is only ever replaced, never removed: without one, the directory lost it.
@@ -761,7 +762,39 @@ impl Drop for Node {
     }
 }
 
-/// The WAL's options for a group of this node.
+/// Opens the node's shared log under `<data_dir>/log`, moving the groups of a data
+/// directory from the layout before it (a log per group) into it first.
+fn open_shared_log(config: &NodeConfig) -> Result<SharedLog, NodeError> {
+    let log = SharedLog::open(config.data_dir.join(LOG_DIR), shared_options(config)).map_err(
+        |e| match e {
+            ordo_wal::Error::Truncated {
+                path,
+                len_bytes,
+                expected_bytes,
+            } => NodeError::LostState(LostState::SegmentTruncated {
+                path,
+                len_bytes,
+                expected_bytes,
+            }),
+            other => NodeError::Log(other),
+        },
+    )?;
+    crate::migrate::move_group_logs(&config.data_dir, &log, &wal_options(config))?;
+    Ok(log)
+}
+
+/// The directory of the node's shared log, under its data directory.
+pub(crate) const LOG_DIR: &str = "log";
+
+/// The shared log's options for this node.
+fn shared_options(config: &NodeConfig) -> SharedOptions {
+    SharedOptions {
+        journal: wal_options(config),
+        ..SharedOptions::default()
+    }
+}
+
+/// The log's options for this node.
 fn wal_options(config: &NodeConfig) -> Options {
     Options {
         segment_bytes_max: config.segment_bytes_max,
@@ -781,7 +814,7 @@ fn wal_options(config: &NodeConfig) -> Options {
 /// state machine's initial state, so every member starts from the same point and a node
 /// added later receives the configuration with a snapshot.
 fn bootstrap(
-    wal: &Wal,
+    wal: &GroupLog,
     voters: &ordo_raft::ConfState,
     initial: &[u8],
 ) -> Result<(), StorageFailure> {
@@ -825,11 +858,10 @@ fn restore<S: StateMachine>(
 
 /// Lists a group in the identity file once its first hard state is on disk (a joining
 /// node receives it from the leader, maybe with nothing else but a snapshot). Looks once
-/// per tick: a lock and a comparison. Holds the log only weakly, so a stopped group's
-/// directory is let go at once, and ends with it.
+/// per tick: a lock and a comparison. Ends once the group is listed or the node stops.
 async fn list_group_once_written(
     group: GroupId,
-    wal: std::sync::Weak<Wal>,
+    wal: GroupLog,
     every: std::time::Duration,
     identity: Arc<Mutex<IdentityFile>>,
     mut shutdown: watch::Receiver<bool>,
@@ -837,13 +869,7 @@ async fn list_group_once_written(
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let Some(written) = wal
-            .upgrade()
-            .map(|wal| wal.hard_state() != ordo_wal::HardState::default())
-        else {
-            return;
-        };
-        if written {
+        if wal.hard_state() != ordo_wal::HardState::default() {
             let recorded =
                 tokio::task::spawn_blocking(move || lock(&identity).record_group(group.0)).await;
             match recorded {

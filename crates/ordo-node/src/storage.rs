@@ -14,7 +14,7 @@ use ordo_raft::{
     ConfState, Entry, HardState, Index, RaftState, Snapshot, SnapshotMeta, Storage, StorageError,
     Term,
 };
-use ordo_wal::Wal;
+use ordo_wal::GroupLog;
 
 use crate::codec::{decode_conf_state, encode_conf_state, entry_kind_from_u8, entry_kind_to_u8};
 use crate::identity::LostState;
@@ -77,7 +77,7 @@ struct Inner {
 /// [`Storage`] over a group's WAL. Cheap to clone; clones share state.
 #[derive(Clone, Debug)]
 pub struct WalStorage {
-    wal: Arc<Wal>,
+    wal: GroupLog,
     inner: Arc<Mutex<Inner>>,
     snapshot_bytes_max: u64,
     /// Set when the core asked for a snapshot that is missing or predates the current
@@ -206,7 +206,7 @@ impl WalStorage {
     /// snapshot covers, they are dropped so that the compaction point is the snapshot
     /// (its term is known; the term of an arbitrary earlier entry would not be after a
     /// restart).
-    pub fn open(wal: Arc<Wal>, snapshot_bytes_max: u64) -> Result<WalStorage, StorageFailure> {
+    pub fn open(wal: GroupLog, snapshot_bytes_max: u64) -> Result<WalStorage, StorageFailure> {
         let dir = wal.dir().display().to_string();
         let (snapshot_meta, compacted) = match wal.latest_snapshot() {
             Some(meta) => {
@@ -300,8 +300,8 @@ impl WalStorage {
         self
     }
 
-    /// The WAL.
-    pub fn wal(&self) -> &Arc<Wal> {
+    /// The group's log.
+    pub fn wal(&self) -> &GroupLog {
         &self.wal
     }
 
@@ -341,7 +341,7 @@ impl WalStorage {
 
     /// Writes a snapshot file and installs it (atomically, by the WAL).
     pub fn write_snapshot(
-        wal: &Wal,
+        wal: &GroupLog,
         index: Index,
         term: Term,
         conf_state: &ConfState,
@@ -709,8 +709,17 @@ mod tests {
         ordo_wal::Entry::new(index, term, 0, Bytes::from_static(b"e"))
     }
 
-    fn open_wal(dir: &std::path::Path) -> Arc<Wal> {
-        Arc::new(Wal::open(dir, ordo_wal::Options::default()).unwrap())
+    fn open_wal(dir: &std::path::Path) -> GroupLog {
+        let options = ordo_wal::SharedOptions::default();
+        ordo_wal::SharedLog::open(dir, options)
+            .unwrap()
+            .group(1)
+            .unwrap()
+    }
+
+    /// Where the group `open_wal` opens keeps its files of its own.
+    fn wal_dir(dir: &tempfile::TempDir) -> std::path::PathBuf {
+        dir.path().join("groups").join("1")
     }
 
     fn raft_entries(range: std::ops::RangeInclusive<Index>, term: Term, tag: &str) -> Vec<Entry> {
@@ -728,9 +737,9 @@ mod tests {
     fn reads_served_from_recent_entries_match_the_wal_through_overwrites_and_compaction() {
         let dir = tempfile::tempdir().unwrap();
         let wal = open_wal(dir.path());
-        let storage = WalStorage::open(Arc::clone(&wal), 1 << 20).unwrap();
+        let storage = WalStorage::open(wal.clone(), 1 << 20).unwrap();
         // A storage over the same WAL that has appended nothing reads everything from disk.
-        let disk = || WalStorage::open(Arc::clone(&wal), 1 << 20).unwrap();
+        let disk = || WalStorage::open(wal.clone(), 1 << 20).unwrap();
         let check = |storage: &WalStorage| {
             let last = storage.last_index();
             let first = Storage::first_index(storage);
@@ -834,7 +843,10 @@ mod tests {
                 commit,
                 held,
             }) => {
-                assert_eq!((d.as_path(), *commit, *held), (dir.path(), 5, 3));
+                assert_eq!(
+                    (d.as_path(), *commit, *held),
+                    (wal_dir(&dir).as_path(), 5, 3)
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -899,8 +911,8 @@ mod tests {
             .collect();
         wal.append(&entries).unwrap();
         wal.sync().unwrap();
-        let storage = WalStorage::open(Arc::clone(&wal), 1 << 20).unwrap();
-        let segment = files_ending(dir.path(), ".log").remove(0);
+        let storage = WalStorage::open(wal.clone(), 1 << 20).unwrap();
+        let segment = files_ending(&dir.path().join("journal"), ".log").remove(0);
         damage(&segment, b"payload-2");
 
         let text = match storage.entries(1, 5, u64::MAX) {
@@ -924,7 +936,7 @@ mod tests {
         WalStorage::write_snapshot(&wal, 1, 1, &cs, b"the-snapshot-state").unwrap();
         wal.truncate_prefix(1).unwrap();
         let storage = WalStorage::open(wal, 1 << 20).unwrap();
-        let file = files_ending(dir.path(), ".snap").remove(0);
+        let file = files_ending(&wal_dir(&dir), ".snap").remove(0);
         damage(&file, b"the-snapshot-state");
 
         let text = match storage.snapshot() {

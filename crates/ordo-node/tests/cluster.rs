@@ -216,8 +216,8 @@ async fn a_follower_with_a_corrupt_segment_refuses_to_start_and_the_others_go_on
         .await
         .unwrap();
     cluster.crash(follower).await;
-    let group_dir = cluster.data_dir(follower).join("group-1");
-    let segment = std::fs::read_dir(&group_dir)
+    let journal = cluster.data_dir(follower).join("log/journal");
+    let segment = std::fs::read_dir(&journal)
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "log"))

@@ -55,7 +55,7 @@ async fn a_group_whose_log_reads_fail_stops_naming_the_file_and_the_other_group_
         cluster.propose(leader, &format!("{i:0>100}")).await;
     }
     // The leader's disk goes bad under entries the follower lacks.
-    let name = damage_middle_of_segment(&cluster.data_dir(leader).join("group-1"));
+    let name = damage_middle_of_segment(&cluster.data_dir(leader).join("log/journal"));
 
     // Load on the second group through the same node while the first one fails.
     let stop = Arc::new(AtomicBool::new(false));

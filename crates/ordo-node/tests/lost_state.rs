@@ -227,8 +227,9 @@ async fn a_group_whose_directory_was_removed_is_refused_at_start_naming_it() {
     let victim = (1..=3).find(|&id| id != leader).unwrap();
     cluster.applied_entries(victim, last).await;
     cluster.crash(victim).await;
-    let group_dir = cluster.data_dir(victim).join("group-1");
-    std::fs::remove_dir_all(&group_dir).unwrap();
+    // The node's whole log goes: every group's entries, hard state and snapshots.
+    std::fs::remove_dir_all(cluster.data_dir(victim).join("log")).unwrap();
+    let group_dir = cluster.data_dir(victim).join("log/groups/1");
     match cluster.restart(victim).await {
         Err(NodeError::LostState(LostState::GroupMissing { group, dir })) => {
             assert_eq!((group, dir), (1, group_dir));
@@ -273,8 +274,8 @@ async fn a_joined_nodes_group_is_listed_once_it_has_state_and_its_loss_is_refuse
     .await;
 
     cluster.crash(4).await;
-    let group_dir = cluster.data_dir(4).join("group-1");
-    std::fs::remove_dir_all(&group_dir).unwrap();
+    std::fs::remove_dir_all(cluster.data_dir(4).join("log")).unwrap();
+    let group_dir = cluster.data_dir(4).join("log/groups/1");
     let node = Node::start_on(config, bind_again(addr4).await).unwrap();
     match node.start_group(GROUP, Recorder::default()).await {
         Err(NodeError::LostState(LostState::GroupMissing { group: 1, dir })) => {
@@ -301,52 +302,14 @@ async fn five_writes_applied_by_a_follower() -> (Cluster, NodeId, u64) {
     (cluster, victim, last)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_commit_index_beyond_the_recovered_log_refuses_start_naming_both_indexes() {
-    let (mut cluster, victim, last) = five_writes_applied_by_a_follower().await;
-    // A clean stop records the commit index.
-    let member = cluster.members.remove(&victim).unwrap();
-    member.node.shutdown().await;
-    let group_dir = cluster.data_dir(victim).join("group-1");
-    let mut removed = 0;
-    for entry in std::fs::read_dir(&group_dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "log") {
-            std::fs::remove_file(&path).unwrap();
-            removed += 1;
-        }
-    }
-    assert!(removed > 0, "no segment files in {}", group_dir.display());
-    let error = match cluster.restart(victim).await {
-        Err(error) => error,
-        Ok(()) => panic!("a node missing committed entries started"),
-    };
-    match &error {
-        NodeError::LostState(LostState::CommitBeyondLog { dir, commit, held }) => {
-            assert_eq!(dir, &group_dir);
-            assert!(*commit >= last, "commit {commit} < {last}");
-            assert_eq!(*held, 1, "only the bootstrap snapshot is left");
-        }
-        other => panic!("{other}"),
-    }
-    let message = error.to_string();
-    assert!(
-        message.contains("lost state")
-            && message.contains(&format!("index {}", last))
-            && message.contains("index 1"),
-        "{message}"
-    );
-    cluster.shutdown_all().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_cut_short_even_exactly_where_its_records_end_refuses_start_as_lost_state() {
     let (mut cluster, victim, _) = five_writes_applied_by_a_follower().await;
     // A crash: the commit index on disk stays behind, so only the segment's length can
     // tell that entries went missing.
     cluster.crash(victim).await;
-    let group_dir = cluster.data_dir(victim).join("group-1");
-    let segment = std::fs::read_dir(&group_dir)
+    let journal = cluster.data_dir(victim).join("log/journal");
+    let segment = std::fs::read_dir(&journal)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "log"))
@@ -382,8 +345,8 @@ async fn a_segment_cut_short_even_exactly_where_its_records_end_refuses_start_as
 async fn a_segment_cut_inside_the_zeros_after_its_records_lost_nothing_and_starts() {
     let (mut cluster, victim, _) = five_writes_applied_by_a_follower().await;
     cluster.crash(victim).await;
-    let group_dir = cluster.data_dir(victim).join("group-1");
-    let segment = std::fs::read_dir(&group_dir)
+    let journal = cluster.data_dir(victim).join("log/journal");
+    let segment = std::fs::read_dir(&journal)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "log"))

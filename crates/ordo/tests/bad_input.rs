@@ -189,7 +189,7 @@ async fn follower_with_a_corrupt_segment_refuses_to_start_naming_file_and_offset
         .expect("follower caught up");
     cluster.kill(follower);
 
-    let group_dir = cluster.spec(follower).data_dir.join("group-1");
+    let group_dir = cluster.spec(follower).data_dir.join("log/journal");
     let segment = std::fs::read_dir(&group_dir)
         .expect("group dir")
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -336,7 +336,7 @@ async fn a_leader_whose_snapshot_file_is_damaged_stops_serving_and_says_why() {
     let status: StatusReport = cluster.status_as(leader.id).await.expect("leader status");
     assert!(status.snapshot_index > 1, "the leader took no snapshot");
     // The disk under the leader's snapshot goes bad; the follower comes back needing it.
-    let name = damage_the_snapshot(&cluster.spec(leader.id).data_dir.join("group-1"));
+    let name = damage_the_snapshot(&cluster.spec(leader.id).data_dir.join("log/groups/1"));
     cluster.start(follower).expect("restart the follower");
     let admin = cluster.spec(leader.id).admin_addr;
     let deadline = Instant::now() + STEP;

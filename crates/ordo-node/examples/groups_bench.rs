@@ -1,0 +1,482 @@
+//! Many Raft groups on a three-node cluster of real processes over loopback, with the
+//! shared log (`fsync = always`) in a temporary directory.
+//!
+//! ```text
+//! cargo run --release -p ordo-node --example groups_bench -- [--groups 1,100,1000,10000]
+//!     [--seconds 10] [--idle-seconds 10] [--proposers 64] [--bytes 256]
+//! ```
+//!
+//! For each group count the example starts three node processes (itself, re-run with
+//! `--node`), each hosting every group (three voters each), and prints:
+//!
+//! - proposals/s with `--bytes` entries to groups chosen at random, from `--proposers`
+//!   concurrent proposers spread over the three processes (a proposal on a follower is
+//!   forwarded to the group's leader), and their p50/p99 latency until applied;
+//! - fsyncs per second per node, as the log counts them;
+//! - idle CPU % of one core and resident memory per node once every group is idle;
+//! - the time a node takes to restart hosting all of the groups.
+//!
+//! The parent talks to each node process over its stdin and stdout, one line per step.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ordo_node::{Group, GroupId, Index, Node, NodeConfig, RestoreError, StateMachine};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Counts applied bytes: the cheapest state machine, so the figures show the runtime's cost.
+#[derive(Default)]
+struct Sink {
+    bytes: u64,
+    applied: Index,
+}
+
+impl StateMachine for Sink {
+    type Output = ();
+    fn apply(&mut self, index: Index, data: &[u8]) {
+        self.bytes += data.len() as u64;
+        self.applied = index;
+    }
+    fn note_applied(&mut self, index: Index) {
+        self.applied = index;
+    }
+    fn snapshot(&self) -> Bytes {
+        Bytes::copy_from_slice(&self.bytes.to_be_bytes())
+    }
+    fn restore(&mut self, index: Index, data: &[u8]) -> Result<(), RestoreError> {
+        let raw: [u8; 8] = data
+            .try_into()
+            .map_err(|_| RestoreError::new("sink snapshot is not 8 bytes"))?;
+        self.bytes = u64::from_be_bytes(raw);
+        self.applied = index;
+        Ok(())
+    }
+    fn applied_index(&self) -> Index {
+        self.applied
+    }
+}
+
+/// Latencies in buckets about 2% wide, so that three processes' figures merge exactly.
+#[derive(Default, Clone)]
+struct Buckets(BTreeMap<u32, u64>);
+
+impl Buckets {
+    fn bucket(us: u64) -> u32 {
+        ((us.max(1) as f64).ln() / 1.02f64.ln()) as u32
+    }
+    fn record(&mut self, us: u64) {
+        *self.0.entry(Self::bucket(us)).or_default() += 1;
+    }
+    fn merge(&mut self, other: &Buckets) {
+        for (&b, &n) in &other.0 {
+            *self.0.entry(b).or_default() += n;
+        }
+    }
+    fn count(&self) -> u64 {
+        self.0.values().sum()
+    }
+    /// The upper bound of the bucket holding quantile `q`, in microseconds.
+    fn quantile(&self, q: f64) -> u64 {
+        let target = ((self.count() as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (&b, &n) in &self.0 {
+            seen += n;
+            if seen >= target {
+                return 1.02f64.powi(b as i32 + 1) as u64;
+            }
+        }
+        0
+    }
+    fn encode(&self) -> String {
+        let parts: Vec<String> = self.0.iter().map(|(b, n)| format!("{b}:{n}")).collect();
+        parts.join(",")
+    }
+    fn decode(s: &str) -> Result<Buckets, Error> {
+        let mut out = Buckets::default();
+        for part in s.split(',').filter(|p| !p.is_empty()) {
+            let (b, n) = part.split_once(':').ok_or("bad bucket")?;
+            out.0.insert(b.parse()?, n.parse()?);
+        }
+        Ok(out)
+    }
+}
+
+struct Args {
+    groups: Vec<u64>,
+    seconds: u64,
+    idle_seconds: u64,
+    proposers: usize,
+    bytes: usize,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, Error> {
+    let mut out = Args {
+        groups: vec![1, 100, 1_000, 10_000],
+        seconds: 10,
+        idle_seconds: 10,
+        proposers: 64,
+        bytes: 256,
+    };
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--groups" => {
+                out.groups = value()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "--seconds" => out.seconds = value()?.parse()?,
+            "--idle-seconds" => out.idle_seconds = value()?.parse()?,
+            "--proposers" => out.proposers = value()?.parse()?,
+            "--bytes" => out.bytes = value()?.parse()?,
+            other => return Err(format!("unknown flag {other}").into()),
+        }
+    }
+    if out.groups.contains(&0) || out.proposers == 0 || out.seconds == 0 {
+        return Err("--groups, --proposers and --seconds must be positive".into());
+    }
+    Ok(out)
+}
+
+fn main() -> Result<(), Error> {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--node") {
+        args.next();
+        return node_main(args.collect());
+    }
+    let args = parse_args(args)?;
+    println!(
+        "| groups | proposals/s | p50 ms | p99 ms | fsyncs/s per node | idle CPU % per node | RSS MiB per node | RSS KiB per group | restart s |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &groups in &args.groups {
+        let row = run_cluster(&args, groups)?;
+        println!(
+            "| {groups} | {:.0} | {:.2} | {:.2} | {:.0} | {:.1} | {:.0} | {:.1} | {:.2} |",
+            row.proposals_per_s,
+            row.p50_us as f64 / 1000.0,
+            row.p99_us as f64 / 1000.0,
+            row.fsyncs_per_s,
+            row.idle_cpu_percent,
+            row.rss_kib as f64 / 1024.0,
+            row.rss_kib as f64 / groups as f64,
+            row.restart_s,
+        );
+    }
+    Ok(())
+}
+
+struct Row {
+    proposals_per_s: f64,
+    p50_us: u64,
+    p99_us: u64,
+    fsyncs_per_s: f64,
+    idle_cpu_percent: f64,
+    rss_kib: u64,
+    restart_s: f64,
+}
+
+/// One node process, spoken to line by line.
+struct NodeProcess {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl NodeProcess {
+    fn send(&mut self, line: &str) -> Result<(), Error> {
+        writeln!(self.stdin, "{line}")?;
+        self.stdin.flush()?;
+        Ok(())
+    }
+    /// The next line that starts with `word`, split after it.
+    fn expect(&mut self, word: &str) -> Result<Vec<String>, Error> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.stdout.read_line(&mut line)? == 0 {
+                return Err(format!("node process exited before `{word}`").into());
+            }
+            let mut parts = line.split_whitespace().map(str::to_owned);
+            if parts.next().as_deref() == Some(word) {
+                return Ok(parts.collect());
+            }
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        // Only the processes this example started, by their handles.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_ports(n: usize) -> Result<Vec<SocketAddr>, Error> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    Ok(listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<Result<_, _>>()?)
+}
+
+fn run_cluster(args: &Args, groups: u64) -> Result<Row, Error> {
+    let dir = tempfile::tempdir()?;
+    let addrs = free_ports(3)?;
+    let peers: Vec<String> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect();
+    let exe = std::env::current_exe()?;
+    let mut nodes = Vec::new();
+    for id in 1..=3usize {
+        // The proposers are spread over the processes.
+        let proposers = args.proposers / 3 + usize::from(id <= args.proposers % 3);
+        let mut child = Command::new(&exe)
+            .arg("--node")
+            .args([
+                id.to_string(),
+                dir.path().join(format!("node-{id}")).display().to_string(),
+                peers.join(","),
+                groups.to_string(),
+                proposers.to_string(),
+                args.bytes.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        nodes.push(NodeProcess {
+            child,
+            stdin,
+            stdout,
+        });
+    }
+    for n in &mut nodes {
+        n.expect("started")?;
+    }
+    for n in &mut nodes {
+        n.send("leaders")?;
+    }
+    for n in &mut nodes {
+        n.expect("leaders")?;
+    }
+
+    for n in &mut nodes {
+        n.send(&format!("load {}", args.seconds))?;
+    }
+    let mut latencies = Buckets::default();
+    let mut proposals = 0u64;
+    let mut fsyncs = 0u64;
+    let mut elapsed_s: f64 = 0.0;
+    for n in &mut nodes {
+        let got = n.expect("load")?;
+        let [count, fs, secs, buckets] = got.as_slice() else {
+            return Err("bad load line".into());
+        };
+        proposals += count.parse::<u64>()?;
+        fsyncs += fs.parse::<u64>()?;
+        elapsed_s = elapsed_s.max(secs.parse()?);
+        latencies.merge(&Buckets::decode(buckets)?);
+    }
+
+    for n in &mut nodes {
+        n.send(&format!("idle {}", args.idle_seconds))?;
+    }
+    let (mut cpu, mut rss) = (0.0f64, 0u64);
+    for n in &mut nodes {
+        let got = n.expect("idle")?;
+        let [c, r] = got.as_slice() else {
+            return Err("bad idle line".into());
+        };
+        cpu = cpu.max(c.parse()?);
+        rss = rss.max(r.parse()?);
+    }
+
+    nodes[2].send("restart")?;
+    let restart_s: f64 = nodes[2].expect("restarted")?[0].parse()?;
+    for n in &mut nodes {
+        n.send("quit")?;
+    }
+    for n in &mut nodes {
+        n.expect("bye")?;
+    }
+    Ok(Row {
+        proposals_per_s: proposals as f64 / elapsed_s,
+        p50_us: latencies.quantile(0.5),
+        p99_us: latencies.quantile(0.99),
+        fsyncs_per_s: fsyncs as f64 / 3.0 / elapsed_s,
+        idle_cpu_percent: cpu,
+        rss_kib: rss,
+        restart_s,
+    })
+}
+
+/// A node process: `--node ID DIR PEERS GROUPS PROPOSERS BYTES`.
+fn node_main(args: Vec<String>) -> Result<(), Error> {
+    let [id, dir, peers, groups, proposers, bytes] = args.as_slice() else {
+        return Err("usage: --node ID DIR PEERS GROUPS PROPOSERS BYTES".into());
+    };
+    let id: u64 = id.parse()?;
+    let dir = PathBuf::from(dir);
+    let peers: BTreeMap<u64, SocketAddr> = peers
+        .split(',')
+        .map(|p| {
+            let (i, a) = p.split_once('=').ok_or("bad peer")?;
+            Ok::<_, Error>((i.parse()?, a.parse()?))
+        })
+        .collect::<Result<_, _>>()?;
+    let groups: u64 = groups.parse()?;
+    let proposers: usize = proposers.parse()?;
+    let payload = Bytes::from(vec![b'x'; bytes.parse()?]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve_node(id, &dir, peers, groups, proposers, payload))
+}
+
+async fn start(
+    id: u64,
+    dir: &Path,
+    peers: &BTreeMap<u64, SocketAddr>,
+    groups: u64,
+) -> Result<(Node, Vec<Group<Sink>>), Error> {
+    let config = NodeConfig::new(id, dir.to_path_buf(), peers[&id], peers.clone());
+    let node = Node::start(config).await?;
+    let mut handles = Vec::with_capacity(groups as usize);
+    for g in 1..=groups {
+        handles.push(node.start_group(GroupId(g), Sink::default()).await?);
+    }
+    Ok((node, handles))
+}
+
+async fn serve_node(
+    id: u64,
+    dir: &Path,
+    peers: BTreeMap<u64, SocketAddr>,
+    groups: u64,
+    proposers: usize,
+    payload: Bytes,
+) -> Result<(), Error> {
+    let (mut node, mut handles) = start(id, dir, &peers, groups).await?;
+    println!("started");
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(line) = lines.recv().await {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("leaders") => {
+                // Every group has a leader once a proposal to it commits.
+                for h in &handles {
+                    h.propose(payload.clone()).await?;
+                }
+                println!("leaders");
+            }
+            Some("load") => {
+                let secs: u64 = words.next().ok_or("load needs seconds")?.parse()?;
+                let before = node.log_stats().fsyncs;
+                let stop = Arc::new(AtomicBool::new(false));
+                let started = Instant::now();
+                let mut tasks = Vec::new();
+                for p in 0..proposers {
+                    let handles = handles.clone();
+                    let payload = payload.clone();
+                    let stop = Arc::clone(&stop);
+                    // A small deterministic generator per proposer is enough to spread
+                    // the proposals over the groups.
+                    let mut state = (id << 32 | p as u64) * 0x9E37_79B9_7F4A_7C15 | 1;
+                    tasks.push(tokio::spawn(async move {
+                        let mut latencies = Buckets::default();
+                        while !stop.load(Ordering::Relaxed) {
+                            state ^= state << 13;
+                            state ^= state >> 7;
+                            state ^= state << 17;
+                            let g = &handles[(state % handles.len() as u64) as usize];
+                            let t = Instant::now();
+                            g.propose(payload.clone()).await?;
+                            latencies.record(t.elapsed().as_micros() as u64);
+                        }
+                        Ok::<_, ordo_node::ProposeError>(latencies)
+                    }));
+                }
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+                stop.store(true, Ordering::Relaxed);
+                let mut latencies = Buckets::default();
+                for t in tasks {
+                    latencies.merge(&t.await??);
+                }
+                let elapsed = started.elapsed().as_secs_f64();
+                let fsyncs = node.log_stats().fsyncs - before;
+                println!(
+                    "load {} {fsyncs} {elapsed:.3} {}",
+                    latencies.count(),
+                    latencies.encode()
+                );
+            }
+            Some("idle") => {
+                let secs: u64 = words.next().ok_or("idle needs seconds")?.parse()?;
+                // Let the groups settle after the load, then measure.
+                tokio::time::sleep(Duration::from_secs(secs.div_ceil(2))).await;
+                let (cpu_before, t) = (cpu_seconds()?, Instant::now());
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+                let cpu = (cpu_seconds()? - cpu_before) / t.elapsed().as_secs_f64() * 100.0;
+                println!("idle {cpu:.2} {}", rss_kib()?);
+            }
+            Some("restart") => {
+                drop(handles);
+                node.shutdown().await;
+                let t = Instant::now();
+                (node, handles) = start(id, dir, &peers, groups).await?;
+                println!("restarted {:.3}", t.elapsed().as_secs_f64());
+            }
+            Some("quit") => break,
+            _ => return Err(format!("unknown step {line:?}").into()),
+        }
+    }
+    drop(handles);
+    node.shutdown().await;
+    println!("bye");
+    Ok(())
+}
+
+/// User and system CPU time of this process so far, from `/proc/self/stat`.
+fn cpu_seconds() -> Result<f64, Error> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').ok_or("bad /proc/self/stat")? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // The kernel's USER_HZ is 100 on every Linux architecture Ordo runs on.
+    Ok(ticks as f64 / 100.0)
+}
+
+/// Resident memory of this process, from `/proc/self/status`.
+fn rss_kib() -> Result<u64, Error> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).ok_or("bad VmRSS")?.parse()?)
+}
