@@ -422,8 +422,8 @@ impl GroupLog {
                 return Ok(());
             }
             let first = through + 1;
-            let drop = ((first - g.first_index) as usize).min(g.locs.len());
-            let removed: u64 = g.locs.range(..drop).map(|l| u64::from(l.len)).sum();
+            let gone = ((first - g.first_index) as usize).min(g.locs.len());
+            let removed: u64 = g.locs.range(..gone).map(|l| u64::from(l.len)).sum();
             let last = g.last_index().max(through);
             let hs = g.hard_state;
             let journal_index = self.log.inner.write_state(
@@ -434,7 +434,7 @@ impl GroupLog {
                 Written::Caller,
                 -(removed as i64),
             )?;
-            g.locs.drain(..drop);
+            g.locs.drain(..gone);
             g.first_index = first;
             g.live_bytes -= removed;
             g.state_journal_index = journal_index;
@@ -554,7 +554,7 @@ impl GroupLog {
             live(&g, self.group.id)?;
             g.state_journal_index
         };
-        self.log.inner.wait_journal(journal_index)?;
+        self.log.inner.make_durable(journal_index)?;
         self.group.snapshots.writer(meta)
     }
 }

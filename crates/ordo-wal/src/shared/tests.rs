@@ -82,6 +82,13 @@ fn seen(log: &SharedLog) -> BTreeMap<u64, Seen> {
 }
 
 #[test]
+fn the_logs_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<SharedLog>();
+    send_sync::<GroupLog>();
+}
+
+#[test]
 fn appends_of_many_groups_read_back_across_segments_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let log = SharedLog::open(dir.path(), options()).unwrap();
