@@ -67,6 +67,8 @@
 //! - [`apply`]: the applier, run on an apply thread per group (or inline by the simulator).
 //! - `storage`: [`LogStore`], the log storage the core reads, over the WAL.
 //! - `driver`: the tokio shell that carries out the core's commands.
+//! - `peers`: which groups need each peer, so the shared transport keeps a peer while any
+//!   group does.
 
 pub mod apply;
 pub mod codec;
@@ -78,6 +80,7 @@ pub mod identity;
 mod members;
 mod metrics;
 mod node;
+mod peers;
 mod state_machine;
 mod storage;
 pub mod transport;

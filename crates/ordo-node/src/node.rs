@@ -27,6 +27,7 @@ use crate::identity::{
 };
 use crate::members::MemberFile;
 use crate::metrics::{inc, GroupMetrics};
+use crate::peers::PeerNeeds;
 use crate::state_machine::StateMachine;
 use crate::storage::{StorageFailure, WalStorage};
 use crate::transport::{
@@ -121,7 +122,7 @@ struct GroupParts {
     raw: RawNode<WalStorage>,
     snap: SnapshotMeta,
     members: MemberFile,
-    transport: Arc<Transport>,
+    peers: Arc<PeerNeeds>,
     options: GroupOptions,
 }
 
@@ -146,6 +147,8 @@ pub struct Node {
     /// Set once the node learns it lost state; it then takes no further part.
     fatal: watch::Sender<Option<LostState>>,
     transport: Option<Arc<Transport>>,
+    /// Which groups need each peer; `None` once shut down.
+    peers: Option<Arc<PeerNeeds>>,
     local_addr: SocketAddr,
     groups: Groups,
     router: Option<JoinHandle<()>>,
@@ -204,13 +207,13 @@ impl Node {
         };
         let (transport, channels) =
             Transport::start_with(transport_config, listener, incarnations)?;
-        for (&id, &addr) in &config.peers {
-            if id != config.id {
-                transport.add_peer(id, addr)?;
-            }
-        }
         let local_addr = transport.local_addr();
         let transport = Arc::new(transport);
+        let peers = Arc::new(PeerNeeds::new(
+            Arc::clone(&transport),
+            config.id,
+            &config.peers,
+        )?);
         let groups: Groups = Arc::default();
         let (fatal, _) = watch::channel(None);
         let router = tokio::spawn(route(
@@ -228,6 +231,7 @@ impl Node {
             fatal,
             config,
             transport: Some(transport),
+            peers: Some(peers),
             local_addr,
             groups,
             router: Some(router),
@@ -314,7 +318,7 @@ impl Node {
         mut state_machine: S,
         options: GroupOptions,
     ) -> Result<Group<S>, NodeError> {
-        let transport = self.transport.clone().ok_or(NodeError::ShuttingDown)?;
+        let peers = self.peers.clone().ok_or(NodeError::ShuttingDown)?;
         if let Some(lost) = self.lost_state() {
             return Err(NodeError::LostState(lost));
         }
@@ -323,7 +327,7 @@ impl Node {
         }
         let dir = self.config.data_dir.join(format!("group-{}", group_id.0));
         let (wal, listed) = self.open_log(group_id, &dir, &state_machine)?;
-        let members = self.load_members(group_id, &dir, &transport)?;
+        let members = self.load_members(group_id, &dir, &peers)?;
         let storage = tokio::task::block_in_place(|| {
             WalStorage::open(Arc::clone(&wal), self.config.snapshot_bytes_max)
                 .map(|s| s.with_log_cache_bytes(self.config.log_cache_bytes_max))
@@ -358,10 +362,14 @@ impl Node {
             raw,
             snap,
             members,
-            transport,
+            peers: Arc::clone(&peers),
             options,
         };
-        self.launch(parts, state_machine)
+        let launched = self.launch(parts, state_machine);
+        if launched.is_err() {
+            peers.release_group(group_id);
+        }
+        launched
     }
 
     /// Opens and recovers the group's log, checks it against what this node promised,
@@ -423,13 +431,13 @@ impl Node {
     }
 
     /// Loads the group's member addresses, fills in configured peers it lacks (addresses
-    /// learned later, from membership changes and snapshots, take precedence), and makes
-    /// sure the transport dials every one.
+    /// learned later, from membership changes and snapshots, take precedence), and tells
+    /// the transport that the group needs every one.
     fn load_members(
         &self,
         group_id: GroupId,
         dir: &std::path::Path,
-        transport: &Transport,
+        peers: &PeerNeeds,
     ) -> Result<MemberFile, NodeError> {
         let config = &self.config;
         let members_err = |source| NodeError::Members {
@@ -445,10 +453,9 @@ impl Node {
             .map(|(id, addr)| (*id, Some(*addr)))
             .collect();
         tokio::task::block_in_place(|| members.update(missing)).map_err(members_err)?;
-        let known: Vec<NodeId> = transport.peers().iter().map(|(id, _)| *id).collect();
         for (&id, &addr) in members.members() {
-            if id != config.id && !known.contains(&id) {
-                transport.add_peer(id, addr)?;
+            if id != config.id {
+                peers.need(group_id, id, addr);
             }
         }
         Ok(members)
@@ -552,7 +559,8 @@ impl Node {
             shutdown: self.shutdown.subscribe(),
         };
         let outputs = Outputs {
-            transport: parts.transport,
+            transport: Arc::clone(parts.peers.transport()),
+            peers: parts.peers,
             storage: parts.storage,
             fsync: config.fsync,
             apply_tx,
@@ -696,6 +704,8 @@ impl Node {
     }
 
     async fn stop_transport(&mut self) {
+        // The peer bookkeeping holds the transport too; the groups that used it are gone.
+        drop(self.peers.take());
         if let Some(router) = self.router.take() {
             router.abort();
             let _ = router.await;
