@@ -68,7 +68,8 @@
 //! - `storage`: [`LogStore`], the log storage the core reads, over the WAL.
 //! - `driver`: the tokio shell that carries out the core's commands.
 //! - `peers`: which groups need each peer, so the shared transport keeps a peer while any
-//!   group does.
+//!   group does; `initial_members`: the voters and learners a new group is bootstrapped
+//!   with ([`InitialMembers`]).
 
 pub mod apply;
 pub mod codec;
@@ -77,6 +78,7 @@ pub mod core;
 mod driver;
 mod group;
 pub mod identity;
+mod initial_members;
 mod members;
 mod metrics;
 mod node;
@@ -92,6 +94,7 @@ pub use group::{
     AskError, Group, GroupId, GroupStatus, MembershipChange, PeerStatus, ProposeError, ReadError,
 };
 pub use identity::{IdentityError, LostState, LOST_STATE_REMEDY};
+pub use initial_members::{InitialMembers, InitialMembersError};
 pub use members::MembersError;
 pub use metrics::{Histogram, HistogramSnapshot, MetricsSnapshot, HISTOGRAM_BUCKETS};
 pub use node::{role_name, GroupOptions, Node, NodeError};

@@ -1,12 +1,12 @@
 //! A node: the peer transport, a router that hands each peer message to its group, and
 //! the groups this node hosts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use ordo_raft::{Config, Index, RawNode, SnapshotMeta, StateRole};
+use ordo_raft::{ConfState, Config, Index, RawNode, SnapshotMeta, StateRole};
 use ordo_wal::{Durability, Options, Wal};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -25,6 +25,7 @@ use crate::identity::{
     check_not_marked, mark_lost, IdentityError, IdentityFile, LostState, Opened, LOST_STATE_REMEDY,
     PEERS_FILE,
 };
+use crate::initial_members::{conf_state_of, members_of, InitialMembers, InitialMembersError};
 use crate::members::MemberFile;
 use crate::metrics::{inc, GroupMetrics};
 use crate::peers::PeerNeeds;
@@ -91,6 +92,26 @@ pub enum NodeError {
     /// A group with this id runs already.
     #[error("group {0} is already running on this node")]
     GroupExists(GroupId),
+    /// The members given for a new group were refused; nothing was written.
+    #[error("group {group}: invalid initial members: {source}")]
+    InitialMembers {
+        /// The group.
+        group: GroupId,
+        /// What is wrong with them.
+        source: InitialMembersError,
+    },
+    /// This node is neither a voter nor a learner of the new group, so it does not host
+    /// it; nothing was written.
+    #[error(
+        "group {group} does not have node {node} among its voters or learners, so node {node} \
+         does not host it"
+    )]
+    NotAMember {
+        /// The group.
+        group: GroupId,
+        /// This node.
+        node: NodeId,
+    },
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -104,12 +125,17 @@ pub enum NodeError {
 pub struct GroupOptions {
     /// Answers [`Group::ask_leader`] on the leader; without one such questions are refused.
     pub leader_service: Option<Arc<dyn LeaderService>>,
+    /// Who the group is made of if this node bootstraps it (it holds no state of it yet);
+    /// by default every configured peer votes. A group with state here goes on with the
+    /// configuration its state holds.
+    pub members: InitialMembers,
 }
 
 impl std::fmt::Debug for GroupOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GroupOptions")
             .field("leader_service", &self.leader_service.is_some())
+            .field("members", &self.members)
             .finish()
     }
 }
@@ -311,7 +337,13 @@ impl Node {
     }
 
     /// Like [`Node::start_group`], with options: the face's [`LeaderService`] answering
-    /// [`Group::ask_leader`] on the leader.
+    /// [`Group::ask_leader`] on the leader, and the members a new group is bootstrapped
+    /// with ([`InitialMembers`]: its own voters and learners, a subset of the cluster).
+    ///
+    /// Explicit members are checked before anything is written: no voter, a node named
+    /// twice or as both voter and learner, or a node whose address this node does not know
+    /// is [`NodeError::InitialMembers`]; a node in neither list does not host the group
+    /// ([`NodeError::NotAMember`]).
     pub async fn start_group_with<S: StateMachine>(
         &self,
         group_id: GroupId,
@@ -326,8 +358,15 @@ impl Node {
             return Err(NodeError::GroupExists(group_id));
         }
         let dir = self.config.data_dir.join(format!("group-{}", group_id.0));
-        let (wal, listed) = self.open_log(group_id, &dir, &state_machine)?;
-        let members = self.load_members(group_id, &dir, &peers)?;
+        let mut members =
+            tokio::task::block_in_place(|| MemberFile::load(&dir)).map_err(|source| {
+                NodeError::Members {
+                    group: group_id,
+                    source,
+                }
+            })?;
+        let bootstrap = self.bootstrap_conf(group_id, &options.members, &members, &peers)?;
+        let (wal, listed) = self.open_log(group_id, &dir, &state_machine, bootstrap.as_ref())?;
         let storage = tokio::task::block_in_place(|| {
             WalStorage::open(Arc::clone(&wal), self.config.snapshot_bytes_max)
                 .map(|s| s.with_log_cache_bytes(self.config.log_cache_bytes_max))
@@ -346,6 +385,7 @@ impl Node {
                 source,
             },
         )?;
+        self.fill_members(group_id, &mut members, &raw.conf_state(), &peers)?;
         if !listed {
             tokio::spawn(list_group_once_written(
                 group_id,
@@ -372,14 +412,69 @@ impl Node {
         launched
     }
 
+    /// The configuration to bootstrap `group_id` with should this node hold no state of
+    /// it, or `None` to wait to be added. Explicit members are checked here, before
+    /// anything is written; `members` are the addresses recorded for the group already.
+    fn bootstrap_conf(
+        &self,
+        group_id: GroupId,
+        initial: &InitialMembers,
+        members: &MemberFile,
+        peers: &PeerNeeds,
+    ) -> Result<Option<ConfState>, NodeError> {
+        let config = &self.config;
+        match initial {
+            InitialMembers::Configured if config.join => Ok(None),
+            InitialMembers::Configured => {
+                Ok(Some(ConfState::with_voters(config.peers.keys().copied())))
+            }
+            InitialMembers::Join => Ok(None),
+            InitialMembers::Members { voters, learners } => {
+                let known = |id: NodeId| {
+                    members.members().contains_key(&id)
+                        || self.peer_addr_of(id, peers.transport()).is_some()
+                };
+                let conf = conf_state_of(voters, learners, known).map_err(|source| {
+                    NodeError::InitialMembers {
+                        group: group_id,
+                        source,
+                    }
+                })?;
+                if !members_of(&conf).contains(&config.id) {
+                    return Err(NodeError::NotAMember {
+                        group: group_id,
+                        node: config.id,
+                    });
+                }
+                Ok(Some(conf))
+            }
+        }
+    }
+
+    /// Where node `id` listens for peers, as far as this node knows: its own address, a
+    /// configured peer's, or one the transport learned from a group's members.
+    fn peer_addr_of(&self, id: NodeId, transport: &Transport) -> Option<SocketAddr> {
+        let config = &self.config;
+        if id == config.id {
+            return Some(config.peers.get(&id).copied().unwrap_or(self.local_addr));
+        }
+        config.peers.get(&id).copied().or_else(|| {
+            transport
+                .peers()
+                .into_iter()
+                .find_map(|(peer, addr)| (peer == id).then_some(addr))
+        })
+    }
+
     /// Opens and recovers the group's log, checks it against what this node promised,
-    /// bootstraps a new cluster's group, and lists the group in the identity file once it
-    /// has a hard state. Returns the log and whether the group is listed.
+    /// bootstraps a new group with `bootstrap`, and lists the group in the identity file
+    /// once it has a hard state. Returns the log and whether the group is listed.
     fn open_log<S: StateMachine>(
         &self,
         group_id: GroupId,
         dir: &std::path::Path,
         state_machine: &S,
+        bootstrap: Option<&ConfState>,
     ) -> Result<(Arc<Wal>, bool), NodeError> {
         let config = &self.config;
         let storage_err = |source: StorageFailure| NodeError::Storage {
@@ -412,12 +507,11 @@ impl Node {
             }));
         }
         let fresh = wal.latest_snapshot().is_none() && wal.last_index() == 0 && no_hard_state;
-        if fresh && !config.join {
-            let voters = ordo_raft::ConfState::with_voters(config.peers.keys().copied());
+        if let (true, Some(conf)) = (fresh, bootstrap) {
             let initial = state_machine.snapshot();
-            tokio::task::block_in_place(|| bootstrap(&wal, &voters, &initial))
+            tokio::task::block_in_place(|| bootstrap_log(&wal, conf, &initial))
                 .map_err(storage_err)?;
-            tracing::info!(group = %group_id, node = config.id, voters = ?voters.voters, "group bootstrapped");
+            tracing::info!(group = %group_id, node = config.id, voters = ?conf.voters, learners = ?conf.learners, "group bootstrapped");
         }
         // Listed once it has a hard state (after bootstrapping, or as found on disk): from
         // then on its loss is detected. A joining node's group is listed by
@@ -430,35 +524,39 @@ impl Node {
         Ok((wal, listed))
     }
 
-    /// Loads the group's member addresses, fills in configured peers it lacks (addresses
-    /// learned later, from membership changes and snapshots, take precedence), and tells
-    /// the transport that the group needs every one.
-    fn load_members(
+    /// Fills in the addresses of the group's members (`conf`) that its member file lacks
+    /// (those recorded, from membership changes and snapshots, take precedence), and tells
+    /// the transport that the group needs every member. A node waiting to be added knows
+    /// no configuration yet: the configured peers are the members it was told of.
+    fn fill_members(
         &self,
         group_id: GroupId,
-        dir: &std::path::Path,
+        members: &mut MemberFile,
+        conf: &ConfState,
         peers: &PeerNeeds,
-    ) -> Result<MemberFile, NodeError> {
+    ) -> Result<(), NodeError> {
         let config = &self.config;
-        let members_err = |source| NodeError::Members {
-            group: group_id,
-            source,
-        };
-        let mut members =
-            tokio::task::block_in_place(|| MemberFile::load(dir)).map_err(members_err)?;
-        let missing: Vec<_> = config
-            .peers
-            .iter()
-            .filter(|(id, _)| **id != config.id && !members.members().contains_key(id))
-            .map(|(id, addr)| (*id, Some(*addr)))
+        let mut wanted: BTreeSet<NodeId> = members_of(conf);
+        if wanted.is_empty() {
+            wanted = config.peers.keys().copied().collect();
+        }
+        let missing: Vec<_> = wanted
+            .into_iter()
+            .filter(|id| *id != config.id && !members.members().contains_key(id))
+            .filter_map(|id| Some((id, Some(self.peer_addr_of(id, peers.transport())?))))
             .collect();
-        tokio::task::block_in_place(|| members.update(missing)).map_err(members_err)?;
+        tokio::task::block_in_place(|| members.update(missing)).map_err(|source| {
+            NodeError::Members {
+                group: group_id,
+                source,
+            }
+        })?;
         for (&id, &addr) in members.members() {
             if id != config.id {
                 peers.need(group_id, id, addr);
             }
         }
-        Ok(members)
+        Ok(())
     }
 
     fn raft_config(&self, group_id: GroupId, applied_index: Index) -> Config {
@@ -787,15 +885,15 @@ fn wal_options(config: &NodeConfig) -> Options {
     }
 }
 
-/// Records a new cluster's first snapshot at index 1 holding the initial voters and the
-/// state machine's initial state, so every member starts from the same point and a node
-/// added later receives the configuration with a snapshot.
-fn bootstrap(
-    wal: &Wal,
-    voters: &ordo_raft::ConfState,
-    initial: &[u8],
-) -> Result<(), StorageFailure> {
-    WalStorage::write_snapshot(wal, 1, 1, voters, initial)?;
+/// Records a new group's first snapshot at index 1 holding its initial voters and learners
+/// and the state machine's initial state, so every member starts from the same point and a
+/// node added later receives the configuration with a snapshot.
+fn bootstrap_log(wal: &Wal, conf: &ConfState, initial: &[u8]) -> Result<(), StorageFailure> {
+    assert!(
+        !conf.voters.is_empty() && !conf.is_joint(),
+        "a group is bootstrapped with voters and no joint configuration: {conf:?}"
+    );
+    WalStorage::write_snapshot(wal, 1, 1, conf, initial)?;
     wal.truncate_prefix(1)?;
     wal.set_hard_state(ordo_wal::HardState {
         term: 1,

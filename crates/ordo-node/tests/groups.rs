@@ -5,10 +5,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use ordo_node::{Group, GroupId, GroupOptions, MembershipChange, Node, NodeConfig, NodeId};
+use ordo_node::{
+    Group, GroupId, GroupOptions, InitialMembers, InitialMembersError, MembershipChange, Node,
+    NodeConfig, NodeError, NodeId, StateRole,
+};
 
 /// Binds `ids` on loopback and returns the listeners and the address book of them all.
 async fn listeners(
@@ -29,6 +33,28 @@ async fn listeners(
     (listeners, addrs)
 }
 
+/// Starts nodes `1..=n` of one cluster, hosting no group yet.
+async fn start_nodes(dir: &Path, n: u64) -> BTreeMap<NodeId, Node> {
+    let (listeners, addrs) = listeners(1..=n).await;
+    listeners
+        .into_iter()
+        .map(|(id, l)| {
+            let config = test_config(id, dir.join(format!("node-{id}")), &addrs);
+            (id, Node::start_on(config, l).unwrap())
+        })
+        .collect()
+}
+
+fn members(voters: &[NodeId], learners: &[NodeId]) -> GroupOptions {
+    GroupOptions {
+        members: InitialMembers::Members {
+            voters: voters.to_vec(),
+            learners: learners.to_vec(),
+        },
+        ..GroupOptions::default()
+    }
+}
+
 /// Starts `group` on each of `on` with `options`.
 async fn start_on(
     nodes: &BTreeMap<NodeId, Node>,
@@ -47,10 +73,112 @@ async fn start_on(
     groups
 }
 
+fn group_dir(dir: &Path, node: NodeId, group: GroupId) -> std::path::PathBuf {
+    dir.join(format!("node-{node}/group-{}", group.0))
+}
+
 async fn shutdown(nodes: BTreeMap<NodeId, Node>) {
     for (_, node) in nodes {
         node.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_runs_on_its_own_voters_and_learners_and_a_non_member_refuses_to_host_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_nodes(dir.path(), 3).await;
+    let pair = GroupId(7);
+    let with_learner = GroupId(8);
+    let pair_groups = start_on(&nodes, &[1, 2], pair, &members(&[1, 2], &[])).await;
+    let error = nodes[&3]
+        .start_group_with(pair, Recorder::default(), members(&[1, 2], &[]))
+        .await
+        .err()
+        .expect("node 3 refuses");
+    assert!(
+        matches!(error, NodeError::NotAMember { group, node: 3 } if group == pair),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("group 7") && error.to_string().contains("node 3"),
+        "{error}"
+    );
+    assert!(!group_dir(dir.path(), 3, pair).exists(), "nothing written");
+
+    let learner_groups = start_on(&nodes, &[1, 2, 3], with_learner, &members(&[1, 2], &[3])).await;
+    let (leader, _) = leader_of(&pair_groups).await;
+    let (index, _) = propose_on(&pair_groups[&leader], "pair").await;
+    for g in pair_groups.values() {
+        g.wait_applied(index, GUARD).await.unwrap();
+    }
+    let (index, _) = propose_on(&learner_groups[&3], "through the learner").await;
+    learner_groups[&3].wait_applied(index, GUARD).await.unwrap();
+    assert_eq!(
+        text(&learner_groups[&3].read(|sm| sm.entries.clone())),
+        vec!["through the learner"]
+    );
+
+    let s = learner_groups[&3].status().await.unwrap();
+    assert_eq!(s.role, StateRole::Follower);
+    assert_eq!(
+        (s.conf_state.voters.clone(), s.conf_state.learners.clone()),
+        (vec![1, 2], vec![3])
+    );
+
+    // Added to the pair later, node 3 starts it waiting and receives its state.
+    let join = GroupOptions {
+        members: InitialMembers::Join,
+        ..GroupOptions::default()
+    };
+    let late = nodes[&3]
+        .start_group_with(pair, Recorder::default(), join)
+        .await
+        .unwrap();
+    let addr = nodes[&3].peer_addr();
+    let conf = pair_groups[&leader]
+        .change_membership(MembershipChange::AddLearner { id: 3, addr })
+        .await
+        .unwrap();
+    assert_eq!((conf.voters, conf.learners), (vec![1, 2], vec![3]));
+    let (index, _) = propose_on(&pair_groups[&leader], "for the late learner").await;
+    late.wait_applied(index, GUARD).await.unwrap();
+    assert_eq!(
+        text(&late.read(|sm| sm.entries.clone())),
+        vec!["pair", "for the late learner"]
+    );
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_initial_members_are_refused_naming_the_problem_and_nothing_is_written() {
+    use InitialMembersError::*;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_nodes(dir.path(), 3).await;
+    let group = GroupId(9);
+    let cases: [(&[NodeId], &[NodeId], InitialMembersError); 5] = [
+        (&[], &[1], NoVoters),
+        (&[1, 7], &[], UnknownNode(7)),
+        (&[1, 2, 1], &[], Duplicate(1)),
+        (&[1], &[3, 3], Duplicate(3)),
+        (&[1, 2], &[2], VoterAndLearner(2)),
+    ];
+    for (voters, learners, expected) in cases {
+        let error = nodes[&1]
+            .start_group_with(group, Recorder::default(), members(voters, learners))
+            .await
+            .err()
+            .expect("refused");
+        match error {
+            NodeError::InitialMembers { group: g, source } => {
+                assert_eq!((g, source), (group, expected.clone()))
+            }
+            other => panic!("{voters:?} {learners:?}: {other}"),
+        }
+    }
+    assert!(!group_dir(dir.path(), 1, group).exists());
+    assert!(nodes[&1].listed_groups().is_empty());
+    assert!(nodes[&1].groups().is_empty());
+    shutdown(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
