@@ -69,7 +69,8 @@
 //! - `driver`: the tokio shell that carries out the core's commands.
 //! - `peers`: which groups need each peer, so the shared transport keeps a peer while any
 //!   group does; `initial_members`: the voters and learners a new group is bootstrapped
-//!   with ([`InitialMembers`]).
+//!   with ([`InitialMembers`]); `removal`: a removed group's state deleted without the node
+//!   ever mistaking its absence for lost state.
 
 pub mod apply;
 pub mod codec;
@@ -83,6 +84,7 @@ mod members;
 mod metrics;
 mod node;
 mod peers;
+mod removal;
 mod state_machine;
 mod storage;
 pub mod transport;
@@ -99,5 +101,6 @@ pub use members::MembersError;
 pub use metrics::{Histogram, HistogramSnapshot, MetricsSnapshot, HISTOGRAM_BUCKETS};
 pub use node::{role_name, GroupOptions, Node, NodeError};
 pub use ordo_raft::{ConfState, Index, NodeId, StateRole, Term};
+pub use removal::RemovalError;
 pub use state_machine::{RestoreError, SnapshotJob, StateMachine, ENVELOPE_BYTES};
 pub use storage::{LogStore, StorageFailure, WalStorage, LOG_CACHE_BYTES_DEFAULT};

@@ -1,7 +1,7 @@
 //! A node: the peer transport, a router that hands each peer message to its group, and
-//! the groups this node hosts.
+//! the groups this node hosts, started and removed at run time.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -29,6 +29,7 @@ use crate::initial_members::{conf_state_of, members_of, InitialMembers, InitialM
 use crate::members::MemberFile;
 use crate::metrics::{inc, GroupMetrics};
 use crate::peers::PeerNeeds;
+use crate::removal::{finish_removals, group_dir, has_state, remove_group_state, RemovalError};
 use crate::state_machine::StateMachine;
 use crate::storage::{StorageFailure, WalStorage};
 use crate::transport::{
@@ -92,6 +93,12 @@ pub enum NodeError {
     /// A group with this id runs already.
     #[error("group {0} is already running on this node")]
     GroupExists(GroupId),
+    /// The group is being started or removed on this node by another call.
+    #[error("group {0} is being started or removed on this node; try again once that is done")]
+    GroupBusy(GroupId),
+    /// The group neither runs on this node nor has state here.
+    #[error("group {0} is not hosted on this node and has no state here")]
+    UnknownGroup(GroupId),
     /// The members given for a new group were refused; nothing was written.
     #[error("group {group}: invalid initial members: {source}")]
     InitialMembers {
@@ -112,6 +119,9 @@ pub enum NodeError {
         /// This node.
         node: NodeId,
     },
+    /// The state of a removed group could not be deleted.
+    #[error(transparent)]
+    Removal(#[from] RemovalError),
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -154,6 +164,8 @@ struct GroupParts {
 
 struct GroupEntry {
     events: mpsc::Sender<Event>,
+    /// Tells the driver to stop (on removal, or when the node shuts down).
+    stop: watch::Sender<bool>,
     metrics: Arc<GroupMetrics>,
     /// Why the group stopped on its own, once it has.
     failure: Arc<Mutex<Option<String>>>,
@@ -162,6 +174,20 @@ struct GroupEntry {
 }
 
 type Groups = Arc<Mutex<HashMap<GroupId, GroupEntry>>>;
+
+/// Marks a group as being started or removed, so that no other start or removal of it
+/// runs meanwhile; unmarked when dropped.
+struct Changing<'a> {
+    changing: &'a Mutex<HashSet<GroupId>>,
+    group: GroupId,
+}
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        let removed = lock(self.changing).remove(&self.group);
+        assert!(removed, "group {} was not marked as changing", self.group);
+    }
+}
 
 /// A running Ordo node. Hosts any number of Raft groups over one peer transport.
 ///
@@ -177,6 +203,8 @@ pub struct Node {
     peers: Option<Arc<PeerNeeds>>,
     local_addr: SocketAddr,
     groups: Groups,
+    /// Groups being started or removed.
+    changing: Mutex<HashSet<GroupId>>,
     router: Option<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
 }
@@ -225,6 +253,12 @@ impl Node {
                  its groups are listed as they start"
             ),
         }
+        let identity = Mutex::new(identity);
+        let finished =
+            tokio::task::block_in_place(|| finish_removals(&config.data_dir, &identity))?;
+        if !finished.is_empty() {
+            tracing::info!(node = config.id, groups = ?finished, "removals cut short by a stop finished");
+        }
         let incarnations =
             tokio::task::block_in_place(|| PeerIncarnations::open(&config.data_dir, PEERS_FILE))?;
         let transport_config = crate::transport::TransportConfig {
@@ -253,13 +287,14 @@ impl Node {
         tracing::info!(node = config.id, %local_addr, "node started");
         Ok(Node {
             boot: boot_id(),
-            identity: Arc::new(Mutex::new(identity)),
+            identity: Arc::new(identity),
             fatal,
             config,
             transport: Some(transport),
             peers: Some(peers),
             local_addr,
             groups,
+            changing: Mutex::new(HashSet::new()),
             router: Some(router),
             shutdown,
         })
@@ -354,10 +389,11 @@ impl Node {
         if let Some(lost) = self.lost_state() {
             return Err(NodeError::LostState(lost));
         }
+        let _changing = self.mark_changing(group_id)?;
         if lock(&self.groups).contains_key(&group_id) {
             return Err(NodeError::GroupExists(group_id));
         }
-        let dir = self.config.data_dir.join(format!("group-{}", group_id.0));
+        let dir = group_dir(&self.config.data_dir, group_id);
         let mut members =
             tokio::task::block_in_place(|| MemberFile::load(&dir)).map_err(|source| {
                 NodeError::Members {
@@ -410,6 +446,17 @@ impl Node {
             peers.release_group(group_id);
         }
         launched
+    }
+
+    /// Marks `group` as being started or removed; refused while another call does either.
+    fn mark_changing(&self, group: GroupId) -> Result<Changing<'_>, NodeError> {
+        if !lock(&self.changing).insert(group) {
+            return Err(NodeError::GroupBusy(group));
+        }
+        Ok(Changing {
+            changing: &self.changing,
+            group,
+        })
     }
 
     /// The configuration to bootstrap `group_id` with should this node hold no state of
@@ -649,12 +696,13 @@ impl Node {
             member_addrs,
             Arc::clone(&metrics),
         );
+        let (stop_tx, stop_rx) = watch::channel(false);
         let inputs = Inputs {
             requests: requests_rx,
             events: events_rx,
             events_tx: events_tx.clone(),
             durable: durable_rx,
-            shutdown: self.shutdown.subscribe(),
+            shutdown: stop_rx,
         };
         let outputs = Outputs {
             transport: Arc::clone(parts.peers.transport()),
@@ -673,6 +721,7 @@ impl Node {
         let driver = tokio::spawn(driver.run());
         let entry = GroupEntry {
             events: events_tx,
+            stop: stop_tx,
             metrics: Arc::clone(&metrics),
             failure: Arc::clone(&failure),
             driver,
@@ -783,22 +832,47 @@ impl Node {
 
     async fn stop_groups(&mut self, abort: bool) {
         let entries: Vec<(GroupId, GroupEntry)> = lock(&self.groups).drain().collect();
-        for (group, mut entry) in entries {
+        // Every group is told first, so they stop side by side.
+        for (_, entry) in &entries {
             if abort {
                 entry.driver.abort();
-            }
-            match entry.driver.await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::warn!(%group, %error, "group had stopped"),
-                Err(_) => {}
-            }
-            drop(entry.events);
-            if let Some(thread) = entry.apply_thread.take() {
-                // The driver is gone, so the apply channel is closed: the thread finishes
-                // its queue and exits.
-                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            } else {
+                let _ = entry.stop.send(true);
             }
         }
+        for (group, entry) in entries {
+            stop_group(group, entry).await;
+        }
+    }
+
+    /// Removes `group_id` from this node: stops its driver and apply thread (its handles
+    /// answer [`ProposeError::ShuttingDown`](crate::ProposeError::ShuttingDown) and the like
+    /// from then on), lets the transport go of the peers only this group needed, and deletes
+    /// the group's state and its listing in the identity file, in an order that a crash at
+    /// any point cannot turn into a claim of lost state (see `removal.rs`). It does not
+    /// change the group's configuration on the other members: remove this node from it
+    /// there first (`Group::change_membership`), or remove the group on every member.
+    ///
+    /// A group with state here that does not run (never started since the node started) is
+    /// removed too; one that neither runs nor has state here is [`NodeError::UnknownGroup`].
+    pub async fn remove_group(&self, group_id: GroupId) -> Result<(), NodeError> {
+        let peers = self.peers.clone().ok_or(NodeError::ShuttingDown)?;
+        let _changing = self.mark_changing(group_id)?;
+        let entry = lock(&self.groups).remove(&group_id);
+        let data_dir = &self.config.data_dir;
+        if entry.is_none()
+            && !tokio::task::block_in_place(|| has_state(data_dir, &self.identity, group_id))?
+        {
+            return Err(NodeError::UnknownGroup(group_id));
+        }
+        if let Some(entry) = entry {
+            let _ = entry.stop.send(true);
+            stop_group(group_id, entry).await;
+        }
+        peers.release_group(group_id);
+        tokio::task::block_in_place(|| remove_group_state(data_dir, &self.identity, group_id))?;
+        tracing::info!(group = %group_id, node = self.config.id, "group removed and its state deleted");
+        Ok(())
     }
 
     async fn stop_transport(&mut self) {
@@ -866,6 +940,22 @@ impl Drop for Node {
         if let Some(router) = self.router.take() {
             router.abort();
         }
+    }
+}
+
+/// Waits for a group told to stop (or aborted) to let go of everything: its driver, then its
+/// apply thread.
+async fn stop_group(group: GroupId, mut entry: GroupEntry) {
+    match (&mut entry.driver).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%group, %error, "group had stopped"),
+        Err(_) => {}
+    }
+    drop(entry.events);
+    if let Some(thread) = entry.apply_thread.take() {
+        // The driver is gone, so the apply channel is closed: the thread finishes its queue
+        // and exits.
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
 }
 
@@ -952,10 +1042,19 @@ async fn list_group_once_written(
             return;
         };
         if written {
-            let recorded =
-                tokio::task::spawn_blocking(move || lock(&identity).record_group(group.0)).await;
+            let recorded = tokio::task::spawn_blocking(move || {
+                let mut identity = lock(&identity);
+                // Under the lock a removal unlists with: a group removed meanwhile has let go
+                // of its log, and must not be listed again after its removal unlisted it.
+                match wal.upgrade() {
+                    Some(_) => identity.record_group(group.0).map(|()| true),
+                    None => Ok(false),
+                }
+            })
+            .await;
             match recorded {
-                Ok(Ok(())) => tracing::info!(%group, "group listed in the identity file"),
+                Ok(Ok(true)) => tracing::info!(%group, "group listed in the identity file"),
+                Ok(Ok(false)) => {}
                 Ok(Err(error)) => {
                     tracing::warn!(%group, %error, "listing the group in the identity file failed")
                 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use ordo_node::{
     Group, GroupId, GroupOptions, InitialMembers, InitialMembersError, MembershipChange, Node,
-    NodeConfig, NodeError, NodeId, StateRole,
+    NodeConfig, NodeError, NodeId, ProposeError, StateRole,
 };
 
 /// Binds `ids` on loopback and returns the listeners and the address book of them all.
@@ -272,4 +272,94 @@ async fn a_peer_one_group_removes_stays_reachable_for_another_group_until_that_r
         assert_eq!(peers, expected, "configured peers stay on node {id}");
     }
     shutdown(nodes).await;
+}
+
+/// A single-node cluster in `dir`.
+async fn single_node(dir: &Path, listener: Option<tokio::net::TcpListener>) -> Node {
+    let listener = match listener {
+        Some(l) => l,
+        None => tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let addr = listener.local_addr().unwrap();
+    let config = test_config(1, dir.join("node-1"), &[(1, addr)].into());
+    Node::start_on(config, listener).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_group_leaves_no_state_and_the_restarted_node_claims_no_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = single_node(dir.path(), None).await;
+    let addr = node.peer_addr();
+    let (removed, kept, idle) = (GroupId(5), GroupId(6), GroupId(7));
+    let removed_group = node
+        .start_group(removed, Recorder::default())
+        .await
+        .unwrap();
+    let kept_group = node.start_group(kept, Recorder::default()).await.unwrap();
+    node.start_group(idle, Recorder::default()).await.unwrap();
+    propose_on(&removed_group, "doomed").await;
+    propose_on(&kept_group, "kept").await;
+    assert_eq!(node.listed_groups(), vec![removed, kept, idle]);
+
+    node.remove_group(removed).await.unwrap();
+    assert_eq!(node.groups(), vec![kept, idle]);
+    assert_eq!(node.listed_groups(), vec![kept, idle]);
+    assert!(!group_dir(dir.path(), 1, removed).exists());
+    assert_eq!(
+        removed_group.propose("too late").await,
+        Err(ProposeError::ShuttingDown)
+    );
+    for absent in [removed, GroupId(99)] {
+        let error = node.remove_group(absent).await.unwrap_err();
+        assert!(
+            matches!(error, NodeError::UnknownGroup(g) if g == absent),
+            "{error}"
+        );
+    }
+    let (index, _) = propose_on(&kept_group, "kept goes on").await;
+    assert!(index > 0);
+    node.shutdown().await;
+
+    let node = single_node(dir.path(), Some(bind_again(addr).await)).await;
+    assert_eq!(node.listed_groups(), vec![kept, idle]);
+    // Listed, with state on disk, not started: removed all the same.
+    node.remove_group(idle).await.unwrap();
+    assert!(!group_dir(dir.path(), 1, idle).exists());
+    assert_eq!(node.listed_groups(), vec![kept]);
+    let again = node
+        .start_group(removed, Recorder::default())
+        .await
+        .unwrap();
+    let (index, _) = propose_on(&again, "a new group under the old id").await;
+    again.wait_applied(index, GUARD).await.unwrap();
+    assert_eq!(
+        text(&again.read(|sm| sm.entries.clone())),
+        vec!["a new group under the old id"]
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removal_cut_short_after_its_first_step_is_finished_when_the_node_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = single_node(dir.path(), None).await;
+    let addr = node.peer_addr();
+    let group = GroupId(5);
+    let g = node.start_group(group, Recorder::default()).await.unwrap();
+    propose_on(&g, "before the crash").await;
+    node.crash().await;
+    // The removal's first step, then the crash: the directory renamed to its tombstone
+    // while the identity file still lists the group.
+    let live = group_dir(dir.path(), 1, group);
+    let tombstone = dir.path().join("node-1/group-5.removed");
+    std::fs::rename(&live, &tombstone).unwrap();
+
+    let node = single_node(dir.path(), Some(bind_again(addr).await)).await;
+    assert!(node.listed_groups().is_empty());
+    assert!(!tombstone.exists());
+    let g = node.start_group(group, Recorder::default()).await.unwrap();
+    let (index, _) = propose_on(&g, "fresh").await;
+    g.wait_applied(index, GUARD).await.unwrap();
+    assert_eq!(text(&g.read(|sm| sm.entries.clone())), vec!["fresh"]);
+    node.shutdown().await;
 }
