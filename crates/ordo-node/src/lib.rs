@@ -99,7 +99,7 @@ pub use identity::{IdentityError, LostState, LOST_STATE_REMEDY};
 pub use initial_members::{InitialMembers, InitialMembersError};
 pub use members::MembersError;
 pub use metrics::{Histogram, HistogramSnapshot, MetricsSnapshot, HISTOGRAM_BUCKETS};
-pub use node::{role_name, GroupOptions, Node, NodeError};
+pub use node::{role_name, GroupOptions, HostedGroups, Node, NodeError};
 pub use ordo_raft::{ConfState, Index, NodeId, StateRole, Term};
 pub use removal::RemovalError;
 pub use state_machine::{RestoreError, SnapshotJob, StateMachine, ENVELOPE_BYTES};

@@ -5,10 +5,11 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ordo_raft::{ConfState, Config, Index, RawNode, SnapshotMeta, StateRole};
 use ordo_wal::{Durability, Options, Wal};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::apply::{
@@ -20,7 +21,7 @@ use crate::core::{CoreConfig, GroupCore, Leadership};
 use crate::driver::{
     ApplyProgress, ApplyQueueRx, Driver, Event, GroupError, Inputs, LeaderService, Outputs,
 };
-use crate::group::{boot_id, lock, Group, GroupId};
+use crate::group::{boot_id, lock, Group, GroupId, GroupStatus, Request};
 use crate::identity::{
     check_not_marked, mark_lost, IdentityError, IdentityFile, LostState, Opened, LOST_STATE_REMEDY,
     PEERS_FILE,
@@ -166,6 +167,8 @@ struct GroupEntry {
     events: mpsc::Sender<Event>,
     /// Tells the driver to stop (on removal, or when the node shuts down).
     stop: watch::Sender<bool>,
+    /// Asks the driver for the group's status.
+    status: Box<dyn AskStatus>,
     metrics: Arc<GroupMetrics>,
     /// Why the group stopped on its own, once it has.
     failure: Arc<Mutex<Option<String>>>,
@@ -174,6 +177,71 @@ struct GroupEntry {
 }
 
 type Groups = Arc<Mutex<HashMap<GroupId, GroupEntry>>>;
+
+/// How long [`HostedGroups::statuses`] waits for the groups' drivers to answer.
+const STATUS_WAIT_MAX: Duration = Duration::from_secs(1);
+
+/// Asks a group's driver for its status, whatever its state machine.
+trait AskStatus: Send + Sync {
+    /// Sends the question without waiting; `None` if the driver is gone or its queue full.
+    fn ask_status(&self) -> Option<oneshot::Receiver<GroupStatus>>;
+}
+
+impl<O: Send + 'static> AskStatus for mpsc::Sender<Request<O>> {
+    fn ask_status(&self) -> Option<oneshot::Receiver<GroupStatus>> {
+        let (reply, answer) = oneshot::channel();
+        self.try_send(Request::Status { reply }).ok()?;
+        Some(answer)
+    }
+}
+
+/// The groups a node hosts, for a caller that outlives its borrow of the node (an admin
+/// endpoint). Cheap to clone.
+#[derive(Clone)]
+pub struct HostedGroups {
+    groups: Groups,
+}
+
+impl HostedGroups {
+    /// The ids of the groups hosted, in order.
+    pub fn ids(&self) -> Vec<GroupId> {
+        let mut ids: Vec<GroupId> = lock(&self.groups).keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The status of every hosted group whose driver answers within a second, in order of
+    /// id: role, term, leader, commit and applied index, configuration, and on the leader
+    /// each member's progress. A group that stopped on its own is left out (see
+    /// [`HostedGroups::failure`]).
+    pub async fn statuses(&self) -> Vec<GroupStatus> {
+        let asked: Vec<(Arc<GroupMetrics>, oneshot::Receiver<GroupStatus>)> = {
+            let groups = lock(&self.groups);
+            groups
+                .values()
+                .filter_map(|g| Some((Arc::clone(&g.metrics), g.status.ask_status()?)))
+                .collect()
+        };
+        let deadline = tokio::time::Instant::now() + STATUS_WAIT_MAX;
+        let mut statuses = Vec::with_capacity(asked.len());
+        for (metrics, answer) in asked {
+            if let Ok(Ok(mut status)) = tokio::time::timeout_at(deadline, answer).await {
+                status.applied_index = metrics.applied_index.load(Ordering::Acquire);
+                statuses.push(status);
+            }
+        }
+        statuses.sort_unstable_by_key(|s| s.group_id);
+        statuses
+    }
+
+    /// Why a hosted group stopped on its own (see [`Node::group_failure`]); `None` while it
+    /// runs, or if it is not hosted here.
+    pub fn failure(&self, group: GroupId) -> Option<String> {
+        lock(&self.groups)
+            .get(&group)
+            .and_then(|g| lock(&g.failure).clone())
+    }
+}
 
 /// Marks a group as being started or removed, so that no other start or removal of it
 /// runs meanwhile; unmarked when dropped.
@@ -722,6 +790,7 @@ impl Node {
         let entry = GroupEntry {
             events: events_tx,
             stop: stop_tx,
+            status: Box::new(requests_tx.clone()),
             metrics: Arc::clone(&metrics),
             failure: Arc::clone(&failure),
             driver,
@@ -904,9 +973,20 @@ impl Node {
 
     /// The groups this node hosts.
     pub fn groups(&self) -> Vec<GroupId> {
-        let mut ids: Vec<GroupId> = lock(&self.groups).keys().copied().collect();
-        ids.sort_unstable();
-        ids
+        self.hosted_groups().ids()
+    }
+
+    /// The groups this node hosts, as a handle that outlives this borrow of the node.
+    pub fn hosted_groups(&self) -> HostedGroups {
+        HostedGroups {
+            groups: Arc::clone(&self.groups),
+        }
+    }
+
+    /// The status of every group this node hosts, in order of id (see
+    /// [`HostedGroups::statuses`]).
+    pub async fn group_statuses(&self) -> Vec<GroupStatus> {
+        self.hosted_groups().statuses().await
     }
 
     /// Counters of a group hosted here.
@@ -918,9 +998,7 @@ impl Node {
     /// refused a snapshot, …), naming the file and offset where the storage gave them; `None`
     /// while it runs.
     pub fn group_failure(&self, group: GroupId) -> Option<String> {
-        lock(&self.groups)
-            .get(&group)
-            .and_then(|g| lock(&g.failure).clone())
+        self.hosted_groups().failure(group)
     }
 
     /// Whether a group's driver has stopped (on an error, or after shutdown).

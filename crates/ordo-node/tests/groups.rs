@@ -118,12 +118,27 @@ async fn a_group_runs_on_its_own_voters_and_learners_and_a_non_member_refuses_to
         vec!["through the learner"]
     );
 
-    let s = learner_groups[&3].status().await.unwrap();
-    assert_eq!(s.role, StateRole::Follower);
+    let on_3 = nodes[&3].group_statuses().await;
+    assert_eq!(
+        on_3.len(),
+        1,
+        "node 3 hosts only the group it is a member of"
+    );
+    let s = &on_3[0];
+    assert_eq!(s.group_id, with_learner);
+    assert!(s.is_learner() && s.role == StateRole::Follower);
     assert_eq!(
         (s.conf_state.voters.clone(), s.conf_state.learners.clone()),
         (vec![1, 2], vec![3])
     );
+    assert!(s.applied_index >= index);
+    let on_1 = nodes[&1].group_statuses().await;
+    assert_eq!(
+        on_1.iter().map(|s| s.group_id).collect::<Vec<_>>(),
+        vec![pair, with_learner]
+    );
+    assert_eq!(on_1[0].conf_state.voters, vec![1, 2]);
+    assert!(on_1.iter().all(|s| !s.is_learner() && s.term >= 2));
 
     // Added to the pair later, node 3 starts it waiting and receives its state.
     let join = GroupOptions {
