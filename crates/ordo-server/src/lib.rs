@@ -9,7 +9,7 @@
 //!                                                  ▼    │ the leader      ▼
 //!                                  ordo_kv::LeaseClock  └──ask_leader──▶ ordo_node::Group<KvMachine>
 //!                                                        (peer transport; etcd::leader_service answers)
-//!  operator ──HTTP──▶ admin (/status, /metrics, /health)
+//!  operator ──HTTP──▶ admin (/status, /metrics, /health; /groups: every hosted group)
 //!  metadata group (0) ────────▶ ordo_node::Group<meta::MetaMachine>, every configured node votes
 //! ```
 //!
@@ -23,7 +23,7 @@
 //! - [`meta`]: the metadata group (`GroupId(0)`, beside the KV group's `GroupId(1)`): a
 //!   replicated map from key bytes to value bytes, where the cluster will record which
 //!   groups exist and where their replicas live.
-//! - [`admin`]: `/status`, `/metrics`, `/health`.
+//! - [`admin`]: `/status`, `/metrics`, `/health`, `/groups`.
 //! - [`run`]: one node from start to shutdown.
 
 pub mod admin;

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use ordo_kv::{EtcdApi, KvMachine, KvState, KvStore, LeaseClock, ServiceConfig};
 use ordo_node::transport::{Advertised, AdvertisedError};
-use ordo_node::{Group, GroupId, GroupOptions, InitialMembers, LostState, Node, NodeError};
+use ordo_node::{
+    Group, GroupId, GroupOptions, HostedGroups, InitialMembers, LostState, Node, NodeError,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -249,7 +251,12 @@ struct Serving {
 }
 
 impl Serving {
-    fn start(backend: &Arc<EtcdBackend>, client: TcpListener, admin: TcpListener) -> Serving {
+    fn start(
+        backend: &Arc<EtcdBackend>,
+        groups: HostedGroups,
+        client: TcpListener,
+        admin: TcpListener,
+    ) -> Serving {
         let (stop, stop_rx) = watch::channel(false);
         let others = vec![
             tokio::spawn(crate::replica::follow_leadership(
@@ -260,6 +267,7 @@ impl Serving {
             tokio::spawn(crate::admin::serve(
                 admin,
                 Arc::clone(backend),
+                groups,
                 stop_rx.clone(),
             )),
         ];
@@ -296,7 +304,12 @@ pub async fn run(
         backend,
         meta,
     } = start_node(&config, listeners.peer).await?;
-    let mut serving = Serving::start(&backend, listeners.client, listeners.admin);
+    let mut serving = Serving::start(
+        &backend,
+        node.hosted_groups(),
+        listeners.client,
+        listeners.admin,
+    );
     tracing::info!(
         node = id,
         client_addr = %config.client_addr,
