@@ -36,6 +36,7 @@ use crate::core::{
 use crate::group::{lock, AskError, GroupId, ProposeError, ReadError, Request};
 use crate::members::MemberFile;
 use crate::metrics::GroupMetrics;
+use crate::peers::PeerNeeds;
 use crate::storage::{LogStore, StorageFailure, WalStorage};
 use crate::transport::{PeerMessage, Transport};
 
@@ -212,6 +213,8 @@ pub(crate) struct Inputs<O> {
 /// What the driver does things with.
 pub(crate) struct Outputs<O> {
     pub(crate) transport: Arc<Transport>,
+    /// Which of the node's groups need each peer.
+    pub(crate) peers: Arc<PeerNeeds>,
     pub(crate) storage: WalStorage,
     pub(crate) fsync: FsyncPolicy,
     pub(crate) apply_tx: mpsc::Sender<ApplyBatch<Reply<O>>>,
@@ -469,22 +472,12 @@ impl<O: Send + 'static> Driver<O> {
         if let Err(error) = tokio::task::block_in_place(|| members.update(changes.clone())) {
             tracing::error!(group = %self.group_id, %error, "recording member addresses failed");
         }
-        let transport = &self.outputs.transport;
-        let known: Vec<NodeId> = transport.peers().iter().map(|(id, _)| *id).collect();
+        // The transport is the node's: a peer leaving this group may be a member of another.
+        let peers = &self.outputs.peers;
         for (id, addr) in changes {
             match addr {
-                Some(addr) if !known.contains(&id) => {
-                    if let Err(error) = transport.add_peer(id, addr) {
-                        tracing::warn!(group = %self.group_id, peer = id, %error, "adding peer failed");
-                    }
-                }
-                None if known.contains(&id) => {
-                    let transport = Arc::clone(transport);
-                    tokio::spawn(async move {
-                        let _ = transport.remove_peer(id).await;
-                    });
-                }
-                _ => {}
+                Some(addr) => peers.need(self.group_id, id, addr),
+                None => peers.release(self.group_id, id),
             }
         }
     }

@@ -220,6 +220,13 @@ pub struct GroupStatus {
     pub peers: Vec<PeerStatus>,
 }
 
+impl GroupStatus {
+    /// Whether this node receives the group's log without voting.
+    pub fn is_learner(&self) -> bool {
+        self.conf_state.learners.contains(&self.node_id)
+    }
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -18,7 +18,8 @@
 //!
 //! The file also lists the groups whose state this node has made promises about (once a
 //! group has a hard state on disk). A listed group whose directory is gone, or whose hard
-//! state is, lost state too; the node refuses to start it.
+//! state is, lost state too; the node refuses to start it. A group removed on purpose
+//! (`Node::remove_group`) is unlisted before its state is deleted, so its absence is no loss.
 //!
 //! Next to it, the file `peers` holds the incarnations of the peers this node accepted; it
 //! is written (empty) before the identity, so an identity without it is a damaged
@@ -420,6 +421,20 @@ impl IdentityFile {
         Ok(())
     }
 
+    /// No longer lists `group`: the node deliberately gave up its state (the group was
+    /// removed here), so its absence is no loss. Durable on return; the inverse of
+    /// [`IdentityFile::record_group`].
+    pub(crate) fn unlist_group(&mut self, group: u64) -> Result<(), IdentityError> {
+        if !self.identity.groups.remove(&group) {
+            return Ok(());
+        }
+        if let Err(error) = self.store() {
+            self.identity.groups.insert(group);
+            return Err(error);
+        }
+        Ok(())
+    }
+
     fn store(&self) -> Result<(), IdentityError> {
         let id = &self.identity;
         let mut buf = BytesMut::new();
@@ -484,6 +499,19 @@ mod tests {
         assert_eq!(opened, Opened::Existing);
         assert_eq!(again.identity().incarnation, first.incarnation);
         assert_eq!(again.identity().groups, BTreeSet::from([1]));
+    }
+
+    #[test]
+    fn an_unlisted_group_stays_unlisted_after_a_reopen_and_the_others_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut file, _) = IdentityFile::open(dir.path(), 3, 7).unwrap();
+        file.record_group(1).unwrap();
+        file.record_group(2).unwrap();
+        file.unlist_group(1).unwrap();
+        file.unlist_group(9).unwrap();
+        let (again, _) = IdentityFile::open(dir.path(), 3, 7).unwrap();
+        assert_eq!(again.identity().groups, BTreeSet::from([2]));
+        assert_eq!(again.identity().incarnation, file.identity().incarnation);
     }
 
     #[test]

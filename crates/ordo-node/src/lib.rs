@@ -67,6 +67,10 @@
 //! - [`apply`]: the applier, run on an apply thread per group (or inline by the simulator).
 //! - `storage`: [`LogStore`], the log storage the core reads, over the WAL.
 //! - `driver`: the tokio shell that carries out the core's commands.
+//! - `peers`: which groups need each peer, so the shared transport keeps a peer while any
+//!   group does; `initial_members`: the voters and learners a new group is bootstrapped
+//!   with ([`InitialMembers`]); `removal`: a removed group's state deleted without the node
+//!   ever mistaking its absence for lost state.
 
 pub mod apply;
 pub mod codec;
@@ -75,10 +79,13 @@ pub mod core;
 mod driver;
 mod group;
 pub mod identity;
+mod initial_members;
 mod members;
 mod metrics;
 mod migrate;
 mod node;
+mod peers;
+mod removal;
 mod state_machine;
 mod storage;
 pub mod transport;
@@ -90,9 +97,11 @@ pub use group::{
     AskError, Group, GroupId, GroupStatus, MembershipChange, PeerStatus, ProposeError, ReadError,
 };
 pub use identity::{IdentityError, LostState, LOST_STATE_REMEDY};
+pub use initial_members::{InitialMembers, InitialMembersError};
 pub use members::MembersError;
 pub use metrics::{Histogram, HistogramSnapshot, MetricsSnapshot, HISTOGRAM_BUCKETS};
-pub use node::{role_name, GroupOptions, Node, NodeError};
+pub use node::{role_name, GroupOptions, HostedGroups, Node, NodeError};
 pub use ordo_raft::{ConfState, Index, NodeId, StateRole, Term};
+pub use removal::RemovalError;
 pub use state_machine::{RestoreError, SnapshotJob, StateMachine, ENVELOPE_BYTES};
 pub use storage::{LogStore, StorageFailure, WalStorage, LOG_CACHE_BYTES_DEFAULT};

@@ -1,14 +1,15 @@
 //! A node: the peer transport, a router that hands each peer message to its group, and
-//! the groups this node hosts.
+//! the groups this node hosts, started and removed at run time.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use ordo_raft::{Config, Index, RawNode, SnapshotMeta, StateRole};
+use ordo_raft::{ConfState, Config, Index, RawNode, SnapshotMeta, StateRole};
 use ordo_wal::{Durability, GroupLog, Options, SharedLog, SharedOptions};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::apply::{
@@ -20,13 +21,16 @@ use crate::core::{CoreConfig, GroupCore, Leadership};
 use crate::driver::{
     ApplyProgress, ApplyQueueRx, Driver, Event, GroupError, Inputs, LeaderService, Outputs,
 };
-use crate::group::{boot_id, lock, Group, GroupId};
+use crate::group::{boot_id, lock, Group, GroupId, GroupStatus, Request};
 use crate::identity::{
     check_not_marked, mark_lost, IdentityError, IdentityFile, LostState, Opened, LOST_STATE_REMEDY,
     PEERS_FILE,
 };
+use crate::initial_members::{conf_state_of, members_of, InitialMembers, InitialMembersError};
 use crate::members::MemberFile;
 use crate::metrics::{inc, GroupMetrics};
+use crate::peers::PeerNeeds;
+use crate::removal::{finish_removals, group_dir, has_state, remove_group_state, RemovalError};
 use crate::state_machine::StateMachine;
 use crate::storage::{StorageFailure, WalStorage};
 use crate::transport::{
@@ -94,6 +98,35 @@ pub enum NodeError {
     /// A group with this id runs already.
     #[error("group {0} is already running on this node")]
     GroupExists(GroupId),
+    /// The group is being started or removed on this node by another call.
+    #[error("group {0} is being started or removed on this node; try again once that is done")]
+    GroupBusy(GroupId),
+    /// The group neither runs on this node nor has state here.
+    #[error("group {0} is not hosted on this node and has no state here")]
+    UnknownGroup(GroupId),
+    /// The members given for a new group were refused; nothing was written.
+    #[error("group {group}: invalid initial members: {source}")]
+    InitialMembers {
+        /// The group.
+        group: GroupId,
+        /// What is wrong with them.
+        source: InitialMembersError,
+    },
+    /// This node is neither a voter nor a learner of the new group, so it does not host
+    /// it; nothing was written.
+    #[error(
+        "group {group} does not have node {node} among its voters or learners, so node {node} \
+         does not host it"
+    )]
+    NotAMember {
+        /// The group.
+        group: GroupId,
+        /// This node.
+        node: NodeId,
+    },
+    /// The state of a removed group could not be deleted.
+    #[error(transparent)]
+    Removal(#[from] RemovalError),
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -107,12 +140,17 @@ pub enum NodeError {
 pub struct GroupOptions {
     /// Answers [`Group::ask_leader`] on the leader; without one such questions are refused.
     pub leader_service: Option<Arc<dyn LeaderService>>,
+    /// Who the group is made of if this node bootstraps it (it holds no state of it yet);
+    /// by default every configured peer votes. A group with state here goes on with the
+    /// configuration its state holds.
+    pub members: InitialMembers,
 }
 
 impl std::fmt::Debug for GroupOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GroupOptions")
             .field("leader_service", &self.leader_service.is_some())
+            .field("members", &self.members)
             .finish()
     }
 }
@@ -125,12 +163,16 @@ struct GroupParts {
     raw: RawNode<WalStorage>,
     snap: SnapshotMeta,
     members: MemberFile,
-    transport: Arc<Transport>,
+    peers: Arc<PeerNeeds>,
     options: GroupOptions,
 }
 
 struct GroupEntry {
     events: mpsc::Sender<Event>,
+    /// Tells the driver to stop (on removal, or when the node shuts down).
+    stop: watch::Sender<bool>,
+    /// Asks the driver for the group's status.
+    status: Box<dyn AskStatus>,
     metrics: Arc<GroupMetrics>,
     /// Why the group stopped on its own, once it has.
     failure: Arc<Mutex<Option<String>>>,
@@ -139,6 +181,85 @@ struct GroupEntry {
 }
 
 type Groups = Arc<Mutex<HashMap<GroupId, GroupEntry>>>;
+
+/// How long [`HostedGroups::statuses`] waits for the groups' drivers to answer.
+const STATUS_WAIT_MAX: Duration = Duration::from_secs(1);
+
+/// Asks a group's driver for its status, whatever its state machine.
+trait AskStatus: Send + Sync {
+    /// Sends the question without waiting; `None` if the driver is gone or its queue full.
+    fn ask_status(&self) -> Option<oneshot::Receiver<GroupStatus>>;
+}
+
+impl<O: Send + 'static> AskStatus for mpsc::Sender<Request<O>> {
+    fn ask_status(&self) -> Option<oneshot::Receiver<GroupStatus>> {
+        let (reply, answer) = oneshot::channel();
+        self.try_send(Request::Status { reply }).ok()?;
+        Some(answer)
+    }
+}
+
+/// The groups a node hosts, for a caller that outlives its borrow of the node (an admin
+/// endpoint). Cheap to clone.
+#[derive(Clone)]
+pub struct HostedGroups {
+    groups: Groups,
+}
+
+impl HostedGroups {
+    /// The ids of the groups hosted, in order.
+    pub fn ids(&self) -> Vec<GroupId> {
+        let mut ids: Vec<GroupId> = lock(&self.groups).keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The status of every hosted group whose driver answers within a second, in order of
+    /// id: role, term, leader, commit and applied index, configuration, and on the leader
+    /// each member's progress. A group that stopped on its own is left out (see
+    /// [`HostedGroups::failure`]).
+    pub async fn statuses(&self) -> Vec<GroupStatus> {
+        let asked: Vec<(Arc<GroupMetrics>, oneshot::Receiver<GroupStatus>)> = {
+            let groups = lock(&self.groups);
+            groups
+                .values()
+                .filter_map(|g| Some((Arc::clone(&g.metrics), g.status.ask_status()?)))
+                .collect()
+        };
+        let deadline = tokio::time::Instant::now() + STATUS_WAIT_MAX;
+        let mut statuses = Vec::with_capacity(asked.len());
+        for (metrics, answer) in asked {
+            if let Ok(Ok(mut status)) = tokio::time::timeout_at(deadline, answer).await {
+                status.applied_index = metrics.applied_index.load(Ordering::Acquire);
+                statuses.push(status);
+            }
+        }
+        statuses.sort_unstable_by_key(|s| s.group_id);
+        statuses
+    }
+
+    /// Why a hosted group stopped on its own (see [`Node::group_failure`]); `None` while it
+    /// runs, or if it is not hosted here.
+    pub fn failure(&self, group: GroupId) -> Option<String> {
+        lock(&self.groups)
+            .get(&group)
+            .and_then(|g| lock(&g.failure).clone())
+    }
+}
+
+/// Marks a group as being started or removed, so that no other start or removal of it
+/// runs meanwhile; unmarked when dropped.
+struct Changing<'a> {
+    changing: &'a Mutex<HashSet<GroupId>>,
+    group: GroupId,
+}
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        let removed = lock(self.changing).remove(&self.group);
+        assert!(removed, "group {} was not marked as changing", self.group);
+    }
+}
 
 /// A running Ordo node. Hosts any number of Raft groups over one peer transport.
 ///
@@ -152,8 +273,12 @@ pub struct Node {
     transport: Option<Arc<Transport>>,
     /// The log every group of this node keeps its entries, hard state and snapshots in.
     log: SharedLog,
+    /// Which groups need each peer; `None` once shut down.
+    peers: Option<Arc<PeerNeeds>>,
     local_addr: SocketAddr,
     groups: Groups,
+    /// Groups being started or removed.
+    changing: Mutex<HashSet<GroupId>>,
     router: Option<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
 }
@@ -202,7 +327,13 @@ impl Node {
                  its groups are listed as they start"
             ),
         }
+        let identity = Mutex::new(identity);
         let log = tokio::task::block_in_place(|| open_shared_log(&config))?;
+        let finished =
+            tokio::task::block_in_place(|| finish_removals(&config.data_dir, &log, &identity))?;
+        if !finished.is_empty() {
+            tracing::info!(node = config.id, groups = ?finished, "removals cut short by a stop finished");
+        }
         let incarnations =
             tokio::task::block_in_place(|| PeerIncarnations::open(&config.data_dir, PEERS_FILE))?;
         let transport_config = crate::transport::TransportConfig {
@@ -211,13 +342,13 @@ impl Node {
         };
         let (transport, channels) =
             Transport::start_with(transport_config, listener, incarnations)?;
-        for (&id, &addr) in &config.peers {
-            if id != config.id {
-                transport.add_peer(id, addr)?;
-            }
-        }
         let local_addr = transport.local_addr();
         let transport = Arc::new(transport);
+        let peers = Arc::new(PeerNeeds::new(
+            Arc::clone(&transport),
+            config.id,
+            &config.peers,
+        )?);
         let groups: Groups = Arc::default();
         let (fatal, _) = watch::channel(None);
         let router = tokio::spawn(route(
@@ -231,13 +362,15 @@ impl Node {
         tracing::info!(node = config.id, %local_addr, "node started");
         Ok(Node {
             boot: boot_id(),
-            identity: Arc::new(Mutex::new(identity)),
+            identity: Arc::new(identity),
             fatal,
             config,
             transport: Some(transport),
             log,
+            peers: Some(peers),
             local_addr,
             groups,
+            changing: Mutex::new(HashSet::new()),
             router: Some(router),
             shutdown,
         })
@@ -321,23 +454,37 @@ impl Node {
     }
 
     /// Like [`Node::start_group`], with options: the face's [`LeaderService`] answering
-    /// [`Group::ask_leader`] on the leader.
+    /// [`Group::ask_leader`] on the leader, and the members a new group is bootstrapped
+    /// with ([`InitialMembers`]: its own voters and learners, a subset of the cluster).
+    ///
+    /// Explicit members are checked before anything is written: no voter, a node named
+    /// twice or as both voter and learner, or a node whose address this node does not know
+    /// is [`NodeError::InitialMembers`]; a node in neither list does not host the group
+    /// ([`NodeError::NotAMember`]).
     pub async fn start_group_with<S: StateMachine>(
         &self,
         group_id: GroupId,
         mut state_machine: S,
         options: GroupOptions,
     ) -> Result<Group<S>, NodeError> {
-        let transport = self.transport.clone().ok_or(NodeError::ShuttingDown)?;
+        let peers = self.peers.clone().ok_or(NodeError::ShuttingDown)?;
         if let Some(lost) = self.lost_state() {
             return Err(NodeError::LostState(lost));
         }
+        let _changing = self.mark_changing(group_id)?;
         if lock(&self.groups).contains_key(&group_id) {
             return Err(NodeError::GroupExists(group_id));
         }
-        let (wal, listed) = self.open_log(group_id, &state_machine)?;
-        let dir = wal.dir().to_path_buf();
-        let members = self.load_members(group_id, &dir, &transport)?;
+        let dir = group_dir(&self.log, group_id);
+        let mut members =
+            tokio::task::block_in_place(|| MemberFile::load(&dir)).map_err(|source| {
+                NodeError::Members {
+                    group: group_id,
+                    source,
+                }
+            })?;
+        let bootstrap = self.bootstrap_conf(group_id, &options.members, &members, &peers)?;
+        let (wal, listed) = self.open_log(group_id, &state_machine, bootstrap.as_ref())?;
         let storage = tokio::task::block_in_place(|| {
             WalStorage::open(wal.clone(), self.config.snapshot_bytes_max)
                 .map(|s| s.with_log_cache_bytes(self.config.log_cache_bytes_max))
@@ -356,6 +503,7 @@ impl Node {
                 source,
             },
         )?;
+        self.fill_members(group_id, &mut members, &raw.conf_state(), &peers)?;
         if !listed {
             tokio::spawn(list_group_once_written(
                 group_id,
@@ -372,19 +520,89 @@ impl Node {
             raw,
             snap,
             members,
-            transport,
+            peers: Arc::clone(&peers),
             options,
         };
-        self.launch(parts, state_machine)
+        let launched = self.launch(parts, state_machine);
+        if launched.is_err() {
+            peers.release_group(group_id);
+        }
+        launched
+    }
+
+    /// Marks `group` as being started or removed; refused while another call does either.
+    fn mark_changing(&self, group: GroupId) -> Result<Changing<'_>, NodeError> {
+        if !lock(&self.changing).insert(group) {
+            return Err(NodeError::GroupBusy(group));
+        }
+        Ok(Changing {
+            changing: &self.changing,
+            group,
+        })
+    }
+
+    /// The configuration to bootstrap `group_id` with should this node hold no state of
+    /// it, or `None` to wait to be added. Explicit members are checked here, before
+    /// anything is written; `members` are the addresses recorded for the group already.
+    fn bootstrap_conf(
+        &self,
+        group_id: GroupId,
+        initial: &InitialMembers,
+        members: &MemberFile,
+        peers: &PeerNeeds,
+    ) -> Result<Option<ConfState>, NodeError> {
+        let config = &self.config;
+        match initial {
+            InitialMembers::Configured if config.join => Ok(None),
+            InitialMembers::Configured => {
+                Ok(Some(ConfState::with_voters(config.peers.keys().copied())))
+            }
+            InitialMembers::Join => Ok(None),
+            InitialMembers::Members { voters, learners } => {
+                let known = |id: NodeId| {
+                    members.members().contains_key(&id)
+                        || self.peer_addr_of(id, peers.transport()).is_some()
+                };
+                let conf = conf_state_of(voters, learners, known).map_err(|source| {
+                    NodeError::InitialMembers {
+                        group: group_id,
+                        source,
+                    }
+                })?;
+                if !members_of(&conf).contains(&config.id) {
+                    return Err(NodeError::NotAMember {
+                        group: group_id,
+                        node: config.id,
+                    });
+                }
+                Ok(Some(conf))
+            }
+        }
+    }
+
+    /// Where node `id` listens for peers, as far as this node knows: its own address, a
+    /// configured peer's, or one the transport learned from a group's members.
+    fn peer_addr_of(&self, id: NodeId, transport: &Transport) -> Option<SocketAddr> {
+        let config = &self.config;
+        if id == config.id {
+            return Some(config.peers.get(&id).copied().unwrap_or(self.local_addr));
+        }
+        config.peers.get(&id).copied().or_else(|| {
+            transport
+                .peers()
+                .into_iter()
+                .find_map(|(peer, addr)| (peer == id).then_some(addr))
+        })
     }
 
     /// Opens and recovers the group's log, checks it against what this node promised,
-    /// bootstraps a new cluster's group, and lists the group in the identity file once it
-    /// has a hard state. Returns the log and whether the group is listed.
+    /// bootstraps a new group with `bootstrap`, and lists the group in the identity file
+    /// once it has a hard state. Returns the log and whether the group is listed.
     fn open_log<S: StateMachine>(
         &self,
         group_id: GroupId,
         state_machine: &S,
+        bootstrap: Option<&ConfState>,
     ) -> Result<(GroupLog, bool), NodeError> {
         let config = &self.config;
         let storage_err = |source: StorageFailure| NodeError::Storage {
@@ -405,12 +623,11 @@ impl Node {
             }));
         }
         let fresh = wal.latest_snapshot().is_none() && wal.last_index() == 0 && no_hard_state;
-        if fresh && !config.join {
-            let voters = ordo_raft::ConfState::with_voters(config.peers.keys().copied());
+        if let (true, Some(conf)) = (fresh, bootstrap) {
             let initial = state_machine.snapshot();
-            tokio::task::block_in_place(|| bootstrap(&wal, &voters, &initial))
+            tokio::task::block_in_place(|| bootstrap_log(&wal, conf, &initial))
                 .map_err(storage_err)?;
-            tracing::info!(group = %group_id, node = config.id, voters = ?voters.voters, "group bootstrapped");
+            tracing::info!(group = %group_id, node = config.id, voters = ?conf.voters, learners = ?conf.learners, "group bootstrapped");
         }
         // Listed once it has a hard state (after bootstrapping, or as found on disk): from
         // then on its loss is detected. A joining node's group is listed by
@@ -423,36 +640,39 @@ impl Node {
         Ok((wal, listed))
     }
 
-    /// Loads the group's member addresses, fills in configured peers it lacks (addresses
-    /// learned later, from membership changes and snapshots, take precedence), and makes
-    /// sure the transport dials every one.
-    fn load_members(
+    /// Fills in the addresses of the group's members (`conf`) that its member file lacks
+    /// (those recorded, from membership changes and snapshots, take precedence), and tells
+    /// the transport that the group needs every member. A node waiting to be added knows
+    /// no configuration yet: the configured peers are the members it was told of.
+    fn fill_members(
         &self,
         group_id: GroupId,
-        dir: &std::path::Path,
-        transport: &Transport,
-    ) -> Result<MemberFile, NodeError> {
+        members: &mut MemberFile,
+        conf: &ConfState,
+        peers: &PeerNeeds,
+    ) -> Result<(), NodeError> {
         let config = &self.config;
-        let members_err = |source| NodeError::Members {
-            group: group_id,
-            source,
-        };
-        let mut members =
-            tokio::task::block_in_place(|| MemberFile::load(dir)).map_err(members_err)?;
-        let missing: Vec<_> = config
-            .peers
-            .iter()
-            .filter(|(id, _)| **id != config.id && !members.members().contains_key(id))
-            .map(|(id, addr)| (*id, Some(*addr)))
+        let mut wanted: BTreeSet<NodeId> = members_of(conf);
+        if wanted.is_empty() {
+            wanted = config.peers.keys().copied().collect();
+        }
+        let missing: Vec<_> = wanted
+            .into_iter()
+            .filter(|id| *id != config.id && !members.members().contains_key(id))
+            .filter_map(|id| Some((id, Some(self.peer_addr_of(id, peers.transport())?))))
             .collect();
-        tokio::task::block_in_place(|| members.update(missing)).map_err(members_err)?;
-        let known: Vec<NodeId> = transport.peers().iter().map(|(id, _)| *id).collect();
+        tokio::task::block_in_place(|| members.update(missing)).map_err(|source| {
+            NodeError::Members {
+                group: group_id,
+                source,
+            }
+        })?;
         for (&id, &addr) in members.members() {
-            if id != config.id && !known.contains(&id) {
-                transport.add_peer(id, addr)?;
+            if id != config.id {
+                peers.need(group_id, id, addr);
             }
         }
-        Ok(members)
+        Ok(())
     }
 
     fn raft_config(&self, group_id: GroupId, applied_index: Index) -> Config {
@@ -545,15 +765,17 @@ impl Node {
             member_addrs,
             Arc::clone(&metrics),
         );
+        let (stop_tx, stop_rx) = watch::channel(false);
         let inputs = Inputs {
             requests: requests_rx,
             events: events_rx,
             events_tx: events_tx.clone(),
             durable: durable_rx,
-            shutdown: self.shutdown.subscribe(),
+            shutdown: stop_rx,
         };
         let outputs = Outputs {
-            transport: parts.transport,
+            transport: Arc::clone(parts.peers.transport()),
+            peers: parts.peers,
             storage: parts.storage,
             fsync: config.fsync,
             apply_tx,
@@ -568,6 +790,8 @@ impl Node {
         let driver = tokio::spawn(driver.run());
         let entry = GroupEntry {
             events: events_tx,
+            stop: stop_tx,
+            status: Box::new(requests_tx.clone()),
             metrics: Arc::clone(&metrics),
             failure: Arc::clone(&failure),
             driver,
@@ -678,25 +902,54 @@ impl Node {
 
     async fn stop_groups(&mut self, abort: bool) {
         let entries: Vec<(GroupId, GroupEntry)> = lock(&self.groups).drain().collect();
-        for (group, mut entry) in entries {
+        // Every group is told first, so they stop side by side.
+        for (_, entry) in &entries {
             if abort {
                 entry.driver.abort();
+            } else {
+                let _ = entry.stop.send(true);
             }
-            match entry.driver.await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::warn!(%group, %error, "group had stopped"),
-                Err(_) => {}
-            }
-            drop(entry.events);
-            if let Some(thread) = entry.apply_thread.take() {
-                // The driver is gone, so the apply channel is closed: the thread finishes
-                // its queue and exits.
-                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-            }
+        }
+        for (group, entry) in entries {
+            stop_group(group, entry).await;
         }
     }
 
+    /// Removes `group_id` from this node: stops its driver and apply thread (its handles
+    /// answer [`ProposeError::ShuttingDown`](crate::ProposeError::ShuttingDown) and the like
+    /// from then on), lets the transport go of the peers only this group needed, and deletes
+    /// the group's state and its listing in the identity file, in an order that a crash at
+    /// any point cannot turn into a claim of lost state (see `removal.rs`). It does not
+    /// change the group's configuration on the other members: remove this node from it
+    /// there first (`Group::change_membership`), or remove the group on every member.
+    ///
+    /// A group with state here that does not run (never started since the node started) is
+    /// removed too; one that neither runs nor has state here is [`NodeError::UnknownGroup`].
+    pub async fn remove_group(&self, group_id: GroupId) -> Result<(), NodeError> {
+        let peers = self.peers.clone().ok_or(NodeError::ShuttingDown)?;
+        let _changing = self.mark_changing(group_id)?;
+        let entry = lock(&self.groups).remove(&group_id);
+        let data_dir = &self.config.data_dir;
+        if entry.is_none()
+            && !tokio::task::block_in_place(|| has_state(&self.log, &self.identity, group_id))?
+        {
+            return Err(NodeError::UnknownGroup(group_id));
+        }
+        if let Some(entry) = entry {
+            let _ = entry.stop.send(true);
+            stop_group(group_id, entry).await;
+        }
+        peers.release_group(group_id);
+        tokio::task::block_in_place(|| {
+            remove_group_state(data_dir, &self.log, &self.identity, group_id)
+        })?;
+        tracing::info!(group = %group_id, node = self.config.id, "group removed and its state deleted");
+        Ok(())
+    }
+
     async fn stop_transport(&mut self) {
+        // The peer bookkeeping holds the transport too; the groups that used it are gone.
+        drop(self.peers.take());
         if let Some(router) = self.router.take() {
             router.abort();
             let _ = router.await;
@@ -723,9 +976,20 @@ impl Node {
 
     /// The groups this node hosts.
     pub fn groups(&self) -> Vec<GroupId> {
-        let mut ids: Vec<GroupId> = lock(&self.groups).keys().copied().collect();
-        ids.sort_unstable();
-        ids
+        self.hosted_groups().ids()
+    }
+
+    /// The groups this node hosts, as a handle that outlives this borrow of the node.
+    pub fn hosted_groups(&self) -> HostedGroups {
+        HostedGroups {
+            groups: Arc::clone(&self.groups),
+        }
+    }
+
+    /// The status of every group this node hosts, in order of id (see
+    /// [`HostedGroups::statuses`]).
+    pub async fn group_statuses(&self) -> Vec<GroupStatus> {
+        self.hosted_groups().statuses().await
     }
 
     /// Counters of a group hosted here.
@@ -737,9 +1001,7 @@ impl Node {
     /// refused a snapshot, …), naming the file and offset where the storage gave them; `None`
     /// while it runs.
     pub fn group_failure(&self, group: GroupId) -> Option<String> {
-        lock(&self.groups)
-            .get(&group)
-            .and_then(|g| lock(&g.failure).clone())
+        self.hosted_groups().failure(group)
     }
 
     /// Whether a group's driver has stopped (on an error, or after shutdown).
@@ -759,6 +1021,22 @@ impl Drop for Node {
         if let Some(router) = self.router.take() {
             router.abort();
         }
+    }
+}
+
+/// Waits for a group told to stop (or aborted) to let go of everything: its driver, then its
+/// apply thread.
+async fn stop_group(group: GroupId, mut entry: GroupEntry) {
+    match (&mut entry.driver).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%group, %error, "group had stopped"),
+        Err(_) => {}
+    }
+    drop(entry.events);
+    if let Some(thread) = entry.apply_thread.take() {
+        // The driver is gone, so the apply channel is closed: the thread finishes its queue
+        // and exits.
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
 }
 
@@ -810,15 +1088,15 @@ fn wal_options(config: &NodeConfig) -> Options {
     }
 }
 
-/// Records a new cluster's first snapshot at index 1 holding the initial voters and the
-/// state machine's initial state, so every member starts from the same point and a node
-/// added later receives the configuration with a snapshot.
-fn bootstrap(
-    wal: &GroupLog,
-    voters: &ordo_raft::ConfState,
-    initial: &[u8],
-) -> Result<(), StorageFailure> {
-    WalStorage::write_snapshot(wal, 1, 1, voters, initial)?;
+/// Records a new group's first snapshot at index 1 holding its initial voters and learners
+/// and the state machine's initial state, so every member starts from the same point and a
+/// node added later receives the configuration with a snapshot.
+fn bootstrap_log(wal: &GroupLog, conf: &ConfState, initial: &[u8]) -> Result<(), StorageFailure> {
+    assert!(
+        !conf.voters.is_empty() && !conf.is_joint(),
+        "a group is bootstrapped with voters and no joint configuration: {conf:?}"
+    );
+    WalStorage::write_snapshot(wal, 1, 1, conf, initial)?;
     wal.truncate_prefix(1)?;
     wal.set_hard_state(ordo_wal::HardState {
         term: 1,
@@ -858,7 +1136,8 @@ fn restore<S: StateMachine>(
 
 /// Lists a group in the identity file once its first hard state is on disk (a joining
 /// node receives it from the leader, maybe with nothing else but a snapshot). Looks once
-/// per tick: a lock and a comparison. Ends once the group is listed or the node stops.
+/// per tick: a lock and a comparison. Holds the log only weakly, so a stopped group's
+/// directory is let go at once, and ends with it.
 async fn list_group_once_written(
     group: GroupId,
     wal: GroupLog,
@@ -869,11 +1148,23 @@ async fn list_group_once_written(
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if wal.is_removed() {
+            return;
+        }
         if wal.hard_state() != ordo_wal::HardState::default() {
-            let recorded =
-                tokio::task::spawn_blocking(move || lock(&identity).record_group(group.0)).await;
+            let recorded = tokio::task::spawn_blocking(move || {
+                let mut identity = lock(&identity);
+                // A removal marks the group removed in the log before it unlists it under
+                // this lock: a group removed meanwhile must not be listed again.
+                match wal.is_removed() {
+                    false => identity.record_group(group.0).map(|()| true),
+                    true => Ok(false),
+                }
+            })
+            .await;
             match recorded {
-                Ok(Ok(())) => tracing::info!(%group, "group listed in the identity file"),
+                Ok(Ok(true)) => tracing::info!(%group, "group listed in the identity file"),
+                Ok(Ok(false)) => {}
                 Ok(Err(error)) => {
                     tracing::warn!(%group, %error, "listing the group in the identity file failed")
                 }

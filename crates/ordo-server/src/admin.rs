@@ -1,4 +1,5 @@
-//! The admin HTTP endpoints: `/status` (JSON), `/metrics` (Prometheus text) and `/health`.
+//! The admin HTTP endpoints: `/status` (JSON), `/metrics` (Prometheus text), `/health` and
+//! `/groups` (JSON: every group this node hosts).
 //!
 //! A deliberately small HTTP/1.1 server: `GET` only, one request per connection, request
 //! heads bounded in size and time, so a stuck or hostile client costs one short-lived task.
@@ -7,7 +8,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ordo_node::{role_name, HistogramSnapshot, MetricsSnapshot};
+use ordo_node::{role_name, GroupStatus, HistogramSnapshot, HostedGroups, MetricsSnapshot};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -92,6 +93,97 @@ async fn status_report(backend: &EtcdBackend) -> Option<StatusReport> {
             })
             .collect(),
     })
+}
+
+/// One group this node hosts, in `/groups`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupReport {
+    /// The group.
+    pub id: u64,
+    /// `leader`, `follower`, `candidate`, `pre-candidate` or `learner`; `stopped` for a
+    /// group that stopped on its own, `unknown` for one that did not answer in time.
+    pub role: String,
+    /// The current term.
+    pub term: u64,
+    /// The leader this node knows of, or 0.
+    pub leader: u64,
+    /// The commit index.
+    pub commit_index: u64,
+    /// The index applied to the group's state machine.
+    pub applied_index: u64,
+    /// The voters.
+    pub voters: Vec<u64>,
+    /// The learners.
+    pub learners: Vec<u64>,
+    /// Why the group stopped, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// The body of `/groups`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupsReport {
+    /// This node.
+    pub id: u64,
+    /// Every group it hosts, in order of id.
+    pub groups: Vec<GroupReport>,
+}
+
+impl GroupReport {
+    fn of(status: &GroupStatus) -> GroupReport {
+        let role = if status.is_learner() {
+            "learner"
+        } else {
+            role_name(status.role)
+        };
+        GroupReport {
+            id: status.group_id.0,
+            role: role.to_string(),
+            term: status.term,
+            leader: status.leader,
+            commit_index: status.commit_index,
+            applied_index: status.applied_index,
+            voters: status.conf_state.voters.clone(),
+            learners: status.conf_state.learners.clone(),
+            failure: None,
+        }
+    }
+
+    /// A group that gave no status: stopped on its own (saying why), or too busy to answer.
+    fn silent(id: u64, failure: Option<String>) -> GroupReport {
+        GroupReport {
+            id,
+            role: if failure.is_some() {
+                "stopped"
+            } else {
+                "unknown"
+            }
+            .to_string(),
+            term: 0,
+            leader: 0,
+            commit_index: 0,
+            applied_index: 0,
+            voters: Vec::new(),
+            learners: Vec::new(),
+            failure,
+        }
+    }
+}
+
+async fn groups_report(node_id: u64, groups: &HostedGroups) -> GroupsReport {
+    let ids = groups.ids();
+    let statuses = groups.statuses().await;
+    let reports = ids
+        .into_iter()
+        .map(|id| match statuses.iter().find(|s| s.group_id == id) {
+            Some(status) => GroupReport::of(status),
+            None => GroupReport::silent(id.0, groups.failure(id)),
+        })
+        .collect();
+    GroupsReport {
+        id: node_id,
+        groups: reports,
+    }
 }
 
 fn counter(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
@@ -284,10 +376,12 @@ fn render_histograms(out: &mut String, m: &MetricsSnapshot) {
     );
 }
 
-/// Serves the admin endpoints on `listener` until `shutdown` turns true.
+/// Serves the admin endpoints on `listener` until `shutdown` turns true: the KV group's
+/// through `backend`, and `/groups` of every group the node hosts.
 pub async fn serve(
     listener: TcpListener,
     backend: Arc<EtcdBackend>,
+    groups: HostedGroups,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
@@ -307,8 +401,9 @@ pub async fn serve(
             }
         };
         let backend = Arc::clone(&backend);
+        let groups = groups.clone();
         tokio::spawn(async move {
-            if let Err(error) = handle(stream, &backend).await {
+            if let Err(error) = handle(stream, &backend, &groups).await {
                 tracing::debug!(%peer, %error, "admin connection ended");
             }
             drop(permit);
@@ -334,7 +429,11 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
     }
 }
 
-async fn handle(mut stream: TcpStream, backend: &EtcdBackend) -> std::io::Result<()> {
+async fn handle(
+    mut stream: TcpStream,
+    backend: &EtcdBackend,
+    groups: &HostedGroups,
+) -> std::io::Result<()> {
     let head = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await {
         Ok(head) => head?,
         Err(_) => None,
@@ -381,6 +480,11 @@ async fn handle(mut stream: TcpStream, backend: &EtcdBackend) -> std::io::Result
                 .await
             }
         },
+        "/groups" => {
+            let report = groups_report(backend.replica().node_id(), groups).await;
+            let body = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
+            respond(&mut stream, 200, "application/json", &body).await
+        }
         "/metrics" => {
             let report = status_report(backend).await;
             let body = render_metrics(&backend.replica().group().metrics(), report.as_ref());
@@ -410,7 +514,7 @@ async fn handle(mut stream: TcpStream, backend: &EtcdBackend) -> std::io::Result
                 &mut stream,
                 404,
                 "text/plain",
-                "not found: try /status, /metrics or /health\n",
+                "not found: try /status, /metrics, /health or /groups\n",
             )
             .await
         }

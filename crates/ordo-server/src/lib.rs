@@ -9,7 +9,8 @@
 //!                                                  ▼    │ the leader      ▼
 //!                                  ordo_kv::LeaseClock  └──ask_leader──▶ ordo_node::Group<KvMachine>
 //!                                                        (peer transport; etcd::leader_service answers)
-//!  operator ──HTTP──▶ admin (/status, /metrics, /health)
+//!  operator ──HTTP──▶ admin (/status, /metrics, /health; /groups: every hosted group)
+//!  metadata group (0) ────────▶ ordo_node::Group<meta::MetaMachine>, every configured node votes
 //! ```
 //!
 //! - [`config`]: the checked configuration a node runs with (the binary parses flags and
@@ -19,12 +20,16 @@
 //!   words.
 //! - [`etcd`]: the etcd v3 face's backend over the KV group: proposals, reads, the leader's
 //!   lease clock, membership changes, and the questions only the leader answers.
-//! - [`admin`]: `/status`, `/metrics`, `/health`.
+//! - [`meta`]: the metadata group (`GroupId(0)`, beside the KV group's `GroupId(1)`): a
+//!   replicated map from key bytes to value bytes, where the cluster will record which
+//!   groups exist and where their replicas live.
+//! - [`admin`]: `/status`, `/metrics`, `/health`, `/groups`.
 //! - [`run`]: one node from start to shutdown.
 
 pub mod admin;
 pub mod config;
 pub mod etcd;
+pub mod meta;
 pub mod replica;
 pub mod run;
 

@@ -1,5 +1,6 @@
-//! One node from start to shutdown: the runtime, the KV group, the etcd v3 API and the admin
-//! endpoints, until the caller's shutdown signal or an error the node cannot run past.
+//! One node from start to shutdown: the runtime, the metadata and KV groups, the etcd v3 API
+//! and the admin endpoints, until the caller's shutdown signal or an error the node cannot
+//! run past.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,15 +10,18 @@ use std::time::Duration;
 
 use ordo_kv::{EtcdApi, KvMachine, KvState, KvStore, LeaseClock, ServiceConfig};
 use ordo_node::transport::{Advertised, AdvertisedError};
-use ordo_node::{GroupId, GroupOptions, LostState, Node, NodeError};
+use ordo_node::{
+    Group, GroupId, GroupOptions, HostedGroups, InitialMembers, LostState, Node, NodeError,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
 use crate::etcd::members::MemberDirectory;
 use crate::etcd::{EtcdBackend, KvReplica, CLIENT_URL_ADVERTISED};
+use crate::meta::{MetaMachine, META_GROUP};
 
-/// The Raft group holding the KV store.
+/// The Raft group holding the KV store. (The metadata group is [`META_GROUP`].)
 pub const KV_GROUP: GroupId = GroupId(1);
 
 /// How often MemberList's peer addresses are refreshed from the runtime's peer set.
@@ -144,11 +148,17 @@ impl Listeners {
     }
 }
 
-/// Starts the runtime and the KV group on it, and builds the etcd face's backend.
-async fn start_node(
-    config: &ServerConfig,
-    peer: TcpListener,
-) -> Result<(Node, Arc<EtcdBackend>), ServerError> {
+/// A started node and the groups every server runs on it.
+struct Started {
+    node: Node,
+    /// The etcd face's backend over the KV group.
+    backend: Arc<EtcdBackend>,
+    /// The metadata group, all configured nodes voting.
+    meta: Group<MetaMachine>,
+}
+
+/// Starts the runtime, the KV and metadata groups on it, and builds the etcd face's backend.
+async fn start_node(config: &ServerConfig, peer: TcpListener) -> Result<Started, ServerError> {
     let data_dir = &config.node.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|source| ServerError::DataDir {
         path: data_dir.clone(),
@@ -167,9 +177,21 @@ async fn start_node(
     let (leader_service, backend_slot) = crate::etcd::leader_service();
     let options = GroupOptions {
         leader_service: Some(leader_service),
+        ..GroupOptions::default()
     };
-    let group = match node.start_group_with(KV_GROUP, machine, options).await {
-        Ok(group) => group,
+    let meta_options = GroupOptions {
+        members: meta_members(&node),
+        ..GroupOptions::default()
+    };
+    let opened = match node.start_group_with(KV_GROUP, machine, options).await {
+        Ok(group) => node
+            .start_group_with(META_GROUP, MetaMachine::default(), meta_options)
+            .await
+            .map(|meta| (group, meta)),
+        Err(source) => Err(source),
+    };
+    let (group, meta) = match opened {
+        Ok(groups) => groups,
         Err(source) => {
             node.shutdown().await;
             return Err(ServerError::OpenLog {
@@ -193,7 +215,26 @@ async fn start_node(
     ));
     backend_slot.fill(&backend);
     let _ = backend.refresh().await;
-    Ok((node, backend))
+    Ok(Started {
+        node,
+        backend,
+        meta,
+    })
+}
+
+/// Who the metadata group is made of should this node have no state of it: every
+/// configured node, but only on a node that starts a new cluster (its KV group is not
+/// listed yet, so it is bootstrapped now or joined now). A node that took part before
+/// waits to be added instead: one that joined restarts without `join` and with peers other
+/// than the first nodes', and must not bootstrap the group with another configuration than
+/// theirs. (A node of the first ones whose metadata group is missing is sent its state by
+/// the leader, as a member; a cluster made before the metadata group existed has none.)
+fn meta_members(node: &Node) -> InitialMembers {
+    if node.listed_groups().contains(&KV_GROUP) {
+        InitialMembers::Join
+    } else {
+        InitialMembers::Configured
+    }
 }
 
 /// What this node tells every peer about itself: where its etcd API listens.
@@ -210,7 +251,12 @@ struct Serving {
 }
 
 impl Serving {
-    fn start(backend: &Arc<EtcdBackend>, client: TcpListener, admin: TcpListener) -> Serving {
+    fn start(
+        backend: &Arc<EtcdBackend>,
+        groups: HostedGroups,
+        client: TcpListener,
+        admin: TcpListener,
+    ) -> Serving {
         let (stop, stop_rx) = watch::channel(false);
         let others = vec![
             tokio::spawn(crate::replica::follow_leadership(
@@ -221,6 +267,7 @@ impl Serving {
             tokio::spawn(crate::admin::serve(
                 admin,
                 Arc::clone(backend),
+                groups,
                 stop_rx.clone(),
             )),
         ];
@@ -252,8 +299,17 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let id = config.node.id;
     let listeners = Listeners::bind(&config).await?;
-    let (node, backend) = start_node(&config, listeners.peer).await?;
-    let mut serving = Serving::start(&backend, listeners.client, listeners.admin);
+    let Started {
+        node,
+        backend,
+        meta,
+    } = start_node(&config, listeners.peer).await?;
+    let mut serving = Serving::start(
+        &backend,
+        node.hosted_groups(),
+        listeners.client,
+        listeners.admin,
+    );
     tracing::info!(
         node = id,
         client_addr = %config.client_addr,
@@ -286,7 +342,7 @@ pub async fn run(
         }
     };
     serving.stop().await;
-    drop(backend);
+    drop((backend, meta));
     node.shutdown().await;
     tracing::info!(node = id, "stopped");
     served

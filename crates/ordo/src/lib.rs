@@ -4,9 +4,10 @@
 //! - [`config`]: flags and the TOML file of `ordo server`, checked before anything starts.
 //! - [`demo`]: the bank-account story on a live three-node cluster (started with
 //!   `ordo_launch`, the launcher the tests and the checker use too).
-//! - [`status`], [`kv`]: `ordo status` and `ordo kv`.
+//! - [`status`], [`groups`], [`kv`]: `ordo status`, `ordo groups` and `ordo kv`.
 
 pub mod config;
 pub mod demo;
+pub mod groups;
 pub mod kv;
 pub mod status;

@@ -30,6 +30,8 @@ enum Commands {
     },
     /// Print the cluster's state from the nodes' admin endpoints.
     Status(ordo::status::StatusArgs),
+    /// Print every Raft group of each node (role, term, leader, indexes, members).
+    Groups(ordo::groups::GroupsArgs),
     /// A small etcd v3 client: put, get, del, watch.
     Kv(ordo::kv::KvArgs),
     /// Measure any etcd v3 endpoint list: throughput and latency percentiles.
@@ -188,6 +190,9 @@ fn main() -> ExitCode {
         Commands::Status(args) => runtime()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(ordo::status::run(args))),
+        Commands::Groups(args) => runtime()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(ordo::groups::run(args))),
         Commands::Kv(args) => runtime()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(ordo::kv::run(args))),

@@ -115,7 +115,7 @@ fn bad_flags_and_config_exit_with_code_2_and_say_what_is_wrong() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_prints_every_node_kv_puts_gets_and_deletes_and_sigterm_stops_cleanly() {
+async fn status_and_groups_print_every_node_kv_puts_gets_and_deletes_and_sigterm_stops_cleanly() {
     let (mut cluster, leader) = start(&[]).await;
     let admins = cluster
         .ids()
@@ -129,6 +129,21 @@ async fn status_prints_every_node_kv_puts_gets_and_deletes_and_sigterm_stops_cle
     assert_eq!(table.lines().count(), 4, "{table}");
     assert_eq!(table.matches(" leader ").count(), 1, "{table}");
     assert!(table.contains(&format!(" {} ", leader.id)));
+
+    // Every node hosts the metadata group (0) and the KV group (1), all three voting.
+    let out = ordo(&["groups", "--endpoints", &admins]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 6, "{table}");
+    for (i, row) in rows.iter().enumerate() {
+        let group = if i % 2 == 0 { "0" } else { "1" };
+        assert_eq!((row[2], row[8], row[9]), (group, "1,2,3", "-"), "{table}");
+    }
 
     let clients = cluster
         .ids()

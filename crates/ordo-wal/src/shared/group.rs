@@ -245,6 +245,11 @@ impl GroupLog {
         self.group.snapshots.dir()
     }
 
+    /// Whether the group was removed by [`SharedLog::remove_group`]; this handle is void.
+    pub fn is_removed(&self) -> bool {
+        self.group.lock().removed
+    }
+
     /// The group's first index (entries before it were removed by `truncate_prefix`).
     pub fn first_index(&self) -> u64 {
         self.group.lock().first_index
