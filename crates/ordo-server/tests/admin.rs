@@ -100,7 +100,7 @@ async fn groups_lists_the_metadata_and_kv_groups_with_their_roles_and_members() 
     assert!(missing.body.contains("/groups"), "{}", missing.body);
 
     running.stop().await;
-    assert!(dir.path().join("node-1/group-0").is_dir());
+    assert!(dir.path().join("node-1/log/groups/0").is_dir());
 
     // Restarted on its directory, the node runs both groups from their state again.
     let running = start(config);
