@@ -5,13 +5,13 @@
 //! The **journal** is an ordinary [`Wal`] in `<dir>/journal/`, so torn-tail truncation,
 //! corruption named by file and offset, crash-safe rolls and prefix truncation, group
 //! commit and preallocation are the journal's. Each journal record holds one operation of
-//! one group ([`op`]): an append (which is also how a suffix truncation is written), a
+//! one group (`op`): an append (which is also how a suffix truncation is written), a
 //! state (log start and hard state), a rewrite (live entries copied by collection) or a
 //! removal. In memory each group keeps, per live entry, where its bytes are (32 bytes an
-//! entry, [`group`]); reads fetch just those bytes and verify the entry's own checksum.
+//! entry, `group`); reads fetch just those bytes and verify the entry's own checksum.
 //! Durability is one journal watermark mapped to each group through one queue in journal
-//! order ([`order`]). [`collect`] keeps the journal bounded by copying what is live out of
-//! its oldest segment; [`replay`] rebuilds everything on open.
+//! order (`order`). `collect` keeps the journal bounded by copying what is live out of
+//! its oldest segment; `replay` rebuilds everything on open.
 //!
 //! Directory layout:
 //!
@@ -383,9 +383,10 @@ impl SharedLog {
             return Ok(self.view(Arc::clone(group)));
         }
         let dir = inner.groups_dir.join(id.to_string());
+        // Not fsynced into `groups/` here (thousands of groups would pay a directory fsync
+        // each): recovery recreates a group's missing directory, and the snapshot writer
+        // makes the entry durable before a snapshot can be installed in it.
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        // The group's directory entry must be durable before a snapshot in it can be.
-        sync_dir(&inner.groups_dir)?;
         let snapshots = Arc::new(Snapshots::open(&dir)?);
         let pins_void_below = lock(&inner.core.order).next_journal_index();
         let group = Arc::new(Group::new(
