@@ -78,29 +78,37 @@ impl Inner {
 
     /// For each live group with records among `pins`: its entries located in those records.
     fn plan_collection(&self, pins: &[(u64, Pin)]) -> Vec<GroupPlan> {
-        let groups = self
-            .core
-            .groups
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut plans: BTreeMap<u64, GroupPlan> = BTreeMap::new();
+        {
+            // Looked up under the map's lock, locked without it (see `Core::groups`).
+            let groups = self
+                .core
+                .groups
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (_, pin) in pins {
+                if let Some(group) = groups.get(&pin.group) {
+                    plans.entry(pin.group).or_insert_with(|| GroupPlan {
+                        group: Arc::clone(group),
+                        entries: Vec::new(),
+                    });
+                }
+            }
+        }
         for &(journal_index, pin) in pins {
-            let Some(group) = groups.get(&pin.group) else {
+            let Some(plan) = plans.get_mut(&pin.group) else {
                 continue;
             };
-            let g = group.lock();
+            if !matches!(pin.kind, KIND_APPEND | KIND_REWRITE) {
+                continue;
+            }
+            let g = plan.group.lock();
             if g.removed {
                 continue;
             }
-            let plan = plans.entry(pin.group).or_insert_with(|| GroupPlan {
-                group: Arc::clone(group),
-                entries: Vec::new(),
-            });
-            if matches!(pin.kind, KIND_APPEND | KIND_REWRITE) {
-                for index in pin.lo..pin.lo + u64::from(pin.count) {
-                    if let Some(loc) = g.loc(index).filter(|l| l.journal_index == journal_index) {
-                        plan.entries.push((index, *loc));
-                    }
+            for index in pin.lo..pin.lo + u64::from(pin.count) {
+                if let Some(loc) = g.loc(index).filter(|l| l.journal_index == journal_index) {
+                    plan.entries.push((index, *loc));
                 }
             }
         }
