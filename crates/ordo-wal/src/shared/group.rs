@@ -408,6 +408,7 @@ impl GroupLog {
             g.last_pinned = journal_index;
             journal_index
         };
+        inner.after_write();
         inner.make_durable(journal_index)
     }
 
@@ -442,6 +443,7 @@ impl GroupLog {
             g.last_pinned = journal_index;
             journal_index
         };
+        self.log.inner.after_write();
         self.log.inner.make_durable(journal_index)
     }
 
@@ -533,6 +535,7 @@ impl GroupLog {
             g.last_pinned = journal_index;
             journal_index
         };
+        self.log.inner.after_write();
         self.log.inner.make_durable(journal_index)
     }
 
