@@ -14,6 +14,11 @@
 //!   fails with [`Error::Locked`];
 //! - snapshot files `snap-<index>-<term>.snap` ([`SnapshotWriter`], [`SnapshotReader`]).
 //!
+//! A node hosting many Raft groups keeps them all in one [`SharedLog`] instead: one
+//! journal (itself a [`Wal`]) whose every fsync covers the appends of all groups, a
+//! [`GroupLog`] per group with the same methods as a [`Wal`], and collection that keeps the
+//! journal bounded ([`shared`], and `SHARED.md` for the design).
+//!
 //! Small files are replaced atomically by [`atomic_file`]: written to a `.tmp`, fsynced,
 //! renamed, and the directory fsynced; the module's documentation gives what a crash at each
 //! step leaves. The runtime writes its own small files with it too. Every file carries a

@@ -215,7 +215,8 @@ impl Segment {
 pub(crate) struct SegmentFile {
     pub(crate) path: PathBuf,
     pub(crate) file: Arc<File>,
-    /// The indices the segment held when it was handed out: `[first_index, next_index)`.
+    /// The records readable through the handle when it was handed out:
+    /// `[first_index, next_index)` (not those still staged for the next fsync round).
     pub(crate) first_index: u64,
     pub(crate) next_index: u64,
 }
@@ -827,11 +828,13 @@ impl Wal {
             self.shared.flush_staged(&mut log)?;
         }
         let s = &log.segments[log.segment_index(index)];
+        // Records still staged are not in the file: the handle does not vouch for them.
+        let staged_from = log.staged.as_ref().map_or(u64::MAX, |st| st.first_index);
         Ok(SegmentFile {
             path: s.path.clone(),
             file: Arc::clone(&s.file),
             first_index: s.first_index,
-            next_index: s.next_index,
+            next_index: s.next_index.min(staged_from),
         })
     }
 

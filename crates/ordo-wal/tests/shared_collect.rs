@@ -160,3 +160,105 @@ fn background_collection_runs_beside_appenders_and_keeps_every_entry() {
         rounds,
     );
 }
+
+#[test]
+fn groups_changed_from_many_threads_during_collections_end_as_their_own_operations_say() {
+    for durability in [Durability::Never, Durability::Always] {
+        let mut o = options(false);
+        o.journal.segment_bytes_max = 8 << 10;
+        o.journal.durability = durability;
+        o.journal_bytes_target = 0;
+        concurrent_groups_and_collections(o);
+    }
+}
+
+fn concurrent_groups_and_collections(o: SharedOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SharedLog::open(dir.path(), o.clone()).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let (log, stop) = (log.clone(), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut segments = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                segments += log.collect().unwrap().segments;
+            }
+            segments
+        })
+    };
+    let workers: Vec<_> = (1..=6u64)
+        .map(|id| {
+            let g = log.group(id).unwrap();
+            std::thread::spawn(move || {
+                // The group's own model: entries `start..`, each `entry(id, i)` of term 1.
+                let (mut start, mut next) = (1u64, 1u64);
+                let mut x = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                for step in 0..400u64 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    match x % 10 {
+                        0 if next > start => {
+                            let from = next - 1 - (x >> 8) % (next - start).min(5);
+                            g.truncate_suffix(from).unwrap();
+                            next = from;
+                        }
+                        1 | 3 => {
+                            // Mostly keep the last few entries; now and then past the end.
+                            let through = if step % 13 == 0 {
+                                next + 2
+                            } else {
+                                (next - 1).saturating_sub((x >> 8) % 4).max(start - 1)
+                            };
+                            g.truncate_prefix(through).unwrap();
+                            start = start.max(through + 1);
+                            next = next.max(start);
+                        }
+                        2 if next > start => {
+                            let durable = g.wait_durable(next - 1).unwrap();
+                            assert!(durable >= next - 1, "group {id} step {step}");
+                        }
+                        _ => {
+                            let n = 1 + (x >> 8) % 4;
+                            let batch: Vec<Entry> =
+                                (next..next + n).map(|i| entry(id, i)).collect();
+                            g.append(&batch).unwrap();
+                            next += n;
+                        }
+                    }
+                    if step % 50 == 0 {
+                        let got = g.entries(start, next, u64::MAX);
+                        if next > start {
+                            let want: Vec<Entry> = (start..next).map(|i| entry(id, i)).collect();
+                            assert_eq!(got.unwrap(), want, "group {id} step {step}");
+                        }
+                    }
+                }
+                (start, next)
+            })
+        })
+        .collect();
+    let ends: Vec<(u64, u64)> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let collected = collector.join().unwrap();
+    let check = |log: &SharedLog| {
+        for (id, &(start, next)) in (1..=6u64).zip(&ends) {
+            let g = log.group(id).unwrap();
+            assert_eq!(
+                (g.first_index(), g.last_index()),
+                (start, next - 1),
+                "group {id}"
+            );
+            let want: Vec<Entry> = (start..next).map(|i| entry(id, i)).collect();
+            assert_eq!(g.entries(start, next, u64::MAX).unwrap_or_default(), want);
+        }
+    };
+    check(&log);
+    eprintln!("{collected} segments collected while the groups changed");
+    assert!(
+        collected > 10,
+        "collections ran meanwhile: {collected} segments"
+    );
+    drop(log);
+    check(&SharedLog::open(dir.path(), o).unwrap());
+}

@@ -334,7 +334,17 @@ fn a_flipped_bit_in_a_journal_record_before_the_tail_is_corruption_naming_the_se
             file.write_all_at(&[flipped], at).unwrap();
             reboot(dir.path());
             match SharedLog::open(dir.path(), options()) {
-                Err(e) => assert_eq!(damaged_file(&e), Some(seg.as_path()), "byte {at}: {e}"),
+                Err(e) => {
+                    assert_eq!(damaged_file(&e), Some(seg.as_path()), "byte {at}: {e}");
+                    if let Error::Corrupt { offset, .. } = e {
+                        // The damaged record's start (or the header field) at most a
+                        // record before the flipped byte.
+                        assert!(
+                            offset <= at && at - offset < 512,
+                            "byte {at}: offset {offset}"
+                        );
+                    }
+                }
                 Ok(log) => panic!(
                     "segment {n} byte {at}: damage accepted, {} groups",
                     observed(&log).len()

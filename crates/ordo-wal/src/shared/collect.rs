@@ -32,6 +32,13 @@ use super::{Inner, Written};
 use crate::error::Result;
 use crate::{lock, RECORD_HEADER_BYTES};
 
+/// What one collection step copies for one group: its entries located in the collected
+/// records (index and location), ascending by index.
+struct GroupPlan {
+    group: Arc<Group>,
+    entries: Vec<(u64, Loc)>,
+}
+
 /// Most payload bytes of one rewrite record (or one entry, if larger): bounds how long the
 /// journal-order lock is held for one copy.
 pub(crate) const REWRITE_CHUNK_BYTES: u64 = 1 << 20;
@@ -54,9 +61,9 @@ impl Inner {
             "the oldest segment's records are pinned"
         );
         let mut rewritten = 0;
-        for (group, candidates) in self.plan_collection(&pins) {
+        for plan in self.plan_collection(&pins) {
             self.crash_point()?;
-            rewritten += self.rewrite_group(&group, &candidates, boundary)?;
+            rewritten += self.rewrite_group(&plan.group, &plan.entries, boundary)?;
         }
         self.crash_point()?;
         self.make_durable(self.journal.last_index())?;
@@ -69,39 +76,47 @@ impl Inner {
         Ok(Some(rewritten))
     }
 
-    /// For each live group with records among `pins`: its entries located in those records
-    /// (index and location), ascending by index.
-    fn plan_collection(&self, pins: &[(u64, Pin)]) -> Vec<(Arc<Group>, Vec<(u64, Loc)>)> {
-        let groups = self
-            .core
-            .groups
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut plans: BTreeMap<u64, (Arc<Group>, Vec<(u64, Loc)>)> = BTreeMap::new();
+    /// For each live group with records among `pins`: its entries located in those records.
+    fn plan_collection(&self, pins: &[(u64, Pin)]) -> Vec<GroupPlan> {
+        let mut plans: BTreeMap<u64, GroupPlan> = BTreeMap::new();
+        {
+            // Looked up under the map's lock, locked without it (see `Core::groups`).
+            let groups = self
+                .core
+                .groups
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (_, pin) in pins {
+                if let Some(group) = groups.get(&pin.group) {
+                    plans.entry(pin.group).or_insert_with(|| GroupPlan {
+                        group: Arc::clone(group),
+                        entries: Vec::new(),
+                    });
+                }
+            }
+        }
         for &(journal_index, pin) in pins {
-            let Some(group) = groups.get(&pin.group) else {
+            let Some(plan) = plans.get_mut(&pin.group) else {
                 continue;
             };
-            let g = group.lock();
+            if !matches!(pin.kind, KIND_APPEND | KIND_REWRITE) {
+                continue;
+            }
+            let g = plan.group.lock();
             if g.removed {
                 continue;
             }
-            let (_, candidates) = plans
-                .entry(pin.group)
-                .or_insert_with(|| (Arc::clone(group), Vec::new()));
-            if matches!(pin.kind, KIND_APPEND | KIND_REWRITE) {
-                for index in pin.lo..pin.lo + u64::from(pin.count) {
-                    if let Some(loc) = g.loc(index).filter(|l| l.journal_index == journal_index) {
-                        candidates.push((index, *loc));
-                    }
+            for index in pin.lo..pin.lo + u64::from(pin.count) {
+                if let Some(loc) = g.loc(index).filter(|l| l.journal_index == journal_index) {
+                    plan.entries.push((index, *loc));
                 }
             }
         }
         plans
             .into_values()
-            .map(|(group, mut candidates)| {
-                candidates.sort_unstable_by_key(|&(index, _)| index);
-                (group, candidates)
+            .map(|mut plan| {
+                plan.entries.sort_unstable_by_key(|&(index, _)| index);
+                plan
             })
             .collect()
     }

@@ -11,6 +11,7 @@ use super::op::{self, ENTRY_HEADER_BYTES, KIND_APPEND};
 use super::order::Pin;
 use super::{SharedLog, Written};
 use crate::error::{Error, Result};
+use crate::files::sync_dir;
 use crate::hard_state::HardState;
 use crate::snapshot::{SnapshotMeta, SnapshotReader, SnapshotWriter, Snapshots};
 use crate::wal::{SegmentFile, Wal};
@@ -412,6 +413,7 @@ impl GroupLog {
             g.last_pinned = journal_index;
             journal_index
         };
+        inner.after_write();
         inner.make_durable(journal_index)
     }
 
@@ -446,6 +448,7 @@ impl GroupLog {
             g.last_pinned = journal_index;
             journal_index
         };
+        self.log.inner.after_write();
         self.log.inner.make_durable(journal_index)
     }
 
@@ -537,6 +540,7 @@ impl GroupLog {
             g.last_pinned = journal_index;
             journal_index
         };
+        self.log.inner.after_write();
         self.log.inner.make_durable(journal_index)
     }
 
@@ -551,15 +555,18 @@ impl GroupLog {
     }
 
     /// Starts writing a snapshot of the group; see
-    /// [`Wal::snapshot_writer`](crate::Wal::snapshot_writer). The group's creation is made
-    /// durable first, so that a snapshot never outlives the group it belongs to.
+    /// [`Wal::snapshot_writer`](crate::Wal::snapshot_writer). The group's creation and its
+    /// directory are made durable first, so that an installed snapshot never outlives the
+    /// group it belongs to, nor is lost with a directory entry that was not.
     pub fn snapshot_writer(&self, meta: SnapshotMeta) -> Result<SnapshotWriter> {
         let journal_index = {
             let g = self.group.lock();
             live(&g, self.group.id)?;
             g.state_journal_index
         };
-        self.log.inner.make_durable(journal_index)?;
+        let inner = &self.log.inner;
+        inner.make_durable(journal_index)?;
+        sync_dir(&inner.groups_dir)?;
         self.group.snapshots.writer(meta)
     }
 }

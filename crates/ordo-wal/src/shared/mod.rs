@@ -5,13 +5,13 @@
 //! The **journal** is an ordinary [`Wal`] in `<dir>/journal/`, so torn-tail truncation,
 //! corruption named by file and offset, crash-safe rolls and prefix truncation, group
 //! commit and preallocation are the journal's. Each journal record holds one operation of
-//! one group ([`op`]): an append (which is also how a suffix truncation is written), a
+//! one group (`op`): an append (which is also how a suffix truncation is written), a
 //! state (log start and hard state), a rewrite (live entries copied by collection) or a
 //! removal. In memory each group keeps, per live entry, where its bytes are (32 bytes an
-//! entry, [`group`]); reads fetch just those bytes and verify the entry's own checksum.
+//! entry, `group`); reads fetch just those bytes and verify the entry's own checksum.
 //! Durability is one journal watermark mapped to each group through one queue in journal
-//! order ([`order`]). [`collect`] keeps the journal bounded by copying what is live out of
-//! its oldest segment; [`replay`] rebuilds everything on open.
+//! order (`order`). `collect` keeps the journal bounded by copying what is live out of
+//! its oldest segment; `replay` rebuilds everything on open.
 //!
 //! Directory layout:
 //!
@@ -377,46 +377,11 @@ impl SharedLog {
         if let Some(group) = self.inner.groups().get(&id) {
             return Ok(self.view(Arc::clone(group)));
         }
-        let inner = &self.inner;
-        let _membership = lock(&inner.membership);
-        if let Some(group) = inner.groups().get(&id) {
+        let _membership = lock(&self.inner.membership);
+        if let Some(group) = self.inner.groups().get(&id) {
             return Ok(self.view(Arc::clone(group)));
         }
-        let dir = inner.groups_dir.join(id.to_string());
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        // The group's directory entry must be durable before a snapshot in it can be.
-        sync_dir(&inner.groups_dir)?;
-        let snapshots = Arc::new(Snapshots::open(&dir)?);
-        let pins_void_below = lock(&inner.core.order).next_journal_index();
-        let group = Arc::new(Group::new(
-            id,
-            GroupState::created(pins_void_below),
-            snapshots,
-        ));
-        // Visible before it has any record, so that collection finds it by every record
-        // it gets; a handle that writes before the state below does so consistently, as
-        // that state record carries whatever the group holds by then.
-        inner
-            .core
-            .groups
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id, Arc::clone(&group));
-        {
-            let mut g = group.lock();
-            let (first, last, hs) = (g.first_index, g.last_index(), g.hard_state);
-            let journal_index = inner.write_state(
-                id,
-                first,
-                last,
-                &hs,
-                Written::Caller,
-                STATE_RECORD_BYTES as i64,
-            )?;
-            g.state_journal_index = journal_index;
-            g.last_pinned = journal_index;
-        }
-        inner.after_write();
+        let group = self.inner.create_group(id)?;
         Ok(self.view(group))
     }
 
@@ -457,12 +422,7 @@ impl SharedLog {
             g.live_bytes = 0;
             journal_index
         };
-        inner
-            .core
-            .groups
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&id);
+        inner.groups_mut().remove(&id);
         inner.make_durable(journal_index)?;
         let dir = group.snapshots.dir();
         match fs::remove_dir_all(dir) {
@@ -532,6 +492,50 @@ impl Inner {
             .groups
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn groups_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Arc<Group>>> {
+        self.core
+            .groups
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Creates group `id` (the caller holds `membership` and has checked it is new): its
+    /// directory, then its state record.
+    fn create_group(&self, id: u64) -> Result<Arc<Group>> {
+        let dir = self.groups_dir.join(id.to_string());
+        // Not fsynced into `groups/` here (thousands of groups would pay a directory fsync
+        // each): recovery recreates a group's missing directory, and the snapshot writer
+        // makes the entry durable before a snapshot can be installed in it.
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let snapshots = Arc::new(Snapshots::open(&dir)?);
+        let pins_void_below = lock(&self.core.order).next_journal_index();
+        let state = GroupState::created(pins_void_below);
+        let group = Arc::new(Group::new(id, state, snapshots));
+        // Its lock is held from before it is visible until its state record is written, so
+        // that no record of the group precedes that one; visible before the record exists,
+        // so that collection finds the group by it.
+        let mut g = group.lock();
+        self.groups_mut().insert(id, Arc::clone(&group));
+        let (first, last, hs) = (g.first_index, g.last_index(), g.hard_state);
+        let live = STATE_RECORD_BYTES as i64;
+        match self.write_state(id, first, last, &hs, Written::Caller, live) {
+            Ok(journal_index) => {
+                g.state_journal_index = journal_index;
+                g.last_pinned = journal_index;
+            }
+            Err(e) => {
+                // The journal refuses work from now on; the group never existed.
+                g.removed = true;
+                drop(g);
+                self.groups_mut().remove(&id);
+                return Err(e);
+            }
+        }
+        drop(g);
+        self.after_write();
+        Ok(group)
     }
 
     /// Checks a batch against every limit before anything is written.

@@ -397,7 +397,7 @@ mod tests {
 
     #[test]
     fn arbitrary_payloads_decode_to_errors_never_panics() {
-        let mut x: u64 = 0x5eed_0f_5a;
+        let mut x: u64 = 0x5eed_0f5a;
         let mut next = move || {
             x ^= x >> 12;
             x ^= x << 25;

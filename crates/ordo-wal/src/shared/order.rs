@@ -143,6 +143,7 @@ impl Order {
 /// What the journal's durability listener needs: it must not own the journal (the journal
 /// owns the listener).
 pub(crate) struct Core {
+    /// The groups by id. Lock order: never a group's lock while holding this one.
     pub(crate) groups: RwLock<HashMap<u64, Arc<Group>>>,
     pub(crate) order: Mutex<Order>,
     /// Held while durability is applied to groups and their listeners are called, so that
@@ -168,23 +169,27 @@ impl Core {
         if due.is_empty() {
             return;
         }
-        let mut advanced: Vec<Arc<Group>> = Vec::new();
-        let mut seen = HashSet::new();
-        {
+        // The groups are looked up first and locked after the map's lock is released: no
+        // group's lock is ever taken under the map's (a group being created is inserted
+        // while its lock is held).
+        let vouched: Vec<(u64, u64, Arc<Group>)> = {
             let groups = self
                 .groups
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for (journal_index, pin) in due {
-                let Some(through) = pin.durable_through() else {
-                    continue;
-                };
-                let Some(group) = groups.get(&pin.group) else {
-                    continue;
-                };
-                if group.lock().record_durable(journal_index, through) && seen.insert(pin.group) {
-                    advanced.push(Arc::clone(group));
-                }
+            due.into_iter()
+                .filter_map(|(journal_index, pin)| {
+                    let through = pin.durable_through()?;
+                    let group = groups.get(&pin.group)?;
+                    Some((journal_index, through, Arc::clone(group)))
+                })
+                .collect()
+        };
+        let mut advanced: Vec<Arc<Group>> = Vec::new();
+        let mut seen = HashSet::new();
+        for (journal_index, through, group) in vouched {
+            if group.lock().record_durable(journal_index, through) && seen.insert(group.id) {
+                advanced.push(group);
             }
         }
         for group in advanced {

@@ -164,8 +164,8 @@ impl ReplayGroup {
             .into_iter()
             .enumerate()
             .map(|(k, l)| (self.base + k as u64, l));
-        let mut expected = first_index;
-        for (index, loc) in below.into_iter().chain(run).chain(above) {
+        let all = below.into_iter().chain(run).chain(above);
+        for (expected, (index, loc)) in (first_index..).zip(all) {
             if index != expected {
                 let path = journal
                     .segment_path(loc.journal_index)
@@ -181,7 +181,6 @@ impl ReplayGroup {
                 ));
             }
             locs.push_back(loc);
-            expected += 1;
         }
         Ok(RecoveredGroup {
             id,

@@ -114,6 +114,26 @@ fn appends_of_many_groups_read_back_across_segments_and_reopen() {
 }
 
 #[test]
+fn entries_staged_for_the_next_fsync_round_read_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SharedLog::open(dir.path(), with_durability(Durability::Always)).unwrap();
+    let g = log.group(1).unwrap();
+    append_range(&g, 1, 4, 1);
+    // Appends now stay in memory for the next round (until the journal's fsync thread runs
+    // one, which it may do at any moment): a read first takes the segment's handle for
+    // entries written, then must not read entries staged behind them through it.
+    log.journal().stage_appends(true);
+    append_range(&g, 4, 9, 1);
+    let want: Vec<Entry> = (1..9).map(|i| entry(1, i, 1)).collect();
+    assert_eq!(g.entries(1, 3, u64::MAX).unwrap(), want[..2]);
+    assert_eq!(all_entries(&g), want);
+    log.journal().stage_appends(true);
+    append_range(&g, 9, 12, 1);
+    assert_eq!(g.entries(8, 12, u64::MAX).unwrap().len(), 4);
+    log.journal().stage_appends(false);
+}
+
+#[test]
 fn byte_bound_limits_reads_as_wal_entries_does() {
     let dir = tempfile::tempdir().unwrap();
     let log = SharedLog::open(dir.path(), options()).unwrap();
