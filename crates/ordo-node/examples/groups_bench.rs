@@ -405,7 +405,7 @@ async fn serve_node(
                     let stop = Arc::clone(&stop);
                     // A small deterministic generator per proposer is enough to spread
                     // the proposals over the groups.
-                    let mut state = (id << 32 | p as u64) * 0x9E37_79B9_7F4A_7C15 | 1;
+                    let mut state = ((id << 32 | p as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
                     tasks.push(tokio::spawn(async move {
                         let mut latencies = Buckets::default();
                         while !stop.load(Ordering::Relaxed) {
