@@ -130,9 +130,6 @@ impl<O: Send + 'static> Proposer<O> for Reply<O> {
     }
 }
 
-/// The apply thread's end of its queue.
-pub(crate) type ApplyQueueRx<O> = mpsc::Receiver<ApplyBatch<Reply<O>>>;
-
 /// The callers waiting on this node, by ticket.
 struct Callers<O> {
     proposals: HashMap<Ticket, Reply<O>>,
@@ -189,6 +186,9 @@ fn keep(closed: bool, ticket: Ticket, gone: &mut Vec<Ticket>) -> bool {
     !closed
 }
 
+/// The apply thread's end of its queue.
+pub(crate) type ApplyQueueRx<O> = mpsc::Receiver<ApplyBatch<Reply<O>>>;
+
 /// The apply thread's progress, shared with the driver.
 #[derive(Debug, Default)]
 pub(crate) struct ApplyProgress {
@@ -231,6 +231,48 @@ const INPUTS_PER_TURN_MAX: usize = 256;
 /// only live requests without scanning them on every tick.
 const PURGE_INTERVAL_TICKS: u64 = 64;
 
+/// The driver's clock: an interval while the group ticks, nothing at all while it is
+/// quiesced, so an idle group's task is never woken (no timer stays registered).
+struct Ticker {
+    period: Duration,
+    interval: Option<tokio::time::Interval>,
+}
+
+impl Ticker {
+    fn new(period: Duration) -> Ticker {
+        let mut ticker = Ticker {
+            period,
+            interval: None,
+        };
+        ticker.arm(true);
+        ticker
+    }
+
+    /// Keeps ticking (`true`; a stopped ticker starts a period from now) or stops.
+    fn arm(&mut self, ticking: bool) {
+        if !ticking {
+            self.interval = None;
+            return;
+        }
+        if self.interval.is_none() {
+            let start = tokio::time::Instant::now() + self.period;
+            let mut interval = tokio::time::interval_at(start, self.period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            self.interval = Some(interval);
+        }
+    }
+
+    /// The next tick; never, while stopped.
+    async fn tick(&mut self) {
+        match &mut self.interval {
+            Some(interval) => {
+                interval.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
 pub(crate) struct Driver<O> {
     pub(crate) group_id: GroupId,
     pub(crate) core: GroupCore<WalStorage>,
@@ -270,12 +312,12 @@ impl<O: Send + 'static> Driver<O> {
     }
 
     pub(crate) async fn run(mut self) -> Result<(), GroupError> {
-        let mut ticker = tokio::time::interval(Duration::from_millis(self.tick_interval_ms));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticker = Ticker::new(Duration::from_millis(self.tick_interval_ms));
         let result = loop {
             if let Err(error) = self.turn() {
                 break Err(error);
             }
+            ticker.arm(!self.core.is_quiesced());
             let waiting_durable = self.gate.is_waiting();
             let wants_apply = self.core.wants_apply_progress();
             let progress = Arc::clone(&self.outputs.apply_progress);
