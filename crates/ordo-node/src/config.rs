@@ -91,10 +91,10 @@ pub struct NodeConfig {
     pub pending_reads_max: usize,
     /// Milliseconds a proposal or read may wait before failing with a timeout.
     pub request_timeout_ms: u64,
-    /// Batches of committed entries queued for the state machine, per group. When full
-    /// the group stops taking new work from the core until the state machine catches up
-    /// (with a state machine that slow, heartbeats pause too). Memory for queued entries
-    /// is bounded by `apply_queue_batches_max * apply_batch_bytes_max`.
+    /// Batches of committed entries queued for the state machine, per group. When full,
+    /// newly committed entries wait in the log until the state machine catches up;
+    /// heartbeats, replication and elections go on. Memory for queued entries is bounded
+    /// by `apply_queue_batches_max * apply_batch_bytes_max`.
     pub apply_queue_batches_max: usize,
     /// Bytes of committed entries in one batch for the state machine (at least one entry).
     pub apply_batch_bytes_max: u64,

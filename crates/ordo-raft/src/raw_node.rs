@@ -642,11 +642,17 @@ impl<S: Storage> RawNode<S> {
     /// Stops (`true`) or resumes handing out committed entries in [`Ready`]s, for a
     /// runtime whose queue to the state machine is full. Everything else keeps flowing
     /// while paused — messages (heartbeats among them), entries and hard state to persist,
-    /// snapshots — so a slow state machine never stops the node from taking part in
-    /// elections and replication; entries committed meanwhile are handed out, in order,
-    /// once resumed.
+    /// a snapshot to install ([`RawNode::has_pending_snapshot`]) — so a slow state machine
+    /// never stops the node from taking part in elections and replication; entries
+    /// committed meanwhile are handed out, in order, once resumed.
     pub fn pause_applying(&mut self, paused: bool) {
         self.raft.log.applying_paused = paused;
+    }
+
+    /// Whether a snapshot from the leader waits to be handed out in a [`Ready`] (it is
+    /// installed and restored even while applying is paused).
+    pub fn has_pending_snapshot(&self) -> bool {
+        self.raft.log.unstable.snapshot.is_some()
     }
 
     /// Reads this leader has yet to answer (its own and its followers'): waiting for a

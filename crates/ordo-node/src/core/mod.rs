@@ -27,8 +27,9 @@
 //!    core is advanced (a leader counts itself towards the quorum only now), read states
 //!    are confirmed, and the committed entries held back in step 2 are applied.
 //!
-//! `ready()` is not called again until the previous one is finished, nor while
-//! `apply_batches_max` batches are with the state machine. A proposal is answered by the
+//! `ready()` is not called again until the previous one is finished. While
+//! `apply_batches_max` batches are with the state machine, the Raft core hands out no
+//! committed entries (everything else goes on). A proposal is answered by the
 //! state machine when it applies the entry (its ticket travels in the `Apply`), a read only
 //! once the local state machine has applied the index the leader confirmed.
 
@@ -181,7 +182,7 @@ struct ApplyQueue {
     applied_ahead_through: Index,
     /// A snapshot was asked for (storage could not give a follower one).
     snapshot_wanted: bool,
-    /// The queue was full when the core had work for it.
+    /// The queue is full: committed entries wait for the state machine.
     blocked: bool,
 }
 

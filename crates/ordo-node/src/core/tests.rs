@@ -160,6 +160,8 @@ struct TestNode {
     gate: DurabilityGate,
     applied: Vec<Entry>,
     batches_done: u64,
+    /// Work handed out while the state machine is held (`Some`), not yet applied.
+    held: Option<Vec<ApplyWork>>,
     /// Every command executed, in order.
     log: Vec<Command>,
 }
@@ -171,6 +173,7 @@ impl TestNode {
             gate: DurabilityGate::new(),
             applied: Vec::new(),
             batches_done: 0,
+            held: None,
             log: Vec::new(),
         }
     }
@@ -204,6 +207,9 @@ impl TestNode {
             }
             Command::SendAfterDurable { seq, to, message } => {
                 self.gate.hold(*seq, *to, message.clone())
+            }
+            Command::Apply(work) if self.held.is_some() => {
+                self.held.get_or_insert_with(Vec::new).push(work.clone());
             }
             Command::Apply(work) => {
                 let commit = self.core.raw().commit_index();
@@ -1036,4 +1042,41 @@ fn a_quiesced_group_is_never_ticked() {
         c.node(2).core.on_tick();
     }));
     assert!(result.is_err(), "ticking a quiesced group is a runtime bug");
+}
+
+#[test]
+fn a_full_apply_queue_holds_back_committed_entries_while_replication_and_heartbeats_go_on() {
+    let mut c = TestCluster::new(3);
+    c.elect(1);
+    c.stabilize();
+    // The leader's state machine takes nothing off its queue (four batches at most).
+    c.node(1).held = Some(Vec::new());
+    for i in 0..8 {
+        c.node(1).core.propose(format!("e{i}").as_bytes());
+        c.stabilize();
+        let raw = c.node(1).core.raw();
+        assert_eq!(raw.commit_index(), raw.last_index(), "entry {i} commits");
+    }
+    let held = c.node(1).held.clone().unwrap();
+    assert_eq!(held.len(), 4, "no more batches than the queue holds");
+    assert!(c.node(1).core.wants_apply_progress());
+    // Heartbeats still leave.
+    c.node(1).core.on_tick();
+    let mut out = VecDeque::new();
+    c.node(1).run(&mut out);
+    assert!(out.iter().any(|(_, _, m)| matches!(m,
+        WireMessage::Raft(r) if matches!(r.body, MessageBody::Heartbeat { .. }))));
+    // The state machine catches up: the rest is handed out, in order.
+    c.node(1).held = None;
+    for work in held {
+        c.node(1).execute(&Command::Apply(work), &mut out);
+    }
+    c.stabilize();
+    let applied: Vec<Bytes> = c.node(1).applied.iter().map(|e| e.data.clone()).collect();
+    let on_two: Vec<Bytes> = c.node(2).applied.iter().map(|e| e.data.clone()).collect();
+    assert_eq!(applied, on_two);
+    assert_eq!(
+        c.node(1).applied.last().map(|e| e.index),
+        Some(c.node(1).core.raw().commit_index())
+    );
 }
