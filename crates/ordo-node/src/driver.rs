@@ -4,7 +4,7 @@
 //! Every decision, and the order the Raft core's persistence contract requires, is the
 //! core's (see `core/mod.rs`). The driver only does: it sends over the peer transport,
 //! writes through the WAL, holds messages in the [`DurabilityGate`] until the WAL's durable
-//! index covers their write, hands committed work to the apply thread, answers callers,
+//! index covers their write, hands committed work to the apply workers, answers callers,
 //! and runs the face's leader service.
 //!
 //! Appends run in place on the driver's worker. A snapshot install and a new term or vote
@@ -28,6 +28,7 @@ use ordo_raft::{ConfState, Index, MessageBody, NodeId};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::apply::{ApplyBatch, Proposer};
+use crate::apply_pool::ApplySender;
 use crate::codec::WireMessage;
 use crate::config::FsyncPolicy;
 use crate::core::{
@@ -83,9 +84,9 @@ pub enum GroupError {
         /// The failure.
         reason: String,
     },
-    /// The apply thread stopped (a snapshot the state machine refused, a failed snapshot
-    /// write).
-    #[error("group {group}: the apply thread stopped")]
+    /// Applying stopped (a snapshot the state machine refused, a failed snapshot write, a
+    /// panic in the state machine).
+    #[error("group {group}: applying stopped")]
     ApplyStopped {
         /// The group.
         group: GroupId,
@@ -186,15 +187,12 @@ fn keep(closed: bool, ticket: Ticket, gone: &mut Vec<Ticket>) -> bool {
     !closed
 }
 
-/// The apply thread's end of its queue.
-pub(crate) type ApplyQueueRx<O> = mpsc::Receiver<ApplyBatch<Reply<O>>>;
-
-/// The apply thread's progress, shared with the driver.
+/// The group's applying progress, shared by the apply workers with the driver.
 #[derive(Debug, Default)]
 pub(crate) struct ApplyProgress {
     /// Batches finished. (The applied index is the group's `applied_index` metric.)
     pub(crate) batches_done: AtomicU64,
-    /// The thread stopped.
+    /// Applying stopped for good.
     pub(crate) stopped: AtomicBool,
     /// Woken after every batch.
     pub(crate) notify: Notify,
@@ -214,7 +212,7 @@ pub(crate) struct Outputs<O> {
     pub(crate) transport: Arc<Transport>,
     pub(crate) storage: WalStorage,
     pub(crate) fsync: FsyncPolicy,
-    pub(crate) apply_tx: mpsc::Sender<ApplyBatch<Reply<O>>>,
+    pub(crate) apply_tx: ApplySender<Reply<O>>,
     pub(crate) apply_progress: Arc<ApplyProgress>,
     pub(crate) members: MemberFile,
     pub(crate) leadership: watch::Sender<Leadership>,
@@ -496,9 +494,8 @@ impl<O: Send + 'static> Driver<O> {
     fn apply(&mut self, work: ApplyWork) {
         let proposals = &mut self.callers.proposals;
         let batch = ApplyBatch::from_work(work, |_, ticket| proposals.remove(&ticket));
-        // The core keeps at most `apply_queue_batches_max` batches with the thread, the
-        // channel's capacity.
-        if self.outputs.apply_tx.try_send(batch).is_err() {
+        // The core keeps at most `apply_queue_batches_max` batches in the group's inbox.
+        if self.outputs.apply_tx.send(batch).is_err() {
             self.outputs
                 .apply_progress
                 .stopped
