@@ -214,3 +214,77 @@ async fn with_two_workers_another_group_applies_while_one_state_machine_blocks()
         node.shutdown().await;
     }
 }
+
+/// Counts entries; applying `boom` panics, as a state machine with a bug would.
+#[derive(Default)]
+struct Fragile {
+    count: u64,
+    applied: Index,
+}
+
+impl StateMachine for Fragile {
+    type Output = u64;
+    fn apply(&mut self, index: Index, data: &[u8]) -> u64 {
+        assert!(data != b"boom", "the state machine cannot apply {data:?}");
+        self.count += 1;
+        self.applied = index;
+        self.count
+    }
+    fn note_applied(&mut self, index: Index) {
+        self.applied = index;
+    }
+    fn snapshot(&self) -> Bytes {
+        Bytes::copy_from_slice(&self.count.to_be_bytes())
+    }
+    fn restore(&mut self, index: Index, data: &[u8]) -> Result<(), RestoreError> {
+        let raw: [u8; 8] = data
+            .try_into()
+            .map_err(|_| RestoreError::new("not 8 bytes"))?;
+        self.count = u64::from_be_bytes(raw);
+        self.applied = index;
+        Ok(())
+    }
+    fn applied_index(&self) -> Index {
+        self.applied
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_state_machine_that_panics_stops_its_group_and_the_worker_goes_on_with_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, fragile) = start_group_on_nodes(dir.path(), 3, one_worker, Fragile::default).await;
+    let mut others = BTreeMap::new();
+    for (&id, node) in &nodes {
+        others.insert(
+            id,
+            node.start_group(OTHER, Recorder::default()).await.unwrap(),
+        );
+    }
+    let (leader, _) = leader_of(&fragile).await;
+    let outcome = fragile[&leader].propose("boom").await;
+    assert!(outcome.is_err(), "{outcome:?}");
+    tokio::time::timeout(GUARD, async {
+        for node in nodes.values() {
+            while node.group_failure(common::GROUP).is_none() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    })
+    .await
+    .expect("every replica of the group stops");
+    for node in nodes.values() {
+        let failure = node.group_failure(common::GROUP).unwrap();
+        assert!(failure.contains("applying stopped"), "{failure}");
+    }
+    // Every node's only worker still serves the other group.
+    let (leader, _) = leader_of(&others).await;
+    for i in 0..3 {
+        others[&leader]
+            .propose(format!("e{i}"))
+            .await
+            .expect("applied by the same worker");
+    }
+    for node in nodes.into_values() {
+        node.shutdown().await;
+    }
+}
