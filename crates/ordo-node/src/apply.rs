@@ -1,6 +1,6 @@
 //! Applying committed work to the state machine: the [`Applier`], which the runtime runs on
-//! an apply thread of its own per group (so a slow state machine delays only that thread)
-//! and the simulator runs inline.
+//! the node's apply workers (`apply_pool.rs`: a slow state machine holds one worker, never a
+//! driver) and the simulator runs inline.
 //!
 //! The group core hands out work through [`Command::Apply`](crate::core::Command::Apply);
 //! the runtime swaps the tickets of this node's proposals for their callers
@@ -200,6 +200,15 @@ impl<S: StateMachine, St: LogStore + Clone, Sn: Snapshotter<St>> Applier<S, St, 
     /// The index applied last.
     pub fn applied_index(&self) -> Index {
         self.applied.0
+    }
+
+    /// The group.
+    pub fn group_id(&self) -> GroupId {
+        self.group_id
+    }
+
+    pub(crate) fn metrics(&self) -> &GroupMetrics {
+        &self.metrics
     }
 
     /// Applies a batch to `sm` and begins a snapshot if one is due. Returns the snapshot
@@ -478,45 +487,6 @@ fn lower_this_threads_priority() {
         rustix::process::setpriority_process(Some(rustix::thread::gettid()), SNAPSHOT_NICENESS)
     {
         tracing::debug!(%error, "snapshot thread keeps its priority");
-    }
-}
-
-/// The apply thread of a group in the runtime: applies batches from the driver as they
-/// come, publishes its progress, and ends when the driver is gone.
-pub(crate) struct ApplyThread<S: StateMachine> {
-    pub(crate) applier: Applier<S, crate::storage::WalStorage, ThreadSnapshotter>,
-    pub(crate) state_machine: std::sync::Arc<std::sync::Mutex<S>>,
-    pub(crate) progress: std::sync::Arc<crate::driver::ApplyProgress>,
-    pub(crate) applied_tx: tokio::sync::watch::Sender<Index>,
-}
-
-impl<S: StateMachine> ApplyThread<S> {
-    pub(crate) fn run(mut self, mut batches: crate::driver::ApplyQueueRx<S::Output>) {
-        use std::sync::atomic::Ordering;
-        let group_id = self.applier.group_id;
-        while let Some(batch) = batches.blocking_recv() {
-            let result = {
-                let mut sm = crate::group::lock(&self.state_machine);
-                self.applier.apply_batch(&mut *sm, batch)
-            };
-            if let Err(error) = result {
-                tracing::error!(group = %group_id, %error, "apply stopped");
-                break;
-            }
-            let applied = self.applier.applied_index();
-            self.applier
-                .metrics
-                .applied_index
-                .store(applied, Ordering::Release);
-            self.progress.batches_done.fetch_add(1, Ordering::AcqRel);
-            let _ = self.applied_tx.send(applied);
-            self.progress.notify.notify_one();
-        }
-        if let Err(error) = self.applier.finish() {
-            tracing::error!(group = %group_id, %error, "the last snapshot failed");
-        }
-        self.progress.stopped.store(true, Ordering::Release);
-        self.progress.notify.notify_one();
     }
 }
 

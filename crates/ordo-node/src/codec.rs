@@ -5,13 +5,17 @@
 //! | bytes | field | |
 //! |---|---|---|
 //! | 1 | version | [`CODEC_VERSION`] |
-//! | 1 | kind | `0` Raft, `1` forwarded proposal, `2` forward reply, `3` snapshot chunk, `4` snapshot ack, `5` leader request, `6` leader reply |
+//! | 1 | kind | `0` Raft, `1` forwarded proposal, `2` forward reply, `3` snapshot chunk, `4` snapshot ack, `5` leader request, `6` leader reply, `7` quiesce |
 //! | … | body | per kind, integers big-endian |
 //!
 //! A Raft message is `from, to, term` (8 bytes each), a body tag and the body's fields;
 //! entries are `term, index` (8 + 8), `kind` (1), a 4-byte length and the data. Decoding
 //! borrows entry data, contexts and snapshot chunks from the received buffer
 //! ([`Bytes::slice`]) rather than copying them.
+//!
+//! A quiesce is the leader's `term` and `commit` (8 bytes each). It came after the first
+//! release of this encoding without a new version: a node that does not know kind `7` drops
+//! it as undecodable, and its group just keeps ticking.
 //!
 //! Decoding never panics: every length is checked against what remains, every count
 //! against a limit, every tag against the known ones, and trailing bytes are refused. A bad
@@ -42,6 +46,7 @@ const KIND_SNAPSHOT_CHUNK: u8 = 3;
 const KIND_SNAPSHOT_ACK: u8 = 4;
 const KIND_LEADER_REQUEST: u8 = 5;
 const KIND_LEADER_REPLY: u8 = 6;
+const KIND_QUIESCE: u8 = 7;
 
 /// Upper bound on the bytes of a face's request to the leader or of its answer.
 pub const LEADER_REQUEST_BYTES_MAX: usize = 64 << 10;
@@ -202,6 +207,16 @@ pub struct LeaderReply {
     pub outcome: LeaderOutcome,
 }
 
+/// A leader's word that its group is idle: every member holds every entry, all of it is
+/// committed through `commit`, and the leader stops heartbeating until something happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quiesce {
+    /// The leader's term.
+    pub term: Term,
+    /// The leader's commit index, which is also its last index.
+    pub commit: Index,
+}
+
 /// One peer message of the runtime.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WireMessage {
@@ -219,6 +234,8 @@ pub enum WireMessage {
     LeaderRequest(LeaderRequest),
     /// The leader's answer to it.
     LeaderReply(LeaderReply),
+    /// The leader quiesces the group.
+    Quiesce(Quiesce),
 }
 
 /// Why a payload could not be decoded.
@@ -413,6 +430,11 @@ impl WireMessage {
                     }
                 }
             }
+            WireMessage::Quiesce(q) => {
+                buf.put_u8(KIND_QUIESCE);
+                buf.put_u64(q.term);
+                buf.put_u64(q.commit);
+            }
         }
         buf.freeze()
     }
@@ -462,6 +484,10 @@ impl WireMessage {
                 data: get_limited_bytes(buf, "leader request")?,
             }),
             KIND_LEADER_REPLY => WireMessage::LeaderReply(decode_leader_reply(buf)?),
+            KIND_QUIESCE => WireMessage::Quiesce(Quiesce {
+                term: get_u64(buf, "quiesce term")?,
+                commit: get_u64(buf, "quiesce commit")?,
+            }),
             tag => return Err(DecodeError::UnknownTag { what: "kind", tag }),
         };
         if !buf.is_empty() {
@@ -1005,7 +1031,11 @@ mod tests {
             boot: g.next(),
             seq: g.next(),
         };
-        match g.below(8) {
+        match g.below(9) {
+            7 => WireMessage::Quiesce(Quiesce {
+                term: g.next(),
+                commit: g.next(),
+            }),
             5 => WireMessage::LeaderRequest(LeaderRequest {
                 request,
                 data: g.bytes(64),
@@ -1152,6 +1182,27 @@ mod tests {
             })
         );
         assert_eq!(WireMessage::decode(Bytes::new()), Err(DecodeError::Empty));
+    }
+
+    #[test]
+    fn a_quiesce_is_its_term_and_commit_and_nothing_else() {
+        let q = WireMessage::Quiesce(Quiesce {
+            term: 5,
+            commit: 1 << 40,
+        });
+        let encoded = q.encode();
+        assert_eq!(encoded.len(), 2 + 16);
+        assert_eq!(WireMessage::decode(encoded.clone()), Ok(q));
+        assert_eq!(
+            WireMessage::decode(encoded.slice(..10)),
+            Err(DecodeError::Truncated("quiesce commit"))
+        );
+        let mut longer = BytesMut::from(&encoded[..]);
+        longer.put_u64(0);
+        assert_eq!(
+            WireMessage::decode(longer.freeze()),
+            Err(DecodeError::TrailingBytes(8))
+        );
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// Most apply workers a node may have.
+pub const APPLY_WORKERS_MAX: usize = 1024;
+
 /// Why a [`NodeConfig`] was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid node configuration: {field}: {problem}")]
@@ -91,11 +94,16 @@ pub struct NodeConfig {
     pub pending_reads_max: usize,
     /// Milliseconds a proposal or read may wait before failing with a timeout.
     pub request_timeout_ms: u64,
-    /// Batches of committed entries queued for the state machine, per group. When full
-    /// the group stops taking new work from the core until the state machine catches up
-    /// (with a state machine that slow, heartbeats pause too). Memory for queued entries
-    /// is bounded by `apply_queue_batches_max * apply_batch_bytes_max`.
+    /// Batches of committed entries queued for the state machine, per group. When full,
+    /// newly committed entries wait in the log until the state machine catches up;
+    /// heartbeats, replication and elections go on. Memory for queued entries is bounded
+    /// by `apply_queue_batches_max * apply_batch_bytes_max`.
     pub apply_queue_batches_max: usize,
+    /// Threads that apply committed entries, for all groups of the node. A group's
+    /// batches run in order on one worker at a time, so a slow state machine occupies at
+    /// most one worker; different groups run in parallel. At least 1, at most
+    /// [`APPLY_WORKERS_MAX`]; the number of CPUs by default.
+    pub apply_workers: usize,
     /// Bytes of committed entries in one batch for the state machine (at least one entry).
     pub apply_batch_bytes_max: u64,
     /// Inputs (peer messages, requests) queued for a group's driver; peer messages beyond
@@ -148,6 +156,7 @@ impl NodeConfig {
             request_timeout_ms: 10_000,
             apply_queue_batches_max: 16,
             apply_batch_bytes_max: 4 << 20,
+            apply_workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             group_queue_max: 4_096,
             segment_bytes_max: 64 << 20,
             log_cache_bytes_max: crate::storage::LOG_CACHE_BYTES_DEFAULT,
@@ -237,6 +246,13 @@ impl NodeConfig {
         if self.apply_batch_bytes_max == 0 {
             return bad("apply_batch_bytes_max", "must be positive");
         }
+        if self.apply_workers == 0 || self.apply_workers > APPLY_WORKERS_MAX {
+            let problem = format!(
+                "must be between 1 and {APPLY_WORKERS_MAX} (the threads that apply committed \
+                 entries for all groups)"
+            );
+            return bad("apply_workers", &problem);
+        }
         if self.request_timeout_ms == 0 {
             return bad("request_timeout_ms", "must be positive");
         }
@@ -292,5 +308,12 @@ mod tests {
         let mut c = three();
         c.snapshot_chunk_bytes = 16 << 20;
         assert_eq!(c.validate().unwrap_err().field, "snapshot_chunk_bytes");
+        let mut c = three();
+        c.apply_workers = 0;
+        let error = c.validate().unwrap_err();
+        assert_eq!(error.field, "apply_workers");
+        assert!(error
+            .to_string()
+            .contains("apply_workers: must be between 1"));
     }
 }

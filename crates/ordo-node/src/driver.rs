@@ -4,7 +4,7 @@
 //! Every decision, and the order the Raft core's persistence contract requires, is the
 //! core's (see `core/mod.rs`). The driver only does: it sends over the peer transport,
 //! writes through the WAL, holds messages in the [`DurabilityGate`] until the WAL's durable
-//! index covers their write, hands committed work to the apply thread, answers callers,
+//! index covers their write, hands committed work to the apply workers, answers callers,
 //! and runs the face's leader service.
 //!
 //! Appends run in place on the driver's worker. A snapshot install and a new term or vote
@@ -28,6 +28,7 @@ use ordo_raft::{ConfState, Index, MessageBody, NodeId};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::apply::{ApplyBatch, Proposer};
+use crate::apply_pool::ApplySender;
 use crate::codec::WireMessage;
 use crate::config::FsyncPolicy;
 use crate::core::{
@@ -84,9 +85,9 @@ pub enum GroupError {
         /// The failure.
         reason: String,
     },
-    /// The apply thread stopped (a snapshot the state machine refused, a failed snapshot
-    /// write).
-    #[error("group {group}: the apply thread stopped")]
+    /// Applying stopped (a snapshot the state machine refused, a failed snapshot write, a
+    /// panic in the state machine).
+    #[error("group {group}: applying stopped")]
     ApplyStopped {
         /// The group.
         group: GroupId,
@@ -130,9 +131,6 @@ impl<O: Send + 'static> Proposer<O> for Reply<O> {
         }
     }
 }
-
-/// The apply thread's end of its queue.
-pub(crate) type ApplyQueueRx<O> = mpsc::Receiver<ApplyBatch<Reply<O>>>;
 
 /// The callers waiting on this node, by ticket.
 struct Callers<O> {
@@ -190,12 +188,12 @@ fn keep(closed: bool, ticket: Ticket, gone: &mut Vec<Ticket>) -> bool {
     !closed
 }
 
-/// The apply thread's progress, shared with the driver.
+/// The group's applying progress, shared by the apply workers with the driver.
 #[derive(Debug, Default)]
 pub(crate) struct ApplyProgress {
     /// Batches finished. (The applied index is the group's `applied_index` metric.)
     pub(crate) batches_done: AtomicU64,
-    /// The thread stopped.
+    /// Applying stopped for good.
     pub(crate) stopped: AtomicBool,
     /// Woken after every batch.
     pub(crate) notify: Notify,
@@ -217,7 +215,7 @@ pub(crate) struct Outputs<O> {
     pub(crate) peers: Arc<PeerNeeds>,
     pub(crate) storage: WalStorage,
     pub(crate) fsync: FsyncPolicy,
-    pub(crate) apply_tx: mpsc::Sender<ApplyBatch<Reply<O>>>,
+    pub(crate) apply_tx: ApplySender<Reply<O>>,
     pub(crate) apply_progress: Arc<ApplyProgress>,
     pub(crate) members: MemberFile,
     pub(crate) leadership: watch::Sender<Leadership>,
@@ -233,6 +231,48 @@ const INPUTS_PER_TURN_MAX: usize = 256;
 /// Ticks between sweeps for callers who gave up (timed out), so the waiting tables hold
 /// only live requests without scanning them on every tick.
 const PURGE_INTERVAL_TICKS: u64 = 64;
+
+/// The driver's clock: an interval while the group ticks, nothing at all while it is
+/// quiesced, so an idle group's task is never woken (no timer stays registered).
+struct Ticker {
+    period: Duration,
+    interval: Option<tokio::time::Interval>,
+}
+
+impl Ticker {
+    fn new(period: Duration) -> Ticker {
+        let mut ticker = Ticker {
+            period,
+            interval: None,
+        };
+        ticker.arm(true);
+        ticker
+    }
+
+    /// Keeps ticking (`true`; a stopped ticker starts a period from now) or stops.
+    fn arm(&mut self, ticking: bool) {
+        if !ticking {
+            self.interval = None;
+            return;
+        }
+        if self.interval.is_none() {
+            let start = tokio::time::Instant::now() + self.period;
+            let mut interval = tokio::time::interval_at(start, self.period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            self.interval = Some(interval);
+        }
+    }
+
+    /// The next tick; never, while stopped.
+    async fn tick(&mut self) {
+        match &mut self.interval {
+            Some(interval) => {
+                interval.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
 
 pub(crate) struct Driver<O> {
     pub(crate) group_id: GroupId,
@@ -273,12 +313,12 @@ impl<O: Send + 'static> Driver<O> {
     }
 
     pub(crate) async fn run(mut self) -> Result<(), GroupError> {
-        let mut ticker = tokio::time::interval(Duration::from_millis(self.tick_interval_ms));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticker = Ticker::new(Duration::from_millis(self.tick_interval_ms));
         let result = loop {
             if let Err(error) = self.turn() {
                 break Err(error);
             }
+            ticker.arm(!self.core.is_quiesced());
             let waiting_durable = self.gate.is_waiting();
             let wants_apply = self.core.wants_apply_progress();
             let progress = Arc::clone(&self.outputs.apply_progress);
@@ -457,9 +497,8 @@ impl<O: Send + 'static> Driver<O> {
     fn apply(&mut self, work: ApplyWork) {
         let proposals = &mut self.callers.proposals;
         let batch = ApplyBatch::from_work(work, |_, ticket| proposals.remove(&ticket));
-        // The core keeps at most `apply_queue_batches_max` batches with the thread, the
-        // channel's capacity.
-        if self.outputs.apply_tx.try_send(batch).is_err() {
+        // The core keeps at most `apply_queue_batches_max` batches in the group's inbox.
+        if self.outputs.apply_tx.send(batch).is_err() {
             self.outputs
                 .apply_progress
                 .stopped

@@ -218,6 +218,8 @@ pub struct GroupStatus {
     pub conf_state: ConfState,
     /// Per-member progress; empty unless this node leads.
     pub peers: Vec<PeerStatus>,
+    /// The group is idle and stopped ticking on this node until something happens.
+    pub quiesced: bool,
 }
 
 impl GroupStatus {

@@ -4,7 +4,7 @@
 //! A [`Node`] hosts many Raft groups over one peer transport. Each [`Group`]'s decisions
 //! are made by a [`core::GroupCore`] without I/O: it owns the Raft core's `RawNode`, takes
 //! ticks, peer messages, proposals and reads, and leaves commands (persist through
-//! `ordo-wal`, send to peers, hand committed work to the apply thread, answer) with the
+//! `ordo-wal`, send to peers, hand committed work to the apply workers, answer) with the
 //! persistence ordering in them (spelled out in `core/mod.rs`). A thin tokio driver task
 //! carries them out; the simulator runs the same core. A user's replicated logic is a
 //! [`StateMachine`].
@@ -12,9 +12,9 @@
 //! ```text
 //!  handles ──requests──▶ driver task ──Ready──▶ WAL (append, hard state, snapshots)
 //!  transport ─router──▶  (RawNode)   ──────────▶ transport (messages, snapshot chunks)
-//!                            │ committed entries (bounded queue)
+//!                            │ committed entries (bounded queue per group)
 //!                            ▼
-//!                       apply thread ──▶ StateMachine, waiting proposals, snapshots
+//!                       apply workers ──▶ StateMachine, waiting proposals, snapshots
 //! ```
 //!
 //! # Using it
@@ -64,7 +64,8 @@
 //! - [`codec`]: the versioned encoding of Raft messages, forwarded proposals and snapshot
 //!   chunks carried as transport payloads.
 //! - [`core`]: the group core and the durability gate every runtime of it shares.
-//! - [`apply`]: the applier, run on an apply thread per group (or inline by the simulator).
+//! - [`apply`]: the applier, run on the node's pool of apply workers (`apply_pool`), or
+//!   inline by the simulator.
 //! - `storage`: [`LogStore`], the log storage the core reads, over the WAL.
 //! - `driver`: the tokio shell that carries out the core's commands.
 //! - `peers`: which groups need each peer, so the shared transport keeps a peer while any
@@ -73,6 +74,7 @@
 //!   ever mistaking its absence for lost state.
 
 pub mod apply;
+mod apply_pool;
 pub mod codec;
 mod config;
 pub mod core;
@@ -90,7 +92,7 @@ mod state_machine;
 mod storage;
 pub mod transport;
 
-pub use config::{ConfigError, FsyncPolicy, NodeConfig};
+pub use config::{ConfigError, FsyncPolicy, NodeConfig, APPLY_WORKERS_MAX};
 pub use core::Leadership;
 pub use driver::{GroupError, LeaderService};
 pub use group::{

@@ -104,6 +104,9 @@ pub struct GroupMetrics {
     pub(crate) snapshots_taken: AtomicU64,
     pub(crate) snapshots_sent: AtomicU64,
     pub(crate) snapshots_received: AtomicU64,
+    pub(crate) quiesced: AtomicU64,
+    pub(crate) quiesces: AtomicU64,
+    pub(crate) wakes: AtomicU64,
     pub(crate) fsync_latency_us: Histogram,
     pub(crate) apply_batch_us: Histogram,
     pub(crate) peer_round_trip_us: Histogram,
@@ -146,6 +149,12 @@ pub struct MetricsSnapshot {
     pub snapshots_sent: u64,
     /// Snapshots received and installed.
     pub snapshots_received: u64,
+    /// The group is quiesced here: idle, not ticking.
+    pub quiesced: bool,
+    /// Times the group quiesced here.
+    pub quiesces: u64,
+    /// Times it woke from quiescence here.
+    pub wakes: u64,
     /// Time from a WAL append until it was durable, in microseconds.
     pub fsync_latency_us: HistogramSnapshot,
     /// Time to apply one batch of committed entries, in microseconds.
@@ -178,6 +187,9 @@ impl GroupMetrics {
             snapshots_taken: r(&self.snapshots_taken),
             snapshots_sent: r(&self.snapshots_sent),
             snapshots_received: r(&self.snapshots_received),
+            quiesced: r(&self.quiesced) != 0,
+            quiesces: r(&self.quiesces),
+            wakes: r(&self.wakes),
             fsync_latency_us: self.fsync_latency_us.snapshot(),
             apply_batch_us: self.apply_batch_us.snapshot(),
             peer_round_trip_us: self.peer_round_trip_us.snapshot(),

@@ -13,13 +13,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::apply::{
-    Applier, ApplierIdentity, ApplyThread, SnapshotThresholds, SnapshotWritten, ThreadSnapshotter,
+    Applier, ApplierIdentity, SnapshotThresholds, SnapshotWritten, ThreadSnapshotter,
 };
+use crate::apply_pool::{ApplyDone, ApplyPool, ApplyRunner, ApplySender};
 use crate::codec::WireMessage;
 use crate::config::{ConfigError, FsyncPolicy, NodeConfig};
 use crate::core::{CoreConfig, GroupCore, Leadership};
 use crate::driver::{
-    ApplyProgress, ApplyQueueRx, Driver, Event, GroupError, Inputs, LeaderService, Outputs,
+    ApplyProgress, Driver, Event, GroupError, Inputs, LeaderService, Outputs, Reply,
 };
 use crate::group::{boot_id, lock, Group, GroupId, GroupStatus, Request};
 use crate::identity::{
@@ -130,6 +131,9 @@ pub enum NodeError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The apply worker threads could not be started.
+    #[error("cannot start the apply workers: {0}")]
+    ApplyWorkers(std::io::Error),
     /// The node was started outside a multi-threaded Tokio runtime.
     #[error("a node needs a multi-threaded Tokio runtime (it writes to disk with block_in_place)")]
     Runtime,
@@ -177,7 +181,7 @@ struct GroupEntry {
     /// Why the group stopped on its own, once it has.
     failure: Arc<Mutex<Option<String>>>,
     driver: JoinHandle<Result<(), GroupError>>,
-    apply_thread: Option<std::thread::JoinHandle<()>>,
+    applied_all: Option<ApplyDone>,
 }
 
 type Groups = Arc<Mutex<HashMap<GroupId, GroupEntry>>>;
@@ -281,6 +285,7 @@ pub struct Node {
     changing: Mutex<HashSet<GroupId>>,
     router: Option<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
+    apply_pool: ApplyPool,
 }
 
 impl Node {
@@ -342,6 +347,8 @@ impl Node {
         };
         let (transport, channels) =
             Transport::start_with(transport_config, listener, incarnations)?;
+        let apply_pool =
+            ApplyPool::start(config.id, config.apply_workers).map_err(NodeError::ApplyWorkers)?;
         let local_addr = transport.local_addr();
         let transport = Arc::new(transport);
         let peers = Arc::new(PeerNeeds::new(
@@ -373,6 +380,7 @@ impl Node {
             changing: Mutex::new(HashSet::new()),
             router: Some(router),
             shutdown,
+            apply_pool,
         })
     }
 
@@ -722,7 +730,8 @@ impl Node {
         }
     }
 
-    /// Spawns the group's apply thread and driver task and registers the group.
+    /// Starts the group's applying on the node's workers, spawns its driver task and
+    /// registers the group.
     fn launch<S: StateMachine>(
         &self,
         parts: GroupParts,
@@ -740,7 +749,6 @@ impl Node {
         });
         let (requests_tx, requests_rx) = mpsc::channel(config.group_queue_max);
         let (events_tx, events_rx) = mpsc::channel(config.group_queue_max);
-        let (apply_tx, apply_rx) = mpsc::channel(config.apply_queue_batches_max);
         let (applied_tx, applied_rx) = watch::channel(parts.snap.index);
         let (leadership_tx, leadership_rx) = watch::channel(Leadership::default());
         let state_machine = Arc::new(Mutex::new(state_machine));
@@ -750,13 +758,13 @@ impl Node {
             .applied_index
             .store(parts.snap.index, Ordering::Release);
         let failure = Arc::new(Mutex::new(None));
-        let apply_thread = self.spawn_apply_thread(
+        let (apply_tx, applied_all) = self.start_applying(
             &parts,
             Arc::clone(&state_machine),
             &metrics,
             (&progress, applied_tx),
-            (events_tx.clone(), apply_rx),
-        )?;
+            events_tx.clone(),
+        );
         let member_addrs = parts.members.members().clone();
         let core = GroupCore::new(
             self.core_config(group_id),
@@ -795,7 +803,7 @@ impl Node {
             metrics: Arc::clone(&metrics),
             failure: Arc::clone(&failure),
             driver,
-            apply_thread: Some(apply_thread),
+            applied_all: Some(applied_all),
         };
         self.register(group_id, entry)?;
         tracing::info!(group = %group_id, node = config.id, snapshot_index = parts.snap.index, "group started");
@@ -812,14 +820,14 @@ impl Node {
         })
     }
 
-    fn spawn_apply_thread<S: StateMachine>(
+    fn start_applying<S: StateMachine>(
         &self,
         parts: &GroupParts,
         state_machine: Arc<Mutex<S>>,
         metrics: &Arc<GroupMetrics>,
         (progress, applied_tx): (&Arc<ApplyProgress>, watch::Sender<Index>),
-        (events, batches): (mpsc::Sender<Event>, ApplyQueueRx<S::Output>),
-    ) -> Result<std::thread::JoinHandle<()>, NodeError> {
+        events: mpsc::Sender<Event>,
+    ) -> (ApplySender<Reply<S::Output>>, ApplyDone) {
         let config = &self.config;
         let group_id = parts.group_id;
         // The driver compacts the log behind each snapshot; if it is gone the group is
@@ -848,22 +856,12 @@ impl Node {
             thresholds,
             snapshotter,
         );
-        let thread = ApplyThread {
+        self.apply_pool.add_group(ApplyRunner {
             applier,
             state_machine,
             progress: Arc::clone(progress),
             applied_tx,
-        };
-        std::thread::Builder::new()
-            .name(format!("ordo-apply-{}-{}", config.id, group_id.0))
-            .spawn(move || thread.run(batches))
-            .map_err(|e| NodeError::Storage {
-                group: group_id,
-                source: StorageFailure::SnapshotIo {
-                    dir: parts.wal.dir().display().to_string(),
-                    source: e,
-                },
-            })
+        })
     }
 
     fn register(&self, group_id: GroupId, entry: GroupEntry) -> Result<(), NodeError> {
@@ -886,17 +884,19 @@ impl Node {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         self.stop_groups(false).await;
+        self.apply_pool.shutdown().await;
         self.stop_transport().await;
     }
 
     /// Stops abruptly, as a crash would: group drivers are aborted wherever they are, so
     /// nothing is fsynced, no commit index recorded and no message sent after this call
-    /// (the apply threads finish the batches already queued to them); connections are
+    /// (the apply workers finish the batches already queued to them); connections are
     /// dropped. Returns once
     /// every task and thread has let go of the data directory, so a test can start a new
     /// node on it.
     pub async fn crash(mut self) {
         self.stop_groups(true).await;
+        self.apply_pool.shutdown().await;
         self.stop_transport().await;
     }
 
@@ -1025,7 +1025,7 @@ impl Drop for Node {
 }
 
 /// Waits for a group told to stop (or aborted) to let go of everything: its driver, then its
-/// apply thread.
+/// queued batches on the apply workers.
 async fn stop_group(group: GroupId, mut entry: GroupEntry) {
     match (&mut entry.driver).await {
         Ok(Ok(())) => {}
@@ -1033,10 +1033,10 @@ async fn stop_group(group: GroupId, mut entry: GroupEntry) {
         Err(_) => {}
     }
     drop(entry.events);
-    if let Some(thread) = entry.apply_thread.take() {
-        // The driver is gone, so the apply channel is closed: the thread finishes its queue
-        // and exits.
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    if let Some(applied_all) = entry.applied_all.take() {
+        // The driver is gone, so its inbox is closed: a worker applies what is queued, then
+        // lets go of the group.
+        applied_all.wait().await;
     }
 }
 

@@ -8,9 +8,11 @@ use crate::codec::{DecodeError, RequestId};
 
 /// A deterministic state machine replicated by a Raft group.
 ///
-/// The runtime calls these methods from one dedicated thread per group, in log order,
-/// never concurrently with each other; [`Group::read`](crate::Group::read) takes the same
-/// lock to give readers a consistent view. Every replica calls `apply` with the same
+/// The runtime calls these methods from the node's apply workers (one at a time for a
+/// group, possibly a different worker from one batch to the next), in log order, never
+/// concurrently with each other; [`Group::read`](crate::Group::read) takes the same lock to
+/// give readers a consistent view. A method that blocks holds up its own group's applying
+/// and one worker, nothing else. Every replica calls `apply` with the same
 /// entries in the same order, so the state machine must be deterministic: the same
 /// entries must produce the same state and outputs on every node (no clocks, no
 /// randomness, no iteration over hash maps with per-process seeds in the output).

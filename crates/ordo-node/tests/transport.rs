@@ -222,11 +222,46 @@ async fn batch_larger_than_a_frame_is_split_and_coalesced() {
         sent
     );
 
-    // 113 encoded bytes per message, 4 bytes of count: nine messages per 1024-byte frame.
+    // 113 encoded bytes per message, 4 bytes of count: nine messages per 1024-byte frame,
+    // all of them in one write.
     let a_metrics = a.metrics();
+    assert_eq!(a_metrics.batches_sent, 1);
     assert_eq!(a_metrics.frames_sent, 23);
     assert_eq!(b.metrics().frames_received, 23);
     assert_eq!(b.metrics().frame_errors, 0);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn messages_of_many_groups_queued_together_go_out_in_one_write_and_one_frame() {
+    // As above: A waits for B's handshake reply while 500 groups each queue a heartbeat
+    // for B, as a node hosting many groups does every tick.
+    let b_listener = listener().await;
+    let b_addr = b_listener.local_addr().unwrap();
+    let (a, _a_rx) = start(config(1)).await;
+    a.add_peer(2, b_addr).unwrap();
+    let sent: Vec<_> = (0..500).map(|group| message(group, 1, 30)).collect();
+    for m in &sent {
+        a.send(2, m.clone()).unwrap();
+    }
+    let (b, mut b_rx) = Transport::start(config(2), b_listener).unwrap();
+    b.add_peer(1, a.local_addr()).unwrap();
+    let received = receive(&mut b_rx.messages, sent.len()).await;
+    assert_eq!(
+        received.into_iter().map(|(_, m)| m).collect::<Vec<_>>(),
+        sent
+    );
+    let metrics = a.metrics();
+    assert_eq!(
+        (
+            metrics.batches_sent,
+            metrics.frames_sent,
+            metrics.messages_sent
+        ),
+        (1, 1, 500)
+    );
+    assert_eq!(b.metrics().frames_received, 1);
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -20,6 +20,8 @@ pub(crate) struct RaftLog<S: Storage> {
     pub(crate) applied: Index,
     /// The highest index handed out for applying (`applied <= applying <= committed`).
     pub(crate) applying: Index,
+    /// The runtime cannot take more committed entries for now (its apply queue is full).
+    pub(crate) applying_paused: bool,
 }
 
 impl<S: Storage> RaftLog<S> {
@@ -37,6 +39,7 @@ impl<S: Storage> RaftLog<S> {
             committed,
             applied,
             applying: applied,
+            applying_paused: false,
         }
     }
 
@@ -288,7 +291,9 @@ impl<S: Storage> RaftLog<S> {
     }
 
     pub(crate) fn has_next_committed_entries(&self) -> bool {
-        self.unstable.snapshot.is_none() && self.applying < self.max_appliable_index()
+        !self.applying_paused
+            && self.unstable.snapshot.is_none()
+            && self.applying < self.max_appliable_index()
     }
 
     /// The next committed entries to hand out for applying. They are committed and held

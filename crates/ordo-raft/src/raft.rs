@@ -1461,6 +1461,66 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn election_elapsed(&self) -> u64 {
         self.election_elapsed_ticks
     }
+
+    /// Reads this leader has not answered yet: waiting for a quorum's heartbeat
+    /// acknowledgements, or for an entry of its term to commit.
+    pub(crate) fn pending_read_count(&self) -> usize {
+        self.read_only.len() + self.pending_reads.len()
+    }
+
+    // ---- Quiescence ------------------------------------------------------------------
+
+    /// As a follower of `leader` in `term`, accepts its word that the group is idle at
+    /// `commit`, if this node's log ends there: it learns the commit index (as from a
+    /// heartbeat) and the runtime may stop ticking it.
+    pub(crate) fn quiesce_as_follower(
+        &mut self,
+        leader: NodeId,
+        term: Term,
+        commit: Index,
+    ) -> bool {
+        let follows = self.role == StateRole::Follower
+            && self.term == term
+            && self.leader_id == leader
+            && leader != INVALID_ID;
+        if !follows || self.log.last_index() != commit {
+            return false;
+        }
+        // In this term only `leader` wrote to our log, and it says idle only once it knows
+        // we hold everything it has (match = last = commit): our entries through `commit`
+        // are its, so they are committed — the same reasoning as a heartbeat's commit,
+        // which is bounded by what the leader knows we hold.
+        self.log.commit_to(commit);
+        true
+    }
+
+    /// The runtime ticks this node again after a pause of unknown length (a quiesced
+    /// group woke). Nothing that rests on elapsed time may carry over the pause:
+    ///
+    /// - The logical clock jumps an election timeout ahead, so no lease rests on a
+    ///   heartbeat acknowledged before the pause: a leader answers lease reads again only
+    ///   once a quorum acknowledges a heartbeat sent after it. (Every voter that did so
+    ///   still keeps its promise: a voter's promise only grows while it is not ticked.)
+    /// - A follower gives its leader a whole election timeout to be heard from before it
+    ///   campaigns; until then it also keeps refusing other candidates (check-quorum),
+    ///   as a follower that just heard a heartbeat does.
+    /// - A leader starts a new check-quorum round, in which every follower must answer
+    ///   again, and heartbeats at once, so its followers wake too.
+    pub(crate) fn resume_ticking(&mut self) {
+        self.now_ticks += self.cfg.election_timeout_ticks;
+        self.election_elapsed_ticks = 0;
+        if self.role != StateRole::Leader {
+            return;
+        }
+        self.heartbeat_elapsed_ticks = 0;
+        let id = self.id;
+        for (&pid, pr) in self.tracker.progress.iter_mut() {
+            if pid != id {
+                pr.recent_active = false;
+            }
+        }
+        self.bcast_heartbeat();
+    }
 }
 
 /// The storage failure in a result whose other errors the caller drops (a follower's read

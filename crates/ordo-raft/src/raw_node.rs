@@ -638,4 +638,47 @@ impl<S: Storage> RawNode<S> {
     pub fn election_elapsed_ticks(&self) -> u64 {
         self.raft.election_elapsed()
     }
+
+    /// Stops (`true`) or resumes handing out committed entries in [`Ready`]s, for a
+    /// runtime whose queue to the state machine is full. Everything else keeps flowing
+    /// while paused — messages (heartbeats among them), entries and hard state to persist,
+    /// a snapshot to install ([`RawNode::has_pending_snapshot`]) — so a slow state machine
+    /// never stops the node from taking part in elections and replication; entries
+    /// committed meanwhile are handed out, in order, once resumed.
+    pub fn pause_applying(&mut self, paused: bool) {
+        self.raft.log.applying_paused = paused;
+    }
+
+    /// Whether a snapshot from the leader waits to be handed out in a [`Ready`] (it is
+    /// installed and restored even while applying is paused).
+    pub fn has_pending_snapshot(&self) -> bool {
+        self.raft.log.unstable.snapshot.is_some()
+    }
+
+    /// Reads this leader has yet to answer (its own and its followers'): waiting for a
+    /// quorum to acknowledge a heartbeat, or for an entry of its term to commit.
+    pub fn pending_read_count(&self) -> usize {
+        self.raft.pending_read_count()
+    }
+
+    /// Quiescence, follower side: the leader of `term`, `leader`, says the group is idle
+    /// with every entry through `commit` committed, and stops heartbeating. If this node
+    /// follows `leader` in `term` and its log ends at `commit`, it learns the commit index
+    /// and returns true: the runtime may stop ticking it (until
+    /// [`RawNode::resume_ticking`]). Otherwise nothing changes.
+    pub fn quiesce_as_follower(&mut self, leader: NodeId, term: Term, commit: Index) -> bool {
+        self.storage_failure.is_none() && self.raft.quiesce_as_follower(leader, term, commit)
+    }
+
+    /// Quiescence: the runtime stopped calling [`RawNode::tick`] for a while (an idle
+    /// group) and calls it again from now on. Voids what rested on elapsed time across
+    /// the pause: a leader's lease (lease reads wait for a heartbeat round acknowledged
+    /// after this call) and its check-quorum round, a follower's election timer (its
+    /// leader gets a whole election timeout to be heard from). A leader heartbeats at
+    /// once.
+    pub fn resume_ticking(&mut self) {
+        if self.storage_failure.is_none() {
+            self.raft.resume_ticking();
+        }
+    }
 }

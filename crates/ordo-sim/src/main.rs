@@ -146,7 +146,8 @@ fn describe(report: &RunReport) -> String {
     let stats = &report.stats;
     format!(
         "seed {} ({} nodes, {} reads): {} ticks, {} leaders, {} crashes, {} partitions, \
-         {} members added, {} transfers, {} ops done, {} unknown, applied up to {}, {} messages",
+         {} members added, {} transfers, {} ops done, {} unknown, applied up to {}, {} messages, \
+         {} quiescences, {} wakes",
         report.seed,
         report.nodes,
         if report.lease_reads {
@@ -163,7 +164,9 @@ fn describe(report: &RunReport) -> String {
         stats.ops_completed,
         stats.ops_unknown,
         stats.applied_max,
-        stats.messages_delivered
+        stats.messages_delivered,
+        stats.quiesces,
+        stats.wakes
     )
 }
 

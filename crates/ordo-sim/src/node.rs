@@ -289,6 +289,8 @@ pub struct SimNode {
     boots: u64,
     /// Why the node stopped for good: its disk is damaged, and it must be replaced.
     failed: Option<String>,
+    /// Quiescences and wakes of the node's earlier runs (its counters start over at boot).
+    quiescence_before: (u64, u64),
 }
 
 /// The peer address a simulated node would have; the network routes by id.
@@ -341,6 +343,7 @@ impl SimNode {
             clock,
             boots: 0,
             failed: None,
+            quiescence_before: (0, 0),
         }
     }
 
@@ -542,14 +545,46 @@ impl SimNode {
 
     /// Loses power: everything in memory is gone and the disk keeps what it keeps.
     pub fn crash(&mut self, prng: &mut Prng) {
-        self.running = None;
+        self.stop();
         self.log.disk(|disk| disk.crash(prng));
     }
 
-    /// Advances the core's logical clock.
+    fn stop(&mut self) {
+        self.quiescence_before = self.quiescence();
+        self.running = None;
+    }
+
+    /// Times this node's group quiesced and woke, over all its runs.
+    pub fn quiescence(&self) -> (u64, u64) {
+        let (quiesces, wakes) = self.quiescence_before;
+        match &self.running {
+            Some(r) => {
+                let m = r.core.metrics();
+                (quiesces + m.quiesces, wakes + m.wakes)
+            }
+            None => (quiesces, wakes),
+        }
+    }
+
+    /// Whether the node is up and its group quiesced (its clock is not ticking).
+    pub fn is_quiesced(&self) -> bool {
+        self.running.as_ref().is_some_and(|r| r.core.is_quiesced())
+    }
+
+    /// Advances the core's logical clock, as the driver's interval does: not while the
+    /// group is quiesced.
     pub fn tick(&mut self) {
         if let Some(r) = self.running.as_mut() {
-            r.core.on_tick();
+            if !r.core.is_quiesced() {
+                r.core.on_tick();
+            }
+        }
+    }
+
+    /// The transport lost its connection to `peer` (it crashed or stopped).
+    pub fn on_unreachable(&mut self, peer: NodeId) {
+        if let Some(r) = self.running.as_mut() {
+            r.core.on_unreachable(peer);
         }
     }
 
@@ -634,7 +669,7 @@ impl SimNode {
             if let Some(reason) = r.core.storage_failure() {
                 // The group stops rather than serve what it could not read.
                 trace.log(now_ticks, || format!("node {id} stops: {reason}"));
-                self.running = None;
+                self.stop();
                 self.failed = Some(reason);
                 return Ok(());
             }

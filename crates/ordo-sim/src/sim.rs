@@ -285,6 +285,10 @@ pub struct RunStats {
     pub applied_max: u64,
     /// Messages delivered.
     pub messages_delivered: u64,
+    /// Times a node's group quiesced (stopped ticking, idle).
+    pub quiesces: u64,
+    /// Times a quiesced group woke.
+    pub wakes: u64,
 }
 
 /// The result of one run.
@@ -1000,6 +1004,13 @@ impl Simulation {
         }
         node.crash(&mut self.prng);
         self.network.drop_in_flight_to(id);
+        // The process is gone, so its peers' connections to it close: each transport
+        // reports it unreachable (how a quiesced follower learns its leader died).
+        for (&other, node) in &mut self.nodes {
+            if other != id {
+                node.on_unreachable(id);
+            }
+        }
         self.stats.crashes += 1;
         self.leader_commit_checked.remove(&id);
         self.trace
@@ -1614,6 +1625,11 @@ impl Simulation {
         let mut stats = self.stats;
         stats.messages_delivered = self.network.stats().delivered;
         stats.applied_max = self.checker.applied_max();
+        for node in self.nodes.values() {
+            let (quiesces, wakes) = node.quiescence();
+            stats.quiesces += quiesces;
+            stats.wakes += wakes;
+        }
         RunReport {
             seed: self.config.seed,
             nodes: self.config.nodes,

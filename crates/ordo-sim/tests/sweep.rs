@@ -17,9 +17,12 @@ const MUTATION_SEEDS_MAX: u64 = 300;
 fn sweep_clean(nodes: usize) {
     let mut failures = Vec::new();
     let mut ops_completed = 0;
+    let (mut quiesces, mut wakes) = (0, 0);
     for seed in 0..CI_SEEDS_PER_SIZE {
         let report = run(&SimConfig::new(seed, nodes));
         ops_completed += report.stats.ops_completed;
+        quiesces += report.stats.quiesces;
+        wakes += report.stats.wakes;
         if let Some(violation) = &report.violation {
             failures.push(format!(
                 "seed {seed}: {violation}\n  replay: cargo run --release -p ordo-sim -- --seed {seed} --nodes {nodes}"
@@ -36,6 +39,13 @@ fn sweep_clean(nodes: usize) {
     assert!(
         ops_completed > CI_SEEDS_PER_SIZE * 100,
         "only {ops_completed} client operations completed"
+    );
+    // Idle groups stop ticking and wake again under the same checks: a sweep in which
+    // they never did would not have tried quiescence.
+    println!("{nodes} nodes: {quiesces} quiescences, {wakes} wakes");
+    assert!(
+        quiesces > CI_SEEDS_PER_SIZE && wakes > CI_SEEDS_PER_SIZE,
+        "groups quiesced {quiesces} times and woke {wakes} times"
     );
 }
 

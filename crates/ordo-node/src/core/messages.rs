@@ -16,7 +16,12 @@ use crate::storage::LogStore;
 impl<St: LogStore> GroupCore<St> {
     /// A decoded message from peer `from`.
     pub fn on_message(&mut self, from: NodeId, message: WireMessage) {
+        self.note_heard_from(from);
+        if !matches!(message, WireMessage::Quiesce(_)) {
+            self.wake("a peer message");
+        }
         match message {
+            WireMessage::Quiesce(q) => self.on_quiesce(from, q),
             WireMessage::Raft(m) => self.on_raft(from, m),
             WireMessage::Forward(f) => self.on_forward(from, f),
             WireMessage::ForwardReply(r) => self.on_forward_reply(r),

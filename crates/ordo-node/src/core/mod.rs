@@ -27,8 +27,9 @@
 //!    core is advanced (a leader counts itself towards the quorum only now), read states
 //!    are confirmed, and the committed entries held back in step 2 are applied.
 //!
-//! `ready()` is not called again until the previous one is finished, nor while
-//! `apply_batches_max` batches are with the state machine. A proposal is answered by the
+//! `ready()` is not called again until the previous one is finished. While
+//! `apply_batches_max` batches are with the state machine, the Raft core hands out no
+//! committed entries (everything else goes on). A proposal is answered by the
 //! state machine when it applies the entry (its ticket travels in the `Apply`), a read only
 //! once the local state machine has applied the index the leader confirmed.
 
@@ -36,6 +37,7 @@ mod command;
 mod durability;
 mod messages;
 mod proposals;
+mod quiescence;
 mod reads;
 mod ready;
 pub(crate) mod transfers;
@@ -63,6 +65,7 @@ use crate::group::{
 use crate::metrics::{inc, GroupMetrics};
 use crate::storage::LogStore;
 use proposals::Proposals;
+use quiescence::Quiescence;
 use reads::Reads;
 use transfers::{Incoming, OutgoingTransfers};
 
@@ -179,7 +182,7 @@ struct ApplyQueue {
     applied_ahead_through: Index,
     /// A snapshot was asked for (storage could not give a follower one).
     snapshot_wanted: bool,
-    /// The queue was full when the core had work for it.
+    /// The queue is full: committed entries wait for the state machine.
     blocked: bool,
 }
 
@@ -220,6 +223,7 @@ pub struct GroupCore<St: LogStore> {
     apply: ApplyQueue,
     waiting: Waiting,
     transfers: Transfers,
+    quiescence: Quiescence,
     /// Peer addresses of the members, this node's own included.
     members: BTreeMap<NodeId, SocketAddr>,
     leadership: Leadership,
@@ -259,6 +263,7 @@ impl<St: LogStore + Clone> GroupCore<St> {
             },
             waiting: Waiting::default(),
             transfers: Transfers::default(),
+            quiescence: Quiescence::default(),
             members,
             leadership: Leadership::default(),
             ticks: 0,
@@ -287,6 +292,11 @@ impl<St: LogStore> GroupCore<St> {
     /// The Raft core, for inspection.
     pub fn raw(&self) -> &RawNode<St> {
         &self.raw
+    }
+
+    /// The group's counters.
+    pub fn metrics(&self) -> crate::MetricsSnapshot {
+        self.metrics.snapshot()
     }
 
     /// Who leads, as last reported in a [`Command::LeadershipChanged`].
@@ -350,13 +360,20 @@ impl<St: LogStore> GroupCore<St> {
         });
     }
 
-    /// Advances logical time by one tick.
+    /// Advances logical time by one tick; a leader whose group is idle quiesces it
+    /// instead (see [`GroupCore::is_quiesced`]).
+    ///
+    /// # Panics
+    /// If the group is quiesced: its runtime must not tick it until an input wakes it.
     pub fn on_tick(&mut self) {
-        self.raw.tick();
-        self.ticks += 1;
         if self.storage.take_snapshot_wanted() {
             self.apply.snapshot_wanted = true;
         }
+        if self.maybe_quiesce() {
+            return;
+        }
+        self.raw.tick();
+        self.ticks += 1;
         let timeout = self.config.snapshot_chunk_timeout_ticks;
         for to in self.transfers.outgoing.take_expired(self.ticks, timeout) {
             tracing::warn!(group = %self.config.group_id, to, "snapshot chunk not acknowledged in time");
@@ -366,6 +383,7 @@ impl<St: LogStore> GroupCore<St> {
 
     /// The transport lost its connection to `peer`.
     pub fn on_unreachable(&mut self, peer: NodeId) {
+        self.note_unreachable(peer);
         self.raw.report_unreachable(peer);
     }
 
@@ -406,6 +424,7 @@ impl<St: LogStore> GroupCore<St> {
 
     /// Proposes locally if leader, otherwise forwards to the leader.
     fn submit(&mut self, ticket: Ticket, kind: ForwardKind, data: Bytes) {
+        self.wake("a proposal");
         let limit = self.config.pending_proposals_max;
         if self.waiting.proposals.len() >= limit {
             let error = ProposeError::TooManyPending { limit };
@@ -459,6 +478,7 @@ impl<St: LogStore> GroupCore<St> {
     /// has applied it, where the index was the leader's commit index at some moment after
     /// this call.
     pub fn read(&mut self) -> Ticket {
+        self.wake("a read");
         let ticket = self.next_ticket();
         let limit = self.config.pending_reads_max;
         if self.waiting.reads.len() >= limit {
@@ -473,6 +493,7 @@ impl<St: LogStore> GroupCore<St> {
     /// Asks the leader's face a question (`data`, the face's own encoding). On the leader
     /// the face is asked at once.
     pub fn ask_leader(&mut self, data: Bytes) -> Ticket {
+        self.wake("a question for the leader");
         let ticket = self.next_ticket();
         let max = crate::codec::LEADER_REQUEST_BYTES_MAX;
         let limit = self.config.pending_asks_max;
@@ -515,6 +536,7 @@ impl<St: LogStore> GroupCore<St> {
 
     /// Asks the leader to hand leadership to `target` (forwarded from a follower).
     pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), ProposeError> {
+        self.wake("a leadership transfer");
         match self.raw.transfer_leader(target) {
             Ok(()) => Ok(()),
             Err(ordo_raft::Error::NoLeader) => Err(ProposeError::NoLeader),
@@ -681,6 +703,7 @@ impl<St: LogStore> GroupCore<St> {
             snapshot_index: self.storage.snapshot_meta().index,
             conf_state: self.raw.conf_state(),
             peers,
+            quiesced: self.is_quiesced(),
         }
     }
 }

@@ -16,8 +16,14 @@ use crate::metrics::inc;
 use crate::storage::LogStore;
 
 impl<St: LogStore> GroupCore<St> {
-    /// Takes and carries out `Ready`s until the Raft core has nothing, a write is waiting
-    /// to become durable, or the apply queue is full.
+    /// Takes and carries out `Ready`s until the Raft core has nothing or a write is
+    /// waiting to become durable.
+    ///
+    /// While the apply queue is full, `Ready`s carry no committed entries (the Raft core
+    /// holds them back) but everything else: a slow state machine delays only applying,
+    /// never heartbeats, replication or elections. Only a snapshot to install waits for
+    /// room, since restoring it is work for the state machine; so no more than
+    /// `apply_batches_max` batches are ever queued.
     pub(super) fn drive_ready(&mut self) {
         loop {
             if self.persistence.in_flight.is_some() {
@@ -29,14 +35,11 @@ impl<St: LogStore> GroupCore<St> {
                 self.hand_out(None, Vec::new(), true);
                 continue;
             }
-            if !self.raw.has_ready() {
+            self.apply.blocked = !room;
+            self.raw.pause_applying(!room);
+            if !self.raw.has_ready() || (!room && self.raw.has_pending_snapshot()) {
                 return;
             }
-            if !room {
-                self.apply.blocked = true;
-                return;
-            }
-            self.apply.blocked = false;
             let rd = self.raw.ready();
             self.start_ready(rd);
         }
@@ -228,6 +231,13 @@ impl<St: LogStore> GroupCore<St> {
         }
         inc(&self.metrics.entries_committed, entries.len() as u64);
         self.apply.batches_issued += 1;
+        assert!(
+            self.apply.in_flight() <= self.config.apply_batches_max
+                || self.config.mutation_is(MutationKind::ApplyPastCommit),
+            "{} batches with the state machine, at most {} allowed",
+            self.apply.in_flight(),
+            self.config.apply_batches_max
+        );
         self.push(Command::Apply(ApplyWork {
             restore,
             entries,

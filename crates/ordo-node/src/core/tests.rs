@@ -160,6 +160,8 @@ struct TestNode {
     gate: DurabilityGate,
     applied: Vec<Entry>,
     batches_done: u64,
+    /// Work handed out while the state machine is held (`Some`), not yet applied.
+    held: Option<Vec<ApplyWork>>,
     /// Every command executed, in order.
     log: Vec<Command>,
 }
@@ -171,6 +173,7 @@ impl TestNode {
             gate: DurabilityGate::new(),
             applied: Vec::new(),
             batches_done: 0,
+            held: None,
             log: Vec::new(),
         }
     }
@@ -204,6 +207,9 @@ impl TestNode {
             }
             Command::SendAfterDurable { seq, to, message } => {
                 self.gate.hold(*seq, *to, message.clone())
+            }
+            Command::Apply(work) if self.held.is_some() => {
+                self.held.get_or_insert_with(Vec::new).push(work.clone());
             }
             Command::Apply(work) => {
                 let commit = self.core.raw().commit_index();
@@ -725,7 +731,9 @@ fn a_proposal_displaced_by_a_new_leaders_entry_fails_as_dropped() {
     // Nodes 2 and 3 stop hearing from it, elect 2 and commit another entry there.
     for _ in 0..40 {
         for id in [2, 3] {
-            c.node(id).core.on_tick();
+            if !c.node(id).core.is_quiesced() {
+                c.node(id).core.on_tick();
+            }
         }
         c.stabilize();
         if c.node(2).core.raw().role() == StateRole::Leader
@@ -744,8 +752,7 @@ fn a_proposal_displaced_by_a_new_leaders_entry_fails_as_dropped() {
     // Back together, node 1's entry is overwritten.
     c.isolated.clear();
     for _ in 0..3 {
-        c.node(new_leader).core.on_tick();
-        c.stabilize();
+        c.tick_awake();
     }
     let failed = c.node(1).log.iter().find_map(|cmd| match cmd {
         Command::Answer {
@@ -783,4 +790,293 @@ fn the_commit_of_a_membership_change_is_recorded_for_restarts() {
             "node {id} recorded {recorded:?}, the change is at {conf_index}"
         );
     }
+}
+
+// ---- Quiescence -----------------------------------------------------------------------
+
+impl TestCluster {
+    /// Ticks every node that is not quiesced, then delivers everything.
+    fn tick_awake(&mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            if !self.node(id).core.is_quiesced() {
+                self.node(id).core.on_tick();
+            }
+        }
+        self.stabilize();
+    }
+
+    /// Ticks until every node is quiesced; panics if that takes more than `ticks_max`.
+    fn tick_until_quiesced(&mut self, ticks_max: usize) {
+        for _ in 0..ticks_max {
+            if self.nodes.values().all(|n| n.core.is_quiesced()) {
+                return;
+            }
+            self.tick_awake();
+        }
+        let awake: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.core.is_quiesced())
+            .map(|(&id, _)| id)
+            .collect();
+        panic!("nodes {awake:?} still tick after {ticks_max} ticks");
+    }
+
+    fn quiesced(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.core.is_quiesced())
+            .map(|(&id, _)| id)
+            .collect()
+    }
+}
+
+fn is_quiesce(m: &WireMessage) -> bool {
+    matches!(m, WireMessage::Quiesce(_))
+}
+
+/// Three nodes, 1 leading, an entry applied everywhere, everyone quiesced.
+fn quiesced_cluster() -> TestCluster {
+    let mut c = TestCluster::new(3);
+    c.elect(1);
+    c.node(2).core.propose(b"x");
+    c.stabilize();
+    c.tick_until_quiesced(5);
+    c
+}
+
+#[test]
+fn an_idle_caught_up_leader_quiesces_its_group_on_a_tick_and_stops_heartbeating() {
+    let mut c = TestCluster::new(3);
+    c.elect(1);
+    c.node(1).core.propose(b"x");
+    c.stabilize();
+    assert!(c.quiesced().is_empty(), "nothing quiesces between ticks");
+    c.node(1).core.on_tick();
+    let mut out = VecDeque::new();
+    let turn = c.node(1).run(&mut out);
+    let quiesces: Vec<NodeId> = turn
+        .iter()
+        .filter_map(|cmd| match cmd {
+            Command::Send { to, message, .. } if is_quiesce(message) => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(quiesces, vec![2, 3], "{turn:?}");
+    let last = c.node(1).core.raw().last_index();
+    assert!(out.iter().all(|(_, _, m)| *m
+        == WireMessage::Quiesce(crate::codec::Quiesce {
+            term: c.nodes[&1].core.raw().term(),
+            commit: last,
+        })));
+    assert!(c.node(1).core.is_quiesced());
+    c.outbox = out;
+    c.stabilize();
+    assert_eq!(c.quiesced(), vec![1, 2, 3]);
+    for id in 2..=3 {
+        let status = c.node(id).core.status();
+        assert_eq!((status.commit_index, status.applied_index), (last, last));
+        assert!(status.quiesced);
+    }
+    assert_eq!(c.node(1).core.metrics.snapshot().quiesces, 1);
+}
+
+#[test]
+fn a_lagging_follower_keeps_the_leader_from_quiescing_until_it_catches_up() {
+    let mut c = TestCluster::new(3);
+    c.elect(1);
+    c.isolated.insert(3);
+    c.node(1).core.propose(b"x");
+    c.stabilize();
+    for _ in 0..5 {
+        c.tick_awake();
+        assert!(!c.node(1).core.is_quiesced(), "node 3 lacks the entry");
+    }
+    c.isolated.clear();
+    // The next heartbeat's answer shows node 3 behind; the leader sends it the entry.
+    c.tick_until_quiesced(10);
+    let last = c.node(1).core.raw().last_index();
+    assert_eq!(c.node(3).core.status().applied_index, last);
+}
+
+#[test]
+fn a_follower_refuses_a_quiesce_for_another_log_term_or_leader_and_keeps_ticking() {
+    let mut c = TestCluster::new(3);
+    c.elect(1);
+    c.stabilize();
+    c.node(1).core.on_tick();
+    c.node(1).run(&mut VecDeque::new());
+    assert!(c.node(1).core.is_quiesced());
+    let term = c.node(1).core.raw().term();
+    let last = c.node(2).core.raw().last_index();
+    let stale = crate::codec::Quiesce {
+        term,
+        commit: last + 1,
+    };
+    c.node(2).core.on_message(1, WireMessage::Quiesce(stale));
+    assert!(!c.node(2).core.is_quiesced());
+    let wrong_term = crate::codec::Quiesce {
+        term: term + 1,
+        commit: last,
+    };
+    c.node(2)
+        .core
+        .on_message(1, WireMessage::Quiesce(wrong_term));
+    assert!(!c.node(2).core.is_quiesced());
+    let from_a_follower = crate::codec::Quiesce { term, commit: last };
+    c.node(2)
+        .core
+        .on_message(3, WireMessage::Quiesce(from_a_follower));
+    assert!(!c.node(2).core.is_quiesced());
+}
+
+#[test]
+fn a_proposal_on_a_quiesced_follower_wakes_the_group_commits_and_it_quiesces_again() {
+    let mut c = quiesced_cluster();
+    let ticket = c.node(2).core.propose(b"after a while");
+    assert!(!c.node(2).core.is_quiesced(), "the proposal wakes its node");
+    c.stabilize();
+    assert!(
+        !c.node(1).core.is_quiesced(),
+        "the forwarded proposal wakes the leader"
+    );
+    let applied = |c: &mut TestCluster, id| {
+        c.node(id)
+            .applied
+            .iter()
+            .any(|e| e.data.ends_with(b"after a while"))
+    };
+    assert!((1..=3).all(|id| applied(&mut c, id)));
+    assert!(c.node(2).log.iter().any(|cmd| matches!(cmd,
+        Command::Apply(work) if work.proposers.iter().any(|(_, t)| *t == ticket))));
+    c.tick_until_quiesced(5);
+    assert_eq!(c.node(1).core.metrics.snapshot().wakes, 1);
+}
+
+#[test]
+fn a_read_on_a_quiesced_leader_wakes_it_and_is_confirmed_by_a_fresh_heartbeat_round() {
+    let mut c = quiesced_cluster();
+    let ticket = c.node(1).core.read();
+    let mut out = VecDeque::new();
+    let turn = c.node(1).run(&mut out);
+    assert!(
+        !turn.iter().any(|cmd| matches!(cmd, Command::Answer { .. })),
+        "not answered before a quorum confirms: {turn:?}"
+    );
+    assert!(out.iter().any(|(_, _, m)| matches!(m,
+        WireMessage::Raft(r) if matches!(r.body, MessageBody::Heartbeat { .. }))));
+    c.outbox = out;
+    c.stabilize();
+    assert!(c.quiesced().is_empty(), "the heartbeats woke the followers");
+    let last = c.node(1).core.raw().last_index();
+    assert!(c.node(1).log.contains(&Command::Answer {
+        ticket,
+        answer: Answer::Read(Ok(last)),
+    }));
+}
+
+#[test]
+fn a_follower_that_loses_its_quiesced_leader_campaigns_and_is_elected() {
+    let mut c = quiesced_cluster();
+    let term = c.node(2).core.raw().term();
+    c.isolated.insert(1);
+    for id in [2, 3] {
+        c.node(id).core.on_unreachable(1);
+        assert!(!c.node(id).core.is_quiesced());
+    }
+    let mut leader = None;
+    for _ in 0..100 {
+        for id in [2, 3] {
+            c.node(id).core.on_tick();
+        }
+        c.stabilize();
+        leader = [2, 3]
+            .into_iter()
+            .find(|&id| c.nodes[&id].core.raw().role() == StateRole::Leader);
+        if leader.is_some() {
+            break;
+        }
+    }
+    let leader = leader.expect("nodes 2 and 3 elect a leader");
+    assert!(c.node(leader).core.raw().term() > term);
+}
+
+#[test]
+fn a_woken_follower_does_not_depose_its_quiesced_live_leader() {
+    let mut c = quiesced_cluster();
+    let term = c.node(1).core.raw().term();
+    // Node 2 loses its connection to node 3, not to the leader: it wakes and ticks, hears
+    // nothing, and asks for pre-votes, which wake the others.
+    c.node(2).core.on_unreachable(3);
+    assert_eq!(c.quiesced(), vec![1, 3]);
+    for _ in 0..60 {
+        c.tick_awake();
+    }
+    for id in 1..=3 {
+        let raw = c.node(id).core.raw();
+        assert_eq!((raw.leader_id(), raw.term()), (1, term), "node {id}");
+    }
+    c.tick_until_quiesced(10);
+}
+
+#[test]
+fn a_member_the_transport_lost_keeps_the_leader_awake_until_it_hears_from_it() {
+    let mut c = quiesced_cluster();
+    c.isolated.insert(3);
+    c.node(1).core.on_unreachable(3);
+    assert!(!c.node(1).core.is_quiesced());
+    for _ in 0..30 {
+        c.tick_awake();
+        assert!(!c.node(1).core.is_quiesced());
+    }
+    assert_eq!(c.node(1).core.raw().role(), StateRole::Leader);
+    c.isolated.clear();
+    c.tick_until_quiesced(10);
+}
+
+#[test]
+fn a_quiesced_group_is_never_ticked() {
+    let mut c = quiesced_cluster();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        c.node(2).core.on_tick();
+    }));
+    assert!(result.is_err(), "ticking a quiesced group is a runtime bug");
+}
+
+#[test]
+fn a_full_apply_queue_holds_back_committed_entries_while_replication_and_heartbeats_go_on() {
+    let mut c = TestCluster::new(3);
+    c.elect(1);
+    c.stabilize();
+    // The leader's state machine takes nothing off its queue (four batches at most).
+    c.node(1).held = Some(Vec::new());
+    for i in 0..8 {
+        c.node(1).core.propose(format!("e{i}").as_bytes());
+        c.stabilize();
+        let raw = c.node(1).core.raw();
+        assert_eq!(raw.commit_index(), raw.last_index(), "entry {i} commits");
+    }
+    let held = c.node(1).held.clone().unwrap();
+    assert_eq!(held.len(), 4, "no more batches than the queue holds");
+    assert!(c.node(1).core.wants_apply_progress());
+    // Heartbeats still leave.
+    c.node(1).core.on_tick();
+    let mut out = VecDeque::new();
+    c.node(1).run(&mut out);
+    assert!(out.iter().any(|(_, _, m)| matches!(m,
+        WireMessage::Raft(r) if matches!(r.body, MessageBody::Heartbeat { .. }))));
+    // The state machine catches up: the rest is handed out, in order.
+    c.node(1).held = None;
+    for work in held {
+        c.node(1).execute(&Command::Apply(work), &mut out);
+    }
+    c.stabilize();
+    let applied: Vec<Bytes> = c.node(1).applied.iter().map(|e| e.data.clone()).collect();
+    let on_two: Vec<Bytes> = c.node(2).applied.iter().map(|e| e.data.clone()).collect();
+    assert_eq!(applied, on_two);
+    assert_eq!(
+        c.node(1).applied.last().map(|e| e.index),
+        Some(c.node(1).core.raw().commit_index())
+    );
 }

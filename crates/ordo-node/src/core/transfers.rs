@@ -49,6 +49,10 @@ pub(crate) struct OutgoingTransfers {
 }
 
 impl OutgoingTransfers {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_follower.is_empty()
+    }
+
     pub(crate) fn is_sending_to(&self, to: NodeId) -> bool {
         self.by_follower.contains_key(&to)
     }

@@ -8,6 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// flows may be off by the messages in flight between two reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TransportMetrics {
+    /// Writes to peers' connections: each carries every message queued for that peer
+    /// since the previous write (up to `batch_bytes_max`), whatever their groups, in one or
+    /// more frames.
+    pub batches_sent: u64,
     /// Frames written to peers.
     pub frames_sent: u64,
     /// Messages written to peers.
@@ -43,6 +47,7 @@ pub struct TransportMetrics {
 /// The live counters behind [`TransportMetrics`].
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    pub(crate) batches_sent: AtomicU64,
     pub(crate) frames_sent: AtomicU64,
     pub(crate) messages_sent: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
@@ -69,6 +74,7 @@ impl Counters {
     pub(crate) fn snapshot(&self) -> TransportMetrics {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         TransportMetrics {
+            batches_sent: read(&self.batches_sent),
             frames_sent: read(&self.frames_sent),
             messages_sent: read(&self.messages_sent),
             bytes_sent: read(&self.bytes_sent),

@@ -165,6 +165,7 @@ impl Outbound {
             };
             match written {
                 Ok(Ok(())) => {
+                    add(&counters.batches_sent, 1);
                     add(&counters.frames_sent, frames as u64);
                     add(&counters.messages_sent, batch.len() as u64);
                     add(&counters.bytes_sent, out.len() as u64);

@@ -1,0 +1,290 @@
+//! The node's apply workers: a state machine that blocks holds one worker, and never the
+//! Raft side of any group (elections, replication, heartbeats, commits).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{leader_of, start_group_on_nodes, Recorder, GUARD};
+use ordo_node::{Group, GroupId, Index, NodeConfig, NodeId, RestoreError, StateMachine};
+
+/// Where the blocking state machines of a test wait, and how many do.
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<GateState>, Condvar)>);
+
+#[derive(Default)]
+struct GateState {
+    open: bool,
+    waiting: usize,
+}
+
+impl Gate {
+    /// Blocks the calling worker until the gate opens.
+    fn pass(&self) {
+        let (state, changed) = &*self.0;
+        let mut s = state.lock().unwrap();
+        s.waiting += 1;
+        changed.notify_all();
+        while !s.open {
+            s = changed.wait(s).unwrap();
+        }
+        s.waiting -= 1;
+    }
+
+    /// Waits (on a blocking thread) until `n` state machines wait at the gate.
+    async fn wait_for_waiting(&self, n: usize) {
+        let gate = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let (state, changed) = &*gate.0;
+            let s = state.lock().unwrap();
+            let (s, timed_out) = changed
+                .wait_timeout_while(s, GUARD, |s| s.waiting < n)
+                .unwrap();
+            assert!(!timed_out.timed_out(), "only {} blocked", s.waiting);
+        })
+        .await
+        .unwrap();
+    }
+
+    fn open(&self) {
+        let (state, changed) = &*self.0;
+        state.lock().unwrap().open = true;
+        changed.notify_all();
+    }
+
+    fn is_open(&self) -> bool {
+        self.0 .0.lock().unwrap().open
+    }
+}
+
+/// Counts entries; applying `block` waits at the gate.
+struct Blocking {
+    gate: Gate,
+    count: u64,
+    applied: Index,
+}
+
+impl StateMachine for Blocking {
+    type Output = u64;
+    fn apply(&mut self, index: Index, data: &[u8]) -> u64 {
+        if data == b"block" {
+            self.gate.pass();
+        }
+        self.count += 1;
+        self.applied = index;
+        self.count
+    }
+    fn note_applied(&mut self, index: Index) {
+        self.applied = index;
+    }
+    fn snapshot(&self) -> Bytes {
+        Bytes::copy_from_slice(&self.count.to_be_bytes())
+    }
+    fn restore(&mut self, index: Index, data: &[u8]) -> Result<(), RestoreError> {
+        let raw: [u8; 8] = data
+            .try_into()
+            .map_err(|_| RestoreError::new("not 8 bytes"))?;
+        self.count = u64::from_be_bytes(raw);
+        self.applied = index;
+        Ok(())
+    }
+    fn applied_index(&self) -> Index {
+        self.applied
+    }
+}
+
+const OTHER: GroupId = GroupId(2);
+
+/// Three nodes with `tweak`; group 1 blocked in its state machine on every node; group 2
+/// started on them meanwhile.
+async fn one_group_blocked(
+    dir: &std::path::Path,
+    tweak: fn(&mut NodeConfig),
+) -> (
+    BTreeMap<NodeId, ordo_node::Node>,
+    Gate,
+    tokio::task::JoinHandle<Result<u64, ordo_node::ProposeError>>,
+    BTreeMap<NodeId, Group<Recorder>>,
+) {
+    let gate = Gate::default();
+    let machine = {
+        let gate = gate.clone();
+        move || Blocking {
+            gate: gate.clone(),
+            count: 0,
+            applied: 0,
+        }
+    };
+    let (nodes, blocked) = start_group_on_nodes(dir, 3, tweak, machine).await;
+    let (leader, _) = leader_of(&blocked).await;
+    let stuck = {
+        let g = blocked[&leader].clone();
+        tokio::spawn(async move { g.propose("block").await })
+    };
+    gate.wait_for_waiting(3).await;
+    let mut others = BTreeMap::new();
+    for (&id, node) in &nodes {
+        others.insert(
+            id,
+            node.start_group(OTHER, Recorder::default()).await.unwrap(),
+        );
+    }
+    (nodes, gate, stuck, others)
+}
+
+/// Waits until every node's group 2 has committed `index`.
+async fn committed_everywhere(groups: &BTreeMap<NodeId, Group<Recorder>>, index: Index) {
+    tokio::time::timeout(GUARD, async {
+        loop {
+            let mut all = true;
+            for g in groups.values() {
+                all &= g.status().await.unwrap().commit_index >= index;
+            }
+            if all {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("index {index} not committed on every node"));
+}
+
+fn one_worker(c: &mut NodeConfig) {
+    c.apply_workers = 1;
+    c.apply_queue_batches_max = 1;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_one_worker_blocked_another_group_still_elects_replicates_and_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, gate, stuck, others) = one_group_blocked(dir.path(), one_worker).await;
+    // Every node's only worker is held by group 1: group 2 elects a leader regardless.
+    let (leader, _) = leader_of(&others).await;
+    let g = others[&leader].clone();
+    let first = g.status().await.unwrap().last_index + 1;
+    let mut waiting = Vec::new();
+    for i in 0..5u64 {
+        // One entry after another, each committed on every node, more batches than the
+        // apply queue holds.
+        let g = g.clone();
+        waiting.push(tokio::spawn(
+            async move { g.propose(format!("e{i}")).await },
+        ));
+        committed_everywhere(&others, first + i).await;
+    }
+    for other in others.values() {
+        let applied = other.status().await.unwrap().applied_index;
+        assert!(applied < first, "applied {applied} with no worker free");
+    }
+    assert!(!stuck.is_finished());
+    gate.open();
+    stuck.await.unwrap().expect("the blocked entry is applied");
+    for (i, w) in waiting.into_iter().enumerate() {
+        let (index, _) = w.await.unwrap().expect("applied once the worker is free");
+        assert_eq!(index, first + i as u64);
+    }
+    for node in nodes.into_values() {
+        node.shutdown().await;
+    }
+}
+
+fn two_workers(c: &mut NodeConfig) {
+    c.apply_workers = 2;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_two_workers_another_group_applies_while_one_state_machine_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, gate, stuck, others) = one_group_blocked(dir.path(), two_workers).await;
+    let (leader, _) = leader_of(&others).await;
+    for i in 0..5 {
+        others[&leader]
+            .propose(format!("e{i}"))
+            .await
+            .expect("applied on the free worker");
+    }
+    assert!(!gate.is_open() && !stuck.is_finished());
+    gate.open();
+    stuck.await.unwrap().expect("the blocked entry is applied");
+    for node in nodes.into_values() {
+        node.shutdown().await;
+    }
+}
+
+/// Counts entries; applying `boom` panics, as a state machine with a bug would.
+#[derive(Default)]
+struct Fragile {
+    count: u64,
+    applied: Index,
+}
+
+impl StateMachine for Fragile {
+    type Output = u64;
+    fn apply(&mut self, index: Index, data: &[u8]) -> u64 {
+        assert!(data != b"boom", "the state machine cannot apply {data:?}");
+        self.count += 1;
+        self.applied = index;
+        self.count
+    }
+    fn note_applied(&mut self, index: Index) {
+        self.applied = index;
+    }
+    fn snapshot(&self) -> Bytes {
+        Bytes::copy_from_slice(&self.count.to_be_bytes())
+    }
+    fn restore(&mut self, index: Index, data: &[u8]) -> Result<(), RestoreError> {
+        let raw: [u8; 8] = data
+            .try_into()
+            .map_err(|_| RestoreError::new("not 8 bytes"))?;
+        self.count = u64::from_be_bytes(raw);
+        self.applied = index;
+        Ok(())
+    }
+    fn applied_index(&self) -> Index {
+        self.applied
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_state_machine_that_panics_stops_its_group_and_the_worker_goes_on_with_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, fragile) = start_group_on_nodes(dir.path(), 3, one_worker, Fragile::default).await;
+    let mut others = BTreeMap::new();
+    for (&id, node) in &nodes {
+        others.insert(
+            id,
+            node.start_group(OTHER, Recorder::default()).await.unwrap(),
+        );
+    }
+    let (leader, _) = leader_of(&fragile).await;
+    let outcome = fragile[&leader].propose("boom").await;
+    assert!(outcome.is_err(), "{outcome:?}");
+    tokio::time::timeout(GUARD, async {
+        for node in nodes.values() {
+            while node.group_failure(common::GROUP).is_none() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    })
+    .await
+    .expect("every replica of the group stops");
+    for node in nodes.values() {
+        let failure = node.group_failure(common::GROUP).unwrap();
+        assert!(failure.contains("applying stopped"), "{failure}");
+    }
+    // Every node's only worker still serves the other group.
+    let (leader, _) = leader_of(&others).await;
+    for i in 0..3 {
+        others[&leader]
+            .propose(format!("e{i}"))
+            .await
+            .expect("applied by the same worker");
+    }
+    for node in nodes.into_values() {
+        node.shutdown().await;
+    }
+}
