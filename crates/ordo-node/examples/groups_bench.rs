@@ -3,8 +3,12 @@
 //!
 //! ```text
 //! cargo run --release -p ordo-node --example groups_bench -- [--groups 1,100,1000,10000]
-//!     [--seconds 10] [--idle-seconds 10] [--proposers 64] [--bytes 256]
+//!     [--seconds 10] [--idle-seconds 10] [--proposers 64] [--bytes 256] [--rate N]
 //! ```
+//!
+//! `--rate` paces the proposers to `N` proposals/s in all (open loop), so that runs with
+//! different group counts carry the same load; without it each proposer proposes again as
+//! soon as its last proposal applied.
 //!
 //! For each group count the example starts three node processes (itself, re-run with
 //! `--node`), each hosting every group (three voters each), and prints:
@@ -28,7 +32,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ordo_node::{Group, GroupId, Index, Node, NodeConfig, RestoreError, StateMachine};
+use ordo_node::{
+    Group, GroupId, GroupOptions, Index, Node, NodeConfig, RestoreError, StateMachine,
+};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -115,6 +121,8 @@ struct Args {
     idle_seconds: u64,
     proposers: usize,
     bytes: usize,
+    /// Proposals per second over all proposers; 0 for as fast as they go.
+    rate: u64,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, Error> {
@@ -124,6 +132,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, Error> {
         idle_seconds: 10,
         proposers: 64,
         bytes: 256,
+        rate: 0,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -138,6 +147,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, Error> {
             "--idle-seconds" => out.idle_seconds = value()?.parse()?,
             "--proposers" => out.proposers = value()?.parse()?,
             "--bytes" => out.bytes = value()?.parse()?,
+            "--rate" => out.rate = value()?.parse()?,
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -245,6 +255,11 @@ fn run_cluster(args: &Args, groups: u64) -> Result<Row, Error> {
     for id in 1..=3usize {
         // The proposers are spread over the processes.
         let proposers = args.proposers / 3 + usize::from(id <= args.proposers % 3);
+        // Each proposer's share of the rate, as the gap between its proposals.
+        let gap_us = match args.rate {
+            0 => 0,
+            rate => args.proposers as u64 * 1_000_000 / rate,
+        };
         let mut child = Command::new(&exe)
             .arg("--node")
             .args([
@@ -254,6 +269,7 @@ fn run_cluster(args: &Args, groups: u64) -> Result<Row, Error> {
                 groups.to_string(),
                 proposers.to_string(),
                 args.bytes.to_string(),
+                gap_us.to_string(),
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -326,11 +342,12 @@ fn run_cluster(args: &Args, groups: u64) -> Result<Row, Error> {
     })
 }
 
-/// A node process: `--node ID DIR PEERS GROUPS PROPOSERS BYTES`.
+/// A node process: `--node ID DIR PEERS GROUPS PROPOSERS BYTES GAP_US`.
 fn node_main(args: Vec<String>) -> Result<(), Error> {
-    let [id, dir, peers, groups, proposers, bytes] = args.as_slice() else {
-        return Err("usage: --node ID DIR PEERS GROUPS PROPOSERS BYTES".into());
+    let [id, dir, peers, groups, proposers, bytes, gap_us] = args.as_slice() else {
+        return Err("usage: --node ID DIR PEERS GROUPS PROPOSERS BYTES GAP_US".into());
     };
+    let gap = Duration::from_micros(gap_us.parse()?);
     let id: u64 = id.parse()?;
     let dir = PathBuf::from(dir);
     let peers: BTreeMap<u64, SocketAddr> = peers
@@ -346,7 +363,14 @@ fn node_main(args: Vec<String>) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve_node(id, &dir, peers, groups, proposers, payload))
+    runtime.block_on(serve_node(
+        id,
+        &dir,
+        peers,
+        groups,
+        (proposers, gap),
+        payload,
+    ))
 }
 
 async fn start(
@@ -359,7 +383,14 @@ async fn start(
     let node = Node::start(config).await?;
     let mut handles = Vec::with_capacity(groups as usize);
     for g in 1..=groups {
-        handles.push(node.start_group(GroupId(g), Sink::default()).await?);
+        let options = GroupOptions {
+            quiesce: true,
+            ..GroupOptions::default()
+        };
+        handles.push(
+            node.start_group_with(GroupId(g), Sink::default(), options)
+                .await?,
+        );
     }
     Ok((node, handles))
 }
@@ -369,7 +400,7 @@ async fn serve_node(
     dir: &Path,
     peers: BTreeMap<u64, SocketAddr>,
     groups: u64,
-    proposers: usize,
+    (proposers, gap): (usize, Duration),
     payload: Bytes,
 ) -> Result<(), Error> {
     let (mut node, mut handles) = start(id, dir, &peers, groups).await?;
@@ -408,7 +439,12 @@ async fn serve_node(
                     let mut state = ((id << 32 | p as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
                     tasks.push(tokio::spawn(async move {
                         let mut latencies = Buckets::default();
+                        let mut next = tokio::time::Instant::now();
                         while !stop.load(Ordering::Relaxed) {
+                            if !gap.is_zero() {
+                                tokio::time::sleep_until(next).await;
+                                next += gap;
+                            }
                             state ^= state << 13;
                             state ^= state >> 7;
                             state ^= state << 17;

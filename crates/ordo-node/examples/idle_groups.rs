@@ -140,7 +140,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut first: Vec<Group<Counter>> = Vec::new();
     for g in 1..=groups {
         for node in &nodes {
-            let group = node.start_group(GroupId(g), Counter::default()).await?;
+            let group = node
+                .start_group_with(
+                    GroupId(g),
+                    Counter::default(),
+                    ordo_node::GroupOptions {
+                        quiesce: true,
+                        ..Default::default()
+                    },
+                )
+                .await?;
             if g == 1 {
                 first.push(group);
             }

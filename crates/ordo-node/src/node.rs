@@ -148,6 +148,12 @@ pub struct GroupOptions {
     /// by default every configured peer votes. A group with state here goes on with the
     /// configuration its state holds.
     pub members: InitialMembers,
+    /// Whether the group quiesces when idle: its leader stops heartbeating and no member
+    /// ticks until a request, a message or a lost connection wakes it, so that thousands
+    /// of idle groups cost nothing. Off by default: a quiesced group whose leader goes
+    /// silent without its connections closing (a partition that drops packets) elects
+    /// another only once a request or message wakes it.
+    pub quiesce: bool,
 }
 
 impl std::fmt::Debug for GroupOptions {
@@ -155,6 +161,7 @@ impl std::fmt::Debug for GroupOptions {
         f.debug_struct("GroupOptions")
             .field("leader_service", &self.leader_service.is_some())
             .field("members", &self.members)
+            .field("quiesce", &self.quiesce)
             .finish()
     }
 }
@@ -704,7 +711,7 @@ impl Node {
         }
     }
 
-    fn core_config(&self, group_id: GroupId) -> CoreConfig {
+    fn core_config(&self, group_id: GroupId, quiesce: bool) -> CoreConfig {
         let config = &self.config;
         let ticks = |ms: u64| ms.div_ceil(config.tick_interval_ms.max(1)).max(1);
         CoreConfig {
@@ -725,6 +732,7 @@ impl Node {
             snapshot_bytes_max: config.snapshot_bytes_max,
             snapshot_chunk_timeout_ticks: ticks(config.snapshot_chunk_timeout_ms),
             apply_batches_max: config.apply_queue_batches_max as u64,
+            quiesce,
             #[cfg(feature = "mutations")]
             mutation: None,
         }
@@ -767,7 +775,7 @@ impl Node {
         );
         let member_addrs = parts.members.members().clone();
         let core = GroupCore::new(
-            self.core_config(group_id),
+            self.core_config(group_id, parts.options.quiesce),
             parts.raw,
             parts.snap.index,
             member_addrs,

@@ -518,6 +518,7 @@ impl SimNode {
 
     fn core_config(&self) -> CoreConfig {
         CoreConfig {
+            quiesce: true,
             group_id: GroupId(1),
             node_id: self.id,
             boot: self.boots,

@@ -112,6 +112,11 @@ pub struct CoreConfig {
     pub snapshot_chunk_timeout_ticks: u64,
     /// Batches with the state machine at most.
     pub apply_batches_max: u64,
+    /// Whether the leader quiesces the group once it is idle (see `quiescence.rs`). A
+    /// quiesced group notices a silent partition (no reset, no traffic) only once traffic
+    /// flows, so a group whose leader must be replaced without any request (one that
+    /// serves leases, say) keeps ticking.
+    pub quiesce: bool,
     /// A deliberately broken rule, in the simulator's checks of the checkers.
     #[cfg(feature = "mutations")]
     pub mutation: Option<RuntimeMutation>,

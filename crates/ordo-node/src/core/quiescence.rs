@@ -66,7 +66,7 @@ impl<St: LogStore> GroupCore<St> {
     /// whether it did.
     pub(super) fn maybe_quiesce(&mut self) -> bool {
         assert!(!self.quiescence.quiesced, "a quiesced group was ticked");
-        if !self.leader_is_idle() {
+        if !self.config.quiesce || !self.leader_is_idle() {
             return false;
         }
         let quiesce = Quiesce {

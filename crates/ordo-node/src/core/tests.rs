@@ -133,6 +133,7 @@ fn core(id: NodeId, voters: &[NodeId]) -> GroupCore<MemLog> {
     };
     let raw = RawNode::new(config, log).unwrap();
     let config = CoreConfig {
+        quiesce: true,
         group_id: GroupId(1),
         node_id: id,
         boot: 7,

@@ -130,7 +130,12 @@ pub async fn start_group_on_nodes<S: StateMachine>(
         let mut c = test_config(id, dir.join(format!("node-{id}")), &peers);
         tweak(&mut c);
         let node = Node::start_on(c, listener).unwrap();
-        groups.insert(id, node.start_group(GROUP, machine()).await.unwrap());
+        groups.insert(
+            id,
+            node.start_group_with(GROUP, machine(), quiescing())
+                .await
+                .unwrap(),
+        );
         nodes.insert(id, node);
     }
     (nodes, groups)
@@ -279,12 +284,23 @@ pub async fn propose_on(group: &Group<Recorder>, data: &str) -> (Index, usize) {
     .expect("proposal did not complete within the guard")
 }
 
+/// The options the tests start groups with: quiescing when idle, so that every test runs
+/// through quiescence and waking.
+pub fn quiescing() -> ordo_node::GroupOptions {
+    ordo_node::GroupOptions {
+        quiesce: true,
+        ..Default::default()
+    }
+}
+
 pub async fn start_member(
     config: NodeConfig,
     listener: tokio::net::TcpListener,
 ) -> Result<Member, NodeError> {
     let node = Node::start_on(config, listener)?;
-    let group = node.start_group(GROUP, Recorder::default()).await?;
+    let group = node
+        .start_group_with(GROUP, Recorder::default(), quiescing())
+        .await?;
     Ok(Member { node, group })
 }
 
