@@ -1005,7 +1005,8 @@ fn staged_records_reach_the_file_before_a_roll_a_truncation_or_a_sync() {
     assert_eq!(wal.first_index(), 111);
     wal.stage_appends(true);
     append_range(&wal, 135, 140, 2);
-    assert!(wal.has_staged());
+    // The fsync thread, woken by these appends, may have written them already (its round
+    // ends staging); whether or not it has, a sync leaves nothing staged.
     assert_eq!(wal.sync().unwrap(), 139);
     assert!(!wal.has_staged());
     drop(wal);

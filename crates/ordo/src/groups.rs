@@ -1,9 +1,6 @@
 //! `ordo groups`: every Raft group of each node as a table, from each node's `/groups`.
 
 use std::net::SocketAddr;
-use std::time::Duration;
-
-use anyhow::bail;
 
 use ordo_server::admin::GroupsReport;
 
@@ -79,22 +76,10 @@ pub fn table(rows: &[(SocketAddr, Result<GroupsReport, String>)]) -> String {
 
 /// Runs `ordo groups`: prints the table; fails when no node answers.
 pub async fn run(args: GroupsArgs) -> anyhow::Result<()> {
-    let timeout = Duration::from_millis(args.timeout_ms);
-    let mut rows = Vec::new();
-    for &addr in &args.endpoints {
-        let row = match ordo_launch::http::get(addr, "/groups", timeout).await {
-            Ok(r) if r.status == 200 => serde_json::from_str::<GroupsReport>(&r.body)
-                .map_err(|e| format!("not an ordo /groups answer: {e}")),
-            Ok(r) => Err(format!("HTTP {}: {}", r.status, r.body.trim())),
-            Err(e) => Err(e.to_string()),
-        };
-        rows.push((addr, row));
-    }
+    let rows =
+        crate::status::fetch::<GroupsReport>(&args.endpoints, "/groups", args.timeout_ms).await;
     print!("{}", table(&rows));
-    if rows.iter().all(|(_, r)| r.is_err()) {
-        bail!("no node answered; check --endpoints (the nodes' --admin-addr)");
-    }
-    Ok(())
+    crate::status::any_answered(&rows)
 }
 
 #[cfg(test)]

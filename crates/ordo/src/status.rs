@@ -62,18 +62,33 @@ pub fn table(rows: &[(SocketAddr, Result<StatusReport, String>)]) -> String {
 
 /// Runs `ordo status`: prints the table; fails when no node answers.
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let timeout = Duration::from_millis(args.timeout_ms);
+    let rows = fetch::<StatusReport>(&args.endpoints, "/status", args.timeout_ms).await;
+    print!("{}", table(&rows));
+    any_answered(&rows)
+}
+
+/// Asks every admin endpoint for `path` and reads its JSON answer, or says why not.
+pub(crate) async fn fetch<R: serde::de::DeserializeOwned>(
+    endpoints: &[SocketAddr],
+    path: &str,
+    timeout_ms: u64,
+) -> Vec<(SocketAddr, Result<R, String>)> {
+    let timeout = Duration::from_millis(timeout_ms);
     let mut rows = Vec::new();
-    for &addr in &args.endpoints {
-        let row = match ordo_launch::http::get(addr, "/status", timeout).await {
-            Ok(r) if r.status == 200 => serde_json::from_str::<StatusReport>(&r.body)
-                .map_err(|e| format!("not an ordo /status answer: {e}")),
+    for &addr in endpoints {
+        let row = match ordo_launch::http::get(addr, path, timeout).await {
+            Ok(r) if r.status == 200 => serde_json::from_str::<R>(&r.body)
+                .map_err(|e| format!("not an ordo {path} answer: {e}")),
             Ok(r) => Err(format!("HTTP {}: {}", r.status, r.body.trim())),
             Err(e) => Err(e.to_string()),
         };
         rows.push((addr, row));
     }
-    print!("{}", table(&rows));
+    rows
+}
+
+/// Fails when no endpoint answered.
+pub(crate) fn any_answered<R>(rows: &[(SocketAddr, Result<R, String>)]) -> anyhow::Result<()> {
     if rows.iter().all(|(_, r)| r.is_err()) {
         bail!("no node answered; check --endpoints (the nodes' --admin-addr)");
     }
