@@ -16,19 +16,21 @@ fn small_log_cache(c: &mut NodeConfig) {
     c.log_cache_bytes_max = 4096;
 }
 
-/// Damages one byte in the middle of what a segment file holds (its preallocated zeros
-/// excluded): a record there no longer matches its checksum.
-fn damage_middle_of_segment(dir: &std::path::Path) -> String {
-    let segment = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "log"))
-        .expect("a segment file");
-    let mut bytes = std::fs::read(&segment).unwrap();
-    let written = bytes.iter().rposition(|&b| b != 0).expect("records");
-    bytes[written / 2] ^= 0xff;
-    std::fs::write(&segment, &bytes).unwrap();
-    segment.file_name().unwrap().to_string_lossy().into_owned()
+/// Damages one byte of `payload` where it stands in a segment file of the node's journal:
+/// that record no longer matches its checksum. Returns the file's name.
+fn damage_payload_in_journal(dir: &std::path::Path, payload: &[u8]) -> String {
+    for segment in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()) {
+        if segment.extension().is_none_or(|e| e != "log") {
+            continue;
+        }
+        let mut bytes = std::fs::read(&segment).unwrap();
+        if let Some(at) = bytes.windows(payload.len()).position(|w| w == payload) {
+            bytes[at + payload.len() / 2] ^= 0xff;
+            std::fs::write(&segment, &bytes).unwrap();
+            return segment.file_name().unwrap().to_string_lossy().into_owned();
+        }
+    }
+    panic!("no segment in {} holds the payload", dir.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -54,8 +56,12 @@ async fn a_group_whose_log_reads_fail_stops_naming_the_file_and_the_other_group_
     for i in 0..300 {
         cluster.propose(leader, &format!("{i:0>100}")).await;
     }
-    // The leader's disk goes bad under entries the follower lacks.
-    let name = damage_middle_of_segment(&cluster.data_dir(leader).join("log/journal"));
+    // The leader's disk goes bad under an entry of the first group the follower lacks (the
+    // journal holds both groups' records: the damage must hit the first group's).
+    let name = damage_payload_in_journal(
+        &cluster.data_dir(leader).join("log/journal"),
+        format!("{:0>100}", 150).as_bytes(),
+    );
 
     // Load on the second group through the same node while the first one fails.
     let stop = Arc::new(AtomicBool::new(false));
