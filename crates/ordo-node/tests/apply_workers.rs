@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use common::{leader_of, start_group_on_nodes, Recorder, GUARD};
-use ordo_node::{Group, GroupId, Index, NodeConfig, NodeId, RestoreError, StateMachine};
+use common::{leader_of, start_group_on_nodes, Counting, Recorder, GUARD};
+use ordo_node::{Group, GroupId, Index, NodeConfig, NodeId};
 
 /// Where the blocking state machines of a test wait, and how many do.
 #[derive(Clone, Default)]
@@ -61,39 +60,12 @@ impl Gate {
 }
 
 /// Counts entries; applying `block` waits at the gate.
-struct Blocking {
-    gate: Gate,
-    count: u64,
-    applied: Index,
-}
-
-impl StateMachine for Blocking {
-    type Output = u64;
-    fn apply(&mut self, index: Index, data: &[u8]) -> u64 {
+fn blocking(gate: Gate) -> Counting {
+    Counting::new(move |data| {
         if data == b"block" {
-            self.gate.pass();
+            gate.pass();
         }
-        self.count += 1;
-        self.applied = index;
-        self.count
-    }
-    fn note_applied(&mut self, index: Index) {
-        self.applied = index;
-    }
-    fn snapshot(&self) -> Bytes {
-        Bytes::copy_from_slice(&self.count.to_be_bytes())
-    }
-    fn restore(&mut self, index: Index, data: &[u8]) -> Result<(), RestoreError> {
-        let raw: [u8; 8] = data
-            .try_into()
-            .map_err(|_| RestoreError::new("not 8 bytes"))?;
-        self.count = u64::from_be_bytes(raw);
-        self.applied = index;
-        Ok(())
-    }
-    fn applied_index(&self) -> Index {
-        self.applied
-    }
+    })
 }
 
 const OTHER: GroupId = GroupId(2);
@@ -112,11 +84,7 @@ async fn one_group_blocked(
     let gate = Gate::default();
     let machine = {
         let gate = gate.clone();
-        move || Blocking {
-            gate: gate.clone(),
-            count: 0,
-            applied: 0,
-        }
+        move || blocking(gate.clone())
     };
     let (nodes, blocked) = start_group_on_nodes(dir, 3, tweak, machine).await;
     let (leader, _) = leader_of(&blocked).await;
@@ -216,43 +184,14 @@ async fn with_two_workers_another_group_applies_while_one_state_machine_blocks()
 }
 
 /// Counts entries; applying `boom` panics, as a state machine with a bug would.
-#[derive(Default)]
-struct Fragile {
-    count: u64,
-    applied: Index,
-}
-
-impl StateMachine for Fragile {
-    type Output = u64;
-    fn apply(&mut self, index: Index, data: &[u8]) -> u64 {
-        assert!(data != b"boom", "the state machine cannot apply {data:?}");
-        self.count += 1;
-        self.applied = index;
-        self.count
-    }
-    fn note_applied(&mut self, index: Index) {
-        self.applied = index;
-    }
-    fn snapshot(&self) -> Bytes {
-        Bytes::copy_from_slice(&self.count.to_be_bytes())
-    }
-    fn restore(&mut self, index: Index, data: &[u8]) -> Result<(), RestoreError> {
-        let raw: [u8; 8] = data
-            .try_into()
-            .map_err(|_| RestoreError::new("not 8 bytes"))?;
-        self.count = u64::from_be_bytes(raw);
-        self.applied = index;
-        Ok(())
-    }
-    fn applied_index(&self) -> Index {
-        self.applied
-    }
+fn fragile() -> Counting {
+    Counting::new(|data| assert!(data != b"boom", "the state machine cannot apply {data:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_state_machine_that_panics_stops_its_group_and_the_worker_goes_on_with_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let (nodes, fragile) = start_group_on_nodes(dir.path(), 3, one_worker, Fragile::default).await;
+    let (nodes, fragile) = start_group_on_nodes(dir.path(), 3, one_worker, fragile).await;
     let mut others = BTreeMap::new();
     for (&id, node) in &nodes {
         others.insert(

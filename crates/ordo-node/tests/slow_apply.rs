@@ -4,51 +4,20 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use common::{leader_of, start_group_on_nodes};
-use ordo_node::{Index, RestoreError, StateMachine};
+use common::{leader_of, start_group_on_nodes, Counting};
 
 /// Takes `APPLY_MS` per entry, as a state machine doing real work (or stuck on its disk)
 /// would.
-#[derive(Default)]
-struct Slow {
-    count: u64,
-    applied: Index,
+fn slow() -> Counting {
+    Counting::new(|_| std::thread::sleep(Duration::from_millis(APPLY_MS)))
 }
 
 const APPLY_MS: u64 = 25;
 
-impl StateMachine for Slow {
-    type Output = u64;
-    fn apply(&mut self, index: Index, _data: &[u8]) -> u64 {
-        std::thread::sleep(Duration::from_millis(APPLY_MS));
-        self.count += 1;
-        self.applied = index;
-        self.count
-    }
-    fn note_applied(&mut self, index: Index) {
-        self.applied = index;
-    }
-    fn snapshot(&self) -> Bytes {
-        Bytes::copy_from_slice(&self.count.to_be_bytes())
-    }
-    fn restore(&mut self, index: Index, data: &[u8]) -> Result<(), RestoreError> {
-        let raw: [u8; 8] = data
-            .try_into()
-            .map_err(|_| RestoreError::new("not 8 bytes"))?;
-        self.count = u64::from_be_bytes(raw);
-        self.applied = index;
-        Ok(())
-    }
-    fn applied_index(&self) -> Index {
-        self.applied
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_state_machine_does_not_cost_the_leader_its_leadership() {
     let dir = tempfile::tempdir().unwrap();
-    let (nodes, groups) = start_group_on_nodes(dir.path(), 3, |_| {}, Slow::default).await;
+    let (nodes, groups) = start_group_on_nodes(dir.path(), 3, |_| {}, slow).await;
     let (leader, term) = leader_of(&groups).await;
     // 40 entries take a second to apply on every node: several election timeouts.
     let g = groups[&leader].clone();

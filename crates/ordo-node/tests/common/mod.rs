@@ -15,6 +15,54 @@ use ordo_node::{
 
 pub const GROUP: GroupId = GroupId(1);
 
+/// What [`Counting`] does with an entry's data before it counts it.
+pub type BeforeApply = dyn Fn(&[u8]) + Send + Sync;
+
+/// Counts applied entries, the count its state and its output; `before` sees each entry's
+/// data first: the tests' state machines that block, sleep or panic on some entries.
+pub struct Counting {
+    before: Box<BeforeApply>,
+    count: u64,
+    applied: Index,
+}
+
+impl Counting {
+    pub fn new(before: impl Fn(&[u8]) + Send + Sync + 'static) -> Counting {
+        Counting {
+            before: Box::new(before),
+            count: 0,
+            applied: 0,
+        }
+    }
+}
+
+impl StateMachine for Counting {
+    type Output = u64;
+    fn apply(&mut self, index: Index, data: &[u8]) -> u64 {
+        (self.before)(data);
+        self.count += 1;
+        self.applied = index;
+        self.count
+    }
+    fn note_applied(&mut self, index: Index) {
+        self.applied = index;
+    }
+    fn snapshot(&self) -> Bytes {
+        Bytes::copy_from_slice(&self.count.to_be_bytes())
+    }
+    fn restore(&mut self, index: Index, data: &[u8]) -> Result<(), RestoreError> {
+        let raw: [u8; 8] = data
+            .try_into()
+            .map_err(|_| RestoreError::new("not 8 bytes"))?;
+        self.count = u64::from_be_bytes(raw);
+        self.applied = index;
+        Ok(())
+    }
+    fn applied_index(&self) -> Index {
+        self.applied
+    }
+}
+
 /// A state machine that records every applied entry: the order is the observable.
 #[derive(Default, Debug, Clone, PartialEq, Eq)]
 pub struct Recorder {
