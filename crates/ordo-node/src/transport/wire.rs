@@ -410,7 +410,10 @@ pub(crate) fn frame_length(
 /// Verifies and parses one whole frame (header included, as sized by [`frame_length`]).
 ///
 /// All messages are parsed before any is returned, so a frame is delivered whole or not at
-/// all. Payloads are slices of `frame`, not copies.
+/// all. Each payload is copied out of `frame` into an allocation of its own: the entries a
+/// group keeps (in its log cache, its state machine) would otherwise each hold the whole
+/// read buffer the frame arrived in, and a node hosting thousands of groups would keep one
+/// such buffer alive per group long after the frame was handled.
 pub(crate) fn decode_frame(frame: Bytes) -> Result<Vec<PeerMessage>, ProtocolError> {
     if frame.len() < FRAME_HEADER_BYTES + FRAME_COUNT_BYTES {
         return Err(ProtocolError::Truncated { what: "frame" });
@@ -451,7 +454,8 @@ pub(crate) fn decode_frame(frame: Bytes) -> Result<Vec<PeerMessage>, ProtocolErr
         if payload_bytes > body.len() {
             return Err(ProtocolError::MalformedFrame("payload past end of frame"));
         }
-        let payload = body.split_to(payload_bytes);
+        let payload = Bytes::copy_from_slice(&body[..payload_bytes]);
+        body.advance(payload_bytes);
         messages.push(PeerMessage { group_id, payload });
     }
     if !body.is_empty() {
@@ -488,6 +492,25 @@ mod tests {
         let mut buf = BytesMut::new();
         assert_eq!(encode_frames(&mut buf, &messages, 1024), 1);
         assert_eq!(decode_all(buf, 1024), vec![messages]);
+    }
+
+    #[test]
+    fn decoded_payloads_hold_no_part_of_the_frame() {
+        let messages = vec![message(1, &[7; 300]), message(2, &[9; 40])];
+        let mut buf = BytesMut::new();
+        assert_eq!(encode_frames(&mut buf, &messages, 4096), 1);
+        let frame = buf.freeze();
+        let frame_range = frame.as_ptr_range();
+        let decoded = decode_frame(frame.clone()).unwrap();
+        assert_eq!(decoded, messages);
+        for m in &decoded {
+            // A payload inside the frame's buffer would keep all of it alive.
+            assert!(
+                !frame_range.contains(&m.payload.as_ptr()),
+                "payload of group {} points into the frame",
+                m.group_id
+            );
+        }
     }
 
     #[test]
