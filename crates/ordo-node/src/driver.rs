@@ -52,12 +52,14 @@ pub trait LeaderService: Send + Sync + 'static {
 /// Inputs to the driver that do not come from handles.
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// A decoded message from a peer.
-    Peer(NodeId, WireMessage),
+    /// A decoded message from a peer. Boxed, as is the snapshot's metadata, to keep the
+    /// event small: every group's queue allocates a block of events up front, and a node
+    /// hosts thousands of groups.
+    Peer(NodeId, Box<WireMessage>),
     /// The transport lost its connection to a peer.
     Unreachable(NodeId),
     /// The snapshot thread wrote a snapshot.
-    SnapshotTaken(ordo_raft::SnapshotMeta),
+    SnapshotTaken(Box<ordo_raft::SnapshotMeta>),
     /// The leader service answered a question.
     LeaderServed {
         asker: Asker,
@@ -554,7 +556,7 @@ impl<O: Send + 'static> Driver<O> {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Peer(from, message) => {
-                if let WireMessage::Raft(m) = &message {
+                if let WireMessage::Raft(m) = &*message {
                     if matches!(m.body, MessageBody::HeartbeatResponse { .. }) {
                         if let Some(sent) = self.heartbeat_sent.remove(&from) {
                             self.outputs
@@ -564,10 +566,10 @@ impl<O: Send + 'static> Driver<O> {
                         }
                     }
                 }
-                self.core.on_message(from, message);
+                self.core.on_message(from, *message);
             }
             Event::Unreachable(peer) => self.core.on_unreachable(peer),
-            Event::SnapshotTaken(meta) => self.core.on_snapshot_taken(meta),
+            Event::SnapshotTaken(meta) => self.core.on_snapshot_taken(*meta),
             Event::LeaderServed { asker, result } => self.core.on_leader_served(asker, result),
         }
     }

@@ -841,7 +841,7 @@ impl Node {
         // The driver compacts the log behind each snapshot; if it is gone the group is
         // stopping anyway.
         let on_written: SnapshotWritten = Arc::new(move |meta| {
-            let _ = events.blocking_send(Event::SnapshotTaken(meta));
+            let _ = events.blocking_send(Event::SnapshotTaken(Box::new(meta)));
         });
         let snapshotter = ThreadSnapshotter::new(
             format!("ordo-snap-{}-{}", config.id, group_id.0),
@@ -1214,7 +1214,7 @@ async fn route(
                 };
                 match WireMessage::decode(message.payload) {
                     Ok(decoded) => {
-                        if entry.events.try_send(Event::Peer(from, decoded)).is_err() {
+                        if entry.events.try_send(Event::Peer(from, Box::new(decoded))).is_err() {
                             inc(&entry.metrics.messages_dropped, 1);
                         }
                     }
