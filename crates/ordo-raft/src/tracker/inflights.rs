@@ -16,10 +16,11 @@ pub struct Inflights {
 }
 
 impl Inflights {
-    /// An empty window.
+    /// An empty window. It allocates on the first message, not before: every progress is
+    /// made anew at each change of term, and only a leader's ever holds messages.
     pub fn new(max_count: usize, max_bytes: u64) -> Inflights {
         Inflights {
-            queue: VecDeque::with_capacity(max_count.min(64)),
+            queue: VecDeque::new(),
             bytes: 0,
             max_count,
             max_bytes,
