@@ -439,7 +439,11 @@ async fn serve_node(
                     let mut state = ((id << 32 | p as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
                     tasks.push(tokio::spawn(async move {
                         let mut latencies = Buckets::default();
-                        let mut next = tokio::time::Instant::now();
+                        // Each proposer starts at a random point of its period, so the
+                        // paced load arrives spread out as independent clients' would, not
+                        // in bursts of every proposer at once.
+                        let phase = gap.mul_f64((state % 1024) as f64 / 1024.0);
+                        let mut next = tokio::time::Instant::now() + phase;
                         while !stop.load(Ordering::Relaxed) {
                             if !gap.is_zero() {
                                 tokio::time::sleep_until(next).await;
