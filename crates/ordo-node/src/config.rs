@@ -270,8 +270,15 @@ impl NodeConfig {
 
     /// The transport settings that follow from this configuration.
     pub fn transport_config(&self) -> TransportConfig {
+        // Idle links carry a keepalive as often as a leader heartbeats, and a peer silent for
+        // an election timeout is reported unreachable: what a follower of a ticking group
+        // would notice by then, a quiesced group learns from the transport.
+        let keepalive_ms = self.heartbeat_interval_ticks * self.tick_interval_ms;
+        let election_ms = self.election_timeout_ticks * self.tick_interval_ms;
         TransportConfig {
             advertised: self.advertised.clone(),
+            keepalive_ms,
+            silence_ms: election_ms.max(2 * keepalive_ms),
             ..TransportConfig::new(self.cluster_id, self.id)
         }
     }

@@ -1130,6 +1130,51 @@ async fn silent_connection_is_refused_after_the_handshake_timeout() {
 }
 
 #[tokio::test]
+async fn a_peer_that_goes_silent_is_reported_unreachable_while_idle_peers_keep_alive() {
+    // The handshake bound is far beyond the test's guard, so that node 2's own dial of the
+    // raw peer (at a listener that never answers) reports nothing meanwhile.
+    let quick = |id| TransportConfig {
+        keepalive_ms: 20,
+        silence_ms: 200,
+        handshake_timeout_ms: 600_000,
+        ..config(id)
+    };
+    let (a, mut a_rx) = start(quick(1)).await;
+    let (b, mut b_rx) = start(quick(2)).await;
+    a.add_peer(2, b.local_addr()).unwrap();
+    b.add_peer(1, a.local_addr()).unwrap();
+    let never_answers = listener().await;
+    b.add_peer(RAW, never_answers.local_addr().unwrap())
+        .unwrap();
+    expect_event(&mut a_rx.events, "A connected", |e| {
+        *e == PeerEvent::Connected(2)
+    })
+    .await;
+    // A raw peer that handshakes, sends one frame and then nothing, as a peer does behind a
+    // partition that drops packets without closing the socket.
+    let mut raw = TcpStream::connect(b.local_addr()).await.unwrap();
+    raw.write_all(&hello(PROTOCOL_VERSION, CLUSTER, RAW, 2))
+        .await
+        .unwrap();
+    assert_eq!(read_raw_reply(&mut raw).await.code, 0);
+    raw.write_all(&frame(b"last words", false)).await.unwrap();
+    let unreachable = expect_event(&mut b_rx.events, "the silent peer reported", |e| {
+        matches!(e, PeerEvent::Unreachable(RAW) | PeerEvent::Unreachable(1))
+    })
+    .await;
+    // Node 1 sent nothing either, for longer, but its keepalives kept it alive.
+    assert_eq!(unreachable, PeerEvent::Unreachable(RAW));
+    read_to_close(&mut raw).await;
+    assert_eq!(b.metrics().silent_connections, 1);
+    assert!(a.metrics().keepalives_sent > 0);
+    let (from, last) = receive(&mut b_rx.messages, 1).await.remove(0);
+    assert_eq!((from, &last.payload[..]), (RAW, &b"last words"[..]));
+    assert_delivers(&a, &mut b_rx, 2, 1).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
 async fn connections_beyond_the_limit_are_closed_at_once() {
     let (b, _b_rx) = start(TransportConfig {
         inbound_connections_max: 1,

@@ -155,6 +155,8 @@ pub(crate) enum ConnectionError {
     WriteTimeout { timeout_ms: u64 },
     #[error("the peer closed the connection")]
     Closed,
+    #[error("nothing received for {silence_ms} ms")]
+    Silent { silence_ms: u64 },
 }
 
 /// Why [`Transport::send`](super::Transport::send) did not queue a message.

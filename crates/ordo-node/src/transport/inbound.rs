@@ -165,6 +165,11 @@ async fn serve(
             add(&shared.counters.frame_errors, 1);
             refuse(&shared, stream, addr, Some(peer_id), error, &mut stop).await;
         }
+        Err(error @ ConnectionError::Silent { .. }) => {
+            add(&shared.counters.silent_connections, 1);
+            tracing::warn!(cluster_id, node_id, peer_id, %addr, %error, "peer went silent: connection closed, peer reported unreachable");
+            shared.emit(PeerEvent::Unreachable(peer_id));
+        }
         Err(error) => {
             tracing::info!(cluster_id, node_id, peer_id, %addr, %error, "inbound peer connection lost");
         }
@@ -252,6 +257,7 @@ async fn read_frames(
 ) -> Result<(), ConnectionError> {
     let counters = &shared.counters;
     let frame_bytes_max = shared.config.frame_bytes_max;
+    let silence = Duration::from_millis(shared.config.silence_ms);
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
         while let Some(frame_bytes) = wire::frame_length(&buffer, frame_bytes_max)? {
@@ -284,7 +290,10 @@ async fn read_frames(
         };
         buffer.reserve(wanted.max(READ_CHUNK_BYTES));
         let read = tokio::select! {
-            read = stream.read_buf(&mut buffer) => read?,
+            read = timeout(silence, stream.read_buf(&mut buffer)) => match read {
+                Ok(read) => read?,
+                Err(_) => return Err(ConnectionError::Silent { silence_ms: shared.config.silence_ms }),
+            },
             _ = stop.wait() => return Ok(()),
             _ = peer_stop.wait() => return Ok(()),
         };

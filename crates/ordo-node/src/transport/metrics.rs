@@ -42,6 +42,10 @@ pub struct TransportMetrics {
     pub inbound_connections_refused: u64,
     /// Peer events dropped because the runtime's event channel was full.
     pub events_dropped: u64,
+    /// Keepalive frames written to idle connections.
+    pub keepalives_sent: u64,
+    /// Inbound connections closed because the peer sent nothing for `silence_ms`.
+    pub silent_connections: u64,
 }
 
 /// The live counters behind [`TransportMetrics`].
@@ -63,6 +67,8 @@ pub(crate) struct Counters {
     pub(crate) frame_errors: AtomicU64,
     pub(crate) inbound_connections_refused: AtomicU64,
     pub(crate) events_dropped: AtomicU64,
+    pub(crate) keepalives_sent: AtomicU64,
+    pub(crate) silent_connections: AtomicU64,
 }
 
 /// Adds `n` to a counter. Counters order nothing, so relaxed ordering is enough.
@@ -90,6 +96,8 @@ impl Counters {
             frame_errors: read(&self.frame_errors),
             inbound_connections_refused: read(&self.inbound_connections_refused),
             events_dropped: read(&self.events_dropped),
+            keepalives_sent: read(&self.keepalives_sent),
+            silent_connections: read(&self.silent_connections),
         }
     }
 }

@@ -245,6 +245,13 @@ pub struct TransportConfig {
     pub backoff_ms_min: u64,
     /// Largest reconnect delay.
     pub backoff_ms_max: u64,
+    /// A writer with nothing to send for this long sends a keepalive frame.
+    pub keepalive_ms: u64,
+    /// An inbound connection that delivers nothing, not even a keepalive, for this long is
+    /// taken for dead: it is closed and the peer reported unreachable. A partition that
+    /// drops packets closes no socket, and idle (quiesced) groups rely on this report to
+    /// wake and elect a leader on the side that can.
+    pub silence_ms: u64,
 }
 
 impl TransportConfig {
@@ -268,6 +275,8 @@ impl TransportConfig {
             write_timeout_ms: 10_000,
             backoff_ms_min: 50,
             backoff_ms_max: 2_000,
+            keepalive_ms: 100,
+            silence_ms: 1_000,
         }
     }
 
@@ -300,6 +309,14 @@ impl TransportConfig {
             || self.write_timeout_ms == 0
         {
             return fail("timeouts", "must be positive");
+        }
+        // Two keepalives at least fit in the silence, so one lost to scheduling noise does
+        // not make a live peer look dead.
+        if self.keepalive_ms == 0 || self.silence_ms < 2 * self.keepalive_ms {
+            return fail(
+                "keepalive_ms/silence_ms",
+                "keepalive_ms must be positive and silence_ms at least twice it",
+            );
         }
         if self.backoff_ms_min == 0 || self.backoff_ms_min > self.backoff_ms_max {
             return fail(

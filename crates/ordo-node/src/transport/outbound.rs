@@ -138,20 +138,31 @@ impl Outbound {
         let mut notice = BytesMut::with_capacity(REPLY_BYTES_MAX);
         let mut out = BytesMut::new();
         let mut batch = Vec::new();
+        let keepalive = Duration::from_millis(config.keepalive_ms);
         loop {
             // The peer never writes after the handshake unless it is closing the connection,
             // so reading here notices a dead or refusing peer even while the queue is idle.
             let first = tokio::select! {
                 _ = self.stop.wait() => return Ok(()),
                 closed = read_notice(&mut reader, &mut notice) => return Err(closed),
-                message = self.queue.recv() => match message {
-                    Some(message) => message,
-                    None => return Ok(()),
+                message = timeout(keepalive, self.queue.recv()) => match message {
+                    Ok(Some(message)) => Some(message),
+                    Ok(None) => return Ok(()),
+                    Err(_) => None,
                 },
             };
-            self.collect_batch(first, &mut batch);
             out.clear();
-            let frames = wire::encode_frames(&mut out, &batch, config.frame_bytes_max);
+            let frames = match first {
+                Some(first) => {
+                    self.collect_batch(first, &mut batch);
+                    wire::encode_frames(&mut out, &batch, config.frame_bytes_max)
+                }
+                None => {
+                    wire::encode_keepalive(&mut out);
+                    add(&counters.keepalives_sent, 1);
+                    1
+                }
+            };
             let write = timeout(
                 Duration::from_millis(config.write_timeout_ms),
                 writer.write_all(&out),
@@ -165,7 +176,9 @@ impl Outbound {
             };
             match written {
                 Ok(Ok(())) => {
-                    add(&counters.batches_sent, 1);
+                    if !batch.is_empty() {
+                        add(&counters.batches_sent, 1);
+                    }
                     add(&counters.frames_sent, frames as u64);
                     add(&counters.messages_sent, batch.len() as u64);
                     add(&counters.bytes_sent, out.len() as u64);

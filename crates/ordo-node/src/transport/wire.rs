@@ -366,6 +366,16 @@ pub(crate) fn encode_frames(
     frames
 }
 
+/// Encodes a keepalive: a frame of no messages. An idle writer sends one now and then so
+/// that the peer's reader can tell a quiet link from a dead one.
+pub(crate) fn encode_keepalive(dst: &mut BytesMut) {
+    let frame_start = dst.len();
+    dst.put_u32(0); // body length, patched in finish_frame
+    dst.put_u32(0); // checksum, patched in finish_frame
+    dst.put_u32(0); // message count, patched in finish_frame
+    finish_frame(dst, frame_start, 0);
+}
+
 fn finish_frame(dst: &mut BytesMut, frame_start: usize, count: u32) {
     let body_start = frame_start + FRAME_HEADER_BYTES;
     let body_bytes = (dst.len() - body_start) as u32;
@@ -492,6 +502,13 @@ mod tests {
         let mut buf = BytesMut::new();
         assert_eq!(encode_frames(&mut buf, &messages, 1024), 1);
         assert_eq!(decode_all(buf, 1024), vec![messages]);
+    }
+
+    #[test]
+    fn a_keepalive_is_a_valid_frame_of_no_messages() {
+        let mut buf = BytesMut::new();
+        encode_keepalive(&mut buf);
+        assert_eq!(decode_all(buf, 1024), vec![Vec::<PeerMessage>::new()]);
     }
 
     #[test]
