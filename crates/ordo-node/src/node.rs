@@ -140,7 +140,7 @@ pub enum NodeError {
 }
 
 /// How a group is started beyond its id and state machine.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct GroupOptions {
     /// Answers [`Group::ask_leader`] on the leader; without one such questions are refused.
     pub leader_service: Option<Arc<dyn LeaderService>>,
@@ -149,11 +149,22 @@ pub struct GroupOptions {
     /// configuration its state holds.
     pub members: InitialMembers,
     /// Whether the group quiesces when idle: its leader stops heartbeating and no member
-    /// ticks until a request, a message or a lost connection wakes it, so that thousands
-    /// of idle groups cost nothing. Off by default: a quiesced group whose leader goes
-    /// silent without its connections closing (a partition that drops packets) elects
-    /// another only once a request or message wakes it.
+    /// ticks until a request, a message or a lost peer wakes it, so that thousands of idle
+    /// groups cost nothing. On by default. A peer is lost when its connection closes or
+    /// when it sends nothing, not even the transport's keepalives, for an election timeout
+    /// (a partition that drops packets): the followers of a quiesced group whose leader
+    /// went silent then tick again and elect another.
     pub quiesce: bool,
+}
+
+impl Default for GroupOptions {
+    fn default() -> GroupOptions {
+        GroupOptions {
+            leader_service: None,
+            members: InitialMembers::default(),
+            quiesce: true,
+        }
+    }
 }
 
 impl std::fmt::Debug for GroupOptions {

@@ -113,9 +113,9 @@ pub struct CoreConfig {
     /// Batches with the state machine at most.
     pub apply_batches_max: u64,
     /// Whether the leader quiesces the group once it is idle (see `quiescence.rs`). A
-    /// quiesced group notices a silent partition (no reset, no traffic) only once traffic
-    /// flows, so a group whose leader must be replaced without any request (one that
-    /// serves leases, say) keeps ticking.
+    /// quiesced group learns of a silent partition (no reset, no traffic) only from its
+    /// runtime, as [`GroupCore::on_unreachable`]: the node's transport reports a peer that
+    /// sent nothing, not even a keepalive, for an election timeout.
     pub quiesce: bool,
     /// A deliberately broken rule, in the simulator's checks of the checkers.
     #[cfg(feature = "mutations")]

@@ -16,8 +16,8 @@
 //!
 //! **Waking.** A quiesced group (leader or follower) ticks again on any input that may need
 //! time to pass: a proposal, a read, a question for the leader, a leadership transfer, a
-//! peer message other than a quiesce, or the transport losing its connection to a member
-//! (how a follower learns its leader died: it then campaigns after an election timeout). A
+//! peer message other than a quiesce, or the transport reporting a member unreachable (how a
+//! follower learns its leader died: it then campaigns after an election timeout). A
 //! leader that wakes heartbeats at once, which wakes its followers.
 //!
 //! **Time across the pause.** A woken group calls [`RawNode::resume_ticking`]: its clock
@@ -27,10 +27,12 @@
 //! for its leader before it campaigns — so a woken follower never campaigns against a live
 //! leader it simply has not heard from yet.
 //!
-//! **What it cannot see.** A follower notices that its quiesced leader is gone only through
+//! **What it relies on.** A follower notices that its quiesced leader is gone only through
 //! the transport: a crashed or stopped peer closes its connection, which the transport
-//! reports at once; a silent partition (no reset, no traffic) is noticed only once traffic
-//! flows again — any request on the group, or a write on the connection that times out.
+//! reports at once; a silent partition (no reset, no traffic) is reported once the peer has
+//! sent nothing, not even the keepalive every idle connection carries, for an election
+//! timeout (`TransportConfig::silence_ms`). One keepalive per peer, not one heartbeat per
+//! group, is what keeps thousands of quiesced groups safe.
 //!
 //! [`Quiesce`]: crate::codec::Quiesce
 //! [`RawNode::quiesce_as_follower`]: ordo_raft::RawNode::quiesce_as_follower
