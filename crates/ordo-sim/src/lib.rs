@@ -16,6 +16,7 @@
 pub mod checker;
 pub mod client;
 pub mod disk;
+pub mod groups;
 pub mod network;
 pub mod node;
 pub mod prng;
