@@ -152,8 +152,9 @@ fn describe(report: &RunReport) -> String {
     format!(
         "seed {} ({} nodes, {} reads): {} ticks, {} leaders, {} crashes, {} partitions, \
          {} members added, {} transfers, {} ops done, {} unknown, applied up to {}, {} messages, \
-         {} quiescences, {} wakes, {} groups created, {} removed, {} crashes of nodes hosting \
-         several groups, {} ops done outside the main group",
+         {} quiescences, {} wakes, {} groups created, {} removed ({} at a boot), {} crashes of \
+         nodes hosting several groups, {} ops done outside the main group, {} messages for \
+         unknown groups dropped",
         report.seed,
         report.nodes,
         if report.lease_reads {
@@ -175,8 +176,10 @@ fn describe(report: &RunReport) -> String {
         stats.wakes,
         stats.groups_created,
         stats.groups_removed,
+        stats.groups_removed_at_boot,
         stats.crashes_multi_group,
-        stats.ops_completed_other_groups
+        stats.ops_completed_other_groups,
+        stats.messages_for_unknown_groups
     )
 }
 

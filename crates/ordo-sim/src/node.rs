@@ -337,6 +337,8 @@ pub struct SimNode {
     /// Quiescences and wakes of groups no longer running here (their counters start over
     /// at boot).
     quiescence_before: (u64, u64),
+    /// Groups this node removed at boot, removed while it was down.
+    removed_at_boot: u64,
 }
 
 /// The peer address a simulated node would have; the network routes by id.
@@ -401,6 +403,7 @@ impl SimNode {
             boots: 0,
             failed: None,
             quiescence_before: (0, 0),
+            removed_at_boot: 0,
         }
     }
 
@@ -417,6 +420,11 @@ impl SimNode {
     /// Why the node stopped for good, if it did: damage its log's checks detected.
     pub fn failed(&self) -> Option<&str> {
         self.failed.as_deref()
+    }
+
+    /// How many groups this node removed at boot because they were removed while it was down.
+    pub fn removed_at_boot(&self) -> u64 {
+        self.removed_at_boot
     }
 
     /// Whether the node's disk holds `group` (running or not).
@@ -498,6 +506,7 @@ impl SimNode {
         for group in hosted {
             if removed.contains(&group) {
                 self.disk.borrow_mut().remove_group(group);
+                self.removed_at_boot += 1;
                 trace.log(now_ticks, || {
                     format!(
                         "group {group}: node {} removes it at boot, removed while it was down",

@@ -311,6 +311,11 @@ pub struct RunStats {
     pub crashes_multi_group: u64,
     /// Client operations that returned from a group other than the main one.
     pub ops_completed_other_groups: u64,
+    /// Groups a node removed at boot, removed while it was down.
+    pub groups_removed_at_boot: u64,
+    /// Peer messages a running node dropped because it does not run their group (removed,
+    /// or not started there yet).
+    pub messages_for_unknown_groups: u64,
 }
 
 /// The result of one run.
@@ -371,6 +376,10 @@ struct Simulation {
     checkers: Checkers,
     /// The groups besides the main one.
     groups: GroupRegistry,
+    /// Bumped whenever a node or a group comes or goes.
+    topology_version: u64,
+    /// Where clients may send requests, with the topology version it was built at.
+    directory: Option<(u64, Directory)>,
     trace: Trace,
     lease_reads: bool,
     tuning: NodeTuning,
@@ -506,6 +515,8 @@ impl Simulation {
             histories: Histories::new(),
             checkers: Checkers::new(),
             groups: GroupRegistry::new(),
+            topology_version: 0,
+            directory: None,
             trace: Trace::new(config.trace),
             lease_reads,
             tuning,
@@ -553,6 +564,7 @@ impl Simulation {
     }
 
     fn spawn(&mut self, id: NodeId, initial: Option<ConfState>) -> Result<(), Violation> {
+        self.topology_version += 1;
         let image = initial.map_or_else(ordo_raft::MemStorage::new, |c| bootstrap_image(&c));
         let mutation = self.config.mutation.and_then(SimMutation::runtime);
         let mut node = SimNode::new(id, image, self.tuning, mutation, self.clock.clone());
@@ -597,7 +609,7 @@ impl Simulation {
     }
 
     /// Where clients may send requests now: each group with the nodes that run it.
-    fn directory(&self) -> Directory {
+    fn build_directory(&self) -> Directory {
         let mut directory = Directory::from([(MAIN_GROUP, self.live_member_ids())]);
         for (&group, conf) in self.groups.live() {
             let nodes: Vec<NodeId> = members(conf)
@@ -668,7 +680,10 @@ impl Simulation {
         let mut outbox = Outbox::default();
         let mut client_requests: Vec<(u64, NodeId, Request)> = Vec::new();
         let mut client_events = Vec::new();
-        let directory = self.directory();
+        let (built_at, directory) = match self.directory.take() {
+            Some((version, directory)) if version == self.topology_version => (version, directory),
+            _ => (self.topology_version, self.build_directory()),
+        };
 
         // Deliveries.
         while let Some((from, to, wire)) = self.network.next_due(now) {
@@ -685,7 +700,9 @@ impl Simulation {
                         });
                     }
                     if let Some(node) = self.nodes.get_mut(&to) {
-                        node.on_peer(from, group, payload);
+                        if node.is_up() && !node.on_peer(from, group, payload) {
+                            self.stats.messages_for_unknown_groups += 1;
+                        }
                     }
                 }
                 Wire::Request(request) => {
@@ -775,21 +792,22 @@ impl Simulation {
             self.network.send(&mut self.prng, now, from, to, wire);
         }
         self.observe_membership(&outbox.conf_applied);
+        // Kept for the next step, which rebuilds it if a node or a group came or went.
+        self.directory = Some((built_at, directory));
 
         self.check_step()
     }
 
-    /// Each group's leaders' configurations now.
+    /// The main group's leaders' configurations now. The other groups never change
+    /// configuration, so theirs before a step is theirs after it.
     fn leader_confs(&self) -> BTreeMap<(GroupId, NodeId), ConfState> {
         let mut confs = BTreeMap::new();
-        for group in self.group_ids() {
-            for (&id, node) in &self.nodes {
-                if let Some(raw) = node
-                    .raw(group)
-                    .filter(|raw| raw.role() == StateRole::Leader)
-                {
-                    confs.insert((group, id), raw.conf_state());
-                }
+        for (&id, node) in &self.nodes {
+            if let Some(raw) = node
+                .raw(MAIN_GROUP)
+                .filter(|raw| raw.role() == StateRole::Leader)
+            {
+                confs.insert((MAIN_GROUP, id), raw.conf_state());
             }
         }
         confs
@@ -1230,6 +1248,7 @@ impl Simulation {
             self.shutdown_at.remove(&id);
             self.crash(id);
             self.removed.insert(id);
+            self.topology_version += 1;
             self.restart_at.remove(&id);
             self.trace
                 .log(now, || format!("node {id} shut down after removal"));
@@ -1597,6 +1616,7 @@ impl Simulation {
             return Ok(());
         };
         let group = self.groups.create(conf.clone());
+        self.topology_version += 1;
         self.stats.groups_created += 1;
         self.trace.log(self.now_ticks, || {
             format!(
@@ -1633,6 +1653,7 @@ impl Simulation {
         let Some(conf) = self.groups.remove(group) else {
             return;
         };
+        self.topology_version += 1;
         self.stats.groups_removed += 1;
         self.trace
             .log(self.now_ticks, || format!("group {group}: removed ({why})"));
@@ -1648,6 +1669,10 @@ impl Simulation {
     /// group that lost a member for good (its disk failed, or it left the cluster) is
     /// removed.
     fn retire_groups_of_lost_nodes(&mut self) {
+        // The operator looks once per Raft tick, not at every simulated tick.
+        if !self.now_ticks.is_multiple_of(RAFT_TICK_TICKS) {
+            return;
+        }
         let lost = |id: &NodeId| {
             self.removed.contains(id) || self.nodes.get(id).is_some_and(|n| n.failed().is_some())
         };
@@ -1958,6 +1983,7 @@ impl Simulation {
         stats.messages_delivered = self.network.stats().delivered;
         stats.applied_max = applied_max;
         for node in self.nodes.values() {
+            stats.groups_removed_at_boot += node.removed_at_boot();
             let (quiesces, wakes) = node.quiescence();
             stats.quiesces += quiesces;
             stats.wakes += wakes;
