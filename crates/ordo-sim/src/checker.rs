@@ -3,11 +3,13 @@
 //! Each checker watches one of Raft's guarantees (Figure 3 of the Raft paper) or one of
 //! Ordo's promises (DESIGN.md §1). They see only what a node shows its runtime — roles, the
 //! entries it asks to write, the entries it hands out as committed, its commit index — and
-//! what the simulated disks hold, never the core's private state.
+//! what the simulated disks hold, never the core's private state. Every group of the cluster
+//! has its own [`Checker`] (see [`Checkers`]): the guarantees hold per group.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
+use ordo_node::GroupId;
 use ordo_raft::{ConfState, Entry, Index, NodeId, Term};
 
 /// Which guarantee a violation breaks.
@@ -94,6 +96,39 @@ impl fmt::Display for Violation {
             "VIOLATION {} at tick {}: {}",
             self.kind, self.time_ticks, self.detail
         )
+    }
+}
+
+impl Violation {
+    /// The violation, naming the group whose checker found it.
+    pub fn in_group(self, group: GroupId) -> Violation {
+        Violation {
+            detail: format!("group {group}: {}", self.detail),
+            ..self
+        }
+    }
+}
+
+/// One [`Checker`] per group: each group is its own Raft log with its own terms and indexes.
+#[derive(Debug, Default)]
+pub struct Checkers {
+    groups: BTreeMap<GroupId, Checker>,
+}
+
+impl Checkers {
+    /// Checkers that have seen nothing.
+    pub fn new() -> Checkers {
+        Checkers::default()
+    }
+
+    /// The checker of `group`, created when the group is first seen.
+    pub fn group(&mut self, group: GroupId) -> &mut Checker {
+        self.groups.entry(group).or_default()
+    }
+
+    /// Every group's checker, in group order.
+    pub fn iter(&self) -> impl Iterator<Item = (GroupId, &Checker)> {
+        self.groups.iter().map(|(&group, checker)| (group, checker))
     }
 }
 

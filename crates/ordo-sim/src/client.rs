@@ -1,6 +1,7 @@
-//! Simulated clients: each runs one request at a time against whichever node it believes is
-//! leader, follows redirects, retries with a bound, and records every operation in the
-//! history that is checked for linearizability.
+//! Simulated clients: each runs one request at a time, to a random group among those that
+//! exist, against whichever of the group's nodes it believes is leader; follows redirects,
+//! retries with a bound, and records every operation in its group's history, which is checked
+//! for linearizability on its own (groups are separate stores).
 //!
 //! The store, as etcd's, does not recognise a retried write: a client retries a write only
 //! when the node said it was not applied (refused, or overwritten by a new leader's
@@ -12,9 +13,16 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use ordo_lincheck::{History, KvInput, KvOutput, OpId};
+use ordo_node::GroupId;
 use ordo_raft::{Index, NodeId, Term};
 
 use crate::prng::Prng;
+
+/// The histories of the clients' operations, one per group.
+pub type Histories = BTreeMap<GroupId, History<KvInput, KvOutput>>;
+
+/// The groups clients may use now, each with the nodes that run it.
+pub type Directory = BTreeMap<GroupId, Vec<NodeId>>;
 
 /// What a client asks a node to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +73,8 @@ pub enum WriteResult {
 /// A request on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
+    /// The group asked.
+    pub group: GroupId,
     /// The session.
     pub client_id: u64,
     /// The request's number in the session; a retry reuses it.
@@ -192,9 +202,11 @@ pub struct Client {
     prng: Prng,
     state: State,
     request_id_last: u64,
-    leader_guess: Option<NodeId>,
-    /// The last value this client saw per key, used as the expectation of its CAS requests.
-    seen: BTreeMap<Bytes, Option<Bytes>>,
+    /// The node believed to lead each group.
+    leader_guess: BTreeMap<GroupId, NodeId>,
+    /// The last value this client saw per group and key, used as the expectation of its CAS
+    /// requests.
+    seen: BTreeMap<(GroupId, Bytes), Option<Bytes>>,
     values_written: u64,
     stopping: bool,
 }
@@ -211,7 +223,7 @@ impl Client {
             prng,
             state: State::Thinking { until_ticks },
             request_id_last: 0,
-            leader_guess: None,
+            leader_guess: BTreeMap::new(),
             seen: BTreeMap::new(),
             values_written: 0,
             stopping: false,
@@ -236,11 +248,24 @@ impl Client {
         }
     }
 
-    fn random_node(&mut self, nodes: &[NodeId]) -> NodeId {
-        *self.prng.choose(nodes).expect("a cluster has nodes")
+    /// A random node running `group`, if the group still exists.
+    fn random_node(&mut self, group: GroupId, directory: &Directory) -> Option<NodeId> {
+        let nodes = directory.get(&group)?;
+        self.prng.choose(nodes).copied()
     }
 
-    fn next_op(&mut self) -> ClientOp {
+    /// A random existing group; no draw when there is only one, so that a run of one group
+    /// makes the same choices it always did.
+    fn random_group(&mut self, directory: &Directory) -> Option<GroupId> {
+        let groups: Vec<GroupId> = directory.keys().copied().collect();
+        match groups.len() {
+            0 => None,
+            1 => Some(groups[0]),
+            _ => self.prng.choose(&groups).copied(),
+        }
+    }
+
+    fn next_op(&mut self, group: GroupId) -> ClientOp {
         let key = Bytes::from(format!("k{}", self.prng.below(self.config.keys)));
         match self.prng.below(10) {
             0..=3 => ClientOp::Get { key },
@@ -252,7 +277,7 @@ impl Client {
             _ => {
                 self.values_written += 1;
                 let new = Bytes::from(format!("c{}v{}", self.id, self.values_written));
-                let expected = self.seen.get(&key).cloned().flatten();
+                let expected = self.seen.get(&(group, key.clone())).cloned().flatten();
                 ClientOp::Cas { key, expected, new }
             }
         }
@@ -291,7 +316,7 @@ impl Client {
         &mut self,
         now_ticks: u64,
         target: Option<NodeId>,
-        nodes: &[NodeId],
+        directory: &Directory,
         out: &mut Vec<(NodeId, Request)>,
         events: &mut Vec<ClientEvent>,
     ) {
@@ -312,12 +337,16 @@ impl Client {
             self.think(now_ticks);
             return;
         }
-        let target = target.unwrap_or_else(|| self.random_node(nodes));
+        let Some(target) = target.or_else(|| self.random_node(request.group, directory)) else {
+            self.give_up(now_ticks, events);
+            return;
+        };
         self.send(now_ticks, request, op, attempt + 1, target, out, events);
     }
 
     fn give_up(&mut self, now_ticks: u64, events: &mut Vec<ClientEvent>) {
-        let State::Waiting { request, .. } = self.state.clone() else {
+        let (State::Waiting { request, .. } | State::Backoff { request, .. }) = self.state.clone()
+        else {
             return;
         };
         events.push(ClientEvent::GaveUp {
@@ -369,26 +398,43 @@ impl Client {
     pub fn poll(
         &mut self,
         now_ticks: u64,
-        nodes: &[NodeId],
-        history: &mut History<KvInput, KvOutput>,
+        directory: &Directory,
+        histories: &mut Histories,
         out: &mut Vec<(NodeId, Request)>,
         events: &mut Vec<ClientEvent>,
     ) {
+        if let State::Waiting { request, .. } | State::Backoff { request, .. } = &self.state {
+            if !directory.contains_key(&request.group) {
+                // The group was removed: nobody will answer, and whether a write was applied
+                // before it went cannot be known.
+                self.give_up(now_ticks, events);
+                return;
+            }
+        }
         match self.state {
             State::Thinking { until_ticks } if until_ticks <= now_ticks => {
-                let op = self.next_op();
+                let Some(group) = self.random_group(directory) else {
+                    return;
+                };
+                let op = self.next_op(group);
                 self.request_id_last += 1;
                 let request = Request {
+                    group,
                     client_id: self.id,
                     request_id: self.request_id_last,
                     attempt: 1,
                     op,
                 };
-                let id = history.invoke(self.id, request.op.to_input(), now_ticks);
-                let target = match self.leader_guess {
-                    Some(leader) if nodes.contains(&leader) => leader,
-                    _ => self.random_node(nodes),
+                let nodes = &directory[&group];
+                let guess = self.leader_guess.get(&group).copied();
+                let Some(target) = guess
+                    .filter(|leader| nodes.contains(leader))
+                    .or_else(|| self.random_node(group, directory))
+                else {
+                    return;
                 };
+                let history = histories.entry(group).or_default();
+                let id = history.invoke(self.id, request.op.to_input(), now_ticks);
                 self.send(now_ticks, request, id, 1, target, out, events);
             }
             State::Waiting {
@@ -396,9 +442,9 @@ impl Client {
                 ref request,
                 ..
             } if deadline_ticks <= now_ticks => {
-                self.leader_guess = None;
+                self.leader_guess.remove(&request.group);
                 if matches!(request.op, ClientOp::Get { .. }) {
-                    self.retry(now_ticks, None, nodes, out, events);
+                    self.retry(now_ticks, None, directory, out, events);
                 } else {
                     // It may still be applied: trying again could apply it twice.
                     self.give_up(now_ticks, events);
@@ -411,7 +457,9 @@ impl Client {
                 until_ticks,
             } if until_ticks <= now_ticks => {
                 let request = request.clone();
-                let target = self.random_node(nodes);
+                let Some(target) = self.random_node(request.group, directory) else {
+                    return;
+                };
                 self.send(now_ticks, request, op, attempt + 1, target, out, events);
             }
             _ => {}
@@ -426,8 +474,8 @@ impl Client {
         now_ticks: u64,
         from: NodeId,
         response: Response,
-        nodes: &[NodeId],
-        history: &mut History<KvInput, KvOutput>,
+        directory: &Directory,
+        histories: &mut Histories,
         out: &mut Vec<(NodeId, Request)>,
         events: &mut Vec<ClientEvent>,
     ) {
@@ -444,9 +492,10 @@ impl Client {
         if response.request_id != request.request_id {
             return;
         }
+        let group = request.group;
         let output = match (&request.op, &response.reply) {
             (ClientOp::Get { key }, Reply::Value(value)) => {
-                self.seen.insert(key.clone(), value.clone());
+                self.seen.insert((group, key.clone()), value.clone());
                 KvOutput::Value(value.clone())
             }
             (
@@ -456,7 +505,7 @@ impl Client {
                     ..
                 },
             ) => {
-                self.seen.insert(key.clone(), Some(value.clone()));
+                self.seen.insert((group, key.clone()), Some(value.clone()));
                 KvOutput::Done
             }
             (
@@ -467,9 +516,9 @@ impl Client {
                 },
             ) => {
                 if *matched {
-                    self.seen.insert(key.clone(), Some(new.clone()));
+                    self.seen.insert((group, key.clone()), Some(new.clone()));
                 } else {
-                    self.seen.remove(key);
+                    self.seen.remove(&(group, key.clone()));
                 }
                 KvOutput::Cas(*matched)
             }
@@ -485,10 +534,13 @@ impl Client {
                 if response.attempt != attempt || from != target {
                     return;
                 }
-                self.leader_guess = *leader;
+                match leader {
+                    Some(leader) => self.leader_guess.insert(group, *leader),
+                    None => self.leader_guess.remove(&group),
+                };
                 match leader {
                     Some(leader) if *leader != from => {
-                        self.retry(now_ticks, Some(*leader), nodes, out, events);
+                        self.retry(now_ticks, Some(*leader), directory, out, events);
                     }
                     _ => self.back_off(now_ticks, events),
                 }
@@ -499,10 +551,11 @@ impl Client {
                 self.id
             ),
         };
-        self.leader_guess = Some(from);
-        history
-            .complete(op, output, now_ticks)
-            .expect("a waiting request is open in the history");
+        self.leader_guess.insert(group, from);
+        histories
+            .get_mut(&group)
+            .and_then(|history| history.complete(op, output, now_ticks).ok())
+            .expect("a waiting request is open in its group's history");
         events.push(ClientEvent::Completed {
             client_id: self.id,
             request,
@@ -515,6 +568,13 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const G: GroupId = GroupId(1);
+
+    /// One group, on `nodes`.
+    fn directory(nodes: &[NodeId]) -> Directory {
+        Directory::from([(G, nodes.to_vec())])
+    }
 
     fn config() -> ClientConfig {
         ClientConfig {
@@ -532,7 +592,7 @@ mod tests {
             .map(|seed| Client::new(1, config(), Prng::new(seed)))
             .find(|c| {
                 let mut c = c.clone();
-                matches!(c.next_op(), ClientOp::Get { .. }) == reads
+                matches!(c.next_op(G), ClientOp::Get { .. }) == reads
             })
             .expect("some seed starts with each kind")
     }
@@ -540,9 +600,9 @@ mod tests {
     #[test]
     fn a_read_retries_on_timeout_then_gives_up_with_unknown_outcome() {
         let mut client = client_starting_with(true);
-        let mut history = History::new();
+        let mut history = Histories::new();
         let (mut out, mut events) = (Vec::new(), Vec::new());
-        let nodes = [1, 2, 3];
+        let nodes = directory(&[1, 2, 3]);
         client.poll(0, &nodes, &mut history, &mut out, &mut events);
         assert_eq!(out.len(), 1);
         for now in [10, 20] {
@@ -552,28 +612,28 @@ mod tests {
         assert!(out.iter().all(|(_, request)| request.request_id == 1));
         client.poll(30, &nodes, &mut history, &mut out, &mut events);
         assert!(matches!(events.last(), Some(ClientEvent::GaveUp { .. })));
-        assert_eq!(history.operations()[0].return_time(), None);
+        assert_eq!(history[&G].operations()[0].return_time(), None);
     }
 
     #[test]
     fn a_write_that_times_out_is_not_retried_its_outcome_unknown() {
         let mut client = client_starting_with(false);
-        let mut history = History::new();
+        let mut history = Histories::new();
         let (mut out, mut events) = (Vec::new(), Vec::new());
-        let nodes = [1, 2, 3];
+        let nodes = directory(&[1, 2, 3]);
         client.poll(0, &nodes, &mut history, &mut out, &mut events);
         client.poll(10, &nodes, &mut history, &mut out, &mut events);
         assert_eq!(out.len(), 1, "one attempt only");
         assert!(matches!(events.last(), Some(ClientEvent::GaveUp { .. })));
-        assert_eq!(history.operations()[0].return_time(), None);
+        assert_eq!(history[&G].operations()[0].return_time(), None);
     }
 
     #[test]
     fn redirect_goes_to_the_named_leader() {
         let mut client = Client::new(1, config(), Prng::new(2));
-        let mut history = History::new();
+        let mut history = Histories::new();
         let (mut out, mut events) = (Vec::new(), Vec::new());
-        let nodes = [1, 2, 3];
+        let nodes = directory(&[1, 2, 3]);
         client.poll(0, &nodes, &mut history, &mut out, &mut events);
         let (target, request) = out[0].clone();
         let leader = if target == 3 { 2 } else { 3 };
@@ -606,9 +666,9 @@ mod tests {
     #[test]
     fn refusal_without_a_leader_waits_before_retrying() {
         let mut client = Client::new(1, config(), Prng::new(4));
-        let mut history = History::new();
+        let mut history = Histories::new();
         let (mut out, mut events) = (Vec::new(), Vec::new());
-        let nodes = [1, 2, 3];
+        let nodes = directory(&[1, 2, 3]);
         client.poll(0, &nodes, &mut history, &mut out, &mut events);
         let (target, request) = out[0].clone();
         client.on_response(
@@ -642,10 +702,10 @@ mod tests {
     #[test]
     fn a_late_refusal_of_an_earlier_attempt_does_not_start_another() {
         let mut client = client_starting_with(false);
-        let mut history = History::new();
+        let mut history = Histories::new();
         let (mut out, mut events) = (Vec::new(), Vec::new());
         // One node: every attempt goes to it.
-        let nodes = [1];
+        let nodes = directory(&[1]);
         client.poll(0, &nodes, &mut history, &mut out, &mut events);
         let first = out[0].1.clone();
         let refuse = |attempt| Response {
@@ -667,9 +727,9 @@ mod tests {
     #[test]
     fn answer_completes_the_operation_in_the_history() {
         let mut client = Client::new(1, config(), Prng::new(3));
-        let mut history = History::new();
+        let mut history = Histories::new();
         let (mut out, mut events) = (Vec::new(), Vec::new());
-        let nodes = [1];
+        let nodes = directory(&[1]);
         client.poll(0, &nodes, &mut history, &mut out, &mut events);
         let request = out[0].1.clone();
         let reply = match request.op {
@@ -699,7 +759,56 @@ mod tests {
             &mut out,
             &mut events,
         );
-        assert_eq!(history.operations()[0].return_time(), Some(4));
+        assert_eq!(history[&G].operations()[0].return_time(), Some(4));
         assert!(!client.is_waiting());
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+
+    fn config() -> ClientConfig {
+        ClientConfig {
+            keys: 2,
+            attempt_timeout_ticks: 10,
+            attempts_max: 3,
+            think_ticks_max: 0,
+            backoff_ticks: 5,
+        }
+    }
+
+    #[test]
+    fn requests_name_their_group_and_go_to_its_nodes() {
+        let directory = Directory::from([(GroupId(1), vec![1, 2, 3]), (GroupId(7), vec![4, 5])]);
+        let mut histories = Histories::new();
+        let mut groups_used = std::collections::BTreeSet::new();
+        for seed in 0..40 {
+            let mut client = Client::new(1, config(), Prng::new(seed));
+            let (mut out, mut events) = (Vec::new(), Vec::new());
+            client.poll(0, &directory, &mut histories, &mut out, &mut events);
+            let (target, request) = out.pop().expect("a request");
+            assert!(directory[&request.group].contains(&target), "seed {seed}");
+            groups_used.insert(request.group);
+        }
+        assert_eq!(groups_used.len(), 2, "both groups are used");
+        let operations: usize = histories.values().map(|h| h.operations().len()).sum();
+        assert_eq!(operations, 40, "each operation is in its group's history");
+    }
+
+    #[test]
+    fn a_request_to_a_removed_group_gives_up_with_unknown_outcome() {
+        let mut directory = Directory::from([(GroupId(9), vec![1])]);
+        let mut histories = Histories::new();
+        let (mut out, mut events) = (Vec::new(), Vec::new());
+        let mut client = Client::new(1, config(), Prng::new(1));
+        client.poll(0, &directory, &mut histories, &mut out, &mut events);
+        assert!(client.is_waiting());
+        directory.clear();
+        client.poll(1, &directory, &mut histories, &mut out, &mut events);
+        assert!(matches!(events.last(), Some(ClientEvent::GaveUp { .. })));
+        assert!(!client.is_waiting());
+        assert_eq!(histories[&GroupId(9)].operations()[0].return_time(), None);
+        assert_eq!(out.len(), 1, "nothing is sent to a group that is gone");
     }
 }

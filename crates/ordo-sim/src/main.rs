@@ -13,7 +13,8 @@ usage: ordo-sim (--seed S | --seeds A..B) [options]
   --nodes N           voters at the start: 3, 5, 7, or mixed (by seed; the default)
   --faults LIST       all (default), none, or a comma-separated list of:
                       partition, crash, loss, duplication, delay, membership, transfer, skew,
-                      jump, disk
+                      jump, disk, groups
+  --groups N          groups created at the start beside the main one (default 1)
   --ticks N           simulated ticks per run (default 12000; a Raft tick is 10)
   --quiet-ticks N     fault-free ticks at the end, for the liveness check (default 4000)
   --clients N         client sessions (default 4)
@@ -32,6 +33,7 @@ struct Options {
     seeds: std::ops::Range<u64>,
     single: bool,
     nodes: Option<usize>,
+    groups_at_start: usize,
     faults: Faults,
     ticks: u64,
     quiet_ticks: u64,
@@ -54,6 +56,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         seeds: 0..0,
         single: false,
         nodes: None,
+        groups_at_start: 1,
         faults: Faults::all(),
         ticks: 12_000,
         quiet_ticks: 4_000,
@@ -99,6 +102,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                 }
             }
             "--faults" => options.faults = Faults::parse(value()?)?,
+            "--groups" => options.groups_at_start = parse_number(flag, value()?)? as usize,
             "--ticks" => options.ticks = parse_number(flag, value()?)?,
             "--quiet-ticks" => options.quiet_ticks = parse_number(flag, value()?)?,
             "--clients" => options.clients = parse_number(flag, value()?)?,
@@ -130,6 +134,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
 fn config_for(options: &Options, seed: u64) -> SimConfig {
     let nodes = options.nodes.unwrap_or([3, 5, 7][(seed % 3) as usize]);
     SimConfig {
+        groups_at_start: options.groups_at_start,
         run_ticks: options.ticks,
         quiet_ticks: options.quiet_ticks,
         faults: options.faults,
@@ -147,7 +152,9 @@ fn describe(report: &RunReport) -> String {
     format!(
         "seed {} ({} nodes, {} reads): {} ticks, {} leaders, {} crashes, {} partitions, \
          {} members added, {} transfers, {} ops done, {} unknown, applied up to {}, {} messages, \
-         {} quiescences, {} wakes",
+         {} quiescences, {} wakes, {} groups created, {} removed ({} at a boot), {} crashes of \
+         nodes hosting several groups, {} ops done outside the main group, {} messages for \
+         unknown groups dropped",
         report.seed,
         report.nodes,
         if report.lease_reads {
@@ -166,7 +173,13 @@ fn describe(report: &RunReport) -> String {
         stats.applied_max,
         stats.messages_delivered,
         stats.quiesces,
-        stats.wakes
+        stats.wakes,
+        stats.groups_created,
+        stats.groups_removed,
+        stats.groups_removed_at_boot,
+        stats.crashes_multi_group,
+        stats.ops_completed_other_groups,
+        stats.messages_for_unknown_groups
     )
 }
 

@@ -1,14 +1,17 @@
-//! One simulated node: the runtime's production group core (`ordo_node::core`) and applier
-//! over a simulated disk, applying to the production KV state machine (`ordo-kv`), with
-//! only the shell around them simulated: the network, the disk's durability and the clock.
+//! One simulated node hosting several Raft groups: for each, the runtime's production group
+//! core (`ordo_node::core`) and applier over its view of the node's one simulated disk,
+//! applying to its own production KV state machine (`ordo-kv`), with only the shell around
+//! them simulated: the network, the disk's durability and the clock.
 //!
-//! The shell does what the tokio driver does in production — carries out the core's
-//! commands in order, holds send-after-durable messages in the same `DurabilityGate`,
-//! encodes every peer message with the runtime's codec — but in one thread, with fsyncs
-//! that complete a few simulated ticks after they start.
+//! The shell does what the tokio driver does in production — carries out each core's
+//! commands in order, holds send-after-durable messages in the group's `DurabilityGate`,
+//! encodes every peer message with the runtime's codec and tags it with its group — but in
+//! one thread. All groups of the node write to one journal, and one fsync, completing a few
+//! simulated ticks after it starts, makes the writes of every group issued before it
+//! durable, as the shared log does.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -34,17 +37,22 @@ use ordo_raft::{
     RaftState, RawNode, Snapshot, SnapshotMeta, StateRole, Storage, StorageError, Term,
 };
 
-use crate::checker::{Checker, Violation};
+use crate::checker::{Checker, Checkers, Violation};
 use crate::client::{ClientOp, Reply, Request, Response, WriteResult};
-use crate::disk::{Disk, Write};
+use crate::disk::{Damage, Disk, Write};
 use crate::prng::Prng;
 use crate::trace::Trace;
 
 /// Everything that travels on the simulated network.
 #[derive(Debug, Clone)]
 pub enum Wire {
-    /// Between peers: an encoded runtime message, decoded on delivery.
-    Peer(Bytes),
+    /// Between peers: an encoded runtime message of one group, decoded on delivery.
+    Peer {
+        /// The group the message belongs to, as the transport's frame names it.
+        group: GroupId,
+        /// The runtime's encoding of the message.
+        payload: Bytes,
+    },
     /// From a client to a node.
     Request(Request),
     /// From a node to a client.
@@ -54,19 +62,37 @@ pub enum Wire {
 /// Clients' network addresses start here, above every node id.
 pub const CLIENT_ADDRESS_BASE: u64 = 1_000_000;
 
-/// Turns of the core per node per step; a core that always has more work is a bug.
+/// Turns of the cores per node per step; a core that always has more work is a bug.
 const TURNS_PER_STEP_MAX: usize = 64;
+
+/// The group every node of a cluster hosts from the start, where membership changes happen.
+pub const MAIN_GROUP: GroupId = GroupId(1);
+
+/// A write acknowledged to a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// The group written.
+    pub group: GroupId,
+    /// The node that acknowledged it.
+    pub node: NodeId,
+    /// That node's term when it did.
+    pub node_term: Term,
+    /// The entry's index.
+    pub index: Index,
+    /// The entry's term.
+    pub term: Term,
+}
 
 /// What a node wants the simulation to do after a step.
 #[derive(Debug, Default)]
 pub struct Outbox {
     /// Messages to hand to the network: (from, to, payload).
     pub wire: Vec<(u64, u64, Wire)>,
-    /// Writes acknowledged to clients: (node, node's term, index, entry's term).
-    pub acked: Vec<(NodeId, Term, Index, Term)>,
-    /// Configuration changes applied, as the index of the last one applied and the
-    /// configuration after it.
-    pub conf_applied: Vec<(Index, ConfState)>,
+    /// Writes acknowledged to clients.
+    pub acked: Vec<Ack>,
+    /// Configuration changes applied, as the group, the index of the last one applied and
+    /// the configuration after it.
+    pub conf_applied: Vec<(GroupId, Index, ConfState)>,
 }
 
 /// Knobs of a node's runtime that the simulation picks per run.
@@ -103,23 +129,32 @@ impl Clock for SimClock {
     }
 }
 
-/// The simulated disk seen as the runtime's log storage: `view` is what the node has
-/// written (what a running node reads back), the disk tells what of it is durable.
+/// A node's one disk, shared by the logs of all the groups it hosts.
+type SharedDisk = Rc<RefCell<Disk>>;
+
+/// One group's view of the node's disk, as the runtime's log storage: `view` is what the group
+/// has written (what a running node reads back), the shared disk tells what of it is durable.
 #[derive(Clone)]
 pub struct SimLog(Rc<RefCell<SimLogInner>>);
 
 struct SimLogInner {
+    group: GroupId,
     view: MemStorage,
-    disk: Disk,
+    disk: SharedDisk,
     conf_now: ConfState,
     snapshot_wanted: bool,
 }
 
 impl SimLog {
-    fn new(disk: Disk) -> SimLog {
-        let view = disk.durable().clone();
+    fn new(group: GroupId, disk: SharedDisk) -> SimLog {
+        let view = disk
+            .borrow()
+            .durable(group)
+            .unwrap_or_else(|| panic!("group {group} starts from a disk not hosting it"))
+            .clone();
         let conf_now = view.initial_state().conf_state;
         SimLog(Rc::new(RefCell::new(SimLogInner {
+            group,
             view,
             disk,
             conf_now,
@@ -130,11 +165,8 @@ impl SimLog {
     fn write(&self, write: Write) {
         let mut inner = self.0.borrow_mut();
         crate::disk::apply(&mut inner.view, write.clone());
-        inner.disk.write(write);
-    }
-
-    fn disk<R>(&self, f: impl FnOnce(&mut Disk) -> R) -> R {
-        f(&mut self.0.borrow_mut().disk)
+        let group = inner.group;
+        inner.disk.borrow_mut().write(group, write);
     }
 }
 
@@ -146,7 +178,7 @@ impl Storage for SimLog {
         let inner = self.0.borrow();
         let read = inner.view.entries(lo, hi, max_bytes)?;
         let end = read.last().map_or(lo, |e| e.index + 1);
-        if let Some(damage) = inner.disk.damage_in(lo, end) {
+        if let Some(damage) = inner.disk.borrow().damage_in(inner.group, lo, end) {
             return Err(StorageError::ReadFailed(format!(
                 "{} at entry {} of the log",
                 damage.what,
@@ -217,7 +249,9 @@ impl LogStore for SimLog {
         Ok(())
     }
     fn durable_index(&self) -> Index {
-        self.0.borrow().disk.durable().last_index()
+        let inner = self.0.borrow();
+        let disk = inner.disk.borrow();
+        disk.durable(inner.group).map_or(0, |d| d.last_index())
     }
     fn snapshot_meta(&self) -> SnapshotMeta {
         self.0.borrow().view.snapshot().unwrap_or_default().meta
@@ -261,12 +295,13 @@ struct ClientRequest {
     request: Request,
 }
 
-/// A running node: the core, its gate, its applier and state machine.
-struct Running {
+/// One group running on a node: its core, gate, applier and state machine, over its view of
+/// the node's disk.
+struct Replica {
+    group: GroupId,
+    log: SimLog,
     core: GroupCore<SimLog>,
     gate: DurabilityGate,
-    /// The fsync in progress: when it completes and the last write it covers.
-    fsync: Option<(u64, u64)>,
     applier: Applier<KvMachine, SimLog, InlineSnapshotter>,
     machine: KvMachine,
     kv: Arc<KvState>,
@@ -277,10 +312,20 @@ struct Running {
     applied_at: BTreeMap<Ticket, (Index, Term)>,
 }
 
+/// What a node holds in memory while it runs; a crash loses all of it.
+#[derive(Default)]
+struct Running {
+    /// The groups it runs, by id.
+    replicas: BTreeMap<GroupId, Replica>,
+    /// The fsync of the shared journal in progress: when it completes and the last write it
+    /// covers.
+    fsync: Option<(u64, u64)>,
+}
+
 /// One node of the simulated cluster.
 pub struct SimNode {
     id: NodeId,
-    log: SimLog,
+    disk: SharedDisk,
     running: Option<Running>,
     tuning: NodeTuning,
     mutation: Option<RuntimeMutation>,
@@ -289,8 +334,11 @@ pub struct SimNode {
     boots: u64,
     /// Why the node stopped for good: its disk is damaged, and it must be replaced.
     failed: Option<String>,
-    /// Quiescences and wakes of the node's earlier runs (its counters start over at boot).
+    /// Quiescences and wakes of groups no longer running here (their counters start over
+    /// at boot).
     quiescence_before: (u64, u64),
+    /// Groups this node removed at boot, removed while it was down.
+    removed_at_boot: u64,
 }
 
 /// The peer address a simulated node would have; the network routes by id.
@@ -298,9 +346,9 @@ fn sim_addr(id: NodeId) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], (id % 60_000) as u16 + 1))
 }
 
-/// The disk image of a new cluster's node: the first snapshot at index 1 holding the
-/// initial voters and the empty store, as `Node::start_group` bootstraps a group.
-pub fn bootstrap_image(voters: &ConfState) -> MemStorage {
+/// The disk image of a new group's member: the first snapshot at index 1 holding the
+/// initial configuration and the empty store, as `Node::start_group` bootstraps a group.
+pub fn bootstrap_image(conf: &ConfState) -> MemStorage {
     let mut image = MemStorage::new();
     let empty = KvMachine::new(
         Arc::new(KvState::new(KvStore::new())),
@@ -312,7 +360,7 @@ pub fn bootstrap_image(voters: &ConfState) -> MemStorage {
             meta: SnapshotMeta {
                 index: 1,
                 term: 1,
-                conf_state: voters.clone(),
+                conf_state: conf.clone(),
             },
             data: empty,
         })
@@ -325,8 +373,19 @@ pub fn bootstrap_image(voters: &ConfState) -> MemStorage {
     image
 }
 
+/// The Raft configuration of one group of a node: the node's, with a seed of the group's own
+/// so that groups do not time out in lockstep.
+fn group_config(config: &Config, group: GroupId) -> Config {
+    let mut state = config.seed ^ group.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    Config {
+        seed: crate::prng::splitmix64(&mut state),
+        ..config.clone()
+    }
+}
+
 impl SimNode {
-    /// A node whose disk holds `image` (a bootstrapped member, or an empty one to be added).
+    /// A node whose disk holds `image` of the main group (a bootstrapped member, or an empty
+    /// one to be added).
     pub fn new(
         id: NodeId,
         image: MemStorage,
@@ -336,7 +395,7 @@ impl SimNode {
     ) -> SimNode {
         SimNode {
             id,
-            log: SimLog::new(Disk::new(image)),
+            disk: Rc::new(RefCell::new(Disk::with_group(MAIN_GROUP, image))),
             running: None,
             tuning,
             mutation,
@@ -344,6 +403,7 @@ impl SimNode {
             boots: 0,
             failed: None,
             quiescence_before: (0, 0),
+            removed_at_boot: 0,
         }
     }
 
@@ -362,28 +422,54 @@ impl SimNode {
         self.failed.as_deref()
     }
 
-    /// Damages this node's durable log (a bit flip, a cut), from now on.
-    pub fn damage_disk(&mut self, damage: crate::disk::Damage) {
-        self.log.disk(|d| d.damage(damage));
+    /// How many groups this node removed at boot because they were removed while it was down.
+    pub fn removed_at_boot(&self) -> u64 {
+        self.removed_at_boot
     }
 
-    /// The durable log's first index and durable commit index.
-    pub fn durable_range(&self) -> (Index, Index) {
-        let inner = self.log.0.borrow();
-        let durable = inner.disk.durable();
-        (durable.first_index(), durable.hard_state().commit)
+    /// Whether the node's disk holds `group` (running or not).
+    pub fn hosts(&self, group: GroupId) -> bool {
+        self.disk.borrow().hosts(group)
     }
 
-    /// The running Raft core, if up.
-    pub fn raw(&self) -> Option<&RawNode<SimLog>> {
-        self.running.as_ref().map(|r| r.core.raw())
+    /// How many groups the node's disk holds.
+    pub fn groups_hosted(&self) -> usize {
+        self.disk.borrow().groups().len()
     }
 
-    /// Whether the node durably holds the entry (`index`, `term`), in its log or covered by
-    /// its snapshot.
-    pub fn durably_holds(&self, index: Index, term: Term) -> bool {
-        let inner = self.log.0.borrow();
-        let durable = inner.disk.durable();
+    /// Damages the durable records of `group` on this node's disk (a bit flip, a cut), from
+    /// now on.
+    pub fn damage_disk(&mut self, group: GroupId, damage: Damage) {
+        self.disk.borrow_mut().damage(group, damage);
+    }
+
+    /// `group`'s durable log's first index and durable commit index, if hosted.
+    pub fn durable_range(&self, group: GroupId) -> Option<(Index, Index)> {
+        let disk = self.disk.borrow();
+        let durable = disk.durable(group)?;
+        Some((durable.first_index(), durable.hard_state().commit))
+    }
+
+    /// The running Raft core of `group`, if up and hosting it.
+    pub fn raw(&self, group: GroupId) -> Option<&RawNode<SimLog>> {
+        self.replica(group).map(|r| r.core.raw())
+    }
+
+    fn replica(&self, group: GroupId) -> Option<&Replica> {
+        self.running.as_ref()?.replicas.get(&group)
+    }
+
+    fn replica_mut(&mut self, group: GroupId) -> Option<&mut Replica> {
+        self.running.as_mut()?.replicas.get_mut(&group)
+    }
+
+    /// Whether the node durably holds the entry (`index`, `term`) of `group`, in its log or
+    /// covered by its snapshot.
+    pub fn durably_holds(&self, group: GroupId, index: Index, term: Term) -> bool {
+        let disk = self.disk.borrow();
+        let Some(durable) = disk.durable(group) else {
+            return false;
+        };
         if index < durable.first_index() {
             // Compacted: covered by the durable snapshot, whose index is at least this one.
             return true;
@@ -391,32 +477,101 @@ impl SimNode {
         durable.term(index) == Ok(term)
     }
 
-    /// Starts (or restarts) the node from what its disk durably holds.
+    /// Starts (or restarts) the node from what its disk durably holds: every group on it,
+    /// except those in `removed` — removed while the node was down, so it removes them now,
+    /// as the runtime does when it learns of a removal at boot.
     pub fn boot(
         &mut self,
         now_ticks: u64,
         config: Config,
-        checker: &mut Checker,
+        removed: &BTreeSet<GroupId>,
+        checkers: &mut Checkers,
         trace: &mut Trace,
     ) -> Result<(), Violation> {
         assert!(self.running.is_none(), "node {} booted twice", self.id);
         if self.failed.is_some() {
             return Ok(());
         }
-        // The running view starts as what the disk durably holds.
-        let disk = self.log.0.borrow().disk.clone();
-        // Recovery reads every record: damage in the log refuses the start, as `ordo
-        // server` exits naming the file and offset.
-        if let Some(damage) = disk.damage_in(0, Index::MAX) {
-            let reason = format!("{} at entry {}", damage.what, damage.from);
+        // Recovery reads every record of the journal: damage in any group's log refuses the
+        // start, as `ordo server` exits naming the file and offset.
+        if let Some((group, damage)) = self.disk.borrow().damage_anywhere() {
+            let reason = format!("{} at entry {} of group {group}", damage.what, damage.from);
             trace.log(now_ticks, || {
                 format!("node {} refuses to start: {reason}", self.id)
             });
             self.failed = Some(reason);
             return Ok(());
         }
-        let image = disk.durable().clone();
-        self.log = SimLog::new(disk);
+        let hosted = self.disk.borrow().groups();
+        for group in hosted {
+            if removed.contains(&group) {
+                self.disk.borrow_mut().remove_group(group);
+                self.removed_at_boot += 1;
+                trace.log(now_ticks, || {
+                    format!(
+                        "group {group}: node {} removes it at boot, removed while it was down",
+                        self.id
+                    )
+                });
+            }
+        }
+        self.boots += 1;
+        self.running = Some(Running::default());
+        let groups = self.disk.borrow().groups();
+        for group in groups {
+            self.start_group(now_ticks, group, &config, checkers.group(group), trace)
+                .map_err(|v| v.in_group(group))?;
+        }
+        Ok(())
+    }
+
+    /// Bootstraps `group` on this node's disk from `image` and, if the node is up, starts it.
+    /// A node that is down starts it at its next boot, from the same image.
+    pub fn create_group(
+        &mut self,
+        now_ticks: u64,
+        group: GroupId,
+        image: MemStorage,
+        config: &Config,
+        checkers: &mut Checkers,
+        trace: &mut Trace,
+    ) -> Result<(), Violation> {
+        if self.failed.is_some() {
+            return Ok(());
+        }
+        self.disk.borrow_mut().create_group(group, image);
+        if self.running.is_none() {
+            return Ok(());
+        }
+        self.start_group(now_ticks, group, config, checkers.group(group), trace)
+            .map_err(|v| v.in_group(group))
+    }
+
+    /// Removes `group` from this node, running or durable. A node that is down keeps it on
+    /// its disk until its next boot (see [`SimNode::boot`]).
+    pub fn remove_group(&mut self, group: GroupId) {
+        let Some(running) = self.running.as_mut() else {
+            return;
+        };
+        if let Some(replica) = running.replicas.remove(&group) {
+            let m = replica.core.metrics();
+            self.quiescence_before.0 += m.quiesces;
+            self.quiescence_before.1 += m.wakes;
+        }
+        self.disk.borrow_mut().remove_group(group);
+    }
+
+    /// Starts one group of a running node from its durable image.
+    fn start_group(
+        &mut self,
+        now_ticks: u64,
+        group: GroupId,
+        config: &Config,
+        checker: &mut Checker,
+        trace: &mut Trace,
+    ) -> Result<(), Violation> {
+        let log = SimLog::new(group, Rc::clone(&self.disk));
+        let image = log.0.borrow().view.clone();
         let snapshot = image.snapshot().unwrap_or_default();
         let kv = Arc::new(KvState::new(KvStore::new()));
         let leases = Arc::new(LeaseClock::new(self.clock.clone()));
@@ -424,28 +579,37 @@ impl SimNode {
         if snapshot.meta.index > 0 {
             machine
                 .restore(snapshot.meta.index, &snapshot.data)
-                .unwrap_or_else(|e| panic!("node {} cannot read its own snapshot: {e}", self.id));
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "node {} cannot read its own snapshot of group {group}: {e}",
+                        self.id
+                    )
+                });
         }
         let applied = snapshot.meta.index;
         self.observe_boot(now_ticks, &image, checker)?;
         let raw = RawNode::new(
             Config {
                 applied_index: applied,
-                ..config
+                ..group_config(config, group)
             },
-            self.log.clone(),
+            log.clone(),
         )
-        .unwrap_or_else(|error| panic!("node {} cannot start from its disk: {error}", self.id));
-        self.boots += 1;
+        .unwrap_or_else(|error| {
+            panic!(
+                "node {} cannot start group {group} from its disk: {error}",
+                self.id
+            )
+        });
         let core = GroupCore::new(
-            self.core_config(),
+            self.core_config(group),
             raw,
             applied,
             BTreeMap::new(),
             Arc::default(),
         );
         let identity = ApplierIdentity {
-            group_id: GroupId(1),
+            group_id: group,
             node_id: self.id,
             boot: self.boots,
             restored: (applied, snapshot.meta.term),
@@ -456,14 +620,15 @@ impl SimNode {
         };
         let applier = Applier::new(
             identity,
-            self.log.clone(),
+            log.clone(),
             Arc::default(),
             thresholds,
             InlineSnapshotter::default(),
         );
         trace.log(now_ticks, || {
             format!(
-                "node {} starts: term {}, log {}..={}, snapshot at {applied}, commit {}",
+                "group {group}: node {} starts: term {}, log {}..={}, snapshot at {applied}, \
+                 commit {}",
                 self.id,
                 core.raw().term(),
                 image.first_index(),
@@ -471,10 +636,11 @@ impl SimNode {
                 image.hard_state().commit
             )
         });
-        self.running = Some(Running {
+        let replica = Replica {
+            group,
+            log,
             core,
             gate: self.gate(),
-            fsync: None,
             applier,
             machine,
             kv,
@@ -482,7 +648,17 @@ impl SimNode {
             outputs: Arc::default(),
             clients: BTreeMap::new(),
             applied_at: BTreeMap::new(),
-        });
+        };
+        let running = self
+            .running
+            .as_mut()
+            .expect("groups start on a running node");
+        let previous = running.replicas.insert(group, replica);
+        assert!(
+            previous.is_none(),
+            "group {group} started twice on node {}",
+            self.id
+        );
         Ok(())
     }
 
@@ -516,10 +692,10 @@ impl SimNode {
         )
     }
 
-    fn core_config(&self) -> CoreConfig {
+    fn core_config(&self, group: GroupId) -> CoreConfig {
         CoreConfig {
             quiesce: true,
-            group_id: GroupId(1),
+            group_id: group,
             node_id: self.id,
             boot: self.boots,
             self_addr: sim_addr(self.id),
@@ -544,10 +720,11 @@ impl SimNode {
         }
     }
 
-    /// Loses power: everything in memory is gone and the disk keeps what it keeps.
+    /// Loses power: everything in memory is gone, of every group, and the shared disk keeps
+    /// what it keeps of all of them.
     pub fn crash(&mut self, prng: &mut Prng) {
         self.stop();
-        self.log.disk(|disk| disk.crash(prng));
+        self.disk.borrow_mut().crash(prng);
     }
 
     fn stop(&mut self) {
@@ -555,79 +732,88 @@ impl SimNode {
         self.running = None;
     }
 
-    /// Times this node's group quiesced and woke, over all its runs.
+    /// Times this node's groups quiesced and woke, over all its runs.
     pub fn quiescence(&self) -> (u64, u64) {
-        let (quiesces, wakes) = self.quiescence_before;
-        match &self.running {
-            Some(r) => {
-                let m = r.core.metrics();
-                (quiesces + m.quiesces, wakes + m.wakes)
-            }
-            None => (quiesces, wakes),
+        let (mut quiesces, mut wakes) = self.quiescence_before;
+        for replica in self.running.iter().flat_map(|r| r.replicas.values()) {
+            let m = replica.core.metrics();
+            quiesces += m.quiesces;
+            wakes += m.wakes;
         }
+        (quiesces, wakes)
     }
 
-    /// Whether the node is up and its group quiesced (its clock is not ticking).
-    pub fn is_quiesced(&self) -> bool {
-        self.running.as_ref().is_some_and(|r| r.core.is_quiesced())
-    }
-
-    /// Advances the core's logical clock, as the driver's interval does: not while the
+    /// Advances every group's logical clock, as the driver's interval does: not while the
     /// group is quiesced.
     pub fn tick(&mut self) {
-        if let Some(r) = self.running.as_mut() {
-            if !r.core.is_quiesced() {
-                r.core.on_tick();
+        for replica in self
+            .running
+            .iter_mut()
+            .flat_map(|r| r.replicas.values_mut())
+        {
+            if !replica.core.is_quiesced() {
+                replica.core.on_tick();
             }
         }
     }
 
-    /// The transport lost its connection to `peer` (it crashed or stopped).
+    /// The transport lost its connection to `peer` (it crashed or stopped): every group
+    /// hears of it.
     pub fn on_unreachable(&mut self, peer: NodeId) {
-        if let Some(r) = self.running.as_mut() {
-            r.core.on_unreachable(peer);
+        for replica in self
+            .running
+            .iter_mut()
+            .flat_map(|r| r.replicas.values_mut())
+        {
+            replica.core.on_unreachable(peer);
         }
     }
 
-    /// Delivers a peer's encoded message. Returns false when the node is down.
-    pub fn on_peer(&mut self, from: NodeId, payload: Bytes) -> bool {
-        let Some(r) = self.running.as_mut() else {
+    /// Delivers a peer's encoded message of `group`. Returns false when it is dropped: the
+    /// node is down, or hosts no such group (removed, or not created here yet), which the
+    /// real transport drops too.
+    pub fn on_peer(&mut self, from: NodeId, group: GroupId, payload: Bytes) -> bool {
+        let id = self.id;
+        let Some(replica) = self.replica_mut(group) else {
             return false;
         };
-        let message = WireMessage::decode(payload)
-            .unwrap_or_else(|e| panic!("node {} got an undecodable peer message: {e}", self.id));
-        r.core.on_message(from, message);
+        let message = WireMessage::decode(payload).unwrap_or_else(|e| {
+            panic!("node {id} got an undecodable peer message for group {group}: {e}")
+        });
+        replica.core.on_message(from, message);
         true
     }
 
-    /// Proposes a membership change the nemesis chose; false when the node is down.
-    pub fn propose_conf_change(&mut self, cc: &ConfChange) -> bool {
-        let Some(r) = self.running.as_mut() else {
+    /// Proposes a membership change of `group` the nemesis chose; false when the node does
+    /// not run the group.
+    pub fn propose_conf_change(&mut self, group: GroupId, cc: &ConfChange) -> bool {
+        let Some(replica) = self.replica_mut(group) else {
             return false;
         };
-        r.core.propose_conf_change(cc.clone(), None);
+        replica.core.propose_conf_change(cc.clone(), None);
         true
     }
 
-    /// Asks this node, as leader, to hand leadership to `target`.
-    pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), ProposeError> {
-        match self.running.as_mut() {
-            Some(r) => r.core.transfer_leader(target),
+    /// Asks this node, as leader of `group`, to hand leadership to `target`.
+    pub fn transfer_leader(&mut self, group: GroupId, target: NodeId) -> Result<(), ProposeError> {
+        match self.replica_mut(group) {
+            Some(replica) => replica.core.transfer_leader(target),
             None => Err(ProposeError::ShuttingDown),
         }
     }
 
-    /// Handles a client's request: a read through ReadIndex, a write through the log. A
-    /// follower forwards writes and confirms reads with the leader itself.
+    /// Handles a client's request to the group it names: a read through ReadIndex, a write
+    /// through the log. A follower forwards writes and confirms reads with the leader itself.
+    /// A request for a group the node does not run is dropped, as for a node that is down.
     pub fn on_request(&mut self, client_address: u64, request: Request) {
-        let Some(r) = self.running.as_mut() else {
+        let Some(replica) = self.replica_mut(request.group) else {
             return;
         };
         let ticket = match &request.op {
-            ClientOp::Get { .. } => r.core.read(),
-            op => r.core.propose(&write_command(request.request_id, op)),
+            ClientOp::Get { .. } => replica.core.read(),
+            op => replica.core.propose(&write_command(request.request_id, op)),
         };
-        r.clients.insert(
+        replica.clients.insert(
             ticket,
             ClientRequest {
                 address: client_address,
@@ -636,39 +822,37 @@ impl SimNode {
         );
     }
 
-    /// Runs the core's turns: commands, fsync completions, applying, answers.
+    /// Runs the cores' turns: each group's commands, then the shared journal's fsync
+    /// completions, which release every group's gate, applying and answers.
     pub fn drive(
         &mut self,
         now_ticks: u64,
         prng: &mut Prng,
-        checker: &mut Checker,
+        checkers: &mut Checkers,
         trace: &mut Trace,
         outbox: &mut Outbox,
     ) -> Result<(), Violation> {
         let id = self.id;
-        let log = self.log.clone();
         let tuning = self.tuning;
-        let Some(r) = self.running.as_mut() else {
+        let disk = Rc::clone(&self.disk);
+        let Some(running) = self.running.as_mut() else {
             return Ok(());
         };
         for _ in 0..TURNS_PER_STEP_MAX {
-            r.core.end_turn();
             let mut moved = false;
-            loop {
-                let commands = r.core.take_commands();
-                if commands.is_empty() {
-                    break;
-                }
-                moved = true;
-                for command in commands {
-                    r.execute(id, &log, now_ticks, command, checker, trace, outbox)?;
-                }
+            for (&group, replica) in &mut running.replicas {
+                moved |= replica
+                    .turn(id, now_ticks, checkers.group(group), trace, outbox)
+                    .map_err(|v| v.in_group(group))?;
             }
-            moved |= r.complete_fsync(&log, now_ticks);
-            moved |= r.release_durable(id, &log, outbox);
-            r.start_fsync(&log, now_ticks, tuning, prng);
-            if let Some(reason) = r.core.storage_failure() {
-                // The group stops rather than serve what it could not read.
+            moved |= running.complete_fsync(&disk, now_ticks);
+            let synced = disk.borrow().synced();
+            for replica in running.replicas.values_mut() {
+                moved |= replica.release_durable(id, synced, outbox);
+            }
+            running.start_fsync(&disk, now_ticks, tuning, prng);
+            if let Some(reason) = running.storage_failure() {
+                // The node stops rather than serve what it could not read.
                 trace.log(now_ticks, || format!("node {id} stops: {reason}"));
                 self.stop();
                 self.failed = Some(reason);
@@ -683,16 +867,82 @@ impl SimNode {
 
     /// Whether reads or writes from clients are waiting here.
     pub fn has_pending_client_work(&self) -> bool {
-        self.running.as_ref().is_some_and(|r| !r.clients.is_empty())
+        self.running
+            .iter()
+            .flat_map(|r| r.replicas.values())
+            .any(|replica| !replica.clients.is_empty())
     }
 }
 
 impl Running {
-    #[allow(clippy::too_many_arguments)]
+    /// Completes the fsync in progress when its time has come; true if it did.
+    fn complete_fsync(&mut self, disk: &SharedDisk, now_ticks: u64) -> bool {
+        let Some((done_at, upto)) = self.fsync else {
+            return false;
+        };
+        if done_at > now_ticks {
+            return false;
+        }
+        self.fsync = None;
+        disk.borrow_mut().fsync_through(upto);
+        true
+    }
+
+    /// Starts an fsync of everything written by any group, if anything is and none is
+    /// running.
+    fn start_fsync(
+        &mut self,
+        disk: &SharedDisk,
+        now_ticks: u64,
+        tuning: NodeTuning,
+        prng: &mut Prng,
+    ) {
+        if self.fsync.is_some() || !disk.borrow().has_unsynced() {
+            return;
+        }
+        let latency = prng.range(tuning.fsync_ticks_min, tuning.fsync_ticks_max);
+        let upto = disk.borrow().issued();
+        self.fsync = Some((now_ticks + latency, upto));
+    }
+
+    /// The first group that could not read its log, with why.
+    fn storage_failure(&self) -> Option<String> {
+        self.replicas.iter().find_map(|(group, replica)| {
+            replica
+                .core
+                .storage_failure()
+                .map(|reason| format!("group {group}: {reason}"))
+        })
+    }
+}
+
+impl Replica {
+    /// One turn of the core: carries out every command it has; true if there were any.
+    fn turn(
+        &mut self,
+        id: NodeId,
+        now_ticks: u64,
+        checker: &mut Checker,
+        trace: &mut Trace,
+        outbox: &mut Outbox,
+    ) -> Result<bool, Violation> {
+        self.core.end_turn();
+        let mut moved = false;
+        loop {
+            let commands = self.core.take_commands();
+            if commands.is_empty() {
+                return Ok(moved);
+            }
+            moved = true;
+            for command in commands {
+                self.execute(id, now_ticks, command, checker, trace, outbox)?;
+            }
+        }
+    }
+
     fn execute(
         &mut self,
         id: NodeId,
-        log: &SimLog,
         now_ticks: u64,
         command: Command,
         checker: &mut Checker,
@@ -700,9 +950,14 @@ impl Running {
         outbox: &mut Outbox,
     ) -> Result<(), Violation> {
         match command {
-            Command::Send { to, message, .. } => {
-                outbox.wire.push((id, to, Wire::Peer(message.encode())))
-            }
+            Command::Send { to, message, .. } => outbox.wire.push((
+                id,
+                to,
+                Wire::Peer {
+                    group: self.group,
+                    payload: message.encode(),
+                },
+            )),
             Command::Persist(persist) => {
                 let raw = self.core.raw();
                 let leader_term = (raw.role() == StateRole::Leader).then(|| raw.term());
@@ -718,8 +973,8 @@ impl Running {
                     }
                     trace.log(now_ticks, || {
                         format!(
-                            "node {id} installs a snapshot at index {} term {}",
-                            snapshot.meta.index, snapshot.meta.term
+                            "group {}: node {id} installs a snapshot at index {} term {}",
+                            self.group, snapshot.meta.index, snapshot.meta.term
                         )
                     });
                     checker.observe_log_reset(
@@ -731,23 +986,31 @@ impl Running {
                     )?;
                 }
                 checker.observe_append(now_ticks, id, &persist.entries, leader_term)?;
-                log.persist(&persist)
+                self.log
+                    .persist(&persist)
                     .expect("the simulated disk never fails a write");
-                let position = log.disk(|d| d.issued());
+                // The write's position is its number in the node's one journal: an fsync
+                // of any group's writes covers it once it started after it.
+                let position = self.log.0.borrow().disk.borrow().issued();
                 self.gate.written(persist.seq, Some(position));
             }
             Command::SendAfterDurable { seq, to, message } => self.gate.hold(seq, to, message),
             Command::Apply(work) => self.apply(id, now_ticks, work, checker, trace, outbox)?,
             Command::Answer { ticket, answer } => self.answer(id, ticket, answer, outbox),
             Command::RecordCommit(hs) => {
-                log.record_hard_state(hs)
+                self.log
+                    .record_hard_state(hs)
                     .expect("the simulated disk never fails a write");
             }
             Command::CompactLog { through } => {
-                log.compact(through)
+                self.log
+                    .compact(through)
                     .expect("the simulated disk never fails a write");
                 trace.log(now_ticks, || {
-                    format!("node {id} compacts its log through index {through}")
+                    format!(
+                        "group {}: node {id} compacts its log through index {through}",
+                        self.group
+                    )
                 });
             }
             Command::RecordMembers(_) | Command::LeadershipChanged(_) => {}
@@ -785,7 +1048,8 @@ impl Running {
             if entry.kind == EntryKind::ConfChange {
                 trace.log(now_ticks, || {
                     format!(
-                        "node {id} applies configuration change at index {}: {:?}",
+                        "group {}: node {id} applies configuration change at index {}: {:?}",
+                        self.group,
                         entry.index,
                         ConfChange::decode(&entry.data).map(|cc| cc.changes)
                     )
@@ -811,14 +1075,17 @@ impl Running {
         let finished = self
             .applier
             .apply_batch(&mut self.machine, batch)
-            .unwrap_or_else(|e| panic!("node {id} stopped applying: {e}"));
+            .unwrap_or_else(|e| panic!("node {id} stopped applying group {}: {e}", self.group));
         self.batches_done += 1;
         if let Some(index) = last_conf_change {
-            outbox.conf_applied.push((index, conf_state));
+            outbox.conf_applied.push((self.group, index, conf_state));
         }
         if let Some(SnapshotOutcome::Written { meta, .. }) = finished {
             trace.log(now_ticks, || {
-                format!("node {id} snapshots its state at index {}", meta.index)
+                format!(
+                    "group {}: node {id} snapshots its state at index {}",
+                    self.group, meta.index
+                )
             });
             self.core.on_snapshot_taken(meta);
         }
@@ -842,7 +1109,13 @@ impl Running {
                 Ok(ApplyResponse::Txn(txn)) => WriteResult::Cas(txn.succeeded),
                 other => panic!("node {id}: a client write applied as {other:?}"),
             };
-            outbox.acked.push((id, node_term, index, term));
+            outbox.acked.push(Ack {
+                group: self.group,
+                node: id,
+                node_term,
+                index,
+                term,
+            });
             let reply = Reply::Written {
                 result,
                 index,
@@ -880,41 +1153,25 @@ impl Running {
         respond(id, client, reply, outbox);
     }
 
-    /// Completes the fsync in progress when its time has come; true if it did.
-    fn complete_fsync(&mut self, log: &SimLog, now_ticks: u64) -> bool {
-        let Some((done_at, upto)) = self.fsync else {
-            return false;
-        };
-        if done_at > now_ticks {
-            return false;
-        }
-        self.fsync = None;
-        log.disk(|d| d.fsync_through(upto));
-        true
-    }
-
-    /// Sends what the disk's durability now allows and tells the core; true if anything
-    /// moved.
-    fn release_durable(&mut self, id: NodeId, log: &SimLog, outbox: &mut Outbox) -> bool {
-        let released = self.gate.release(log.disk(|d| d.synced()));
+    /// Sends what the journal's durability (through write `synced`) now allows and tells
+    /// the core; true if anything moved.
+    fn release_durable(&mut self, id: NodeId, synced: u64, outbox: &mut Outbox) -> bool {
+        let released = self.gate.release(synced);
         let moved = !released.messages.is_empty() || released.persisted.is_some();
         for (to, message) in released.messages {
-            outbox.wire.push((id, to, Wire::Peer(message.encode())));
+            outbox.wire.push((
+                id,
+                to,
+                Wire::Peer {
+                    group: self.group,
+                    payload: message.encode(),
+                },
+            ));
         }
         if let Some(seq) = released.persisted {
             self.core.on_persisted(seq);
         }
         moved
-    }
-
-    /// Starts an fsync of everything written, if anything is and none is running.
-    fn start_fsync(&mut self, log: &SimLog, now_ticks: u64, tuning: NodeTuning, prng: &mut Prng) {
-        if self.fsync.is_some() || !log.disk(|d| d.has_unsynced()) {
-            return;
-        }
-        let latency = prng.range(tuning.fsync_ticks_min, tuning.fsync_ticks_max);
-        let upto = log.disk(|d| d.issued());
-        self.fsync = Some((now_ticks + latency, upto));
     }
 }
 

@@ -1,19 +1,21 @@
-//! One simulated run: a cluster, its clients, a nemesis injecting faults, and the checkers,
-//! advanced tick by tick from a single seed.
+//! One simulated run: a cluster hosting several groups, its clients, a nemesis injecting
+//! faults, and the checkers of every group, advanced tick by tick from a single seed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ordo_lincheck::{CheckError, CheckOptions, History, KvInput, KvModel, KvOutput};
+use ordo_lincheck::{CheckError, CheckOptions, KvModel};
+use ordo_node::GroupId;
 use ordo_raft::{
     ConfChange, ConfChangeKind, ConfChangeSingle, ConfChangeTransition, ConfState, Config, Index,
     Mutation, NodeId, ReadOnlyOption, StateRole, Storage,
 };
 
-use crate::checker::{Checker, Violation, ViolationKind};
-use crate::client::{Client, ClientConfig, ClientEvent, Request};
+use crate::checker::{Checkers, Violation, ViolationKind};
+use crate::client::{Client, ClientConfig, ClientEvent, Directory, Histories, Request};
+use crate::groups::{members, GroupRegistry};
 use crate::network::{Network, NetworkConfig};
 use crate::node::{
-    bootstrap_image, NodeTuning, Outbox, SimClock, SimNode, Wire, CLIENT_ADDRESS_BASE,
+    bootstrap_image, NodeTuning, Outbox, SimClock, SimNode, Wire, CLIENT_ADDRESS_BASE, MAIN_GROUP,
 };
 use crate::prng::{splitmix64, Prng};
 use crate::trace::Trace;
@@ -43,11 +45,13 @@ pub struct Faults {
     pub clock_jumps: bool,
     /// One node's durable log is damaged (a bit flip, a cut) and the node must be replaced.
     pub disk_damage: bool,
+    /// Groups created and removed at run time, beside the ones the run starts with.
+    pub groups: bool,
 }
 
 impl Faults {
     /// The names accepted by [`Faults::parse`].
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 11] = [
         "partition",
         "crash",
         "loss",
@@ -58,6 +62,7 @@ impl Faults {
         "skew",
         "jump",
         "disk",
+        "groups",
     ];
 
     /// Every fault.
@@ -73,6 +78,7 @@ impl Faults {
             clock_skew: true,
             clock_jumps: true,
             disk_damage: true,
+            groups: true,
         }
     }
 
@@ -89,6 +95,7 @@ impl Faults {
             clock_skew: false,
             clock_jumps: false,
             disk_damage: false,
+            groups: false,
         }
     }
 
@@ -116,6 +123,7 @@ impl Faults {
                 "skew" => &mut faults.clock_skew,
                 "jump" => &mut faults.clock_jumps,
                 "disk" => &mut faults.disk_damage,
+                "groups" => &mut faults.groups,
                 other => {
                     return Err(format!(
                         "unknown fault {other:?}; expected all, none, or a list of {}",
@@ -147,6 +155,8 @@ pub struct SimConfig {
     pub seed: u64,
     /// Voters at the start (3, 5 or 7 in the standard sweeps).
     pub nodes: usize,
+    /// Groups created at the start beside the main one (which every node hosts).
+    pub groups_at_start: usize,
     /// Length of the run in simulated ticks (a Raft tick is [`RAFT_TICK_TICKS`] of them).
     pub run_ticks: u64,
     /// Simulated ticks at the end of the run with no faults, to check liveness.
@@ -246,12 +256,16 @@ const LINCHECK_STATES_MAX: u64 = 1_000_000;
 /// Most node ids a run may create (initial voters plus nodes added by the nemesis).
 const SPARE_NODES_MAX: usize = 4;
 
+/// Most groups besides the main one that exist at once.
+const EXTRA_GROUPS_MAX: usize = 3;
+
 impl SimConfig {
     /// A run of `nodes` voters with every fault and the standard length.
     pub fn new(seed: u64, nodes: usize) -> SimConfig {
         SimConfig {
             seed,
             nodes,
+            groups_at_start: 1,
             run_ticks: 12_000,
             quiet_ticks: 4_000,
             faults: Faults::all(),
@@ -289,6 +303,19 @@ pub struct RunStats {
     pub quiesces: u64,
     /// Times a quiesced group woke.
     pub wakes: u64,
+    /// Groups created (at the start and at run time) beside the main one.
+    pub groups_created: u64,
+    /// Groups removed at run time.
+    pub groups_removed: u64,
+    /// Crashes of a node hosting more than one group.
+    pub crashes_multi_group: u64,
+    /// Client operations that returned from a group other than the main one.
+    pub ops_completed_other_groups: u64,
+    /// Groups a node removed at boot, removed while it was down.
+    pub groups_removed_at_boot: u64,
+    /// Peer messages a running node dropped because it does not run their group (removed,
+    /// or not started there yet).
+    pub messages_for_unknown_groups: u64,
 }
 
 /// The result of one run.
@@ -344,8 +371,15 @@ struct Simulation {
     next_nemesis_at: u64,
     next_node_id: NodeId,
     clients: Vec<Client>,
-    history: History<KvInput, KvOutput>,
-    checker: Checker,
+    /// The clients' operations, one history per group.
+    histories: Histories,
+    checkers: Checkers,
+    /// The groups besides the main one.
+    groups: GroupRegistry,
+    /// Bumped whenever a node or a group comes or goes.
+    topology_version: u64,
+    /// Where clients may send requests, with the topology version it was built at.
+    directory: Option<(u64, Directory)>,
     trace: Trace,
     lease_reads: bool,
     tuning: NodeTuning,
@@ -355,17 +389,18 @@ struct Simulation {
     disk_damaged: bool,
     /// When the operator next looks at a failed member.
     next_operator_at: u64,
-    /// Each leader's commit index last checked for durability, per (node, term).
-    leader_commit_checked: BTreeMap<NodeId, (u64, u64)>,
-    leaders_seen: BTreeSet<(u64, NodeId)>,
+    /// Each leader's (term, commit index) last checked for durability, per group and node.
+    leader_commit_checked: BTreeMap<(GroupId, NodeId), (u64, u64)>,
+    /// (group, term, leader) seen.
+    leaders_seen: BTreeSet<(GroupId, u64, NodeId)>,
     stats: RunStats,
     faults_stopped: bool,
     leader_deadline_ticks: Option<u64>,
     undecided: Option<String>,
     /// The index of the latest configuration change applied anywhere.
     conf_index_seen: u64,
-    /// Each leader's configuration at the start of the current step.
-    leader_conf_before: BTreeMap<NodeId, ConfState>,
+    /// Each leader's configuration at the start of the current step, per group and node.
+    leader_conf_before: BTreeMap<(GroupId, NodeId), ConfState>,
 }
 
 /// The phases of the Figure 8 scenario of the Raft paper, played with partitions: a leader
@@ -477,8 +512,11 @@ impl Simulation {
             next_nemesis_at: 0,
             next_node_id: config.nodes as NodeId + 1,
             clients: Vec::new(),
-            history: History::new(),
-            checker: Checker::new(),
+            histories: Histories::new(),
+            checkers: Checkers::new(),
+            groups: GroupRegistry::new(),
+            topology_version: 0,
+            directory: None,
             trace: Trace::new(config.trace),
             lease_reads,
             tuning,
@@ -526,11 +564,18 @@ impl Simulation {
     }
 
     fn spawn(&mut self, id: NodeId, initial: Option<ConfState>) -> Result<(), Violation> {
+        self.topology_version += 1;
         let image = initial.map_or_else(ordo_raft::MemStorage::new, |c| bootstrap_image(&c));
         let mutation = self.config.mutation.and_then(SimMutation::runtime);
         let mut node = SimNode::new(id, image, self.tuning, mutation, self.clock.clone());
         let config = self.raft_config(id);
-        node.boot(self.now_ticks, config, &mut self.checker, &mut self.trace)?;
+        node.boot(
+            self.now_ticks,
+            config,
+            self.groups.removed(),
+            &mut self.checkers,
+            &mut self.trace,
+        )?;
         self.nodes.insert(id, node);
         let interval = if self.config.faults.clock_skew && !self.lease_reads {
             self.prng.range(RAFT_TICK_TICKS - 1, RAFT_TICK_TICKS + 1)
@@ -551,11 +596,39 @@ impl Simulation {
             .collect()
     }
 
+    /// The main group's leader.
     fn leader(&self) -> Option<NodeId> {
+        self.leader_of(MAIN_GROUP)
+    }
+
+    /// Every group that exists now: the main one, then the others in id order.
+    fn group_ids(&self) -> Vec<GroupId> {
+        std::iter::once(MAIN_GROUP)
+            .chain(self.groups.live().keys().copied())
+            .collect()
+    }
+
+    /// Where clients may send requests now: each group with the nodes that run it.
+    fn build_directory(&self) -> Directory {
+        let mut directory = Directory::from([(MAIN_GROUP, self.live_member_ids())]);
+        for (&group, conf) in self.groups.live() {
+            let nodes: Vec<NodeId> = members(conf)
+                .into_iter()
+                .filter(|id| !self.removed.contains(id))
+                .collect();
+            directory.insert(group, nodes);
+        }
+        directory
+    }
+
+    fn leader_of(&self, group: GroupId) -> Option<NodeId> {
         // The leader of the highest term among up nodes.
         self.nodes
             .values()
-            .filter_map(|node| node.raw().map(|raw| (raw.term(), raw.role(), node.id())))
+            .filter_map(|node| {
+                node.raw(group)
+                    .map(|raw| (raw.term(), raw.role(), node.id()))
+            })
             .filter(|(_, role, _)| *role == StateRole::Leader)
             .map(|(term, _, id)| (term, id))
             .max()
@@ -567,6 +640,9 @@ impl Simulation {
         for id in 1..=self.config.nodes as NodeId {
             self.spawn(id, Some(initial.clone()))?;
             self.ever_member.insert(id);
+        }
+        for _ in 0..self.config.groups_at_start {
+            self.create_group()?;
         }
         self.trace.log(0, || {
             format!(
@@ -600,33 +676,33 @@ impl Simulation {
 
     fn step(&mut self) -> Result<(), Violation> {
         let now = self.now_ticks;
-        self.leader_conf_before = self
-            .nodes
-            .iter()
-            .filter_map(|(&id, node)| node.raw().map(|raw| (id, raw)))
-            .filter(|(_, raw)| raw.role() == StateRole::Leader)
-            .map(|(id, raw)| (id, raw.conf_state()))
-            .collect();
+        self.leader_conf_before = self.leader_confs();
         let mut outbox = Outbox::default();
         let mut client_requests: Vec<(u64, NodeId, Request)> = Vec::new();
         let mut client_events = Vec::new();
-        let members = self.live_member_ids();
+        let (built_at, directory) = match self.directory.take() {
+            Some((version, directory)) if version == self.topology_version => (version, directory),
+            _ => (self.topology_version, self.build_directory()),
+        };
 
         // Deliveries.
         while let Some((from, to, wire)) = self.network.next_due(now) {
             match wire {
-                Wire::Peer(payload) => {
+                Wire::Peer { group, payload } => {
                     if self
                         .config
                         .watch_node
                         .is_some_and(|watched| watched == from || watched == to)
                     {
                         let message = ordo_node::codec::WireMessage::decode(payload.clone());
-                        self.trace
-                            .log(now, || format!("deliver {from} -> {to}: {message:?}"));
+                        self.trace.log(now, || {
+                            format!("group {group}: deliver {from} -> {to}: {message:?}")
+                        });
                     }
                     if let Some(node) = self.nodes.get_mut(&to) {
-                        node.on_peer(from, payload);
+                        if node.is_up() && !node.on_peer(from, group, payload) {
+                            self.stats.messages_for_unknown_groups += 1;
+                        }
                     }
                 }
                 Wire::Request(request) => {
@@ -641,8 +717,8 @@ impl Simulation {
                         now,
                         from,
                         response,
-                        &members,
-                        &mut self.history,
+                        &directory,
+                        &mut self.histories,
                         &mut requests,
                         &mut client_events,
                     );
@@ -673,8 +749,8 @@ impl Simulation {
             let mut requests = Vec::new();
             client.poll(
                 now,
-                &members,
-                &mut self.history,
+                &directory,
+                &mut self.histories,
                 &mut requests,
                 &mut client_events,
             );
@@ -700,21 +776,41 @@ impl Simulation {
             node.drive(
                 now,
                 &mut self.prng,
-                &mut self.checker,
+                &mut self.checkers,
                 &mut self.trace,
                 &mut outbox,
             )?;
         }
         self.crash_fresh_leaders(&mut outbox)?;
-        for (_, node_term, index, term) in std::mem::take(&mut outbox.acked) {
-            self.checker.observe_ack(now, node_term, index, term)?;
+        for ack in std::mem::take(&mut outbox.acked) {
+            self.checkers
+                .group(ack.group)
+                .observe_ack(now, ack.node_term, ack.index, ack.term)
+                .map_err(|v| v.in_group(ack.group))?;
         }
         for (from, to, wire) in std::mem::take(&mut outbox.wire) {
             self.network.send(&mut self.prng, now, from, to, wire);
         }
         self.observe_membership(&outbox.conf_applied);
+        // Kept for the next step, which rebuilds it if a node or a group came or went.
+        self.directory = Some((built_at, directory));
 
         self.check_step()
+    }
+
+    /// The main group's leaders' configurations now. The other groups never change
+    /// configuration, so theirs before a step is theirs after it.
+    fn leader_confs(&self) -> BTreeMap<(GroupId, NodeId), ConfState> {
+        let mut confs = BTreeMap::new();
+        for (&id, node) in &self.nodes {
+            if let Some(raw) = node
+                .raw(MAIN_GROUP)
+                .filter(|raw| raw.role() == StateRole::Leader)
+            {
+                confs.insert((MAIN_GROUP, id), raw.conf_state());
+            }
+        }
+        confs
     }
 
     /// Sometimes crashes a node the moment it becomes leader, before anything it decided
@@ -729,9 +825,10 @@ impl Simulation {
         let fresh: Vec<(NodeId, u64)> = self
             .nodes
             .iter()
-            .filter_map(|(&id, node)| node.raw().map(|raw| (id, raw)))
+            .filter_map(|(&id, node)| node.raw(MAIN_GROUP).map(|raw| (id, raw)))
             .filter(|(id, raw)| {
-                raw.role() == StateRole::Leader && !self.leaders_seen.contains(&(raw.term(), *id))
+                raw.role() == StateRole::Leader
+                    && !self.leaders_seen.contains(&(MAIN_GROUP, raw.term(), *id))
             })
             .map(|(id, raw)| (id, raw.term()))
             .collect();
@@ -766,13 +863,16 @@ impl Simulation {
                 continue;
             }
             // It was leader, however briefly: the checkers must know.
-            self.checker.observe_role(now, id, term, true)?;
-            self.leaders_seen.insert((term, id));
+            self.checkers
+                .group(MAIN_GROUP)
+                .observe_role(now, id, term, true)
+                .map_err(|v| v.in_group(MAIN_GROUP))?;
+            self.leaders_seen.insert((MAIN_GROUP, term, id));
             self.stats.leaders_elected += 1;
             outbox.wire.retain(|(from, _, _)| *from != id);
-            outbox.acked.retain(|(from, _, _, _)| *from != id);
+            outbox.acked.retain(|ack| ack.node != id);
             self.trace.log(now, || {
-                format!("node {id} crashes as it becomes leader of term {term}")
+                format!("group 1: node {id} crashes as it becomes leader of term {term}")
             });
             self.crash(id);
             let down_ticks = self.nemesis_prng.range(20, 600);
@@ -783,7 +883,12 @@ impl Simulation {
 
     fn trace_client_event(&mut self, event: ClientEvent) {
         match &event {
-            ClientEvent::Completed { .. } => self.stats.ops_completed += 1,
+            ClientEvent::Completed { request, .. } => {
+                self.stats.ops_completed += 1;
+                if request.group != MAIN_GROUP {
+                    self.stats.ops_completed_other_groups += 1;
+                }
+            }
             ClientEvent::GaveUp { .. } => self.stats.ops_unknown += 1,
             ClientEvent::Sent { .. } => {}
         }
@@ -794,40 +899,58 @@ impl Simulation {
                 attempt,
                 request,
             } => format!(
-                "client {client_id} sends #{} to node {node} (attempt {attempt}): {:?}",
-                request.request_id, request.op
+                "group {}: client {client_id} sends #{} to node {node} (attempt {attempt}): {:?}",
+                request.group, request.request_id, request.op
             ),
             ClientEvent::Completed {
                 client_id,
                 request,
                 reply,
             } => format!(
-                "client {client_id} #{} done: {:?}",
-                request.request_id, reply
+                "group {}: client {client_id} #{} done: {:?}",
+                request.group, request.request_id, reply
             ),
             ClientEvent::GaveUp { client_id, request } => format!(
-                "client {client_id} #{} gives up; outcome unknown",
-                request.request_id
+                "group {}: client {client_id} #{} gives up; outcome unknown",
+                request.group, request.request_id
             ),
         });
     }
 
-    /// Runs every per-step checker on what the nodes show now.
+    /// Runs every per-step checker on what the nodes show now, group by group.
     fn check_step(&mut self) -> Result<(), Violation> {
+        let mut fragile = Vec::new();
+        for group in self.group_ids() {
+            let found = self.check_group(group).map_err(|v| v.in_group(group))?;
+            // The Figure 8 scenario and the crashes after fragile commits play in the main
+            // group; the others are checked alike.
+            if group == MAIN_GROUP {
+                fragile = found;
+            }
+        }
+        self.react_to_fragile_commits(fragile);
+        self.check_leader_deadline()
+    }
+
+    /// Checks one group's nodes: roles, commit indexes, and that what its leaders commit is
+    /// durable on a quorum. Returns the leaders whose commit index just moved onto an
+    /// earlier term's entry.
+    fn check_group(&mut self, group: GroupId) -> Result<Vec<NodeId>, Violation> {
         let now = self.now_ticks;
         let mut leader_commits = Vec::new();
         let mut new_leaders = Vec::new();
         let mut fragile = Vec::new();
+        let checker = self.checkers.group(group);
         for (&id, node) in &self.nodes {
-            let Some(raw) = node.raw() else {
+            let Some(raw) = node.raw(group) else {
                 continue;
             };
             let is_leader = raw.role() == StateRole::Leader;
             let term = raw.term();
-            self.checker.observe_role(now, id, term, is_leader)?;
-            self.checker.observe_commit(now, id, raw.commit_index())?;
+            checker.observe_role(now, id, term, is_leader)?;
+            checker.observe_commit(now, id, raw.commit_index())?;
             if is_leader {
-                if self.leaders_seen.insert((term, id)) {
+                if self.leaders_seen.insert((group, term, id)) {
                     self.stats.leaders_elected += 1;
                     new_leaders.push(id);
                 }
@@ -838,6 +961,9 @@ impl Simulation {
         // carries the previous terms' uncommitted tail, is where commitment rules are tested
         // (Figure 8 of the Raft paper).
         for id in new_leaders {
+            if group != MAIN_GROUP {
+                continue;
+            }
             if !self.faults_stopped && self.config.faults.crashes && self.nemesis_prng.chance(1, 5)
             {
                 let at = now + self.nemesis_prng.range(1, 4 * RAFT_TICK_TICKS);
@@ -845,46 +971,71 @@ impl Simulation {
             }
         }
         for (id, term, commit) in leader_commits {
-            let checked = self.leader_commit_checked.insert(id, (term, commit));
-            // Only a commit index this leader advanced itself was decided by counting; one it
-            // inherited when elected was decided by an earlier leader and checked then.
-            let advanced = checked.is_some_and(|(t, c)| t == term && c < commit);
-            if !advanced {
-                continue;
-            }
-            self.trace.log(now, || {
-                format!("leader {id} (term {term}) commits up to index {commit}")
-            });
-            let raw = self.nodes[&id].raw().expect("leaders are up");
-            let Ok(entry_term) = raw.storage().term(commit) else {
-                continue;
-            };
-            if commit == 0 {
-                continue;
-            }
-            if entry_term < term {
-                // The commit index moved onto an entry of an earlier term: the moment the
-                // leader's own entry is not yet on a quorum, which Figure 8 of the Raft paper
-                // shows to be fragile. A leader following §5.4.2 never gets here.
+            if self.check_leader_commit(group, id, term, commit)? {
                 fragile.push(id);
             }
-            let holders: BTreeSet<NodeId> = self
-                .nodes
-                .values()
-                .filter(|node| node.durably_holds(commit, entry_term))
-                .map(SimNode::id)
-                .collect();
-            // The entry just committed may be a configuration change that took effect when
-            // applied in this same step: the quorum was counted in the configuration before.
-            if let Some(before) = self.leader_conf_before.get(&id) {
-                if crate::checker::is_quorum(before, &holders) {
-                    continue;
-                }
-            }
-            let conf = raw.conf_state();
-            self.checker
-                .observe_leader_commit(now, id, commit, entry_term, &conf, &holders)?;
         }
+        Ok(fragile)
+    }
+
+    /// Checks that the commit index `commit` leader `id` of `term` reached in `group` is
+    /// durable on a quorum, if it advanced it itself. True when it moved onto an entry of an
+    /// earlier term.
+    fn check_leader_commit(
+        &mut self,
+        group: GroupId,
+        id: NodeId,
+        term: u64,
+        commit: u64,
+    ) -> Result<bool, Violation> {
+        let now = self.now_ticks;
+        let checked = self
+            .leader_commit_checked
+            .insert((group, id), (term, commit));
+        // Only a commit index this leader advanced itself was decided by counting; one it
+        // inherited when elected was decided by an earlier leader and checked then.
+        let advanced = checked.is_some_and(|(t, c)| t == term && c < commit);
+        if !advanced {
+            return Ok(false);
+        }
+        self.trace.log(now, || {
+            format!("group {group}: leader {id} (term {term}) commits up to index {commit}")
+        });
+        let raw = self.nodes[&id].raw(group).expect("leaders are up");
+        let Ok(entry_term) = raw.storage().term(commit) else {
+            return Ok(false);
+        };
+        if commit == 0 {
+            return Ok(false);
+        }
+        // The commit index moved onto an entry of an earlier term: the moment the leader's
+        // own entry is not yet on a quorum, which Figure 8 of the Raft paper shows to be
+        // fragile. A leader following §5.4.2 never gets here.
+        let fragile = entry_term < term;
+        let holders: BTreeSet<NodeId> = self
+            .nodes
+            .values()
+            .filter(|node| node.durably_holds(group, commit, entry_term))
+            .map(SimNode::id)
+            .collect();
+        // The entry just committed may be a configuration change that took effect when
+        // applied in this same step: the quorum was counted in the configuration before.
+        if let Some(before) = self.leader_conf_before.get(&(group, id)) {
+            if crate::checker::is_quorum(before, &holders) {
+                return Ok(fragile);
+            }
+        }
+        let conf = raw.conf_state();
+        self.checkers
+            .group(group)
+            .observe_leader_commit(now, id, commit, entry_term, &conf, &holders)?;
+        Ok(fragile)
+    }
+
+    /// Main-group leaders that committed an earlier term's entry: cut off (Figure 8) or
+    /// crashed.
+    fn react_to_fragile_commits(&mut self, fragile: Vec<NodeId>) {
+        let now = self.now_ticks;
         for id in fragile {
             if let Figure8::AwaitFragileCommit { rival, .. } = self.figure8 {
                 if id != rival {
@@ -913,19 +1064,28 @@ impl Simulation {
                 self.restart_at.insert(id, now + down_ticks);
             }
         }
-        if let Some(deadline) = self.leader_deadline_ticks {
-            if now >= deadline {
-                self.leader_deadline_ticks = None;
-                if self.leader().is_none() {
-                    return Err(Violation {
-                        kind: ViolationKind::Liveness,
-                        time_ticks: now,
-                        detail: format!(
-                            "no leader {} ticks after faults stopped",
-                            now - (self.config.run_ticks - self.config.quiet_ticks)
-                        ),
-                    });
-                }
+    }
+
+    /// Once faults stopped long enough ago, every group must have a leader.
+    fn check_leader_deadline(&mut self) -> Result<(), Violation> {
+        let now = self.now_ticks;
+        let Some(deadline) = self.leader_deadline_ticks else {
+            return Ok(());
+        };
+        if now < deadline {
+            return Ok(());
+        }
+        self.leader_deadline_ticks = None;
+        for group in self.group_ids() {
+            if self.leader_of(group).is_none() {
+                return Err(Violation {
+                    kind: ViolationKind::Liveness,
+                    time_ticks: now,
+                    detail: format!(
+                        "group {group}: no leader {} ticks after faults stopped",
+                        now - (self.config.run_ticks - self.config.quiet_ticks)
+                    ),
+                });
             }
         }
         Ok(())
@@ -933,8 +1093,12 @@ impl Simulation {
 
     /// Learns membership from configurations applied by nodes: removed nodes are shut down
     /// for good a little later (after they had a chance to learn of their removal).
-    fn observe_membership(&mut self, applied: &[(u64, ConfState)]) {
-        for (index, conf) in applied {
+    fn observe_membership(&mut self, applied: &[(GroupId, u64, ConfState)]) {
+        let main = applied
+            .iter()
+            .filter(|(group, _, _)| *group == MAIN_GROUP)
+            .map(|(_, index, conf)| (index, conf));
+        for (index, conf) in main {
             // Every node applies the same changes in the same order; the first to apply one
             // tells the membership from then on, and nodes catching up repeat history.
             if *index <= self.conf_index_seen {
@@ -1002,6 +1166,7 @@ impl Simulation {
         if !node.is_up() {
             return;
         }
+        let groups_hosted = node.groups_hosted();
         node.crash(&mut self.prng);
         self.network.drop_in_flight_to(id);
         // The process is gone, so its peers' connections to it close: each transport
@@ -1012,9 +1177,14 @@ impl Simulation {
             }
         }
         self.stats.crashes += 1;
-        self.leader_commit_checked.remove(&id);
-        self.trace
-            .log(self.now_ticks, || format!("node {id} crashes"));
+        if groups_hosted > 1 {
+            self.stats.crashes_multi_group += 1;
+        }
+        self.leader_commit_checked
+            .retain(|&(_, node), _| node != id);
+        self.trace.log(self.now_ticks, || {
+            format!("node {id} crashes, losing power to the {groups_hosted} groups it hosts")
+        });
     }
 
     fn restart(&mut self, id: NodeId) -> Result<(), Violation> {
@@ -1028,7 +1198,13 @@ impl Simulation {
         if node.is_up() {
             return Ok(());
         }
-        node.boot(self.now_ticks, config, &mut self.checker, &mut self.trace)
+        node.boot(
+            self.now_ticks,
+            config,
+            self.groups.removed(),
+            &mut self.checkers,
+            &mut self.trace,
+        )
     }
 
     /// Scheduled restarts, shutdowns and heals, then (before faults stop) a new fault now and
@@ -1072,12 +1248,14 @@ impl Simulation {
             self.shutdown_at.remove(&id);
             self.crash(id);
             self.removed.insert(id);
+            self.topology_version += 1;
             self.restart_at.remove(&id);
             self.trace
                 .log(now, || format!("node {id} shut down after removal"));
         }
         self.figure8_advance();
         self.replace_failed();
+        self.retire_groups_of_lost_nodes();
         if self.heal_at.is_some_and(|at| at <= now) {
             self.heal_at = None;
             self.network.heal();
@@ -1113,6 +1291,9 @@ impl Simulation {
         if faults.disk_damage {
             options.push(7);
         }
+        if faults.groups {
+            options.extend([8, 9]);
+        }
         let Some(&choice) = self.nemesis_prng.choose(&options) else {
             return Ok(());
         };
@@ -1127,6 +1308,8 @@ impl Simulation {
             3 => self.nemesis_transfer(),
             6 => self.nemesis_clock_jump(),
             7 => self.nemesis_disk_damage(),
+            8 => self.nemesis_create_group()?,
+            9 => self.nemesis_remove_group(),
             _ => self.nemesis_weather(),
         }
         Ok(())
@@ -1196,7 +1379,7 @@ impl Simulation {
             return;
         };
         let conf = self.nodes[&leader]
-            .raw()
+            .raw(MAIN_GROUP)
             .expect("leader is up")
             .conf_state();
         if conf.is_joint() || conf.voters.len() < 3 || !conf.voters.contains(&leader) {
@@ -1309,7 +1492,7 @@ impl Simulation {
             return Ok(());
         };
         let conf = self.nodes[&leader]
-            .raw()
+            .raw(MAIN_GROUP)
             .expect("leader is up")
             .conf_state();
         let change = if conf.is_joint() {
@@ -1361,22 +1544,27 @@ impl Simulation {
             }
         };
         let node = self.nodes.get_mut(&leader).expect("leader is up");
-        node.propose_conf_change(&change);
+        node.propose_conf_change(MAIN_GROUP, &change);
         self.trace.log(now, || {
             format!(
-                "nemesis proposes to leader {leader}: {:?} {:?}",
+                "group 1: nemesis proposes to leader {leader}: {:?} {:?}",
                 change.transition, change.changes
             )
         });
         Ok(())
     }
 
+    /// Asks the leader of a random group to hand leadership to another of its voters.
     fn nemesis_transfer(&mut self) {
-        let Some(leader) = self.leader() else {
+        let groups = self.group_ids();
+        let Some(&group) = self.nemesis_prng.choose(&groups) else {
+            return;
+        };
+        let Some(leader) = self.leader_of(group) else {
             return;
         };
         let conf = self.nodes[&leader]
-            .raw()
+            .raw(group)
             .expect("leader is up")
             .conf_state();
         let others: Vec<NodeId> = conf
@@ -1389,11 +1577,115 @@ impl Simulation {
             return;
         };
         let node = self.nodes.get_mut(&leader).expect("leader is up");
-        let result = node.transfer_leader(target);
+        let result = node.transfer_leader(group, target);
         self.stats.transfers += 1;
         self.trace.log(self.now_ticks, || {
-            format!("nemesis asks leader {leader} to transfer to {target}: {result:?}")
+            format!(
+                "group {group}: nemesis asks leader {leader} to transfer to {target}: {result:?}"
+            )
         });
+    }
+
+    /// Nodes a new group may be placed on: running or not, but neither removed, failed nor
+    /// about to shut down.
+    fn group_candidates(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(id, node)| {
+                !self.removed.contains(id)
+                    && !self.shutdown_at.contains_key(id)
+                    && node.failed().is_none()
+            })
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// Creates a group, unless the most that may exist do.
+    fn nemesis_create_group(&mut self) -> Result<(), Violation> {
+        if self.groups.live().len() >= EXTRA_GROUPS_MAX {
+            return Ok(());
+        }
+        self.create_group()
+    }
+
+    /// Creates a group with a fresh id on a random subset of the nodes, bootstrapped on each
+    /// member as the main group was; a member that is down starts it at its next boot.
+    fn create_group(&mut self) -> Result<(), Violation> {
+        let candidates = self.group_candidates();
+        let Some(conf) = GroupRegistry::pick_conf(&mut self.nemesis_prng, &candidates) else {
+            return Ok(());
+        };
+        let group = self.groups.create(conf.clone());
+        self.topology_version += 1;
+        self.stats.groups_created += 1;
+        self.trace.log(self.now_ticks, || {
+            format!(
+                "group {group}: created with voters {:?}, learners {:?}",
+                conf.voters, conf.learners
+            )
+        });
+        for id in members(&conf) {
+            let config = self.raft_config(id);
+            let node = self.nodes.get_mut(&id).expect("candidates exist");
+            node.create_group(
+                self.now_ticks,
+                group,
+                bootstrap_image(&conf),
+                &config,
+                &mut self.checkers,
+                &mut self.trace,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Removes a random group besides the main one.
+    fn nemesis_remove_group(&mut self) {
+        let groups: Vec<GroupId> = self.groups.live().keys().copied().collect();
+        if let Some(&group) = self.nemesis_prng.choose(&groups) {
+            self.remove_group(group, "nemesis");
+        }
+    }
+
+    /// Removes `group` from the cluster and from every member that is up; one that is down
+    /// removes it at its next boot. Messages still in flight for it are dropped on arrival.
+    fn remove_group(&mut self, group: GroupId, why: &str) {
+        let Some(conf) = self.groups.remove(group) else {
+            return;
+        };
+        self.topology_version += 1;
+        self.stats.groups_removed += 1;
+        self.trace
+            .log(self.now_ticks, || format!("group {group}: removed ({why})"));
+        for id in members(&conf) {
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.remove_group(group);
+            }
+            self.leader_commit_checked.remove(&(group, id));
+        }
+    }
+
+    /// The operator's part for groups besides the main one, which never change membership: a
+    /// group that lost a member for good (its disk failed, or it left the cluster) is
+    /// removed.
+    fn retire_groups_of_lost_nodes(&mut self) {
+        // The operator looks once per Raft tick, not at every simulated tick.
+        if !self.now_ticks.is_multiple_of(RAFT_TICK_TICKS) {
+            return;
+        }
+        let lost = |id: &NodeId| {
+            self.removed.contains(id) || self.nodes.get(id).is_some_and(|n| n.failed().is_some())
+        };
+        let retired: Vec<GroupId> = self
+            .groups
+            .live()
+            .iter()
+            .filter(|(_, conf)| members(conf).iter().any(lost))
+            .map(|(&group, _)| group)
+            .collect();
+        for group in retired {
+            self.remove_group(group, "a member was lost for good");
+        }
     }
 
     /// The member whose disk failed, if one did and is still a member.
@@ -1416,7 +1708,7 @@ impl Simulation {
             return;
         };
         let conf = self.nodes[&leader]
-            .raw()
+            .raw(MAIN_GROUP)
             .expect("leader is up")
             .conf_state();
         if conf.is_joint() || conf.voters.len() < 3 {
@@ -1425,10 +1717,20 @@ impl Simulation {
         let Some(&victim) = self.nemesis_prng.choose(&conf.voters) else {
             return;
         };
+        let groups: Vec<GroupId> = self
+            .group_ids()
+            .into_iter()
+            .filter(|&group| self.nodes.get(&victim).is_some_and(|n| n.hosts(group)))
+            .collect();
+        let Some(&group) = self.nemesis_prng.choose(&groups) else {
+            return;
+        };
         let Some(node) = self.nodes.get_mut(&victim) else {
             return;
         };
-        let (first, commit) = node.durable_range();
+        let Some((first, commit)) = node.durable_range(group) else {
+            return;
+        };
         if commit < first {
             return;
         }
@@ -1448,11 +1750,11 @@ impl Simulation {
         };
         self.trace.log(self.now_ticks, || {
             format!(
-                "node {victim}'s disk is damaged: {} from entry {at}",
+                "group {group}: node {victim}'s disk is damaged: {} from entry {at}",
                 damage.what
             )
         });
-        node.damage_disk(damage);
+        node.damage_disk(group, damage);
         self.disk_damaged = true;
     }
 
@@ -1470,7 +1772,7 @@ impl Simulation {
             return;
         };
         let conf = self.nodes[&leader]
-            .raw()
+            .raw(MAIN_GROUP)
             .expect("leader is up")
             .conf_state();
         let change = if conf.is_joint() {
@@ -1484,11 +1786,11 @@ impl Simulation {
             return;
         };
         if let Some(node) = self.nodes.get_mut(&leader) {
-            node.propose_conf_change(&change);
+            node.propose_conf_change(MAIN_GROUP, &change);
         }
         self.trace.log(self.now_ticks, || {
             format!(
-                "operator asks leader {leader} to remove failed node {failed}: {:?}",
+                "group 1: operator asks leader {leader} to remove failed node {failed}: {:?}",
                 change.changes
             )
         });
@@ -1545,16 +1847,45 @@ impl Simulation {
         });
     }
 
-    /// End-of-run checks: liveness after the quiet phase, acknowledged writes, and the
-    /// linearizability of the clients' history.
+    /// End-of-run checks, for every group: liveness after the quiet phase, acknowledged
+    /// writes, and the linearizability of the clients' history (of a removed group too, up
+    /// to its removal).
     fn finish(&mut self) -> Result<(), Violation> {
+        for group in self.group_ids() {
+            self.check_caught_up(group).map_err(|v| v.in_group(group))?;
+        }
+        let histories = std::mem::take(&mut self.histories);
+        for (&group, history) in &histories {
+            if !self.groups.is_removed(group) {
+                self.check_completed(history)
+                    .map_err(|v| v.in_group(group))?;
+            }
+        }
         let now = self.now_ticks;
-        let leader = self.leader().ok_or_else(|| Violation {
+        for (group, checker) in self.checkers.iter() {
+            checker
+                .check_acked_applied(now)
+                .map_err(|v| v.in_group(group))?;
+        }
+        self.stats.applied_max = self.applied_max();
+        for (&group, history) in &histories {
+            self.check_linearizable(group, history)
+                .map_err(|v| v.in_group(group))?;
+        }
+        self.histories = histories;
+        Ok(())
+    }
+
+    /// The group has a leader, and every member of its configuration that did not fail
+    /// applied everything the leader committed.
+    fn check_caught_up(&self, group: GroupId) -> Result<(), Violation> {
+        let now = self.now_ticks;
+        let leader = self.leader_of(group).ok_or_else(|| Violation {
             kind: ViolationKind::Liveness,
             time_ticks: now,
             detail: "no leader at the end of the quiet phase".to_string(),
         })?;
-        let raw = self.nodes[&leader].raw().expect("leader is up");
+        let raw = self.nodes[&leader].raw(group).expect("leader is up");
         let commit = raw.commit_index();
         let conf = raw.conf_state();
         for id in conf.voters.iter().chain(&conf.learners) {
@@ -1569,7 +1900,7 @@ impl Simulation {
                 // Its disk failed: it is replaced, not caught up.
                 continue;
             }
-            let applied = node.raw().map(|raw| raw.applied_index());
+            let applied = node.raw(group).map(|raw| raw.applied_index());
             if applied != Some(commit) {
                 return Err(Violation {
                     kind: ViolationKind::Liveness,
@@ -1581,14 +1912,21 @@ impl Simulation {
                 });
             }
         }
-        // Requests started well after faults stopped must have finished.
+        Ok(())
+    }
+
+    /// Requests started well after faults stopped must have finished.
+    fn check_completed(
+        &self,
+        history: &ordo_lincheck::History<ordo_lincheck::KvInput, ordo_lincheck::KvOutput>,
+    ) -> Result<(), Violation> {
         let quiet_start = self.config.run_ticks - self.config.quiet_ticks;
         let settle_ticks = 150 * RAFT_TICK_TICKS;
-        for (index, op) in self.history.operations().iter().enumerate() {
+        for (index, op) in history.operations().iter().enumerate() {
             if op.call_time >= quiet_start + settle_ticks && op.return_time().is_none() {
                 return Err(Violation {
                     kind: ViolationKind::Liveness,
-                    time_ticks: now,
+                    time_ticks: self.now_ticks,
                     detail: format!(
                         "operation {index} of client {} ({:?}), called at {} after faults \
                          stopped at {quiet_start}, never completed",
@@ -1597,26 +1935,45 @@ impl Simulation {
                 });
             }
         }
-        self.checker.check_acked_applied(now)?;
-        self.stats.applied_max = self.checker.applied_max();
+        Ok(())
+    }
+
+    /// Checks one group's history with `ordo-lincheck`; a search out of budget leaves the
+    /// run undecided (the first such group says why).
+    fn check_linearizable(
+        &mut self,
+        group: GroupId,
+        history: &ordo_lincheck::History<ordo_lincheck::KvInput, ordo_lincheck::KvOutput>,
+    ) -> Result<(), Violation> {
         let options = CheckOptions {
             states_explored_max: LINCHECK_STATES_MAX,
         };
-        match ordo_lincheck::check_with(&KvModel, &self.history, options) {
+        match ordo_lincheck::check_with(&KvModel, history, options) {
             Ok(()) => Ok(()),
             Err(CheckError::NotLinearizable(violation)) => Err(Violation {
                 kind: ViolationKind::Linearizability,
-                time_ticks: now,
+                time_ticks: self.now_ticks,
                 detail: violation.to_string(),
             }),
             Err(undecided @ CheckError::Undecided { .. }) => {
-                self.undecided = Some(undecided.to_string());
+                self.undecided
+                    .get_or_insert_with(|| format!("group {group}: {undecided}"));
                 Ok(())
             }
         }
     }
 
+    /// The highest index any node applied, in any group.
+    fn applied_max(&self) -> u64 {
+        self.checkers
+            .iter()
+            .map(|(_, checker)| checker.applied_max())
+            .max()
+            .unwrap_or(0)
+    }
+
     fn into_report(self, result: Result<(), Violation>) -> RunReport {
+        let applied_max = self.applied_max();
         let mut trace = self.trace;
         let violation = result.err();
         if let Some(violation) = &violation {
@@ -1624,8 +1981,9 @@ impl Simulation {
         }
         let mut stats = self.stats;
         stats.messages_delivered = self.network.stats().delivered;
-        stats.applied_max = self.checker.applied_max();
+        stats.applied_max = applied_max;
         for node in self.nodes.values() {
+            stats.groups_removed_at_boot += node.removed_at_boot();
             let (quiesces, wakes) = node.quiescence();
             stats.quiesces += quiesces;
             stats.wakes += wakes;
