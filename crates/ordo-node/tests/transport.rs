@@ -571,6 +571,17 @@ async fn read_to_close(stream: &mut TcpStream) -> usize {
     }
 }
 
+/// A raw connection to `to` (node 2) that has passed the handshake as node [`RAW`].
+async fn raw_peer(to: &Transport) -> TcpStream {
+    let mut raw = TcpStream::connect(to.local_addr()).await.unwrap();
+    raw.write_all(&hello(PROTOCOL_VERSION, CLUSTER, RAW, 2))
+        .await
+        .unwrap();
+    let accepted = read_raw_reply(&mut raw).await;
+    assert_eq!(accepted.code, 0, "{accepted:?}");
+    raw
+}
+
 /// Nodes 1 and 2, plus node 3 known to node 2 but never started: the raw clients below claim
 /// to be node 3, so they never displace node 1's connection. Node 2 dials node 3 at a listener
 /// that accepts and stays silent, kept alive by the returned value.
@@ -820,12 +831,7 @@ async fn bad_checksum_closes_the_connection_without_delivery() {
         *e == PeerEvent::Connected(2)
     })
     .await;
-    let mut raw = TcpStream::connect(b.local_addr()).await.unwrap();
-    raw.write_all(&hello(PROTOCOL_VERSION, CLUSTER, RAW, 2))
-        .await
-        .unwrap();
-    let accepted = read_raw_reply(&mut raw).await;
-    assert_eq!(accepted.code, 0, "{accepted:?}");
+    let mut raw = raw_peer(&b).await;
     // A good frame first, then a corrupt one: only the good one is delivered.
     raw.write_all(&frame(b"good", false)).await.unwrap();
     raw.write_all(&frame(b"corrupt", true)).await.unwrap();
@@ -850,11 +856,7 @@ async fn bad_checksum_closes_the_connection_without_delivery() {
 #[tokio::test]
 async fn truncated_frame_is_refused_without_delivery() {
     let ((a, _a_rx), (b, mut b_rx), _silent) = listener_with_good_peer().await;
-    let mut raw = TcpStream::connect(b.local_addr()).await.unwrap();
-    raw.write_all(&hello(PROTOCOL_VERSION, CLUSTER, RAW, 2))
-        .await
-        .unwrap();
-    assert_eq!(read_raw_reply(&mut raw).await.code, 0);
+    let mut raw = raw_peer(&b).await;
     let whole = frame(b"never delivered", false);
     raw.write_all(&whole[..whole.len() - 3]).await.unwrap();
     raw.shutdown().await.unwrap();
@@ -1152,11 +1154,7 @@ async fn a_peer_that_goes_silent_is_reported_unreachable_while_idle_peers_keep_a
     .await;
     // A raw peer that handshakes, sends one frame and then nothing, as a peer does behind a
     // partition that drops packets without closing the socket.
-    let mut raw = TcpStream::connect(b.local_addr()).await.unwrap();
-    raw.write_all(&hello(PROTOCOL_VERSION, CLUSTER, RAW, 2))
-        .await
-        .unwrap();
-    assert_eq!(read_raw_reply(&mut raw).await.code, 0);
+    let mut raw = raw_peer(&b).await;
     raw.write_all(&frame(b"last words", false)).await.unwrap();
     let unreachable = expect_event(&mut b_rx.events, "the silent peer reported", |e| {
         matches!(e, PeerEvent::Unreachable(RAW) | PeerEvent::Unreachable(1))

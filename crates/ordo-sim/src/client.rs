@@ -576,7 +576,7 @@ mod tests {
         Directory::from([(G, nodes.to_vec())])
     }
 
-    fn config() -> ClientConfig {
+    pub(super) fn config() -> ClientConfig {
         ClientConfig {
             keys: 2,
             attempt_timeout_ticks: 10,
@@ -768,15 +768,7 @@ mod tests {
 mod group_tests {
     use super::*;
 
-    fn config() -> ClientConfig {
-        ClientConfig {
-            keys: 2,
-            attempt_timeout_ticks: 10,
-            attempts_max: 3,
-            think_ticks_max: 0,
-            backoff_ticks: 5,
-        }
-    }
+    use super::tests::config;
 
     #[test]
     fn requests_name_their_group_and_go_to_its_nodes() {
