@@ -854,6 +854,38 @@ async fn bad_checksum_closes_the_connection_without_delivery() {
 }
 
 #[tokio::test]
+async fn a_refused_incarnation_is_not_told_the_one_on_record() {
+    let ((a, _a_rx), (b, mut b_rx), _silent) = listener_with_good_peer().await;
+    // Node 3 as incarnation 1, recorded; then a caller claiming node 3 with another.
+    drop(raw_peer(&b).await);
+    let mut impostor = hello(PROTOCOL_VERSION, CLUSTER, RAW, 2);
+    let at = impostor.len() - 10; // the incarnation, before the advertised block's length
+    impostor[at..at + 8].copy_from_slice(&0x5EC2_E700u64.to_be_bytes());
+    let mut raw = TcpStream::connect(b.local_addr()).await.unwrap();
+    raw.write_all(&impostor).await.unwrap();
+    let reply = read_raw_reply(&mut raw).await;
+    assert_eq!(reply.code, 13, "{reply:?}");
+    assert!(reply.reason.contains("lost its state"), "{reply:?}");
+    assert!(
+        !reply.reason.contains("0x0000000000000001"),
+        "the refusal tells the incarnation on record: {reply:?}"
+    );
+    // This node's own report keeps both.
+    let (peer, error) = inbound_error(&mut b_rx.events).await;
+    assert_eq!(peer, Some(RAW));
+    assert_eq!(
+        error,
+        ProtocolError::LostState {
+            node_id: RAW,
+            recorded: 1,
+            presented: 0x5EC2_E700,
+        }
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
 async fn truncated_frame_is_refused_without_delivery() {
     let ((a, _a_rx), (b, mut b_rx), _silent) = listener_with_good_peer().await;
     let mut raw = raw_peer(&b).await;

@@ -120,6 +120,21 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
+    /// The reason sent to the peer in a rejection notice for this error: what it did wrong,
+    /// never what this node checked it against. Told the incarnation on record, a caller
+    /// would have all it needs to pass the handshake as that node; this node's log keeps
+    /// the whole error.
+    pub fn reason_for_peer(&self) -> String {
+        match self {
+            ProtocolError::LostState { node_id, .. } => format!(
+                "node {node_id} presented an incarnation other than the one this node accepted \
+                 of it before: node {node_id} lost its state (its data directory was wiped, \
+                 replaced or restored) and is refused for good"
+            ),
+            error => error.to_string(),
+        }
+    }
+
     /// The code sent to the peer in a rejection notice for this error.
     pub fn reject_code(&self) -> RejectCode {
         match self {

@@ -52,11 +52,14 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut 
                     }
                     Err(_) => {
                         add(&shared.counters.inbound_connections_refused, 1);
-                        tracing::warn!(
-                            cluster_id, node_id, %addr,
-                            limit = config.inbound_connections_max,
-                            "inbound connection refused: too many open"
-                        );
+                        if let Some(suppressed) = admit_refusal_line(&shared) {
+                            tracing::warn!(
+                                cluster_id, node_id, %addr,
+                                limit = config.inbound_connections_max,
+                                suppressed,
+                                "inbound connection refused: too many open"
+                            );
+                        }
                     }
                 },
                 Err(error) => {
@@ -307,6 +310,18 @@ async fn read_frames(
     }
 }
 
+/// Whether a refusal may log its WARN line (a few per window, see [`throttle`]); `Some`
+/// with the lines left out since the last one, which the line reports.
+///
+/// [`throttle`]: super::throttle
+fn admit_refusal_line(shared: &Shared) -> Option<u64> {
+    let admitted = shared.refusals_logged.admit(std::time::Instant::now());
+    if admitted.is_none() {
+        add(&shared.counters.refusal_lines_suppressed, 1);
+    }
+    admitted
+}
+
 /// Logs and reports a protocol error, tells the peer why, and closes the connection.
 async fn refuse(
     shared: &Shared,
@@ -318,14 +333,16 @@ async fn refuse(
 ) {
     let config = &shared.config;
     let (cluster_id, node_id) = (config.cluster_id, config.node_id);
-    tracing::warn!(cluster_id, node_id, peer_id, %addr, %error, "closing inbound peer connection");
+    if let Some(suppressed) = admit_refusal_line(shared) {
+        tracing::warn!(cluster_id, node_id, peer_id, %addr, %error, suppressed, "closing inbound peer connection");
+    }
     let mut notice = BytesMut::new();
     Reply {
         version: PROTOCOL_VERSION,
         code: error.reject_code(),
         cluster_id,
         node_id,
-        reason: error.to_string(),
+        reason: error.reason_for_peer(),
     }
     .encode(&mut notice);
     shared.emit(PeerEvent::InboundError {

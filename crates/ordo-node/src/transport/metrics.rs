@@ -46,6 +46,9 @@ pub struct TransportMetrics {
     pub keepalives_sent: u64,
     /// Inbound connections closed because the peer sent nothing for `silence_ms`.
     pub silent_connections: u64,
+    /// WARN lines about refused inbound connections left out, a few being logged per
+    /// window however many connections a flood opens.
+    pub refusal_lines_suppressed: u64,
 }
 
 /// The live counters behind [`TransportMetrics`].
@@ -69,6 +72,7 @@ pub(crate) struct Counters {
     pub(crate) events_dropped: AtomicU64,
     pub(crate) keepalives_sent: AtomicU64,
     pub(crate) silent_connections: AtomicU64,
+    pub(crate) refusal_lines_suppressed: AtomicU64,
 }
 
 /// Adds `n` to a counter. Counters order nothing, so relaxed ordering is enough.
@@ -98,6 +102,7 @@ impl Counters {
             events_dropped: read(&self.events_dropped),
             keepalives_sent: read(&self.keepalives_sent),
             silent_connections: read(&self.silent_connections),
+            refusal_lines_suppressed: read(&self.refusal_lines_suppressed),
         }
     }
 }

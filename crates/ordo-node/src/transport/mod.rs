@@ -146,6 +146,7 @@ mod inbound;
 mod incarnations;
 mod metrics;
 mod outbound;
+mod throttle;
 mod wire;
 
 use std::collections::HashMap;
@@ -389,6 +390,10 @@ impl Transport {
         let shared = Arc::new(Shared {
             config,
             counters: Counters::default(),
+            refusals_logged: throttle::LogThrottle::new(
+                throttle::REFUSALS_LOGGED_PER_WINDOW,
+                throttle::REFUSAL_LOG_WINDOW,
+            ),
             incarnations: Arc::new(incarnations),
             advertised: PeerAdvertised::default(),
             delivery: message_tx,
@@ -662,6 +667,8 @@ pub(crate) struct Shared {
     pub(crate) advertised: PeerAdvertised,
     pub(crate) delivery: mpsc::Sender<(NodeId, PeerMessage)>,
     pub(crate) events: mpsc::Sender<PeerEvent>,
+    /// Bounds the WARN lines of refused inbound connections.
+    pub(crate) refusals_logged: throttle::LogThrottle,
     state: Mutex<State>,
 }
 
