@@ -2,10 +2,14 @@
 //! `/groups` (JSON: every group this node hosts).
 //!
 //! A deliberately small HTTP/1.1 server: `GET` only, one request per connection, request
-//! heads bounded in size and time, so a stuck or hostile client costs one short-lived task.
+//! heads bounded in size and time, so a stuck or hostile client costs one short-lived task,
+//! and connections bounded per client address, so that one client's idle connections cannot
+//! take the slots a health check needs.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ordo_node::{role_name, GroupStatus, HistogramSnapshot, HostedGroups, MetricsSnapshot};
@@ -18,10 +22,57 @@ use crate::etcd::EtcdBackend;
 
 /// Largest request head read.
 const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
-/// Time a client has to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a client has to send its request head; a health check or a scraper sends it at once.
+const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connections served at once; more wait to be accepted.
 const CONNECTIONS_MAX: usize = 64;
+/// Connections one client address holds at once; more are closed as they are accepted.
+const CONNECTIONS_PER_CLIENT_MAX: usize = 8;
+
+/// How many connections each client address holds.
+#[derive(Debug, Default)]
+struct ClientSlots {
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place among its client's; released when dropped.
+struct ClientSlot {
+    slots: Arc<ClientSlots>,
+    client: IpAddr,
+}
+
+impl ClientSlots {
+    /// A slot for one more connection of `client`, or `None` if it holds its bound.
+    fn take(self: &Arc<Self>, client: IpAddr) -> Option<ClientSlot> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = held.entry(client).or_insert(0);
+        if *count >= CONNECTIONS_PER_CLIENT_MAX {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            slots: Arc::clone(self),
+            client,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut held = self
+            .slots
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let count = held
+            .get_mut(&self.client)
+            .expect("a slot taken is counted until released");
+        *count -= 1;
+        if *count == 0 {
+            held.remove(&self.client);
+        }
+    }
+}
 
 /// One member's replication progress as the leader sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -385,6 +436,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let clients = Arc::new(ClientSlots::default());
     loop {
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;
@@ -400,12 +452,17 @@ pub async fn serve(
                 continue;
             }
         };
+        let Some(slot) = clients.take(peer.ip()) else {
+            tracing::debug!(%peer, limit = CONNECTIONS_PER_CLIENT_MAX, "admin connection closed: too many from this client");
+            continue;
+        };
         let backend = Arc::clone(&backend);
         let groups = groups.clone();
         tokio::spawn(async move {
             if let Err(error) = handle(stream, &backend, &groups).await {
                 tracing::debug!(%peer, %error, "admin connection ended");
             }
+            drop(slot);
             drop(permit);
         });
     }
@@ -434,7 +491,7 @@ async fn handle(
     backend: &EtcdBackend,
     groups: &HostedGroups,
 ) -> std::io::Result<()> {
-    let head = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await {
+    let head = match tokio::time::timeout(REQUEST_HEAD_TIMEOUT, read_head(&mut stream)).await {
         Ok(head) => head?,
         Err(_) => None,
     };

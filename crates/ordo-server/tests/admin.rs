@@ -112,3 +112,64 @@ async fn groups_lists_the_metadata_and_kv_groups_with_their_roles_and_members() 
     }
     running.stop().await;
 }
+
+/// Connects to `addr` from the loopback address `from` (all of 127/8 is this machine).
+async fn connect_from(from: [u8; 4], addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    tokio::time::timeout(GUARD, socket.connect(addr))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Reads what the server sends until it closes the connection.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(GUARD, stream.read_to_end(&mut got))
+        .await
+        .expect("the server closes the connection");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_of_one_client_cannot_starve_the_health_check() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = single_node(dir.path());
+    let admin = config.admin_addr;
+    let server = start(config);
+    groups_led(admin).await;
+    // More idle connections from one client than the server serves at once.
+    let mut idle = Vec::new();
+    for _ in 0..80 {
+        idle.push(connect_from([127, 0, 0, 1], admin).await);
+    }
+    // Another client's health check is served while they are open.
+    let mut check = connect_from([127, 0, 0, 2], admin).await;
+    check
+        .write_all(b"GET /health HTTP/1.1\r\nHost: ordo\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut check).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Those beyond the client's bound were closed as accepted, without an answer; the
+    // others are answered 400 once they have not sent a request head in time.
+    let (mut closed_silently, mut answered) = (0, 0);
+    for mut stream in idle {
+        let got = read_until_closed(&mut stream).await;
+        if got.is_empty() {
+            closed_silently += 1;
+        } else {
+            assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+            answered += 1;
+        }
+    }
+    // At least the client's bound was let in; the rest unless slots freed meanwhile.
+    assert!(
+        answered >= 8 && closed_silently > 0,
+        "{answered} answered, {closed_silently} closed"
+    );
+    server.stop().await;
+}
