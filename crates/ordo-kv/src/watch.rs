@@ -129,9 +129,11 @@ impl<B: KvBackend> EtcdApi<B> {
     ) -> bool {
         watchers.retain(|_, w| !w.task.is_finished());
         let progress = self.backend.state().progress();
-        let refuse = |watch_id: i64, reason: String| WatchResponse {
+        // As etcd does, a refused watch is answered with id -1, never with an id that a live
+        // watch of the stream may hold: a client would take the refusal for that watch's.
+        let refuse = |reason: String| WatchResponse {
             header: Some(self.header(progress.revision)),
-            watch_id,
+            watch_id: -1,
             created: true,
             canceled: true,
             cancel_reason: reason,
@@ -144,15 +146,18 @@ impl<B: KvBackend> EtcdApi<B> {
         let refusal = if watchers.len() >= WATCHES_PER_STREAM_MAX {
             let reason =
                 format!("ordo: a watch stream holds at most {WATCHES_PER_STREAM_MAX} watches");
-            Some(refuse(create.watch_id, reason))
+            Some(refuse(reason))
         } else if create.watch_id < 0 {
-            Some(refuse(
-                create.watch_id,
-                "ordo: watch ids must not be negative".to_string(),
-            ))
+            Some(refuse("ordo: watch ids must not be negative".to_string()))
+        } else if create.start_revision < 0 {
+            // Rather than start "now" in silence, as if no revision had been asked for.
+            Some(refuse(format!(
+                "ordo: start revision {} is negative; give 0 to start after the current revision",
+                create.start_revision
+            )))
         } else if create.watch_id != 0 && watchers.contains_key(&create.watch_id) {
             let reason = "mvcc: duplicate watch ID provided on the WatchStream".to_string();
-            Some(refuse(create.watch_id, reason))
+            Some(refuse(reason))
         } else {
             None
         };

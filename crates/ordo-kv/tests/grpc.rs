@@ -703,6 +703,8 @@ async fn a_duplicate_client_chosen_watch_id_is_refused_on_the_same_stream() {
         })
         .await;
     assert!(second.canceled);
+    // Not 7: that id is the live watch's, which goes on.
+    assert_eq!(second.watch_id, -1);
     assert_eq!(
         second.cancel_reason,
         "mvcc: duplicate watch ID provided on the WatchStream"
@@ -710,6 +712,22 @@ async fn a_duplicate_client_chosen_watch_id_is_refused_on_the_same_stream() {
     // Automatic ids start at zero, as etcd's do, independent of client-chosen ones.
     let auto = watch.create(watch_key("c", 0)).await;
     assert_eq!(auto.watch_id, 0);
+}
+
+#[tokio::test]
+async fn a_watch_from_a_negative_revision_is_refused_saying_why() {
+    let server = start_default().await;
+    let mut watch = WatchStream::open(&server).await;
+    let refused = watch
+        .create(WatchCreateRequest {
+            key: b"a".to_vec(),
+            start_revision: -5,
+            ..Default::default()
+        })
+        .await;
+    assert!(refused.canceled, "{refused:?}");
+    assert_eq!(refused.watch_id, -1);
+    assert!(refused.cancel_reason.contains("negative"), "{refused:?}");
 }
 
 #[tokio::test]
