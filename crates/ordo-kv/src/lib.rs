@@ -12,6 +12,7 @@
 pub mod backend;
 pub mod command;
 pub mod error;
+mod grpc_status;
 pub mod keys;
 pub mod lessor;
 pub mod limits;

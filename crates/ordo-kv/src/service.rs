@@ -154,6 +154,7 @@ impl<B: KvBackend> EtcdApi<B> {
     ) -> Result<(), tonic::transport::Error> {
         let max = GRPC_MESSAGE_BYTES_MAX;
         tonic::transport::Server::builder()
+            .layer(crate::grpc_status::too_large_is_resource_exhausted())
             .add_service(kv_server::KvServer::new(self.clone()).max_decoding_message_size(max))
             .add_service(
                 watch_server::WatchServer::new(self.clone()).max_decoding_message_size(max),

@@ -245,6 +245,28 @@ async fn oversized_requests_are_refused_with_etcds_error() {
         .is_empty());
 }
 
+#[tokio::test]
+async fn a_message_over_the_grpc_bound_is_refused_as_resource_exhausted() {
+    let server = start_default().await;
+    let mut kv = server.kv().await;
+    let huge = PutRequest {
+        key: b"huge".to_vec(),
+        value: vec![7; ordo_kv::limits::GRPC_MESSAGE_BYTES_MAX + 1],
+        ..Default::default()
+    };
+    let err = kv.put(huge).await.unwrap_err();
+    // gRPC's code for a message over the bound, as etcd answers it (tonic says OUT_OF_RANGE).
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("too large"), "{err}");
+    assert!(kv
+        .range(get_req("huge"))
+        .await
+        .unwrap()
+        .into_inner()
+        .kvs
+        .is_empty());
+}
+
 struct WatchStream {
     tx: mpsc::Sender<WatchRequest>,
     rx: tonic::Streaming<WatchResponse>,
