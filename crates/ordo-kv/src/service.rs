@@ -153,8 +153,16 @@ impl<B: KvBackend> EtcdApi<B> {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         let max = GRPC_MESSAGE_BYTES_MAX;
+        const SERVED: [&str; 6] = [
+            kv_server::SERVICE_NAME,
+            watch_server::SERVICE_NAME,
+            lease_server::SERVICE_NAME,
+            cluster_server::SERVICE_NAME,
+            auth_server::SERVICE_NAME,
+            maintenance_server::SERVICE_NAME,
+        ];
         tonic::transport::Server::builder()
-            .layer(crate::grpc_status::too_large_is_resource_exhausted())
+            .layer(crate::grpc_status::EtcdStatusLayer::new(&SERVED))
             .add_service(kv_server::KvServer::new(self.clone()).max_decoding_message_size(max))
             .add_service(
                 watch_server::WatchServer::new(self.clone()).max_decoding_message_size(max),

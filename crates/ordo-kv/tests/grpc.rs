@@ -7,7 +7,7 @@ use ordo_kv::proto::etcdserverpb::{
     compare, request_op, response_op, watch_create_request, watch_request, CompactionRequest,
     Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest,
     LeaseRevokeRequest, LeaseTimeToLiveRequest, MemberListRequest, PutRequest, RangeRequest,
-    RequestOp, StatusRequest, TxnRequest, WatchCancelRequest, WatchCreateRequest,
+    RangeResponse, RequestOp, StatusRequest, TxnRequest, WatchCancelRequest, WatchCreateRequest,
     WatchProgressRequest, WatchRequest, WatchResponse,
 };
 use ordo_kv::proto::mvccpb::event::EventType;
@@ -265,6 +265,34 @@ async fn a_message_over_the_grpc_bound_is_refused_as_resource_exhausted() {
         .into_inner()
         .kvs
         .is_empty());
+}
+
+#[tokio::test]
+async fn an_unknown_method_or_service_is_answered_saying_which() {
+    let server = start_default().await;
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    for (path, expected) in [
+        (
+            "/etcdserverpb.KV/Nope",
+            "unknown method Nope for service etcdserverpb.KV",
+        ),
+        (
+            "/etcdserverpb.Nope/Range",
+            "unknown service etcdserverpb.Nope",
+        ),
+    ] {
+        grpc.ready().await.unwrap();
+        let codec = tonic_prost::ProstCodec::<RangeRequest, RangeResponse>::default();
+        let err = grpc
+            .unary(
+                tonic::Request::new(get_req("a")),
+                http::uri::PathAndQuery::from_static(path),
+                codec,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!((err.code(), err.message()), (Code::Unimplemented, expected));
+    }
 }
 
 struct WatchStream {
