@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use ordo_node::transport::{TransportCounters, TransportMetrics};
 use ordo_node::{role_name, GroupStatus, HistogramSnapshot, HostedGroups, MetricsSnapshot};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -237,6 +238,122 @@ async fn groups_report(node_id: u64, groups: &HostedGroups) -> GroupsReport {
     }
 }
 
+/// What the admin endpoints read of the node beyond the KV face: its groups and its peer
+/// transport.
+#[derive(Clone)]
+pub struct NodeViews {
+    /// Every group the node hosts, for `/groups`.
+    pub groups: HostedGroups,
+    /// The peer transport's counters, for `/metrics`; `None` once it has stopped.
+    pub peers: Option<TransportCounters>,
+}
+
+/// The peer transport's counters in Prometheus text, appended to `/metrics`.
+pub fn render_transport(out: &mut String, t: &TransportMetrics) {
+    let counters: [(&str, &str, u64); 19] = [
+        (
+            "batches_sent",
+            "Writes to peer connections carrying messages.",
+            t.batches_sent,
+        ),
+        (
+            "frames_sent",
+            "Frames written to peers, keepalives included.",
+            t.frames_sent,
+        ),
+        (
+            "messages_sent",
+            "Messages written to peers.",
+            t.messages_sent,
+        ),
+        (
+            "bytes_sent",
+            "Bytes written to peers in frames.",
+            t.bytes_sent,
+        ),
+        (
+            "frames_received",
+            "Frames received from peers and accepted.",
+            t.frames_received,
+        ),
+        (
+            "messages_received",
+            "Messages received from peers.",
+            t.messages_received,
+        ),
+        (
+            "bytes_received",
+            "Bytes of accepted frames received from peers.",
+            t.bytes_received,
+        ),
+        (
+            "messages_dropped",
+            "Messages refused because a peer's queue was full.",
+            t.messages_dropped,
+        ),
+        (
+            "messages_unsent",
+            "Messages lost with a broken connection or a removed peer.",
+            t.messages_unsent,
+        ),
+        ("connects", "Outbound connections established.", t.connects),
+        (
+            "reconnects",
+            "Outbound connections re-established to a peer.",
+            t.reconnects,
+        ),
+        (
+            "dial_failures",
+            "Outbound connection attempts that failed.",
+            t.dial_failures,
+        ),
+        (
+            "handshake_failures",
+            "Handshakes refused, by this node or by the peer.",
+            t.handshake_failures,
+        ),
+        (
+            "frame_errors",
+            "Inbound connections closed for a frame that broke the protocol.",
+            t.frame_errors,
+        ),
+        (
+            "inbound_connections_refused",
+            "Inbound connections closed at once for the connection limit.",
+            t.inbound_connections_refused,
+        ),
+        (
+            "events_dropped",
+            "Peer events dropped because the runtime's channel was full.",
+            t.events_dropped,
+        ),
+        (
+            "keepalives_sent",
+            "Keepalive frames written to idle connections.",
+            t.keepalives_sent,
+        ),
+        (
+            "silent_connections",
+            "Inbound connections closed because the peer went silent.",
+            t.silent_connections,
+        ),
+        (
+            "refusal_lines_suppressed",
+            "Log lines about refused connections left out by the rate limit.",
+            t.refusal_lines_suppressed,
+        ),
+    ];
+    for (name, help, value) in counters {
+        counter(
+            out,
+            &format!("ordo_peer_{name}_total"),
+            help,
+            "counter",
+            value,
+        );
+    }
+}
+
 fn counter(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
     let _ = writeln!(
         out,
@@ -432,7 +549,7 @@ fn render_histograms(out: &mut String, m: &MetricsSnapshot) {
 pub async fn serve(
     listener: TcpListener,
     backend: Arc<EtcdBackend>,
-    groups: HostedGroups,
+    node: NodeViews,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
@@ -457,9 +574,9 @@ pub async fn serve(
             continue;
         };
         let backend = Arc::clone(&backend);
-        let groups = groups.clone();
+        let node = node.clone();
         tokio::spawn(async move {
-            if let Err(error) = handle(stream, &backend, &groups).await {
+            if let Err(error) = handle(stream, &backend, &node).await {
                 tracing::debug!(%peer, %error, "admin connection ended");
             }
             drop(slot);
@@ -489,7 +606,7 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
 async fn handle(
     mut stream: TcpStream,
     backend: &EtcdBackend,
-    groups: &HostedGroups,
+    node: &NodeViews,
 ) -> std::io::Result<()> {
     let head = match tokio::time::timeout(REQUEST_HEAD_TIMEOUT, read_head(&mut stream)).await {
         Ok(head) => head?,
@@ -538,13 +655,16 @@ async fn handle(
             }
         },
         "/groups" => {
-            let report = groups_report(backend.replica().node_id(), groups).await;
+            let report = groups_report(backend.replica().node_id(), &node.groups).await;
             let body = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
             respond(&mut stream, 200, "application/json", &body).await
         }
         "/metrics" => {
             let report = status_report(backend).await;
-            let body = render_metrics(&backend.replica().group().metrics(), report.as_ref());
+            let mut body = render_metrics(&backend.replica().group().metrics(), report.as_ref());
+            if let Some(peers) = &node.peers {
+                render_transport(&mut body, &peers.snapshot());
+            }
             respond(&mut stream, 200, "text/plain; version=0.0.4", &body).await
         }
         "/health" => match status_report(backend).await {

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use ordo_kv::{EtcdApi, KvMachine, KvState, KvStore, LeaseClock, ServiceConfig};
 use ordo_node::transport::{Advertised, AdvertisedError};
-use ordo_node::{
-    Group, GroupId, GroupOptions, HostedGroups, InitialMembers, LostState, Node, NodeError,
-};
+use ordo_node::{Group, GroupId, GroupOptions, InitialMembers, LostState, Node, NodeError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -253,7 +251,7 @@ struct Serving {
 impl Serving {
     fn start(
         backend: &Arc<EtcdBackend>,
-        groups: HostedGroups,
+        node: crate::admin::NodeViews,
         client: TcpListener,
         admin: TcpListener,
     ) -> Serving {
@@ -267,7 +265,7 @@ impl Serving {
             tokio::spawn(crate::admin::serve(
                 admin,
                 Arc::clone(backend),
-                groups,
+                node,
                 stop_rx.clone(),
             )),
         ];
@@ -306,7 +304,10 @@ pub async fn run(
     } = start_node(&config, listeners.peer).await?;
     let mut serving = Serving::start(
         &backend,
-        node.hosted_groups(),
+        crate::admin::NodeViews {
+            groups: node.hosted_groups(),
+            peers: node.transport().map(|t| t.counters()),
+        },
         listeners.client,
         listeners.admin,
     );

@@ -95,6 +95,23 @@ async fn groups_lists_the_metadata_and_kv_groups_with_their_roles_and_members() 
     assert_eq!(status.status, 200);
     let status: StatusReport = serde_json::from_str(&status.body).unwrap();
     assert_eq!((status.id, status.voters), (1, vec![1]));
+    // The peer transport's counters are among the metrics.
+    let metrics = get(admin, "/metrics").await;
+    assert_eq!(metrics.status, 200);
+    for name in [
+        "ordo_peer_frames_sent_total",
+        "ordo_peer_silent_connections_total",
+        "ordo_peer_refusal_lines_suppressed_total",
+    ] {
+        assert!(
+            metrics
+                .body
+                .lines()
+                .any(|l| l.starts_with(&format!("{name} "))),
+            "no {name} in {}",
+            metrics.body
+        );
+    }
     let missing = get(admin, "/nope").await;
     assert_eq!(missing.status, 404);
     assert!(missing.body.contains("/groups"), "{}", missing.body);

@@ -573,6 +573,13 @@ impl Transport {
         self.shared.counters.snapshot()
     }
 
+    /// A handle that reads the transport's counters, for a metrics endpoint.
+    pub fn counters(&self) -> TransportCounters {
+        TransportCounters {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     /// Stops every task, closes the listener and every connection, and returns once all
     /// tasks have finished.
     ///
@@ -655,6 +662,20 @@ impl PeerAdvertised {
         self.by_peer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Reads a transport's counters ([`Transport::counters`]); cheap to clone, and readable
+/// after the transport has stopped.
+#[derive(Debug, Clone)]
+pub struct TransportCounters {
+    shared: Arc<Shared>,
+}
+
+impl TransportCounters {
+    /// A snapshot of the counters.
+    pub fn snapshot(&self) -> TransportMetrics {
+        self.shared.counters.snapshot()
     }
 }
 
