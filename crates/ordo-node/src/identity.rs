@@ -404,18 +404,31 @@ impl IdentityFile {
 
     /// Lists `group` as holding state this node promised about; durable on return.
     pub(crate) fn record_group(&mut self, group: u64) -> Result<(), IdentityError> {
-        if self.identity.groups.contains(&group) {
+        self.record_groups(&[group])
+    }
+
+    /// Lists every one of `groups` not listed yet, in one durable write: all of them or,
+    /// on an error, none.
+    pub(crate) fn record_groups(&mut self, groups: &[u64]) -> Result<(), IdentityError> {
+        let new: std::collections::BTreeSet<u64> = groups
+            .iter()
+            .copied()
+            .filter(|g| !self.identity.groups.contains(g))
+            .collect();
+        if new.is_empty() {
             return Ok(());
         }
-        if self.identity.groups.len() >= GROUPS_MAX {
+        if self.identity.groups.len() + new.len() > GROUPS_MAX {
             return Err(IdentityError::TooManyGroups {
                 path: self.path(),
                 max: GROUPS_MAX,
             });
         }
-        self.identity.groups.insert(group);
+        self.identity.groups.extend(&new);
         if let Err(error) = self.store() {
-            self.identity.groups.remove(&group);
+            for group in &new {
+                self.identity.groups.remove(group);
+            }
             return Err(error);
         }
         Ok(())

@@ -177,6 +177,20 @@ impl std::fmt::Debug for GroupOptions {
     }
 }
 
+/// A group whose log is open, not yet running: held between listing it and starting it.
+struct OpenedGroup<'a> {
+    group_id: GroupId,
+    /// Keeps other starts and removals of the group away until it runs or fails.
+    _changing: Changing<'a>,
+    peers: Arc<PeerNeeds>,
+    members: MemberFile,
+    wal: GroupLog,
+    /// Listed in the identity file, or to be listed before it runs.
+    listed: bool,
+    /// It has a hard state but is not listed yet: the caller lists it before it runs.
+    unlisted_with_state: bool,
+}
+
 /// What a group is started from, once its log is open.
 struct GroupParts {
     group_id: GroupId,
@@ -490,27 +504,117 @@ impl Node {
     pub async fn start_group_with<S: StateMachine>(
         &self,
         group_id: GroupId,
-        mut state_machine: S,
+        state_machine: S,
         options: GroupOptions,
     ) -> Result<Group<S>, NodeError> {
+        let opened = self.open_group(group_id, &state_machine, &options)?;
+        if opened.unlisted_with_state {
+            tokio::task::block_in_place(|| lock(&self.identity).record_group(group_id.0))?;
+            tracing::info!(group = %group_id, node = self.config.id, "group listed in the identity file");
+        }
+        self.run_group(opened, state_machine, options)
+    }
+
+    /// Starts several groups, as [`Node::start_group_with`] does each, answering for each in
+    /// order. The new groups are listed in the identity file in one write: a node starting
+    /// thousands of new groups (a topic's partitions) pays one file write and its fsyncs,
+    /// not one per group.
+    pub async fn start_groups<S: StateMachine>(
+        &self,
+        groups: Vec<(GroupId, S, GroupOptions)>,
+    ) -> Vec<Result<Group<S>, NodeError>> {
+        let opened: Vec<_> = groups
+            .into_iter()
+            .map(|(id, machine, options)| {
+                let opened = self.open_group(id, &machine, &options);
+                (opened, machine, options)
+            })
+            .collect();
+        let unlisted: Vec<u64> = opened
+            .iter()
+            .filter_map(|(o, _, _)| o.as_ref().ok().filter(|o| o.unlisted_with_state))
+            .map(|o| o.group_id.0)
+            .collect();
+        // Should the one write fail, each group tries its own and reports its own error.
+        let listed_together = !unlisted.is_empty()
+            && tokio::task::block_in_place(|| lock(&self.identity).record_groups(&unlisted))
+                .map_err(|error| tracing::warn!(node = self.config.id, %error, "listing the new groups together failed"))
+                .is_ok();
+        if listed_together {
+            tracing::info!(
+                node = self.config.id,
+                groups = unlisted.len(),
+                "groups listed in the identity file"
+            );
+        }
+        opened
+            .into_iter()
+            .map(|(opened, machine, options)| {
+                let opened = opened?;
+                if opened.unlisted_with_state && !listed_together {
+                    tokio::task::block_in_place(|| {
+                        lock(&self.identity).record_group(opened.group_id.0)
+                    })?;
+                }
+                self.run_group(opened, machine, options)
+            })
+            .collect()
+    }
+
+    /// The first half of starting a group: its log opened (and bootstrapped if this node
+    /// holds nothing of it and should), before it is listed in the identity file.
+    fn open_group<S: StateMachine>(
+        &self,
+        group_id: GroupId,
+        state_machine: &S,
+        options: &GroupOptions,
+    ) -> Result<OpenedGroup<'_>, NodeError> {
         let peers = self.peers.clone().ok_or(NodeError::ShuttingDown)?;
         if let Some(lost) = self.lost_state() {
             return Err(NodeError::LostState(lost));
         }
-        let _changing = self.mark_changing(group_id)?;
+        let changing = self.mark_changing(group_id)?;
         if lock(&self.groups).contains_key(&group_id) {
             return Err(NodeError::GroupExists(group_id));
         }
         let dir = group_dir(&self.log, group_id);
-        let mut members =
-            tokio::task::block_in_place(|| MemberFile::load(&dir)).map_err(|source| {
-                NodeError::Members {
-                    group: group_id,
-                    source,
-                }
-            })?;
+        let members = tokio::task::block_in_place(|| MemberFile::load(&dir)).map_err(|source| {
+            NodeError::Members {
+                group: group_id,
+                source,
+            }
+        })?;
         let bootstrap = self.bootstrap_conf(group_id, &options.members, &members, &peers)?;
-        let (wal, listed) = self.open_log(group_id, &state_machine, bootstrap.as_ref())?;
+        let (wal, listed) = self.open_log(group_id, state_machine, bootstrap.as_ref())?;
+        let unlisted_with_state = !listed && wal.hard_state() != ordo_wal::HardState::default();
+        Ok(OpenedGroup {
+            group_id,
+            _changing: changing,
+            peers,
+            members,
+            wal,
+            // Listed by the caller before the group runs, if it has a hard state now.
+            listed: listed || unlisted_with_state,
+            unlisted_with_state,
+        })
+    }
+
+    /// The second half: the group's storage, state and Raft node made, and its driver run.
+    fn run_group<S: StateMachine>(
+        &self,
+        opened: OpenedGroup<'_>,
+        mut state_machine: S,
+        options: GroupOptions,
+    ) -> Result<Group<S>, NodeError> {
+        let OpenedGroup {
+            group_id,
+            _changing,
+            peers,
+            mut members,
+            wal,
+            listed,
+            ..
+        } = opened;
         let storage = tokio::task::block_in_place(|| {
             WalStorage::open(wal.clone(), self.config.snapshot_bytes_max)
                 .map(|s| s.with_log_cache_bytes(self.config.log_cache_bytes_max))
@@ -655,14 +759,9 @@ impl Node {
                 .map_err(storage_err)?;
             tracing::info!(group = %group_id, node = config.id, voters = ?conf.voters, learners = ?conf.learners, "group bootstrapped");
         }
-        // Listed once it has a hard state (after bootstrapping, or as found on disk): from
-        // then on its loss is detected. A joining node's group is listed by
-        // `list_group_once_written` when its first hard state arrives.
-        if !listed && wal.hard_state() != ordo_wal::HardState::default() {
-            tokio::task::block_in_place(|| lock(&self.identity).record_group(group_id.0))?;
-            tracing::info!(group = %group_id, node = config.id, "group listed in the identity file");
-            return Ok((wal, true));
-        }
+        // Listed by the caller once it has a hard state (after bootstrapping, or as found on
+        // disk), before it runs: from then on its loss is detected. A joining node's group
+        // is listed by `list_group_once_written` when its first hard state arrives.
         Ok((wal, listed))
     }
 

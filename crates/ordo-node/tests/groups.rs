@@ -378,3 +378,49 @@ async fn a_removal_cut_short_after_its_first_step_is_finished_when_the_node_star
     assert_eq!(text(&g.read(|sm| sm.entries.clone())), vec!["fresh"]);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn groups_started_together_are_listed_together_and_each_answers_for_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = single_node(dir.path(), None).await;
+    let addr = node.peer_addr();
+    let batch: Vec<_> = [GroupId(3), GroupId(4), GroupId(3), GroupId(5)]
+        .into_iter()
+        .map(|id| (id, Recorder::default(), GroupOptions::default()))
+        .collect();
+    let mut started = node.start_groups(batch).await;
+    // The second start of group 3 in the batch is refused; the others run.
+    match started.remove(2) {
+        Err(NodeError::GroupBusy(GroupId(3))) => {}
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("group 3 started twice"),
+    }
+    let groups: Vec<Group<Recorder>> = started.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        node.listed_groups(),
+        vec![GroupId(3), GroupId(4), GroupId(5)]
+    );
+    for (i, group) in groups.iter().enumerate() {
+        let (index, _) = propose_on(group, &format!("entry {i}")).await;
+        group.wait_applied(index, GUARD).await.unwrap();
+    }
+    drop(groups);
+    node.shutdown().await;
+
+    // Started together again from their state: nothing is missing, nothing listed twice.
+    let node = single_node(dir.path(), Some(bind_again(addr).await)).await;
+    let again: Vec<_> = [GroupId(3), GroupId(4), GroupId(5)]
+        .into_iter()
+        .map(|id| (id, Recorder::default(), GroupOptions::default()))
+        .collect();
+    for started in node.start_groups(again).await {
+        let group = started.unwrap();
+        let (index, _) = propose_on(&group, "after the restart").await;
+        group.wait_applied(index, GUARD).await.unwrap();
+    }
+    assert_eq!(
+        node.listed_groups(),
+        vec![GroupId(3), GroupId(4), GroupId(5)]
+    );
+    node.shutdown().await;
+}
