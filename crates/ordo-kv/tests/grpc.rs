@@ -226,45 +226,40 @@ async fn compaction_makes_older_revisions_fail_with_etcds_compacted_error() {
 async fn oversized_requests_are_refused_with_etcds_error() {
     let server = start_default().await;
     let mut kv = server.kv().await;
-    let big = PutRequest {
-        key: b"big".to_vec(),
-        value: vec![7; ordo_kv::limits::REQUEST_BYTES_MAX],
-        ..Default::default()
-    };
-    let err = kv.put(big).await.unwrap_err();
+    let err = refused_put(&mut kv, "big", ordo_kv::limits::REQUEST_BYTES_MAX).await;
     assert_eq!(
         (err.code(), err.message()),
         (Code::InvalidArgument, "etcdserver: request is too large")
     );
+}
+
+/// Puts a value of `value_bytes` under `key`, which must be refused; returns the refusal
+/// once a read shows nothing was stored.
+async fn refused_put(kv: &mut Kv, key: &str, value_bytes: usize) -> tonic::Status {
+    let put = PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: vec![7; value_bytes],
+        ..Default::default()
+    };
+    let err = kv.put(put).await.unwrap_err();
     assert!(kv
-        .range(get_req("big"))
+        .range(get_req(key))
         .await
         .unwrap()
         .into_inner()
         .kvs
         .is_empty());
+    err
 }
 
 #[tokio::test]
 async fn a_message_over_the_grpc_bound_is_refused_as_resource_exhausted() {
     let server = start_default().await;
     let mut kv = server.kv().await;
-    let huge = PutRequest {
-        key: b"huge".to_vec(),
-        value: vec![7; ordo_kv::limits::GRPC_MESSAGE_BYTES_MAX + 1],
-        ..Default::default()
-    };
-    let err = kv.put(huge).await.unwrap_err();
+    let err = refused_put(&mut kv, "huge", ordo_kv::limits::GRPC_MESSAGE_BYTES_MAX + 1).await;
     // gRPC's code for a message over the bound, as etcd answers it (tonic says OUT_OF_RANGE).
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
     assert!(err.message().contains("too large"), "{err}");
-    assert!(kv
-        .range(get_req("huge"))
-        .await
-        .unwrap()
-        .into_inner()
-        .kvs
-        .is_empty());
 }
 
 #[tokio::test]
