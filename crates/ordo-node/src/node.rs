@@ -185,10 +185,19 @@ struct OpenedGroup<'a> {
     peers: Arc<PeerNeeds>,
     members: MemberFile,
     wal: GroupLog,
-    /// Listed in the identity file, or to be listed before it runs.
-    listed: bool,
-    /// It has a hard state but is not listed yet: the caller lists it before it runs.
-    unlisted_with_state: bool,
+    listing: Listing,
+}
+
+/// Where a group being started stands in the identity file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    /// Listed already.
+    Listed,
+    /// It has a hard state but is not listed: the caller lists it before it runs.
+    BeforeRunning,
+    /// No hard state yet (a joining node): listed by `list_group_once_written` once its
+    /// first hard state arrives.
+    OnceWritten,
 }
 
 /// What a group is started from, once its log is open.
@@ -508,9 +517,8 @@ impl Node {
         options: GroupOptions,
     ) -> Result<Group<S>, NodeError> {
         let opened = self.open_group(group_id, &state_machine, &options)?;
-        if opened.unlisted_with_state {
-            tokio::task::block_in_place(|| lock(&self.identity).record_group(group_id.0))?;
-            tracing::info!(group = %group_id, node = self.config.id, "group listed in the identity file");
+        if opened.listing == Listing::BeforeRunning {
+            self.list_groups(&[group_id.0])?;
         }
         self.run_group(opened, state_machine, options)
     }
@@ -532,33 +540,38 @@ impl Node {
             .collect();
         let unlisted: Vec<u64> = opened
             .iter()
-            .filter_map(|(o, _, _)| o.as_ref().ok().filter(|o| o.unlisted_with_state))
+            .filter_map(|(o, _, _)| o.as_ref().ok())
+            .filter(|o| o.listing == Listing::BeforeRunning)
             .map(|o| o.group_id.0)
             .collect();
         // Should the one write fail, each group tries its own and reports its own error.
         let listed_together = !unlisted.is_empty()
-            && tokio::task::block_in_place(|| lock(&self.identity).record_groups(&unlisted))
+            && self
+                .list_groups(&unlisted)
                 .map_err(|error| tracing::warn!(node = self.config.id, %error, "listing the new groups together failed"))
                 .is_ok();
-        if listed_together {
-            tracing::info!(
-                node = self.config.id,
-                groups = unlisted.len(),
-                "groups listed in the identity file"
-            );
-        }
         opened
             .into_iter()
             .map(|(opened, machine, options)| {
                 let opened = opened?;
-                if opened.unlisted_with_state && !listed_together {
-                    tokio::task::block_in_place(|| {
-                        lock(&self.identity).record_group(opened.group_id.0)
-                    })?;
+                if opened.listing == Listing::BeforeRunning && !listed_together {
+                    self.list_groups(&[opened.group_id.0])?;
                 }
                 self.run_group(opened, machine, options)
             })
             .collect()
+    }
+
+    /// Lists `groups` in the identity file in one durable write: from then on the loss of
+    /// any of them is detected at start.
+    fn list_groups(&self, groups: &[u64]) -> Result<(), IdentityError> {
+        tokio::task::block_in_place(|| lock(&self.identity).record_groups(groups))?;
+        tracing::info!(
+            node = self.config.id,
+            ?groups,
+            "groups listed in the identity file"
+        );
+        Ok(())
     }
 
     /// The first half of starting a group: its log opened (and bootstrapped if this node
@@ -586,16 +599,20 @@ impl Node {
         })?;
         let bootstrap = self.bootstrap_conf(group_id, &options.members, &members, &peers)?;
         let (wal, listed) = self.open_log(group_id, state_machine, bootstrap.as_ref())?;
-        let unlisted_with_state = !listed && wal.hard_state() != ordo_wal::HardState::default();
+        let listing = if listed {
+            Listing::Listed
+        } else if wal.hard_state() != ordo_wal::HardState::default() {
+            Listing::BeforeRunning
+        } else {
+            Listing::OnceWritten
+        };
         Ok(OpenedGroup {
             group_id,
             _changing: changing,
             peers,
             members,
             wal,
-            // Listed by the caller before the group runs, if it has a hard state now.
-            listed: listed || unlisted_with_state,
-            unlisted_with_state,
+            listing,
         })
     }
 
@@ -612,8 +629,7 @@ impl Node {
             peers,
             mut members,
             wal,
-            listed,
-            ..
+            listing,
         } = opened;
         let storage = tokio::task::block_in_place(|| {
             WalStorage::open(wal.clone(), self.config.snapshot_bytes_max)
@@ -634,7 +650,7 @@ impl Node {
             },
         )?;
         self.fill_members(group_id, &mut members, &raw.conf_state(), &peers)?;
-        if !listed {
+        if listing == Listing::OnceWritten {
             tokio::spawn(list_group_once_written(
                 group_id,
                 wal.clone(),
