@@ -346,11 +346,8 @@ pub(crate) fn encode_frames(
             }
         }
         if start.is_none() {
-            start = Some(dst.len());
+            start = Some(begin_frame(dst));
             count = 0;
-            dst.put_u32(0); // body length, patched in finish_frame
-            dst.put_u32(0); // checksum, patched in finish_frame
-            dst.put_u32(0); // message count, patched in finish_frame
         }
         dst.put_u8(MESSAGE_KIND_RAFT);
         dst.put_u64(message.group_id);
@@ -369,11 +366,18 @@ pub(crate) fn encode_frames(
 /// Encodes a keepalive: a frame of no messages. An idle writer sends one now and then so
 /// that the peer's reader can tell a quiet link from a dead one.
 pub(crate) fn encode_keepalive(dst: &mut BytesMut) {
-    let frame_start = dst.len();
-    dst.put_u32(0); // body length, patched in finish_frame
-    dst.put_u32(0); // checksum, patched in finish_frame
-    dst.put_u32(0); // message count, patched in finish_frame
+    let frame_start = begin_frame(dst);
     finish_frame(dst, frame_start, 0);
+}
+
+/// Writes a frame's header and message count as placeholders, for [`finish_frame`] to
+/// patch; returns where the frame starts.
+fn begin_frame(dst: &mut BytesMut) -> usize {
+    let frame_start = dst.len();
+    dst.put_u32(0); // body length
+    dst.put_u32(0); // checksum
+    dst.put_u32(0); // message count
+    frame_start
 }
 
 fn finish_frame(dst: &mut BytesMut, frame_start: usize, count: u32) {
