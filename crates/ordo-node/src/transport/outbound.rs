@@ -154,6 +154,10 @@ impl Outbound {
             out.clear();
             let frames = match first {
                 Some(first) => {
+                    // Let every task already woken on this node run first: the drivers of
+                    // other groups with messages for this peer queue them now, and they
+                    // leave in this write instead of one write each.
+                    tokio::task::yield_now().await;
                     self.collect_batch(first, &mut batch);
                     wire::encode_frames(&mut out, &batch, config.frame_bytes_max)
                 }
