@@ -53,6 +53,10 @@ struct RunQueue {
     groups: VecDeque<Arc<dyn Scheduled>>,
     /// Workers exit once the queue is empty.
     stopping: bool,
+    /// Workers waiting for work. A group scheduled while none waits is taken by a busy
+    /// worker when it finishes its turn (each looks at the queue before it waits), so
+    /// waking one costs a system call only when one sleeps.
+    idle: usize,
 }
 
 /// A group as the workers see it.
@@ -65,8 +69,11 @@ impl Shared {
     fn schedule(&self, group: Arc<dyn Scheduled>) {
         let mut queue = lock(&self.run_queue);
         queue.groups.push_back(group);
+        let sleeping = queue.idle > 0;
         drop(queue);
-        self.work.notify_one();
+        if sleeping {
+            self.work.notify_one();
+        }
     }
 
     /// The next group to run, or `None` once stopping with nothing left.
@@ -79,10 +86,12 @@ impl Shared {
             if queue.stopping {
                 return None;
             }
+            queue.idle += 1;
             queue = self
                 .work
                 .wait(queue)
                 .unwrap_or_else(PoisonError::into_inner);
+            queue.idle -= 1;
         }
     }
 
@@ -100,6 +109,7 @@ impl ApplyPool {
             run_queue: Mutex::new(RunQueue {
                 groups: VecDeque::new(),
                 stopping: false,
+                idle: 0,
             }),
             work: Condvar::new(),
         });
