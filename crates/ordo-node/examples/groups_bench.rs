@@ -16,6 +16,9 @@
 //! - proposals/s with `--bytes` entries to groups chosen at random, from `--proposers`
 //!   concurrent proposers spread over the three processes (a proposal on a follower is
 //!   forwarded to the group's leader), and their p50/p99 latency until applied;
+//! - the CPU time all three processes spent during that load, per proposal (user and
+//!   system time: steadier between runs than proposals/s, which moves with the disk's
+//!   fsync latency of the moment);
 //! - fsyncs per second per node, as the log counts them;
 //! - idle CPU % of one core and resident memory per node once every group is idle;
 //! - the time a node takes to start all of the groups new (bootstrapping each), the slowest
@@ -166,16 +169,17 @@ fn main() -> Result<(), Error> {
     }
     let args = parse_args(args)?;
     println!(
-        "| groups | proposals/s | p50 ms | p99 ms | fsyncs/s per node | idle CPU % per node | RSS MiB per node | RSS KiB per group | first start s | restart s |"
+        "| groups | proposals/s | p50 ms | p99 ms | CPU µs per proposal | fsyncs/s per node | idle CPU % per node | RSS MiB per node | RSS KiB per group | first start s | restart s |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &groups in &args.groups {
         let row = run_cluster(&args, groups)?;
         println!(
-            "| {groups} | {:.0} | {:.2} | {:.2} | {:.0} | {:.1} | {:.0} | {:.1} | {:.2} | {:.2} |",
+            "| {groups} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1} | {:.0} | {:.1} | {:.2} | {:.2} |",
             row.proposals_per_s,
             row.p50_us as f64 / 1000.0,
             row.p99_us as f64 / 1000.0,
+            row.cpu_us_per_proposal,
             row.fsyncs_per_s,
             row.idle_cpu_percent,
             row.rss_kib as f64 / 1024.0,
@@ -191,6 +195,7 @@ struct Row {
     proposals_per_s: f64,
     p50_us: u64,
     p99_us: u64,
+    cpu_us_per_proposal: f64,
     fsyncs_per_s: f64,
     idle_cpu_percent: f64,
     rss_kib: u64,
@@ -302,14 +307,16 @@ fn run_cluster(args: &Args, groups: u64) -> Result<Row, Error> {
     let mut latencies = Buckets::default();
     let mut proposals = 0u64;
     let mut fsyncs = 0u64;
+    let mut load_cpu_s = 0.0f64;
     let mut elapsed_s: f64 = 0.0;
     for n in &mut nodes {
         let got = n.expect("load")?;
-        let [count, fs, secs, buckets] = got.as_slice() else {
+        let [count, fs, secs, cpu_s, buckets] = got.as_slice() else {
             return Err("bad load line".into());
         };
         proposals += count.parse::<u64>()?;
         fsyncs += fs.parse::<u64>()?;
+        load_cpu_s += cpu_s.parse::<f64>()?;
         elapsed_s = elapsed_s.max(secs.parse()?);
         latencies.merge(&Buckets::decode(buckets)?);
     }
@@ -339,6 +346,7 @@ fn run_cluster(args: &Args, groups: u64) -> Result<Row, Error> {
         proposals_per_s: proposals as f64 / elapsed_s,
         p50_us: latencies.quantile(0.5),
         p99_us: latencies.quantile(0.99),
+        cpu_us_per_proposal: load_cpu_s * 1e6 / proposals.max(1) as f64,
         fsyncs_per_s: fsyncs as f64 / 3.0 / elapsed_s,
         idle_cpu_percent: cpu,
         rss_kib: rss,
@@ -429,6 +437,7 @@ async fn serve_node(
             Some("load") => {
                 let secs: u64 = words.next().ok_or("load needs seconds")?.parse()?;
                 let before = node.log_stats().fsyncs;
+                let cpu_before = cpu_seconds()?;
                 let stop = Arc::new(AtomicBool::new(false));
                 let started = Instant::now();
                 let mut tasks = Vec::new();
@@ -471,8 +480,9 @@ async fn serve_node(
                 let elapsed = started.elapsed().as_secs_f64();
                 let fsyncs = node.log_stats().fsyncs - before;
                 println!(
-                    "load {} {fsyncs} {elapsed:.3} {}",
+                    "load {} {fsyncs} {elapsed:.3} {:.3} {}",
                     latencies.count(),
+                    cpu_seconds()? - cpu_before,
                     latencies.encode()
                 );
             }
