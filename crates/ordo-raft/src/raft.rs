@@ -1505,7 +1505,8 @@ impl<S: Storage> Raft<S> {
     ///   campaigns; until then it also keeps refusing other candidates (check-quorum),
     ///   as a follower that just heard a heartbeat does.
     /// - A leader starts a new check-quorum round, in which every follower must answer
-    ///   again, and heartbeats at once, so its followers wake too.
+    ///   again. It heartbeats on its next heartbeat tick; what woke it (a proposal's
+    ///   append, a read's heartbeat round) wakes its followers first.
     pub(crate) fn resume_ticking(&mut self) {
         self.now_ticks += self.cfg.election_timeout_ticks;
         self.election_elapsed_ticks = 0;
@@ -1519,7 +1520,9 @@ impl<S: Storage> Raft<S> {
                 pr.recent_active = false;
             }
         }
-        self.bcast_heartbeat();
+        // No heartbeat now: whatever woke the group sends its own messages (a proposal's
+        // append, a read's heartbeat round) and the next tick heartbeats. A heartbeat here
+        // would double the messages of a group woken by each of its proposals.
     }
 }
 

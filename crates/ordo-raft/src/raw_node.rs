@@ -674,8 +674,9 @@ impl<S: Storage> RawNode<S> {
     /// group) and calls it again from now on. Voids what rested on elapsed time across
     /// the pause: a leader's lease (lease reads wait for a heartbeat round acknowledged
     /// after this call) and its check-quorum round, a follower's election timer (its
-    /// leader gets a whole election timeout to be heard from). A leader heartbeats at
-    /// once.
+    /// leader gets a whole election timeout to be heard from). A leader sends nothing
+    /// for the resume itself: it heartbeats on its next heartbeat tick, and whatever woke
+    /// it (a proposal, a read) sends its own messages at once.
     pub fn resume_ticking(&mut self) {
         if self.storage_failure.is_none() {
             self.raft.resume_ticking();

@@ -59,18 +59,30 @@ fn a_resumed_leader_serves_no_lease_read_before_a_heartbeat_round_after_the_paus
 }
 
 #[test]
-fn a_resumed_leader_heartbeats_at_once() {
+fn a_resumed_leader_heartbeats_on_its_next_heartbeat_tick_and_a_proposal_goes_out_at_once() {
     let (mut c, leader) = lease_cluster();
     c.stabilize();
     c.node_mut(leader).resume_ticking();
-    let rd = c.node_mut(leader).ready();
-    let heartbeats = rd
-        .messages
+    assert!(
+        !c.node(leader).has_ready(),
+        "the resume itself sends nothing"
+    );
+    c.node_mut(leader).propose(data("woken")).unwrap();
+    c.process_ready(leader);
+    let appends = c
+        .queue
+        .iter()
+        .filter(|m| matches!(&m.body, MessageBody::Append { entries, .. } if !entries.is_empty()))
+        .count();
+    assert_eq!(appends, 2, "the proposal's append wakes both followers");
+    c.stabilize();
+    c.tick(leader);
+    let heartbeats = c
+        .queue
         .iter()
         .filter(|m| matches!(m.body, MessageBody::Heartbeat { .. }))
         .count();
-    assert_eq!(heartbeats, 2);
-    c.node_mut(leader).advance();
+    assert_eq!(heartbeats, 2, "the next heartbeat tick heartbeats");
 }
 
 #[test]

@@ -17,8 +17,11 @@
 //! **Waking.** A quiesced group (leader or follower) ticks again on any input that may need
 //! time to pass: a proposal, a read, a question for the leader, a leadership transfer, a
 //! peer message other than a quiesce, or the transport reporting a member unreachable (how a
-//! follower learns its leader died: it then campaigns after an election timeout). A
-//! leader that wakes heartbeats at once, which wakes its followers.
+//! follower learns its leader died: it then campaigns after an election timeout). A woken
+//! leader sends nothing for waking itself: what woke it (a proposal's append, a read's
+//! heartbeat round) wakes its followers, and it heartbeats from its next heartbeat tick.
+//! (Heartbeating on waking too would add four messages to every proposal of a group that
+//! quiesces between proposals.)
 //!
 //! **Time across the pause.** A woken group calls [`RawNode::resume_ticking`]: its clock
 //! jumps past any lease it held (a leader serves lease reads again only after a heartbeat
