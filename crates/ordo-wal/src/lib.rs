@@ -34,10 +34,10 @@
 //! - appends that arrive while a round runs are held in memory and written by the next
 //!   round, all in one `write` just before its fsync (they count, and read, as appended at
 //!   once; the wait costs them nothing, since they could not become durable sooner);
-//! - after a round, the fsync thread waits (at most half a round, and never for a lone
-//!   appender) until as many appends have come in as the round covered: the appenders it
-//!   has just released usually append again at once, and without the wait the log settles
-//!   into rounds that each carry half of them;
+//! - after a round, the fsync thread waits (at most as long as the round took, never more
+//!   than a millisecond, and never for a lone appender) until as many appends have come in
+//!   as the round covered: the appenders it has just released usually append again at
+//!   once, and without the wait the log settles into rounds that each carry half of them;
 //! - the segment is written with zeros a little ahead of the records, so that an fsync
 //!   writes records into blocks the file system has allocated already, not the allocation
 //!   as well.

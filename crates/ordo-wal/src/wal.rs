@@ -964,7 +964,7 @@ impl Shared {
         } else {
             s.linger_target = s.appends + s.round_appends;
             let took = s.round_started.map_or(Duration::ZERO, |t| now - t);
-            s.linger_until = Some(now + (took / 2).min(LINGER_MAX));
+            s.linger_until = Some(now + took.min(LINGER_MAX));
         }
     }
 
@@ -1304,8 +1304,13 @@ impl Shared {
                             // them would leave the rest for the round after, and the log
                             // would settle into rounds of half the appenders each. So wait
                             // until as many appends as the last round covered have come in,
-                            // but never longer than half a round: a lone appender or a log
-                            // that stops appending waits nothing or little.
+                            // but never longer than the last round took (nor `LINGER_MAX`): a
+                            // lone appender or a log that stops appending waits nothing or
+                            // little. Many independent appenders (the groups of a node,
+                            // each appending when its own turn comes) arrive spread out;
+                            // waiting up to a whole round gathers them, so the log fsyncs
+                            // at most about once per two round times instead of starting a
+                            // round for whoever came first.
                             linger = s.linger(now).filter(|_| behind);
                             behind && linger.is_none()
                         }
