@@ -12,28 +12,7 @@ use common::{guard, start_default, TestServer};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-fn find_etcdctl() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("etcdctl"))
-        .find(|p| p.is_file())
-}
-
-/// The etcdctl binary, or `None` (after saying so) when the test should be skipped.
-fn etcdctl_or_skip() -> Option<PathBuf> {
-    match find_etcdctl() {
-        Some(path) => Some(path),
-        None => {
-            let required = std::env::var("ORDO_REQUIRE_ETCDCTL").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "etcdctl not installed but ORDO_REQUIRE_ETCDCTL=1"
-            );
-            println!("skipped: etcdctl not installed");
-            None
-        }
-    }
-}
+use ordo_launch::tools::etcdctl_or_skip;
 
 struct Ctl {
     bin: PathBuf,

@@ -12,11 +12,13 @@
 //!   SIGKILL.
 //! - [`http`]: the admin endpoints' client side; [`ports`]: loopback ports never handed out
 //!   twice by one process.
+//! - [`tools`]: outside programs the tests drive (`etcdctl`).
 
 pub mod cluster;
 pub mod http;
 pub mod parent;
 pub mod ports;
+pub mod tools;
 
 pub use cluster::{free_ports, LaunchError, LocalCluster, NodeSpec, NodeStatus, PlannedNode};
 pub use parent::{exit_with_parent_if_asked, EXIT_WITH_PARENT_ENV};

@@ -11,7 +11,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{etcdctl_or_skip, start, TestCluster, STEP};
+use common::{start, TestCluster, STEP};
+use ordo_launch::tools::etcdctl_or_skip;
 
 struct Ctl {
     bin: PathBuf,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{channel, etcdctl_or_skip, keys_with_prefix, start, TestCluster, STEP};
+use common::{channel, keys_with_prefix, start, TestCluster, STEP};
 use ordo_kv::proto::etcdserverpb::cluster_client::ClusterClient;
 use ordo_kv::proto::etcdserverpb::kv_client::KvClient;
 use ordo_kv::proto::etcdserverpb::lease_client::LeaseClient;
@@ -21,6 +21,7 @@ use ordo_kv::proto::etcdserverpb::{
     MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, MoveLeaderRequest, PutRequest,
 };
 use ordo_launch::cluster::POLL_INTERVAL;
+use ordo_launch::tools::etcdctl_or_skip;
 use ordo_launch::PlannedNode;
 use tonic::transport::Channel;
 

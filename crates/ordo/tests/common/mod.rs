@@ -170,22 +170,3 @@ pub async fn keys_with_prefix(cluster: &TestCluster, id: u64, prefix: &str) -> V
         }
     }
 }
-
-/// The `etcdctl` on `PATH`; `None` (the test prints that it is skipped) when there is none,
-/// unless `ORDO_REQUIRE_ETCDCTL=1`, which makes its absence a failure.
-pub fn etcdctl_or_skip() -> Option<std::path::PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("etcdctl"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        let required = std::env::var("ORDO_REQUIRE_ETCDCTL").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "etcdctl not installed but ORDO_REQUIRE_ETCDCTL=1"
-        );
-        println!("skipped: etcdctl not installed");
-    }
-    found
-}
