@@ -152,6 +152,30 @@ impl<B: KvBackend> EtcdApi<B> {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
+        // Small responses must not wait for a delayed ACK (Nagle): without TCP_NODELAY
+        // every unary read costs tens of milliseconds.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        self.serve_incoming(incoming, shutdown).await
+    }
+
+    /// Serves as [`EtcdApi::serve`] does, on connections from `incoming` (TLS connections
+    /// once their handshake completed, say).
+    pub async fn serve_incoming<I, IO, IE>(
+        self,
+        incoming: I,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error>
+    where
+        I: tokio_stream::Stream<Item = Result<IO, IE>>,
+        IO: tokio::io::AsyncRead
+            + tokio::io::AsyncWrite
+            + tonic::transport::server::Connected
+            + Unpin
+            + Send
+            + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let max = GRPC_MESSAGE_BYTES_MAX;
         const SERVED: [&str; 6] = [
             kv_server::SERVICE_NAME,
@@ -177,12 +201,7 @@ impl<B: KvBackend> EtcdApi<B> {
             .add_service(
                 maintenance_server::MaintenanceServer::new(self).max_decoding_message_size(max),
             )
-            // Small responses must not wait for a delayed ACK (Nagle): without TCP_NODELAY
-            // every unary read costs tens of milliseconds.
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                shutdown,
-            )
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
     }
 

@@ -107,3 +107,4 @@ pub use ordo_raft::{ConfState, Index, NodeId, StateRole, Term};
 pub use removal::RemovalError;
 pub use state_machine::{RestoreError, SnapshotJob, StateMachine, ENVELOPE_BYTES};
 pub use storage::{LogStore, StorageFailure, WalStorage, LOG_CACHE_BYTES_DEFAULT};
+pub use transport::LogThrottle;

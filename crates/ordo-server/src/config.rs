@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use ordo_node::NodeConfig;
 
+use crate::tls::TlsFiles;
+
 /// Everything a node runs with.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -15,4 +17,6 @@ pub struct ServerConfig {
     pub client_addr: SocketAddr,
     /// Where the admin endpoints listen.
     pub admin_addr: SocketAddr,
+    /// TLS on the etcd API's port; plain text without.
+    pub client_tls: Option<TlsFiles>,
 }

@@ -25,13 +25,17 @@
 //!   groups exist and where their replicas live.
 //! - [`admin`]: `/status`, `/metrics`, `/health`, `/groups`.
 //! - [`run`]: one node from start to shutdown.
+//! - [`tls`]: TLS on a listener (rustls), its files reloaded when they change.
+//! - [`dev_certs`]: a development CA and the certificates it signs (`ordo cert`, tests).
 
 pub mod admin;
 pub mod config;
+pub mod dev_certs;
 pub mod etcd;
 pub mod meta;
 pub mod replica;
 pub mod run;
+pub mod tls;
 
 pub use config::ServerConfig;
 pub use run::{run, termination_signal, Listener, ServerError, KV_GROUP};

@@ -18,6 +18,7 @@ use crate::config::ServerConfig;
 use crate::etcd::members::MemberDirectory;
 use crate::etcd::{EtcdBackend, KvReplica, CLIENT_URL_ADVERTISED};
 use crate::meta::{MetaMachine, META_GROUP};
+use crate::tls::{TlsAcceptor, TlsError};
 
 /// The Raft group holding the KV store. (The metadata group is [`META_GROUP`].)
 pub const KV_GROUP: GroupId = GroupId(1);
@@ -97,6 +98,14 @@ pub enum ServerError {
     /// This node's client URL cannot be advertised to its peers.
     #[error("cannot advertise this node's client URL to its peers")]
     Advertised(#[source] AdvertisedError),
+    /// A listener's TLS certificate, key or trusted CAs cannot be used.
+    #[error("cannot serve TLS to {listener}: {problem}")]
+    Tls {
+        /// Which listener.
+        listener: Listener,
+        /// What is wrong with its files.
+        problem: TlsError,
+    },
     /// The etcd API's task ended abnormally.
     #[error("the client API task failed")]
     ApiTask(#[source] tokio::task::JoinError),
@@ -163,7 +172,7 @@ async fn start_node(config: &ServerConfig, peer: TcpListener) -> Result<Started,
         source,
     })?;
     let mut node_config = config.node.clone();
-    node_config.advertised = advertised(config.client_addr)?;
+    node_config.advertised = advertised(client_url(config))?;
     let node = Node::start_on(node_config, peer).map_err(ServerError::Node)?;
     let Some(peer_advertised) = node.peer_advertised() else {
         node.shutdown().await;
@@ -200,7 +209,7 @@ async fn start_node(config: &ServerConfig, peer: TcpListener) -> Result<Started,
     };
     let directory = MemberDirectory::new(
         config.node.id,
-        config.client_addr,
+        client_url(config),
         &config.node.peers,
         peer_advertised,
     );
@@ -235,9 +244,18 @@ fn meta_members(node: &Node) -> InitialMembers {
     }
 }
 
+/// Where clients reach this node's etcd API: `https://` with TLS on its port.
+fn client_url(config: &ServerConfig) -> String {
+    let scheme = if config.client_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{}", config.client_addr)
+}
+
 /// What this node tells every peer about itself: where its etcd API listens.
-fn advertised(client_addr: SocketAddr) -> Result<Advertised, ServerError> {
-    let url = format!("http://{client_addr}");
+fn advertised(url: String) -> Result<Advertised, ServerError> {
     Advertised::new([(CLIENT_URL_ADVERTISED.to_string(), url)]).map_err(ServerError::Advertised)
 }
 
@@ -253,6 +271,7 @@ impl Serving {
         backend: &Arc<EtcdBackend>,
         node: crate::admin::NodeViews,
         client: TcpListener,
+        client_tls: Option<Arc<TlsAcceptor>>,
         admin: TcpListener,
     ) -> Serving {
         let (stop, stop_rx) = watch::channel(false);
@@ -271,9 +290,15 @@ impl Serving {
         ];
         let api = EtcdApi::new(Arc::clone(backend), ServiceConfig::default());
         let mut api_stop = stop_rx;
-        let api = tokio::spawn(api.serve(client, async move {
+        let api_stopped = async move {
             let _ = api_stop.wait_for(|&stop| stop).await;
-        }));
+        };
+        let api = match client_tls {
+            Some(tls) => {
+                tokio::spawn(api.serve_incoming(crate::tls::incoming(client, tls), api_stopped))
+            }
+            None => tokio::spawn(api.serve(client, api_stopped)),
+        };
         Serving { stop, api, others }
     }
 
@@ -296,6 +321,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let id = config.node.id;
+    // Unusable certificate files fail before anything binds or opens the log.
+    let client_tls = match &config.client_tls {
+        Some(files) => Some(Arc::new(TlsAcceptor::new(files.clone()).map_err(
+            |problem| ServerError::Tls {
+                listener: Listener::Client,
+                problem,
+            },
+        )?)),
+        None => None,
+    };
     let listeners = Listeners::bind(&config).await?;
     let Started {
         node,
@@ -309,11 +344,13 @@ pub async fn run(
             peers: node.transport().map(|t| t.counters()),
         },
         listeners.client,
+        client_tls,
         listeners.admin,
     );
     tracing::info!(
         node = id,
         client_addr = %config.client_addr,
+        client_tls = config.client_tls.is_some(),
         peer_addr = %node.peer_addr(),
         admin_addr = %config.admin_addr,
         cluster_id = config.node.cluster_id,

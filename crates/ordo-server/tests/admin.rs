@@ -22,6 +22,7 @@ fn single_node(dir: &std::path::Path) -> ServerConfig {
         node,
         client_addr,
         admin_addr,
+        client_tls: None,
     }
 }
 

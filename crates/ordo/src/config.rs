@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use ordo_node::{FsyncPolicy, NodeConfig, NodeId};
 use serde::Deserialize;
 
+use ordo_server::tls::TlsFiles;
 use ordo_server::ServerConfig;
 
 /// Largest configuration file read, so a wrong path (a device, a huge log) fails fast.
@@ -150,6 +151,21 @@ pub struct ServerArgs {
     /// then receives the log from the leader. Restart it later without --join.
     #[arg(long)]
     pub join: bool,
+    /// Serve the etcd API over TLS with this certificate chain (PEM, the node's own
+    /// certificate first); needs --key-file.
+    #[arg(long, value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// The private key of --cert-file (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to, with
+    /// --client-cert-auth.
+    #[arg(long, value_name = "FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require every client of the etcd API to present a certificate signed by
+    /// --trusted-ca-file.
+    #[arg(long)]
+    pub client_cert_auth: bool,
 }
 
 /// The configuration file: the same settings as the flags.
@@ -176,6 +192,10 @@ struct FileConfig {
     snapshot_tail_entries: Option<u64>,
     log_level: Option<String>,
     join: Option<bool>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    trusted_ca_file: Option<PathBuf>,
+    client_cert_auth: Option<bool>,
 }
 
 /// Everything `ordo server` runs with, checked: the node's configuration and the log level
@@ -205,6 +225,53 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.to_path_buf(),
         message: e.to_string().trim().replace('\n', " "),
     })
+}
+
+/// The etcd API's TLS files from their flags: a certificate and its key together or
+/// neither; a trusted CA or client certificate authentication only with them.
+fn client_tls(
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    trusted_ca_file: Option<PathBuf>,
+    client_cert_auth: bool,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert_file, key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            if client_cert_auth && trusted_ca_file.is_none() {
+                return Err(ConfigError::Invalid {
+                    flag: "client-cert-auth",
+                    problem: "needs --trusted-ca-file, the CAs client certificates must chain to"
+                        .into(),
+                });
+            }
+            Ok(Some(TlsFiles {
+                cert_file,
+                key_file,
+                trusted_ca_file,
+                client_cert_auth,
+            }))
+        }
+        (Some(_), None) => Err(ConfigError::Invalid {
+            flag: "cert-file",
+            problem: "needs --key-file, the certificate's private key".into(),
+        }),
+        (None, Some(_)) => Err(ConfigError::Invalid {
+            flag: "key-file",
+            problem: "needs --cert-file, the certificate of the key".into(),
+        }),
+        (None, None) if client_cert_auth || trusted_ca_file.is_some() => {
+            Err(ConfigError::Invalid {
+                flag: if client_cert_auth {
+                    "client-cert-auth"
+                } else {
+                    "trusted-ca-file"
+                },
+                problem: "checks client certificates over TLS: give --cert-file and --key-file too"
+                    .into(),
+            })
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// Parses `1=127.0.0.1:2380,2=...`.
@@ -354,6 +421,13 @@ impl Settings {
             })?,
         };
 
+        let client_tls = client_tls(
+            pick!(cert_file),
+            pick!(key_file),
+            pick!(trusted_ca_file),
+            args.client_cert_auth || file.client_cert_auth.unwrap_or(false),
+        )?;
+
         let join = args.join || file.join.unwrap_or(false);
         if join {
             check_empty_for_join(&data_dir)?;
@@ -384,6 +458,7 @@ impl Settings {
                 node,
                 client_addr,
                 admin_addr,
+                client_tls,
             },
             log_level,
         })
@@ -421,6 +496,45 @@ mod tests {
         assert_eq!(config.server.node.fsync, FsyncPolicy::Always);
         assert_eq!(config.server.client_addr, "127.0.0.1:2379".parse().unwrap());
         assert_eq!(config.server.node.peers.len(), 3);
+    }
+
+    #[test]
+    fn client_tls_comes_from_the_flags_or_the_file_and_half_a_pair_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ordo.toml");
+        std::fs::write(
+            &path,
+            "cert_file = \"node.pem\"\nkey_file = \"node-key.pem\"\ntrusted_ca_file = \"ca.pem\"\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        a.client_cert_auth = true;
+        let tls = Settings::from_args(&a).unwrap().server.client_tls.unwrap();
+        assert_eq!(tls.cert_file, PathBuf::from("node.pem"));
+        assert_eq!(tls.trusted_ca_file, Some(PathBuf::from("ca.pem")));
+        assert!(tls.client_cert_auth);
+        assert!(Settings::from_args(&args())
+            .unwrap()
+            .server
+            .client_tls
+            .is_none());
+
+        let refused = |a: ServerArgs| Settings::from_args(&a).unwrap_err().to_string();
+        let mut a = args();
+        a.cert_file = Some("node.pem".into());
+        assert!(refused(a).contains("--key-file"));
+        let mut a = args();
+        a.key_file = Some("node-key.pem".into());
+        assert!(refused(a).contains("--cert-file"));
+        let mut a = args();
+        a.client_cert_auth = true;
+        assert!(refused(a).contains("--cert-file"));
+        let mut a = args();
+        a.cert_file = Some("node.pem".into());
+        a.key_file = Some("node-key.pem".into());
+        a.client_cert_auth = true;
+        assert!(refused(a).contains("--trusted-ca-file"));
     }
 
     #[test]

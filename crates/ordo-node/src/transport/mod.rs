@@ -166,6 +166,7 @@ pub use advertised::{
 pub use error::{ConfigError, PeerError, ProtocolError, SendError, StartError};
 pub use incarnations::{PeerIncarnations, PEER_INCARNATIONS_MAX};
 pub use metrics::TransportMetrics;
+pub use throttle::LogThrottle;
 pub use wire::{RejectCode, PROTOCOL_VERSION};
 
 use metrics::Counters;

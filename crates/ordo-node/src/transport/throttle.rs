@@ -1,5 +1,5 @@
 //! A bound on the log lines a flood of refused connections can write: anyone who reaches
-//! the peer port can open connections that are refused, and one WARN line each would let
+//! a port (the peer port here, the servers' TLS ports) can open connections that are refused, and one WARN line each would let
 //! them fill the disk and bury every other line.
 
 use std::sync::{Mutex, PoisonError};
@@ -11,7 +11,7 @@ pub(crate) const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(10);
 
 /// Admits at most `lines_per_window` lines per `window`; counts the rest.
 #[derive(Debug)]
-pub(crate) struct LogThrottle {
+pub struct LogThrottle {
     lines_per_window: u32,
     window: Duration,
     state: Mutex<Window>,
@@ -26,7 +26,8 @@ struct Window {
 }
 
 impl LogThrottle {
-    pub(crate) fn new(lines_per_window: u32, window: Duration) -> LogThrottle {
+    /// A throttle admitting `lines_per_window` lines per `window` (both positive).
+    pub fn new(lines_per_window: u32, window: Duration) -> LogThrottle {
         assert!(
             lines_per_window > 0 && !window.is_zero(),
             "a throttle that admits nothing"
@@ -41,7 +42,7 @@ impl LogThrottle {
     /// Whether a line may be logged at `now`: `Some(n)` if so, `n` being the lines
     /// suppressed since the last one admitted (for the admitted line to say), `None` if
     /// this one is suppressed.
-    pub(crate) fn admit(&self, now: Instant) -> Option<u64> {
+    pub fn admit(&self, now: Instant) -> Option<u64> {
         let mut w = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let expired = w
             .started

@@ -55,23 +55,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct MemberDirectory {
     node_id: NodeId,
     /// Where this node's own etcd API listens.
-    client_addr: SocketAddr,
+    client_url: String,
     peer_addrs: Mutex<BTreeMap<NodeId, SocketAddr>>,
     peer_advertised: PeerAdvertised,
 }
 
 impl MemberDirectory {
-    /// The directory of node `node_id`, whose etcd API listens on `client_addr`, starting
+    /// The directory of node `node_id`, whose etcd API clients reach at `client_url`, starting
     /// from the configured `peers`, with what peers advertise in `peer_advertised`.
     pub fn new(
         node_id: NodeId,
-        client_addr: SocketAddr,
+        client_url: String,
         peers: &BTreeMap<NodeId, SocketAddr>,
         peer_advertised: PeerAdvertised,
     ) -> MemberDirectory {
         MemberDirectory {
             node_id,
-            client_addr,
+            client_url,
             peer_addrs: Mutex::new(peers.clone()),
             peer_advertised,
         }
@@ -101,7 +101,7 @@ impl MemberDirectory {
     /// last connected to this node.
     pub fn client_url(&self, id: NodeId) -> Option<String> {
         if id == self.node_id {
-            return Some(url(self.client_addr));
+            return Some(self.client_url.clone());
         }
         let advertised = self.peer_advertised.get(id)?;
         advertised.get(CLIENT_URL_ADVERTISED).map(str::to_string)
@@ -521,8 +521,12 @@ mod tests {
     #[test]
     fn directory_prefers_the_runtime_peer_address() {
         let configured = BTreeMap::from([(1, "127.0.0.1:1".parse().unwrap())]);
-        let client_addr = "127.0.0.1:2".parse().unwrap();
-        let directory = MemberDirectory::new(1, client_addr, &configured, Default::default());
+        let directory = MemberDirectory::new(
+            1,
+            "http://127.0.0.1:2".into(),
+            &configured,
+            Default::default(),
+        );
         directory.learn_peers(&[
             (1, "127.0.0.1:3".parse().unwrap()),
             (9, "127.0.0.1:4".parse().unwrap()),
