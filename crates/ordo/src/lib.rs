@@ -5,7 +5,9 @@
 //! - [`demo`]: the bank-account story on a live three-node cluster (started with
 //!   `ordo_launch`, the launcher the tests and the checker use too).
 //! - [`status`], [`groups`], [`kv`]: `ordo status`, `ordo groups` and `ordo kv`.
+//! - [`cert`]: `ordo cert`, a development CA and certificates for a TLS cluster.
 
+pub mod cert;
 pub mod config;
 pub mod demo;
 pub mod groups;

@@ -36,6 +36,8 @@ enum Commands {
     Kv(ordo::kv::KvArgs),
     /// Measure any etcd v3 endpoint list: throughput and latency percentiles.
     Bench(Box<ordo_bench::BenchArgs>),
+    /// Write a development CA and certificates for the nodes and clients of a TLS cluster.
+    Cert(ordo::cert::CertArgs),
 }
 
 // Every request allocates and frees a handful of small buffers on several threads (gRPC
@@ -196,6 +198,7 @@ fn main() -> ExitCode {
         Commands::Kv(args) => runtime()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(ordo::kv::run(args))),
+        Commands::Cert(args) => ordo::cert::run(&args),
         Commands::Bench(args) => bench_runtime().map_err(anyhow::Error::from).and_then(|rt| {
             rt.block_on(ordo_bench::run_and_print(*args))
                 .map(|_| ())

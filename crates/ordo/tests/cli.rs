@@ -369,3 +369,59 @@ fn a_server_told_to_exit_with_its_starter_exits_when_the_starter_is_killed() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn cert_writes_a_ca_and_certificates_a_tls_server_starts_with_and_never_overwrites_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = dir.path().join("certs");
+    let certs_arg = certs.to_str().expect("utf-8 path");
+    let out = ordo(&[
+        "cert",
+        "--dir",
+        certs_arg,
+        "--nodes",
+        "2",
+        "--clients",
+        "root,alice",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["ca", "node-1", "node-2", "client-root", "client-alice"] {
+        let cert = std::fs::read_to_string(certs.join(format!("{name}.pem"))).expect("cert");
+        assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"), "{name}");
+        let key = certs.join(format!("{name}-key.pem"));
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&key).expect("key").permissions(),
+        );
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{name}'s key is readable by its owner only"
+        );
+    }
+    // The node certificates are what a TLS listener accepts.
+    ordo_server::tls::TlsAcceptor::new(ordo_server::tls::TlsFiles {
+        cert_file: certs.join("node-1.pem"),
+        key_file: certs.join("node-1-key.pem"),
+        trusted_ca_file: Some(certs.join("ca.pem")),
+        client_cert_auth: true,
+    })
+    .expect("a usable TLS configuration");
+
+    let before = std::fs::read(certs.join("ca.pem")).expect("ca");
+    let again = ordo(&["cert", "--dir", certs_arg]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("ca.pem"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(std::fs::read(certs.join("ca.pem")).expect("ca"), before);
+
+    let bad = ordo(&["cert", "--dir", certs_arg, "--clients", "../x"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("../x"));
+}
