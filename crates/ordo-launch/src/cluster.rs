@@ -162,9 +162,16 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
+    /// Adds arguments for every `ordo server` started from now on (as `extra_args` of
+    /// [`LocalCluster::new`]): for settings that need the cluster's directory.
+    pub fn add_server_args(&mut self, args: impl IntoIterator<Item = String>) {
+        self.extra_args.extend(args);
+    }
+
     /// Plans `nodes` nodes (ids 1 to `nodes`) with free ports, with data under `root` (a new
     /// temporary directory, removed on drop, when `None`). `extra_args` are passed to every
-    /// `ordo server`. Starts nothing.
+    /// `ordo server`, with `{id}` in them replaced by the node's id (a certificate file per
+    /// node, say). Starts nothing.
     pub fn new(
         binary: impl Into<PathBuf>,
         nodes: u64,
@@ -309,7 +316,8 @@ impl LocalCluster {
         if spec.joins {
             args.push("--join".into());
         }
-        args.extend(self.extra_args.iter().cloned());
+        let id = id.to_string();
+        args.extend(self.extra_args.iter().map(|a| a.replace("{id}", &id)));
         args
     }
 

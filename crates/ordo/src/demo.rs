@@ -13,7 +13,8 @@ use ordo_kv::proto::etcdserverpb::kv_client::KvClient;
 use ordo_kv::proto::etcdserverpb::{
     compare, request_op, Compare, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
-use tonic::transport::Channel;
+use ordo_server::dev_certs::{write_new, DevCa, Usage};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use ordo_launch::cluster::POLL_INTERVAL;
 use ordo_launch::LocalCluster;
@@ -190,10 +191,11 @@ pub async fn transact(
 /// read), once that node has applied at least `revision`.
 pub async fn read_replica(
     cluster: &LocalCluster,
+    tls: Option<&ClientTlsConfig>,
     id: u64,
     revision: i64,
 ) -> anyhow::Result<(Vec<LedgerLine>, i64)> {
-    let mut client = kv(cluster, id);
+    let mut client = kv(cluster, tls, id);
     let deadline = Instant::now() + STEP_TIMEOUT;
     loop {
         let request = RangeRequest {
@@ -235,15 +237,52 @@ pub async fn read_replica(
     }
 }
 
-/// A KV client of one node of the cluster (connected lazily).
-fn kv(cluster: &LocalCluster, id: u64) -> KvClient<Channel> {
+/// A KV client of one node of the cluster (connected lazily), over TLS with `tls`.
+fn kv(cluster: &LocalCluster, tls: Option<&ClientTlsConfig>, id: u64) -> KvClient<Channel> {
     let addr = cluster.spec(id).client_addr;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // A socket address always forms a valid URI.
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
         .expect("a socket address forms a valid URI")
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(10));
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .expect("an https endpoint takes a TLS configuration");
+    }
     KvClient::new(endpoint.connect_lazy())
+}
+
+/// Writes a development CA and certificates into `<root>/certs`, has every node serve its
+/// client port with its own certificate and require client certificates, and returns the
+/// demo client's TLS configuration.
+fn tls_cluster(cluster: &mut LocalCluster) -> anyhow::Result<ClientTlsConfig> {
+    let dir = cluster.root().join("certs");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let ca = DevCa::new("Ordo demo CA")?;
+    let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+    write_new(&dir, "ca.pem", &ca.cert_pem(), false)?;
+    for id in cluster.ids() {
+        let node = ca.issue(&format!("node-{id}"), &hosts, Usage::Node)?;
+        write_new(&dir, &format!("node-{id}.pem"), &node.cert_pem, false)?;
+        write_new(&dir, &format!("node-{id}-key.pem"), &node.key_pem, true)?;
+    }
+    let path = |name: &str| dir.join(name).display().to_string();
+    cluster.add_server_args([
+        "--cert-file".to_string(),
+        path("node-{id}.pem"),
+        "--key-file".to_string(),
+        path("node-{id}-key.pem"),
+        "--trusted-ca-file".to_string(),
+        path("ca.pem"),
+        "--client-cert-auth".to_string(),
+    ]);
+    let client = ca.issue("demo", &[], Usage::Client)?;
+    Ok(ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca.cert_pem()))
+        .identity(Identity::from_pem(client.cert_pem, client.key_pem))
+        .domain_name("localhost"))
 }
 
 fn say(text: impl AsRef<str>) {
@@ -257,7 +296,9 @@ fn print_ledger(lines: &[LedgerLine]) {
 }
 
 /// Runs the demo; `binary` is the `ordo` executable to start servers from.
-pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+/// With `tls`, every client connection of the demo is TLS with client certificates, from
+/// a CA it makes on the spot (peer and admin traffic stay plain text).
+pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>, tls: bool) -> anyhow::Result<()> {
     if let Some(dir) = &data_dir {
         let used = std::fs::read_dir(dir)
             .map(|mut d| d.next().is_some())
@@ -277,7 +318,18 @@ pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<(
         DEMO_SERVER_ARGS.iter().map(|a| a.to_string()).collect(),
     )
     .context("cannot prepare the cluster's directories and ports")?;
+    let tls = if tls {
+        Some(tls_cluster(&mut cluster)?)
+    } else {
+        None
+    };
     say("Ordo demo: one bank account, three replicas, one ordered log.\n");
+    if tls.is_some() {
+        say(format!(
+            "Clients speak TLS with client certificates of a CA made for this run ({}).\n",
+            cluster.root().join("certs").display()
+        ));
+    }
     say(format!(
         "Starting three nodes on this machine (data in {}):",
         cluster.root().display()
@@ -299,7 +351,7 @@ pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<(
         leader.id, leader.term
     ));
 
-    let mut client = kv(&cluster, leader.id);
+    let mut client = kv(&cluster, tls.as_ref(), leader.id);
     let opening = transact(
         &mut client,
         "The bank",
@@ -324,7 +376,10 @@ pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<(
     ));
     say("Both nodes are followers: they forward the writes to the leader, which puts them in one order.");
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
-    let (mut atm_client, mut app_client) = (kv(&cluster, atm_node), kv(&cluster, app_node));
+    let (mut atm_client, mut app_client) = (
+        kv(&cluster, tls.as_ref(), atm_node),
+        kv(&cluster, tls.as_ref(), app_node),
+    );
     let (b1, b2) = (barrier.clone(), barrier.clone());
     let atm = async move {
         b1.wait().await;
@@ -386,7 +441,7 @@ pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<(
     ));
     let mut reference: Option<(Vec<LedgerLine>, i64)> = None;
     for id in cluster.ids() {
-        let (lines, balance) = read_replica(&cluster, id, revision).await?;
+        let (lines, balance) = read_replica(&cluster, tls.as_ref(), id, revision).await?;
         say(format!("  node {id}: balance ${balance}"));
         print_ledger(&lines);
         match &reference {
@@ -420,7 +475,7 @@ pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<(
         }
         let mut done = None;
         for &id in &survivors {
-            let mut client = kv(&cluster, id);
+            let mut client = kv(&cluster, tls.as_ref(), id);
             if let Ok(outcome) = transact(
                 &mut client,
                 "Payroll",
@@ -452,7 +507,7 @@ pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<(
         "  Payroll deposits $250: balance ${} (revision {}).",
         deposit.balance, deposit.revision
     ));
-    let (after, _) = read_replica(&cluster, new_leader.id, deposit.revision).await?;
+    let (after, _) = read_replica(&cluster, tls.as_ref(), new_leader.id, deposit.revision).await?;
     if after.len() != history.len() + 1 || after[..history.len()] != history[..] {
         bail!("the committed history changed after the leader was killed");
     }
@@ -478,7 +533,7 @@ pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>) -> anyhow::Result<(
         "  node {killed}: applied index {} (the leader had applied {target}), role {}, leader {}",
         back.applied_index, back.role, back.leader
     ));
-    let (lines, balance) = read_replica(&cluster, killed, deposit.revision).await?;
+    let (lines, balance) = read_replica(&cluster, tls.as_ref(), killed, deposit.revision).await?;
     if lines != after {
         bail!("node {killed}'s ledger does not match the leader's after catching up");
     }

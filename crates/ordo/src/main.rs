@@ -27,6 +27,10 @@ enum Commands {
         /// Directory for the nodes' data (an empty or new one) [default: a temporary one].
         #[arg(long, value_name = "DIR")]
         data_dir: Option<std::path::PathBuf>,
+        /// Serve the etcd API over TLS with client certificates, from a CA made for the
+        /// run (`ordo cert` makes one to keep).
+        #[arg(long)]
+        tls: bool,
     },
     /// Print the cluster's state from the nodes' admin endpoints.
     Status(ordo::status::StatusArgs),
@@ -178,13 +182,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Commands::Server(args) => return server(&args),
-        Commands::Demo { data_dir } => std::env::current_exe()
+        Commands::Demo { data_dir, tls } => std::env::current_exe()
             .map_err(anyhow::Error::from)
             .and_then(|binary| {
                 let rt = runtime()?;
                 rt.block_on(async {
                     tokio::select! {
-                        result = ordo::demo::run(binary, data_dir) => result,
+                        result = ordo::demo::run(binary, data_dir, tls) => result,
                         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; every node was stopped")),
                     }
                 })

@@ -205,41 +205,50 @@ async fn status_and_groups_print_every_node_kv_puts_gets_and_deletes_and_sigterm
 }
 
 #[test]
-fn demo_tells_the_story_and_exits_0_leaving_nothing_running() {
+fn demo_tells_the_story_and_exits_0_leaving_nothing_running_in_plain_text_and_over_tls() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("demo");
-    let out = ordo(&["demo", "--data-dir", data.to_str().expect("utf-8 path")]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "demo failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("rejected for insufficient funds"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("writes resumed"), "{stdout}");
-    assert!(stdout.contains("ledger matches"), "{stdout}");
-    // No process started by the demo is left: none has the demo's directory in its
-    // command line.
-    let needle = data.to_string_lossy().into_owned();
-    let mut running = Vec::new();
-    for entry in std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(Result::ok)
-    {
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            if String::from_utf8_lossy(&cmdline).contains(&needle) {
-                running.push(entry.file_name());
+    for (name, flags) in [("demo", &[][..]), ("demo-tls", &["--tls"][..])] {
+        let data = dir.path().join(name);
+        let mut args = vec!["demo", "--data-dir", data.to_str().expect("utf-8 path")];
+        args.extend_from_slice(flags);
+        let out = ordo(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        println!("{stdout}");
+        assert!(
+            out.status.success(),
+            "demo {flags:?} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("rejected for insufficient funds"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("writes resumed"), "{stdout}");
+        assert!(stdout.contains("ledger matches"), "{stdout}");
+        assert_eq!(
+            stdout.contains("Clients speak TLS"),
+            !flags.is_empty(),
+            "{stdout}"
+        );
+        // No process started by the demo is left: none has the demo's directory in its
+        // command line.
+        let needle = data.to_string_lossy().into_owned();
+        let mut running = Vec::new();
+        for entry in std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(Result::ok)
+        {
+            if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+                if String::from_utf8_lossy(&cmdline).contains(&needle) {
+                    running.push(entry.file_name());
+                }
             }
         }
+        assert!(
+            running.is_empty(),
+            "demo processes still running: {running:?}"
+        );
     }
-    assert!(
-        running.is_empty(),
-        "demo processes still running: {running:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
