@@ -1,5 +1,6 @@
 //! `ordo kv`: a thin etcd v3 client (put, get, del, watch) over the generated gRPC types.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -10,7 +11,7 @@ use ordo_kv::proto::etcdserverpb::{
 };
 use ordo_kv::proto::mvccpb::event::EventType;
 use tokio_stream::StreamExt as _;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// Most events `ordo kv watch` prints before exiting.
 pub const WATCH_EVENTS_MAX: u64 = 1_000_000;
@@ -29,6 +30,15 @@ pub struct KvArgs {
     /// Milliseconds a request may take.
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
+    /// Speak TLS, trusting the CA certificates in this PEM file (etcdctl's flag).
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Present this client certificate (PEM), with --key; needs --cacert.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
     /// The operation.
     #[command(subcommand)]
     pub op: KvOp,
@@ -87,24 +97,67 @@ pub enum KvOp {
 
 pub use ordo_kv::keys::prefix_end;
 
+fn read_pem(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("--{flag}: cannot read {}", path.display()))
+}
+
+/// The TLS settings the flags ask for: none without --cacert.
+fn tls(args: &KvArgs) -> anyhow::Result<Option<ClientTlsConfig>> {
+    let Some(cacert) = &args.cacert else {
+        if args.cert.is_some() || args.key.is_some() {
+            bail!("--cert and --key need --cacert, the CA the server's certificate is checked against");
+        }
+        return Ok(None);
+    };
+    let mut config =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read_pem("cacert", cacert)?));
+    match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => {
+            config = config.identity(Identity::from_pem(
+                read_pem("cert", cert)?,
+                read_pem("key", key)?,
+            ));
+        }
+        (None, None) => {}
+        _ => bail!("--cert and --key go together: the client certificate and its key"),
+    }
+    Ok(Some(config))
+}
+
 async fn connect(args: &KvArgs) -> anyhow::Result<Channel> {
     let timeout = Duration::from_millis(args.timeout_ms);
+    let tls = tls(args)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let mut failures = Vec::new();
     for endpoint in &args.endpoints {
         let uri = if endpoint.contains("://") {
             endpoint.clone()
         } else {
-            format!("http://{endpoint}")
+            format!("{scheme}://{endpoint}")
         };
-        let attempt = Endpoint::from_shared(uri)
+        let mut attempt = Endpoint::from_shared(uri)
             .with_context(|| format!("`{endpoint}` is not an address"))?
             .connect_timeout(timeout)
-            .timeout(timeout)
-            .connect()
-            .await;
+            .timeout(timeout);
+        if let Some(tls) = &tls {
+            attempt = attempt
+                .tls_config(tls.clone())
+                .with_context(|| format!("`{endpoint}`: cannot use TLS with it"))?;
+        }
+        let attempt = attempt.connect().await;
         match attempt {
             Ok(channel) => return Ok(channel),
-            Err(error) => failures.push(format!("{endpoint}: {error}")),
+            Err(error) => {
+                // tonic's own words are only "transport error": say what failed below it
+                // (a refused connection, an untrusted certificate, …).
+                let mut text = format!("{endpoint}: {error}");
+                let mut cause = std::error::Error::source(&error);
+                while let Some(inner) = cause {
+                    text.push_str(&format!(": {inner}"));
+                    cause = inner.source();
+                }
+                failures.push(text);
+            }
         }
     }
     bail!(
@@ -114,7 +167,14 @@ async fn connect(args: &KvArgs) -> anyhow::Result<Channel> {
 }
 
 fn status_error(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{} ({:?})", status.message(), status.code())
+    let mut text = format!("{} ({:?})", status.message(), status.code());
+    // A connection refused by a TLS port shows only below the status.
+    let mut cause = std::error::Error::source(&status);
+    while let Some(inner) = cause {
+        text.push_str(&format!(": {inner}"));
+        cause = inner.source();
+    }
+    anyhow::anyhow!(text)
 }
 
 fn show(bytes: &[u8]) -> String {

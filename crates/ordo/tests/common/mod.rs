@@ -69,6 +69,19 @@ impl TestCluster {
     pub fn kv(&self, id: u64) -> KvClient<Channel> {
         KvClient::new(self.channel(id))
     }
+
+    /// Every node's address of one kind (`|s| s.client_addr`, say), comma-separated, as
+    /// `--endpoints` takes them.
+    pub fn endpoints(
+        &self,
+        which: impl Fn(&ordo_launch::NodeSpec) -> std::net::SocketAddr,
+    ) -> String {
+        self.ids()
+            .iter()
+            .map(|&id| which(self.spec(id)).to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 /// A gRPC channel to `addr` (connected lazily).
