@@ -26,7 +26,8 @@
 # Settings (environment): SYSTEMS ("etcd ordo"), CLIENTS ("1 16 64 256"), WORKLOADS
 # ("put get"), DURATION_S (10), WARMUP_S (2), VALUE_BYTES (256), PUT_KEY_SPACE (100000),
 # GET_KEY_SPACE (1000), TARGET (leader), DATA_DIR (target/bench-data), RESULTS_DIR
-# (bench/results), ORDO_BIN (an `ordo` binary to use instead of building one).
+# (bench/results), ORDO_BIN (an `ordo` binary to use instead of building one),
+# ORDO_PEER_TLS (1: the Ordo nodes talk mutual TLS with certificates `ordo cert` makes).
 #
 # Usage: bench/compare-etcd.sh                    # both systems
 #        SYSTEMS=etcd bench/compare-etcd.sh       # etcd only
@@ -46,6 +47,7 @@ GET_KEY_SPACE="${GET_KEY_SPACE:-1000}"
 TARGET="${TARGET:-leader}"
 DATA_DIR="${DATA_DIR:-$ROOT/target/bench-data}"
 ORDO_BIN="${ORDO_BIN:-}"
+ORDO_PEER_TLS="${ORDO_PEER_TLS:-0}"
 CONNS_MAX=8
 # Bounded waits: a cluster that has no leader within this many half-seconds is an error.
 READY_TRIES=120
@@ -179,11 +181,18 @@ start_ordo() {
     for i in 1 2 3; do
         peers+="${peers:+,}$i=127.0.0.1:2480$i"
     done
+    local -a tls=()
+    if [ "$ORDO_PEER_TLS" = 1 ]; then
+        "$ORDO_BIN" cert --dir "$dir/certs" --nodes 3 >/dev/null
+        tls=(--peer-cert-file "$dir/certs/node-{id}.pem" --peer-key-file "$dir/certs/node-{id}-key.pem"
+            --peer-trusted-ca-file "$dir/certs/ca.pem")
+    fi
     for i in 1 2 3; do
         "$ORDO_BIN" server --id "$i" --data-dir "$dir/n$i" \
             --client-addr "127.0.0.1:2479$i" --peer-addr "127.0.0.1:2480$i" \
             --admin-addr "127.0.0.1:2481$i" --peers "$peers" \
             --cluster-token ordo-bench --fsync always \
+            "${tls[@]//\{id\}/$i}" \
             >"$dir/n$i.log" 2>&1 &
         STARTED_PIDS+=("$!")
     done

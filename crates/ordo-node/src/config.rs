@@ -59,6 +59,9 @@ pub struct NodeConfig {
     pub join: bool,
     /// What this node tells every peer it dials about itself (where its faces listen).
     pub advertised: Advertised,
+    /// Mutual TLS on the peer port and on every connection this node dials (see
+    /// [`crate::tls`]); `None` for plain TCP. Every node of a cluster must agree.
+    pub peer_tls: Option<crate::tls::TlsFiles>,
     /// Milliseconds per Raft tick.
     pub tick_interval_ms: u64,
     /// Ticks without a leader before a follower campaigns (randomized up to twice this).
@@ -139,6 +142,7 @@ impl NodeConfig {
             peers,
             join: false,
             advertised: Advertised::default(),
+            peer_tls: None,
             tick_interval_ms: 100,
             election_timeout_ticks: 10,
             heartbeat_interval_ticks: 1,
@@ -279,6 +283,7 @@ impl NodeConfig {
             advertised: self.advertised.clone(),
             keepalive_ms,
             silence_ms: election_ms.max(2 * keepalive_ms),
+            tls: self.peer_tls.clone(),
             ..TransportConfig::new(self.cluster_id, self.id)
         }
     }

@@ -90,6 +90,7 @@ mod peers;
 mod removal;
 mod state_machine;
 mod storage;
+pub mod tls;
 pub mod transport;
 
 pub use config::{ConfigError, FsyncPolicy, NodeConfig, APPLY_WORKERS_MAX};

@@ -166,6 +166,23 @@ pub struct ServerArgs {
     /// --trusted-ca-file.
     #[arg(long)]
     pub client_cert_auth: bool,
+    /// Mutual TLS between the nodes with this certificate chain (PEM, the node's own
+    /// certificate first, usable for both server and client authentication and naming
+    /// the node's peer address); needs --peer-key-file and --peer-trusted-ca-file. Every
+    /// node of a cluster runs with peer TLS or none does.
+    #[arg(long, value_name = "FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// The private key of --peer-cert-file.
+    #[arg(long, value_name = "FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) every node's peer certificate must chain to: nodes with a
+    /// certificate of another CA are refused before they say anything.
+    #[arg(long, value_name = "FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Accepted for etcd's command lines; with peer TLS, Ordo always requires and checks
+    /// the dialling node's certificate.
+    #[arg(long)]
+    pub peer_client_cert_auth: bool,
 }
 
 /// The configuration file: the same settings as the flags.
@@ -196,6 +213,10 @@ struct FileConfig {
     key_file: Option<PathBuf>,
     trusted_ca_file: Option<PathBuf>,
     client_cert_auth: Option<bool>,
+    peer_cert_file: Option<PathBuf>,
+    peer_key_file: Option<PathBuf>,
+    peer_trusted_ca_file: Option<PathBuf>,
+    peer_client_cert_auth: Option<bool>,
 }
 
 /// Everything `ordo server` runs with, checked: the node's configuration and the log level
@@ -271,6 +292,46 @@ fn client_tls(
             })
         }
         (None, None) => Ok(None),
+    }
+}
+
+/// The peer port's TLS files from their flags: all three files or none.
+fn peer_tls(
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    trusted_ca_file: Option<PathBuf>,
+    client_cert_auth: bool,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let invalid = |flag, problem: &str| {
+        Err(ConfigError::Invalid {
+            flag,
+            problem: problem.into(),
+        })
+    };
+    match (cert_file, key_file, trusted_ca_file) {
+        (Some(cert_file), Some(key_file), Some(trusted_ca_file)) => Ok(Some(TlsFiles {
+            cert_file,
+            key_file,
+            trusted_ca_file: Some(trusted_ca_file),
+            client_cert_auth: true,
+        })),
+        (None, None, None) if client_cert_auth => invalid(
+            "peer-client-cert-auth",
+            "checks the other nodes' certificates over peer TLS: give --peer-cert-file, --peer-key-file and --peer-trusted-ca-file too",
+        ),
+        (None, None, None) => Ok(None),
+        (None, _, _) => invalid(
+            "peer-cert-file",
+            "missing: peer TLS needs the node's certificate, its key and the cluster's CAs",
+        ),
+        (_, None, _) => invalid(
+            "peer-key-file",
+            "missing: peer TLS needs the node's certificate, its key and the cluster's CAs",
+        ),
+        (_, _, None) => invalid(
+            "peer-trusted-ca-file",
+            "missing: peer TLS needs the CAs every node's certificate must chain to",
+        ),
     }
 }
 
@@ -427,6 +488,12 @@ impl Settings {
             pick!(trusted_ca_file),
             args.client_cert_auth || file.client_cert_auth.unwrap_or(false),
         )?;
+        let peer_tls = peer_tls(
+            pick!(peer_cert_file),
+            pick!(peer_key_file),
+            pick!(peer_trusted_ca_file),
+            args.peer_client_cert_auth || file.peer_client_cert_auth.unwrap_or(false),
+        )?;
 
         let join = args.join || file.join.unwrap_or(false);
         if join {
@@ -435,6 +502,7 @@ impl Settings {
 
         let mut node = NodeConfig::new(id, data_dir, peer_addr, peers);
         node.join = join;
+        node.peer_tls = peer_tls;
         node.cluster_id = cluster_id;
         node.fsync = fsync;
         node.proposal_bytes_max = PROPOSAL_BYTES_MAX;
@@ -535,6 +603,46 @@ mod tests {
         a.key_file = Some("node-key.pem".into());
         a.client_cert_auth = true;
         assert!(refused(a).contains("--trusted-ca-file"));
+    }
+
+    #[test]
+    fn peer_tls_needs_all_three_files_and_always_checks_the_dialling_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ordo.toml");
+        std::fs::write(
+            &path,
+            "peer_cert_file = \"node.pem\"\npeer_key_file = \"node-key.pem\"\npeer_trusted_ca_file = \"ca.pem\"\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        let tls = Settings::from_args(&a)
+            .unwrap()
+            .server
+            .node
+            .peer_tls
+            .unwrap();
+        assert_eq!(tls.cert_file, PathBuf::from("node.pem"));
+        assert_eq!(tls.trusted_ca_file, Some(PathBuf::from("ca.pem")));
+        assert!(tls.client_cert_auth);
+        assert!(Settings::from_args(&args())
+            .unwrap()
+            .server
+            .node
+            .peer_tls
+            .is_none());
+
+        let refused = |a: ServerArgs| Settings::from_args(&a).unwrap_err().to_string();
+        let mut a = args();
+        a.peer_cert_file = Some("node.pem".into());
+        a.peer_key_file = Some("node-key.pem".into());
+        assert!(refused(a).contains("--peer-trusted-ca-file"));
+        let mut a = args();
+        a.peer_trusted_ca_file = Some("ca.pem".into());
+        assert!(refused(a).contains("--peer-cert-file"));
+        let mut a = args();
+        a.peer_client_cert_auth = true;
+        assert!(refused(a).contains("--peer-client-cert-auth"));
     }
 
     #[test]

@@ -255,8 +255,8 @@ fn kv(cluster: &LocalCluster, tls: Option<&ClientTlsConfig>, id: u64) -> KvClien
 }
 
 /// Writes a development CA and certificates into `<root>/certs`, has every node serve its
-/// client port with its own certificate and require client certificates, and returns the
-/// demo client's TLS configuration.
+/// client port with its own certificate and require client certificates, runs the peer
+/// port with mutual TLS from the same CA, and returns the demo client's TLS configuration.
 fn tls_cluster(cluster: &mut LocalCluster) -> anyhow::Result<ClientTlsConfig> {
     let dir = cluster.root().join("certs");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -277,6 +277,12 @@ fn tls_cluster(cluster: &mut LocalCluster) -> anyhow::Result<ClientTlsConfig> {
         "--trusted-ca-file".to_string(),
         path("ca.pem"),
         "--client-cert-auth".to_string(),
+        "--peer-cert-file".to_string(),
+        path("node-{id}.pem"),
+        "--peer-key-file".to_string(),
+        path("node-{id}-key.pem"),
+        "--peer-trusted-ca-file".to_string(),
+        path("ca.pem"),
     ]);
     let client = ca.issue("demo", &[], Usage::Client)?;
     Ok(ClientTlsConfig::new()
@@ -297,7 +303,8 @@ fn print_ledger(lines: &[LedgerLine]) {
 
 /// Runs the demo; `binary` is the `ordo` executable to start servers from.
 /// With `tls`, every client connection of the demo is TLS with client certificates, from
-/// a CA it makes on the spot (peer and admin traffic stay plain text).
+/// a CA it makes on the spot, and the nodes talk to each other over mutual TLS (admin
+/// traffic stays plain text).
 pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>, tls: bool) -> anyhow::Result<()> {
     if let Some(dir) = &data_dir {
         let used = std::fs::read_dir(dir)
@@ -326,7 +333,7 @@ pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>, tls: bool) -> anyho
     say("Ordo demo: one bank account, three replicas, one ordered log.\n");
     if tls.is_some() {
         say(format!(
-            "Clients speak TLS with client certificates of a CA made for this run ({}).\n",
+            "Clients speak TLS with client certificates, and the nodes mutual TLS with each other,\nfrom a CA made for this run ({}).\n",
             cluster.root().join("certs").display()
         ));
     }

@@ -6,9 +6,9 @@ mod common;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{get, keys_with_prefix, put, start, STEP};
+use common::{get, keys_with_prefix, put, start, wait_for_log, STEP};
 use ordo_kv::proto::etcdserverpb::PutRequest;
 
 /// Kills a process this test started when the test ends, however it ends.
@@ -19,17 +19,6 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-async fn wait_for_log(path: &std::path::Path, needle: &str) -> bool {
-    let deadline = Instant::now() + STEP;
-    while Instant::now() < deadline {
-        if std::fs::read_to_string(path).is_ok_and(|log| log.contains(needle)) {
-            return true;
-        }
-        tokio::time::sleep(ordo_launch::cluster::POLL_INTERVAL).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -496,3 +496,74 @@ async fn kv_speaks_tls_with_a_client_certificate_to_a_cluster_started_with_ordo_
         assert_eq!(code, Some(0), "node {id} did not exit cleanly on SIGTERM");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_peer_tls_refuses_a_node_with_a_certificate_of_another_ca_and_keeps_serving()
+{
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (certs, other) = (dir.path().join("certs"), dir.path().join("other"));
+    for (cert_dir, nodes) in [(&certs, "3"), (&other, "4")] {
+        let dir = cert_dir.to_str().expect("utf-8 path");
+        let out = ordo(&["cert", "--dir", dir, "--nodes", nodes]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Node 4's certificate and key come from another CA; it trusts the cluster's CA.
+    for name in ["node-4.pem", "node-4-key.pem"] {
+        std::fs::copy(other.join(name), certs.join(name)).expect("copy");
+    }
+    let file = |name: &str| certs.join(name).to_str().expect("utf-8 path").to_string();
+    let (cert, key, ca) = (
+        file("node-{id}.pem"),
+        file("node-{id}-key.pem"),
+        file("ca.pem"),
+    );
+    let mut cluster = common::plan(&[
+        "--peer-cert-file",
+        &cert,
+        "--peer-key-file",
+        &key,
+        "--peer-trusted-ca-file",
+        &ca,
+    ]);
+    cluster.start_all().expect("start the servers");
+    // A leader means the nodes' votes and entries flowed over mutual TLS.
+    let leader = cluster
+        .wait_leader(&[], common::STEP)
+        .await
+        .expect("a leader");
+    common::put(&cluster, &[leader.id], "before", "1").await;
+
+    let planned = cluster.plan_node().expect("ports");
+    cluster.add_node(4, planned);
+    cluster.start(4).expect("start node 4");
+    for id in 1..=3 {
+        assert!(
+            common::wait_for_log(&cluster.log_path(id), "certificate is not accepted").await,
+            "node {id} did not log refusing node 4: {}",
+            cluster.log_tail(id, 20)
+        );
+    }
+    assert!(
+        common::wait_for_log(&cluster.log_path(4), "TLS handshake failed").await,
+        "node 4 did not log its refusal: {}",
+        cluster.log_tail(4, 20)
+    );
+    common::put(&cluster, &[1, 2, 3], "after", "2").await;
+    for id in 1..=3 {
+        let got = common::get(&cluster, id, "after", false)
+            .await
+            .expect("read");
+        assert_eq!(got.as_deref(), Some("2"), "node {id}");
+        let status = cluster.status(id).await.expect("status");
+        assert!((1..=3).contains(&status.leader), "node {id}: {status:?}");
+    }
+    cluster.kill(4);
+    for id in 1..=3 {
+        let code = cluster.terminate(id, std::time::Duration::from_secs(20));
+        assert_eq!(code, Some(0), "node {id} did not exit cleanly on SIGTERM");
+    }
+}

@@ -15,8 +15,9 @@ use super::NodeId;
 /// validation is delivered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
-    /// The first bytes are not the Ordo peer magic: the other end is not an Ordo peer.
-    #[error("bad magic bytes {found:02x?}: the other end is not an Ordo peer")]
+    /// The first bytes are not the Ordo peer magic: the other end is not an Ordo peer, or
+    /// it opened with TLS to a port without it.
+    #[error("bad magic bytes {found:02x?}: {}", bad_magic_meaning(found))]
     BadMagic {
         /// The four bytes received where the magic was expected.
         found: [u8; 4],
@@ -109,6 +110,13 @@ pub enum ProtocolError {
     /// accepted.
     #[error("cannot record the peer's incarnation: {0}")]
     RecordFailed(String),
+    /// A dialer spoke plain text to a peer port that requires TLS.
+    #[error("this peer port requires TLS: the dialling node runs without peer TLS (--peer-cert-file, --peer-key-file, --peer-trusted-ca-file), or every node of a cluster must run with it")]
+    TlsRequired,
+    /// The TLS handshake failed (an untrusted or expired certificate, a certificate of
+    /// another cluster's CA, a peer that speaks plain text); nothing else was exchanged.
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
     /// The peer refused this node's connection and said why.
     #[error("rejected by the peer ({code:?}): {reason}")]
     RejectedByPeer {
@@ -117,6 +125,17 @@ pub enum ProtocolError {
         /// The peer's description of the reason.
         reason: String,
     },
+}
+
+/// What the bytes found instead of the magic suggest.
+fn bad_magic_meaning(found: &[u8; 4]) -> &'static str {
+    // A TLS record of type handshake (22), protocol version 3.x: a ClientHello.
+    if found[0] == 0x16 && found[1] == 0x03 {
+        "a TLS handshake: the other end runs with peer TLS and this node without (every \
+         node of a cluster must agree)"
+    } else {
+        "the other end is not an Ordo peer"
+    }
 }
 
 impl ProtocolError {
@@ -152,6 +171,8 @@ impl ProtocolError {
             ProtocolError::Truncated { .. } => RejectCode::Truncated,
             ProtocolError::LostState { .. } => RejectCode::LostState,
             ProtocolError::RecordFailed(_) => RejectCode::RecordFailed,
+            ProtocolError::TlsRequired => RejectCode::TlsRequired,
+            ProtocolError::Tls(_) => RejectCode::Tls,
             ProtocolError::RejectedByPeer { code, .. } => *code,
         }
     }
@@ -233,4 +254,13 @@ pub enum StartError {
     /// The listener could not be bound or inspected.
     #[error("peer listener: {0}")]
     Io(#[from] io::Error),
+    /// The peer TLS files could not be used.
+    #[error("peer TLS: {0}")]
+    Tls(Box<crate::tls::TlsError>),
+}
+
+impl From<crate::tls::TlsError> for StartError {
+    fn from(error: crate::tls::TlsError) -> StartError {
+        StartError::Tls(Box::new(error))
+    }
 }

@@ -16,8 +16,10 @@ use super::advertised::Advertised;
 use super::error::{ConnectionError, ProtocolError};
 use super::incarnations::Admission;
 use super::metrics::add;
+use super::stream::PeerStream;
 use super::wire::{self, Hello, RejectCode, Reply, HELLO_HEADER_BYTES, MAGIC, PROTOCOL_VERSION};
-use super::{NodeId, PeerEvent, Shared, Stop};
+use super::{NodeId, PeerEvent, PeerTls, Shared, Stop};
+use crate::tls::handshake_failure;
 
 /// Read size when no frame header says how much to expect.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -85,7 +87,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut 
 /// Serves one inbound connection: handshake, then frames until it closes or is stopped.
 async fn serve(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     addr: SocketAddr,
     mut stop: Stop,
     _permit: OwnedSemaphorePermit,
@@ -96,6 +98,56 @@ async fn serve(
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(cluster_id, node_id, %addr, %error, "setting TCP_NODELAY failed");
     }
+    let mut stream = match &shared.tls {
+        None => PeerStream::Plain(stream),
+        Some(tls) => {
+            let secured = tokio::select! {
+                _ = stop.wait() => return,
+                secured = timeout(handshake_timeout, secure(tls, stream)) => match secured {
+                    Ok(secured) => secured,
+                    Err(_) => Err(ProtocolError::HandshakeTimeout {
+                        timeout_ms: config.handshake_timeout_ms,
+                    }
+                    .into()),
+                },
+            };
+            match secured {
+                Ok(Secured::Tls(stream)) => stream,
+                Ok(Secured::PlainDialer(stream)) => {
+                    add(&shared.counters.handshake_failures, 1);
+                    let error = ProtocolError::TlsRequired;
+                    refuse(
+                        &shared,
+                        PeerStream::Plain(stream),
+                        addr,
+                        None,
+                        error,
+                        &mut stop,
+                    )
+                    .await;
+                    return;
+                }
+                Ok(Secured::Closed) => return,
+                Err(ConnectionError::Protocol(error)) => {
+                    // Nothing can be said to a peer the handshake failed with: log and close.
+                    add(&shared.counters.handshake_failures, 1);
+                    if let Some(suppressed) = admit_refusal_line(&shared) {
+                        tracing::warn!(cluster_id, node_id, %addr, %error, suppressed, "closing inbound peer connection");
+                    }
+                    shared.emit(PeerEvent::InboundError {
+                        addr,
+                        peer: None,
+                        error,
+                    });
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(cluster_id, node_id, %addr, %error, "inbound connection closed during the TLS handshake");
+                    return;
+                }
+            }
+        }
+    };
 
     let hello = tokio::select! {
         _ = stop.wait() => return,
@@ -148,7 +200,11 @@ async fn serve(
         reason: String::new(),
     }
     .encode(&mut accept);
-    let result = match timeout(handshake_timeout, stream.write_all(&accept)).await {
+    let write_accept = async {
+        stream.write_all(&accept).await?;
+        stream.flush().await
+    };
+    let result = match timeout(handshake_timeout, write_accept).await {
         Ok(Ok(())) => {
             tracing::info!(cluster_id, node_id, peer_id, %addr, "inbound peer connection accepted");
             read_frames(&shared, &mut stream, peer_id, &mut stop, &mut peer_stop).await
@@ -176,6 +232,34 @@ async fn serve(
         Err(error) => {
             tracing::info!(cluster_id, node_id, peer_id, %addr, %error, "inbound peer connection lost");
         }
+    }
+}
+
+/// An inbound connection to a TLS peer port, once its first bytes arrived.
+enum Secured {
+    /// The TLS handshake completed: the dialer proved it holds a certificate of the
+    /// cluster's CAs.
+    Tls(PeerStream),
+    /// The dialer opened with the Ordo handshake in plain text.
+    PlainDialer(TcpStream),
+    /// The dialer hung up before sending anything.
+    Closed,
+}
+
+/// Runs the server side of the TLS handshake, unless the dialer speaks plain Ordo: that one
+/// is told, in plain text, that this port requires TLS.
+async fn secure(tls: &PeerTls, stream: TcpStream) -> Result<Secured, ConnectionError> {
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 0 {
+        return Ok(Secured::Closed);
+    }
+    if first[0] == MAGIC[0] {
+        return Ok(Secured::PlainDialer(stream));
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.acceptor.config());
+    match acceptor.accept(stream).await {
+        Ok(stream) => Ok(Secured::Tls(PeerStream::Tls(Box::new(stream.into())))),
+        Err(error) => Err(ProtocolError::Tls(handshake_failure(&error, "dialling node")).into()),
     }
 }
 
@@ -219,7 +303,7 @@ async fn admit_incarnation(
 
 /// Reads the handshake, refusing garbage after its first four bytes, other versions after
 /// six, and an advertised block over its bound from its length, before waiting for the rest.
-async fn read_hello(stream: &mut TcpStream) -> Result<Hello, ConnectionError> {
+async fn read_hello(stream: &mut PeerStream) -> Result<Hello, ConnectionError> {
     let mut header = [0u8; HELLO_HEADER_BYTES];
     read_exactly(stream, &mut header[..4]).await?;
     if header[..4] != MAGIC {
@@ -239,7 +323,7 @@ async fn read_hello(stream: &mut TcpStream) -> Result<Hello, ConnectionError> {
     Ok(hello)
 }
 
-async fn read_exactly(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), ConnectionError> {
+async fn read_exactly(stream: &mut PeerStream, buf: &mut [u8]) -> Result<(), ConnectionError> {
     match stream.read_exact(buf).await {
         Ok(_) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -253,7 +337,7 @@ async fn read_exactly(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), Conn
 /// stopped (`Ok`), or a frame breaks the protocol (`Err`).
 async fn read_frames(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut PeerStream,
     peer_id: NodeId,
     stop: &mut Stop,
     peer_stop: &mut Stop,
@@ -325,7 +409,7 @@ fn admit_refusal_line(shared: &Shared) -> Option<u64> {
 /// Logs and reports a protocol error, tells the peer why, and closes the connection.
 async fn refuse(
     shared: &Shared,
-    mut stream: TcpStream,
+    mut stream: PeerStream,
     addr: SocketAddr,
     peer_id: Option<NodeId>,
     error: ProtocolError,
@@ -355,6 +439,7 @@ async fn refuse(
     // peer hangs up, within a byte and time limit.
     let linger = async {
         stream.write_all(&notice).await?;
+        stream.flush().await?;
         stream.shutdown().await?;
         let mut sink = [0u8; 4096];
         let mut discarded = 0;

@@ -37,6 +37,17 @@
 //! (`backoff_ms_min` to `backoff_ms_max`); messages queued meanwhile are sent once the
 //! connection is back. A message in a write that failed is lost and counted as unsent.
 //!
+//! # TLS
+//!
+//! With [`TransportConfig::tls`] every connection is mutual TLS ([`crate::tls`]): the
+//! dialer checks that the node it reaches holds a certificate of the cluster's CAs naming
+//! the address dialled, the acceptor requires a certificate of the same CAs from the dialer,
+//! and only then does the handshake below start, inside TLS. A node with a certificate of
+//! another CA is refused before it can claim an id. The acceptor looks at the first byte: a
+//! dialer that opens with the Ordo magic in plain text gets a plain reply with
+//! [`RejectCode::TlsRequired`]; a plain acceptor that receives a TLS handshake refuses it as
+//! bad magic and says the other end runs with peer TLS.
+//!
 //! # Incarnations
 //!
 //! A node presents its *incarnation* in every handshake: a random number fixed when its
@@ -146,6 +157,7 @@ mod inbound;
 mod incarnations;
 mod metrics;
 mod outbound;
+mod stream;
 mod throttle;
 mod wire;
 
@@ -170,6 +182,8 @@ pub use throttle::LogThrottle;
 pub use wire::{RejectCode, PROTOCOL_VERSION};
 
 use metrics::Counters;
+
+use crate::tls::{self, Reloading, TlsFiles};
 
 /// A node's id within its cluster.
 pub type NodeId = u64;
@@ -254,6 +268,10 @@ pub struct TransportConfig {
     /// drops packets closes no socket, and idle (quiesced) groups rely on this report to
     /// wake and elect a leader on the side that can.
     pub silence_ms: u64,
+    /// Peer TLS: this node's certificate and key, and the CAs every other node's
+    /// certificate must chain to. With it, connections in both directions are mutual TLS
+    /// (see [`crate::tls`]); without it, plain TCP. Every node of a cluster must agree.
+    pub tls: Option<TlsFiles>,
 }
 
 impl TransportConfig {
@@ -279,6 +297,7 @@ impl TransportConfig {
             backoff_ms_max: 2_000,
             keepalive_ms: 100,
             silence_ms: 1_000,
+            tls: None,
         }
     }
 
@@ -378,6 +397,13 @@ impl Transport {
         incarnations: PeerIncarnations,
     ) -> Result<(Transport, TransportChannels), StartError> {
         config.validate()?;
+        let tls = match &config.tls {
+            Some(files) => Some(PeerTls {
+                acceptor: Reloading::new(files.clone(), tls::peer_server_config)?,
+                connector: Reloading::new(files.clone(), tls::peer_client_config)?,
+            }),
+            None => None,
+        };
         let local_addr = listener.local_addr()?;
         let (message_tx, message_rx) = mpsc::channel(config.inbound_messages_max);
         let (event_tx, event_rx) = mpsc::channel(config.events_max);
@@ -386,10 +412,12 @@ impl Transport {
             cluster_id = config.cluster_id,
             node_id = config.node_id,
             %local_addr,
+            tls = tls.is_some(),
             "peer transport listening"
         );
         let shared = Arc::new(Shared {
             config,
+            tls,
             counters: Counters::default(),
             refusals_logged: throttle::LogThrottle::new(
                 throttle::REFUSALS_LOGGED_PER_WINDOW,
@@ -684,6 +712,8 @@ impl TransportCounters {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: TransportConfig,
+    /// The TLS configurations of both directions, with peer TLS on.
+    pub(crate) tls: Option<PeerTls>,
     pub(crate) counters: Counters,
     pub(crate) incarnations: Arc<PeerIncarnations>,
     pub(crate) advertised: PeerAdvertised,
@@ -692,6 +722,20 @@ pub(crate) struct Shared {
     /// Bounds the WARN lines of refused inbound connections.
     pub(crate) refusals_logged: throttle::LogThrottle,
     state: Mutex<State>,
+}
+
+/// Peer TLS, read from `TransportConfig::tls` and reloaded when the files change.
+pub(crate) struct PeerTls {
+    pub(crate) acceptor: Reloading<rustls::ServerConfig>,
+    pub(crate) connector: Reloading<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTls")
+            .field("files", self.acceptor.files())
+            .finish()
+    }
 }
 
 /// Membership and connection registry. Held only for short, non-blocking sections.

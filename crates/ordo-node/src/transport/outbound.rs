@@ -14,8 +14,10 @@ use tokio::time::timeout;
 use super::backoff::Backoff;
 use super::error::{ConnectionError, ProtocolError};
 use super::metrics::add;
+use super::stream::PeerStream;
 use super::wire::{self, Hello, RejectCode, Reply, PROTOCOL_VERSION};
 use super::{NodeId, PeerEvent, PeerMessage, Shared, Stop};
+use crate::tls::handshake_failure;
 
 /// Room for the largest reply: header plus the longest reason.
 const REPLY_BYTES_MAX: usize = wire::REPLY_HEADER_BYTES + wire::REASON_BYTES_MAX;
@@ -130,11 +132,11 @@ impl Outbound {
 
     /// Writes the queue to an established connection until it breaks (`Err`) or the writer
     /// should stop (`Ok`).
-    async fn serve(&mut self, stream: TcpStream) -> Result<(), ConnectionError> {
+    async fn serve(&mut self, stream: PeerStream) -> Result<(), ConnectionError> {
         let shared = self.shared.clone();
         let config = &shared.config;
         let counters = &shared.counters;
-        let (mut reader, mut writer) = stream.into_split();
+        let (mut reader, mut writer) = tokio::io::split(stream);
         let mut notice = BytesMut::with_capacity(REPLY_BYTES_MAX);
         let mut out = BytesMut::new();
         let mut batch = Vec::new();
@@ -167,10 +169,11 @@ impl Outbound {
                     1
                 }
             };
-            let write = timeout(
-                Duration::from_millis(config.write_timeout_ms),
-                writer.write_all(&out),
-            );
+            // A TLS stream may keep the end of a write in its buffer until flushed.
+            let write = timeout(Duration::from_millis(config.write_timeout_ms), async {
+                writer.write_all(&out).await?;
+                writer.flush().await
+            });
             let written = tokio::select! {
                 written = write => written,
                 _ = self.stop.wait() => {
@@ -237,19 +240,20 @@ async fn dial(
     shared: &Shared,
     peer_id: NodeId,
     addr: SocketAddr,
-) -> Result<TcpStream, ConnectionError> {
+) -> Result<PeerStream, ConnectionError> {
     let config = &shared.config;
     let connect = timeout(
         Duration::from_millis(config.connect_timeout_ms),
         TcpStream::connect(addr),
     );
-    let mut stream = connect
+    let stream = connect
         .await
         .map_err(|_| ConnectionError::ConnectTimeout {
             timeout_ms: config.connect_timeout_ms,
         })??;
     // Raft heartbeats and votes are small and latency-bound; batching already coalesces.
     stream.set_nodelay(true)?;
+    let tls = shared.tls.as_ref();
     let hello = Hello {
         version: PROTOCOL_VERSION,
         cluster_id: config.cluster_id,
@@ -259,20 +263,54 @@ async fn dial(
         advertised: config.advertised.clone(),
     };
     let handshake = async {
+        let mut stream = match tls {
+            None => PeerStream::Plain(stream),
+            Some(tls) => {
+                // The node dialled must hold a certificate of the cluster's CAs naming the
+                // address dialled.
+                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                let connector = tokio_rustls::TlsConnector::from(tls.connector.config());
+                let stream = connector.connect(name, stream).await.map_err(tls_failure)?;
+                PeerStream::Tls(Box::new(stream.into()))
+            }
+        };
         stream.write_all(&hello.encode()).await?;
+        stream.flush().await?;
         let mut buf = BytesMut::with_capacity(REPLY_BYTES_MAX);
-        read_reply(&mut stream, &mut buf).await
+        let reply = read_reply(&mut stream, &mut buf).await;
+        Ok::<_, ConnectionError>((stream, reply?))
     };
-    let reply = timeout(
+    let (stream, reply) = timeout(
         Duration::from_millis(config.handshake_timeout_ms),
         handshake,
     )
     .await
     .map_err(|_| ProtocolError::HandshakeTimeout {
         timeout_ms: config.handshake_timeout_ms,
-    })??;
+    })?
+    .map_err(|error| match error {
+        // Under TLS 1.3 the acceptor checks this node's certificate after the dialling
+        // side considers the handshake done: its refusal arrives as an alert on the first
+        // read.
+        ConnectionError::Io(io) if tls.is_some() && is_tls_error(&io) => tls_failure(io),
+        other => other,
+    })?;
     check_reply(shared, peer_id, reply)?;
     Ok(stream)
+}
+
+fn is_tls_error(error: &std::io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<rustls::Error>())
+}
+
+fn tls_failure(error: std::io::Error) -> ConnectionError {
+    if is_tls_error(&error) {
+        ProtocolError::Tls(handshake_failure(&error, "node dialled")).into()
+    } else {
+        error.into()
+    }
 }
 
 /// Checks the acceptor's reply: it must accept, speak our version and be the node and

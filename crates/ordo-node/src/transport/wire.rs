@@ -78,6 +78,11 @@ pub enum RejectCode {
     /// The receiver could not durably record the sender's incarnation; the sender may
     /// retry.
     RecordFailed,
+    /// The receiver's peer port requires TLS and the sender spoke plain text.
+    TlsRequired,
+    /// The TLS handshake failed; never sent (there is no channel to send it on), only
+    /// reported locally.
+    Tls,
     /// A code this build does not know.
     Other(u8),
 }
@@ -100,6 +105,8 @@ impl RejectCode {
             RejectCode::Truncated => 12,
             RejectCode::LostState => 13,
             RejectCode::RecordFailed => 14,
+            RejectCode::TlsRequired => 15,
+            RejectCode::Tls => 16,
             RejectCode::Other(byte) => byte,
         }
     }
@@ -121,6 +128,8 @@ impl RejectCode {
             12 => RejectCode::Truncated,
             13 => RejectCode::LostState,
             14 => RejectCode::RecordFailed,
+            15 => RejectCode::TlsRequired,
+            16 => RejectCode::Tls,
             other => RejectCode::Other(other),
         }
     }

@@ -93,6 +93,18 @@ pub fn channel(addr: std::net::SocketAddr) -> Channel {
         .connect_lazy()
 }
 
+/// Waits until the log at `path` holds `needle` (true), or `STEP` passes (false).
+pub async fn wait_for_log(path: &std::path::Path, needle: &str) -> bool {
+    let deadline = std::time::Instant::now() + STEP;
+    while std::time::Instant::now() < deadline {
+        if std::fs::read_to_string(path).is_ok_and(|log| log.contains(needle)) {
+            return true;
+        }
+        tokio::time::sleep(ordo_launch::cluster::POLL_INTERVAL).await;
+    }
+    false
+}
+
 /// Plans a three-node cluster with test timings plus `extra` flags; starts nothing.
 pub fn plan(extra: &[&str]) -> TestCluster {
     let args = TEST_SERVER_ARGS.iter().chain(extra).map(|a| a.to_string());
