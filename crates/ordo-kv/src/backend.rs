@@ -358,16 +358,23 @@ impl LocalBackend {
         let mut inner = self.lock();
         self.state.read(|store| inner.lessor.sync(store, now_ms));
         let expired = inner.lessor.expired(now_ms, LEASE_EXPIRIES_PER_TICK_MAX);
-        for id in &expired {
-            let command = Command::LeaseExpire(LeaseExpireRequest { id: *id });
-            let result = self.apply_locked(&mut inner, command, now_ms);
-            assert!(
-                result.is_ok(),
-                "lease {id} tracked by the lessor is missing from the store"
-            );
-            tracing::debug!(lease_id = id, "lease expired");
+        let mut revoked = Vec::with_capacity(expired.len());
+        for id in expired {
+            let command = Command::LeaseExpire(LeaseExpireRequest { id });
+            match self.apply_locked(&mut inner, command, now_ms) {
+                Ok(_) => {
+                    tracing::debug!(lease_id = id, "lease expired");
+                    revoked.push(id);
+                }
+                // A store out of revisions can apply no write: the lease stays, and is
+                // found expired again at the next tick.
+                Err(KvError::RevisionsExhausted { .. }) => {}
+                Err(error) => {
+                    panic!("lease {id} tracked by the lessor is missing from the store: {error}")
+                }
+            }
         }
-        expired
+        revoked
     }
 
     /// Spawns the lessor's clock: every `interval`, expire leases whose time ran out. The task

@@ -91,6 +91,16 @@ pub enum KvError {
         /// The newest version this build reads.
         supported: u32,
     },
+    /// Every revision up to `i64::MAX` is taken, so no write can be applied; reads still
+    /// are. Only a store restored from a snapshot that claims such a revision gets here.
+    #[error(
+        "ordo: the store's revisions are exhausted (current revision {current_revision}); \
+         no write can be applied"
+    )]
+    RevisionsExhausted {
+        /// The store's current revision.
+        current_revision: i64,
+    },
     /// A log entry at or below the applied index was handed to the state machine again.
     #[error("ordo: log index {index} is already applied (applied index {applied_index})")]
     AlreadyApplied {
@@ -118,9 +128,9 @@ impl KvError {
             | KvError::DuplicateKey
             | KvError::RequestTooLarge
             | KvError::TxnTooDeep { .. } => Code::InvalidArgument,
-            KvError::RangeTooLarge { .. } | KvError::TooManyLeases { .. } => {
-                Code::ResourceExhausted
-            }
+            KvError::RangeTooLarge { .. }
+            | KvError::TooManyLeases { .. }
+            | KvError::RevisionsExhausted { .. } => Code::ResourceExhausted,
             KvError::NoLeader | KvError::LeaderChanged | KvError::Timeout | KvError::Stopped => {
                 Code::Unavailable
             }

@@ -283,6 +283,17 @@ fn from_body(body: SnapshotBody) -> Result<KvStore, SnapshotError> {
                 "record {rev:?} has an empty key or a wrong mod revision"
             )));
         }
+        // What puts write: a create revision at or before this one, and a version that
+        // counts the puts since, each at a revision of its own. So a version is at most
+        // `mod - create + 1`, and the next put's version fits wherever its revision does.
+        let live_fields_possible = (1..=rev.main).contains(&kv.create_revision)
+            && (1..=rev.main - kv.create_revision + 1).contains(&kv.version);
+        if !r.tombstone && !live_fields_possible {
+            return Err(invalid(format!(
+                "record {rev:?} has version {} and create revision {}, which no put writes",
+                kv.version, kv.create_revision
+            )));
+        }
         index.entry(kv.key.clone()).or_default().push(rev);
         records.insert(
             rev,

@@ -381,11 +381,16 @@ impl KvStore {
 
     // ---- writes -------------------------------------------------------------------------
 
-    fn begin_write(&self) -> WriteCursor {
-        WriteCursor {
-            main: self.current_revision + 1,
-            sub: 0,
-        }
+    /// The cursor of the next write, at revision current + 1; refused once the last
+    /// revision is taken (only a store restored from a snapshot near `i64::MAX` gets there).
+    fn begin_write(&self) -> Result<WriteCursor, KvError> {
+        let main = self
+            .current_revision
+            .checked_add(1)
+            .ok_or(KvError::RevisionsExhausted {
+                current_revision: self.current_revision,
+            })?;
+        Ok(WriteCursor { main, sub: 0 })
     }
 
     fn end_write(&mut self, cursor: WriteCursor) -> i64 {
@@ -539,7 +544,7 @@ impl KvStore {
     pub(crate) fn put_owned(&mut self, req: PutRequest) -> Result<PutResponse, KvError> {
         check_put_static(&req)?;
         self.check_put(&req)?;
-        let mut cursor = self.begin_write();
+        let mut cursor = self.begin_write()?;
         let mut resp = self.put_owned_unchecked(&mut cursor, req);
         resp.header = header(self.end_write(cursor));
         Ok(resp)
@@ -553,7 +558,7 @@ impl KvStore {
         if req.key.is_empty() {
             return Err(KvError::EmptyKey);
         }
-        let mut cursor = self.begin_write();
+        let mut cursor = self.begin_write()?;
         let mut resp = self.delete_unchecked(&mut cursor, req);
         resp.header = header(self.end_write(cursor));
         Ok(resp)
@@ -629,7 +634,7 @@ impl KvStore {
         self.txn_path(txn, &mut path);
         // Every state check runs before the first write so that a failing txn changes nothing.
         self.check_txn_branch(txn, &path, &mut 0)?;
-        let mut cursor = self.begin_write();
+        let mut cursor = self.begin_write()?;
         let mut at = 0;
         let result = walk_txn(
             &mut (&mut *self, &mut cursor),
@@ -844,10 +849,11 @@ impl KvStore {
 
     /// Revokes a lease and deletes its keys, in key order, at one revision.
     pub(crate) fn lease_revoke(&mut self, id: i64) -> Result<LeaseRevokeResponse, KvError> {
-        let Some(entry) = self.leases.remove(&id) else {
+        if !self.leases.contains_key(&id) {
             return Err(KvError::LeaseNotFound);
-        };
-        let mut cursor = self.begin_write();
+        }
+        let mut cursor = self.begin_write()?;
+        let entry = self.leases.remove(&id).expect("the lease was found above");
         for key in &entry.keys {
             let live = self.latest_live(key).map(|r| r.kv.clone());
             assert!(

@@ -793,6 +793,99 @@ fn snapshot_corruption_is_detected_and_named() {
     assert!(message.contains("corrupt"), "{message}");
 }
 
+/// A snapshot frame around `body`, as `KvStore::snapshot` frames its own.
+fn framed_snapshot(body: &crate::proto::internal::SnapshotBody) -> Vec<u8> {
+    let body = body.encode_to_vec();
+    let mut bytes = b"ORDOKVSN".to_vec();
+    bytes.extend_from_slice(&crate::snapshot::SNAPSHOT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+/// Found by the `snapshot` fuzz target: a body whose current revision was `i64::MAX` (and
+/// then `i64::MAX - 4`, a few writes from it) restored, and the write that passed the last
+/// revision overflowed computing its revision. Writes are refused instead; reads go on.
+#[test]
+fn writes_past_the_last_revision_are_refused_instead_of_overflowing() {
+    use crate::proto::internal::{SnapshotBody, SnapshotLease};
+    let body = SnapshotBody {
+        current_revision: i64::MAX - 1,
+        next_lease_id: 8,
+        leases: vec![SnapshotLease {
+            id: 7,
+            ttl_seconds: 60,
+        }],
+        ..Default::default()
+    };
+    let mut store = KvStore::restore(&framed_snapshot(&body)).unwrap();
+    assert_eq!(put(&mut store, "a", "1"), i64::MAX);
+    let exhausted = KvError::RevisionsExhausted {
+        current_revision: i64::MAX,
+    };
+    let before = store.clone();
+    let put_b = PutRequest {
+        key: b"b".to_vec(),
+        value: b"2".to_vec(),
+        ..Default::default()
+    };
+    assert_eq!(store.put(&put_b).unwrap_err(), exhausted);
+    let delete_a = DeleteRangeRequest {
+        key: b"a".to_vec(),
+        ..Default::default()
+    };
+    assert_eq!(store.delete_range(&delete_a).unwrap_err(), exhausted);
+    let t = TxnRequest {
+        compare: vec![],
+        success: vec![op_put("c", "3")],
+        failure: vec![],
+    };
+    assert_eq!(txn(&mut store, t).unwrap_err(), exhausted);
+    assert_eq!(store.lease_revoke(7).unwrap_err(), exhausted);
+    assert_eq!(store, before, "a refused write changes nothing");
+    assert_eq!(get(&store, "a").unwrap().mod_revision, i64::MAX);
+    assert_eq!(store.lease_ids(), [7]);
+}
+
+/// The same kind of input as the one above, found reading the restore's checks after it: a
+/// live record whose version was `i64::MAX` restored, and the next put of its key
+/// overflowed adding one to it. A version above `mod - create + 1` (more puts than
+/// revisions) or a create revision no put writes is refused, so a version always fits.
+#[test]
+fn a_snapshot_record_with_a_version_no_put_writes_is_refused() {
+    use crate::proto::internal::{SnapshotBody, SnapshotRecord};
+    let record = |version, create_revision| SnapshotRecord {
+        main_revision: 2,
+        sub_revision: 0,
+        tombstone: false,
+        kv: Some(KeyValue {
+            key: b"k".to_vec(),
+            create_revision,
+            mod_revision: 2,
+            version,
+            value: b"v".to_vec(),
+            lease: 0,
+        }),
+    };
+    let body = |record| SnapshotBody {
+        current_revision: 2,
+        next_lease_id: 1,
+        records: vec![record],
+        ..Default::default()
+    };
+    for (version, create_revision) in [(i64::MAX, 2), (2, 2), (0, 2), (-1, 2), (1, 0), (1, 3)] {
+        let restored = KvStore::restore(&framed_snapshot(&body(record(version, create_revision))));
+        assert!(
+            matches!(&restored, Err(SnapshotError::Invalid { reason }) if reason.contains("no put writes")),
+            "version {version}, create revision {create_revision}: {restored:?}"
+        );
+    }
+    let mut store = KvStore::restore(&framed_snapshot(&body(record(1, 2)))).unwrap();
+    put(&mut store, "k", "w");
+    assert_eq!(get(&store, "k").unwrap().version, 2);
+}
+
 #[test]
 fn bad_command_bytes_yield_the_same_error_everywhere_and_still_advance_the_applied_index() {
     let mut a = KvStore::new();
