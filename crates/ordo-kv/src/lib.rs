@@ -7,11 +7,13 @@
 //! watchers read the applied history ([`watch`]); the leader's [`lessor::Lessor`] turns lease
 //! deadlines into expiry commands. [`machine::KvMachine`] is the store as the runtime's
 //! replicated state machine, with the [`machine::LeaseClock`] every replica keeps in step;
-//! [`backend::LocalBackend`] is a complete one-node backend.
+//! [`backend::LocalBackend`] is a complete one-node backend. [`fuzzing`] holds the harnesses
+//! of the fuzz targets in `fuzz/`.
 
 pub mod backend;
 pub mod command;
 pub mod error;
+pub mod fuzzing;
 mod grpc_status;
 pub mod keys;
 pub mod lessor;

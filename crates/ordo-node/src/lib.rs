@@ -63,6 +63,8 @@
 //!   why a node whose directory lost what it promised refuses to run.
 //! - [`codec`]: the versioned encoding of Raft messages, forwarded proposals and snapshot
 //!   chunks carried as transport payloads.
+//! - [`fuzzing`]: the harnesses of the fuzz targets in `fuzz/` (peer stream, payloads, entry
+//!   data, data-directory files), public only for them and the tests.
 //! - [`core`]: the group core and the durability gate every runtime of it shares.
 //! - [`apply`]: the applier, run on the node's pool of apply workers (`apply_pool`), or
 //!   inline by the simulator.
@@ -79,6 +81,7 @@ pub mod codec;
 mod config;
 pub mod core;
 mod driver;
+pub mod fuzzing;
 mod group;
 pub mod identity;
 mod initial_members;

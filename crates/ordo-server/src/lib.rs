@@ -24,6 +24,8 @@
 //!   replicated map from key bytes to value bytes, where the cluster will record which
 //!   groups exist and where their replicas live.
 //! - [`admin`]: `/status`, `/metrics`, `/health`, `/groups`.
+//! - [`fuzzing`]: the harnesses of the fuzz targets in `fuzz/` (leader questions, the
+//!   metadata group's entries and snapshots), public only for them and the tests.
 //! - [`run`]: one node from start to shutdown.
 //! - [`tls`]: TLS on a listener (rustls), its files reloaded when they change.
 //! - [`dev_certs`]: a development CA and the certificates it signs (`ordo cert`, tests).
@@ -32,6 +34,7 @@ pub mod admin;
 pub mod config;
 pub mod dev_certs;
 pub mod etcd;
+pub mod fuzzing;
 pub mod meta;
 pub mod replica;
 pub mod run;

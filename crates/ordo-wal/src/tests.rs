@@ -697,27 +697,24 @@ fn readers_concurrent_with_an_appender_see_a_contiguous_prefix() {
 /// builds must never panic.
 #[test]
 fn opening_arbitrary_directories_never_panics() {
-    let seed: u64 = std::env::var("ORDO_WAL_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed);
-    let mut x = seed;
-    let mut next = move || {
-        // xorshift64*: deterministic, dependency-free.
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    };
-    for case in 0..120 {
-        let len = (next() % 600) as usize;
-        let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
-        let outcome = std::panic::catch_unwind(|| crate::fuzzing::open_arbitrary_dir(&data));
-        assert!(
-            outcome.is_ok(),
-            "seed {seed} case {case} panicked on input {data:?}"
-        );
-    }
+    crate::fuzzing::run_seeded(
+        "ORDO_WAL_FUZZ_SEED",
+        120,
+        600,
+        crate::fuzzing::open_arbitrary_dir,
+    );
+}
+
+/// The `open_shared` harness on seeded inputs: a shared log whose journal holds arbitrary
+/// operations, then damaged, must open with an error or serve entries in order.
+#[test]
+fn opening_arbitrary_shared_logs_never_panics() {
+    crate::fuzzing::run_seeded(
+        "ORDO_WAL_FUZZ_SEED",
+        80,
+        600,
+        crate::fuzzing::open_arbitrary_shared,
+    );
 }
 
 #[test]

@@ -225,7 +225,6 @@ impl Hello {
     }
 
     /// Decodes a whole handshake, which must be exactly `bytes`.
-    #[cfg(test)]
     pub(crate) fn decode(bytes: &[u8]) -> Result<Hello, ProtocolError> {
         let Some((header, block)) = bytes.split_first_chunk::<HELLO_HEADER_BYTES>() else {
             return Err(ProtocolError::Truncated { what: "handshake" });
@@ -487,6 +486,93 @@ pub(crate) fn decode_frame(frame: Bytes) -> Result<Vec<PeerMessage>, ProtocolErr
         ));
     }
     Ok(messages)
+}
+
+impl PeerMessage {
+    /// Decodes `stream` as the reader of one inbound connection does (magic, preamble,
+    /// handshake, advertised values, then frames of at most `frame_bytes_max` until the
+    /// bytes end or one is refused), and reads the same bytes as the replies a dialer
+    /// reads. Returns the messages of every frame that decoded. Every error is answered
+    /// with the notice the listener would send, which must decode to the same code.
+    ///
+    /// The entry point of the `peer_stream` fuzz harness (`crate::fuzzing`), which cannot
+    /// name this module; the readers themselves read sockets.
+    pub(crate) fn decode_arbitrary_stream(stream: &[u8], frame_bytes_max: u32) -> Vec<PeerMessage> {
+        let mut messages = Vec::new();
+        match decode_stream(stream, frame_bytes_max, &mut messages) {
+            Ok(()) => {}
+            Err(error) => {
+                let mut notice = BytesMut::new();
+                let code = error.reject_code();
+                Reply {
+                    version: PROTOCOL_VERSION,
+                    code,
+                    cluster_id: 1,
+                    node_id: 2,
+                    reason: error.reason_for_peer(),
+                }
+                .encode(&mut notice);
+                let decoded = Reply::decode(&notice).map(|r| r.map(|(r, len)| (r.code, len)));
+                assert_eq!(decoded, Ok(Some((code, notice.len()))), "{error}");
+            }
+        }
+        let mut rest = stream;
+        while let Ok(Some((reply, len))) = Reply::decode(rest) {
+            assert!(len >= REPLY_HEADER_BYTES && len <= rest.len());
+            let mut again = BytesMut::new();
+            reply.encode(&mut again);
+            // The reason was read lossily and may be cut when written again; the rest is kept.
+            let fields = |r: &Reply| (r.version, r.code, r.cluster_id, r.node_id);
+            let decoded = Reply::decode(&again).ok().flatten();
+            assert_eq!(decoded.map(|(r, _)| fields(&r)), Some(fields(&reply)));
+            rest = &rest[len..];
+        }
+        if !messages.is_empty() {
+            // What decoded encodes again into frames that decode to the same messages.
+            let mut frames = BytesMut::new();
+            encode_frames(&mut frames, &messages, frame_bytes_max);
+            let mut again = Vec::new();
+            while let Ok(Some(total)) = frame_length(&frames, frame_bytes_max) {
+                again.extend(decode_frame(frames.split_to(total).freeze()).unwrap_or_default());
+            }
+            assert_eq!(again, messages, "frames re-encoded from decoded messages");
+        }
+        messages
+    }
+}
+
+/// The steps of the inbound reader (`inbound::read_hello`, `inbound::read_frames`) over
+/// bytes in memory.
+fn decode_stream(
+    stream: &[u8],
+    frame_bytes_max: u32,
+    messages: &mut Vec<PeerMessage>,
+) -> Result<(), ProtocolError> {
+    let truncated = ProtocolError::Truncated { what: "handshake" };
+    let (header, rest) = stream
+        .split_first_chunk::<HELLO_HEADER_BYTES>()
+        .ok_or(truncated.clone())?;
+    let mut preamble = [0u8; 6];
+    preamble.copy_from_slice(&header[..6]);
+    Hello::check_preamble(&preamble)?;
+    let (mut hello, block_bytes) = Hello::decode_header(header)?;
+    if rest.len() < block_bytes {
+        return Err(truncated);
+    }
+    let (block, rest) = rest.split_at(block_bytes);
+    hello.advertised = Advertised::decode(block)?;
+    let encoded = hello.encode();
+    assert_eq!(encoded.len(), HELLO_HEADER_BYTES + block_bytes);
+    assert_eq!(Hello::decode(&encoded), Ok(hello), "handshake re-encoded");
+    let mut buffer = BytesMut::from(rest);
+    while let Some(total) = frame_length(&buffer, frame_bytes_max)? {
+        messages.extend(decode_frame(buffer.split_to(total).freeze())?);
+    }
+    if buffer.is_empty() {
+        Ok(())
+    } else {
+        Err(ProtocolError::Truncated { what: "frame" })
+    }
 }
 
 #[cfg(test)]

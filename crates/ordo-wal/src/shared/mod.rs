@@ -26,7 +26,7 @@
 
 mod collect;
 mod group;
-mod op;
+pub(crate) mod op;
 mod order;
 mod replay;
 
@@ -123,7 +123,7 @@ impl SharedOptions {
     }
 
     /// The options of the journal's [`Wal`].
-    fn journal_options(&self) -> Options {
+    pub(crate) fn journal_options(&self) -> Options {
         Options {
             record_bytes_max: JOURNAL_RECORD_BYTES_MAX,
             ..self.journal.clone()
