@@ -339,6 +339,9 @@ pub fn handshake_failure(error: &io::Error, other: &str) -> String {
             format!("the {other} refused the TLS handshake: alert {alert:?} (it does not accept this node's certificate?)")
         }
         Some(tls_error) => tls_error.to_string(),
+        None if error.kind() == io::ErrorKind::UnexpectedEof => format!(
+            "the {other} hung up during the TLS handshake (it may not trust this side's certificate)"
+        ),
         None => error.to_string(),
     }
 }

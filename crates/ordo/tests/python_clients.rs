@@ -1,0 +1,87 @@
+//! Client libraries other than etcdctl against a live cluster, run from the Python virtual
+//! environment `.ci/run` makes (`ORDO_PYTHON`); skipped when it is not there, unless
+//! `ORDO_REQUIRE_PYTHON=1`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use ordo_launch::tools::python_with_or_skip;
+
+fn ordo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ordo"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ordo")
+}
+
+fn certificates(dir: &Path) {
+    let out = ordo(&["cert", "--dir", dir.to_str().expect("utf-8 path")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_etcd3_speaks_tls_with_a_client_certificate_and_is_refused_without_one() {
+    let Some(python) = python_with_or_skip(&["etcd3"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (certs, other) = (dir.path().join("certs"), dir.path().join("other"));
+    certificates(&certs);
+    certificates(&other);
+    let file = |dir: &Path, name: &str| dir.join(name).to_str().expect("utf-8 path").to_string();
+    let (node_cert, node_key, ca) = (
+        file(&certs, "node-{id}.pem"),
+        file(&certs, "node-{id}-key.pem"),
+        file(&certs, "ca.pem"),
+    );
+    let mut cluster = common::plan(&[
+        "--cert-file",
+        &node_cert,
+        "--key-file",
+        &node_key,
+        "--trusted-ca-file",
+        &ca,
+        "--client-cert-auth",
+    ]);
+    cluster.start_all().expect("start the servers");
+    let leader = cluster
+        .wait_leader(&[], common::STEP)
+        .await
+        .expect("a leader");
+    let addr = cluster.spec(leader.id).client_addr;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/etcd3_tls.py");
+    let (host, port) = (addr.ip().to_string(), addr.port().to_string());
+    let args = [
+        script,
+        &host,
+        &port,
+        &ca,
+        &file(&certs, "client-root.pem"),
+        &file(&certs, "client-root-key.pem"),
+        &file(&other, "ca.pem"),
+    ];
+    let out = tokio::task::block_in_place(|| {
+        Command::new(&python)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run python")
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all checks passed"),
+        "python-etcd3 over TLS:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for id in cluster.ids() {
+        let code = cluster.terminate(id, std::time::Duration::from_secs(20));
+        assert_eq!(code, Some(0), "node {id} did not exit cleanly on SIGTERM");
+    }
+}
