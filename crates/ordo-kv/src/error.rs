@@ -101,6 +101,73 @@ pub enum KvError {
         /// The store's current revision.
         current_revision: i64,
     },
+    /// The sender may not do this (etcd's text).
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    /// Authentication is enabled and the request names no user.
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    /// `Authenticate` with an unknown user or a wrong password.
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    /// The token is not one this cluster issued, or it expired.
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    /// Users, roles or permissions changed since the credential was issued:
+    /// authenticate again.
+    #[error("etcdserver: revision of auth store is old")]
+    AuthOldRevision,
+    /// `UserAdd` of a user that exists.
+    #[error("etcdserver: user name already exists")]
+    UserAlreadyExist,
+    /// The user does not exist.
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    /// `RoleAdd` of a role that exists.
+    #[error("etcdserver: role name already exists")]
+    RoleAlreadyExist,
+    /// The role does not exist.
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    /// A role without a name.
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    /// `AuthEnable` before a `root` user exists.
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    /// `AuthEnable` while the `root` user lacks the `root` role.
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    /// `Authenticate` while authentication is disabled.
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    /// Revoking a role the user does not have.
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    /// Revoking a permission the role does not have.
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    /// Removing the `root` user or its `root` role while authentication is enabled.
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
+    /// A user added without a password and without `no_password`.
+    #[error("ordo: the password is empty (add a user without one with --no-password)")]
+    PasswordEmpty,
+    /// A permission grant without a permission, or of an unknown type.
+    #[error("ordo: the permission is missing or of an unknown type")]
+    PermissionEmpty,
+    /// A user or role name longer than [`crate::auth::NAME_BYTES_MAX`].
+    #[error("ordo: user and role names are at most {max} bytes")]
+    AuthNameTooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// Hashing a password failed.
+    #[error("ordo: cannot hash the password: {reason}")]
+    PasswordHash {
+        /// bcrypt's reason.
+        reason: String,
+    },
     /// A log entry at or below the applied index was handed to the state machine again.
     #[error("ordo: log index {index} is already applied (applied index {applied_index})")]
     AlreadyApplied {
@@ -134,9 +201,29 @@ impl KvError {
             KvError::NoLeader | KvError::LeaderChanged | KvError::Timeout | KvError::Stopped => {
                 Code::Unavailable
             }
+            KvError::PermissionDenied => Code::PermissionDenied,
+            KvError::InvalidAuthToken => Code::Unauthenticated,
+            KvError::UserEmpty
+            | KvError::AuthFailed
+            | KvError::AuthOldRevision
+            | KvError::RoleEmpty
+            | KvError::InvalidAuthMgmt
+            | KvError::PasswordEmpty
+            | KvError::PermissionEmpty
+            | KvError::AuthNameTooLong { .. } => Code::InvalidArgument,
+            KvError::UserAlreadyExist
+            | KvError::UserNotFound
+            | KvError::RoleAlreadyExist
+            | KvError::RoleNotFound
+            | KvError::RootUserNotExist
+            | KvError::RootRoleNotExist
+            | KvError::AuthNotEnabled
+            | KvError::RoleNotGranted
+            | KvError::PermissionNotGranted => Code::FailedPrecondition,
             KvError::MalformedCommand { .. }
             | KvError::UnsupportedCommandVersion { .. }
-            | KvError::AlreadyApplied { .. } => Code::Internal,
+            | KvError::AlreadyApplied { .. }
+            | KvError::PasswordHash { .. } => Code::Internal,
         }
     }
 }

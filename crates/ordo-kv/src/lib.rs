@@ -7,9 +7,12 @@
 //! watchers read the applied history ([`watch`]); the leader's [`lessor::Lessor`] turns lease
 //! deadlines into expiry commands. [`machine::KvMachine`] is the store as the runtime's
 //! replicated state machine, with the [`machine::LeaseClock`] every replica keeps in step;
-//! [`backend::LocalBackend`] is a complete one-node backend. [`fuzzing`] holds the harnesses
-//! of the fuzz targets in `fuzz/`.
+//! [`backend::LocalBackend`] is a complete one-node backend. [`auth`] holds etcd's users,
+//! roles and permissions as replicated state. [`fuzzing`] holds the harnesses of the fuzz
+//! targets in `fuzz/`.
 
+pub mod auth;
+mod auth_service;
 pub mod backend;
 pub mod command;
 pub mod error;
@@ -30,7 +33,7 @@ pub use backend::{KvBackend, LocalBackend, LocalConfig, MemberInfo, NodeStatus};
 pub use command::{Applied, ApplyResponse, Command};
 pub use error::{KvError, SnapshotError};
 pub use machine::{Clock, KvMachine, LeaseClock, MonotonicClock};
-pub use service::{EtcdApi, ServiceConfig};
+pub use service::{ClientIdentity, EtcdApi, ServiceConfig};
 pub use state::KvState;
 pub use store::KvStore;
 

@@ -1,22 +1,23 @@
-//! The etcd v3 gRPC services (KV, Watch, Lease, Cluster, Maintenance) over a [`KvBackend`].
+//! The etcd v3 gRPC services (KV, Watch, Lease, Cluster, Maintenance; Auth in
+//! `auth_service`) over a [`KvBackend`].
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{Access, AuthInfo};
 use crate::backend::{KvBackend, MemberError};
 use crate::command::{ApplyResponse, Command};
 use crate::error::KvError;
 use crate::limits::{
     GRPC_MESSAGE_BYTES_MAX, KEEPALIVE_STREAM_BUFFER_RESPONSES, LEASE_TTL_MAX_SECONDS,
 };
-use crate::proto::etcdserverpb as pb;
 use crate::proto::etcdserverpb::{
     alarm_request, auth_server, cluster_server, kv_server, lease_server, maintenance_server,
     request_op, response_op, watch_server, AlarmRequest, AlarmResponse, CompactionRequest,
@@ -45,6 +46,10 @@ pub struct ServiceConfig {
     /// How long a write may wait to be applied before the client is told
     /// `etcdserver: request timed out` (its outcome is then unknown).
     pub request_timeout: Duration,
+    /// How long a token from `Authenticate` stays valid (etcd's `--auth-token-ttl`).
+    pub auth_token_ttl: Duration,
+    /// The bcrypt cost of password hashes (etcd's `--bcrypt-cost`), 4 to 31.
+    pub bcrypt_cost: u32,
 }
 
 impl Default for ServiceConfig {
@@ -52,6 +57,8 @@ impl Default for ServiceConfig {
         ServiceConfig {
             watch_progress_interval: Duration::from_secs(600),
             request_timeout: Duration::from_secs(7),
+            auth_token_ttl: Duration::from_secs(300),
+            bcrypt_cost: 10,
         }
     }
 }
@@ -69,6 +76,20 @@ impl<B> Clone for EtcdApi<B> {
             config: self.config.clone(),
         }
     }
+}
+
+/// The gRPC metadata key etcd's clients send their token under.
+pub const TOKEN_METADATA: &str = "token";
+
+/// What a listener knows of the client at the other end of a connection, handed to every
+/// request on it (a TLS listener's `Connected::ConnectInfo`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The client's address.
+    pub remote_addr: Option<SocketAddr>,
+    /// The common name of the client certificate the listener verified, if it required
+    /// one: the user of requests without a token, as in etcd with `--client-cert-auth`.
+    pub common_name: Option<String>,
 }
 
 fn unexpected(response: &ApplyResponse) -> Status {
@@ -130,6 +151,10 @@ impl<B: KvBackend> EtcdApi<B> {
         self.backend.state().progress().revision
     }
 
+    pub(crate) async fn propose_command(&self, command: Command) -> Result<ApplyResponse, Status> {
+        self.propose(command).await
+    }
+
     async fn propose(&self, command: Command) -> Result<ApplyResponse, Status> {
         match tokio::time::timeout(self.config.request_timeout, self.backend.propose(command)).await
         {
@@ -138,14 +163,68 @@ impl<B: KvBackend> EtcdApi<B> {
         }
     }
 
-    async fn barrier(&self) -> Result<(), Status> {
+    /// Who sent `request`: nobody while authentication is disabled (a token is then
+    /// ignored, as etcd does), else the user its token names (a token this cluster did not
+    /// issue, or issued before users, roles or permissions last changed, is refused), else
+    /// the common name of its verified client certificate, else nobody.
+    pub(crate) fn sender<T>(&self, request: &Request<T>) -> Result<AuthInfo, Status> {
+        let token = request
+            .metadata()
+            .get(TOKEN_METADATA)
+            .map(|value| value.to_str().unwrap_or(""));
+        let common_name = request
+            .extensions()
+            .get::<ClientIdentity>()
+            .and_then(|c| c.common_name.as_deref());
+        let ttl = self.config.auth_token_ttl;
+        self.backend.state().read(|store| {
+            let auth = store.auth();
+            match (token, common_name) {
+                _ if !auth.is_enabled() => Ok(AuthInfo::default()),
+                (Some(token), _) => auth
+                    .check_token(token, ttl, SystemTime::now())
+                    .map_err(Status::from),
+                // A certificate names its holder for as long as it is valid: it is as
+                // current as the auth state it is checked against.
+                (None, Some(name)) => Ok(AuthInfo {
+                    user: name.to_string(),
+                    revision: auth.revision(),
+                }),
+                (None, None) => Ok(AuthInfo::default()),
+            }
+        })
+    }
+
+    /// Checks that `by` may read `[key, range_end)`, on this member's applied state.
+    pub(crate) fn check_read(
+        &self,
+        by: &AuthInfo,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> Result<(), Status> {
+        self.backend
+            .state()
+            .read(|store| store.auth().check_keys(by, Access::Read, key, range_end))
+            .map_err(Status::from)
+    }
+
+    /// Checks that `by` may administer the cluster (holds the root role), while
+    /// authentication is enabled.
+    pub(crate) fn check_admin(&self, by: &AuthInfo) -> Result<(), Status> {
+        self.backend
+            .state()
+            .read(|store| store.auth().check_admin(by))
+            .map_err(Status::from)
+    }
+
+    pub(crate) async fn barrier(&self) -> Result<(), Status> {
         match tokio::time::timeout(self.config.request_timeout, self.backend.read_barrier()).await {
             Ok(result) => result.map_err(Status::from),
             Err(_) => Err(KvError::Timeout.into()),
         }
     }
 
-    /// Serves the KV, Watch, Lease, Cluster, Maintenance and (unimplemented) Auth services on `listener` until
+    /// Serves the KV, Watch, Lease, Cluster, Maintenance and Auth services on `listener` until
     /// `shutdown` resolves.
     pub async fn serve(
         self,
@@ -227,6 +306,7 @@ impl<B: KvBackend> kv_server::Kv for EtcdApi<B> {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
+        let by = self.sender(&request)?;
         let req = request.into_inner();
         if req.key.is_empty() {
             return Err(KvError::EmptyKey.into());
@@ -234,15 +314,20 @@ impl<B: KvBackend> kv_server::Kv for EtcdApi<B> {
         if !req.serializable {
             self.barrier().await?;
         }
+        self.check_read(&by, &req.key, &req.range_end)?;
         let mut resp = self.backend.state().read(|store| store.range(&req))?;
         resp.header = Some(self.header(revision_of(&resp.header)));
         Ok(Response::new(resp))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let by = self.sender(&request)?;
         let req = request.into_inner();
         check_put_static(&req)?;
-        match self.propose(Command::Put(req)).await? {
+        match self
+            .propose(Command::sent_by(by, Command::Put(req)))
+            .await?
+        {
             ApplyResponse::Put(mut resp) => {
                 resp.header = Some(self.header(revision_of(&resp.header)));
                 Ok(Response::new(resp))
@@ -255,11 +340,15 @@ impl<B: KvBackend> kv_server::Kv for EtcdApi<B> {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let by = self.sender(&request)?;
         let req = request.into_inner();
         if req.key.is_empty() {
             return Err(KvError::EmptyKey.into());
         }
-        match self.propose(Command::DeleteRange(req)).await? {
+        match self
+            .propose(Command::sent_by(by, Command::DeleteRange(req)))
+            .await?
+        {
             ApplyResponse::DeleteRange(mut resp) => {
                 resp.header = Some(self.header(revision_of(&resp.header)));
                 Ok(Response::new(resp))
@@ -269,10 +358,14 @@ impl<B: KvBackend> kv_server::Kv for EtcdApi<B> {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let by = self.sender(&request)?;
         let req = request.into_inner();
         check_txn_static(&req)?;
         let mut resp = if txn_has_writes(&req) {
-            match self.propose(Command::Txn(req)).await? {
+            match self
+                .propose(Command::sent_by(by, Command::Txn(req)))
+                .await?
+            {
                 ApplyResponse::Txn(resp) => resp,
                 other => return Err(unexpected(&other)),
             }
@@ -281,9 +374,10 @@ impl<B: KvBackend> kv_server::Kv for EtcdApi<B> {
             if !txn_is_serializable(&req) {
                 self.barrier().await?;
             }
-            self.backend
-                .state()
-                .read(|store| store.read_only_txn(&req))?
+            self.backend.state().read(|store| {
+                store.check_txn(&by, &req)?;
+                store.read_only_txn(&req)
+            })?
         };
         let header = self.header(revision_of(&resp.header));
         stamp_txn(&mut resp, &header);
@@ -294,8 +388,12 @@ impl<B: KvBackend> kv_server::Kv for EtcdApi<B> {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        let by = self.sender(&request)?;
         match self
-            .propose(Command::Compaction(request.into_inner()))
+            .propose(Command::sent_by(
+                by,
+                Command::Compaction(request.into_inner()),
+            ))
             .await?
         {
             ApplyResponse::Compaction(mut resp) => {
@@ -330,8 +428,12 @@ impl<B: KvBackend> lease_server::Lease for EtcdApi<B> {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let by = self.sender(&request)?;
         match self
-            .propose(Command::LeaseRevoke(request.into_inner()))
+            .propose(Command::sent_by(
+                by,
+                Command::LeaseRevoke(request.into_inner()),
+            ))
             .await?
         {
             ApplyResponse::LeaseRevoke(mut resp) => {
@@ -470,6 +572,7 @@ impl<B: KvBackend> cluster_server::Cluster for EtcdApi<B> {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        self.check_admin(&self.sender(&request)?)?;
         let request = request.into_inner();
         if request.peer_ur_ls.is_empty() {
             return Err(MemberError::InvalidPeerUrl {
@@ -495,6 +598,7 @@ impl<B: KvBackend> cluster_server::Cluster for EtcdApi<B> {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.check_admin(&self.sender(&request)?)?;
         let id = request.into_inner().id;
         let changed = self.membership(self.backend.member_remove(id)).await?;
         Ok(Response::new(MemberRemoveResponse {
@@ -526,6 +630,7 @@ impl<B: KvBackend> cluster_server::Cluster for EtcdApi<B> {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.check_admin(&self.sender(&request)?)?;
         let id = request.into_inner().id;
         let changed = self.membership(self.backend.member_promote(id)).await?;
         Ok(Response::new(MemberPromoteResponse {
@@ -583,15 +688,17 @@ impl<B: KvBackend> maintenance_server::Maintenance for EtcdApi<B> {
 
     async fn defragment(
         &self,
-        _request: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.check_admin(&self.sender(&request)?)?;
         // Compaction frees memory immediately; there is no file to defragment.
         Ok(Response::new(DefragmentResponse {
             header: Some(self.header(self.current_revision())),
         }))
     }
 
-    async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.check_admin(&self.sender(&request)?)?;
         let (hash, revision) = self
             .backend
             .state()
@@ -606,6 +713,7 @@ impl<B: KvBackend> maintenance_server::Maintenance for EtcdApi<B> {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        self.check_admin(&self.sender(&request)?)?;
         let req = request.into_inner();
         let (hash, revision, compact_revision) = self.backend.state().read(|store| {
             (
@@ -635,134 +743,11 @@ impl<B: KvBackend> maintenance_server::Maintenance for EtcdApi<B> {
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.check_admin(&self.sender(&request)?)?;
         let target = request.into_inner().target_id;
         self.membership(self.backend.move_leader(target)).await?;
         Ok(Response::new(MoveLeaderResponse {
             header: Some(self.header(self.current_revision())),
         }))
-    }
-}
-
-/// Authentication is not served: every Auth method answers `Unimplemented` with a message
-/// naming it, so a client learns why instead of seeing an unknown service.
-#[tonic::async_trait]
-impl<B: KvBackend> auth_server::Auth for EtcdApi<B> {
-    async fn auth_enable(
-        &self,
-        _request: Request<pb::AuthEnableRequest>,
-    ) -> Result<Response<pb::AuthEnableResponse>, Status> {
-        Err(unserved("authentication (auth_enable)"))
-    }
-
-    async fn auth_disable(
-        &self,
-        _request: Request<pb::AuthDisableRequest>,
-    ) -> Result<Response<pb::AuthDisableResponse>, Status> {
-        Err(unserved("authentication (auth_disable)"))
-    }
-
-    async fn auth_status(
-        &self,
-        _request: Request<pb::AuthStatusRequest>,
-    ) -> Result<Response<pb::AuthStatusResponse>, Status> {
-        Err(unserved("authentication (auth_status)"))
-    }
-
-    async fn authenticate(
-        &self,
-        _request: Request<pb::AuthenticateRequest>,
-    ) -> Result<Response<pb::AuthenticateResponse>, Status> {
-        Err(unserved("authentication (authenticate)"))
-    }
-
-    async fn user_add(
-        &self,
-        _request: Request<pb::AuthUserAddRequest>,
-    ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
-        Err(unserved("authentication (user_add)"))
-    }
-
-    async fn user_get(
-        &self,
-        _request: Request<pb::AuthUserGetRequest>,
-    ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
-        Err(unserved("authentication (user_get)"))
-    }
-
-    async fn user_list(
-        &self,
-        _request: Request<pb::AuthUserListRequest>,
-    ) -> Result<Response<pb::AuthUserListResponse>, Status> {
-        Err(unserved("authentication (user_list)"))
-    }
-
-    async fn user_delete(
-        &self,
-        _request: Request<pb::AuthUserDeleteRequest>,
-    ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
-        Err(unserved("authentication (user_delete)"))
-    }
-
-    async fn user_change_password(
-        &self,
-        _request: Request<pb::AuthUserChangePasswordRequest>,
-    ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
-        Err(unserved("authentication (user_change_password)"))
-    }
-
-    async fn user_grant_role(
-        &self,
-        _request: Request<pb::AuthUserGrantRoleRequest>,
-    ) -> Result<Response<pb::AuthUserGrantRoleResponse>, Status> {
-        Err(unserved("authentication (user_grant_role)"))
-    }
-
-    async fn user_revoke_role(
-        &self,
-        _request: Request<pb::AuthUserRevokeRoleRequest>,
-    ) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
-        Err(unserved("authentication (user_revoke_role)"))
-    }
-
-    async fn role_add(
-        &self,
-        _request: Request<pb::AuthRoleAddRequest>,
-    ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
-        Err(unserved("authentication (role_add)"))
-    }
-
-    async fn role_get(
-        &self,
-        _request: Request<pb::AuthRoleGetRequest>,
-    ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
-        Err(unserved("authentication (role_get)"))
-    }
-
-    async fn role_list(
-        &self,
-        _request: Request<pb::AuthRoleListRequest>,
-    ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
-        Err(unserved("authentication (role_list)"))
-    }
-
-    async fn role_delete(
-        &self,
-        _request: Request<pb::AuthRoleDeleteRequest>,
-    ) -> Result<Response<pb::AuthRoleDeleteResponse>, Status> {
-        Err(unserved("authentication (role_delete)"))
-    }
-
-    async fn role_grant_permission(
-        &self,
-        _request: Request<pb::AuthRoleGrantPermissionRequest>,
-    ) -> Result<Response<pb::AuthRoleGrantPermissionResponse>, Status> {
-        Err(unserved("authentication (role_grant_permission)"))
-    }
-
-    async fn role_revoke_permission(
-        &self,
-        _request: Request<pb::AuthRoleRevokePermissionRequest>,
-    ) -> Result<Response<pb::AuthRoleRevokePermissionResponse>, Status> {
-        Err(unserved("authentication (role_revoke_permission)"))
     }
 }

@@ -10,6 +10,7 @@ use std::ops::Bound;
 
 use prost::Message;
 
+use crate::auth::AuthStore;
 use crate::error::SnapshotError;
 use crate::proto::internal::{SnapshotBody, SnapshotLease};
 use crate::store::{KvStore, LeaseEntry, Record, Revision};
@@ -107,6 +108,7 @@ impl SnapshotCursor {
             next_lease_id: store.next_lease_id,
             records: Vec::new(),
             leases: Vec::new(),
+            auth: None,
         }
         .encode_raw(&mut out);
         let leases = SnapshotBody {
@@ -118,6 +120,7 @@ impl SnapshotCursor {
                     ttl_seconds: lease.ttl_seconds,
                 })
                 .collect(),
+            auth: store.auth.to_snapshot(),
             ..SnapshotBody::default()
         }
         .encode_to_vec();
@@ -258,6 +261,7 @@ fn from_body(body: SnapshotBody) -> Result<KvStore, SnapshotError> {
     store.current_revision = body.current_revision;
     store.compact_revision = body.compact_revision;
     store.next_lease_id = body.next_lease_id;
+    store.auth = AuthStore::from_snapshot(body.auth).map_err(invalid)?;
     let mut records = BTreeMap::new();
     let mut index: BTreeMap<Vec<u8>, Vec<Revision>> = BTreeMap::new();
     let mut last = None;

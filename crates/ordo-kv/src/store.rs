@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
+use crate::auth::AuthStore;
 use crate::error::KvError;
 use crate::limits::{
     LEASES_MAX, LEASE_TTL_MAX_SECONDS, LEASE_TTL_MIN_SECONDS, RANGE_KEYS_MAX, TXN_DEPTH_MAX,
@@ -148,6 +149,8 @@ pub struct KvStore {
     /// Each key's stored revisions, ascending; the last one is the key's current state.
     pub(crate) index: BTreeMap<Vec<u8>, Vec<Revision>>,
     pub(crate) leases: BTreeMap<i64, LeaseEntry>,
+    /// Users, roles and permissions.
+    pub(crate) auth: AuthStore,
 }
 
 impl Default for KvStore {
@@ -180,7 +183,13 @@ impl KvStore {
             records: BTreeMap::new(),
             index: BTreeMap::new(),
             leases: BTreeMap::new(),
+            auth: AuthStore::default(),
         }
+    }
+
+    /// Users, roles, permissions, and whether authentication is enabled.
+    pub fn auth(&self) -> &AuthStore {
+        &self.auth
     }
 
     /// The index of the last log entry applied.

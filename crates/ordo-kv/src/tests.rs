@@ -920,6 +920,7 @@ fn commands_from_a_newer_encoding_version_are_refused_by_name() {
         version: command::COMMAND_VERSION + 1,
         request_id: 9,
         request: None,
+        ..InternalRequest::default()
     }
     .encode_to_vec();
     let applied = s.apply(1, &future);
@@ -1168,6 +1169,7 @@ fn op_get_all() -> RequestOp {
 fn snapshot_body_by_prost(s: &KvStore) -> Vec<u8> {
     use crate::proto::internal::{SnapshotBody, SnapshotLease, SnapshotRecord};
     SnapshotBody {
+        auth: s.auth.to_snapshot(),
         applied_index: s.applied_index,
         current_revision: s.current_revision,
         compact_revision: s.compact_revision,

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::AuthInfo;
 use crate::backend::KvBackend;
 use crate::error::KvError;
 use crate::limits::{
@@ -48,15 +49,17 @@ impl<B: KvBackend> watch_server::Watch for EtcdApi<B> {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let by = self.sender(&request)?;
         let requests = request.into_inner();
         let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER_RESPONSES);
-        tokio::spawn(self.clone().run_stream(requests, tx));
+        tokio::spawn(self.clone().run_stream(by, requests, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
 impl<B: KvBackend> EtcdApi<B> {
-    async fn run_stream(self, mut requests: Streaming<WatchRequest>, tx: Outbox) {
+    /// Serves one watch stream, whose watches `by` creates.
+    async fn run_stream(self, by: AuthInfo, mut requests: Streaming<WatchRequest>, tx: Outbox) {
         let mut watchers: BTreeMap<i64, Watcher> = BTreeMap::new();
         let mut next_auto_id: i64 = 0;
         loop {
@@ -70,7 +73,7 @@ impl<B: KvBackend> EtcdApi<B> {
             };
             let sent = match request.request_union {
                 Some(watch_request::RequestUnion::CreateRequest(create)) => {
-                    self.create_watcher(create, &mut watchers, &mut next_auto_id, &tx)
+                    self.create_watcher(&by, create, &mut watchers, &mut next_auto_id, &tx)
                         .await
                 }
                 Some(watch_request::RequestUnion::CancelRequest(cancel)) => {
@@ -122,6 +125,7 @@ impl<B: KvBackend> EtcdApi<B> {
     /// Registers a watcher; returns false when the stream is gone.
     async fn create_watcher(
         &self,
+        by: &AuthInfo,
         mut create: WatchCreateRequest,
         watchers: &mut BTreeMap<i64, Watcher>,
         next_auto_id: &mut i64,
@@ -158,6 +162,8 @@ impl<B: KvBackend> EtcdApi<B> {
         } else if create.watch_id != 0 && watchers.contains_key(&create.watch_id) {
             let reason = "mvcc: duplicate watch ID provided on the WatchStream".to_string();
             Some(refuse(reason))
+        } else if let Err(status) = self.check_read(by, &create.key, &create.range_end) {
+            Some(refuse(status.message().to_string()))
         } else {
             None
         };

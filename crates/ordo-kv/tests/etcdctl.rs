@@ -8,7 +8,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::{guard, start_default, TestServer};
+use common::{guard, start, start_default, TestServer};
+use ordo_kv::ServiceConfig;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
@@ -300,17 +301,66 @@ async fn etcdctl_sees_etcds_errors_for_compacted_revisions() {
 }
 
 #[tokio::test]
-async fn etcdctl_auth_commands_get_a_clear_unimplemented_error() {
+async fn etcdctl_watch_and_txn_are_checked_against_the_users_permissions() {
     let Some(bin) = etcdctl_or_skip() else { return };
-    let server = start_default().await;
+    let server = start(ServiceConfig {
+        bcrypt_cost: 4,
+        ..ServiceConfig::default()
+    })
+    .await;
     let ctl = Ctl::new(&bin, &server);
-    let run = ctl.run_with_stdin(&["user", "list"], None).await;
-    assert!(!run.success);
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["role", "add", "watcher"],
+        &[
+            "role",
+            "grant-permission",
+            "watcher",
+            "read",
+            "/w/",
+            "--prefix=true",
+        ],
+        &["user", "add", "bob:bobpw"],
+        &["user", "grant-role", "bob", "watcher"],
+        &["auth", "enable"],
+    ] {
+        ctl.ok(args).await;
+    }
+    let watch = ctl
+        .run_with_stdin(&["--user", "bob:bobpw", "watch", "/secret"], None)
+        .await;
+    assert!(!watch.success);
     assert!(
-        run.stderr.contains(
-            "code = Unimplemented desc = ordo: authentication (user_list) is not supported"
-        ),
+        watch
+            .stderr
+            .contains("watch was canceled (etcdserver: permission denied)"),
         "{}",
-        run.stderr
+        watch.stderr
+    );
+    // A txn whose compare reads a key bob may not read is refused as a whole.
+    let txn = ctl
+        .run_with_stdin(
+            &["--user", "bob:bobpw", "txn"],
+            Some("value(\"/secret\") = \"x\"\n\nget /w/a\n\n\n"),
+        )
+        .await;
+    assert!(!txn.success);
+    assert!(
+        txn.stderr.contains("etcdserver: permission denied"),
+        "{}",
+        txn.stderr
+    );
+    let status = ctl
+        .run_with_stdin(&["--user", "bob:bobpw", "user", "list"], None)
+        .await;
+    assert!(
+        status.stderr.contains("etcdserver: permission denied"),
+        "{}",
+        status.stderr
+    );
+    assert_eq!(
+        ctl.ok(&["--user", "root:rootpw", "user", "list"]).await,
+        "bob\nroot\n"
     );
 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use ordo_kv::ServiceConfig;
 use ordo_node::NodeConfig;
 
 use crate::tls::TlsFiles;
@@ -19,4 +20,6 @@ pub struct ServerConfig {
     pub admin_addr: SocketAddr,
     /// TLS on the etcd API's port; plain text without.
     pub client_tls: Option<TlsFiles>,
+    /// The etcd API's settings (request timeout, token lifetime, bcrypt cost).
+    pub etcd: ServiceConfig,
 }

@@ -273,6 +273,7 @@ impl Serving {
         client: TcpListener,
         client_tls: Option<Arc<TlsAcceptor>>,
         admin: TcpListener,
+        etcd: ServiceConfig,
     ) -> Serving {
         let (stop, stop_rx) = watch::channel(false);
         let others = vec![
@@ -288,7 +289,7 @@ impl Serving {
                 stop_rx.clone(),
             )),
         ];
-        let api = EtcdApi::new(Arc::clone(backend), ServiceConfig::default());
+        let api = EtcdApi::new(Arc::clone(backend), etcd);
         let mut api_stop = stop_rx;
         let api_stopped = async move {
             let _ = api_stop.wait_for(|&stop| stop).await;
@@ -346,6 +347,7 @@ pub async fn run(
         listeners.client,
         client_tls,
         listeners.admin,
+        config.etcd.clone(),
     );
     tracing::info!(
         node = id,

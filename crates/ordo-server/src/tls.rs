@@ -15,6 +15,10 @@
 //! line naming the client and the reason; a flood of them logs a few lines per window and
 //! counts the rest. At most [`HANDSHAKES_IN_FLIGHT_MAX`] handshakes run at once: beyond
 //! that the listener stops accepting until one ends, so slow clients cannot pile up tasks.
+//!
+//! **Identity.** Each connection hands its requests a [`ClientIdentity`]: the client's
+//! address and, under client certificate authentication, the common name of the verified
+//! certificate, which the etcd API takes as the user of requests without a token.
 
 use std::io;
 use std::pin::Pin;
@@ -22,6 +26,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use ordo_kv::ClientIdentity;
 use ordo_node::tls::{handshake_failure, server_config, Reloading};
 use ordo_node::LogThrottle;
 use rustls::pki_types::CertificateDer;
@@ -30,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
 /// How long a client has to complete its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,9 +79,29 @@ pub fn load(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
 
 /// An accepted connection once its handshake completed.
 #[derive(Debug)]
-pub struct TlsConnection(tokio_rustls::server::TlsStream<TcpStream>);
+pub struct TlsConnection(tokio_rustls::server::TlsStream<TcpStream>, ClientIdentity);
 
 impl TlsConnection {
+    fn new(stream: tokio_rustls::server::TlsStream<TcpStream>) -> TlsConnection {
+        let (tcp, session) = stream.get_ref();
+        let identity = ClientIdentity {
+            remote_addr: tcp.peer_addr().ok(),
+            // rustls verified the chain when it asked for one (client certificate
+            // authentication); without it, no certificate is requested.
+            common_name: session
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|cert| common_name(cert)),
+        };
+        TlsConnection(stream, identity)
+    }
+
+    /// What the connection tells of its client: its address, and the common name of its
+    /// verified certificate.
+    pub fn identity(&self) -> &ClientIdentity {
+        &self.1
+    }
+
     /// The client's certificate chain, if it presented one (verified, with
     /// `client_cert_auth`).
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
@@ -125,11 +150,52 @@ impl AsyncWrite for TlsConnection {
 }
 
 impl Connected for TlsConnection {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ClientIdentity;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.0.get_ref().0.connect_info()
+    fn connect_info(&self) -> ClientIdentity {
+        self.1.clone()
     }
+}
+
+/// The X.520 common name attribute (2.5.4.3).
+const COMMON_NAME_OID: [u64; 4] = [2, 5, 4, 3];
+
+/// The first common name in a certificate's subject, if it has one in UTF-8 (or a subset).
+pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let mut found = None;
+    let parsed = yasna::parse_der(cert.as_ref(), |certificate| {
+        certificate.read_sequence(|certificate| {
+            certificate.next().read_sequence(|tbs| {
+                // version [0] EXPLICIT, serialNumber, signature, issuer, validity.
+                tbs.read_optional(|r| r.read_tagged(yasna::Tag::context(0), |r| r.read_der()))?;
+                for _ in 0..4 {
+                    tbs.next().read_der()?;
+                }
+                tbs.next().read_sequence_of(|rdn| {
+                    rdn.read_set_of(|attribute| {
+                        attribute.read_sequence(|attribute| {
+                            let oid = attribute.next().read_oid()?;
+                            let value = attribute.next().read_tagged_der()?;
+                            if found.is_none()
+                                && oid.components().as_slice() == COMMON_NAME_OID.as_slice()
+                            {
+                                found = String::from_utf8(value.value().to_vec()).ok();
+                            }
+                            Ok(())
+                        })
+                    })
+                })?;
+                // subjectPublicKeyInfo, then the optional unique ids and extensions.
+                tbs.next().read_der()?;
+                while tbs.read_optional(|r| r.read_der())?.is_some() {}
+                Ok(())
+            })?;
+            certificate.next().read_der()?;
+            certificate.next().read_der()?;
+            Ok(())
+        })
+    });
+    parsed.ok().and(found)
 }
 
 /// Accepts on `listener` and yields each connection once its TLS handshake completed;
@@ -185,7 +251,7 @@ async fn accept_loop(
             let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
             let reason = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                 Ok(Ok(connection)) => {
-                    let _ = tx.send(Ok(TlsConnection(connection))).await;
+                    let _ = tx.send(Ok(TlsConnection::new(connection))).await;
                     return;
                 }
                 Ok(Err(error)) => handshake_failure(&error, "client"),
@@ -195,5 +261,32 @@ async fn accept_loop(
                 tracing::warn!(%client, reason, suppressed, "TLS connection refused");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev_certs::{DevCa, Usage};
+    use rustls::pki_types::pem::PemObject;
+
+    #[test]
+    fn the_common_name_of_a_client_certificate_is_read_from_its_subject() {
+        let ca = DevCa::new("test CA").unwrap();
+        for name in ["alice", "root", "ünïcode user"] {
+            let issued = ca.issue(name, &[], Usage::Client).unwrap();
+            let der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+            assert_eq!(common_name(&der).as_deref(), Some(name));
+        }
+        let node = ca
+            .issue("node-1", &["127.0.0.1".to_string()], Usage::Node)
+            .unwrap();
+        let der = CertificateDer::from_pem_slice(node.cert_pem.as_bytes()).unwrap();
+        assert_eq!(common_name(&der).as_deref(), Some("node-1"));
+        assert_eq!(
+            common_name(&CertificateDer::from(vec![0x30, 0x03, 1, 1, 0])),
+            None
+        );
+        assert_eq!(common_name(&CertificateDer::from(Vec::new())), None);
     }
 }

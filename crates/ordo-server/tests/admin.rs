@@ -23,6 +23,7 @@ fn single_node(dir: &std::path::Path) -> ServerConfig {
         client_addr,
         admin_addr,
         client_tls: None,
+        etcd: ordo_kv::ServiceConfig::default(),
     }
 }
 

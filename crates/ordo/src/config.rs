@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use ordo_node::{FsyncPolicy, NodeConfig, NodeId};
 use serde::Deserialize;
 
+use ordo_kv::ServiceConfig;
 use ordo_server::tls::TlsFiles;
 use ordo_server::ServerConfig;
 
@@ -183,6 +184,16 @@ pub struct ServerArgs {
     /// the dialling node's certificate.
     #[arg(long)]
     pub peer_client_cert_auth: bool,
+    /// The kind of token `Authenticate` answers: `simple` (tokens signed by a key of the
+    /// cluster, which every member accepts) [default: simple].
+    #[arg(long, value_name = "KIND")]
+    pub auth_token: Option<String>,
+    /// Seconds a token stays valid [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    pub auth_token_ttl: Option<u64>,
+    /// The bcrypt cost of password hashes, 4 to 31 [default: 10].
+    #[arg(long)]
+    pub bcrypt_cost: Option<u32>,
 }
 
 /// The configuration file: the same settings as the flags.
@@ -217,6 +228,9 @@ struct FileConfig {
     peer_key_file: Option<PathBuf>,
     peer_trusted_ca_file: Option<PathBuf>,
     peer_client_cert_auth: Option<bool>,
+    auth_token: Option<String>,
+    auth_token_ttl: Option<u64>,
+    bcrypt_cost: Option<u32>,
 }
 
 /// Everything `ordo server` runs with, checked: the node's configuration and the log level
@@ -293,6 +307,52 @@ fn client_tls(
         }
         (None, None) => Ok(None),
     }
+}
+
+/// The etcd API's authentication settings from their flags.
+fn etcd_config(
+    auth_token: Option<&str>,
+    auth_token_ttl: Option<u64>,
+    bcrypt_cost: Option<u32>,
+) -> Result<ServiceConfig, ConfigError> {
+    let mut config = ServiceConfig::default();
+    match auth_token {
+        None | Some("simple") => {}
+        Some(other) if other.starts_with("jwt") => {
+            return Err(ConfigError::Invalid {
+                flag: "auth-token",
+                problem: "JWT tokens are not served yet; `simple` tokens are signed by a key of the cluster and accepted by every member".into(),
+            })
+        }
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                flag: "auth-token",
+                problem: format!("`{other}` is not a token kind (simple)"),
+            })
+        }
+    }
+    if let Some(seconds) = auth_token_ttl {
+        if seconds == 0 {
+            return Err(ConfigError::Invalid {
+                flag: "auth-token-ttl",
+                problem: "must be at least 1 second".into(),
+            });
+        }
+        config.auth_token_ttl = std::time::Duration::from_secs(seconds);
+    }
+    if let Some(cost) = bcrypt_cost {
+        if !(4..=ordo_kv::auth::BCRYPT_COST_MAX).contains(&cost) {
+            return Err(ConfigError::Invalid {
+                flag: "bcrypt-cost",
+                problem: format!(
+                    "{cost} is not between 4 and {}",
+                    ordo_kv::auth::BCRYPT_COST_MAX
+                ),
+            });
+        }
+        config.bcrypt_cost = cost;
+    }
+    Ok(config)
 }
 
 /// The peer port's TLS files from their flags: all three files or none.
@@ -495,6 +555,12 @@ impl Settings {
             args.peer_client_cert_auth || file.peer_client_cert_auth.unwrap_or(false),
         )?;
 
+        let etcd = etcd_config(
+            pick!(auth_token).as_deref(),
+            pick!(auth_token_ttl),
+            pick!(bcrypt_cost),
+        )?;
+
         let join = args.join || file.join.unwrap_or(false);
         if join {
             check_empty_for_join(&data_dir)?;
@@ -527,6 +593,7 @@ impl Settings {
                 client_addr,
                 admin_addr,
                 client_tls,
+                etcd,
             },
             log_level,
         })

@@ -17,6 +17,8 @@ use ordo_launch::tools::etcdctl_or_skip;
 struct Ctl {
     bin: PathBuf,
     endpoints: String,
+    /// Flags given to every command (TLS files, say).
+    global: Vec<String>,
 }
 
 impl Ctl {
@@ -26,7 +28,11 @@ impl Ctl {
             .map(|&id| cluster.spec(id).client_addr.to_string())
             .collect::<Vec<_>>()
             .join(",");
-        Ctl { bin, endpoints }
+        Ctl {
+            bin,
+            endpoints,
+            global: Vec::new(),
+        }
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -34,6 +40,7 @@ impl Ctl {
         cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoints))
             .args(["--dial-timeout=5s", "--command-timeout=10s"])
+            .args(&self.global)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -269,4 +276,237 @@ async fn etcdctl_lease_expires_through_the_log_on_every_node() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// etcdctl's refusal of `args`: it fails, and its error names `expected`.
+fn refused(ctl: &Ctl, args: &[&str], expected: &str) {
+    let out = ctl.run(args, None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains(expected),
+        "etcdctl {args:?}: expected a refusal with {expected:?}, got: {stderr}{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_users_roles_and_permissions_once_auth_is_enabled() {
+    let Some(bin) = etcdctl_or_skip() else {
+        return;
+    };
+    let (cluster, _) = start(&["--bcrypt-cost", "4"]).await;
+    let ctl = Ctl::new(bin, &cluster, &cluster.ids());
+    let ok = |args: &[&str]| tokio::task::block_in_place(|| ctl.ok(args));
+
+    assert!(ok(&["user", "add", "root:rootpw"]).contains("User root created"));
+    assert!(
+        ok(&["user", "grant-role", "root", "root"]).contains("Role root is granted to user root")
+    );
+    ok(&["role", "add", "reader"]);
+    ok(&[
+        "role",
+        "grant-permission",
+        "reader",
+        "read",
+        "/app/",
+        "--prefix=true",
+    ]);
+    ok(&["role", "grant-permission", "reader", "readwrite", "/app/w"]);
+    ok(&["user", "add", "alice:alicepw"]);
+    ok(&["user", "grant-role", "alice", "reader"]);
+    refused(
+        &ctl,
+        &["user", "add", "alice:again"],
+        "etcdserver: user name already exists",
+    );
+    refused(
+        &ctl,
+        &["user", "grant-role", "alice", "nope"],
+        "etcdserver: role name not found",
+    );
+    assert!(ok(&["auth", "enable"]).contains("Authentication Enabled"));
+
+    let root = ["--user", "root:rootpw"];
+    let alice = ["--user", "alice:alicepw"];
+    let with = |who: &[&str], args: &[&str]| -> Vec<String> {
+        who.iter().chain(args).map(|s| s.to_string()).collect()
+    };
+    let run_ok = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        tokio::task::block_in_place(|| ctl.ok(&args))
+    };
+    let run_refused = |args: Vec<String>, expected: &str| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        tokio::task::block_in_place(|| refused(&ctl, &args, expected))
+    };
+
+    run_refused(
+        with(&[], &["put", "/app/x", "1"]),
+        "etcdserver: user name is empty",
+    );
+    run_ok(with(&root, &["put", "/app/x", "1"]));
+    assert_eq!(run_ok(with(&alice, &["get", "/app/x"])), "/app/x\n1\n");
+    assert_eq!(
+        run_ok(with(&alice, &["get", "/app/", "--prefix"])),
+        "/app/x\n1\n"
+    );
+    run_refused(
+        with(&alice, &["put", "/app/x", "2"]),
+        "etcdserver: permission denied",
+    );
+    run_refused(
+        with(&alice, &["get", "/other"]),
+        "etcdserver: permission denied",
+    );
+    run_refused(
+        with(&alice, &["del", "/app/x"]),
+        "etcdserver: permission denied",
+    );
+    run_refused(
+        with(&alice, &["role", "add", "mine"]),
+        "etcdserver: permission denied",
+    );
+    run_ok(with(&alice, &["put", "/app/w", "mine"]));
+    run_refused(
+        with(&["--user", "alice:wrong"], &["get", "/app/x"]),
+        "etcdserver: authentication failed, invalid user ID or password",
+    );
+    run_refused(
+        with(&["--user", "mallory:pw"], &["get", "/app/x"]),
+        "etcdserver: authentication failed, invalid user ID or password",
+    );
+    run_refused(
+        with(&root, &["user", "delete", "root"]),
+        "etcdserver: invalid auth management",
+    );
+
+    // Nothing alice was refused took effect, on any member.
+    for id in cluster.ids() {
+        let one = Ctl::new(ctl.bin.clone(), &cluster, &[id]);
+        assert!(ctl.global.is_empty());
+        let args = with(&root, &["get", "/app/", "--prefix"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let got = tokio::task::block_in_place(|| one.ok(&args));
+        assert_eq!(got, "/app/w\nmine\n/app/x\n1\n", "member {id}");
+    }
+
+    assert_eq!(run_ok(with(&root, &["user", "list"])), "alice\nroot\n");
+    assert_eq!(run_ok(with(&root, &["role", "list"])), "reader\n");
+    let user = run_ok(with(&alice, &["user", "get", "alice"]));
+    assert!(
+        user.contains("User: alice") && user.contains("Roles: reader"),
+        "{user}"
+    );
+    let role = run_ok(with(&root, &["role", "get", "reader"]));
+    assert!(role.contains("/app/") && role.contains("/app/w"), "{role}");
+
+    // Revoking alice's permission stops her next read.
+    run_ok(with(
+        &root,
+        &[
+            "role",
+            "revoke-permission",
+            "reader",
+            "/app/",
+            "--prefix=true",
+        ],
+    ));
+    run_refused(
+        with(&alice, &["get", "/app/x"]),
+        "etcdserver: permission denied",
+    );
+
+    assert!(run_ok(with(&root, &["auth", "disable"])).contains("Authentication Disabled"));
+    ok(&["put", "/open", "again"]);
+    assert_eq!(ok(&["get", "/open"]), "/open\nagain\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_client_certificate_names_its_user_once_auth_is_enabled() {
+    let Some(bin) = etcdctl_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = dir.path().join("certs");
+    let out = Command::new(env!("CARGO_BIN_EXE_ordo"))
+        .args(["cert", "--dir", certs.to_str().expect("utf-8 path")])
+        .args(["--clients", "root,alice,mallory"])
+        .output()
+        .expect("run ordo cert");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = |name: &str| certs.join(name).to_str().expect("utf-8 path").to_string();
+    let (cert, key, ca) = (
+        file("node-{id}.pem"),
+        file("node-{id}-key.pem"),
+        file("ca.pem"),
+    );
+    let (cluster, _) = start(&[
+        "--bcrypt-cost",
+        "4",
+        "--cert-file",
+        &cert,
+        "--key-file",
+        &key,
+        "--trusted-ca-file",
+        &ca,
+        "--client-cert-auth",
+    ])
+    .await;
+    let as_client = |name: &str| {
+        let mut ctl = Ctl::new(bin.clone(), &cluster, &cluster.ids());
+        ctl.global = vec![
+            format!("--cacert={ca}"),
+            format!("--cert={}", file(&format!("client-{name}.pem"))),
+            format!("--key={}", file(&format!("client-{name}-key.pem"))),
+        ];
+        ctl
+    };
+    let (root, alice, mallory) = (as_client("root"), as_client("alice"), as_client("mallory"));
+    let ok = |ctl: &Ctl, args: &[&str]| tokio::task::block_in_place(|| ctl.ok(args));
+    let no = |ctl: &Ctl, args: &[&str], expected: &str| {
+        tokio::task::block_in_place(|| refused(ctl, args, expected))
+    };
+    ok(&root, &["user", "add", "root", "--no-password"]);
+    ok(&root, &["user", "grant-role", "root", "root"]);
+    ok(&root, &["role", "add", "reader"]);
+    ok(
+        &root,
+        &[
+            "role",
+            "grant-permission",
+            "reader",
+            "read",
+            "/app/",
+            "--prefix=true",
+        ],
+    );
+    ok(&root, &["user", "add", "alice", "--no-password"]);
+    ok(&root, &["user", "grant-role", "alice", "reader"]);
+    ok(&root, &["auth", "enable"]);
+
+    // With no token, the certificate's common name is the user.
+    ok(&root, &["put", "/app/x", "1"]);
+    assert_eq!(ok(&alice, &["get", "/app/x"]), "/app/x\n1\n");
+    no(
+        &alice,
+        &["put", "/app/x", "2"],
+        "etcdserver: permission denied",
+    );
+    no(
+        &mallory,
+        &["get", "/app/x"],
+        "etcdserver: user name not found",
+    );
+    // A user without a password cannot authenticate with one.
+    no(
+        &alice,
+        &["--user", "alice:anything", "get", "/app/x"],
+        "etcdserver: authentication failed, invalid user ID or password",
+    );
+    assert_eq!(ok(&root, &["get", "/app/x"]), "/app/x\n1\n");
+    ok(&root, &["auth", "disable"]);
 }
