@@ -158,6 +158,8 @@ pub struct LocalCluster {
     specs: BTreeMap<u64, NodeSpec>,
     processes: BTreeMap<u64, Process>,
     extra_args: Vec<String>,
+    /// How to reach admin ports that serve TLS.
+    admin_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -166,6 +168,12 @@ impl LocalCluster {
     /// [`LocalCluster::new`]): for settings that need the cluster's directory.
     pub fn add_server_args(&mut self, args: impl IntoIterator<Item = String>) {
         self.extra_args.extend(args);
+    }
+
+    /// Reaches the nodes' admin ports over TLS with `config` (for servers started with
+    /// `--admin-cert-file`).
+    pub fn set_admin_tls(&mut self, config: std::sync::Arc<rustls::ClientConfig>) {
+        self.admin_tls = Some(config);
     }
 
     /// Plans `nodes` nodes (ids 1 to `nodes`) with free ports, with data under `root` (a new
@@ -204,6 +212,7 @@ impl LocalCluster {
             specs: BTreeMap::new(),
             processes: BTreeMap::new(),
             extra_args,
+            admin_tls: None,
             _temp: temp,
         };
         for id in 1..=nodes {
@@ -497,7 +506,8 @@ impl LocalCluster {
     /// time.
     pub async fn status_as<T: serde::de::DeserializeOwned>(&self, id: u64) -> Option<T> {
         let addr = self.specs.get(&id)?.admin_addr;
-        let response = http::get_bounded(addr, "/status", STATUS_TIMEOUT, STATUS_BYTES_MAX)
+        let tls = self.admin_tls.as_ref();
+        let response = http::get_over(addr, "/status", STATUS_TIMEOUT, STATUS_BYTES_MAX, tls)
             .await
             .ok()?;
         if response.status != 200 {

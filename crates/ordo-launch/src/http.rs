@@ -1,10 +1,11 @@
 //! A minimal HTTP/1.1 client for the admin endpoints: one `GET`, `Connection: close`, a
-//! bounded response.
+//! bounded response; over TLS when given a client configuration.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Largest admin response read.
 pub const RESPONSE_BYTES_MAX: usize = 4 << 20;
@@ -63,22 +64,51 @@ pub async fn get_bounded(
     timeout: Duration,
     response_bytes_max: usize,
 ) -> Result<HttpResponse, HttpError> {
+    get_over(addr, path, timeout, response_bytes_max, None).await
+}
+
+/// `GET path` from `addr`, over TLS with `tls` when given (the server's certificate must
+/// name `addr`'s IP address); a response over `response_bytes_max` is
+/// [`HttpError::Malformed`].
+pub async fn get_over(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    response_bytes_max: usize,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<HttpResponse, HttpError> {
     let timeout_ms = timeout.as_millis() as u64;
-    match tokio::time::timeout(timeout, get_inner(addr, path, response_bytes_max)).await {
+    let io = |source| HttpError::Io { addr, source };
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
+        match tls {
+            None => get_inner(stream, addr, path, response_bytes_max).await,
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                    .connect(name, stream)
+                    .await
+                    .map_err(io)?;
+                get_inner(stream, addr, path, response_bytes_max).await
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, exchange).await {
         Ok(result) => result,
         Err(_) => Err(HttpError::Timeout { addr, timeout_ms }),
     }
 }
 
-async fn get_inner(
+async fn get_inner<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     addr: SocketAddr,
     path: &str,
     response_bytes_max: usize,
 ) -> Result<HttpResponse, HttpError> {
     let io = |source| HttpError::Io { addr, source };
-    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.map_err(io)?;
+    stream.flush().await.map_err(io)?;
     let mut raw = Vec::new();
     (&mut stream)
         .take(response_bytes_max as u64 + 1)

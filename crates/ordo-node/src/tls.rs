@@ -306,16 +306,36 @@ pub fn peer_client_config(files: &TlsFiles) -> Result<ClientConfig, TlsError> {
     let Some(ca) = &files.trusted_ca_file else {
         return Err(TlsError::PeerWithoutCa);
     };
-    let roots = read_roots(ca)?;
-    let certs = read_certs(&files.cert_file)?;
-    let key = read_key(&files.key_file)?;
-    let mut config = ClientConfig::builder_with_provider(provider())
+    client_config(ca, Some((&files.cert_file, &files.key_file)), &[PEER_ALPN])
+}
+
+/// A client configuration trusting the CAs in `ca_file`, presenting the certificate chain
+/// and key of `identity` if given, offering `alpn`: for tools that talk to a TLS port
+/// (`ordo status` to an admin port, say).
+pub fn client_config(
+    ca_file: &Path,
+    identity: Option<(&Path, &Path)>,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("the ring provider supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .map_err(cert_key_error(files))?;
-    config.alpn_protocols = vec![PEER_ALPN.to_vec()];
+        .with_root_certificates(read_roots(ca_file)?);
+    let mut config = match identity {
+        Some((cert_file, key_file)) => {
+            let certs = read_certs(cert_file)?;
+            let key = read_key(key_file)?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|reason| TlsError::CertKey {
+                    cert: cert_file.to_path_buf(),
+                    key: key_file.to_path_buf(),
+                    reason,
+                })?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
 

@@ -12,14 +12,17 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use ordo_node::tls::handshake_failure;
 use ordo_node::transport::{TransportCounters, TransportMetrics};
+use ordo_node::LogThrottle;
 use ordo_node::{role_name, GroupStatus, HistogramSnapshot, HostedGroups, MetricsSnapshot};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::etcd::EtcdBackend;
+use crate::tls::TlsAcceptor;
 
 /// Largest request head read.
 const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
@@ -29,6 +32,9 @@ const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECTIONS_MAX: usize = 64;
 /// Connections one client address holds at once; more are closed as they are accepted.
 const CONNECTIONS_PER_CLIENT_MAX: usize = 8;
+/// Refused TLS handshakes logged per window, and the window.
+const TLS_REFUSALS_LOGGED_PER_WINDOW: u32 = 10;
+const TLS_REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(10);
 
 /// How many connections each client address holds.
 #[derive(Debug, Default)]
@@ -551,9 +557,14 @@ pub async fn serve(
     backend: Arc<EtcdBackend>,
     node: NodeViews,
     mut shutdown: watch::Receiver<bool>,
+    tls: Option<Arc<TlsAcceptor>>,
 ) {
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     let clients = Arc::new(ClientSlots::default());
+    let refusals = Arc::new(LogThrottle::new(
+        TLS_REFUSALS_LOGGED_PER_WINDOW,
+        TLS_REFUSAL_LOG_WINDOW,
+    ));
     loop {
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;
@@ -575,8 +586,29 @@ pub async fn serve(
         };
         let backend = Arc::clone(&backend);
         let node = node.clone();
+        let tls = tls.as_ref().map(|tls| tls.config());
+        let refusals = Arc::clone(&refusals);
         tokio::spawn(async move {
-            if let Err(error) = handle(stream, &backend, &node).await {
+            let served = match tls {
+                None => handle(stream, &backend, &node).await,
+                Some(config) => {
+                    // The handshake shares the request head's deadline: a client that
+                    // neither finishes it nor sends a head in time holds no slot longer.
+                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    match tokio::time::timeout(REQUEST_HEAD_TIMEOUT, accept).await {
+                        Ok(Ok(stream)) => handle(stream, &backend, &node).await,
+                        Ok(Err(error)) => {
+                            if let Some(suppressed) = refusals.admit(std::time::Instant::now()) {
+                                let reason = handshake_failure(&error, "client");
+                                tracing::warn!(%peer, reason, suppressed, "admin TLS connection refused");
+                            }
+                            Ok(())
+                        }
+                        Err(_) => Ok(()),
+                    }
+                }
+            };
+            if let Err(error) = served {
                 tracing::debug!(%peer, %error, "admin connection ended");
             }
             drop(slot);
@@ -585,7 +617,7 @@ pub async fn serve(
     }
 }
 
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Option<String>> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     loop {
@@ -603,8 +635,8 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
     }
 }
 
-async fn handle(
-    mut stream: TcpStream,
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     backend: &EtcdBackend,
     node: &NodeViews,
 ) -> std::io::Result<()> {
@@ -698,8 +730,8 @@ async fn handle(
     }
 }
 
-async fn respond(
-    stream: &mut TcpStream,
+async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     code: u16,
     content_type: &str,
     body: &str,
@@ -716,6 +748,7 @@ async fn respond(
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;
+    stream.flush().await?;
     stream.shutdown().await
 }
 

@@ -20,6 +20,8 @@ pub struct ServerConfig {
     pub admin_addr: SocketAddr,
     /// TLS on the etcd API's port; plain text without.
     pub client_tls: Option<TlsFiles>,
+    /// TLS on the admin port; plain text without.
+    pub admin_tls: Option<TlsFiles>,
     /// The etcd API's settings (request timeout, token lifetime, bcrypt cost).
     pub etcd: ServiceConfig,
 }

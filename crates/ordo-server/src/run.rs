@@ -272,9 +272,10 @@ impl Serving {
         node: crate::admin::NodeViews,
         client: TcpListener,
         client_tls: Option<Arc<TlsAcceptor>>,
-        admin: TcpListener,
+        admin: (TcpListener, Option<Arc<TlsAcceptor>>),
         etcd: ServiceConfig,
     ) -> Serving {
+        let (admin, admin_tls) = admin;
         let (stop, stop_rx) = watch::channel(false);
         let others = vec![
             tokio::spawn(crate::replica::follow_leadership(
@@ -287,6 +288,7 @@ impl Serving {
                 Arc::clone(backend),
                 node,
                 stop_rx.clone(),
+                admin_tls,
             )),
         ];
         let api = EtcdApi::new(Arc::clone(backend), etcd);
@@ -332,6 +334,15 @@ pub async fn run(
         )?)),
         None => None,
     };
+    let admin_tls = match &config.admin_tls {
+        Some(files) => Some(Arc::new(TlsAcceptor::for_http1(files.clone()).map_err(
+            |problem| ServerError::Tls {
+                listener: Listener::Admin,
+                problem,
+            },
+        )?)),
+        None => None,
+    };
     let listeners = Listeners::bind(&config).await?;
     let Started {
         node,
@@ -346,13 +357,14 @@ pub async fn run(
         },
         listeners.client,
         client_tls,
-        listeners.admin,
+        (listeners.admin, admin_tls),
         config.etcd.clone(),
     );
     tracing::info!(
         node = id,
         client_addr = %config.client_addr,
         client_tls = config.client_tls.is_some(),
+        admin_tls = config.admin_tls.is_some(),
         peer_addr = %node.peer_addr(),
         admin_addr = %config.admin_addr,
         cluster_id = config.node.cluster_id,

@@ -54,9 +54,14 @@ pub use ordo_node::tls::{TlsError, TlsFiles};
 pub struct TlsAcceptor(Reloading<ServerConfig>);
 
 impl TlsAcceptor {
-    /// Reads and checks the files.
+    /// Reads and checks the files, for a gRPC listener (HTTP/2).
     pub fn new(files: TlsFiles) -> Result<TlsAcceptor, TlsError> {
         Reloading::new(files, load).map(TlsAcceptor)
+    }
+
+    /// Reads and checks the files, for an HTTP/1.1 listener (the admin port).
+    pub fn for_http1(files: TlsFiles) -> Result<TlsAcceptor, TlsError> {
+        Reloading::new(files, |files| server_config(files, &[b"http/1.1"])).map(TlsAcceptor)
     }
 
     /// The files this acceptor serves.

@@ -184,6 +184,21 @@ pub struct ServerArgs {
     /// the dialling node's certificate.
     #[arg(long)]
     pub peer_client_cert_auth: bool,
+    /// Serve the admin endpoints (/status, /metrics, /health, /groups) over TLS with this
+    /// certificate chain; needs --admin-key-file.
+    #[arg(long, value_name = "FILE")]
+    pub admin_cert_file: Option<PathBuf>,
+    /// The private key of --admin-cert-file.
+    #[arg(long, value_name = "FILE")]
+    pub admin_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that admin clients' certificates must chain to, with
+    /// --admin-client-cert-auth.
+    #[arg(long, value_name = "FILE")]
+    pub admin_trusted_ca_file: Option<PathBuf>,
+    /// Require every admin client to present a certificate signed by
+    /// --admin-trusted-ca-file.
+    #[arg(long)]
+    pub admin_client_cert_auth: bool,
     /// The kind of token `Authenticate` answers: `simple` (tokens signed by a key of the
     /// cluster, which every member accepts) [default: simple].
     #[arg(long, value_name = "KIND")]
@@ -228,6 +243,10 @@ struct FileConfig {
     peer_key_file: Option<PathBuf>,
     peer_trusted_ca_file: Option<PathBuf>,
     peer_client_cert_auth: Option<bool>,
+    admin_cert_file: Option<PathBuf>,
+    admin_key_file: Option<PathBuf>,
+    admin_trusted_ca_file: Option<PathBuf>,
+    admin_client_cert_auth: Option<bool>,
     auth_token: Option<String>,
     auth_token_ttl: Option<u64>,
     bcrypt_cost: Option<u32>,
@@ -262,22 +281,48 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
-/// The etcd API's TLS files from their flags: a certificate and its key together or
+/// The names of one listener's TLS flags.
+struct TlsFlags {
+    cert_file: &'static str,
+    key_file: &'static str,
+    trusted_ca_file: &'static str,
+    client_cert_auth: &'static str,
+}
+
+const CLIENT_TLS_FLAGS: TlsFlags = TlsFlags {
+    cert_file: "cert-file",
+    key_file: "key-file",
+    trusted_ca_file: "trusted-ca-file",
+    client_cert_auth: "client-cert-auth",
+};
+
+const ADMIN_TLS_FLAGS: TlsFlags = TlsFlags {
+    cert_file: "admin-cert-file",
+    key_file: "admin-key-file",
+    trusted_ca_file: "admin-trusted-ca-file",
+    client_cert_auth: "admin-client-cert-auth",
+};
+
+/// A listener's TLS files from their flags: a certificate and its key together or
 /// neither; a trusted CA or client certificate authentication only with them.
-fn client_tls(
+fn listener_tls(
+    flags: &TlsFlags,
     cert_file: Option<PathBuf>,
     key_file: Option<PathBuf>,
     trusted_ca_file: Option<PathBuf>,
     client_cert_auth: bool,
 ) -> Result<Option<TlsFiles>, ConfigError> {
+    let invalid = |flag, problem: String| Err(ConfigError::Invalid { flag, problem });
     match (cert_file, key_file) {
         (Some(cert_file), Some(key_file)) => {
             if client_cert_auth && trusted_ca_file.is_none() {
-                return Err(ConfigError::Invalid {
-                    flag: "client-cert-auth",
-                    problem: "needs --trusted-ca-file, the CAs client certificates must chain to"
-                        .into(),
-                });
+                return invalid(
+                    flags.client_cert_auth,
+                    format!(
+                        "needs --{}, the CAs client certificates must chain to",
+                        flags.trusted_ca_file
+                    ),
+                );
             }
             Ok(Some(TlsFiles {
                 cert_file,
@@ -286,25 +331,25 @@ fn client_tls(
                 client_cert_auth,
             }))
         }
-        (Some(_), None) => Err(ConfigError::Invalid {
-            flag: "cert-file",
-            problem: "needs --key-file, the certificate's private key".into(),
-        }),
-        (None, Some(_)) => Err(ConfigError::Invalid {
-            flag: "key-file",
-            problem: "needs --cert-file, the certificate of the key".into(),
-        }),
-        (None, None) if client_cert_auth || trusted_ca_file.is_some() => {
-            Err(ConfigError::Invalid {
-                flag: if client_cert_auth {
-                    "client-cert-auth"
-                } else {
-                    "trusted-ca-file"
-                },
-                problem: "checks client certificates over TLS: give --cert-file and --key-file too"
-                    .into(),
-            })
-        }
+        (Some(_), None) => invalid(
+            flags.cert_file,
+            format!("needs --{}, the certificate's private key", flags.key_file),
+        ),
+        (None, Some(_)) => invalid(
+            flags.key_file,
+            format!("needs --{}, the certificate of the key", flags.cert_file),
+        ),
+        (None, None) if client_cert_auth || trusted_ca_file.is_some() => invalid(
+            if client_cert_auth {
+                flags.client_cert_auth
+            } else {
+                flags.trusted_ca_file
+            },
+            format!(
+                "checks client certificates over TLS: give --{} and --{} too",
+                flags.cert_file, flags.key_file
+            ),
+        ),
         (None, None) => Ok(None),
     }
 }
@@ -542,11 +587,19 @@ impl Settings {
             })?,
         };
 
-        let client_tls = client_tls(
+        let client_tls = listener_tls(
+            &CLIENT_TLS_FLAGS,
             pick!(cert_file),
             pick!(key_file),
             pick!(trusted_ca_file),
             args.client_cert_auth || file.client_cert_auth.unwrap_or(false),
+        )?;
+        let admin_tls = listener_tls(
+            &ADMIN_TLS_FLAGS,
+            pick!(admin_cert_file),
+            pick!(admin_key_file),
+            pick!(admin_trusted_ca_file),
+            args.admin_client_cert_auth || file.admin_client_cert_auth.unwrap_or(false),
         )?;
         let peer_tls = peer_tls(
             pick!(peer_cert_file),
@@ -593,6 +646,7 @@ impl Settings {
                 client_addr,
                 admin_addr,
                 client_tls,
+                admin_tls,
                 etcd,
             },
             log_level,

@@ -255,8 +255,9 @@ fn kv(cluster: &LocalCluster, tls: Option<&ClientTlsConfig>, id: u64) -> KvClien
 }
 
 /// Writes a development CA and certificates into `<root>/certs`, has every node serve its
-/// client port with its own certificate and require client certificates, runs the peer
-/// port with mutual TLS from the same CA, and returns the demo client's TLS configuration.
+/// client and admin ports with its own certificate and require client certificates, runs
+/// the peer port with mutual TLS from the same CA, and returns the demo client's TLS
+/// configuration (the cluster reaches the admin ports with the same client certificate).
 fn tls_cluster(cluster: &mut LocalCluster) -> anyhow::Result<ClientTlsConfig> {
     let dir = cluster.root().join("certs");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -283,8 +284,26 @@ fn tls_cluster(cluster: &mut LocalCluster) -> anyhow::Result<ClientTlsConfig> {
         path("node-{id}-key.pem"),
         "--peer-trusted-ca-file".to_string(),
         path("ca.pem"),
+        "--admin-cert-file".to_string(),
+        path("node-{id}.pem"),
+        "--admin-key-file".to_string(),
+        path("node-{id}-key.pem"),
+        "--admin-trusted-ca-file".to_string(),
+        path("ca.pem"),
+        "--admin-client-cert-auth".to_string(),
     ]);
     let client = ca.issue("demo", &[], Usage::Client)?;
+    write_new(&dir, "client-demo.pem", &client.cert_pem, false)?;
+    write_new(&dir, "client-demo-key.pem", &client.key_pem, true)?;
+    let admin = ordo_node::tls::client_config(
+        &dir.join("ca.pem"),
+        Some((
+            &dir.join("client-demo.pem"),
+            &dir.join("client-demo-key.pem"),
+        )),
+        &[b"http/1.1"],
+    )?;
+    cluster.set_admin_tls(std::sync::Arc::new(admin));
     Ok(ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca.cert_pem()))
         .identity(Identity::from_pem(client.cert_pem, client.key_pem))
@@ -303,8 +322,8 @@ fn print_ledger(lines: &[LedgerLine]) {
 
 /// Runs the demo; `binary` is the `ordo` executable to start servers from.
 /// With `tls`, every client connection of the demo is TLS with client certificates, from
-/// a CA it makes on the spot, and the nodes talk to each other over mutual TLS (admin
-/// traffic stays plain text).
+/// a CA it makes on the spot, the admin endpoints too, and the nodes talk to each other over
+/// mutual TLS.
 pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>, tls: bool) -> anyhow::Result<()> {
     if let Some(dir) = &data_dir {
         let used = std::fs::read_dir(dir)
@@ -333,7 +352,7 @@ pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>, tls: bool) -> anyho
     say("Ordo demo: one bank account, three replicas, one ordered log.\n");
     if tls.is_some() {
         say(format!(
-            "Clients speak TLS with client certificates, and the nodes mutual TLS with each other,\nfrom a CA made for this run ({}).\n",
+            "Clients and admin endpoints speak TLS with client certificates, and the nodes mutual\nTLS with each other, from a CA made for this run ({}).\n",
             cluster.root().join("certs").display()
         ));
     }
@@ -341,10 +360,11 @@ pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>, tls: bool) -> anyho
         "Starting three nodes on this machine (data in {}):",
         cluster.root().display()
     ));
+    let admin_scheme = if tls.is_some() { "https" } else { "http" };
     for id in cluster.ids() {
         let spec = cluster.spec(id);
         say(format!(
-            "  node {id}: clients {}, peers {}, admin http://{}/status",
+            "  node {id}: clients {}, peers {}, admin {admin_scheme}://{}/status",
             spec.client_addr, spec.peer_addr, spec.admin_addr
         ));
     }

@@ -18,6 +18,9 @@ pub struct GroupsArgs {
     /// Milliseconds to wait for each node.
     #[arg(long, default_value_t = 2000)]
     pub timeout_ms: u64,
+    /// TLS to admin ports that serve it.
+    #[command(flatten)]
+    pub tls: crate::status::AdminTlsArgs,
 }
 
 fn ids(ids: &[u64]) -> String {
@@ -76,8 +79,13 @@ pub fn table(rows: &[(SocketAddr, Result<GroupsReport, String>)]) -> String {
 
 /// Runs `ordo groups`: prints the table; fails when no node answers.
 pub async fn run(args: GroupsArgs) -> anyhow::Result<()> {
-    let rows =
-        crate::status::fetch::<GroupsReport>(&args.endpoints, "/groups", args.timeout_ms).await;
+    let rows = crate::status::fetch::<GroupsReport>(
+        &args.endpoints,
+        "/groups",
+        args.timeout_ms,
+        args.tls.config()?,
+    )
+    .await;
     print!("{}", table(&rows));
     crate::status::any_answered(&rows)
 }

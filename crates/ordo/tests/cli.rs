@@ -216,7 +216,7 @@ fn demo_tells_the_story_and_exits_0_leaving_nothing_running_in_plain_text_and_ov
         assert!(stdout.contains("writes resumed"), "{stdout}");
         assert!(stdout.contains("ledger matches"), "{stdout}");
         assert_eq!(
-            stdout.contains("Clients speak TLS"),
+            stdout.contains("Clients and admin endpoints speak TLS"),
             !flags.is_empty(),
             "{stdout}"
         );
@@ -563,6 +563,110 @@ async fn a_cluster_with_peer_tls_refuses_a_node_with_a_certificate_of_another_ca
     }
     cluster.kill(4);
     for id in 1..=3 {
+        let code = cluster.terminate(id, std::time::Duration::from_secs(20));
+        assert_eq!(code, Some(0), "node {id} did not exit cleanly on SIGTERM");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_over_tls_answer_ordo_status_with_a_client_certificate_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = dir.path().join("certs");
+    let out = ordo(&["cert", "--dir", certs.to_str().expect("utf-8 path")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = |name: &str| certs.join(name).to_str().expect("utf-8 path").to_string();
+    let (cert, key, ca) = (
+        file("node-{id}.pem"),
+        file("node-{id}-key.pem"),
+        file("ca.pem"),
+    );
+    let mut cluster = common::plan(&[
+        "--admin-cert-file",
+        &cert,
+        "--admin-key-file",
+        &key,
+        "--admin-trusted-ca-file",
+        &ca,
+        "--admin-client-cert-auth",
+    ]);
+    let (client_cert, client_key) = (file("client-root.pem"), file("client-root-key.pem"));
+    let config = ordo_node::tls::client_config(
+        std::path::Path::new(&ca),
+        Some((
+            std::path::Path::new(&client_cert),
+            std::path::Path::new(&client_key),
+        )),
+        &[b"http/1.1"],
+    )
+    .expect("client TLS configuration");
+    cluster.set_admin_tls(std::sync::Arc::new(config));
+    cluster.start_all().expect("start the servers");
+    // The cluster's own status reads go over TLS with the client certificate.
+    let leader = cluster
+        .wait_leader(&[], common::STEP)
+        .await
+        .expect("a leader");
+    let admin = cluster.endpoints(|s| s.admin_addr);
+    let status = |tls: &[&str]| {
+        let mut all = vec!["status", "--endpoints", &admin];
+        all.extend_from_slice(tls);
+        tokio::task::block_in_place(|| ordo(&all))
+    };
+    let out = status(&[
+        "--cacert",
+        &ca,
+        "--cert",
+        &client_cert,
+        "--key",
+        &client_key,
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.contains("leader"), "{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.contains("follower")).count(),
+        2,
+        "{table}"
+    );
+    // Without a certificate, or in plain text, no node answers.
+    for tls in [&["--cacert", ca.as_str()][..], &[]] {
+        let out = status(tls);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{tls:?}: {text}");
+        assert_eq!(text.matches("unreachable").count(), 3, "{tls:?}: {text}");
+    }
+    let groups = tokio::task::block_in_place(|| {
+        ordo(&[
+            "groups",
+            "--endpoints",
+            &admin,
+            "--cacert",
+            &ca,
+            "--cert",
+            &client_cert,
+            "--key",
+            &client_key,
+        ])
+    });
+    assert!(
+        groups.status.success(),
+        "{}",
+        String::from_utf8_lossy(&groups.stderr)
+    );
+    assert!(
+        common::wait_for_log(&cluster.log_path(leader.id), "admin TLS connection refused").await,
+        "{}",
+        cluster.log_tail(leader.id, 20)
+    );
+    for id in cluster.ids() {
         let code = cluster.terminate(id, std::time::Duration::from_secs(20));
         assert_eq!(code, Some(0), "node {id} did not exit cleanly on SIGTERM");
     }
