@@ -21,6 +21,7 @@
 //! never passwords.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::KvError;
@@ -533,6 +534,42 @@ impl AuthStore {
         Ok(store)
     }
 
+    /// Issues a token of `kind` for `user` at the current revision, valid from `now`.
+    pub fn issue_token_of(
+        &self,
+        kind: &TokenKind,
+        user: &str,
+        now: SystemTime,
+    ) -> Result<String, KvError> {
+        match kind {
+            TokenKind::Simple => Ok(self.issue_token(user, now)),
+            TokenKind::Jwt(jwt) => jwt
+                .issue(user, self.revision, now)
+                .map_err(|reason| KvError::TokenIssue { reason }),
+        }
+    }
+
+    /// The sender a token of `kind` names, checked as [`AuthStore::check_token`] checks
+    /// simple ones (`ttl` bounds those; a JWT carries its own expiry).
+    pub fn check_token_of(
+        &self,
+        kind: &TokenKind,
+        token: &str,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<AuthInfo, KvError> {
+        match kind {
+            TokenKind::Simple => self.check_token(token, ttl, now),
+            TokenKind::Jwt(jwt) => {
+                let info = jwt.check(token, now)?;
+                if info.revision < self.revision {
+                    return Err(KvError::AuthOldRevision);
+                }
+                Ok(info)
+            }
+        }
+    }
+
     /// Issues a token for `user` at the current revision, valid from `now`.
     pub fn issue_token(&self, user: &str, now: SystemTime) -> String {
         let issued = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
@@ -578,6 +615,141 @@ impl AuthStore {
             return Err(KvError::AuthOldRevision);
         }
         Ok(info)
+    }
+}
+
+/// How `Authenticate` makes tokens, and how members check them.
+#[derive(Clone, Debug, Default)]
+pub enum TokenKind {
+    /// Signed by the cluster's own key (see the module documentation): etcd's `simple`.
+    #[default]
+    Simple,
+    /// JSON Web Tokens signed with the operator's key pair: etcd's `jwt`.
+    Jwt(Arc<JwtTokens>),
+}
+
+/// The claims of a JWT token, as etcd writes them.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct JwtClaims {
+    username: String,
+    revision: u64,
+    exp: u64,
+}
+
+/// Issues and checks JWT tokens (etcd's `--auth-token jwt,pub-key=…,priv-key=…,
+/// sign-method=…,ttl=…`): every member checks them with the public key; members with the
+/// private key issue them.
+pub struct JwtTokens {
+    algorithm: jsonwebtoken::Algorithm,
+    encoding: Option<jsonwebtoken::EncodingKey>,
+    decoding: jsonwebtoken::DecodingKey,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for JwtTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtTokens")
+            .field("algorithm", &self.algorithm)
+            .field("signs", &self.encoding.is_some())
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl JwtTokens {
+    /// Keys from PEM files' contents for `sign_method` (RS256/384/512, PS256/384/512,
+    /// ES256/384); without a private key this member checks tokens but issues none.
+    pub fn from_pem(
+        sign_method: &str,
+        public_pem: &[u8],
+        private_pem: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<JwtTokens, String> {
+        use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+        let algorithm: Algorithm = sign_method
+            .parse()
+            .map_err(|_| format!("sign-method `{sign_method}` is not one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384"))?;
+        let rsa = matches!(
+            algorithm,
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512
+        );
+        let ec = matches!(algorithm, Algorithm::ES256 | Algorithm::ES384);
+        if !rsa && !ec {
+            return Err(format!(
+                "sign-method `{sign_method}` needs a shared secret; use an RSA or ECDSA key pair"
+            ));
+        }
+        let decoding = if rsa {
+            DecodingKey::from_rsa_pem(public_pem)
+        } else {
+            DecodingKey::from_ec_pem(public_pem)
+        }
+        .map_err(|e| format!("pub-key: {e}"))?;
+        let encoding = match private_pem {
+            Some(pem) => Some(
+                if rsa {
+                    EncodingKey::from_rsa_pem(pem)
+                } else {
+                    EncodingKey::from_ec_pem(pem)
+                }
+                .map_err(|e| format!("priv-key: {e}"))?,
+            ),
+            None => None,
+        };
+        let tokens = JwtTokens {
+            algorithm,
+            encoding,
+            decoding,
+            ttl,
+        };
+        // A pair that does not belong together would issue tokens no member accepts.
+        if tokens.encoding.is_some() {
+            let probe = tokens.issue("probe", 0, SystemTime::now())?;
+            tokens
+                .check(&probe, SystemTime::now())
+                .map_err(|_| "priv-key and pub-key are not one key pair".to_string())?;
+        }
+        Ok(tokens)
+    }
+
+    /// A token for `user` at auth `revision`, valid for the time to live from `now`.
+    pub fn issue(&self, user: &str, revision: u64, now: SystemTime) -> Result<String, String> {
+        let Some(key) = &self.encoding else {
+            return Err("this member has no private key to sign tokens with (priv-key)".into());
+        };
+        let issued = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let claims = JwtClaims {
+            username: user.to_string(),
+            revision,
+            exp: (issued + self.ttl).as_secs(),
+        };
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(self.algorithm), &claims, key)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The sender a token names, if it is signed with this key pair and not expired at
+    /// `now`.
+    pub fn check(&self, token: &str, now: SystemTime) -> Result<AuthInfo, KvError> {
+        let mut validation = jsonwebtoken::Validation::new(self.algorithm);
+        validation.leeway = 0;
+        // Expiry is checked below against `now`, so tests can move the clock.
+        validation.validate_exp = false;
+        validation.required_spec_claims.clear();
+        let data = jsonwebtoken::decode::<JwtClaims>(token, &self.decoding, &validation)
+            .map_err(|_| KvError::InvalidAuthToken)?;
+        let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        if data.claims.exp <= now {
+            return Err(KvError::InvalidAuthToken);
+        }
+        Ok(AuthInfo {
+            user: data.claims.username,
+            revision: data.claims.revision,
+        })
     }
 }
 
@@ -841,6 +1013,57 @@ mod tests {
             other_key.check_token(&token, ttl, now),
             Err(KvError::InvalidAuthToken)
         );
+    }
+
+    #[test]
+    fn jwt_tokens_carry_user_and_revision_and_stop_working_when_old_forged_or_expired() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        let ttl = Duration::from_secs(600);
+        let pem = |k: &rcgen::KeyPair| (k.public_key_pem(), k.serialize_pem());
+        let (public, private) = pem(&key);
+        let jwt =
+            JwtTokens::from_pem("ES256", public.as_bytes(), Some(private.as_bytes()), ttl).unwrap();
+        let kind = TokenKind::Jwt(Arc::new(jwt));
+        let s = store();
+        let now = SystemTime::now();
+        let token = s.issue_token_of(&kind, "alice", now).unwrap();
+        assert_eq!(token.split('.').count(), 3, "{token}");
+        assert_eq!(
+            s.check_token_of(&kind, &token, ttl, now),
+            Ok(info("alice", s.revision))
+        );
+        let later = now + Duration::from_secs(601);
+        assert_eq!(
+            s.check_token_of(&kind, &token, ttl, later),
+            Err(KvError::InvalidAuthToken)
+        );
+        let mut changed = s.clone();
+        changed.bump();
+        assert_eq!(
+            changed.check_token_of(&kind, &token, ttl, now),
+            Err(KvError::AuthOldRevision)
+        );
+        // Another key pair's members do not accept it; a verify-only member issues none.
+        let (other_public, _) = pem(&other);
+        let verify_only = JwtTokens::from_pem("ES256", other_public.as_bytes(), None, ttl).unwrap();
+        let verify_only = TokenKind::Jwt(Arc::new(verify_only));
+        assert_eq!(
+            s.check_token_of(&verify_only, &token, ttl, now),
+            Err(KvError::InvalidAuthToken)
+        );
+        assert!(s.issue_token_of(&verify_only, "alice", now).is_err());
+        // Mismatched files are refused when read.
+        let (_, other_private) = pem(&other);
+        let error = JwtTokens::from_pem(
+            "ES256",
+            public.as_bytes(),
+            Some(other_private.as_bytes()),
+            ttl,
+        )
+        .unwrap_err();
+        assert!(error.contains("not one key pair"), "{error}");
+        assert!(JwtTokens::from_pem("HS256", public.as_bytes(), None, ttl).is_err());
     }
 
     #[test]

@@ -130,7 +130,9 @@ impl<B: KvBackend> auth_server::Auth for EtcdApi<B> {
             let auth = store.auth();
             // Changed while the password was being checked: the user must still exist.
             match auth.user(&req.name) {
-                Some(_) if auth.is_enabled() => Ok(auth.issue_token(&req.name, SystemTime::now())),
+                Some(_) if auth.is_enabled() => {
+                    auth.issue_token_of(&self.config.auth_token, &req.name, SystemTime::now())
+                }
                 Some(_) => Err(KvError::AuthNotEnabled),
                 None => Err(KvError::AuthFailed),
             }

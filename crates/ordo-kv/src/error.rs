@@ -162,6 +162,12 @@ pub enum KvError {
         /// The limit.
         max: usize,
     },
+    /// This member cannot issue a token (no JWT private key, say).
+    #[error("ordo: cannot issue a token: {reason}")]
+    TokenIssue {
+        /// Why.
+        reason: String,
+    },
     /// Hashing a password failed.
     #[error("ordo: cannot hash the password: {reason}")]
     PasswordHash {
@@ -224,6 +230,7 @@ impl KvError {
             | KvError::UnsupportedCommandVersion { .. }
             | KvError::AlreadyApplied { .. }
             | KvError::PasswordHash { .. } => Code::Internal,
+            KvError::TokenIssue { .. } => Code::FailedPrecondition,
         }
     }
 }

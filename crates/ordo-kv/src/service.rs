@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{Access, AuthInfo};
+use crate::auth::{Access, AuthInfo, TokenKind};
 use crate::backend::{KvBackend, MemberError};
 use crate::command::{ApplyResponse, Command};
 use crate::error::KvError;
@@ -50,6 +50,8 @@ pub struct ServiceConfig {
     pub auth_token_ttl: Duration,
     /// The bcrypt cost of password hashes (etcd's `--bcrypt-cost`), 4 to 31.
     pub bcrypt_cost: u32,
+    /// The kind of token `Authenticate` answers (etcd's `--auth-token`).
+    pub auth_token: TokenKind,
 }
 
 impl Default for ServiceConfig {
@@ -59,6 +61,7 @@ impl Default for ServiceConfig {
             request_timeout: Duration::from_secs(7),
             auth_token_ttl: Duration::from_secs(300),
             bcrypt_cost: 10,
+            auth_token: TokenKind::Simple,
         }
     }
 }
@@ -182,7 +185,7 @@ impl<B: KvBackend> EtcdApi<B> {
             match (token, common_name) {
                 _ if !auth.is_enabled() => Ok(AuthInfo::default()),
                 (Some(token), _) => auth
-                    .check_token(token, ttl, SystemTime::now())
+                    .check_token_of(&self.config.auth_token, token, ttl, SystemTime::now())
                     .map_err(Status::from),
                 // A certificate names its holder for as long as it is valid: it is as
                 // current as the auth state it is checked against.

@@ -199,8 +199,9 @@ pub struct ServerArgs {
     /// --admin-trusted-ca-file.
     #[arg(long)]
     pub admin_client_cert_auth: bool,
-    /// The kind of token `Authenticate` answers: `simple` (tokens signed by a key of the
-    /// cluster, which every member accepts) [default: simple].
+    /// The kind of token `Authenticate` answers: `simple` (signed by a key of the cluster,
+    /// which every member accepts) or, as etcd,
+    /// `jwt,pub-key=FILE,priv-key=FILE,sign-method=ES256[,ttl=5m]` [default: simple].
     #[arg(long, value_name = "KIND")]
     pub auth_token: Option<String>,
     /// Seconds a token stays valid [default: 300].
@@ -361,19 +362,19 @@ fn etcd_config(
     bcrypt_cost: Option<u32>,
 ) -> Result<ServiceConfig, ConfigError> {
     let mut config = ServiceConfig::default();
+    let invalid = |problem: String| ConfigError::Invalid {
+        flag: "auth-token",
+        problem,
+    };
     match auth_token {
         None | Some("simple") => {}
-        Some(other) if other.starts_with("jwt") => {
-            return Err(ConfigError::Invalid {
-                flag: "auth-token",
-                problem: "JWT tokens are not served yet; `simple` tokens are signed by a key of the cluster and accepted by every member".into(),
-            })
+        Some(jwt) if jwt == "jwt" || jwt.starts_with("jwt,") => {
+            config.auth_token = jwt_tokens(jwt, auth_token_ttl).map_err(invalid)?;
         }
         Some(other) => {
-            return Err(ConfigError::Invalid {
-                flag: "auth-token",
-                problem: format!("`{other}` is not a token kind (simple)"),
-            })
+            return Err(invalid(format!(
+                "`{other}` is not a token kind: simple, or jwt,pub-key=FILE,priv-key=FILE,sign-method=ES256[,ttl=5m]"
+            )))
         }
     }
     if let Some(seconds) = auth_token_ttl {
@@ -398,6 +399,69 @@ fn etcd_config(
         config.bcrypt_cost = cost;
     }
     Ok(config)
+}
+
+/// etcd's `jwt,pub-key=FILE,priv-key=FILE,sign-method=METHOD[,ttl=DURATION]`: the keys
+/// read and checked now. Without `ttl`, `--auth-token-ttl` (or 5 minutes, etcd's default).
+fn jwt_tokens(spec: &str, auth_token_ttl: Option<u64>) -> Result<ordo_kv::auth::TokenKind, String> {
+    let (mut public, mut private, mut method, mut ttl) = (None, None, None, None);
+    for option in spec.split(',').skip(1) {
+        let (name, value) = option
+            .split_once('=')
+            .ok_or_else(|| format!("`{option}` is not NAME=VALUE"))?;
+        match name {
+            "pub-key" => public = Some(PathBuf::from(value)),
+            "priv-key" => private = Some(PathBuf::from(value)),
+            "sign-method" => method = Some(value.to_string()),
+            "ttl" => ttl = Some(parse_duration(value)?),
+            other => {
+                return Err(format!(
+                    "unknown jwt option `{other}` (pub-key, priv-key, sign-method, ttl)"
+                ))
+            }
+        }
+    }
+    let public = public.ok_or("jwt needs pub-key=FILE, the public key tokens are checked with")?;
+    let method = method.ok_or("jwt needs sign-method=ES256 (or RS256, PS256, ES384, …)")?;
+    let read = |what: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+    };
+    let public_pem = read("pub-key", &public)?;
+    let private_pem = private
+        .as_deref()
+        .map(|p| read("priv-key", p))
+        .transpose()?;
+    let ttl = ttl.unwrap_or(std::time::Duration::from_secs(
+        auth_token_ttl.unwrap_or(300),
+    ));
+    let tokens =
+        ordo_kv::auth::JwtTokens::from_pem(&method, &public_pem, private_pem.as_deref(), ttl)?;
+    Ok(ordo_kv::auth::TokenKind::Jwt(std::sync::Arc::new(tokens)))
+}
+
+/// A duration as etcd writes one: a number and `s`, `m` or `h` (`90s`, `5m`, `1h`).
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("ttl `{text}` is not a duration such as 90s, 5m or 1h"))?;
+    let seconds = match unit {
+        "s" => number,
+        "m" => number * 60,
+        "h" => number * 3600,
+        _ => {
+            return Err(format!(
+                "ttl `{text}` is not a duration such as 90s, 5m or 1h"
+            ))
+        }
+    };
+    if seconds == 0 {
+        return Err("ttl must be at least 1s".into());
+    }
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 /// The peer port's TLS files from their flags: all three files or none.
@@ -764,6 +828,36 @@ mod tests {
         let mut a = args();
         a.peer_client_cert_auth = true;
         assert!(refused(a).contains("--peer-client-cert-auth"));
+    }
+
+    #[test]
+    fn auth_token_kinds_and_their_options_are_checked() {
+        let refused = |spec: &str| {
+            let mut a = args();
+            a.auth_token = Some(spec.into());
+            Settings::from_args(&a).unwrap_err().to_string()
+        };
+        assert!(refused("opaque").contains("not a token kind"));
+        assert!(refused("jwt,sign-method=ES256").contains("pub-key"));
+        assert!(
+            refused("jwt,pub-key=/nonexistent.pem,sign-method=ES256").contains("/nonexistent.pem")
+        );
+        assert!(refused("jwt,pub-key=x,colour=blue").contains("unknown jwt option `colour`"));
+        assert!(refused("jwt,pub-key=x,sign-method=ES256,ttl=soon").contains("ttl `soon`"));
+        assert_eq!(
+            parse_duration("5m"),
+            Ok(std::time::Duration::from_secs(300))
+        );
+        assert_eq!(
+            parse_duration("2h"),
+            Ok(std::time::Duration::from_secs(7200))
+        );
+        let mut a = args();
+        a.bcrypt_cost = Some(3);
+        assert!(Settings::from_args(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("bcrypt-cost"));
     }
 
     #[test]

@@ -510,3 +510,81 @@ async fn a_verified_client_certificate_names_its_user_once_auth_is_enabled() {
     assert_eq!(ok(&root, &["get", "/app/x"]), "/app/x\n1\n");
     ok(&root, &["auth", "disable"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_tokens_signed_with_the_operators_key_pair_are_accepted_by_every_member() {
+    let Some(bin) = etcdctl_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = rcgen::KeyPair::generate().expect("a key pair");
+    let (public, private) = (dir.path().join("jwt.pub"), dir.path().join("jwt.key"));
+    std::fs::write(&public, key.public_key_pem()).expect("write");
+    std::fs::write(&private, key.serialize_pem()).expect("write");
+    let spec = format!(
+        "jwt,pub-key={},priv-key={},sign-method=ES256,ttl=10m",
+        public.display(),
+        private.display()
+    );
+    let (cluster, _) = start(&["--bcrypt-cost", "4", "--auth-token", &spec]).await;
+    let ctl = Ctl::new(bin, &cluster, &cluster.ids());
+    let ok = |args: &[&str]| tokio::task::block_in_place(|| ctl.ok(args));
+    ok(&["user", "add", "root:rootpw"]);
+    ok(&["user", "grant-role", "root", "root"]);
+    ok(&["auth", "enable"]);
+    ok(&["--user", "root:rootpw", "put", "/jwt", "yes"]);
+
+    // One member's token, a JWT, is accepted by every member.
+    let mut auth = ordo_kv::proto::etcdserverpb::auth_client::AuthClient::new(cluster.channel(1));
+    let token = auth
+        .authenticate(ordo_kv::proto::etcdserverpb::AuthenticateRequest {
+            name: "root".into(),
+            password: "rootpw".into(),
+        })
+        .await
+        .expect("authenticate")
+        .into_inner()
+        .token;
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    for id in cluster.ids() {
+        let mut request = tonic::Request::new(ordo_kv::proto::etcdserverpb::RangeRequest {
+            key: b"/jwt".to_vec(),
+            ..Default::default()
+        });
+        request
+            .metadata_mut()
+            .insert("token", token.parse().expect("ASCII token"));
+        let got = cluster
+            .kv(id)
+            .range(request)
+            .await
+            .expect("a read with the token");
+        assert_eq!(got.into_inner().kvs[0].value, b"yes", "member {id}");
+        let mut forged = tonic::Request::new(ordo_kv::proto::etcdserverpb::RangeRequest {
+            key: b"/jwt".to_vec(),
+            ..Default::default()
+        });
+        // The signature's first character changed: six bits of it.
+        let at = token.rfind('.').expect("a JWT has three parts") + 1;
+        let swapped = if token[at..].starts_with('A') {
+            "B"
+        } else {
+            "A"
+        };
+        let tampered = format!("{}{swapped}{}", &token[..at], &token[at + 1..]);
+        forged
+            .metadata_mut()
+            .insert("token", tampered.parse().expect("ASCII token"));
+        let refused = cluster
+            .kv(id)
+            .range(forged)
+            .await
+            .expect_err("a forged token");
+        assert_eq!(
+            refused.message(),
+            "etcdserver: invalid auth token",
+            "member {id}"
+        );
+    }
+    ok(&["--user", "root:rootpw", "auth", "disable"]);
+}
