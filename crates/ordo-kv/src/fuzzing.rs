@@ -34,30 +34,7 @@ use crate::service::{EtcdApi, ServiceConfig};
 use crate::state::KvState;
 use crate::store::{EventFilter, KeySpan, KvStore};
 
-/// Reads the fuzz input as a sequence of small numbers and byte strings.
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn u8(&mut self) -> u8 {
-        let (b, rest) = self.0.split_first().map_or((0, &[][..]), |(b, r)| (*b, r));
-        self.0 = rest;
-        b
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_be_bytes([self.u8(), self.u8()])
-    }
-    fn bytes(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.0.len());
-        let (b, rest) = self.0.split_at(n);
-        self.0 = rest;
-        b
-    }
-    /// A length-prefixed byte string of at most `max` bytes.
-    fn chunk(&mut self, max: u16) -> &[u8] {
-        let n = usize::from(self.u16() % (max + 1));
-        self.bytes(n)
-    }
-}
+use ordo_node::fuzzing::Input;
 
 /// The gRPC methods [`grpc_calls`] calls, by path; the streaming ones take several messages.
 const METHODS: [&str; 22] = [

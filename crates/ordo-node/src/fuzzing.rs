@@ -26,25 +26,7 @@ use crate::transport::{PeerIncarnations, PeerMessage, PROTOCOL_VERSION};
 /// Frame limit of the harness: small, so that limits are within the fuzzer's reach.
 const FRAME_BYTES_MAX: u32 = 1 << 16;
 
-/// Reads the fuzz input as a sequence of small numbers and byte strings.
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn u8(&mut self) -> u8 {
-        let (b, rest) = self.0.split_first().map_or((0, &[][..]), |(b, r)| (*b, r));
-        self.0 = rest;
-        b
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_be_bytes([self.u8(), self.u8()])
-    }
-    fn bytes(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.0.len());
-        let (b, rest) = self.0.split_at(n);
-        self.0 = rest;
-        b
-    }
-}
+pub use ordo_wal::fuzzing::Input;
 
 /// Decodes `data` as one inbound connection's bytes. The first byte chooses how the
 /// stream is built: bit 0 puts a valid handshake (with the input's advertised block) in

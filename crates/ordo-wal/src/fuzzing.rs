@@ -15,23 +15,32 @@ use crate::shared::op::{
 use crate::shared::{SharedLog, SharedOptions};
 use crate::{Durability, Entry, HardState, Options, SnapshotMeta, Wal};
 
-/// Reads the fuzz input as a sequence of small numbers and byte strings.
-struct Input<'a>(&'a [u8]);
+/// Reads a fuzz input as a sequence of small numbers and byte strings; past its end, zeros
+/// and empty strings. Shared by the harnesses of every crate.
+pub struct Input<'a>(pub &'a [u8]);
 
 impl Input<'_> {
-    fn u8(&mut self) -> u8 {
+    /// The next byte.
+    pub fn u8(&mut self) -> u8 {
         let (b, rest) = self.0.split_first().map_or((0, &[][..]), |(b, r)| (*b, r));
         self.0 = rest;
         b
     }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.u8(), self.u8()])
+    /// The next two bytes, big-endian.
+    pub fn u16(&mut self) -> u16 {
+        u16::from_be_bytes([self.u8(), self.u8()])
     }
-    fn bytes(&mut self, n: usize) -> &[u8] {
+    /// The next `n` bytes, or what is left.
+    pub fn bytes(&mut self, n: usize) -> &[u8] {
         let n = n.min(self.0.len());
         let (b, rest) = self.0.split_at(n);
         self.0 = rest;
         b
+    }
+    /// A length-prefixed byte string of at most `max` bytes.
+    pub fn chunk(&mut self, max: u16) -> &[u8] {
+        let n = usize::from(self.u16() % max.saturating_add(1).max(1));
+        self.bytes(n)
     }
 }
 
