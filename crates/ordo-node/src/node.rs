@@ -275,7 +275,12 @@ impl HostedGroups {
         let mut statuses = Vec::with_capacity(asked.len());
         for (metrics, answer) in asked {
             if let Ok(Ok(mut status)) = tokio::time::timeout_at(deadline, answer).await {
+                // The workers' applied index, read after the driver answered, may be past
+                // the commit index the driver saw: the group went on committing and
+                // applying meanwhile. An applied entry is a committed one, so the commit
+                // index reported is at least the applied index read with it.
                 status.applied_index = metrics.applied_index.load(Ordering::Acquire);
+                status.commit_index = status.commit_index.max(status.applied_index);
                 statuses.push(status);
             }
         }
