@@ -22,7 +22,7 @@ impl<B: KvBackend> EtcdApi<B> {
         by: AuthInfo,
         command: Command,
     ) -> Result<pb::ResponseHeader, Status> {
-        match self.propose_command(Command::sent_by(by, command)).await? {
+        match self.propose(Command::sent_by(by, command)).await? {
             ApplyResponse::Auth => Ok(self.header(self.current_revision())),
             other => Err(Status::internal(format!(
                 "ordo: state machine answered an auth change with {other:?}"

@@ -89,6 +89,14 @@ impl Command {
             }
         }
     }
+
+    /// The sender and what was sent: the inverse of [`Command::sent_by`].
+    pub fn into_sender(self) -> (AuthInfo, Command) {
+        match self {
+            Command::Sent { by, command } => (by, *command),
+            command => (AuthInfo::default(), command),
+        }
+    }
 }
 
 /// The result of applying one command.
@@ -126,10 +134,7 @@ pub struct Applied {
 /// Fails with [`KvError::RequestTooLarge`] when the entry would exceed
 /// [`REQUEST_BYTES_MAX`].
 pub fn encode(request_id: u64, command: Command) -> Result<Vec<u8>, KvError> {
-    let (by, command) = match command {
-        Command::Sent { by, command } => (by, *command),
-        command => (AuthInfo::default(), command),
-    };
+    let (by, command) = command.into_sender();
     let request = match command {
         Command::Put(r) => internal_request::Request::Put(r),
         Command::DeleteRange(r) => internal_request::Request::DeleteRange(r),
@@ -247,10 +252,7 @@ impl KvStore {
         self.set_applied_index(index);
         let (request_id, command) = decode(bytes);
         let result = command.and_then(|command| {
-            let (by, command) = match command {
-                Command::Sent { by, command } => (by, *command),
-                command => (AuthInfo::default(), command),
-            };
+            let (by, command) = command.into_sender();
             match command {
                 // The hot path: the decoded put is this entry's own copy, so the store
                 // takes it.

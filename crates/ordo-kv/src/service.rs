@@ -154,11 +154,7 @@ impl<B: KvBackend> EtcdApi<B> {
         self.backend.state().progress().revision
     }
 
-    pub(crate) async fn propose_command(&self, command: Command) -> Result<ApplyResponse, Status> {
-        self.propose(command).await
-    }
-
-    async fn propose(&self, command: Command) -> Result<ApplyResponse, Status> {
+    pub(crate) async fn propose(&self, command: Command) -> Result<ApplyResponse, Status> {
         match tokio::time::timeout(self.config.request_timeout, self.backend.propose(command)).await
         {
             Ok(result) => result.map_err(Status::from),

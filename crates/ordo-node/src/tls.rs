@@ -249,10 +249,13 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn cert_key_error(files: &TlsFiles) -> impl FnOnce(rustls::Error) -> TlsError + '_ {
+fn cert_key_error<'a>(
+    cert: &'a Path,
+    key: &'a Path,
+) -> impl FnOnce(rustls::Error) -> TlsError + 'a {
     |reason| TlsError::CertKey {
-        cert: files.cert_file.clone(),
-        key: files.key_file.clone(),
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
         reason,
     }
 }
@@ -281,7 +284,7 @@ pub fn server_config(files: &TlsFiles, alpn: &[&[u8]]) -> Result<ServerConfig, T
     };
     let mut config = builder
         .with_single_cert(certs, key)
-        .map_err(cert_key_error(files))?;
+        .map_err(cert_key_error(&files.cert_file, &files.key_file))?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
@@ -327,11 +330,7 @@ pub fn client_config(
             let key = read_key(key_file)?;
             builder
                 .with_client_auth_cert(certs, key)
-                .map_err(|reason| TlsError::CertKey {
-                    cert: cert_file.to_path_buf(),
-                    key: key_file.to_path_buf(),
-                    reason,
-                })?
+                .map_err(cert_key_error(cert_file, key_file))?
         }
         None => builder.with_no_client_auth(),
     };
