@@ -12,7 +12,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use ordo_node::tls::handshake_failure;
 use ordo_node::transport::{TransportCounters, TransportMetrics};
 use ordo_node::LogThrottle;
 use ordo_node::{role_name, GroupStatus, HistogramSnapshot, HostedGroups, MetricsSnapshot};
@@ -594,17 +593,14 @@ pub async fn serve(
                 Some(config) => {
                     // The handshake shares the request head's deadline: a client that
                     // neither finishes it nor sends a head in time holds no slot longer.
-                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
-                    match tokio::time::timeout(REQUEST_HEAD_TIMEOUT, accept).await {
-                        Ok(Ok(stream)) => handle(stream, &backend, &node).await,
-                        Ok(Err(error)) => {
+                    match crate::tls::handshake(config, stream, REQUEST_HEAD_TIMEOUT).await {
+                        Ok(stream) => handle(stream, &backend, &node).await,
+                        Err(reason) => {
                             if let Some(suppressed) = refusals.admit(std::time::Instant::now()) {
-                                let reason = handshake_failure(&error, "client");
                                 tracing::warn!(%peer, reason, suppressed, "admin TLS connection refused");
                             }
                             Ok(())
                         }
-                        Err(_) => Ok(()),
                     }
                 }
             };

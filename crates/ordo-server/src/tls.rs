@@ -253,19 +253,32 @@ async fn accept_loop(
         let refusals = Arc::clone(&refusals);
         tokio::spawn(async move {
             let _permit = permit;
-            let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
-            let reason = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-                Ok(Ok(connection)) => {
+            match handshake(config, stream, HANDSHAKE_TIMEOUT).await {
+                Ok(connection) => {
                     let _ = tx.send(Ok(TlsConnection::new(connection))).await;
-                    return;
                 }
-                Ok(Err(error)) => handshake_failure(&error, "client"),
-                Err(_) => format!("no TLS handshake within {} s", HANDSHAKE_TIMEOUT.as_secs()),
-            };
-            if let Some(suppressed) = refusals.admit(Instant::now()) {
-                tracing::warn!(%client, reason, suppressed, "TLS connection refused");
+                Err(reason) => {
+                    if let Some(suppressed) = refusals.admit(Instant::now()) {
+                        tracing::warn!(%client, reason, suppressed, "TLS connection refused");
+                    }
+                }
             }
         });
+    }
+}
+
+/// The server side of a TLS handshake on an accepted connection, within `timeout`; why it
+/// failed, in words an operator can act on, when it does not complete.
+pub async fn handshake(
+    config: Arc<ServerConfig>,
+    stream: TcpStream,
+    timeout: Duration,
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, String> {
+    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+    match tokio::time::timeout(timeout, accept).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(error)) => Err(handshake_failure(&error, "client")),
+        Err(_) => Err(format!("no TLS handshake within {} s", timeout.as_secs())),
     }
 }
 
