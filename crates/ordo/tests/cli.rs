@@ -428,14 +428,8 @@ fn cert_writes_a_ca_and_certificates_a_tls_server_starts_with_and_never_overwrit
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_speaks_tls_with_a_client_certificate_to_a_cluster_started_with_ordo_cert_files() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let certs = dir.path().join("certs");
-    let out = ordo(&["cert", "--dir", certs.to_str().expect("utf-8 path")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let file = |name: &str| certs.join(name).to_str().expect("utf-8 path").to_string();
+    let certs = common::DevCerts::write(dir.path().join("certs"), &[]);
+    let file = |name: &str| certs.file(name);
     let (node_cert, node_key, ca) = (
         file("node-{id}.pem"),
         file("node-{id}-key.pem"),
@@ -501,21 +495,13 @@ async fn kv_speaks_tls_with_a_client_certificate_to_a_cluster_started_with_ordo_
 async fn a_cluster_with_peer_tls_refuses_a_node_with_a_certificate_of_another_ca_and_keeps_serving()
 {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (certs, other) = (dir.path().join("certs"), dir.path().join("other"));
-    for (cert_dir, nodes) in [(&certs, "3"), (&other, "4")] {
-        let dir = cert_dir.to_str().expect("utf-8 path");
-        let out = ordo(&["cert", "--dir", dir, "--nodes", nodes]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let certs = common::DevCerts::write(dir.path().join("certs"), &["--nodes", "3"]);
+    let other = common::DevCerts::write(dir.path().join("other"), &["--nodes", "4"]);
     // Node 4's certificate and key come from another CA; it trusts the cluster's CA.
     for name in ["node-4.pem", "node-4-key.pem"] {
-        std::fs::copy(other.join(name), certs.join(name)).expect("copy");
+        std::fs::copy(other.file(name), certs.file(name)).expect("copy");
     }
-    let file = |name: &str| certs.join(name).to_str().expect("utf-8 path").to_string();
+    let file = |name: &str| certs.file(name);
     let (cert, key, ca) = (
         file("node-{id}.pem"),
         file("node-{id}-key.pem"),
@@ -571,14 +557,8 @@ async fn a_cluster_with_peer_tls_refuses_a_node_with_a_certificate_of_another_ca
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints_over_tls_answer_ordo_status_with_a_client_certificate_only() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let certs = dir.path().join("certs");
-    let out = ordo(&["cert", "--dir", certs.to_str().expect("utf-8 path")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let file = |name: &str| certs.join(name).to_str().expect("utf-8 path").to_string();
+    let certs = common::DevCerts::write(dir.path().join("certs"), &[]);
+    let file = |name: &str| certs.file(name);
     let (cert, key, ca) = (
         file("node-{id}.pem"),
         file("node-{id}-key.pem"),

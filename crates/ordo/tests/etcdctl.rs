@@ -427,18 +427,11 @@ async fn a_verified_client_certificate_names_its_user_once_auth_is_enabled() {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let certs = dir.path().join("certs");
-    let out = Command::new(env!("CARGO_BIN_EXE_ordo"))
-        .args(["cert", "--dir", certs.to_str().expect("utf-8 path")])
-        .args(["--clients", "root,alice,mallory"])
-        .output()
-        .expect("run ordo cert");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let certs = common::DevCerts::write(
+        dir.path().join("certs"),
+        &["--clients", "root,alice,mallory"],
     );
-    let file = |name: &str| certs.join(name).to_str().expect("utf-8 path").to_string();
+    let file = |name: &str| certs.file(name);
     let (cert, key, ca) = (
         file("node-{id}.pem"),
         file("node-{id}-key.pem"),

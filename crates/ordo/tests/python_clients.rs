@@ -4,27 +4,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
+use common::DevCerts;
 use ordo_launch::tools::python_with_or_skip;
-
-fn ordo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ordo"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ordo")
-}
-
-fn certificates(dir: &Path) {
-    let out = ordo(&["cert", "--dir", dir.to_str().expect("utf-8 path")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_etcd3_speaks_tls_with_a_client_certificate_and_is_refused_without_one() {
@@ -32,14 +15,12 @@ async fn python_etcd3_speaks_tls_with_a_client_certificate_and_is_refused_withou
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let (certs, other) = (dir.path().join("certs"), dir.path().join("other"));
-    certificates(&certs);
-    certificates(&other);
-    let file = |dir: &Path, name: &str| dir.join(name).to_str().expect("utf-8 path").to_string();
+    let certs = DevCerts::write(dir.path().join("certs"), &[]);
+    let other = DevCerts::write(dir.path().join("other"), &[]);
     let (node_cert, node_key, ca) = (
-        file(&certs, "node-{id}.pem"),
-        file(&certs, "node-{id}-key.pem"),
-        file(&certs, "ca.pem"),
+        certs.file("node-{id}.pem"),
+        certs.file("node-{id}-key.pem"),
+        certs.file("ca.pem"),
     );
     let mut cluster = common::plan(&[
         "--cert-file",
@@ -63,9 +44,9 @@ async fn python_etcd3_speaks_tls_with_a_client_certificate_and_is_refused_withou
         &host,
         &port,
         &ca,
-        &file(&certs, "client-root.pem"),
-        &file(&certs, "client-root-key.pem"),
-        &file(&other, "ca.pem"),
+        &certs.file("client-root.pem"),
+        &certs.file("client-root-key.pem"),
+        &other.file("ca.pem"),
     ];
     let out = tokio::task::block_in_place(|| {
         Command::new(&python)

@@ -93,6 +93,33 @@ pub fn channel(addr: std::net::SocketAddr) -> Channel {
         .connect_lazy()
 }
 
+/// A directory of development certificates written by `ordo cert`.
+pub struct DevCerts(std::path::PathBuf);
+
+impl DevCerts {
+    /// Runs `ordo cert --dir DIR` with `extra` flags (`--nodes 4`, say); fails the test
+    /// with its error if it fails.
+    pub fn write(dir: std::path::PathBuf, extra: &[&str]) -> DevCerts {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ordo"))
+            .args(["cert", "--dir", dir.to_str().expect("utf-8 path")])
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run ordo cert");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        DevCerts(dir)
+    }
+
+    /// The path of file `name` in the directory, as a flag takes it.
+    pub fn file(&self, name: &str) -> String {
+        self.0.join(name).to_str().expect("utf-8 path").to_string()
+    }
+}
+
 /// Waits until the log at `path` holds `needle` (true), or `STEP` passes (false).
 pub async fn wait_for_log(path: &std::path::Path, needle: &str) -> bool {
     let deadline = std::time::Instant::now() + STEP;
