@@ -3,8 +3,9 @@
 //! Every wait on the network is an awaited event under a generous `timeout`, which only
 //! guards against hangs; nothing here depends on how long anything takes.
 
+mod transport_support;
+
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ordo_node::transport::{
@@ -15,10 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
+use transport_support::{expect_event, listener, start, HANG_GUARD};
 
 const CLUSTER: u64 = 7;
-const HANG_GUARD: Duration = Duration::from_secs(20);
-const EVENTS_SKIPPED_MAX: usize = 10_000;
 
 fn config(node_id: NodeId) -> TransportConfig {
     TransportConfig {
@@ -29,14 +29,6 @@ fn config(node_id: NodeId) -> TransportConfig {
     }
 }
 
-async fn listener() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").await.unwrap()
-}
-
-async fn start(config: TransportConfig) -> (Transport, TransportChannels) {
-    Transport::start(config, listener().await).unwrap()
-}
-
 fn message(group_id: u64, seq: u32, payload_bytes: usize) -> PeerMessage {
     let mut payload = BytesMut::with_capacity(payload_bytes.max(4));
     payload.put_u32(seq);
@@ -45,24 +37,6 @@ fn message(group_id: u64, seq: u32, payload_bytes: usize) -> PeerMessage {
         group_id,
         payload: payload.freeze(),
     }
-}
-
-/// Waits for the first event that `wanted` accepts, skipping others.
-async fn expect_event(
-    events: &mut mpsc::Receiver<PeerEvent>,
-    what: &str,
-    wanted: impl Fn(&PeerEvent) -> bool,
-) -> PeerEvent {
-    for _ in 0..EVENTS_SKIPPED_MAX {
-        let event = timeout(HANG_GUARD, events.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no event {what}"))
-            .expect("event channel closed");
-        if wanted(&event) {
-            return event;
-        }
-    }
-    panic!("too many events without {what}");
 }
 
 async fn receive(

@@ -6,8 +6,9 @@
 //! Every wait on the network is an awaited event under a generous `timeout`, which only
 //! guards against hangs.
 
+mod transport_support;
+
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use bytes::Bytes;
 use ordo_node::tls::TlsFiles;
@@ -20,12 +21,10 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio::time::timeout;
+use transport_support::{expect_event, start, HANG_GUARD};
 
 const CLUSTER: u64 = 9;
-const HANG_GUARD: Duration = Duration::from_secs(20);
-const EVENTS_SKIPPED_MAX: usize = 10_000;
 
 struct Ca {
     cert: rcgen::Certificate,
@@ -79,33 +78,11 @@ fn config(node_id: NodeId, tls: Option<TlsFiles>) -> TransportConfig {
     }
 }
 
-async fn start(config: TransportConfig) -> (Transport, TransportChannels) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Transport::start(config, listener).unwrap()
-}
-
 fn message(seq: u8) -> PeerMessage {
     PeerMessage {
         group_id: 3,
         payload: Bytes::from(vec![seq; 64]),
     }
-}
-
-async fn expect_event(
-    events: &mut mpsc::Receiver<PeerEvent>,
-    what: &str,
-    wanted: impl Fn(&PeerEvent) -> bool,
-) -> PeerEvent {
-    for _ in 0..EVENTS_SKIPPED_MAX {
-        let event = timeout(HANG_GUARD, events.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no event {what}"))
-            .expect("event channel closed");
-        if wanted(&event) {
-            return event;
-        }
-    }
-    panic!("too many events without {what}");
 }
 
 async fn delivers(from: &Transport, to: &mut TransportChannels, to_id: NodeId, seq: u8) {
