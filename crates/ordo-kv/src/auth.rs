@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::KvError;
-use crate::proto::authpb::{permission, Permission, Role, User, UserAddOptions};
+use crate::proto::authpb::{permission, Role, User, UserAddOptions};
 use crate::proto::etcdserverpb::{
     AuthRoleAddRequest, AuthRoleDeleteRequest, AuthRoleGrantPermissionRequest,
     AuthRoleRevokePermissionRequest, AuthUserAddRequest, AuthUserChangePasswordRequest,
@@ -790,18 +790,21 @@ pub fn hash_password(password: &str, cost: u32) -> Result<String, KvError> {
     })
 }
 
-/// A permission as etcdctl shows it, for tests and logs.
-pub fn permission(perm_type: permission::Type, key: &[u8], range_end: &[u8]) -> Permission {
-    Permission {
-        perm_type: perm_type as i32,
-        key: key.to_vec(),
-        range_end: range_end.to_vec(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn permission(
+        perm_type: permission::Type,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> crate::proto::authpb::Permission {
+        crate::proto::authpb::Permission {
+            perm_type: perm_type as i32,
+            key: key.to_vec(),
+            range_end: range_end.to_vec(),
+        }
+    }
 
     fn info(user: &str, revision: u64) -> AuthInfo {
         AuthInfo {
