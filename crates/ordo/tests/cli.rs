@@ -188,10 +188,7 @@ async fn status_and_groups_print_every_node_kv_puts_gets_and_deletes_and_sigterm
     ] {
         assert!(metrics.body.contains(name), "{name} missing from /metrics");
     }
-    for id in cluster.ids() {
-        let code = cluster.terminate(id, std::time::Duration::from_secs(20));
-        assert_eq!(code, Some(0), "node {id} did not exit cleanly on SIGTERM");
-    }
+    cluster.stop_cleanly(&cluster.ids());
 }
 
 #[test]
@@ -485,10 +482,7 @@ async fn kv_speaks_tls_with_a_client_certificate_to_a_cluster_started_with_ordo_
     assert!(!plain.status.success(), "plain text to a TLS port fails");
     let half = kv(&["--cert", &client_cert], &["get", "greeting"]);
     assert!(String::from_utf8_lossy(&half.stderr).contains("--cacert"));
-    for id in cluster.ids() {
-        let code = cluster.terminate(id, std::time::Duration::from_secs(20));
-        assert_eq!(code, Some(0), "node {id} did not exit cleanly on SIGTERM");
-    }
+    cluster.stop_cleanly(&cluster.ids());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,10 +542,7 @@ async fn a_cluster_with_peer_tls_refuses_a_node_with_a_certificate_of_another_ca
         assert!((1..=3).contains(&status.leader), "node {id}: {status:?}");
     }
     cluster.kill(4);
-    for id in 1..=3 {
-        let code = cluster.terminate(id, std::time::Duration::from_secs(20));
-        assert_eq!(code, Some(0), "node {id} did not exit cleanly on SIGTERM");
-    }
+    cluster.stop_cleanly(&[1, 2, 3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -646,8 +637,5 @@ async fn admin_endpoints_over_tls_answer_ordo_status_with_a_client_certificate_o
         "{}",
         cluster.log_tail(leader.id, 20)
     );
-    for id in cluster.ids() {
-        let code = cluster.terminate(id, std::time::Duration::from_secs(20));
-        assert_eq!(code, Some(0), "node {id} did not exit cleanly on SIGTERM");
-    }
+    cluster.stop_cleanly(&cluster.ids());
 }

@@ -61,8 +61,5 @@ async fn python_etcd3_speaks_tls_with_a_client_certificate_and_is_refused_withou
         "python-etcd3 over TLS:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for id in cluster.ids() {
-        let code = cluster.terminate(id, std::time::Duration::from_secs(20));
-        assert_eq!(code, Some(0), "node {id} did not exit cleanly on SIGTERM");
-    }
+    cluster.stop_cleanly(&cluster.ids());
 }

@@ -60,6 +60,14 @@ impl Drop for TestCluster {
 }
 
 impl TestCluster {
+    /// SIGTERMs each of `ids` and fails the test unless it exits 0 within 20 s.
+    pub fn stop_cleanly(&mut self, ids: &[u64]) {
+        for &id in ids {
+            let code = self.terminate(id, Duration::from_secs(20));
+            assert_eq!(code, Some(0), "node {id} did not exit cleanly on SIGTERM");
+        }
+    }
+
     /// A gRPC channel to a node's client address (connected lazily).
     pub fn channel(&self, id: u64) -> Channel {
         channel(self.spec(id).client_addr)
