@@ -597,6 +597,7 @@ const BODY_TIMEOUT_NOW: u8 = 9;
 const BODY_READ_INDEX: u8 = 10;
 const BODY_READ_INDEX_RESPONSE: u8 = 11;
 const BODY_TRANSFER_LEADER: u8 = 12;
+const BODY_COMMIT_NOTICE: u8 = 13;
 
 fn encode_message(buf: &mut BytesMut, m: &Message) {
     buf.put_u64(m.from);
@@ -691,6 +692,10 @@ fn encode_message(buf: &mut BytesMut, m: &Message) {
             buf.put_u8(BODY_TRANSFER_LEADER);
             buf.put_u64(*target);
         }
+        MessageBody::CommitNotice { commit } => {
+            buf.put_u8(BODY_COMMIT_NOTICE);
+            buf.put_u64(*commit);
+        }
     }
 }
 
@@ -777,6 +782,9 @@ fn decode_message(buf: &mut Bytes) -> Result<Message, DecodeError> {
         },
         BODY_TRANSFER_LEADER => MessageBody::TransferLeader {
             target: get_u64(buf, "target")?,
+        },
+        BODY_COMMIT_NOTICE => MessageBody::CommitNotice {
+            commit: get_u64(buf, "commit")?,
         },
         tag => {
             return Err(DecodeError::UnknownTag {
@@ -952,7 +960,7 @@ mod tests {
 
     fn arbitrary_body(g: &mut Gen) -> MessageBody {
         let meta = arbitrary_meta;
-        match g.below(13) {
+        match g.below(14) {
             0 => {
                 let prev_index = g.below(1 << 40);
                 let entries = (0..g.below(6))
@@ -1019,7 +1027,8 @@ mod tests {
                 index: g.next(),
                 context: g.bytes(24),
             },
-            _ => MessageBody::TransferLeader { target: g.next() },
+            12 => MessageBody::TransferLeader { target: g.next() },
+            _ => MessageBody::CommitNotice { commit: g.next() },
         }
     }
 

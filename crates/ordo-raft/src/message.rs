@@ -89,6 +89,15 @@ pub enum MessageBody {
         /// quorum contact its lease is measured from.
         sent_tick: u64,
     },
+    /// The leader's commit index, told to a follower known to hold every entry up to it
+    /// (`commit` is bounded by the follower's match index, as a heartbeat's is). Sent when
+    /// the commit index advances past what the follower was told, instead of an empty
+    /// `Append`; it is not answered, since the leader already knows all an answer would
+    /// say.
+    CommitNotice {
+        /// `min(leader commit, follower match)`.
+        commit: Index,
+    },
     /// The answer to `Heartbeat`.
     HeartbeatResponse {
         /// The echoed ReadIndex context.
@@ -133,6 +142,7 @@ impl MessageBody {
             MessageBody::RequestPreVote { .. } => "RequestPreVote",
             MessageBody::RequestPreVoteResponse { .. } => "RequestPreVoteResponse",
             MessageBody::Heartbeat { .. } => "Heartbeat",
+            MessageBody::CommitNotice { .. } => "CommitNotice",
             MessageBody::HeartbeatResponse { .. } => "HeartbeatResponse",
             MessageBody::Snapshot { .. } => "Snapshot",
             MessageBody::TimeoutNow => "TimeoutNow",

@@ -248,10 +248,13 @@ impl<S: Storage> Raft<S> {
         }
         let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
         let last = entries.last().map(|e| e.index);
+        let commit = self.log.committed;
         if let Some(pr) = self.tracker.progress.get_mut(&to) {
             pr.sent_entries(last, bytes);
+            // The follower takes the commit index only up to the last entry it checked.
+            let told = commit.min(last.unwrap_or(prev_index));
+            pr.commit_sent = pr.commit_sent.max(told);
         }
-        let commit = self.log.committed;
         self.send_term(
             to,
             MessageBody::Append {
@@ -309,11 +312,48 @@ impl<S: Storage> Raft<S> {
         let send_empty = self.log.committed > self.last_bcast_commit;
         self.last_bcast_commit = self.log.committed;
         for id in self.peers() {
-            self.maybe_send_append(id, send_empty)?;
+            // A follower streaming entries learns a new commit index from a notice it
+            // does not answer, or from its next append; only one being probed gets an
+            // empty append (whose answer the probe needs).
+            let notified = send_empty && self.maybe_send_commit_notice(id);
+            if !notified && !self.is_streaming(id) {
+                self.maybe_send_append(id, send_empty)?;
+            }
             // Pipelining: fill the in-flight window (bounded by `max_inflight_msgs`).
             while self.maybe_send_append(id, false)? {}
         }
         Ok(())
+    }
+
+    /// Whether the leader replicates to `id` in `Replicate` state: it learns of commits by
+    /// [`Raft::maybe_send_commit_notice`].
+    fn is_streaming(&self, id: NodeId) -> bool {
+        self.tracker
+            .progress
+            .get(&id)
+            .is_some_and(|pr| pr.state == ProgressState::Replicate)
+    }
+
+    /// Tells a follower in `Replicate` state a commit index it holds but was not yet
+    /// told, when no append is left to send it (an append carries the commit index
+    /// itself). Returns whether a notice went out.
+    fn maybe_send_commit_notice(&mut self, to: NodeId) -> bool {
+        let last_index = self.log.last_index();
+        let committed = self.log.committed;
+        let Some(pr) = self.tracker.progress.get_mut(&to) else {
+            return false;
+        };
+        if pr.state != ProgressState::Replicate || pr.next_index <= last_index {
+            return false;
+        }
+        // Never beyond what the follower is known to hold, as for a heartbeat.
+        let commit = committed.min(pr.match_index);
+        if commit <= pr.commit_sent {
+            return false;
+        }
+        pr.commit_sent = commit;
+        self.send_term(to, MessageBody::CommitNotice { commit });
+        true
     }
 
     fn bcast_heartbeat(&mut self) {
@@ -330,6 +370,9 @@ impl<S: Storage> Raft<S> {
             // entries past `match` may still differ from ours.
             let commit = pr.match_index.min(self.log.committed);
             let sent_tick = self.now_ticks;
+            if let Some(pr) = self.tracker.progress.get_mut(&id) {
+                pr.commit_sent = pr.commit_sent.max(commit);
+            }
             self.send_term(
                 id,
                 MessageBody::Heartbeat {
@@ -650,6 +693,7 @@ impl<S: Storage> Raft<S> {
                 | MessageBody::RequestPreVoteResponse { reject: false } => {}
                 MessageBody::Append { .. }
                 | MessageBody::Heartbeat { .. }
+                | MessageBody::CommitNotice { .. }
                 | MessageBody::Snapshot { .. } => self.become_follower(m.term, m.from),
                 MessageBody::RequestVote { .. } => {
                     // Figure 2: only hearing from a leader or granting a vote restarts the
@@ -663,7 +707,9 @@ impl<S: Storage> Raft<S> {
             }
         } else if m.term < self.term {
             match m.body {
-                MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::CommitNotice { .. }
                     if self.cfg.check_quorum || self.cfg.pre_vote =>
                 {
                     // A stale leader that cannot learn the new term (pre-vote keeps us from
@@ -836,6 +882,11 @@ impl<S: Storage> Raft<S> {
         }
         // Pipelining: keep the window full.
         while self.maybe_send_append(from, false)? {}
+        // A follower that acknowledged after the commit index moved (the quorum was
+        // reached without it) now holds entries it was not told are committed.
+        if !self.need_bcast {
+            self.maybe_send_commit_notice(from);
+        }
         if self.lead_transferee == Some(from) && match_index == self.log.last_index() {
             self.send_timeout_now(from);
         }
@@ -1010,6 +1061,10 @@ impl<S: Storage> Raft<S> {
                 self.become_follower(m.term, m.from);
                 self.handle_heartbeat(m);
             }
+            MessageBody::CommitNotice { commit } => {
+                self.become_follower(m.term, m.from);
+                self.handle_commit_notice(commit);
+            }
             MessageBody::Snapshot { .. } => {
                 self.become_follower(m.term, m.from);
                 self.handle_snapshot(m)?;
@@ -1045,6 +1100,11 @@ impl<S: Storage> Raft<S> {
                 self.election_elapsed_ticks = 0;
                 self.leader_id = m.from;
                 self.handle_heartbeat(m);
+            }
+            MessageBody::CommitNotice { commit } => {
+                self.election_elapsed_ticks = 0;
+                self.leader_id = m.from;
+                self.handle_commit_notice(commit);
             }
             MessageBody::Snapshot { .. } => {
                 self.election_elapsed_ticks = 0;
@@ -1140,6 +1200,12 @@ impl<S: Storage> Raft<S> {
             m.from,
             MessageBody::HeartbeatResponse { context, sent_tick },
         );
+    }
+
+    /// A commit index the leader knows this follower holds entries up to; not answered.
+    fn handle_commit_notice(&mut self, commit: Index) {
+        let commit = commit.min(self.log.last_index());
+        self.log.commit_to(commit);
     }
 
     fn handle_snapshot(&mut self, m: Message) -> Result<(), StorageError> {

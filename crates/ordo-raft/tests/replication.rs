@@ -375,3 +375,36 @@ fn a_follower_that_lost_acknowledged_entries_is_brought_back_up_to_date() {
     assert_eq!(c.log_of(3), c.log_of(1));
     assert_eq!(c.applied_data(3), c.applied_data(1));
 }
+
+/// Once an entry commits, each follower is told so once: by a notice it does not answer
+/// (the leader knows it holds the entry, so an answer would say nothing new), whether its
+/// acknowledgement made the quorum or came after it.
+#[test]
+fn each_follower_is_told_a_commit_once_by_a_notice_it_does_not_answer() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.stabilize();
+    c.delivered.clear();
+    c.propose(1, "x");
+    c.stabilize();
+    for id in 1..=3 {
+        assert_eq!(c.applied_data(id), vec!["x"], "node {id}");
+    }
+    let mut notified: Vec<u64> = c
+        .delivered
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::CommitNotice { .. }))
+        .map(|m| m.to)
+        .collect();
+    notified.sort_unstable();
+    assert_eq!(notified, vec![2, 3]);
+    let answers = c
+        .delivered
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::AppendResponse { .. }))
+        .count();
+    assert_eq!(
+        answers, 2,
+        "one acknowledgement per follower, of the entry itself"
+    );
+}

@@ -42,6 +42,10 @@ pub struct Progress {
     /// The leader's clock when it sent the newest heartbeat this peer acknowledged: the
     /// peer refuses to vote for anyone else until an election timeout after that.
     pub lease_ack_tick: u64,
+    /// The highest commit index this leader told the peer it may use (always bounded by
+    /// what the peer held when told): a commit notice goes only to a peer that lacks it.
+    /// Forgotten whenever the peer's log may have changed under it (back to probing).
+    pub commit_sent: Index,
 }
 
 /// Election timeouts after which a snapshot with no reported outcome and no
@@ -62,11 +66,15 @@ impl Progress {
             is_learner: false,
             snapshot_rounds: 0,
             lease_ack_tick: 0,
+            commit_sent: 0,
         }
     }
 
     fn reset_state(&mut self, state: ProgressState) {
         self.probe_sent = false;
+        if state != ProgressState::Replicate {
+            self.commit_sent = 0;
+        }
         self.snapshot_rounds = 0;
         self.pending_snapshot = 0;
         self.state = state;

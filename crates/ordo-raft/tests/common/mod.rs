@@ -599,6 +599,10 @@ pub fn describe(m: &Message) -> Option<String> {
             index,
             reject: None,
         } => Some(format!("{}->{} Accept(last={index})", m.from, m.to)),
+        MessageBody::CommitNotice { commit } => Some(format!(
+            "{}->{} CommitNotice(commit={commit})",
+            m.from, m.to
+        )),
         _ => None,
     }
 }
@@ -628,6 +632,7 @@ pub fn render(m: &Message) -> String {
                 ents.join(", ")
             )
         }
+        MessageBody::CommitNotice { commit } => format!("CommitNotice commit={commit}"),
         MessageBody::AppendResponse {
             index,
             reject: None,
