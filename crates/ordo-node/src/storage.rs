@@ -7,7 +7,7 @@
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use bytes::Bytes;
 use ordo_raft::{
@@ -85,7 +85,7 @@ pub struct WalStorage {
     snapshot_wanted: Arc<AtomicBool>,
     /// The first read that failed (I/O, corruption), as reported to the core in
     /// `StorageError::ReadFailed`; the runtime polls it and stops the group.
-    failed: Arc<Mutex<Option<String>>>,
+    failed: Arc<OnceLock<String>>,
     /// The newest entries appended, as they were handed to the WAL.
     recent: Arc<Mutex<RecentEntries>>,
 }
@@ -288,7 +288,7 @@ impl WalStorage {
             })),
             snapshot_bytes_max,
             snapshot_wanted: Arc::new(AtomicBool::new(false)),
-            failed: Arc::new(Mutex::new(None)),
+            failed: Arc::new(OnceLock::new()),
             recent: Arc::default(),
         })
     }
@@ -460,16 +460,14 @@ impl WalStorage {
     /// The first read that failed, if any: the text the core was given in
     /// [`StorageError::ReadFailed`] (for the WAL, naming the file and byte offset).
     pub fn failure(&self) -> Option<String> {
-        lock(&self.failed).clone()
+        self.failed.get().cloned()
     }
 
     /// Records a failed read and returns it as the core's error.
     fn fail(&self, reason: String) -> StorageError {
         tracing::error!(dir = %self.wal.dir().display(), error = %reason, "log read failed");
-        let mut failed = lock(&self.failed);
-        if failed.is_none() {
-            *failed = Some(reason.clone());
-        }
+        // The first failure is kept; later ones are logged only.
+        let _ = self.failed.set(reason.clone());
         StorageError::ReadFailed(reason)
     }
 
