@@ -4,11 +4,17 @@
 //! ```text
 //! cargo run --release -p ordo-node --example groups_bench -- [--groups 1,100,1000,10000]
 //!     [--seconds 10] [--idle-seconds 10] [--proposers 64] [--bytes 256] [--rate N]
+//!     [--apply quick|workers]
 //! ```
 //!
 //! `--rate` paces the proposers to `N` proposals/s in all (open loop), so that runs with
 //! different group counts carry the same load; without it each proposer proposes again as
 //! soon as its last proposal applied.
+//!
+//! `--apply` says what the groups' state machine declares: `quick` (the default) applies
+//! quickly ([`StateMachine::APPLIES_QUICKLY`]), so committed entries are applied on the
+//! group's own task where they can be; `workers` hands every batch to the apply workers, as
+//! a state machine that may block does.
 //!
 //! For each group count the example starts three node processes (itself, re-run with
 //! `--node`), each hosting every group (three voters each), and prints:
@@ -43,14 +49,16 @@ use ordo_node::{
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// Counts applied bytes: the cheapest state machine, so the figures show the runtime's cost.
+/// `QUICK` is what it declares as [`StateMachine::APPLIES_QUICKLY`].
 #[derive(Default)]
-struct Sink {
+struct Sink<const QUICK: bool> {
     bytes: u64,
     applied: Index,
 }
 
-impl StateMachine for Sink {
+impl<const QUICK: bool> StateMachine for Sink<QUICK> {
     type Output = ();
+    const APPLIES_QUICKLY: bool = QUICK;
     fn apply(&mut self, index: Index, data: &[u8]) {
         self.bytes += data.len() as u64;
         self.applied = index;
@@ -127,6 +135,8 @@ struct Args {
     bytes: usize,
     /// Proposals per second over all proposers; 0 for as fast as they go.
     rate: u64,
+    /// `quick` or `workers`: see the module's documentation.
+    apply: String,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, Error> {
@@ -137,6 +147,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, Error> {
         proposers: 64,
         bytes: 256,
         rate: 0,
+        apply: "quick".into(),
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -152,6 +163,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, Error> {
             "--proposers" => out.proposers = value()?.parse()?,
             "--bytes" => out.bytes = value()?.parse()?,
             "--rate" => out.rate = value()?.parse()?,
+            "--apply" => {
+                out.apply = value()?;
+                if out.apply != "quick" && out.apply != "workers" {
+                    return Err(format!("--apply is quick or workers, not {}", out.apply).into());
+                }
+            }
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -278,6 +295,7 @@ fn run_cluster(args: &Args, groups: u64) -> Result<Row, Error> {
                 proposers.to_string(),
                 args.bytes.to_string(),
                 gap_us.to_string(),
+                args.apply.clone(),
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -355,10 +373,10 @@ fn run_cluster(args: &Args, groups: u64) -> Result<Row, Error> {
     })
 }
 
-/// A node process: `--node ID DIR PEERS GROUPS PROPOSERS BYTES GAP_US`.
+/// A node process: `--node ID DIR PEERS GROUPS PROPOSERS BYTES GAP_US APPLY`.
 fn node_main(args: Vec<String>) -> Result<(), Error> {
-    let [id, dir, peers, groups, proposers, bytes, gap_us] = args.as_slice() else {
-        return Err("usage: --node ID DIR PEERS GROUPS PROPOSERS BYTES GAP_US".into());
+    let [id, dir, peers, groups, proposers, bytes, gap_us, apply] = args.as_slice() else {
+        return Err("usage: --node ID DIR PEERS GROUPS PROPOSERS BYTES GAP_US APPLY".into());
     };
     let gap = Duration::from_micros(gap_us.parse()?);
     let id: u64 = id.parse()?;
@@ -376,26 +394,31 @@ fn node_main(args: Vec<String>) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve_node(
-        id,
-        &dir,
-        peers,
-        groups,
-        (proposers, gap),
-        payload,
-    ))
+    let load = (proposers, gap);
+    match apply.as_str() {
+        "quick" => runtime.block_on(serve_node::<Sink<true>>(
+            id, &dir, peers, groups, load, payload,
+        )),
+        _ => runtime.block_on(serve_node::<Sink<false>>(
+            id, &dir, peers, groups, load, payload,
+        )),
+    }
 }
 
-async fn start(
+/// The bench's state machines.
+trait BenchMachine: StateMachine<Output = ()> + Default {}
+impl<S: StateMachine<Output = ()> + Default> BenchMachine for S {}
+
+async fn start<S: BenchMachine>(
     id: u64,
     dir: &Path,
     peers: &BTreeMap<u64, SocketAddr>,
     groups: u64,
-) -> Result<(Node, Vec<Group<Sink>>), Error> {
+) -> Result<(Node, Vec<Group<S>>), Error> {
     let config = NodeConfig::new(id, dir.to_path_buf(), peers[&id], peers.clone());
     let node = Node::start(config).await?;
     let batch = (1..=groups)
-        .map(|g| (GroupId(g), Sink::default(), GroupOptions::default()))
+        .map(|g| (GroupId(g), S::default(), GroupOptions::default()))
         .collect();
     let mut handles = Vec::with_capacity(groups as usize);
     for started in node.start_groups(batch).await {
@@ -404,7 +427,7 @@ async fn start(
     Ok((node, handles))
 }
 
-async fn serve_node(
+async fn serve_node<S: BenchMachine>(
     id: u64,
     dir: &Path,
     peers: BTreeMap<u64, SocketAddr>,
@@ -413,7 +436,7 @@ async fn serve_node(
     payload: Bytes,
 ) -> Result<(), Error> {
     let t = Instant::now();
-    let (mut node, mut handles) = start(id, dir, &peers, groups).await?;
+    let (mut node, mut handles) = start::<S>(id, dir, &peers, groups).await?;
     println!("started {:.3}", t.elapsed().as_secs_f64());
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {

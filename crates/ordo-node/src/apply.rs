@@ -264,6 +264,25 @@ impl<S: StateMachine, St: LogStore + Clone, Sn: Snapshotter<St>> Applier<S, St, 
         Ok(finished)
     }
 
+    /// Whether applying `batch` does no more than apply its entries: it restores no
+    /// snapshot, and neither finishes nor begins one (which serialise the state or wait for
+    /// a thread).
+    pub fn only_applies<R>(&self, batch: &ApplyBatch<R>) -> bool {
+        if batch.restore.is_some() || batch.snapshot_now || self.requested {
+            return false;
+        }
+        if self.in_flight.is_some() {
+            return false;
+        }
+        let applied = batch.entries.last().map_or(self.applied.0, |e| e.index);
+        let bytes: u64 = batch.entries.iter().map(|e| e.data.len() as u64).sum();
+        let since = SinceSnapshot {
+            bytes: self.since.bytes + bytes,
+            ..self.since
+        };
+        applied <= self.since.last_index || !since.due(applied, self.thresholds)
+    }
+
     /// Waits for the snapshot in flight, if any (the group is stopping).
     pub fn finish(&mut self) -> Result<Option<SnapshotOutcome>, String> {
         self.settle(true)

@@ -28,7 +28,7 @@ use ordo_raft::{ConfState, Index, MessageBody, NodeId};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::apply::{ApplyBatch, Proposer};
-use crate::apply_pool::ApplySender;
+use crate::apply_pool::{ApplySender, Sent};
 use crate::codec::WireMessage;
 use crate::config::FsyncPolicy;
 use crate::core::{
@@ -289,6 +289,9 @@ pub(crate) struct Driver<O> {
     heartbeat_sent: HashMap<NodeId, Instant>,
     ticks: u64,
     commands: Vec<Command>,
+    /// A batch was applied on this task during the turn: the core hears of it before the
+    /// turn ends.
+    applied_here: bool,
 }
 
 impl<O: Send + 'static> Driver<O> {
@@ -311,6 +314,7 @@ impl<O: Send + 'static> Driver<O> {
             heartbeat_sent: HashMap::new(),
             ticks: 0,
             commands: Vec::new(),
+            applied_here: false,
         }
     }
 
@@ -355,30 +359,34 @@ impl<O: Send + 'static> Driver<O> {
 
     /// Ends the core's turn and carries out everything it decided, until it is quiet.
     fn turn(&mut self) -> Result<(), GroupError> {
-        self.feed_apply_progress()?;
-        self.core.end_turn();
         loop {
-            self.core.drain_commands_into(&mut self.commands);
-            if self.commands.is_empty() {
-                let released = self.release_durable();
-                if !released {
-                    break;
+            self.feed_apply_progress()?;
+            self.core.end_turn();
+            loop {
+                self.core.drain_commands_into(&mut self.commands);
+                if self.commands.is_empty() {
+                    let released = self.release_durable();
+                    if !released {
+                        break;
+                    }
+                    continue;
                 }
-                continue;
+                let mut commands = std::mem::take(&mut self.commands);
+                for command in commands.drain(..) {
+                    self.execute(command)?;
+                }
+                self.commands = commands;
             }
-            let mut commands = std::mem::take(&mut self.commands);
-            for command in commands.drain(..) {
-                self.execute(command)?;
+            if let Some(reason) = self.core.storage_failure() {
+                return Err(GroupError::LogRead {
+                    group: self.group_id,
+                    reason,
+                });
             }
-            self.commands = commands;
+            if !std::mem::take(&mut self.applied_here) {
+                return Ok(());
+            }
         }
-        if let Some(reason) = self.core.storage_failure() {
-            return Err(GroupError::LogRead {
-                group: self.group_id,
-                reason,
-            });
-        }
-        Ok(())
     }
 
     fn feed_apply_progress(&mut self) -> Result<(), GroupError> {
@@ -500,11 +508,14 @@ impl<O: Send + 'static> Driver<O> {
         let proposals = &mut self.callers.proposals;
         let batch = ApplyBatch::from_work(work, |_, ticket| proposals.remove(&ticket));
         // The core keeps at most `apply_queue_batches_max` batches in the group's inbox.
-        if self.outputs.apply_tx.send(batch).is_err() {
-            self.outputs
+        match self.outputs.apply_tx.send(batch) {
+            Ok(Sent::Applied) => self.applied_here = true,
+            Ok(Sent::Queued) => {}
+            Err(_) => self
+                .outputs
                 .apply_progress
                 .stopped
-                .store(true, Ordering::Release);
+                .store(true, Ordering::Release),
         }
     }
 

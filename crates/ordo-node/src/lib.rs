@@ -66,8 +66,8 @@
 //! - [`fuzzing`]: the harnesses of the fuzz targets in `fuzz/` (peer stream, payloads, entry
 //!   data, data-directory files), public only for them and the tests.
 //! - [`core`]: the group core and the durability gate every runtime of it shares.
-//! - [`apply`]: the applier, run on the node's pool of apply workers (`apply_pool`), or
-//!   inline by the simulator.
+//! - [`apply`]: the applier, run on the node's pool of apply workers (`apply_pool`), on the
+//!   group's task for a state machine that applies quickly, or inline by the simulator.
 //! - `storage`: [`LogStore`], the log storage the core reads, over the WAL.
 //! - `driver`: the tokio shell that carries out the core's commands.
 //! - `peers`: which groups need each peer, so the shared transport keeps a peer while any

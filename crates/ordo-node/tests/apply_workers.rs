@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use common::{leader_of, start_group_on_nodes, Counting, Recorder, GUARD};
+use common::{leader_of, start_group_on_nodes, Cluster, Counting, PooledRecorder, GUARD};
 use ordo_node::{Group, GroupId, Index, NodeConfig, NodeId};
 
 /// Where the blocking state machines of a test wait, and how many do.
@@ -79,7 +79,7 @@ async fn one_group_blocked(
     BTreeMap<NodeId, ordo_node::Node>,
     Gate,
     tokio::task::JoinHandle<Result<u64, ordo_node::ProposeError>>,
-    BTreeMap<NodeId, Group<Recorder>>,
+    BTreeMap<NodeId, Group<PooledRecorder>>,
 ) {
     let gate = Gate::default();
     let machine = {
@@ -97,14 +97,16 @@ async fn one_group_blocked(
     for (&id, node) in &nodes {
         others.insert(
             id,
-            node.start_group(OTHER, Recorder::default()).await.unwrap(),
+            node.start_group(OTHER, PooledRecorder::default())
+                .await
+                .unwrap(),
         );
     }
     (nodes, gate, stuck, others)
 }
 
 /// Waits until every node's group 2 has committed `index`.
-async fn committed_everywhere(groups: &BTreeMap<NodeId, Group<Recorder>>, index: Index) {
+async fn committed_everywhere(groups: &BTreeMap<NodeId, Group<PooledRecorder>>, index: Index) {
     tokio::time::timeout(GUARD, async {
         loop {
             let mut all = true;
@@ -200,7 +202,9 @@ async fn a_state_machine_that_panics_stops_its_group_and_the_worker_goes_on_with
     for (&id, node) in &nodes {
         others.insert(
             id,
-            node.start_group(OTHER, Recorder::default()).await.unwrap(),
+            node.start_group(OTHER, PooledRecorder::default())
+                .await
+                .unwrap(),
         );
     }
     let (leader, _) = leader_of(&fragile).await;
@@ -230,4 +234,65 @@ async fn a_state_machine_that_panics_stops_its_group_and_the_worker_goes_on_with
     for node in nodes.into_values() {
         node.shutdown().await;
     }
+}
+
+/// A state machine that applies quickly is applied on its group's own task, except while a
+/// reader holds it: then the batches wait for a worker, in order, and the group's Raft side
+/// goes on (here: a follower keeps committing while it cannot apply).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quick_state_machine_held_by_a_reader_gets_its_batches_from_the_workers_in_order() {
+    let cluster = Cluster::start(3, common::no_tweak).await;
+    let leader = cluster.leader().await;
+    let follower = *cluster.members.keys().find(|&&id| id != leader).unwrap();
+    let (first, _) = cluster.propose(leader, "before").await;
+    cluster.applied_entries(follower, first).await;
+
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let reader = {
+        let g = cluster.group(follower).clone();
+        tokio::task::spawn_blocking(move || {
+            g.read(|_| {
+                held_tx.send(()).unwrap();
+                release_rx.recv_timeout(GUARD).expect("released");
+            })
+        })
+    };
+    tokio::task::spawn_blocking(move || held_rx.recv_timeout(GUARD).expect("held"))
+        .await
+        .unwrap();
+
+    let mut last = first;
+    for i in 0..10 {
+        (last, _) = cluster.propose(leader, &format!("e{i}")).await;
+    }
+    let held = cluster.group(follower);
+    tokio::time::timeout(GUARD, async {
+        while held.status().await.unwrap().commit_index < last {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the follower commits while its state machine is held");
+    assert_eq!(
+        held.applied_index(),
+        first,
+        "applied while a reader held it"
+    );
+
+    release_tx.send(()).unwrap();
+    reader.await.unwrap();
+    let expected = cluster.applied_entries(leader, last).await;
+    assert_eq!(cluster.applied_entries(follower, last).await, expected);
+    // Applied on its own task again.
+    let (after, _) = cluster.propose(follower, "after").await;
+    assert_eq!(
+        cluster
+            .applied_entries(follower, after)
+            .await
+            .last()
+            .unwrap(),
+        "after"
+    );
+    cluster.shutdown_all().await;
 }

@@ -64,14 +64,23 @@ impl StateMachine for Counting {
 }
 
 /// A state machine that records every applied entry: the order is the observable.
+/// `QUICK` is what it declares as [`StateMachine::APPLIES_QUICKLY`].
 #[derive(Default, Debug, Clone, PartialEq, Eq)]
-pub struct Recorder {
+pub struct Recording<const QUICK: bool> {
     pub entries: Vec<Bytes>,
     pub applied: Index,
 }
 
-impl StateMachine for Recorder {
+/// The tests' usual state machine, which applies quickly: its groups apply committed entries
+/// on their own task wherever they can, and on the apply workers otherwise.
+pub type Recorder = Recording<true>;
+
+/// A [`Recording`] that always applies on the apply workers.
+pub type PooledRecorder = Recording<false>;
+
+impl<const QUICK: bool> StateMachine for Recording<QUICK> {
     type Output = (Index, usize);
+    const APPLIES_QUICKLY: bool = QUICK;
 
     fn apply(&mut self, index: Index, data: &[u8]) -> (Index, usize) {
         self.entries.push(Bytes::copy_from_slice(data));
