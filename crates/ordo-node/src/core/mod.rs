@@ -647,6 +647,7 @@ impl<St: LogStore> GroupCore<St> {
     pub fn end_turn(&mut self) {
         self.request_read_batch();
         self.drive_ready();
+        self.quiesce_after_writes();
     }
 
     fn request_read_batch(&mut self) {

@@ -3,7 +3,9 @@
 //!
 //! **Quiescing.** On a tick, a leader whose group is idle sends every member a
 //! [`Quiesce`] with its term and commit index and stops ticking (so stops heartbeating)
-//! instead. Idle means: every member holds every entry (match = last = commit), this node
+//! instead. A leader that committed writes since it last quiesced checks at the end of
+//! every turn too, so a group written to now and then pauses as soon as its last write is
+//! everywhere and applied, instead of ticking (and heartbeating) until its next tick. Idle means: every member holds every entry (match = last = commit), this node
 //! applied all of it, nothing is being written, and nothing waits — no proposal, read,
 //! question for the leader, follower's read, leadership transfer, snapshot stream or
 //! snapshot wanted — and every voter answered since the last check-quorum round (or since
@@ -44,7 +46,7 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
-use ordo_raft::{NodeId, StateRole};
+use ordo_raft::{Index, NodeId, StateRole};
 
 use super::GroupCore;
 use crate::codec::{Quiesce, WireMessage};
@@ -55,6 +57,10 @@ use crate::storage::LogStore;
 #[derive(Debug, Default)]
 pub(crate) struct Quiescence {
     quiesced: bool,
+    /// The highest commit index seen at the end of a turn.
+    commit_seen: Index,
+    /// The commit index advanced since the group last quiesced.
+    written: bool,
     /// Members the transport lost its connection to and this node has not heard from
     /// since. A leader does not quiesce while a voter is among them.
     unreachable: BTreeSet<NodeId>,
@@ -67,8 +73,8 @@ impl<St: LogStore> GroupCore<St> {
         self.quiescence.quiesced
     }
 
-    /// On a tick: a leader whose group is idle quiesces it instead of ticking. Returns
-    /// whether it did.
+    /// On a tick (or at the end of a turn after writes): a leader whose group is idle
+    /// quiesces it instead of ticking. Returns whether it did.
     pub(super) fn maybe_quiesce(&mut self) -> bool {
         assert!(!self.quiescence.quiesced, "a quiesced group was ticked");
         if !self.config.quiesce || !self.leader_is_idle() {
@@ -86,6 +92,21 @@ impl<St: LogStore> GroupCore<St> {
         self.set_quiesced(true);
         tracing::debug!(group = %self.config.group_id, term = quiesce.term, index = quiesce.commit, "quiesced");
         true
+    }
+
+    /// At the end of a turn: a leader whose writes since it last quiesced have left the
+    /// group idle quiesces at once rather than on its next tick, so a group written to now
+    /// and then neither ticks nor heartbeats between its writes. (Reads alone do not: a
+    /// group only read from keeps its tick-based pause.)
+    pub(super) fn quiesce_after_writes(&mut self) {
+        let commit = self.raw.commit_index();
+        if commit > self.quiescence.commit_seen {
+            self.quiescence.commit_seen = commit;
+            self.quiescence.written = true;
+        }
+        if self.quiescence.written && !self.quiescence.quiesced {
+            self.maybe_quiesce();
+        }
     }
 
     /// A leader's quiesce: a follower of that leader in that term, whose log ends at its
@@ -132,6 +153,7 @@ impl<St: LogStore> GroupCore<St> {
     fn set_quiesced(&mut self, quiesced: bool) {
         self.quiescence.quiesced = quiesced;
         if quiesced {
+            self.quiescence.written = false;
             inc(&self.metrics.quiesces, 1);
         }
         self.metrics

@@ -729,7 +729,11 @@ fn a_proposal_displaced_by_a_new_leaders_entry_fails_as_dropped() {
     c.node(1).run(&mut lost);
     c.node(1).sync(&mut lost);
     c.isolated.insert(1);
-    // Nodes 2 and 3 stop hearing from it, elect 2 and commit another entry there.
+    // Nodes 2 and 3 lose it (the transport says so, which wakes their quiesced group),
+    // elect 2 and commit another entry there.
+    for id in [2, 3] {
+        c.node(id).core.on_unreachable(1);
+    }
     for _ in 0..40 {
         for id in [2, 3] {
             if !c.node(id).core.is_quiesced() {
@@ -848,39 +852,35 @@ fn quiesced_cluster() -> TestCluster {
 }
 
 #[test]
-fn an_idle_caught_up_leader_quiesces_its_group_on_a_tick_and_stops_heartbeating() {
+fn a_leader_quiesces_its_group_as_soon_as_its_write_is_everywhere_and_applied() {
     let mut c = TestCluster::new(3);
     c.elect(1);
+    let quiesces = c.node(1).core.metrics.snapshot().quiesces;
+    let logged = c.node(1).log.len();
     c.node(1).core.propose(b"x");
+    // No tick: once the last answer is in and the entry applied, the leader quiesces.
     c.stabilize();
-    assert!(c.quiesced().is_empty(), "nothing quiesces between ticks");
-    c.node(1).core.on_tick();
-    let mut out = VecDeque::new();
-    let turn = c.node(1).run(&mut out);
-    let quiesces: Vec<NodeId> = turn
+    assert_eq!(c.quiesced(), vec![1, 2, 3]);
+    let last = c.node(1).core.raw().last_index();
+    let term = c.node(1).core.raw().term();
+    let quiesce = WireMessage::Quiesce(crate::codec::Quiesce { term, commit: last });
+    let sent: Vec<NodeId> = c.node(1).log[logged..]
         .iter()
         .filter_map(|cmd| match cmd {
-            Command::Send { to, message, .. } if is_quiesce(message) => Some(*to),
+            Command::Send { to, message, .. } if is_quiesce(message) => {
+                assert_eq!(*message, quiesce);
+                Some(*to)
+            }
             _ => None,
         })
         .collect();
-    assert_eq!(quiesces, vec![2, 3], "{turn:?}");
-    let last = c.node(1).core.raw().last_index();
-    assert!(out.iter().all(|(_, _, m)| *m
-        == WireMessage::Quiesce(crate::codec::Quiesce {
-            term: c.nodes[&1].core.raw().term(),
-            commit: last,
-        })));
-    assert!(c.node(1).core.is_quiesced());
-    c.outbox = out;
-    c.stabilize();
-    assert_eq!(c.quiesced(), vec![1, 2, 3]);
+    assert_eq!(sent, vec![2, 3]);
     for id in 2..=3 {
         let status = c.node(id).core.status();
         assert_eq!((status.commit_index, status.applied_index), (last, last));
         assert!(status.quiesced);
     }
-    assert_eq!(c.node(1).core.metrics.snapshot().quiesces, 1);
+    assert_eq!(c.node(1).core.metrics.snapshot().quiesces, quiesces + 1);
 }
 
 #[test]
@@ -905,10 +905,10 @@ fn a_lagging_follower_keeps_the_leader_from_quiescing_until_it_catches_up() {
 fn a_follower_refuses_a_quiesce_for_another_log_term_or_leader_and_keeps_ticking() {
     let mut c = TestCluster::new(3);
     c.elect(1);
-    c.stabilize();
-    c.node(1).core.on_tick();
-    c.node(1).run(&mut VecDeque::new());
-    assert!(c.node(1).core.is_quiesced());
+    c.tick_until_quiesced(5);
+    // Node 2 loses node 3 and wakes; the leader stays quiesced.
+    c.node(2).core.on_unreachable(3);
+    assert!(!c.node(2).core.is_quiesced());
     let term = c.node(1).core.raw().term();
     let last = c.node(2).core.raw().last_index();
     let stale = crate::codec::Quiesce {
@@ -935,12 +935,19 @@ fn a_follower_refuses_a_quiesce_for_another_log_term_or_leader_and_keeps_ticking
 #[test]
 fn a_proposal_on_a_quiesced_follower_wakes_the_group_commits_and_it_quiesces_again() {
     let mut c = quiesced_cluster();
+    let wakes = c.node(1).core.metrics.snapshot().wakes;
     let ticket = c.node(2).core.propose(b"after a while");
     assert!(!c.node(2).core.is_quiesced(), "the proposal wakes its node");
     c.stabilize();
-    assert!(
-        !c.node(1).core.is_quiesced(),
+    assert_eq!(
+        c.node(1).core.metrics.snapshot().wakes,
+        wakes + 1,
         "the forwarded proposal wakes the leader"
+    );
+    assert_eq!(
+        c.quiesced(),
+        vec![1, 2, 3],
+        "and its commit quiesces the group"
     );
     let applied = |c: &mut TestCluster, id| {
         c.node(id)
@@ -951,13 +958,12 @@ fn a_proposal_on_a_quiesced_follower_wakes_the_group_commits_and_it_quiesces_aga
     assert!((1..=3).all(|id| applied(&mut c, id)));
     assert!(c.node(2).log.iter().any(|cmd| matches!(cmd,
         Command::Apply(work) if work.proposers.iter().any(|(_, t)| *t == ticket))));
-    c.tick_until_quiesced(5);
-    assert_eq!(c.node(1).core.metrics.snapshot().wakes, 1);
 }
 
 #[test]
 fn a_read_on_a_quiesced_leader_wakes_it_and_is_confirmed_by_a_fresh_heartbeat_round() {
     let mut c = quiesced_cluster();
+    let wakes = c.node(1).core.metrics.snapshot().wakes;
     let ticket = c.node(1).core.read();
     let mut out = VecDeque::new();
     let turn = c.node(1).run(&mut out);
@@ -975,6 +981,10 @@ fn a_read_on_a_quiesced_leader_wakes_it_and_is_confirmed_by_a_fresh_heartbeat_ro
         ticket,
         answer: Answer::Read(Ok(last)),
     }));
+    // A read writes nothing: the group pauses again on a tick, not at once.
+    assert!(!c.node(1).core.is_quiesced());
+    c.tick_until_quiesced(5);
+    assert_eq!(c.node(1).core.metrics.snapshot().wakes, wakes + 1);
 }
 
 #[test]
