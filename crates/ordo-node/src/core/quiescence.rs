@@ -175,7 +175,11 @@ impl<St: LogStore> GroupCore<St> {
     /// documentation).
     fn leader_is_idle(&self) -> bool {
         let raw = &self.raw;
+        // The cheapest checks first: a busy leader asks this at the end of every turn.
+        let last = raw.last_index();
         if raw.role() != StateRole::Leader
+            || raw.commit_index() != last
+            || self.apply.applied != last
             || raw.lead_transferee().is_some()
             || raw.has_ready()
             || raw.pending_read_count() > 0
@@ -183,9 +187,8 @@ impl<St: LogStore> GroupCore<St> {
         {
             return false;
         }
-        let last = raw.last_index();
-        let applied = self.apply.applied == last && self.apply.handed_out == last;
-        let nothing_waits = self.persistence.in_flight.is_none()
+        let nothing_waits = self.apply.handed_out == last
+            && self.persistence.in_flight.is_none()
             && self.apply.in_flight() == 0
             && !self.apply.blocked
             && !self.apply.snapshot_wanted
@@ -194,7 +197,7 @@ impl<St: LogStore> GroupCore<St> {
             && self.waiting.asks.is_empty()
             && self.transfers.outgoing.is_empty()
             && self.transfers.incoming.is_empty();
-        if raw.commit_index() != last || !applied || !nothing_waits {
+        if !nothing_waits {
             return false;
         }
         let status = raw.status();
