@@ -35,7 +35,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use ordo_raft::Index;
 use tokio::sync::{oneshot, watch};
 
-use crate::apply::{Applier, ApplyBatch, ThreadSnapshotter};
+use crate::apply::{Applier, ApplyBatch, SnapshotOutcome, ThreadSnapshotter};
 use crate::driver::{ApplyProgress, Reply};
 use crate::group::{lock, GroupId};
 use crate::state_machine::StateMachine;
@@ -401,7 +401,11 @@ impl<S: StateMachine> ApplyHere<Reply<S::Output>> for GroupApply<S> {
         let Ok(mut sm) = state_machine.try_lock() else {
             return Some(batch);
         };
-        self.run_guarded(&mut slot, |runner| runner.apply_to(&mut sm, batch));
+        self.run_guarded(&mut slot, |runner| {
+            let result = runner.applier.apply_batch(&mut *sm, batch);
+            drop(sm);
+            runner.publish(result)
+        });
         None
     }
 }
@@ -444,13 +448,13 @@ impl<S: StateMachine> ApplyRunner<S> {
     /// Applies one batch and publishes the progress; false if applying must stop.
     fn apply(&mut self, batch: ApplyBatch<Reply<S::Output>>) -> bool {
         let state_machine = Arc::clone(&self.state_machine);
-        let mut sm = lock(&state_machine);
-        self.apply_to(&mut sm, batch)
+        let result = self.applier.apply_batch(&mut *lock(&state_machine), batch);
+        self.publish(result)
     }
 
-    /// [`apply`](ApplyRunner::apply) with the state machine already locked.
-    fn apply_to(&mut self, sm: &mut S, batch: ApplyBatch<Reply<S::Output>>) -> bool {
-        let result = self.applier.apply_batch(sm, batch);
+    /// Publishes what applying a batch did, once the state machine is unlocked (whoever
+    /// the progress wakes may read it at once); false if applying must stop.
+    fn publish(&mut self, result: Result<Option<SnapshotOutcome>, String>) -> bool {
         if let Err(error) = result {
             tracing::error!(group = %self.applier.group_id(), %error, "apply stopped");
             return false;
