@@ -89,11 +89,11 @@ pub enum MessageBody {
         /// quorum contact its lease is measured from.
         sent_tick: u64,
     },
-    /// The leader's commit index, told to a follower known to hold every entry up to it
-    /// (`commit` is bounded by the follower's match index, as a heartbeat's is). Sent when
-    /// the commit index advances past what the follower was told, instead of an empty
-    /// `Append`; it is not answered, since the leader already knows all an answer would
-    /// say.
+    /// The leader's commit index, told to a follower it replicates to with nothing left to
+    /// send it, when the commit index advances past what the follower was told, instead of
+    /// an empty `Append`. The follower commits only as far as the appends it accepted from
+    /// this leader in this term reach, as it would for an `Append`'s commit; it does not
+    /// answer, since the leader already knows all an answer would say.
     CommitNotice {
         /// `min(leader commit, follower match)`.
         commit: Index,

@@ -85,6 +85,10 @@ pub(crate) struct Raft<S: Storage> {
     now_ticks: u64,
     /// A TimeoutNow was sent in this term: no more lease reads until the next term.
     lease_forfeited: bool,
+    /// A follower's knowledge of its leader's log: the last index through which its own log
+    /// is known to match it, in this term (the end of the last append it accepted, or the
+    /// snapshot it installed). A commit notice commits no further.
+    verified_through: Index,
     election_elapsed_ticks: u64,
     heartbeat_elapsed_ticks: u64,
     randomized_election_timeout_ticks: u64,
@@ -146,6 +150,7 @@ impl<S: Storage> Raft<S> {
             pending_reads: Vec::new(),
             now_ticks: 0,
             lease_forfeited: false,
+            verified_through: 0,
             election_elapsed_ticks: 0,
             heartbeat_elapsed_ticks: 0,
             randomized_election_timeout_ticks: cfg.election_timeout_ticks,
@@ -334,9 +339,9 @@ impl<S: Storage> Raft<S> {
             .is_some_and(|pr| pr.state == ProgressState::Replicate)
     }
 
-    /// Tells a follower in `Replicate` state a commit index it holds but was not yet
-    /// told, when no append is left to send it (an append carries the commit index
-    /// itself). Returns whether a notice went out.
+    /// Tells a follower in `Replicate` state the commit index it was not yet told, when no
+    /// append is left to send it (an append carries the commit index itself). Returns
+    /// whether a notice went out.
     fn maybe_send_commit_notice(&mut self, to: NodeId) -> bool {
         let last_index = self.log.last_index();
         let committed = self.log.committed;
@@ -346,8 +351,11 @@ impl<S: Storage> Raft<S> {
         if pr.state != ProgressState::Replicate || pr.next_index <= last_index {
             return false;
         }
-        // Never beyond what the follower is known to hold, as for a heartbeat.
-        let commit = committed.min(pr.match_index);
+        // Everything through `last_index` was sent; the follower commits only as far as the
+        // appends it accepted reach (`handle_commit_notice`). Bounding the notice by what it
+        // acknowledged instead would leave a follower whose answer is still on its way
+        // without the commit (a member the entry removes, say, which hears nothing more).
+        let commit = committed;
         if commit <= pr.commit_sent {
             return false;
         }
@@ -398,6 +406,7 @@ impl<S: Storage> Raft<S> {
         self.randomized_election_timeout_ticks = base + self.rng.below(base);
         self.lead_transferee = None;
         self.lease_forfeited = false;
+        self.verified_through = 0;
         self.tracker.reset_votes();
         self.self_vote_pending = false;
         let last = self.log.last_index();
@@ -1162,6 +1171,7 @@ impl<S: Storage> Raft<S> {
             .maybe_append(prev_index, prev_term, commit, entries, skip)?
         {
             Some(last_new) => {
+                self.verified_through = self.verified_through.max(last_new);
                 self.send_term(
                     from,
                     MessageBody::AppendResponse {
@@ -1202,9 +1212,11 @@ impl<S: Storage> Raft<S> {
         );
     }
 
-    /// A commit index the leader knows this follower holds entries up to; not answered.
+    /// The leader's commit index; not answered. Committed only as far as this follower's
+    /// log is known to match the leader's (`verified_through`): entries past the last
+    /// append it accepted in this term may still differ from the leader's.
     fn handle_commit_notice(&mut self, commit: Index) {
-        let commit = commit.min(self.log.last_index());
+        let commit = commit.min(self.verified_through);
         self.log.commit_to(commit);
     }
 
@@ -1244,6 +1256,7 @@ impl<S: Storage> Raft<S> {
         if self.log.match_term(meta.index, meta.term)? {
             // Our log already holds the snapshot's last entry: just commit up to it.
             self.log.commit_to(meta.index);
+            self.verified_through = self.verified_through.max(meta.index);
             return Ok(false);
         }
         let config = TrackerConfig::from_conf_state(cs);
@@ -1254,6 +1267,7 @@ impl<S: Storage> Raft<S> {
             term = meta.term,
             "restoring snapshot"
         );
+        self.verified_through = meta.index;
         self.log.restore(snapshot);
         self.tracker.apply_config(config, Default::default(), next);
         Ok(true)

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{config, data, Cluster};
-use ordo_raft::{Config, Error, MessageBody, ProgressState};
+use ordo_raft::{Config, Error, Message, MessageBody, ProgressState};
 
 fn appends_to(msgs: &[ordo_raft::Message], to: u64) -> Vec<usize> {
     msgs.iter()
@@ -407,4 +407,27 @@ fn each_follower_is_told_a_commit_once_by_a_notice_it_does_not_answer() {
         answers, 2,
         "one acknowledgement per follower, of the entry itself"
     );
+}
+
+/// A follower whose answer to an append is lost still learns the commit from the notice:
+/// the notice carries the leader's commit index, and the follower commits as far as the
+/// append it accepted reaches (a member the entry removes hears nothing after it).
+#[test]
+fn a_follower_whose_answer_is_lost_commits_by_the_notice_as_far_as_it_accepted() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.stabilize();
+    c.propose(1, "x");
+    let lost_answer =
+        |m: &Message| m.from == 3 && matches!(m.body, MessageBody::AppendResponse { .. });
+    for _ in 0..100 {
+        c.process_all_readies();
+        c.drop_queued(lost_answer);
+        if !c.deliver_one() {
+            break;
+        }
+    }
+    c.process_all_readies();
+    assert_eq!(c.applied_data(3), vec!["x"]);
+    assert_eq!(c.node(3).commit_index(), c.node(1).commit_index());
 }

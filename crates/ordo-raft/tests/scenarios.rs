@@ -209,15 +209,15 @@ fn restart_with_commit_beyond_durable_log_recovers() {
     c.propose(1, "a");
     c.propose(1, "b");
     c.stabilize();
-    // The leader tells node 3 a commit index only up to the entries of the append that
-    // carries it: the next one teaches it 3.
     c.propose(1, "c");
     c.stabilize();
     c.tick_all(1);
     c.crash(3);
     let written = c.crashed.remove(&3).unwrap();
     let hs = written.hard_state();
-    assert_eq!(hs.commit, 3);
+    // Its answers lost, node 3 still learns the commit from the leader's notices, as far
+    // as the appends it accepted reach: the no-op, a, b and c.
+    assert_eq!(hs.commit, 4);
     let mut survived =
         ordo_raft::MemStorage::new_with_conf_state(ordo_raft::ConfState::with_voters([1, 2, 3]));
     survived.append(&ordo_raft::Storage::entries(&written, 1, 2, u64::MAX).unwrap());
