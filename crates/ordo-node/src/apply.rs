@@ -255,10 +255,7 @@ impl<S: StateMachine, St: LogStore + Clone, Sn: Snapshotter<St>> Applier<S, St, 
         if self.applied.0 == self.since.last_index {
             self.requested = false;
         }
-        let begin = self.applied.0 > self.since.last_index
-            && self.in_flight.is_none()
-            && (self.requested || self.since.due(self.applied.0, self.thresholds));
-        if begin {
+        if self.snapshot_begins(self.applied.0, self.since, self.requested) {
             self.begin_snapshot(sm, conf)?;
         }
         Ok(finished)
@@ -280,7 +277,16 @@ impl<S: StateMachine, St: LogStore + Clone, Sn: Snapshotter<St>> Applier<S, St, 
             bytes: self.since.bytes + bytes,
             ..self.since
         };
-        applied <= self.since.last_index || !since.due(applied, self.thresholds)
+        !self.snapshot_begins(applied, since, false)
+    }
+
+    /// Whether a snapshot begins once everything through `applied` is applied, with `since`
+    /// applied since the last one: [`apply_batch`](Applier::apply_batch) decides with it,
+    /// and [`only_applies`](Applier::only_applies) foresees the same decision.
+    fn snapshot_begins(&self, applied: Index, since: SinceSnapshot, requested: bool) -> bool {
+        applied > since.last_index
+            && self.in_flight.is_none()
+            && (requested || since.due(applied, self.thresholds))
     }
 
     /// Waits for the snapshot in flight, if any (the group is stopping).
