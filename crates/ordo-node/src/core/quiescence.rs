@@ -5,8 +5,9 @@
 //! [`Quiesce`] with its term and commit index and stops ticking (so stops heartbeating)
 //! instead. A leader that committed writes since it last quiesced checks at the end of
 //! every turn too, so a group written to now and then pauses as soon as its last write is
-//! everywhere and applied, instead of ticking (and heartbeating) until its next tick. Idle means: every member holds every entry (match = last = commit), this node
-//! applied all of it, nothing is being written, and nothing waits — no proposal, read,
+//! everywhere and applied, instead of ticking (and heartbeating) until its next tick.
+//! Idle means: every member holds every entry (match = last = commit), this node applied
+//! all of it, nothing is being written, and nothing waits — no proposal, read,
 //! question for the leader, follower's read, leadership transfer, snapshot stream or
 //! snapshot wanted — and every voter answered since the last check-quorum round (or since
 //! the leader woke) and the transport has not lost it since it last heard from it. A
@@ -57,10 +58,9 @@ use crate::storage::LogStore;
 #[derive(Debug, Default)]
 pub(crate) struct Quiescence {
     quiesced: bool,
-    /// The highest commit index seen at the end of a turn.
-    commit_seen: Index,
-    /// The commit index advanced since the group last quiesced.
-    written: bool,
+    /// The commit index when the group last quiesced: a commit index beyond it means writes
+    /// since.
+    commit_at_quiesce: Index,
     /// Members the transport lost its connection to and this node has not heard from
     /// since. A leader does not quiesce while a voter is among them.
     unreachable: BTreeSet<NodeId>,
@@ -99,12 +99,8 @@ impl<St: LogStore> GroupCore<St> {
     /// and then neither ticks nor heartbeats between its writes. (Reads alone do not: a
     /// group only read from keeps its tick-based pause.)
     pub(super) fn quiesce_after_writes(&mut self) {
-        let commit = self.raw.commit_index();
-        if commit > self.quiescence.commit_seen {
-            self.quiescence.commit_seen = commit;
-            self.quiescence.written = true;
-        }
-        if self.quiescence.written && !self.quiescence.quiesced {
+        let written = self.raw.commit_index() > self.quiescence.commit_at_quiesce;
+        if written && !self.quiescence.quiesced {
             self.maybe_quiesce();
         }
     }
@@ -153,7 +149,7 @@ impl<St: LogStore> GroupCore<St> {
     fn set_quiesced(&mut self, quiesced: bool) {
         self.quiescence.quiesced = quiesced;
         if quiesced {
-            self.quiescence.written = false;
+            self.quiescence.commit_at_quiesce = self.raw.commit_index();
             inc(&self.metrics.quiesces, 1);
         }
         self.metrics
