@@ -81,7 +81,7 @@ pub enum MessageBody {
     /// Leader heartbeat; carries the commit index (bounded by the follower's match) and the
     /// context of the newest pending ReadIndex request.
     Heartbeat {
-        /// `min(leader commit, follower match)`.
+        /// The leader's commit index (the follower bounds it by what it accepted).
         commit: Index,
         /// ReadIndex context to echo, empty when none.
         context: Bytes,
@@ -95,7 +95,7 @@ pub enum MessageBody {
     /// this leader in this term reach, as it would for an `Append`'s commit; it does not
     /// answer, since the leader already knows all an answer would say.
     CommitNotice {
-        /// `min(leader commit, follower match)`.
+        /// The leader's commit index (the follower bounds it by what it accepted).
         commit: Index,
     },
     /// The answer to `Heartbeat`.
