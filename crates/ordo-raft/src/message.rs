@@ -93,7 +93,9 @@ pub enum MessageBody {
     /// send it, when the commit index advances past what the follower was told, instead of
     /// an empty `Append`. The follower commits only as far as the appends it accepted from
     /// this leader in this term reach, as it would for an `Append`'s commit; it does not
-    /// answer, since the leader already knows all an answer would say.
+    /// answer, since the leader already knows all an answer would say. While another
+    /// follower's answer is awaited, the leader holds its notices until that answer or its
+    /// next heartbeat.
     CommitNotice {
         /// The leader's commit index (the follower bounds it by what it accepted).
         commit: Index,

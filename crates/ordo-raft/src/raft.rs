@@ -103,6 +103,10 @@ pub(crate) struct Raft<S: Storage> {
     /// the next `Ready` is built so that many proposals share one message.
     pub(crate) need_bcast: bool,
     last_bcast_commit: Index,
+    /// A leader's commit index moved while a follower's answer was on its way, and the
+    /// followers it did not reach by an append were not told: the next answer, or the next
+    /// heartbeat, tells them (see [`Raft::flush_bcast`]).
+    commit_notices_held: bool,
 }
 
 impl<S: Storage> Raft<S> {
@@ -162,6 +166,7 @@ impl<S: Storage> Raft<S> {
             self_vote_pending: false,
             need_bcast: false,
             last_bcast_commit: 0,
+            commit_notices_held: false,
         };
         // Configuration changes between the snapshot and the applied index were applied
         // before the restart; replay them so the configuration matches the applied state.
@@ -315,12 +320,25 @@ impl<S: Storage> Raft<S> {
         }
         self.need_bcast = false;
         let send_empty = self.log.committed > self.last_bcast_commit;
+        // A configuration change committed now may remove this leader or a follower once
+        // applied, and then no answer releases what is held: its notices go at once.
+        let conf_committed = self.pending_conf_index > self.last_bcast_commit;
         self.last_bcast_commit = self.log.committed;
+        // While a follower's answer is on its way, the notices wait for it: when it comes,
+        // the group is often idle, and the runtime tells every member the commit index as
+        // it quiesces the group (one message each instead of a notice and a quiesce); in a
+        // busy group, the next append carries the commit index anyway. A follower whose
+        // answer never comes leaves the notices to the next heartbeat, which carries the
+        // commit index as far as each follower is known to hold.
+        let hold = send_empty && !conf_committed && self.answer_awaited();
+        if send_empty {
+            self.commit_notices_held = hold;
+        }
         for id in self.peers() {
             // A follower streaming entries learns a new commit index from a notice it
             // does not answer, or from its next append; only one being probed gets an
             // empty append (whose answer the probe needs).
-            let notified = send_empty && self.maybe_send_commit_notice(id);
+            let notified = send_empty && !hold && self.maybe_send_commit_notice(id);
             if !notified && !self.is_streaming(id) {
                 self.maybe_send_append(id, send_empty)?;
             }
@@ -337,6 +355,26 @@ impl<S: Storage> Raft<S> {
             .progress
             .get(&id)
             .is_some_and(|pr| pr.state == ProgressState::Replicate)
+    }
+
+    /// Whether a follower streaming entries has some in flight: its answer is expected.
+    /// (One reported unreachable is probed instead, so it is not waited for.)
+    fn answer_awaited(&self) -> bool {
+        let last_index = self.log.last_index();
+        self.tracker.progress.iter().any(|(&id, pr)| {
+            id != self.id && pr.state == ProgressState::Replicate && pr.match_index < last_index
+        })
+    }
+
+    /// Sends the notices [`Raft::flush_bcast`] held, once no answer is awaited.
+    fn release_commit_notices(&mut self) {
+        if !self.commit_notices_held || self.answer_awaited() {
+            return;
+        }
+        self.commit_notices_held = false;
+        for id in self.peers() {
+            self.maybe_send_commit_notice(id);
+        }
     }
 
     /// Tells a follower in `Replicate` state the commit index it was not yet told, when no
@@ -370,6 +408,14 @@ impl<S: Storage> Raft<S> {
     }
 
     fn bcast_heartbeat_with(&mut self, context: Bytes) {
+        // Notices held for an answer that has not come within a heartbeat interval go now:
+        // a follower whose answer was lost is known to hold less than it does, and the
+        // heartbeat's commit index stops at what it is known to hold.
+        if std::mem::take(&mut self.commit_notices_held) {
+            for id in self.peers() {
+                self.maybe_send_commit_notice(id);
+            }
+        }
         for id in self.peers() {
             let Some(pr) = self.tracker.progress.get(&id) else {
                 continue;
@@ -431,6 +477,7 @@ impl<S: Storage> Raft<S> {
         self.pending_reads.clear();
         self.need_bcast = false;
         self.last_bcast_commit = 0;
+        self.commit_notices_held = false;
     }
 
     pub(crate) fn become_follower(&mut self, term: Term, leader_id: NodeId) {
@@ -895,6 +942,7 @@ impl<S: Storage> Raft<S> {
         // reached without it) now holds entries it was not told are committed.
         if !self.need_bcast {
             self.maybe_send_commit_notice(from);
+            self.release_commit_notices();
         }
         if self.lead_transferee == Some(from) && match_index == self.log.last_index() {
             self.send_timeout_now(from);

@@ -428,6 +428,9 @@ fn a_follower_whose_answer_is_lost_commits_by_the_notice_as_far_as_it_accepted()
         }
     }
     c.process_all_readies();
+    // The leader held the notice for 3's answer; its next heartbeat sends it.
+    assert_eq!(c.applied_data(3), Vec::<String>::new());
+    c.tick_all(1);
     assert_eq!(c.applied_data(3), vec!["x"]);
     assert_eq!(c.node(3).commit_index(), c.node(1).commit_index());
 }

@@ -3,9 +3,11 @@
 //!
 //! **Quiescing.** On a tick, a leader whose group is idle sends every member a
 //! [`Quiesce`] with its term and commit index and stops ticking (so stops heartbeating)
-//! instead. A leader that committed writes since it last quiesced checks at the end of
-//! every turn too, so a group written to now and then pauses as soon as its last write is
-//! everywhere and applied, instead of ticking (and heartbeating) until its next tick.
+//! instead; a commit notice of the same turn to a member is dropped, since the quiesce
+//! tells it as much. A leader that committed writes since it last quiesced checks at the
+//! end of every turn too, so a group written to now and then pauses as soon as its last
+//! write is everywhere and applied, instead of ticking (and heartbeating) until its next
+//! tick.
 //! Idle means: every member holds every entry (match = last = commit), this node applied
 //! all of it, nothing is being written, and nothing waits — no proposal, read,
 //! question for the leader, follower's read, leadership transfer, snapshot stream or
@@ -47,9 +49,9 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
-use ordo_raft::{Index, NodeId, StateRole};
+use ordo_raft::{Index, MessageBody, NodeId, StateRole};
 
-use super::GroupCore;
+use super::{Command, GroupCore};
 use crate::codec::{Quiesce, WireMessage};
 use crate::metrics::inc;
 use crate::storage::LogStore;
@@ -86,6 +88,18 @@ impl<St: LogStore> GroupCore<St> {
         };
         let me = self.config.node_id;
         let members: Vec<NodeId> = self.members_of_conf().filter(|&id| id != me).collect();
+        // A commit notice of this turn still unsent tells a member less than the quiesce
+        // does (which carries the commit index too), and a member that ignores the quiesce
+        // keeps ticking until it hears from the leader or campaigns: it goes unsent.
+        self.commands.retain(|command| {
+            !matches!(
+                command,
+                Command::Send { to, message: WireMessage::Raft(m), .. }
+                    if members.contains(to)
+                        && m.term == quiesce.term
+                        && matches!(m.body, MessageBody::CommitNotice { commit } if commit <= quiesce.commit)
+            )
+        });
         for to in members {
             self.send(to, WireMessage::Quiesce(quiesce));
         }

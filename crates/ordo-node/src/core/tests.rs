@@ -875,6 +875,16 @@ fn a_leader_quiesces_its_group_as_soon_as_its_write_is_everywhere_and_applied() 
         })
         .collect();
     assert_eq!(sent, vec![2, 3]);
+    // The commit index reached the followers with the quiesce alone: the notices held for
+    // the last answer were dropped when the group quiesced in the turn that released them.
+    let notices = c.node(1).log[logged..]
+        .iter()
+        .filter(|cmd| {
+            matches!(cmd, Command::Send { message: WireMessage::Raft(m), .. }
+                if matches!(m.body, MessageBody::CommitNotice { .. }))
+        })
+        .count();
+    assert_eq!(notices, 0);
     for id in 2..=3 {
         let status = c.node(id).core.status();
         assert_eq!((status.commit_index, status.applied_index), (last, last));
