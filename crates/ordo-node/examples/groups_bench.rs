@@ -25,6 +25,8 @@
 //! - the CPU time all three processes spent during that load, per proposal (user and
 //!   system time: steadier between runs than proposals/s, which moves with the disk's
 //!   fsync latency of the moment);
+//! - the peer messages all three nodes sent per proposal, and the socket writes that
+//!   carried them (messages to one peer leave in one write when they are queued together);
 //! - fsyncs per second per node, as the log counts them;
 //! - idle CPU % of one core and resident memory per node once every group is idle;
 //! - the time a node takes to start all of the groups new (bootstrapping each), the slowest
@@ -186,17 +188,19 @@ fn main() -> Result<(), Error> {
     }
     let args = parse_args(args)?;
     println!(
-        "| groups | proposals/s | p50 ms | p99 ms | CPU µs per proposal | fsyncs/s per node | idle CPU % per node | RSS MiB per node | RSS KiB per group | first start s | restart s |"
+        "| groups | proposals/s | p50 ms | p99 ms | CPU µs per proposal | peer messages per proposal | peer writes per proposal | fsyncs/s per node | idle CPU % per node | RSS MiB per node | RSS KiB per group | first start s | restart s |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &groups in &args.groups {
         let row = run_cluster(&args, groups)?;
         println!(
-            "| {groups} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1} | {:.0} | {:.1} | {:.2} | {:.2} |",
+            "| {groups} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.0} | {:.1} | {:.0} | {:.1} | {:.2} | {:.2} |",
             row.proposals_per_s,
             row.p50_us as f64 / 1000.0,
             row.p99_us as f64 / 1000.0,
             row.cpu_us_per_proposal,
+            row.messages_per_proposal,
+            row.writes_per_proposal,
             row.fsyncs_per_s,
             row.idle_cpu_percent,
             row.rss_kib as f64 / 1024.0,
@@ -213,6 +217,10 @@ struct Row {
     p50_us: u64,
     p99_us: u64,
     cpu_us_per_proposal: f64,
+    /// Peer messages sent by all three nodes, per proposal.
+    messages_per_proposal: f64,
+    /// Writes of peer message batches to sockets by all three nodes, per proposal.
+    writes_per_proposal: f64,
     fsyncs_per_s: f64,
     idle_cpu_percent: f64,
     rss_kib: u64,
@@ -327,13 +335,16 @@ fn run_cluster(args: &Args, groups: u64) -> Result<Row, Error> {
     let mut fsyncs = 0u64;
     let mut load_cpu_s = 0.0f64;
     let mut elapsed_s: f64 = 0.0;
+    let (mut messages, mut writes) = (0u64, 0u64);
     for n in &mut nodes {
         let got = n.expect("load")?;
-        let [count, fs, secs, cpu_s, buckets] = got.as_slice() else {
+        let [count, fs, secs, cpu_s, sent, batches, buckets] = got.as_slice() else {
             return Err("bad load line".into());
         };
         proposals += count.parse::<u64>()?;
         fsyncs += fs.parse::<u64>()?;
+        messages += sent.parse::<u64>()?;
+        writes += batches.parse::<u64>()?;
         load_cpu_s += cpu_s.parse::<f64>()?;
         elapsed_s = elapsed_s.max(secs.parse()?);
         latencies.merge(&Buckets::decode(buckets)?);
@@ -365,6 +376,8 @@ fn run_cluster(args: &Args, groups: u64) -> Result<Row, Error> {
         p50_us: latencies.quantile(0.5),
         p99_us: latencies.quantile(0.99),
         cpu_us_per_proposal: load_cpu_s * 1e6 / proposals.max(1) as f64,
+        messages_per_proposal: messages as f64 / proposals.max(1) as f64,
+        writes_per_proposal: writes as f64 / proposals.max(1) as f64,
         fsyncs_per_s: fsyncs as f64 / 3.0 / elapsed_s,
         idle_cpu_percent: cpu,
         rss_kib: rss,
@@ -460,6 +473,7 @@ async fn serve_node<S: BenchMachine>(
             Some("load") => {
                 let secs: u64 = words.next().ok_or("load needs seconds")?.parse()?;
                 let before = node.log_stats().fsyncs;
+                let peer_before = peer_counts(&node);
                 let cpu_before = cpu_seconds()?;
                 let stop = Arc::new(AtomicBool::new(false));
                 let started = Instant::now();
@@ -502,10 +516,13 @@ async fn serve_node<S: BenchMachine>(
                 }
                 let elapsed = started.elapsed().as_secs_f64();
                 let fsyncs = node.log_stats().fsyncs - before;
+                let peer_after = peer_counts(&node);
                 println!(
-                    "load {} {fsyncs} {elapsed:.3} {:.3} {}",
+                    "load {} {fsyncs} {elapsed:.3} {:.3} {} {} {}",
                     latencies.count(),
                     cpu_seconds()? - cpu_before,
+                    peer_after.0 - peer_before.0,
+                    peer_after.1 - peer_before.1,
                     latencies.encode()
                 );
             }
@@ -533,6 +550,14 @@ async fn serve_node<S: BenchMachine>(
     node.shutdown().await;
     println!("bye");
     Ok(())
+}
+
+/// Peer messages and message batches this node has sent so far.
+fn peer_counts(node: &Node) -> (u64, u64) {
+    node.transport().map_or((0, 0), |t| {
+        let m = t.metrics();
+        (m.messages_sent, m.batches_sent)
+    })
 }
 
 /// User and system CPU time of this process so far, from `/proc/self/stat`.
