@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p ordo-node --example groups_bench -- [--groups 1,100,1000,10000]
 //!     [--seconds 10] [--idle-seconds 10] [--proposers 64] [--bytes 256] [--rate N]
-//!     [--apply quick|workers]
+//!     [--apply quick|workers] [--propose-at any|leader]
 //! ```
 //!
 //! `--rate` paces the proposers to `N` proposals/s in all (open loop), so that runs with
@@ -16,12 +16,20 @@
 //! group's own task where they can be; `workers` hands every batch to the apply workers, as
 //! a state machine that may block does.
 //!
+//! `--propose-at` says where the proposers propose: `any` (the default) spreads them
+//! evenly over the three processes, each proposing to groups chosen at random among all of
+//! them, so that two proposals in three are made on a follower and forwarded to the
+//! group's leader, as an etcd client's request to any member is; `leader` gives each
+//! process a share of the proposers in proportion to the groups it leads, each proposing
+//! to groups chosen at random among those, as a Kafka producer sends every record to its
+//! partition's leader.
+//!
 //! For each group count the example starts three node processes (itself, re-run with
 //! `--node`), each hosting every group (three voters each), and prints:
 //!
 //! - proposals/s with `--bytes` entries to groups chosen at random, from `--proposers`
-//!   concurrent proposers spread over the three processes (a proposal on a follower is
-//!   forwarded to the group's leader), and their p50/p99 latency until applied;
+//!   concurrent proposers placed as `--propose-at` says, and their p50/p99 latency until
+//!   applied;
 //! - the CPU time all three processes spent during that load, per proposal (user and
 //!   system time: steadier between runs than proposals/s, which moves with the disk's
 //!   fsync latency of the moment);
@@ -115,13 +123,17 @@ impl Buckets {
         }
         0
     }
+    /// One word: `-` when empty (a process without proposers).
     fn encode(&self) -> String {
+        if self.0.is_empty() {
+            return "-".into();
+        }
         let parts: Vec<String> = self.0.iter().map(|(b, n)| format!("{b}:{n}")).collect();
         parts.join(",")
     }
     fn decode(s: &str) -> Result<Buckets, Error> {
         let mut out = Buckets::default();
-        for part in s.split(',').filter(|p| !p.is_empty()) {
+        for part in s.split(',').filter(|p| !p.is_empty() && *p != "-") {
             let (b, n) = part.split_once(':').ok_or("bad bucket")?;
             out.0.insert(b.parse()?, n.parse()?);
         }
@@ -139,6 +151,8 @@ struct Args {
     rate: u64,
     /// `quick` or `workers`: see the module's documentation.
     apply: String,
+    /// Proposers propose on the groups' leaders only.
+    at_leader: bool,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, Error> {
@@ -150,6 +164,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, Error> {
         bytes: 256,
         rate: 0,
         apply: "quick".into(),
+        at_leader: false,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -169,6 +184,15 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, Error> {
                 out.apply = value()?;
                 if out.apply != "quick" && out.apply != "workers" {
                     return Err(format!("--apply is quick or workers, not {}", out.apply).into());
+                }
+            }
+            "--propose-at" => {
+                out.at_leader = match value()?.as_str() {
+                    "any" => false,
+                    "leader" => true,
+                    other => {
+                        return Err(format!("--propose-at is any or leader, not {other}").into())
+                    }
                 }
             }
             other => return Err(format!("unknown flag {other}").into()),
@@ -286,8 +310,6 @@ fn run_cluster(args: &Args, groups: u64) -> Result<Row, Error> {
     let exe = std::env::current_exe()?;
     let mut nodes = Vec::new();
     for id in 1..=3usize {
-        // The proposers are spread over the processes.
-        let proposers = args.proposers / 3 + usize::from(id <= args.proposers % 3);
         // Each proposer's share of the rate, as the gap between its proposals.
         let gap_us = match args.rate {
             0 => 0,
@@ -300,7 +322,6 @@ fn run_cluster(args: &Args, groups: u64) -> Result<Row, Error> {
                 dir.path().join(format!("node-{id}")).display().to_string(),
                 peers.join(","),
                 groups.to_string(),
-                proposers.to_string(),
                 args.bytes.to_string(),
                 gap_us.to_string(),
                 args.apply.clone(),
@@ -323,12 +344,19 @@ fn run_cluster(args: &Args, groups: u64) -> Result<Row, Error> {
     for n in &mut nodes {
         n.send("leaders")?;
     }
+    let mut led = Vec::new();
     for n in &mut nodes {
-        n.expect("leaders")?;
+        led.push(n.expect("leaders")?[0].parse::<usize>()?);
     }
+    let shares = if args.at_leader {
+        shares(args.proposers, &led)
+    } else {
+        shares(args.proposers, &[1, 1, 1])
+    };
 
-    for n in &mut nodes {
-        n.send(&format!("load {}", args.seconds))?;
+    for (n, share) in nodes.iter_mut().zip(&shares) {
+        let at = if args.at_leader { "leader" } else { "any" };
+        n.send(&format!("load {} {share} {at}", args.seconds))?;
     }
     let mut latencies = Buckets::default();
     let mut proposals = 0u64;
@@ -386,10 +414,24 @@ fn run_cluster(args: &Args, groups: u64) -> Result<Row, Error> {
     })
 }
 
-/// A node process: `--node ID DIR PEERS GROUPS PROPOSERS BYTES GAP_US APPLY`.
+/// `total` proposers divided in proportion to `weights` (largest remainders first), so
+/// that the shares add up to `total`.
+fn shares(total: usize, weights: &[usize]) -> Vec<usize> {
+    let sum: usize = weights.iter().sum::<usize>().max(1);
+    let mut out: Vec<usize> = weights.iter().map(|w| total * w / sum).collect();
+    let mut by_remainder: Vec<usize> = (0..weights.len()).collect();
+    by_remainder.sort_by_key(|&i| std::cmp::Reverse((total * weights[i] % sum, weights[i])));
+    let given: usize = out.iter().sum();
+    for &i in by_remainder.iter().take(total - given) {
+        out[i] += 1;
+    }
+    out
+}
+
+/// A node process: `--node ID DIR PEERS GROUPS BYTES GAP_US APPLY`.
 fn node_main(args: Vec<String>) -> Result<(), Error> {
-    let [id, dir, peers, groups, proposers, bytes, gap_us, apply] = args.as_slice() else {
-        return Err("usage: --node ID DIR PEERS GROUPS PROPOSERS BYTES GAP_US APPLY".into());
+    let [id, dir, peers, groups, bytes, gap_us, apply] = args.as_slice() else {
+        return Err("usage: --node ID DIR PEERS GROUPS BYTES GAP_US APPLY".into());
     };
     let gap = Duration::from_micros(gap_us.parse()?);
     let id: u64 = id.parse()?;
@@ -402,18 +444,16 @@ fn node_main(args: Vec<String>) -> Result<(), Error> {
         })
         .collect::<Result<_, _>>()?;
     let groups: u64 = groups.parse()?;
-    let proposers: usize = proposers.parse()?;
     let payload = Bytes::from(vec![b'x'; bytes.parse()?]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let load = (proposers, gap);
     match apply.as_str() {
         "quick" => runtime.block_on(serve_node::<Sink<true>>(
-            id, &dir, peers, groups, load, payload,
+            id, &dir, peers, groups, gap, payload,
         )),
         _ => runtime.block_on(serve_node::<Sink<false>>(
-            id, &dir, peers, groups, load, payload,
+            id, &dir, peers, groups, gap, payload,
         )),
     }
 }
@@ -445,7 +485,7 @@ async fn serve_node<S: BenchMachine>(
     dir: &Path,
     peers: BTreeMap<u64, SocketAddr>,
     groups: u64,
-    (proposers, gap): (usize, Duration),
+    gap: Duration,
     payload: Bytes,
 ) -> Result<(), Error> {
     let t = Instant::now();
@@ -468,10 +508,20 @@ async fn serve_node<S: BenchMachine>(
                 for h in &handles {
                     h.propose(payload.clone()).await?;
                 }
-                println!("leaders");
+                println!("leaders {}", led_by(&handles, id).len());
             }
             Some("load") => {
                 let secs: u64 = words.next().ok_or("load needs seconds")?.parse()?;
+                let proposers: usize = words.next().ok_or("load needs proposers")?.parse()?;
+                // The groups this node's proposers propose to.
+                let targets = match words.next() {
+                    Some("leader") => led_by(&handles, id),
+                    Some("any") => handles.clone(),
+                    other => return Err(format!("load needs any or leader, not {other:?}").into()),
+                };
+                if proposers > 0 && targets.is_empty() {
+                    return Err("proposers for a node that leads no group".into());
+                }
                 let before = node.log_stats().fsyncs;
                 let peer_before = peer_counts(&node);
                 let cpu_before = cpu_seconds()?;
@@ -479,7 +529,7 @@ async fn serve_node<S: BenchMachine>(
                 let started = Instant::now();
                 let mut tasks = Vec::new();
                 for p in 0..proposers {
-                    let handles = handles.clone();
+                    let handles = targets.clone();
                     let payload = payload.clone();
                     let stop = Arc::clone(&stop);
                     // A small deterministic generator per proposer is enough to spread
@@ -550,6 +600,15 @@ async fn serve_node<S: BenchMachine>(
     node.shutdown().await;
     println!("bye");
     Ok(())
+}
+
+/// The groups whose leader, as this node knows, is `id`.
+fn led_by<S: BenchMachine>(handles: &[Group<S>], id: u64) -> Vec<Group<S>> {
+    handles
+        .iter()
+        .filter(|h| h.leadership().borrow().leader == id)
+        .cloned()
+        .collect()
 }
 
 /// Peer messages and message batches this node has sent so far.
