@@ -215,6 +215,28 @@ pub async fn leader_of<S: StateMachine>(groups: &BTreeMap<NodeId, Group<S>>) -> 
     .expect("no leader within the guard")
 }
 
+/// Waits until `group`'s status satisfies `ready`, and returns that status; `what` names
+/// the wait in the panic if the guard runs out first.
+pub async fn status_when<S: StateMachine>(
+    group: &Group<S>,
+    what: &str,
+    ready: impl Fn(&ordo_node::GroupStatus) -> bool,
+) -> ordo_node::GroupStatus {
+    let mut last = None;
+    let waited = tokio::time::timeout(GUARD, async {
+        loop {
+            let s = group.status().await.unwrap();
+            if ready(&s) {
+                return s;
+            }
+            last = Some(s);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    waited.unwrap_or_else(|_| panic!("{what} within the guard; last status {last:?}"))
+}
+
 impl Cluster {
     pub fn data_dir(&self, id: NodeId) -> PathBuf {
         self.dir.path().join(format!("node-{id}"))
