@@ -376,17 +376,10 @@ async fn the_leader_reports_each_members_match_index_and_lag() {
         last = cluster.propose(leader, &format!("s{i}")).await.0;
     }
     // Followers acknowledge asynchronously: wait until the leader has heard from both.
-    let status = tokio::time::timeout(GUARD, async {
-        loop {
-            let s = cluster.group(leader).status().await.unwrap();
-            if s.peers.len() == 3 && s.peers.iter().all(|p| p.match_index >= last) {
-                return s;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+    let status = status_when(cluster.group(leader), "followers caught up", |s| {
+        s.peers.len() == 3 && s.peers.iter().all(|p| p.match_index >= last)
     })
-    .await
-    .expect("followers caught up");
+    .await;
     assert_eq!(status.leader, leader);
     assert!(status.commit_index >= last);
     assert!(status.peers.iter().all(|p| p.lag == 0 && !p.is_learner));

@@ -234,7 +234,7 @@ pub async fn status_when<S: StateMachine>(
         }
     })
     .await;
-    waited.unwrap_or_else(|_| panic!("{what} within the guard; last status {last:?}"))
+    waited.unwrap_or_else(|_| panic!("not within the guard: {what}; last status {last:?}"))
 }
 
 impl Cluster {
