@@ -355,7 +355,7 @@ impl<S: StateMachine> GroupApply<S> {
             let progress = Arc::clone(&runner.progress);
             drop(runner);
             progress.stopped.store(true, Ordering::Release);
-            progress.notify.notify_one();
+            progress.doorbell.ring();
         }
         if let Some(done) = lock(&self.done).take() {
             let _ = done.send(());
@@ -466,7 +466,7 @@ impl<S: StateMachine> ApplyRunner<S> {
             .store(applied, Ordering::Release);
         self.progress.batches_done.fetch_add(1, Ordering::AcqRel);
         let _ = self.applied_tx.send(applied);
-        self.progress.notify.notify_one();
+        self.progress.doorbell.ring();
         true
     }
 

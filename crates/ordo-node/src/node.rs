@@ -20,7 +20,7 @@ use crate::codec::WireMessage;
 use crate::config::{ConfigError, FsyncPolicy, NodeConfig};
 use crate::core::{CoreConfig, GroupCore, Leadership};
 use crate::driver::{
-    ApplyProgress, Driver, Event, GroupError, Inputs, LeaderService, Outputs, Reply,
+    ApplyProgress, Doorbell, Driver, Event, GroupError, Inputs, LeaderService, Outputs, Reply,
 };
 use crate::group::{boot_id, lock, Group, GroupId, GroupStatus, Request};
 use crate::identity::{
@@ -215,7 +215,7 @@ struct GroupParts {
 struct GroupEntry {
     events: mpsc::Sender<Event>,
     /// Tells the driver to stop (on removal, or when the node shuts down).
-    stop: watch::Sender<bool>,
+    stop: Arc<Doorbell>,
     /// Asks the driver for the group's status.
     status: Box<dyn AskStatus>,
     metrics: Arc<GroupMetrics>,
@@ -882,17 +882,16 @@ impl Node {
         // durability from this listener. With a listener registered the WAL's fsync thread
         // starts a round as soon as entries are written (group commit across whatever
         // arrived meanwhile) rather than leaving it to a waiting caller.
-        let (durable_tx, durable_rx) = watch::channel(parts.wal.durable_index());
-        parts.wal.on_durable(move |index| {
-            let _ = durable_tx.send(index);
-        });
+        let doorbell = Arc::new(Doorbell::default());
+        let bell = Arc::clone(&doorbell);
+        parts.wal.on_durable(move |_| bell.ring());
         let (requests_tx, requests_rx) = mpsc::channel(config.group_queue_max);
         let (events_tx, events_rx) = mpsc::channel(config.group_queue_max);
         let (applied_tx, applied_rx) = watch::channel(parts.snap.index);
         let (leadership_tx, leadership_rx) = watch::channel(Leadership::default());
         let state_machine = Arc::new(Mutex::new(state_machine));
         let metrics = Arc::new(GroupMetrics::default());
-        let progress = Arc::new(ApplyProgress::default());
+        let progress = Arc::new(ApplyProgress::new(Arc::clone(&doorbell)));
         metrics
             .applied_index
             .store(parts.snap.index, Ordering::Release);
@@ -912,13 +911,11 @@ impl Node {
             member_addrs,
             Arc::clone(&metrics),
         );
-        let (stop_tx, stop_rx) = watch::channel(false);
         let inputs = Inputs {
             requests: requests_rx,
             events: events_rx,
             events_tx: events_tx.clone(),
-            durable: durable_rx,
-            shutdown: stop_rx,
+            doorbell: Arc::clone(&doorbell),
         };
         let outputs = Outputs {
             transport: Arc::clone(parts.peers.transport()),
@@ -937,7 +934,7 @@ impl Node {
         let driver = tokio::spawn(driver.run());
         let entry = GroupEntry {
             events: events_tx,
-            stop: stop_tx,
+            stop: doorbell,
             status: Box::new(requests_tx.clone()),
             metrics: Arc::clone(&metrics),
             failure: Arc::clone(&failure),
@@ -1046,7 +1043,7 @@ impl Node {
             if abort {
                 entry.driver.abort();
             } else {
-                let _ = entry.stop.send(true);
+                entry.stop.stop();
             }
         }
         for (group, entry) in entries {
@@ -1075,7 +1072,7 @@ impl Node {
             return Err(NodeError::UnknownGroup(group_id));
         }
         if let Some(entry) = entry {
-            let _ = entry.stop.send(true);
+            entry.stop.stop();
             stop_group(group_id, entry).await;
         }
         peers.release_group(group_id);
