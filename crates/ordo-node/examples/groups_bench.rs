@@ -35,6 +35,8 @@
 //!   fsync latency of the moment);
 //! - the peer messages all three nodes sent per proposal, and the socket writes that
 //!   carried them (messages to one peer leave in one write when they are queued together);
+//! - the turns of the groups' drivers on all three nodes per proposal (each a wake-up of
+//!   a group's task);
 //! - fsyncs per second per node, as the log counts them;
 //! - idle CPU % of one core and resident memory per node once every group is idle;
 //! - the time a node takes to start all of the groups new (bootstrapping each), the slowest
@@ -218,19 +220,20 @@ fn main() -> Result<(), Error> {
     }
     let args = parse_args(args)?;
     println!(
-        "| groups | proposals/s | p50 ms | p99 ms | CPU µs per proposal | peer messages per proposal | peer writes per proposal | fsyncs/s per node | idle CPU % per node | RSS MiB per node | RSS KiB per group | first start s | restart s |"
+        "| groups | proposals/s | p50 ms | p99 ms | CPU µs per proposal | peer messages per proposal | peer writes per proposal | group turns per proposal | fsyncs/s per node | idle CPU % per node | RSS MiB per node | RSS KiB per group | first start s | restart s |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &groups in &args.groups {
         let row = run_cluster(&args, groups)?;
         println!(
-            "| {groups} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.0} | {:.1} | {:.0} | {:.1} | {:.2} | {:.2} |",
+            "| {groups} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} | {:.0} | {:.1} | {:.2} | {:.2} |",
             row.proposals_per_s,
             row.p50_us as f64 / 1000.0,
             row.p99_us as f64 / 1000.0,
             row.cpu_us_per_proposal,
             row.messages_per_proposal,
             row.writes_per_proposal,
+            row.turns_per_proposal,
             row.fsyncs_per_s,
             row.idle_cpu_percent,
             row.rss_kib as f64 / 1024.0,
@@ -251,6 +254,8 @@ struct Row {
     messages_per_proposal: f64,
     /// Writes of peer message batches to sockets by all three nodes, per proposal.
     writes_per_proposal: f64,
+    /// Turns of the groups' drivers on all three nodes, per proposal.
+    turns_per_proposal: f64,
     fsyncs_per_s: f64,
     idle_cpu_percent: f64,
     rss_kib: u64,
@@ -369,16 +374,17 @@ fn run_cluster(args: &Args, groups: u64) -> Result<Row, Error> {
     let mut fsyncs = 0u64;
     let mut load_cpu_s = 0.0f64;
     let mut elapsed_s: f64 = 0.0;
-    let (mut messages, mut writes) = (0u64, 0u64);
+    let (mut messages, mut writes, mut turns) = (0u64, 0u64, 0u64);
     for n in &mut nodes {
         let got = n.expect("load")?;
-        let [count, fs, secs, cpu_s, sent, batches, buckets] = got.as_slice() else {
+        let [count, fs, secs, cpu_s, sent, batches, turned, buckets] = got.as_slice() else {
             return Err("bad load line".into());
         };
         proposals += count.parse::<u64>()?;
         fsyncs += fs.parse::<u64>()?;
         messages += sent.parse::<u64>()?;
         writes += batches.parse::<u64>()?;
+        turns += turned.parse::<u64>()?;
         load_cpu_s += cpu_s.parse::<f64>()?;
         elapsed_s = elapsed_s.max(secs.parse()?);
         latencies.merge(&Buckets::decode(buckets)?);
@@ -412,6 +418,7 @@ fn run_cluster(args: &Args, groups: u64) -> Result<Row, Error> {
         cpu_us_per_proposal: load_cpu_s * 1e6 / proposals.max(1) as f64,
         messages_per_proposal: messages as f64 / proposals.max(1) as f64,
         writes_per_proposal: writes as f64 / proposals.max(1) as f64,
+        turns_per_proposal: turns as f64 / proposals.max(1) as f64,
         fsyncs_per_s: fsyncs as f64 / 3.0 / elapsed_s,
         idle_cpu_percent: cpu,
         rss_kib: rss,
@@ -530,6 +537,7 @@ async fn serve_node<S: BenchMachine>(
                 }
                 let before = node.log_stats().fsyncs;
                 let peer_before = peer_counts(&node);
+                let turns_before = turns(&handles);
                 let cpu_before = cpu_seconds()?;
                 let stop = Arc::new(AtomicBool::new(false));
                 let started = Instant::now();
@@ -574,11 +582,12 @@ async fn serve_node<S: BenchMachine>(
                 let fsyncs = node.log_stats().fsyncs - before;
                 let peer_after = peer_counts(&node);
                 println!(
-                    "load {} {fsyncs} {elapsed:.3} {:.3} {} {} {}",
+                    "load {} {fsyncs} {elapsed:.3} {:.3} {} {} {} {}",
                     latencies.count(),
                     cpu_seconds()? - cpu_before,
                     peer_after.0 - peer_before.0,
                     peer_after.1 - peer_before.1,
+                    turns(&handles) - turns_before,
                     latencies.encode()
                 );
             }
@@ -623,6 +632,11 @@ fn peer_counts(node: &Node) -> (u64, u64) {
         let m = t.metrics();
         (m.messages_sent, m.batches_sent)
     })
+}
+
+/// Turns of the drivers of `groups` so far.
+fn turns<S: StateMachine>(groups: &[Group<S>]) -> u64 {
+    groups.iter().map(|g| g.metrics().turns).sum()
 }
 
 /// User and system CPU time of this process so far, from `/proc/self/stat`.

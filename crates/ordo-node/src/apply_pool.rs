@@ -404,7 +404,8 @@ impl<S: StateMachine> ApplyHere<Reply<S::Output>> for GroupApply<S> {
         self.run_guarded(&mut slot, |runner| {
             let result = runner.applier.apply_batch(&mut *sm, batch);
             drop(sm);
-            runner.publish(result)
+            // The driver, applying on its own task, turns again for it without a ring.
+            runner.publish(result, false)
         });
         None
     }
@@ -449,12 +450,13 @@ impl<S: StateMachine> ApplyRunner<S> {
     fn apply(&mut self, batch: ApplyBatch<Reply<S::Output>>) -> bool {
         let state_machine = Arc::clone(&self.state_machine);
         let result = self.applier.apply_batch(&mut *lock(&state_machine), batch);
-        self.publish(result)
+        self.publish(result, true)
     }
 
     /// Publishes what applying a batch did, once the state machine is unlocked (whoever
-    /// the progress wakes may read it at once); false if applying must stop.
-    fn publish(&mut self, result: Result<Option<SnapshotOutcome>, String>) -> bool {
+    /// the progress wakes may read it at once), ringing the driver's doorbell if `ring`;
+    /// false if applying must stop.
+    fn publish(&mut self, result: Result<Option<SnapshotOutcome>, String>, ring: bool) -> bool {
         if let Err(error) = result {
             tracing::error!(group = %self.applier.group_id(), %error, "apply stopped");
             return false;
@@ -466,7 +468,9 @@ impl<S: StateMachine> ApplyRunner<S> {
             .store(applied, Ordering::Release);
         self.progress.batches_done.fetch_add(1, Ordering::AcqRel);
         let _ = self.applied_tx.send(applied);
-        self.progress.doorbell.ring();
+        if ring {
+            self.progress.doorbell.ring();
+        }
         true
     }
 

@@ -3,9 +3,10 @@
 //!
 //! Every decision, and the order the Raft core's persistence contract requires, is the
 //! core's (see `core/mod.rs`). The driver only does: it sends over the peer transport,
-//! writes through the WAL, holds messages in the [`DurabilityGate`] until the WAL's durable
-//! index covers their write, hands committed work to the apply workers, answers callers,
-//! and runs the face's leader service.
+//! writes through the WAL, leaves messages that promise a write in the [`DurableRelay`]
+//! (which sends them once the WAL's durable index covers the write, from the WAL's fsync
+//! thread or the driver's next turn), hands committed work to the apply workers, answers
+//! callers, and runs the face's leader service.
 //!
 //! Appends run in place on the driver's worker. A snapshot install and a new term or vote
 //! (a small file fsynced and renamed into place) block for milliseconds: they run with
@@ -32,13 +33,12 @@ use crate::apply::{ApplyBatch, Proposer};
 use crate::apply_pool::{ApplySender, Sent};
 use crate::codec::WireMessage;
 use crate::config::FsyncPolicy;
-use crate::core::{
-    Answer, ApplyWork, Asker, Command, DurabilityGate, GroupCore, Leadership, Ticket, Unsent,
-};
+use crate::core::{Answer, ApplyWork, Asker, Command, GroupCore, Leadership, Ticket, Unsent};
 use crate::group::{lock, AskError, GroupId, ProposeError, ReadError, Request};
 use crate::members::MemberFile;
 use crate::metrics::GroupMetrics;
 use crate::peers::PeerNeeds;
+use crate::relay::DurableRelay;
 use crate::storage::{LogStore, StorageFailure, WalStorage};
 use crate::transport::{PeerMessage, Transport};
 
@@ -347,9 +347,8 @@ pub(crate) struct Driver<O> {
     pub(crate) outputs: Outputs<O>,
     pub(crate) tick_interval_ms: u64,
     callers: Callers<O>,
-    gate: DurabilityGate,
-    /// When the write the gate waits for was made, for the fsync latency histogram.
-    written_at: Option<Instant>,
+    /// Messages waiting for durable writes, shared with the WAL's fsync thread.
+    relay: Arc<DurableRelay>,
     heartbeat_sent: HashMap<NodeId, Instant>,
     ticks: u64,
     commands: Vec<Command>,
@@ -364,6 +363,7 @@ impl<O: Send + 'static> Driver<O> {
         core: GroupCore<WalStorage>,
         inputs: Inputs<O>,
         outputs: Outputs<O>,
+        relay: Arc<DurableRelay>,
         tick_interval_ms: u64,
     ) -> Driver<O> {
         Driver {
@@ -373,8 +373,7 @@ impl<O: Send + 'static> Driver<O> {
             outputs,
             tick_interval_ms,
             callers: Callers::default(),
-            gate: DurabilityGate::new(),
-            written_at: None,
+            relay,
             heartbeat_sent: HashMap::new(),
             ticks: 0,
             commands: Vec::new(),
@@ -388,8 +387,13 @@ impl<O: Send + 'static> Driver<O> {
             if let Err(error) = self.turn() {
                 break Err(error);
             }
+            if self.relay.wait_for_turn(self.core.needs_durable_turn()) {
+                continue;
+            }
             ticker.arm(!self.core.is_quiesced());
-            match self.next_wake(&mut ticker).await {
+            let wake = self.next_wake(&mut ticker).await;
+            self.outputs.metrics.turns.fetch_add(1, Ordering::Relaxed);
+            match wake {
                 Wake::Stop => break Ok(()),
                 Wake::Tick => self.on_tick(),
                 Wake::Event(event) => {
@@ -494,23 +498,9 @@ impl<O: Send + 'static> Driver<O> {
     /// Sends what the WAL's durable index now allows and tells the core; true if the core
     /// heard of a new durable write.
     fn release_durable(&mut self) -> bool {
-        if !self.gate.is_waiting() {
-            return false;
-        }
-        let durable = self.outputs.storage.durable_index();
-        let released = self.gate.release(durable);
-        for (to, message) in released.messages {
-            self.send(to, message, None);
-        }
-        let Some(seq) = released.persisted else {
+        let Some(seq) = self.relay.release() else {
             return false;
         };
-        if let Some(at) = self.written_at.take() {
-            self.outputs
-                .metrics
-                .fsync_latency_us
-                .record(at.elapsed().as_micros() as u64);
-        }
         self.core.on_persisted(seq);
         true
     }
@@ -523,7 +513,7 @@ impl<O: Send + 'static> Driver<O> {
                 if_unsent,
             } => self.send(to, message, if_unsent),
             Command::Persist(persist) => self.persist(&persist)?,
-            Command::SendAfterDurable { seq, to, message } => self.gate.hold(seq, to, message),
+            Command::SendAfterDurable { seq, to, message } => self.relay.hold(seq, to, message),
             Command::Apply(work) => self.apply(work),
             Command::Answer { ticket, answer } => self.callers.answer(ticket, answer),
             Command::RecordCommit(hs) => {
@@ -586,10 +576,7 @@ impl<O: Send + 'static> Driver<O> {
             FsyncPolicy::Always => last,
             FsyncPolicy::Interval { .. } | FsyncPolicy::Never => None,
         };
-        if position.is_some() {
-            self.written_at.get_or_insert_with(Instant::now);
-        }
-        self.gate.written(persist.seq, position);
+        self.relay.written(persist.seq, position);
         Ok(())
     }
 

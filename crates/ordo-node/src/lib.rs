@@ -90,6 +90,7 @@ mod metrics;
 mod migrate;
 mod node;
 mod peers;
+mod relay;
 mod removal;
 mod state_machine;
 mod storage;

@@ -107,6 +107,7 @@ pub struct GroupMetrics {
     pub(crate) quiesced: AtomicU64,
     pub(crate) quiesces: AtomicU64,
     pub(crate) wakes: AtomicU64,
+    pub(crate) turns: AtomicU64,
     pub(crate) fsync_latency_us: Histogram,
     pub(crate) apply_batch_us: Histogram,
     pub(crate) peer_round_trip_us: Histogram,
@@ -155,6 +156,9 @@ pub struct MetricsSnapshot {
     pub quiesces: u64,
     /// Times it woke from quiescence here.
     pub wakes: u64,
+    /// Times the group's driver woke for an input (a tick, messages, requests, a durable
+    /// write or applied batch it asked to hear of): what a node's groups cost in wake-ups.
+    pub turns: u64,
     /// Time from a WAL append until it was durable, in microseconds.
     pub fsync_latency_us: HistogramSnapshot,
     /// Time to apply one batch of committed entries, in microseconds.
@@ -190,6 +194,7 @@ impl GroupMetrics {
             quiesced: r(&self.quiesced) != 0,
             quiesces: r(&self.quiesces),
             wakes: r(&self.wakes),
+            turns: r(&self.turns),
             fsync_latency_us: self.fsync_latency_us.snapshot(),
             apply_batch_us: self.apply_batch_us.snapshot(),
             peer_round_trip_us: self.peer_round_trip_us.snapshot(),

@@ -18,7 +18,7 @@ use crate::apply::{
 use crate::apply_pool::{ApplyDone, ApplyPool, ApplyRunner, ApplySender};
 use crate::codec::WireMessage;
 use crate::config::{ConfigError, FsyncPolicy, NodeConfig};
-use crate::core::{CoreConfig, GroupCore, Leadership};
+use crate::core::{CoreConfig, DurabilityGate, GroupCore, Leadership};
 use crate::driver::{
     ApplyProgress, Doorbell, Driver, Event, GroupError, Inputs, LeaderService, Outputs, Reply,
 };
@@ -31,6 +31,7 @@ use crate::initial_members::{conf_state_of, members_of, InitialMembers, InitialM
 use crate::members::MemberFile;
 use crate::metrics::{inc, GroupMetrics};
 use crate::peers::PeerNeeds;
+use crate::relay::DurableRelay;
 use crate::removal::{finish_removals, group_dir, has_state, remove_group_state, RemovalError};
 use crate::state_machine::StateMachine;
 use crate::storage::{StorageFailure, WalStorage};
@@ -878,13 +879,7 @@ impl Node {
     ) -> Result<Group<S>, NodeError> {
         let config = &self.config;
         let group_id = parts.group_id;
-        // The driver never blocks on an fsync: it appends, keeps stepping, and learns of
-        // durability from this listener. With a listener registered the WAL's fsync thread
-        // starts a round as soon as entries are written (group commit across whatever
-        // arrived meanwhile) rather than leaving it to a waiting caller.
         let doorbell = Arc::new(Doorbell::default());
-        let bell = Arc::clone(&doorbell);
-        parts.wal.on_durable(move |_| bell.ring());
         let (requests_tx, requests_rx) = mpsc::channel(config.group_queue_max);
         let (events_tx, events_rx) = mpsc::channel(config.group_queue_max);
         let (applied_tx, applied_rx) = watch::channel(parts.snap.index);
@@ -930,7 +925,35 @@ impl Node {
             metrics: Arc::clone(&metrics),
             failure: Arc::clone(&failure),
         };
-        let driver = Driver::new(group_id, core, inputs, outputs, config.tick_interval_ms);
+        // The driver never blocks on an fsync: it appends, keeps stepping, and learns of
+        // durability from this listener. With a listener registered the WAL's fsync thread
+        // starts a round as soon as entries are written (group commit across whatever
+        // arrived meanwhile) rather than leaving it to a waiting caller. The listener sends
+        // the messages that waited for the write and rings the doorbell only when the core
+        // asked to hear of the write at once (see `relay.rs`).
+        let relay = Arc::new(DurableRelay::new(
+            group_id,
+            DurabilityGate::new(),
+            outputs.storage.clone(),
+            Arc::clone(&outputs.transport),
+            Arc::clone(&doorbell),
+            Arc::clone(&metrics),
+        ));
+        // Weak: the relay holds the group's log, whose listeners hold this closure.
+        let listener = Arc::downgrade(&relay);
+        parts.wal.on_durable(move |_| {
+            if let Some(relay) = listener.upgrade() {
+                relay.on_durable();
+            }
+        });
+        let driver = Driver::new(
+            group_id,
+            core,
+            inputs,
+            outputs,
+            relay,
+            config.tick_interval_ms,
+        );
         let driver = tokio::spawn(driver.run());
         let entry = GroupEntry {
             events: events_tx,

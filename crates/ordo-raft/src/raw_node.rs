@@ -347,6 +347,55 @@ impl<S: Storage> RawNode<S> {
             || (r.need_bcast && r.role == StateRole::Leader)
     }
 
+    /// Whether the next [`RawNode::ready`] would hand out something beyond what the
+    /// outstanding `Ready` already did: new entries, messages, a changed hard or soft state,
+    /// read states, committed entries. With no `Ready` outstanding, [`RawNode::has_ready`].
+    /// A runtime asks this to learn whether anything waits for the outstanding `Ready` to be
+    /// acknowledged.
+    pub fn has_ready_behind(&self) -> bool {
+        let Some(rec) = &self.outstanding else {
+            return self.has_ready();
+        };
+        if self.storage_failure.is_some() {
+            return false;
+        }
+        let r = &self.raft;
+        // The outstanding entries stay in the unstable log until they are durable; a
+        // follower that cut them and appended others ends with another (index, term).
+        let last_unstable = r.log.unstable.entries.last().map(|e| (e.index, e.term));
+        let unstable_snapshot = r.log.unstable.snapshot.as_ref().map(|s| s.meta.index);
+        self.soft_state() != self.prev_soft
+            || r.hard_state() != rec.hard_state
+            || last_unstable.is_some_and(|last| Some(last) != rec.last_entry)
+            || unstable_snapshot.is_some_and(|index| Some(index) != rec.snapshot_index)
+            || !r.msgs.is_empty()
+            || !r.msgs_after_persist.is_empty()
+            || !r.read_states.is_empty()
+            || r.log.has_next_committed_entries()
+            || (r.need_bcast && r.role == StateRole::Leader)
+    }
+
+    /// For a leader, whether its own entries becoming durable would let the commit index
+    /// advance, given what the other voters have acknowledged so far: it is the only voter,
+    /// or enough of the others hold entries past the commit index. False for any other
+    /// role. (It may say true where the term rule then keeps the commit index where it is.)
+    pub fn own_append_would_commit(&self) -> bool {
+        let r = &self.raft;
+        if r.role != StateRole::Leader {
+            return false;
+        }
+        let last = r.log.last_index();
+        let progress = r.tracker.progress();
+        let committed = r.tracker.config().voters.committed_index(|id| {
+            if id == r.id {
+                Some(last)
+            } else {
+                progress.get(&id).map(|p| p.match_index)
+            }
+        });
+        committed > r.log.committed
+    }
+
     /// Collects the work to do. See [`Ready`] for the order in which to carry it out.
     ///
     /// Empty once a storage read has failed, including when reading what this `Ready`

@@ -168,6 +168,81 @@ fn leader_counts_its_own_entry_only_once_durable() {
 }
 
 #[test]
+fn a_leader_knows_when_its_own_durable_copy_is_what_the_commit_waits_for() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.node_mut(1).propose(data("x")).unwrap();
+    let rd = c.node_mut(1).ready();
+    assert!(
+        !c.node(1).own_append_would_commit(),
+        "no follower holds the entry yet: the leader's copy alone commits nothing"
+    );
+    assert!(!c.node(1).has_ready_behind(), "nothing new since the Ready");
+    for m in rd.messages.iter().filter(|m| m.to == 2).cloned() {
+        c.node_mut(2).step(m).unwrap();
+    }
+    let rd2 = c.node_mut(2).ready();
+    assert!(!c.node(2).own_append_would_commit(), "a follower");
+    c.node_mut(2).storage_mut().append_owned(rd2.entries);
+    c.node_mut(2).advance();
+    for m in rd2.persisted_messages {
+        c.node_mut(1).step(m).unwrap();
+    }
+    assert!(
+        c.node(1).own_append_would_commit(),
+        "follower 2 holds it: the leader's copy completes the quorum"
+    );
+    c.node_mut(1).storage_mut().append_owned(rd.entries);
+    c.node_mut(1).advance();
+    assert!(!c.node(1).own_append_would_commit(), "committed");
+}
+
+#[test]
+fn work_behind_an_outstanding_ready_is_seen_before_it_is_acknowledged() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.node_mut(1).propose(data("x")).unwrap();
+    let rd = c.node_mut(1).ready();
+    assert!(!c.node(1).has_ready(), "a Ready is outstanding");
+    assert!(!c.node(1).has_ready_behind());
+    c.node_mut(1).propose(data("y")).unwrap();
+    assert!(!c.node(1).has_ready());
+    assert!(c.node(1).has_ready_behind(), "a new entry waits");
+    c.node_mut(1).storage_mut().append_owned(rd.entries);
+    c.node_mut(1).advance();
+    assert!(c.node(1).has_ready());
+
+    // A follower told of a commit covering what it is writing.
+    let append = |prev_index, entries, commit| ordo_raft::Message {
+        from: 1,
+        to: 2,
+        term: 1,
+        body: MessageBody::Append {
+            prev_index,
+            prev_term: 1,
+            entries,
+            commit,
+        },
+    };
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.node_mut(2)
+        .step(append(1, vec![ordo_raft::Entry::new(1, 2, data("x"))], 1))
+        .unwrap();
+    let rd = c.node_mut(2).ready();
+    assert!(!c.node(2).has_ready_behind());
+    c.node_mut(2).step(append(2, Vec::new(), 2)).unwrap();
+    assert_eq!(c.node(2).commit_index(), 2);
+    assert!(
+        c.node(2).has_ready_behind(),
+        "the new commit index and the answer to the append wait"
+    );
+    c.node_mut(2).storage_mut().append_owned(rd.entries);
+    c.node_mut(2).advance();
+    assert!(c.node(2).has_ready());
+}
+
+#[test]
 fn committed_entries_are_never_handed_out_beyond_local_durability() {
     let mut c = Cluster::new(3);
     c.elect(1);

@@ -310,6 +310,12 @@ struct Replica {
     clients: BTreeMap<Ticket, ClientRequest>,
     /// Where each proposal's entry was applied: (index, term).
     applied_at: BTreeMap<Ticket, (Index, Term)>,
+    /// The newest write durable that the core has not heard of: as the driver does, the
+    /// core hears of a durable write at once only if it asked to
+    /// ([`GroupCore::needs_durable_turn`]), and otherwise in the turn of its next input.
+    unheard: Option<u64>,
+    /// An input came since the last turn.
+    input: bool,
 }
 
 /// What a node holds in memory while it runs; a crash loses all of it.
@@ -648,6 +654,8 @@ impl SimNode {
             outputs: Arc::default(),
             clients: BTreeMap::new(),
             applied_at: BTreeMap::new(),
+            unheard: None,
+            input: false,
         };
         let running = self
             .running
@@ -752,7 +760,7 @@ impl SimNode {
             .flat_map(|r| r.replicas.values_mut())
         {
             if !replica.core.is_quiesced() {
-                replica.core.on_tick();
+                replica.input().on_tick();
             }
         }
     }
@@ -765,7 +773,7 @@ impl SimNode {
             .iter_mut()
             .flat_map(|r| r.replicas.values_mut())
         {
-            replica.core.on_unreachable(peer);
+            replica.input().on_unreachable(peer);
         }
     }
 
@@ -780,7 +788,7 @@ impl SimNode {
         let message = WireMessage::decode(payload).unwrap_or_else(|e| {
             panic!("node {id} got an undecodable peer message for group {group}: {e}")
         });
-        replica.core.on_message(from, message);
+        replica.input().on_message(from, message);
         true
     }
 
@@ -790,14 +798,14 @@ impl SimNode {
         let Some(replica) = self.replica_mut(group) else {
             return false;
         };
-        replica.core.propose_conf_change(cc.clone(), None);
+        replica.input().propose_conf_change(cc.clone(), None);
         true
     }
 
     /// Asks this node, as leader of `group`, to hand leadership to `target`.
     pub fn transfer_leader(&mut self, group: GroupId, target: NodeId) -> Result<(), ProposeError> {
         match self.replica_mut(group) {
-            Some(replica) => replica.core.transfer_leader(target),
+            Some(replica) => replica.input().transfer_leader(target),
             None => Err(ProposeError::ShuttingDown),
         }
     }
@@ -810,8 +818,10 @@ impl SimNode {
             return;
         };
         let ticket = match &request.op {
-            ClientOp::Get { .. } => replica.core.read(),
-            op => replica.core.propose(&write_command(request.request_id, op)),
+            ClientOp::Get { .. } => replica.input().read(),
+            op => replica
+                .input()
+                .propose(&write_command(request.request_id, op)),
         };
         replica.clients.insert(
             ticket,
@@ -928,6 +938,11 @@ impl Replica {
     ) -> Result<bool, Violation> {
         self.core.end_turn();
         let mut moved = false;
+        if std::mem::take(&mut self.input) {
+            if let Some(seq) = self.unheard.take() {
+                self.core.on_persisted(seq);
+            }
+        }
         loop {
             let commands = self.core.take_commands();
             if commands.is_empty() {
@@ -1087,7 +1102,7 @@ impl Replica {
                     self.group, meta.index
                 )
             });
-            self.core.on_snapshot_taken(meta);
+            self.input().on_snapshot_taken(meta);
         }
         self.core
             .on_applied(self.batches_done, self.applier.applied_index());
@@ -1157,7 +1172,7 @@ impl Replica {
     /// the core; true if anything moved.
     fn release_durable(&mut self, id: NodeId, synced: u64, outbox: &mut Outbox) -> bool {
         let released = self.gate.release(synced);
-        let moved = !released.messages.is_empty() || released.persisted.is_some();
+        let mut moved = !released.messages.is_empty();
         for (to, message) in released.messages {
             outbox.wire.push((
                 id,
@@ -1169,9 +1184,22 @@ impl Replica {
             ));
         }
         if let Some(seq) = released.persisted {
-            self.core.on_persisted(seq);
+            if self.core.needs_durable_turn() {
+                self.unheard = None;
+                self.core.on_persisted(seq);
+                moved = true;
+            } else {
+                self.unheard = Some(seq);
+            }
         }
         moved
+    }
+
+    /// The core, for an input: the turn it brings tells the core of a durable write it
+    /// has not heard of.
+    fn input(&mut self) -> &mut GroupCore<SimLog> {
+        self.input = true;
+        &mut self.core
     }
 }
 

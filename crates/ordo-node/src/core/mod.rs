@@ -324,6 +324,33 @@ impl<St: LogStore> GroupCore<St> {
         self.persistence.in_flight.is_some()
     }
 
+    /// Whether the core should hear as soon as the write in flight is durable, rather than
+    /// at its next input. Messages waiting for the write are not a reason: the runtime
+    /// releases them when the write is durable without a turn of the core
+    /// ([`DurabilityGate`]). The reasons are work held back until the write is durable
+    /// (committed entries, read states, a snapshot, a `Ready` behind it), committed
+    /// entries this node cannot apply before it is, a leader whose own copy is what the
+    /// commit waits for, and a candidate's own vote. A follower's write and a leader's
+    /// write that followers have still to answer need no turn of their own: the next
+    /// message (the leader's commit, the followers' answers) brings one, and that turn
+    /// learns the write is durable.
+    pub fn needs_durable_turn(&self) -> bool {
+        let Some(p) = &self.persistence.in_flight else {
+            return false;
+        };
+        if p.snapshot.is_some() || !p.committed.is_empty() || !p.read_states.is_empty() {
+            return true;
+        }
+        if self.raw.has_ready_behind() || self.raw.commit_index() > self.apply.handed_out {
+            return true;
+        }
+        match self.raw.role() {
+            StateRole::Leader => self.raw.own_append_would_commit(),
+            StateRole::Follower => false,
+            StateRole::Candidate | StateRole::PreCandidate => true,
+        }
+    }
+
     /// Whether news of the state machine's progress would let the core go on: work waits
     /// for room in the apply queue, or reads wait for an index to be applied.
     pub fn wants_apply_progress(&self) -> bool {
