@@ -332,19 +332,10 @@ impl<S: Storage> RawNode<S> {
     /// Whether [`RawNode::ready`] has anything to hand out. Always false once a storage
     /// read has failed.
     pub fn has_ready(&self) -> bool {
-        let r = &self.raft;
         if self.outstanding.is_some() || self.storage_failure.is_some() {
             return false;
         }
-        self.soft_state() != self.prev_soft
-            || r.hard_state() != self.prev_hard
-            || !r.log.unstable.entries.is_empty()
-            || r.log.unstable.snapshot.is_some()
-            || !r.msgs.is_empty()
-            || !r.msgs_after_persist.is_empty()
-            || !r.read_states.is_empty()
-            || r.log.has_next_committed_entries()
-            || (r.need_bcast && r.role == StateRole::Leader)
+        self.has_work_beyond(self.prev_hard, None, None)
     }
 
     /// Whether the next [`RawNode::ready`] would hand out something beyond what the
@@ -359,15 +350,26 @@ impl<S: Storage> RawNode<S> {
         if self.storage_failure.is_some() {
             return false;
         }
+        self.has_work_beyond(rec.hard_state, rec.last_entry, rec.snapshot_index)
+    }
+
+    /// Whether a `Ready` would hold anything beyond one that handed out `hard_state`,
+    /// entries through `last_entry` and the snapshot at `snapshot_index`. The entries a
+    /// `Ready` handed out stay in the unstable log until they are durable; a follower that
+    /// cut them and appended others ends with another (index, term).
+    fn has_work_beyond(
+        &self,
+        hard_state: HardState,
+        last_entry: Option<(Index, Term)>,
+        snapshot_index: Option<Index>,
+    ) -> bool {
         let r = &self.raft;
-        // The outstanding entries stay in the unstable log until they are durable; a
-        // follower that cut them and appended others ends with another (index, term).
         let last_unstable = r.log.unstable.entries.last().map(|e| (e.index, e.term));
         let unstable_snapshot = r.log.unstable.snapshot.as_ref().map(|s| s.meta.index);
         self.soft_state() != self.prev_soft
-            || r.hard_state() != rec.hard_state
-            || last_unstable.is_some_and(|last| Some(last) != rec.last_entry)
-            || unstable_snapshot.is_some_and(|index| Some(index) != rec.snapshot_index)
+            || r.hard_state() != hard_state
+            || last_unstable.is_some_and(|last| Some(last) != last_entry)
+            || unstable_snapshot.is_some_and(|index| Some(index) != snapshot_index)
             || !r.msgs.is_empty()
             || !r.msgs_after_persist.is_empty()
             || !r.read_states.is_empty()
