@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use common::{leader_of, start_group_on_nodes, Cluster, Counting, PooledRecorder, GUARD};
+use common::{
+    leader_of, poll_until, start_group_on_nodes, Cluster, Counting, PooledRecorder, GUARD,
+};
 use ordo_node::{Group, GroupId, Index, NodeConfig, NodeId};
 
 /// Where the blocking state machines of a test wait, and how many do.
@@ -107,20 +109,18 @@ async fn one_group_blocked(
 
 /// Waits until every node's group 2 has committed `index`.
 async fn committed_everywhere(groups: &BTreeMap<NodeId, Group<PooledRecorder>>, index: Index) {
-    tokio::time::timeout(GUARD, async {
-        loop {
-            let mut all = true;
+    poll_until(
+        &format!("index {index} committed on every node"),
+        async || {
             for g in groups.values() {
-                all &= g.status().await.unwrap().commit_index >= index;
+                if g.status().await.unwrap().commit_index < index {
+                    return None;
+                }
             }
-            if all {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("index {index} not committed on every node"));
+            Some(())
+        },
+    )
+    .await;
 }
 
 fn one_worker(c: &mut NodeConfig) {

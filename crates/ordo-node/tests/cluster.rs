@@ -572,19 +572,16 @@ async fn a_proposal_overwritten_by_a_new_leader_fails_as_dropped() {
         tokio::spawn(async move { g.propose("lost").await })
     };
     // The others elect a leader of a later term, which commits in the same places.
-    let new = tokio::time::timeout(GUARD, async {
-        loop {
-            for id in &others {
-                let s = cluster.group(*id).status().await.unwrap();
-                if s.role == ordo_node::StateRole::Leader {
-                    return *id;
-                }
+    let new = poll_until("the majority elects a leader", async || {
+        for id in &others {
+            let s = cluster.group(*id).status().await.unwrap();
+            if s.role == ordo_node::StateRole::Leader {
+                return Some(*id);
             }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        None
     })
-    .await
-    .expect("the majority elects a leader");
+    .await;
     let last = cluster.propose(new, "won").await.0;
     // Heal: the old leader hears from the new one and its entry is overwritten.
     for id in &others {

@@ -6,7 +6,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use common::*;
 use ordo_node::{
@@ -261,20 +260,17 @@ async fn a_peer_one_group_removes_stays_reachable_for_another_group_until_that_r
         .change_membership(MembershipChange::Remove { id: 4 })
         .await
         .unwrap();
-    tokio::time::timeout(GUARD, async {
-        loop {
+    poll_until(
+        "node 4 left every configured node's transport",
+        async || {
             let gone = (1..=3).all(|id| {
                 let peers = nodes[&id].transport().unwrap().peers();
                 !peers.iter().any(|(p, _)| *p == 4)
             });
-            if gone {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("node 4 left every configured node's transport");
+            gone.then_some(())
+        },
+    )
+    .await;
     for id in 1..=3 {
         let peers: Vec<NodeId> = nodes[&id]
             .transport()

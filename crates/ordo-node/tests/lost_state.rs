@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{bind_again, no_tweak, text, Cluster, Recorder, GROUP, GUARD};
+use common::{bind_again, no_tweak, poll_until, text, Cluster, Recorder, GROUP, GUARD};
 use ordo_node::transport::{
     PeerEvent, PeerIncarnations, PeerMessage, ProtocolError, RejectCode, Transport,
     TransportChannels, TransportConfig,
@@ -15,13 +13,7 @@ use tokio::sync::mpsc;
 
 /// Polls `check` until it holds; the guard only bounds a hang.
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    tokio::time::timeout(GUARD, async {
-        while !check() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("not within the guard: {what}"));
+    poll_until(what, async || check().then_some(())).await;
 }
 
 fn peer_incarnation(cluster: &Cluster, on: NodeId, of: NodeId) -> Option<u64> {

@@ -6,27 +6,20 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{no_tweak, text, Cluster, GUARD};
+use common::{no_tweak, poll_until, text, Cluster};
 use ordo_node::{NodeConfig, NodeId, StateRole};
 
 /// Waits until every running replica of the group is quiesced.
 async fn all_quiesced(cluster: &Cluster) {
-    tokio::time::timeout(GUARD, async {
-        loop {
-            let mut all = true;
-            for m in cluster.members.values() {
-                all &= m.group.status().await.unwrap().quiesced;
+    poll_until("every replica quiesces", async || {
+        for m in cluster.members.values() {
+            if !m.group.status().await.unwrap().quiesced {
+                return None;
             }
-            if all {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        Some(())
     })
-    .await
-    .expect("every replica quiesces");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

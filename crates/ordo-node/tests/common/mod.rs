@@ -215,6 +215,22 @@ pub async fn leader_of<S: StateMachine>(groups: &BTreeMap<NodeId, Group<S>>) -> 
     .expect("no leader within the guard")
 }
 
+/// Polls `check` every 10 ms until it gives a value, and returns it; `what` names the
+/// wait in the panic if the guard runs out first. The guard only bounds a hang: what the
+/// test waits for is the value, never the time.
+pub async fn poll_until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let waited = tokio::time::timeout(GUARD, async {
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    waited.unwrap_or_else(|_| panic!("not within the guard: {what}"))
+}
+
 /// Waits until `group`'s status satisfies `ready`, and returns that status; `what` names
 /// the wait in the panic if the guard runs out first.
 pub async fn status_when<S: StateMachine>(
