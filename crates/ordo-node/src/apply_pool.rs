@@ -23,9 +23,8 @@
 //! worker, no reader holds the state machine and the batch neither restores nor takes a
 //! snapshot, its driver applies the batch itself ([`ApplySender::send`] answers
 //! [`Sent::Applied`]). A worker would cost two thread wake-ups (the worker's, and the
-//! proposer's task woken from another thread): about a quarter of the CPU a proposal to one
-//! of many groups costs (`examples/groups_bench.rs`). Otherwise the batch goes to the inbox
-//! as above.
+//! proposer's task woken from another thread; the crate README gives what that was
+//! measured to cost). Otherwise the batch goes to the inbox as above.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -213,12 +213,12 @@ impl ApplyProgress {
 }
 
 /// Wakes a group's driver for what it reads from shared state once awake: a write made
-/// durable (the WAL's listener rings it; the driver reads the durable index from the log),
-/// a batch applied (the apply workers ring it; the progress is in atomics) and a stop.
+/// durable that the core asked to hear of at once (the [`DurableRelay`] rings it from the
+/// WAL's fsync thread), a batch applied by a worker (the progress is in atomics) and a stop.
 ///
 /// One flag and one waker, where a `watch` per source cost a registration with each of them
-/// on every wait and a broadcast on every fsync round: a turn of a group's driver is a few
-/// microseconds, and with 1,000 groups at work these were a twentieth of a node's CPU.
+/// on every wait and a broadcast on every fsync round, next to a turn of a group's driver
+/// of a few microseconds.
 #[derive(Debug, Default)]
 pub(crate) struct Doorbell {
     rung: AtomicBool,

@@ -123,7 +123,8 @@ enum EntryData {
     SnapshotConfig,
 }
 
-/// Decodes `data` as the entry data the first byte names (see [`EntryData`]).
+/// Decodes `data` as the entry data its first byte names: a normal entry, a membership
+/// change or a snapshot's configuration.
 pub fn entry_data(data: &[u8]) {
     let Some((&kind, data)) = data.split_first() else {
         return;

@@ -56,7 +56,7 @@ pub trait StateMachine: Send + 'static {
     /// may then apply a batch of committed entries on the group's own task, when no batch
     /// is queued before it, no reader holds the state machine and the batch needs no
     /// snapshot, instead of handing it to an apply worker; that saves two thread wake-ups
-    /// per batch, about a quarter of the CPU a proposal to one of many groups costs. A method
+    /// per batch (the crate README says what they cost over many groups). A method
     /// that blocks anyway then holds up its group's Raft (heartbeats, elections) on this
     /// node and one runtime thread. The default, `false`, always uses the apply workers.
     const APPLIES_QUICKLY: bool = false;
