@@ -38,9 +38,9 @@ use crate::group::{lock, AskError, GroupId, ProposeError, ReadError, Request};
 use crate::members::MemberFile;
 use crate::metrics::GroupMetrics;
 use crate::peers::PeerNeeds;
-use crate::relay::DurableRelay;
+use crate::relay::{send_to_peer, DurableRelay};
 use crate::storage::{LogStore, StorageFailure, WalStorage};
-use crate::transport::{PeerMessage, Transport};
+use crate::transport::Transport;
 
 /// The face's service for questions sent to the group's leader
 /// ([`Group::ask_leader`](crate::Group::ask_leader)): it runs on the leader, for callers
@@ -546,12 +546,7 @@ impl<O: Send + 'static> Driver<O> {
                 self.heartbeat_sent.entry(to).or_insert_with(Instant::now);
             }
         }
-        let message = PeerMessage {
-            group_id: self.group_id.0,
-            payload: message.encode(),
-        };
-        if let Err(error) = self.outputs.transport.send(to, message) {
-            tracing::debug!(group = %self.group_id, to, %error, "peer message not sent");
+        if !send_to_peer(&self.outputs.transport, self.group_id, to, message) {
             if let Some(unsent) = if_unsent {
                 self.core.on_unsent(unsent);
             }

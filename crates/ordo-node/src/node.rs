@@ -18,7 +18,7 @@ use crate::apply::{
 use crate::apply_pool::{ApplyDone, ApplyPool, ApplyRunner, ApplySender};
 use crate::codec::WireMessage;
 use crate::config::{ConfigError, FsyncPolicy, NodeConfig};
-use crate::core::{CoreConfig, DurabilityGate, GroupCore, Leadership};
+use crate::core::{CoreConfig, GroupCore, Leadership};
 use crate::driver::{
     ApplyProgress, Doorbell, Driver, Event, GroupError, Inputs, LeaderService, Outputs, Reply,
 };
@@ -933,7 +933,6 @@ impl Node {
         // asked to hear of the write at once (see `relay.rs`).
         let relay = Arc::new(DurableRelay::new(
             group_id,
-            DurabilityGate::new(),
             outputs.storage.clone(),
             Arc::clone(&outputs.transport),
             Arc::clone(&doorbell),

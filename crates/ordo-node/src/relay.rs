@@ -51,7 +51,6 @@ struct State {
 impl DurableRelay {
     pub(crate) fn new(
         group_id: GroupId,
-        gate: DurabilityGate,
         storage: WalStorage,
         transport: Arc<Transport>,
         doorbell: Arc<Doorbell>,
@@ -64,7 +63,7 @@ impl DurableRelay {
             doorbell,
             metrics,
             state: Mutex::new(State {
-                gate,
+                gate: DurabilityGate::new(),
                 persisted: None,
                 turn_wanted: true,
                 written_at: None,
@@ -91,8 +90,8 @@ impl DurableRelay {
     /// since the core last heard, if any. For the driver, in a turn.
     pub(crate) fn release(&self) -> Option<u64> {
         let mut state = lock(&self.state);
-        let released = self.release_locked(&mut state);
-        released.max(state.persisted.take())
+        self.release_locked(&mut state);
+        state.persisted.take()
     }
 
     /// Says whether the driver wants a turn as soon as a write becomes durable, before it
@@ -101,10 +100,7 @@ impl DurableRelay {
     pub(crate) fn wait_for_turn(&self, wanted: bool) -> bool {
         let mut state = lock(&self.state);
         if wanted {
-            let released = self.release_locked(&mut state);
-            if let Some(seq) = released {
-                state.persisted = state.persisted.max(Some(seq));
-            }
+            self.release_locked(&mut state);
             if state.persisted.is_some() {
                 return true;
             }
@@ -116,14 +112,7 @@ impl DurableRelay {
     /// The WAL's fsync thread saw the group's durable index rise.
     pub(crate) fn on_durable(&self) {
         let mut state = lock(&self.state);
-        if !state.gate.is_waiting() {
-            return;
-        }
-        let Some(seq) = self.release_locked(&mut state) else {
-            return;
-        };
-        state.persisted = state.persisted.max(Some(seq));
-        let ring = state.turn_wanted;
+        let ring = self.release_locked(&mut state) && state.turn_wanted;
         drop(state);
         if ring {
             self.doorbell.ring();
@@ -131,32 +120,46 @@ impl DurableRelay {
     }
 
     /// Releases what the durable index allows, sending the messages in order under the
-    /// lock (so that the two threads never reorder them); returns the newest write now
-    /// durable, if any became so.
-    fn release_locked(&self, state: &mut State) -> Option<u64> {
+    /// lock (so that the two threads never reorder them), and notes the newest write now
+    /// durable for the core; true if a write became durable.
+    fn release_locked(&self, state: &mut State) -> bool {
         if !state.gate.is_waiting() {
-            return None;
+            return false;
         }
         let released = state.gate.release(self.storage.durable_index());
         for (to, message) in released.messages {
-            self.send(to, message);
+            send_to_peer(&self.transport, self.group_id, to, message);
         }
-        let seq = released.persisted?;
+        let Some(seq) = released.persisted else {
+            return false;
+        };
+        state.persisted = state.persisted.max(Some(seq));
         if let Some(at) = state.written_at.take() {
             self.metrics
                 .fsync_latency_us
                 .record(at.elapsed().as_micros() as u64);
         }
-        Some(seq)
+        true
     }
+}
 
-    fn send(&self, to: NodeId, message: WireMessage) {
-        let message = PeerMessage {
-            group_id: self.group_id.0,
-            payload: message.encode(),
-        };
-        if let Err(error) = self.transport.send(to, message) {
-            tracing::debug!(group = %self.group_id, to, %error, "peer message not sent");
+/// Sends a message of group `group` to peer `to`; false (and a debug line) if the transport
+/// refused it.
+pub(crate) fn send_to_peer(
+    transport: &Transport,
+    group: GroupId,
+    to: NodeId,
+    message: WireMessage,
+) -> bool {
+    let message = PeerMessage {
+        group_id: group.0,
+        payload: message.encode(),
+    };
+    match transport.send(to, message) {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::debug!(group = %group, to, %error, "peer message not sent");
+            false
         }
     }
 }
