@@ -105,6 +105,9 @@ pub struct NodeSpec {
     pub dialed_peer_addr: SocketAddr,
     /// Its admin address.
     pub admin_addr: SocketAddr,
+    /// Its Kafka API address (not listened on by a node whose id is above Kafka's broker
+    /// ids).
+    pub kafka_addr: SocketAddr,
     /// Its data directory.
     pub data_dir: PathBuf,
     /// Where its stdout and stderr go.
@@ -123,6 +126,8 @@ pub struct PlannedNode {
     pub peer_addr: SocketAddr,
     /// Its admin address.
     pub admin_addr: SocketAddr,
+    /// Its Kafka API address.
+    pub kafka_addr: SocketAddr,
     /// The address the other nodes will dial for it: its peer listener unless the caller
     /// puts something in front of it.
     pub dialed_peer_addr: SocketAddr,
@@ -229,6 +234,7 @@ impl LocalCluster {
             peer_addr: planned.peer_addr,
             dialed_peer_addr: planned.dialed_peer_addr,
             admin_addr: planned.admin_addr,
+            kafka_addr: planned.kafka_addr,
             data_dir: self.root.join(format!("node-{id}")),
             log_path: self.root.join(format!("node-{id}.log")),
             joins,
@@ -265,6 +271,16 @@ impl LocalCluster {
             .collect()
     }
 
+    /// The Kafka API address of every node with one, as `host:port`: a bootstrap server
+    /// list.
+    pub fn kafka_endpoints(&self) -> Vec<String> {
+        self.specs
+            .values()
+            .filter(|s| i32::try_from(s.id).is_ok())
+            .map(|s| s.kafka_addr.to_string())
+            .collect()
+    }
+
     /// Makes every node dial `addr` for node `id` from their next start on.
     pub fn set_dialed_peer_addr(&mut self, id: u64, addr: SocketAddr) -> Result<(), LaunchError> {
         let spec = self
@@ -277,11 +293,12 @@ impl LocalCluster {
 
     /// Reserves the ports of a node about to be added.
     pub fn plan_node(&self) -> Result<PlannedNode, LaunchError> {
-        let ports = free_ports(3).map_err(io("reserve loopback ports"))?;
+        let ports = free_ports(4).map_err(io("reserve loopback ports"))?;
         Ok(PlannedNode {
             client_addr: ports[0],
             peer_addr: ports[1],
             admin_addr: ports[2],
+            kafka_addr: ports[3],
             dialed_peer_addr: ports[1],
         })
     }
@@ -322,6 +339,11 @@ impl LocalCluster {
             "--peers".into(),
             peers,
         ];
+        // The ids `member add` gives nodes added at run time are above Kafka's 32-bit
+        // broker ids, and such a node is refused a Kafka listener: it runs without one.
+        if i32::try_from(id).is_ok() {
+            args.extend(["--kafka-addr".into(), spec.kafka_addr.to_string()]);
+        }
         if spec.joins {
             args.push("--join".into());
         }

@@ -1,4 +1,4 @@
-//! Outside programs the tests drive: etcd's own client, and Python client libraries.
+//! Outside programs the tests drive: etcd's own client, kcat, and Python client libraries.
 
 use std::path::PathBuf;
 
@@ -6,21 +6,32 @@ use std::path::PathBuf;
 /// (CI sets it, having installed etcdctl).
 pub const REQUIRE_ETCDCTL_ENV: &str = "ORDO_REQUIRE_ETCDCTL";
 
+/// The environment variable that makes a missing `kcat` a failure instead of a skip (CI
+/// sets it, having installed kcat).
+pub const REQUIRE_KCAT_ENV: &str = "ORDO_REQUIRE_KCAT";
+
 /// The `etcdctl` on the PATH, or `None` after printing "skipped: etcdctl not installed";
 /// panics instead when [`REQUIRE_ETCDCTL_ENV`] is `1`.
 pub fn etcdctl_or_skip() -> Option<PathBuf> {
+    program_or_skip("etcdctl", REQUIRE_ETCDCTL_ENV)
+}
+
+/// The `kcat` on the PATH, or `None` after printing "skipped: kcat not installed"; panics
+/// instead when [`REQUIRE_KCAT_ENV`] is `1`.
+pub fn kcat_or_skip() -> Option<PathBuf> {
+    program_or_skip("kcat", REQUIRE_KCAT_ENV)
+}
+
+fn program_or_skip(name: &str, require_env: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
-            .map(|dir| dir.join("etcdctl"))
+            .map(|dir| dir.join(name))
             .find(|p| p.is_file())
     });
     if found.is_none() {
-        let required = std::env::var(REQUIRE_ETCDCTL_ENV).is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "etcdctl not installed but {REQUIRE_ETCDCTL_ENV}=1"
-        );
-        println!("skipped: etcdctl not installed");
+        let required = std::env::var(require_env).is_ok_and(|v| v == "1");
+        assert!(!required, "{name} not installed but {require_env}=1");
+        println!("skipped: {name} not installed");
     }
     found
 }

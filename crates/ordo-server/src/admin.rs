@@ -15,6 +15,7 @@ use std::time::Duration;
 use ordo_node::transport::{TransportCounters, TransportMetrics};
 use ordo_node::LogThrottle;
 use ordo_node::{role_name, GroupStatus, HistogramSnapshot, HostedGroups, MetricsSnapshot};
+use ordo_streams::KafkaMetrics;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -251,6 +252,8 @@ pub struct NodeViews {
     pub groups: HostedGroups,
     /// The peer transport's counters, for `/metrics`; `None` once it has stopped.
     pub peers: Option<TransportCounters>,
+    /// The Kafka port's counters, for `/metrics`; `None` without a Kafka listener.
+    pub kafka: Option<Arc<KafkaMetrics>>,
 }
 
 /// The peer transport's counters in Prometheus text, appended to `/metrics`.
@@ -356,6 +359,46 @@ pub fn render_transport(out: &mut String, t: &TransportMetrics) {
             "counter",
             value,
         );
+    }
+}
+
+/// The Kafka port's counters in Prometheus text, appended to `/metrics`.
+pub fn render_kafka(out: &mut String, k: &KafkaMetrics) {
+    let read = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let counters = [
+        (
+            "ordo_kafka_connections_accepted_total",
+            "Kafka connections accepted and served.",
+            "counter",
+            read(&k.connections_accepted),
+        ),
+        (
+            "ordo_kafka_connections_refused_total",
+            "Kafka connections closed at once because connections_max were open.",
+            "counter",
+            read(&k.connections_refused),
+        ),
+        (
+            "ordo_kafka_connections_open",
+            "Kafka connections open.",
+            "gauge",
+            read(&k.connections_open),
+        ),
+        (
+            "ordo_kafka_requests_answered_total",
+            "Kafka requests answered.",
+            "counter",
+            read(&k.requests_answered),
+        ),
+        (
+            "ordo_kafka_requests_refused_total",
+            "Kafka connections closed for what the client sent (bytes that are not a served request, a request over the size bound, cut short or too slow).",
+            "counter",
+            read(&k.requests_refused),
+        ),
+    ];
+    for (name, help, kind, value) in counters {
+        counter(out, name, help, kind, value);
     }
 }
 
@@ -692,6 +735,9 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             let mut body = render_metrics(&backend.replica().group().metrics(), report.as_ref());
             if let Some(peers) = &node.peers {
                 render_transport(&mut body, &peers.snapshot());
+            }
+            if let Some(kafka) = &node.kafka {
+                render_kafka(&mut body, kafka);
             }
             respond(&mut stream, 200, "text/plain; version=0.0.4", &body).await
         }

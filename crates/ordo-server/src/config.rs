@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use ordo_kv::ServiceConfig;
 use ordo_node::NodeConfig;
 
+pub use crate::streams::KafkaAdvertised;
 use crate::tls::TlsFiles;
+pub use ordo_streams::KafkaListenerConfig;
 
 /// Everything a node runs with.
 #[derive(Debug, Clone)]
@@ -24,4 +26,17 @@ pub struct ServerConfig {
     pub admin_tls: Option<TlsFiles>,
     /// The etcd API's settings (request timeout, token lifetime, bcrypt cost).
     pub etcd: ServiceConfig,
+    /// The Kafka listener; none without.
+    pub kafka: Option<KafkaConfig>,
+}
+
+/// The Kafka listener of a node.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Where clients are told to reach it (Kafka's `advertised.listeners`).
+    pub advertised: KafkaAdvertised,
+    /// Its bounds.
+    pub listener: KafkaListenerConfig,
 }

@@ -9,6 +9,7 @@
 //!                                                  ▼    │ the leader      ▼
 //!                                  ordo_kv::LeaseClock  └──ask_leader──▶ ordo_node::Group<KvMachine>
 //!                                                        (peer transport; etcd::leader_service answers)
+//!  Kafka client ──Kafka wire──▶ ordo_streams::KafkaService ──▶ streams::KafkaCluster (brokers)
 //!  operator ──HTTP──▶ admin (/status, /metrics, /health; /groups: every hosted group)
 //!  metadata group (0) ────────▶ ordo_node::Group<meta::MetaMachine>, every configured node votes
 //! ```
@@ -26,6 +27,8 @@
 //! - [`admin`]: `/status`, `/metrics`, `/health`, `/groups`.
 //! - [`fuzzing`]: the harnesses of the fuzz targets in `fuzz/` (leader questions, the
 //!   metadata group's entries and snapshots), public only for them and the tests.
+//! - [`streams`]: what the Kafka listener (`ordo-streams`) reports of the cluster: the
+//!   brokers and their advertised Kafka addresses, the cluster id, the controller.
 //! - [`run`]: one node from start to shutdown.
 //! - [`tls`]: TLS on a listener (rustls), its files reloaded when they change.
 //! - [`dev_certs`]: a development CA and the certificates it signs (`ordo cert`, tests).
@@ -38,6 +41,7 @@ pub mod fuzzing;
 pub mod meta;
 pub mod replica;
 pub mod run;
+pub mod streams;
 pub mod tls;
 
 pub use config::ServerConfig;

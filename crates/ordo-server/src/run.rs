@@ -18,6 +18,7 @@ use crate::config::ServerConfig;
 use crate::etcd::members::MemberDirectory;
 use crate::etcd::{EtcdBackend, KvReplica, CLIENT_URL_ADVERTISED};
 use crate::meta::{MetaMachine, META_GROUP};
+use crate::streams::{KafkaCluster, KAFKA_ADDR_ADVERTISED};
 use crate::tls::{TlsAcceptor, TlsError};
 
 /// The Raft group holding the KV store. (The metadata group is [`META_GROUP`].)
@@ -42,6 +43,8 @@ pub enum Listener {
     Admin,
     /// The peer transport.
     Peer,
+    /// The Kafka API.
+    Kafka,
 }
 
 impl std::fmt::Display for Listener {
@@ -50,6 +53,7 @@ impl std::fmt::Display for Listener {
             Listener::Client => "clients",
             Listener::Admin => "the admin endpoints",
             Listener::Peer => "peers",
+            Listener::Kafka => "Kafka clients",
         })
     }
 }
@@ -106,6 +110,15 @@ pub enum ServerError {
         /// What is wrong with its files.
         problem: TlsError,
     },
+    /// The node's id is not a Kafka broker id, which a Kafka listener needs.
+    #[error(
+        "node id {id} is not a Kafka broker id (1 to 2147483647): a node with a Kafka listener \
+         needs one"
+    )]
+    BrokerId {
+        /// The node's id.
+        id: u64,
+    },
     /// The etcd API's task ended abnormally.
     #[error("the client API task failed")]
     ApiTask(#[source] tokio::task::JoinError),
@@ -142,6 +155,7 @@ struct Listeners {
     client: TcpListener,
     admin: TcpListener,
     peer: TcpListener,
+    kafka: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -151,6 +165,10 @@ impl Listeners {
             client: bind(config.client_addr, Listener::Client).await?,
             admin: bind(config.admin_addr, Listener::Admin).await?,
             peer: bind(config.node.peer_addr, Listener::Peer).await?,
+            kafka: match &config.kafka {
+                Some(kafka) => Some(bind(kafka.addr, Listener::Kafka).await?),
+                None => None,
+            },
         })
     }
 }
@@ -172,7 +190,7 @@ async fn start_node(config: &ServerConfig, peer: TcpListener) -> Result<Started,
         source,
     })?;
     let mut node_config = config.node.clone();
-    node_config.advertised = advertised(client_url(config))?;
+    node_config.advertised = advertised(config)?;
     let node = Node::start_on(node_config, peer).map_err(ServerError::Node)?;
     let Some(peer_advertised) = node.peer_advertised() else {
         node.shutdown().await;
@@ -254,9 +272,25 @@ fn client_url(config: &ServerConfig) -> String {
     format!("{scheme}://{}", config.client_addr)
 }
 
-/// What this node tells every peer about itself: where its etcd API listens.
-fn advertised(url: String) -> Result<Advertised, ServerError> {
-    Advertised::new([(CLIENT_URL_ADVERTISED.to_string(), url)]).map_err(ServerError::Advertised)
+/// What this node tells every peer about itself: where its etcd API listens, and its Kafka
+/// listener when it has one.
+fn advertised(config: &ServerConfig) -> Result<Advertised, ServerError> {
+    let mut entries = vec![(CLIENT_URL_ADVERTISED.to_string(), client_url(config))];
+    if let Some(kafka) = &config.kafka {
+        entries.push((
+            KAFKA_ADDR_ADVERTISED.to_string(),
+            kafka.advertised.to_string(),
+        ));
+    }
+    Advertised::new(entries).map_err(ServerError::Advertised)
+}
+
+/// What the Kafka listener serves with.
+struct KafkaServing {
+    listener: TcpListener,
+    cluster: Arc<KafkaCluster>,
+    config: ordo_streams::KafkaListenerConfig,
+    metrics: Arc<ordo_streams::KafkaMetrics>,
 }
 
 /// The tasks that serve a started node, all told to stop by one signal.
@@ -274,10 +308,11 @@ impl Serving {
         client_tls: Option<Arc<TlsAcceptor>>,
         admin: (TcpListener, Option<Arc<TlsAcceptor>>),
         etcd: ServiceConfig,
+        kafka: Option<KafkaServing>,
     ) -> Serving {
         let (admin, admin_tls) = admin;
         let (stop, stop_rx) = watch::channel(false);
-        let others = vec![
+        let mut others = vec![
             tokio::spawn(crate::replica::follow_leadership(
                 Arc::clone(backend.replica()),
                 stop_rx.clone(),
@@ -291,6 +326,15 @@ impl Serving {
                 admin_tls,
             )),
         ];
+        if let Some(kafka) = kafka {
+            others.push(tokio::spawn(ordo_streams::serve(
+                kafka.listener,
+                Arc::new(ordo_streams::KafkaService::new(kafka.cluster)),
+                kafka.config,
+                kafka.metrics,
+                stop_rx.clone(),
+            )));
+        }
         let api = EtcdApi::new(Arc::clone(backend), etcd);
         let mut api_stop = stop_rx;
         let api_stopped = async move {
@@ -343,22 +387,42 @@ pub async fn run(
         )?)),
         None => None,
     };
+    if config.kafka.is_some() && ordo_streams::broker_id(id).is_none() {
+        return Err(ServerError::BrokerId { id });
+    }
     let listeners = Listeners::bind(&config).await?;
     let Started {
         node,
         backend,
         meta,
     } = start_node(&config, listeners.peer).await?;
+    let kafka = match (listeners.kafka, &config.kafka, node.peer_advertised()) {
+        (Some(listener), Some(kafka), Some(peers)) => Some(KafkaServing {
+            listener,
+            cluster: KafkaCluster::new(
+                config.node.cluster_id,
+                id,
+                kafka.advertised.clone(),
+                peers,
+                meta.clone(),
+            ),
+            config: kafka.listener.clone(),
+            metrics: Arc::default(),
+        }),
+        _ => None,
+    };
     let mut serving = Serving::start(
         &backend,
         crate::admin::NodeViews {
             groups: node.hosted_groups(),
             peers: node.transport().map(|t| t.counters()),
+            kafka: kafka.as_ref().map(|k| Arc::clone(&k.metrics)),
         },
         listeners.client,
         client_tls,
         (listeners.admin, admin_tls),
         config.etcd.clone(),
+        kafka,
     );
     tracing::info!(
         node = id,
@@ -367,6 +431,7 @@ pub async fn run(
         admin_tls = config.admin_tls.is_some(),
         peer_addr = %node.peer_addr(),
         admin_addr = %config.admin_addr,
+        kafka_addr = config.kafka.as_ref().map(|k| k.addr.to_string()).unwrap_or_else(|| "off".into()),
         cluster_id = config.node.cluster_id,
         "serving"
     );

@@ -24,6 +24,7 @@ fn single_node(dir: &std::path::Path) -> ServerConfig {
         admin_addr,
         client_tls: None,
         etcd: ordo_kv::ServiceConfig::default(),
+        kafka: None,
         admin_tls: None,
     }
 }

@@ -317,6 +317,7 @@ async fn etcdctl_puts_and_gets_over_tls_with_a_client_certificate_and_fails_with
         admin_addr,
         client_tls: Some(tls),
         etcd: ordo_kv::ServiceConfig::default(),
+        kafka: None,
         admin_tls: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -13,6 +13,8 @@ use ordo_node::{FsyncPolicy, NodeConfig, NodeId};
 use serde::Deserialize;
 
 use ordo_kv::ServiceConfig;
+use ordo_server::config::{KafkaAdvertised, KafkaConfig, KafkaListenerConfig};
+use ordo_server::streams::broker_id;
 use ordo_server::tls::TlsFiles;
 use ordo_server::ServerConfig;
 
@@ -210,6 +212,21 @@ pub struct ServerArgs {
     /// The bcrypt cost of password hashes, 4 to 31 [default: 10].
     #[arg(long)]
     pub bcrypt_cost: Option<u32>,
+    /// Address the Kafka API listens on [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub kafka_addr: Option<SocketAddr>,
+    /// `host:port` Kafka clients are told to reach this node at (Kafka's
+    /// `advertised.listeners`) [default: --kafka-addr, which must then not be a wildcard
+    /// address].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka_advertised_addr: Option<String>,
+    /// Largest Kafka request read, in bytes (Kafka's `socket.request.max.bytes`)
+    /// [default: 104857600].
+    #[arg(long, value_name = "BYTES")]
+    pub kafka_request_bytes_max: Option<usize>,
+    /// Most Kafka connections served at once [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub kafka_connections_max: Option<usize>,
 }
 
 /// The configuration file: the same settings as the flags.
@@ -251,6 +268,10 @@ struct FileConfig {
     auth_token: Option<String>,
     auth_token_ttl: Option<u64>,
     bcrypt_cost: Option<u32>,
+    kafka_addr: Option<SocketAddr>,
+    kafka_advertised_addr: Option<String>,
+    kafka_request_bytes_max: Option<usize>,
+    kafka_connections_max: Option<usize>,
 }
 
 /// Everything `ordo server` runs with, checked: the node's configuration and the log level
@@ -564,6 +585,83 @@ fn check_empty_for_join(data_dir: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The Kafka listener's settings: none without `--kafka-addr`.
+fn kafka_config(
+    id: NodeId,
+    addr: Option<SocketAddr>,
+    advertised: Option<String>,
+    request_bytes_max: Option<usize>,
+    connections_max: Option<usize>,
+) -> Result<Option<KafkaConfig>, ConfigError> {
+    let Some(addr) = addr else {
+        let set = [
+            ("kafka-advertised-addr", advertised.is_some()),
+            ("kafka-request-bytes-max", request_bytes_max.is_some()),
+            ("kafka-connections-max", connections_max.is_some()),
+        ];
+        if let Some((flag, _)) = set.iter().find(|(_, set)| *set) {
+            return Err(ConfigError::Invalid {
+                flag,
+                problem: "needs --kafka-addr, the Kafka listener it configures".into(),
+            });
+        }
+        return Ok(None);
+    };
+    if broker_id(id).is_none() {
+        return Err(ConfigError::Invalid {
+            flag: "kafka-addr",
+            problem: format!(
+                "node id {id} is not a Kafka broker id (1 to 2147483647), which a node with a \
+                 Kafka listener needs"
+            ),
+        });
+    }
+    let advertised = match advertised {
+        Some(text) => KafkaAdvertised::parse(&text).map_err(|problem| ConfigError::Invalid {
+            flag: "kafka-advertised-addr",
+            problem,
+        })?,
+        None if addr.ip().is_unspecified() => {
+            return Err(ConfigError::Invalid {
+                flag: "kafka-advertised-addr",
+                problem: format!(
+                    "--kafka-addr {addr} listens on every address, so clients must be told \
+                     which one reaches this node: give --kafka-advertised-addr HOST:PORT"
+                ),
+            })
+        }
+        None => KafkaAdvertised {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        },
+    };
+    let mut listener = KafkaListenerConfig::default();
+    if let Some(bytes) = request_bytes_max {
+        // Room for a request header and a little more; an i32 size on the wire.
+        if !(1024..=i32::MAX as usize).contains(&bytes) {
+            return Err(ConfigError::Invalid {
+                flag: "kafka-request-bytes-max",
+                problem: format!("{bytes} is not from 1024 to {}", i32::MAX),
+            });
+        }
+        listener.request_bytes_max = bytes;
+    }
+    if let Some(n) = connections_max {
+        if n == 0 {
+            return Err(ConfigError::Invalid {
+                flag: "kafka-connections-max",
+                problem: "must be at least 1".into(),
+            });
+        }
+        listener.connections_max = n;
+    }
+    Ok(Some(KafkaConfig {
+        addr,
+        advertised,
+        listener,
+    }))
+}
+
 /// FNV-1a: a stable hash, so every node derives the same cluster id from a token.
 fn cluster_id_from_token(token: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -678,6 +776,14 @@ impl Settings {
             pick!(bcrypt_cost),
         )?;
 
+        let kafka = kafka_config(
+            id,
+            pick!(kafka_addr),
+            pick!(kafka_advertised_addr),
+            pick!(kafka_request_bytes_max),
+            pick!(kafka_connections_max),
+        )?;
+
         let join = args.join || file.join.unwrap_or(false);
         if join {
             check_empty_for_join(&data_dir)?;
@@ -712,6 +818,7 @@ impl Settings {
                 client_tls,
                 admin_tls,
                 etcd,
+                kafka,
             },
             log_level,
         })
@@ -749,6 +856,50 @@ mod tests {
         assert_eq!(config.server.node.fsync, FsyncPolicy::Always);
         assert_eq!(config.server.client_addr, "127.0.0.1:2379".parse().unwrap());
         assert_eq!(config.server.node.peers.len(), 3);
+    }
+
+    #[test]
+    fn the_kafka_listener_is_off_by_default_and_set_from_the_flags_or_the_file() {
+        assert!(Settings::from_args(&args()).unwrap().server.kafka.is_none());
+
+        let mut a = args();
+        a.kafka_addr = Some("127.0.0.1:9092".parse().unwrap());
+        let kafka = Settings::from_args(&a).unwrap().server.kafka.unwrap();
+        assert_eq!(kafka.addr, "127.0.0.1:9092".parse().unwrap());
+        assert_eq!(kafka.advertised.to_string(), "127.0.0.1:9092");
+        assert_eq!(kafka.listener, KafkaListenerConfig::default());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ordo.toml");
+        std::fs::write(
+            &path,
+            "kafka_addr = \"0.0.0.0:19092\"\nkafka_advertised_addr = \"broker-2.example:19092\"\n\
+             kafka_request_bytes_max = 1048576\nkafka_connections_max = 64\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path);
+        let kafka = Settings::from_args(&a).unwrap().server.kafka.unwrap();
+        assert_eq!(kafka.addr, "0.0.0.0:19092".parse().unwrap());
+        assert_eq!(
+            kafka.advertised,
+            KafkaAdvertised {
+                host: "broker-2.example".into(),
+                port: 19092
+            }
+        );
+        assert_eq!(kafka.listener.request_bytes_max, 1 << 20);
+        assert_eq!(kafka.listener.connections_max, 64);
+
+        let refused = |a: ServerArgs| Settings::from_args(&a).unwrap_err().to_string();
+        let mut a = args();
+        a.kafka_addr = Some("127.0.0.1:9092".parse().unwrap());
+        a.kafka_request_bytes_max = Some(10);
+        assert!(refused(a).contains("--kafka-request-bytes-max"));
+        let mut a = args();
+        a.kafka_addr = Some("127.0.0.1:9092".parse().unwrap());
+        a.kafka_connections_max = Some(0);
+        assert!(refused(a).contains("--kafka-connections-max"));
     }
 
     #[test]

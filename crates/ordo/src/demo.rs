@@ -352,7 +352,7 @@ pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>, tls: bool) -> anyho
     say("Ordo demo: one bank account, three replicas, one ordered log.\n");
     if tls.is_some() {
         say(format!(
-            "Clients and admin endpoints speak TLS with client certificates, and the nodes mutual\nTLS with each other, from a CA made for this run ({}).\n",
+            "The etcd API and admin endpoints speak TLS with client certificates, and the nodes\nmutual TLS with each other, from a CA made for this run ({}); the Kafka port is\nplain text.\n",
             cluster.root().join("certs").display()
         ));
     }
@@ -364,8 +364,8 @@ pub async fn run(binary: PathBuf, data_dir: Option<PathBuf>, tls: bool) -> anyho
     for id in cluster.ids() {
         let spec = cluster.spec(id);
         say(format!(
-            "  node {id}: clients {}, peers {}, admin {admin_scheme}://{}/status",
-            spec.client_addr, spec.peer_addr, spec.admin_addr
+            "  node {id}: clients {}, Kafka clients {}, peers {}, admin {admin_scheme}://{}/status",
+            spec.client_addr, spec.kafka_addr, spec.peer_addr, spec.admin_addr
         ));
     }
     cluster.start_all().context("cannot start the servers")?;

@@ -122,6 +122,7 @@ fn listener_flag(listener: ordo_server::Listener) -> &'static str {
         ordo_server::Listener::Client => "--client-addr",
         ordo_server::Listener::Admin => "--admin-addr",
         ordo_server::Listener::Peer => "--peer-addr",
+        ordo_server::Listener::Kafka => "--kafka-addr",
     }
 }
 

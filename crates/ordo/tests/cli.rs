@@ -80,6 +80,58 @@ fn bad_flags_and_config_exit_with_code_2_and_say_what_is_wrong() {
             "election_timeout_ticks",
         ),
         (&["server", "--id", "x"], "invalid value"),
+        (
+            &[
+                "server",
+                "--id",
+                "1",
+                "--data-dir",
+                data,
+                "--kafka-addr",
+                "0.0.0.0:9092",
+            ],
+            "give --kafka-advertised-addr HOST:PORT",
+        ),
+        (
+            &[
+                "server",
+                "--id",
+                "1",
+                "--data-dir",
+                data,
+                "--kafka-advertised-addr",
+                "broker-1:9092",
+            ],
+            "needs --kafka-addr",
+        ),
+        (
+            &[
+                "server",
+                "--id",
+                "1",
+                "--data-dir",
+                data,
+                "--kafka-addr",
+                "127.0.0.1:9092",
+                "--kafka-advertised-addr",
+                "broker-1",
+            ],
+            "is not host:port",
+        ),
+        (
+            &[
+                "server",
+                "--id",
+                "4294967296",
+                "--data-dir",
+                data,
+                "--peers",
+                "4294967296=127.0.0.1:2380",
+                "--kafka-addr",
+                "127.0.0.1:9092",
+            ],
+            "is not a Kafka broker id",
+        ),
         // Members learn each other's client URLs over the peer transport.
         (
             &[
@@ -213,7 +265,7 @@ fn demo_tells_the_story_and_exits_0_leaving_nothing_running_in_plain_text_and_ov
         assert!(stdout.contains("writes resumed"), "{stdout}");
         assert!(stdout.contains("ledger matches"), "{stdout}");
         assert_eq!(
-            stdout.contains("Clients and admin endpoints speak TLS"),
+            stdout.contains("The etcd API and admin endpoints speak TLS"),
             !flags.is_empty(),
             "{stdout}"
         );

@@ -677,6 +677,13 @@ impl PeerAdvertised {
         self.lock().get(&peer).cloned()
     }
 
+    /// The peers with something recorded, in order of id.
+    pub fn peers(&self) -> Vec<NodeId> {
+        let mut peers: Vec<NodeId> = self.lock().keys().copied().collect();
+        peers.sort_unstable();
+        peers
+    }
+
     fn record(&self, peer: NodeId, advertised: Advertised) {
         self.lock().insert(peer, advertised);
     }

@@ -1,0 +1,47 @@
+//! What the Kafka face reports about the cluster, provided by the server that hosts it.
+
+use ordo_node::NodeId;
+
+/// A broker as Metadata reports it: a node of the cluster and where its Kafka listener is
+/// reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    /// The Kafka broker id: the node's id.
+    pub id: i32,
+    /// The advertised host (a name or an address).
+    pub host: String,
+    /// The advertised port.
+    pub port: u16,
+}
+
+/// The cluster as one node knows it.
+pub trait ClusterView: Send + Sync + 'static {
+    /// The cluster id Metadata carries.
+    fn cluster_id(&self) -> String;
+
+    /// Every broker whose Kafka address this node knows, itself included, in order of id.
+    fn brokers(&self) -> Vec<Broker>;
+
+    /// The broker Metadata names as the controller (the leader of the cluster's metadata
+    /// group), `None` while unknown.
+    fn controller_id(&self) -> Option<i32>;
+}
+
+/// The Kafka broker id of an Ordo node: the same number, when it fits Kafka's 32-bit signed
+/// broker ids (ids 1 to 2,147,483,647); `None` for a node whose id does not.
+pub fn broker_id(node: NodeId) -> Option<i32> {
+    i32::try_from(node).ok().filter(|&id| id > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_id_is_the_node_id_when_it_fits_kafkas_signed_32_bits() {
+        assert_eq!(broker_id(1), Some(1));
+        assert_eq!(broker_id(i32::MAX as u64), Some(i32::MAX));
+        assert_eq!(broker_id(i32::MAX as u64 + 1), None);
+        assert_eq!(broker_id(0), None);
+    }
+}

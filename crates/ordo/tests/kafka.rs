@@ -1,0 +1,188 @@
+//! Kafka's own clients against a three-node cluster's Kafka listeners: kcat (librdkafka's
+//! command line), kafka-python and confluent-kafka. Skipped when they are not installed,
+//! unless `ORDO_REQUIRE_KCAT=1` / `ORDO_REQUIRE_PYTHON=1`.
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestCluster, STEP};
+use ordo_launch::tools::{kcat_or_skip, python_with_or_skip};
+
+/// `id=host:port` of every node's Kafka listener, as Metadata must list them.
+fn expected_brokers(cluster: &TestCluster) -> Vec<(u64, String)> {
+    cluster
+        .ids()
+        .into_iter()
+        .map(|id| (id, cluster.spec(id).kafka_addr.to_string()))
+        .collect()
+}
+
+/// `kcat -L -J` against one node: its brokers (id, `host:port`) and controller.
+fn kcat_metadata(kcat: &Path, bootstrap: &str) -> Result<(Vec<(u64, String)>, i64), String> {
+    let out = Command::new(kcat)
+        .args(["-L", "-J", "-m", "5", "-b", bootstrap])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("run kcat: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "kcat failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "kcat printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
+    let mut brokers: Vec<(u64, String)> = json["brokers"]
+        .as_array()
+        .ok_or("no brokers in kcat's output")?
+        .iter()
+        .map(|b| {
+            (
+                b["id"].as_u64().unwrap_or(0),
+                b["name"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    brokers.sort();
+    if json["topics"].as_array().is_none_or(|t| !t.is_empty()) {
+        return Err(format!("topics listed: {}", json["topics"]));
+    }
+    Ok((brokers, json["controllerid"].as_i64().unwrap_or(-1)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_lists_every_broker_and_the_controller_from_any_node() {
+    let Some(kcat) = kcat_or_skip() else {
+        return;
+    };
+    let (mut cluster, _) = common::start(&[]).await;
+    let want = expected_brokers(&cluster);
+    for id in cluster.ids() {
+        let bootstrap = cluster.spec(id).kafka_addr.to_string();
+        // A node lists a peer once that peer's handshake has told it the peer's Kafka
+        // address; the peers connect as the cluster starts.
+        let deadline = Instant::now() + STEP;
+        let (brokers, controller) = loop {
+            let got = tokio::task::block_in_place(|| kcat_metadata(&kcat, &bootstrap));
+            match got {
+                Ok((brokers, controller)) if brokers == want && controller > 0 => {
+                    break (brokers, controller)
+                }
+                other if Instant::now() > deadline => {
+                    panic!("node {id}: {other:?}, want brokers {want:?} and a controller")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        assert_eq!(brokers, want);
+        assert!(cluster.ids().contains(&(controller as u64)), "{controller}");
+    }
+    cluster.stop_cleanly(&cluster.ids());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_and_confluent_kafka_read_the_cluster_metadata() {
+    let Some(python) = python_with_or_skip(&["kafka", "confluent_kafka"]) else {
+        return;
+    };
+    let (mut cluster, _) = common::start(&[]).await;
+    let want = expected_brokers(&cluster)
+        .into_iter()
+        .map(|(id, addr)| format!("{id}={addr}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let bootstrap = cluster.kafka_endpoints().join(",");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/kafka_metadata.py"
+    );
+    // The script's clients may ask a node before every peer has connected to it: retried
+    // until STEP passes.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let out = tokio::task::block_in_place(|| {
+            Command::new(&python)
+                .args([script, &bootstrap, &want])
+                .stdin(Stdio::null())
+                .output()
+                .expect("run python")
+        });
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && stdout.contains("all checks passed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Kafka clients' metadata:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.stop_cleanly(&cluster.ids());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_kafka_port_closes_the_connection_and_the_node_serves_on() {
+    let (mut cluster, _) = common::start(&[]).await;
+    let addr = cluster.spec(1).kafka_addr;
+    let cases: [&[u8]; 4] = [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        // Metadata v0 claiming 54,265,856 topics in 5 bytes.
+        &[0, 0, 0, 9, 0, 3, 0, 0, 3, 0x3c, 0x0c, 0, 0xb6],
+        // An unknown API key.
+        &[0, 0, 0, 10, 0x7f, 0x7f, 0, 0, 0, 0, 0, 1, 0xff, 0xff],
+        // A request claiming 2 GiB.
+        &[0x7f, 0xff, 0xff, 0xff, 0, 0],
+    ];
+    for bytes in cases {
+        let closed = tokio::task::block_in_place(|| {
+            let mut stream = TcpStream::connect(addr).expect("connect");
+            stream.set_read_timeout(Some(STEP)).expect("read timeout");
+            stream.write_all(bytes).expect("write");
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).map(|_| answer)
+        });
+        // Closed unanswered: an end of stream, or a reset when bytes were left unread.
+        match closed {
+            Ok(answer) => assert_eq!(answer, Vec::<u8>::new(), "{bytes:?}"),
+            Err(error) => assert_eq!(
+                error.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "{bytes:?}: {error}"
+            ),
+        }
+    }
+    // Still serving: an ApiVersions v0 request is answered.
+    let answer = tokio::task::block_in_place(|| {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .write_all(&[0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 42, 0xff, 0xff])
+            .expect("write");
+        let mut head = [0u8; 8];
+        stream.read_exact(&mut head).expect("answered");
+        head
+    });
+    // Size, then the correlation id.
+    assert_eq!(&answer[4..], &[0, 0, 0, 42]);
+    let metrics = ordo_launch::http::get(cluster.spec(1).admin_addr, "/metrics", STEP)
+        .await
+        .expect("metrics");
+    assert!(
+        metrics
+            .body
+            .lines()
+            .any(|l| l == format!("ordo_kafka_requests_refused_total {}", cases.len())),
+        "{}",
+        metrics.body
+    );
+    cluster.stop_cleanly(&cluster.ids());
+}
