@@ -65,7 +65,7 @@ pub fn meta_group(data: &[u8]) {
             again.restore(index, &snapshot).is_ok(),
             "own snapshot refused"
         );
-        assert!(again.entries().eq(machine.entries()), "snapshot round trip");
+        assert_eq!(again.entries(), machine.entries(), "snapshot round trip");
     }
 }
 

@@ -8,13 +8,16 @@
 //! A server started with `join` waits to be added to the metadata group, as to the KV group.
 //!
 //! Commands and snapshots are small versioned encodings, big-endian: a command is version
-//! (1), kind (1 put, 2 delete), key length (u32) and key, and for a put value length (u32)
-//! and value. A snapshot is version (1), entry count (u32), then per entry in ascending key
+//! (1), kind (1 put, 2 delete, 3 insert), and for a put or a delete key length (u32) and
+//! key, and for a put value length (u32) and value; an insert is an entry count (u32) and
+//! that many keys and values, added together only if none of the keys is there yet (how a
+//! topic and the groups of its partitions are claimed at once, whoever else claims them). A snapshot is version (1), entry count (u32), then per entry in ascending key
 //! order key length, key, value length, value. Decoders refuse other versions, unknown
 //! kinds, sizes over the limits, unsorted keys and short or trailing bytes. A command that
 //! does not decode changes nothing and is answered with the same error on every replica.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ordo_node::{GroupId, Index, RestoreError, StateMachine};
@@ -32,6 +35,10 @@ pub const ENTRIES_MAX: usize = 1 << 20;
 const VERSION: u8 = 1;
 const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
+const KIND_INSERT: u8 = 3;
+
+/// Most entries one insert adds.
+pub const INSERT_ENTRIES_MAX: usize = 1 << 16;
 
 /// A change to the metadata map.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +54,11 @@ pub enum MetaCommand {
     Delete {
         /// The key.
         key: Bytes,
+    },
+    /// Adds every entry, or none if any key is already there (or given twice).
+    Insert {
+        /// The keys and values.
+        entries: Vec<(Bytes, Bytes)>,
     },
 }
 
@@ -77,6 +89,12 @@ pub enum MetaError {
         /// [`ENTRIES_MAX`].
         max: usize,
     },
+    /// An insert named a key that is already there, or one key twice.
+    #[error("metadata key {key:?} exists")]
+    Exists {
+        /// The key, lossily as text.
+        key: String,
+    },
 }
 
 impl MetaCommand {
@@ -94,6 +112,15 @@ impl MetaCommand {
             MetaCommand::Delete { key } => {
                 buf.put_u8(KIND_DELETE);
                 put_bytes(&mut buf, key);
+            }
+            MetaCommand::Insert { entries } => {
+                buf.put_u8(KIND_INSERT);
+                let count = u32::try_from(entries.len()).expect("an insert's entries fit a u32");
+                buf.put_u32(count);
+                for (key, value) in entries {
+                    put_bytes(&mut buf, key);
+                    put_bytes(&mut buf, value);
+                }
             }
         }
         buf.freeze()
@@ -114,6 +141,23 @@ impl MetaCommand {
             KIND_DELETE => MetaCommand::Delete {
                 key: reader.bytes("key", KEY_BYTES_MAX)?,
             },
+            KIND_INSERT => {
+                let count = reader.u32()? as usize;
+                if count > INSERT_ENTRIES_MAX {
+                    return Err(MetaError::TooLarge {
+                        what: "insert",
+                        bytes: count,
+                        max: INSERT_ENTRIES_MAX,
+                    });
+                }
+                let mut entries = Vec::new();
+                for _ in 0..count {
+                    let key = reader.bytes("key", KEY_BYTES_MAX)?;
+                    let value = reader.bytes("value", VALUE_BYTES_MAX)?;
+                    entries.push((key, value));
+                }
+                MetaCommand::Insert { entries }
+            }
             kind => return Err(reader.malformed(format!("unknown kind {kind}"))),
         };
         reader.end()?;
@@ -185,43 +229,96 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// What a node's metadata group has applied, readable by the node's faces while the group
+/// applies: cheap to clone, one map behind a lock.
+#[derive(Debug, Clone, Default)]
+pub struct MetaView {
+    entries: Arc<RwLock<BTreeMap<Bytes, Bytes>>>,
+}
+
+impl MetaView {
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<Bytes, Bytes>> {
+        // Every writer replaces or edits the map in one step that cannot panic halfway.
+        self.entries.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &[u8]) -> Option<Bytes> {
+        self.read().get(key).cloned()
+    }
+
+    /// The entries whose keys start with `prefix`, in key order.
+    pub fn with_prefix(&self, prefix: &[u8]) -> Vec<(Bytes, Bytes)> {
+        self.read()
+            .range(Bytes::copy_from_slice(prefix)..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
 /// The metadata group's state machine: the replicated map.
 #[derive(Debug, Default)]
 pub struct MetaMachine {
-    entries: BTreeMap<Bytes, Bytes>,
+    view: MetaView,
     applied: Index,
 }
 
 impl MetaMachine {
+    /// What this machine has applied, as the node's faces read it.
+    pub fn view(&self) -> MetaView {
+        self.view.clone()
+    }
+
     /// The value of `key`.
-    pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
-        self.entries.get(key)
+    pub fn get(&self, key: &[u8]) -> Option<Bytes> {
+        self.view.get(key)
     }
 
     /// The keys and values in key order.
-    pub fn entries(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
-        self.entries.iter()
+    pub fn entries(&self) -> Vec<(Bytes, Bytes)> {
+        self.view.with_prefix(b"")
     }
 
     /// How many keys the map holds.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.view.read().len()
     }
 
     /// Whether the map is empty.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
     fn execute(&mut self, command: MetaCommand) -> Result<Option<Bytes>, MetaError> {
+        let mut entries = self
+            .view
+            .entries
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         match command {
             MetaCommand::Put { key, value } => {
-                if !self.entries.contains_key(&key) && self.entries.len() >= ENTRIES_MAX {
+                if !entries.contains_key(&key) && entries.len() >= ENTRIES_MAX {
                     return Err(MetaError::Full { max: ENTRIES_MAX });
                 }
-                Ok(self.entries.insert(key, value))
+                Ok(entries.insert(key, value))
             }
-            MetaCommand::Delete { key } => Ok(self.entries.remove(&key)),
+            MetaCommand::Delete { key } => Ok(entries.remove(&key)),
+            MetaCommand::Insert { entries: new } => {
+                let mut seen = std::collections::BTreeSet::new();
+                for (key, _) in &new {
+                    if entries.contains_key(key) || !seen.insert(key) {
+                        return Err(MetaError::Exists {
+                            key: String::from_utf8_lossy(key).into_owned(),
+                        });
+                    }
+                }
+                if entries.len() + new.len() > ENTRIES_MAX {
+                    return Err(MetaError::Full { max: ENTRIES_MAX });
+                }
+                entries.extend(new);
+                Ok(None)
+            }
         }
     }
 }
@@ -253,9 +350,9 @@ impl StateMachine for MetaMachine {
     fn snapshot(&self) -> Bytes {
         let mut buf = BytesMut::new();
         buf.put_u8(VERSION);
-        let count = u32::try_from(self.entries.len()).expect("ENTRIES_MAX fits in a u32");
+        let count = u32::try_from(self.len()).expect("ENTRIES_MAX fits in a u32");
         buf.put_u32(count);
-        for (key, value) in &self.entries {
+        for (key, value) in self.view.read().iter() {
             put_bytes(&mut buf, key);
             put_bytes(&mut buf, value);
         }
@@ -264,7 +361,11 @@ impl StateMachine for MetaMachine {
 
     fn restore(&mut self, index: Index, data: &[u8]) -> Result<(), RestoreError> {
         let entries = decode_snapshot(data).map_err(|e| RestoreError::new(e.to_string()))?;
-        self.entries = entries;
+        *self
+            .view
+            .entries
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = entries;
         self.applied = index;
         Ok(())
     }
@@ -354,7 +455,7 @@ mod tests {
                 "{data:?}"
             );
         }
-        assert_eq!(m.get(b"k"), Some(&Bytes::from_static(b"v")));
+        assert_eq!(m.get(b"k"), Some(Bytes::from_static(b"v")));
         assert_eq!(m.len(), 1);
     }
 
@@ -393,10 +494,7 @@ mod tests {
         let snapshot = m.snapshot();
         let mut copy = MetaMachine::default();
         copy.restore(3, &snapshot).unwrap();
-        assert_eq!(
-            copy.entries().collect::<Vec<_>>(),
-            m.entries().collect::<Vec<_>>()
-        );
+        assert_eq!(copy.entries(), m.entries());
         assert_eq!(copy.applied_index(), 3);
         assert_eq!(copy.snapshot(), snapshot, "one encoding per state");
 
@@ -417,9 +515,46 @@ mod tests {
         damaged.push(unsorted.to_vec());
         for data in damaged {
             assert!(other.restore(9, &data).is_err(), "{data:?}");
-            assert_eq!(other.get(b"kept"), Some(&Bytes::from_static(b"yes")));
+            assert_eq!(other.get(b"kept"), Some(Bytes::from_static(b"yes")));
             assert_eq!(other.applied_index(), 1);
         }
+    }
+
+    fn insert(entries: &[(&str, &str)]) -> Bytes {
+        MetaCommand::Insert {
+            entries: entries
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        Bytes::copy_from_slice(k.as_bytes()),
+                        Bytes::copy_from_slice(v.as_bytes()),
+                    )
+                })
+                .collect(),
+        }
+        .encode()
+    }
+
+    #[test]
+    fn an_insert_adds_every_entry_or_none_when_a_key_is_taken() {
+        let mut m = MetaMachine::default();
+        let view = m.view();
+        assert_eq!(m.apply(1, &insert(&[("t/a", "1"), ("g/7", "a")])), Ok(None));
+        assert_eq!(
+            m.apply(2, &insert(&[("t/b", "2"), ("g/7", "b")])),
+            Err(MetaError::Exists { key: "g/7".into() })
+        );
+        assert_eq!(
+            m.apply(3, &insert(&[("t/c", "3"), ("t/c", "3")])),
+            Err(MetaError::Exists { key: "t/c".into() })
+        );
+        assert_eq!(view.get(b"t/b"), None, "a refused insert adds nothing");
+        assert_eq!(
+            view.with_prefix(b"t/"),
+            vec![(Bytes::from_static(b"t/a"), Bytes::from_static(b"1"))]
+        );
+        assert_eq!(m.apply(4, &insert(&[])), Ok(None));
+        assert_eq!(view.with_prefix(b"").len(), 2);
     }
 
     #[test]
@@ -429,5 +564,9 @@ mod tests {
             &[1, 1, 0, 0, 0, 1, b'k', 0, 0, 0, 2, b'v', b'v'][..]
         );
         assert_eq!(&delete("k")[..], &[1, 2, 0, 0, 0, 1, b'k'][..]);
+        assert_eq!(
+            &insert(&[("k", "v")])[..],
+            &[1, 3, 0, 0, 0, 1, 0, 0, 0, 1, b'k', 0, 0, 0, 1, b'v'][..]
+        );
     }
 }

@@ -180,6 +180,8 @@ struct Started {
     backend: Arc<EtcdBackend>,
     /// The metadata group, all configured nodes voting.
     meta: Group<MetaMachine>,
+    /// What this node's copy of the metadata group has applied.
+    meta_view: crate::meta::MetaView,
 }
 
 /// Starts the runtime, the KV and metadata groups on it, and builds the etcd face's backend.
@@ -208,9 +210,11 @@ async fn start_node(config: &ServerConfig, peer: TcpListener) -> Result<Started,
         members: meta_members(&node),
         ..GroupOptions::default()
     };
+    let meta_machine = MetaMachine::default();
+    let meta_view = meta_machine.view();
     let opened = match node.start_group_with(KV_GROUP, machine, options).await {
         Ok(group) => node
-            .start_group_with(META_GROUP, MetaMachine::default(), meta_options)
+            .start_group_with(META_GROUP, meta_machine, meta_options)
             .await
             .map(|meta| (group, meta)),
         Err(source) => Err(source),
@@ -244,6 +248,7 @@ async fn start_node(config: &ServerConfig, peer: TcpListener) -> Result<Started,
         node,
         backend,
         meta,
+        meta_view,
     })
 }
 
@@ -395,6 +400,7 @@ pub async fn run(
         node,
         backend,
         meta,
+        meta_view,
     } = start_node(&config, listeners.peer).await?;
     let kafka = match (listeners.kafka, &config.kafka, node.peer_advertised()) {
         (Some(listener), Some(kafka), Some(peers)) => Some(KafkaServing {
@@ -405,6 +411,7 @@ pub async fn run(
                 kafka.advertised.clone(),
                 peers,
                 meta.clone(),
+                meta_view,
             ),
             config: kafka.listener.clone(),
             metrics: Arc::default(),

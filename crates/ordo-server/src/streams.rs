@@ -1,19 +1,40 @@
 //! The streams face's view of the cluster: which brokers there are and where their Kafka
-//! listeners are, the cluster id, and the controller.
+//! listeners are, the cluster id, the controller, and the topics.
 //!
 //! Every node with a Kafka listener advertises its address to its peers in the peer
 //! handshake (under [`KAFKA_ADDR_ADVERTISED`]), as it does its etcd client URL; a node
 //! lists itself and every peer that advertised one. The controller Kafka clients are told
-//! of is the leader of the metadata group, the group where topics will be recorded.
+//! of is the leader of the metadata group, the group where topics are recorded.
+//!
+//! Topics in the metadata group: `kafka/topic/NAME` holds the topic's record
+//! ([`TopicRecord`]); `kafka/group/ID` (the group id in 16 hex digits) holds
+//! `TOPIC-ID/PARTITION` for every partition group ever created, and stays when its topic is
+//! deleted, so that no group id is used twice. A topic is created with one insert of its
+//! record and its group keys (refused whole if any is taken) and deleted by removing its
+//! record.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use ordo_node::transport::PeerAdvertised;
 use ordo_node::{Group, NodeId};
 pub use ordo_streams::broker_id;
-use ordo_streams::{Broker, ClusterView};
+use ordo_streams::{Broker, ClusterView, Pending, TopicError, TopicRecord};
 
-use crate::meta::MetaMachine;
+use crate::meta::{MetaCommand, MetaError, MetaMachine, MetaView};
+
+/// Where topic records are kept in the metadata group.
+pub const TOPIC_PREFIX: &[u8] = b"kafka/topic/";
+/// Where partition group ids are claimed in the metadata group.
+pub const GROUP_PREFIX: &[u8] = b"kafka/group/";
+
+fn topic_key(name: &str) -> Bytes {
+    Bytes::from([TOPIC_PREFIX, name.as_bytes()].concat())
+}
+
+fn group_key(group: u64) -> Bytes {
+    Bytes::from([GROUP_PREFIX, format!("{group:016x}").as_bytes()].concat())
+}
 
 /// The name under which a node advertises its Kafka address (`host:port`) to its peers.
 pub const KAFKA_ADDR_ADVERTISED: &str = "kafka-addr";
@@ -72,16 +93,20 @@ pub struct KafkaCluster {
     own: KafkaAdvertised,
     peers: PeerAdvertised,
     meta: Group<MetaMachine>,
+    /// What this node's copy of the metadata group has applied.
+    applied: MetaView,
 }
 
 impl KafkaCluster {
-    /// The view of node `node_id` of cluster `cluster_id`, reached at `own`.
+    /// The view of node `node_id` of cluster `cluster_id`, reached at `own`, over the
+    /// metadata group `meta` whose applied map is `applied`.
     pub fn new(
         cluster_id: u64,
         node_id: NodeId,
         own: KafkaAdvertised,
         peers: PeerAdvertised,
         meta: Group<MetaMachine>,
+        applied: MetaView,
     ) -> Arc<KafkaCluster> {
         Arc::new(KafkaCluster {
             cluster_id,
@@ -89,8 +114,22 @@ impl KafkaCluster {
             own,
             peers,
             meta,
+            applied,
         })
     }
+
+    async fn change(&self, command: MetaCommand) -> Result<Option<Bytes>, ChangeError> {
+        match self.meta.propose(command.encode()).await {
+            Ok(Ok(previous)) => Ok(previous),
+            Ok(Err(refused)) => Err(ChangeError::Refused(refused)),
+            Err(error) => Err(ChangeError::Unavailable(error.to_string())),
+        }
+    }
+}
+
+enum ChangeError {
+    Refused(MetaError),
+    Unavailable(String),
 }
 
 impl ClusterView for KafkaCluster {
@@ -125,6 +164,67 @@ impl ClusterView for KafkaCluster {
         let leader = self.meta.leadership().borrow().leader;
         broker_id(leader)
     }
+
+    fn topics(&self) -> Vec<TopicRecord> {
+        self.applied
+            .with_prefix(TOPIC_PREFIX)
+            .into_iter()
+            .filter_map(|(key, value)| match TopicRecord::decode(&value) {
+                Ok(record) => Some(record),
+                Err(error) => {
+                    // Every record was encoded by a node; one that does not decode is a
+                    // bug or damage the metadata group's checksums missed.
+                    tracing::error!(key = %String::from_utf8_lossy(&key), %error, "topic record left out");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn create_topic(&self, topic: TopicRecord) -> Pending<'_, Result<(), TopicError>> {
+        Box::pin(async move {
+            let mut entries = vec![(topic_key(&topic.name), topic.encode())];
+            let id = uuid_hex(&topic.id);
+            for (index, p) in topic.partitions.iter().enumerate() {
+                entries.push((group_key(p.group), Bytes::from(format!("{id}/{index}"))));
+            }
+            match self.change(MetaCommand::Insert { entries }).await {
+                Ok(_) => Ok(()),
+                Err(ChangeError::Refused(MetaError::Exists { key }))
+                    if key.as_bytes().starts_with(TOPIC_PREFIX) =>
+                {
+                    Err(TopicError::Exists { name: topic.name })
+                }
+                Err(ChangeError::Refused(MetaError::Exists { .. })) => Err(TopicError::GroupTaken),
+                Err(ChangeError::Refused(other)) => Err(TopicError::Unavailable {
+                    reason: other.to_string(),
+                }),
+                Err(ChangeError::Unavailable(reason)) => Err(TopicError::Unavailable { reason }),
+            }
+        })
+    }
+
+    fn delete_topic(&self, name: String) -> Pending<'_, Result<TopicRecord, TopicError>> {
+        Box::pin(async move {
+            let key = topic_key(&name);
+            match self.change(MetaCommand::Delete { key }).await {
+                Ok(Some(previous)) => {
+                    TopicRecord::decode(&previous).map_err(|error| TopicError::Unavailable {
+                        reason: format!("the deleted record of {name:?} did not decode: {error}"),
+                    })
+                }
+                Ok(None) => Err(TopicError::Unknown { name }),
+                Err(ChangeError::Refused(refused)) => Err(TopicError::Unavailable {
+                    reason: refused.to_string(),
+                }),
+                Err(ChangeError::Unavailable(reason)) => Err(TopicError::Unavailable { reason }),
+            }
+        })
+    }
+}
+
+fn uuid_hex(id: &[u8; 16]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -1,6 +1,42 @@
-//! What the Kafka face reports about the cluster, provided by the server that hosts it.
+//! What the Kafka face knows of the cluster and does to it, provided by the server that
+//! hosts it: the brokers, and the topics recorded in the metadata group.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use ordo_node::NodeId;
+
+use crate::topic::TopicRecord;
+
+/// A future the cluster view answers with.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why recording or removing a topic failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    /// A topic of that name exists.
+    #[error("topic {name:?} already exists")]
+    Exists {
+        /// The name.
+        name: String,
+    },
+    /// No topic of that name exists.
+    #[error("no topic {name:?}")]
+    Unknown {
+        /// The name.
+        name: String,
+    },
+    /// A group id chosen for a partition was taken (by a topic created meanwhile, or one
+    /// deleted: group ids are never reused); choosing others may succeed.
+    #[error("a partition's group id is taken")]
+    GroupTaken,
+    /// The metadata group could not take the change now (no leader, shutting down).
+    #[error("the metadata group is unavailable: {reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
 
 /// A broker as Metadata reports it: a node of the cluster and where its Kafka listener is
 /// reached.
@@ -25,6 +61,17 @@ pub trait ClusterView: Send + Sync + 'static {
     /// The broker Metadata names as the controller (the leader of the cluster's metadata
     /// group), `None` while unknown.
     fn controller_id(&self) -> Option<i32>;
+
+    /// Every topic this node's copy of the metadata group holds, in order of name.
+    fn topics(&self) -> Vec<TopicRecord>;
+
+    /// Records a new topic, claiming the group ids of its partitions: refused if the name
+    /// or a group id is taken.
+    fn create_topic(&self, topic: TopicRecord) -> Pending<'_, Result<(), TopicError>>;
+
+    /// Removes the topic `name` (its partitions' group ids stay claimed), answering what
+    /// was removed.
+    fn delete_topic(&self, name: String) -> Pending<'_, Result<TopicRecord, TopicError>>;
 }
 
 /// The Kafka broker id of an Ordo node: the same number, when it fits Kafka's 32-bit signed

@@ -11,25 +11,32 @@
 //!   request of a version this node does not serve is answered at version 0 with
 //!   `UNSUPPORTED_VERSION` and the versions it does serve (KIP-511), so a newer client
 //!   retries with one both know.
+//! - [`admin`]: CreateTopics and DeleteTopics, recorded in the cluster's metadata group,
+//!   with Kafka's checks and error codes; [`topic`] holds the topic record, the replica
+//!   placement and the topic configs accepted (`unclean.leader.election.enable=true` is
+//!   refused, saying why).
 //! - [`cluster`]: what Metadata reports (the brokers and their Kafka addresses, the
-//!   cluster id, the controller), provided by the server that hosts the face.
+//!   cluster id, the controller, the topics) and where topics are recorded, provided by the
+//!   server that hosts the face.
 //!
-//! Topics are not served yet: Metadata lists none, and answers a request for a named topic
-//! with `UNKNOWN_TOPIC_OR_PARTITION` (or `INVALID_TOPIC_EXCEPTION` for a name Kafka would
-//! refuse), as a Kafka broker without that topic and with topic auto-creation off does.
+//! The partitions of a topic are recorded with their Raft group ids and replicas, but their
+//! groups do not run yet: Metadata reports each partition `LEADER_NOT_AVAILABLE`, and
+//! Produce and Fetch are not served.
 //!
 //! The codec: `kafka-protocol` is generated from Kafka's own message definitions (Kafka
 //! 4.1), covers every API with its flexible versions and tagged fields, and is kept by the
 //! people who use it in a Kafka proxy. Its decoders trusted length prefixes with their
 //! allocations; the workspace uses a copy with that bounded (`vendor/kafka-protocol`).
 
+pub mod admin;
 pub mod cluster;
 pub mod frame;
 pub mod listener;
 pub mod service;
 pub mod topic;
 
-pub use cluster::{broker_id, Broker, ClusterView};
+pub use cluster::{broker_id, Broker, ClusterView, Pending, TopicError};
 pub use frame::FrameError;
 pub use listener::{serve, KafkaListenerConfig, KafkaMetrics};
 pub use service::{KafkaService, RequestError, SERVED_APIS};
+pub use topic::{PartitionRecord, TopicRecord};

@@ -14,16 +14,19 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, MetadataRequest, MetadataResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
+    DeleteTopicsRequest, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use crate::cluster::ClusterView;
+use crate::cluster::{broker_id, ClusterView};
 use crate::frame::SIZE_BYTES;
-use crate::topic::check_topic_name;
+use crate::topic::{check_topic_name, TopicRecord};
 
 /// Every API this node serves, with the versions it serves of each: exactly what
 /// ApiVersions advertises.
@@ -31,8 +34,15 @@ use crate::topic::check_topic_name;
 /// ApiVersions stops at 3 and Metadata at 12: the versions Kafka 3.x brokers serve, which
 /// every client in use knows. (Clients such as kafka-python infer the broker's release from
 /// the versions advertised, so advertising less than is served would change how they talk.)
-pub const SERVED_APIS: &[(ApiKey, i16, i16)] =
-    &[(ApiKey::ApiVersions, 0, 3), (ApiKey::Metadata, 0, 12)];
+///
+/// CreateTopics starts at 2 and DeleteTopics at 1, the oldest versions Kafka 4 serves (and
+/// the codec knows); every client in use speaks newer ones.
+pub const SERVED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+];
 
 /// Bytes of the request header's fixed start: API key, API version and correlation id.
 const HEADER_FIXED_BYTES: usize = 8;
@@ -103,7 +113,7 @@ impl RequestError {
 
 /// The Kafka face of one node.
 pub struct KafkaService {
-    cluster: Arc<dyn ClusterView>,
+    pub(crate) cluster: Arc<dyn ClusterView>,
 }
 
 /// A request's fixed header start, read before anything is decoded.
@@ -147,23 +157,29 @@ impl KafkaService {
         let mut body = request;
         let header = decode::<RequestHeader>(&mut body, api, api.request_header_version(version))?;
         let correlation_id = header.correlation_id;
+        // ApiVersions answers with a version 0 header whatever its version (KIP-511).
+        let header_version = match api {
+            ApiKey::ApiVersions => 0,
+            _ => api.response_header_version(version),
+        };
+        let reply =
+            |response: &dyn EncodeAt| response.frame(correlation_id, header_version, api, version);
         match api {
             ApiKey::ApiVersions => {
                 let request = decode_body::<ApiVersionsRequest>(body, api, version)?;
-                let response = api_versions(&request, version);
-                // Always a version 0 header, whatever the request's version (KIP-511).
-                respond(correlation_id, 0, &response, api, version)
+                reply(&api_versions(&request, version))
             }
             ApiKey::Metadata => {
                 let request = decode_body::<MetadataRequest>(body, api, version)?;
-                let response = self.metadata(&request, version);
-                respond(
-                    correlation_id,
-                    api.response_header_version(version),
-                    &response,
-                    api,
-                    version,
-                )
+                reply(&self.metadata(&request, version))
+            }
+            ApiKey::CreateTopics => {
+                let request = decode_body::<CreateTopicsRequest>(body, api, version)?;
+                reply(&self.create_topics(request, version).await)
+            }
+            ApiKey::DeleteTopics => {
+                let request = decode_body::<DeleteTopicsRequest>(body, api, version)?;
+                reply(&self.delete_topics(request, version).await)
             }
             _ => unreachable!("every served API has an arm: {api:?}"),
         }
@@ -181,28 +197,42 @@ impl KafkaService {
                     .with_port(i32::from(b.port))
             })
             .collect();
-        // No topic exists yet: a request for all of them (null, or an empty list at version
-        // 0) lists none, and every topic asked for by name or id is unknown.
-        let topics = request
-            .topics
-            .iter()
-            .flatten()
-            .map(|topic| match &topic.name {
-                Some(name) => {
-                    let error = match check_topic_name(name.as_str()) {
-                        Ok(()) => ResponseError::UnknownTopicOrPartition,
-                        Err(_) => ResponseError::InvalidTopicException,
-                    };
-                    MetadataResponseTopic::default()
-                        .with_error_code(error.code())
-                        .with_name(Some(name.clone()))
-                }
-                None => MetadataResponseTopic::default()
-                    .with_error_code(ResponseError::UnknownTopicId.code())
-                    .with_name(None::<TopicName>)
-                    .with_topic_id(topic.topic_id),
-            })
-            .collect();
+        let known = self.cluster.topics();
+        // All topics: null, or (at version 0 only) an empty list.
+        let all = match &request.topics {
+            None => true,
+            Some(list) => list.is_empty() && version == 0,
+        };
+        let topics = if all {
+            known.iter().map(|t| described(t, version)).collect()
+        } else {
+            request
+                .topics
+                .iter()
+                .flatten()
+                .map(|asked| match &asked.name {
+                    Some(name) => match known.iter().find(|t| t.name == name.as_str()) {
+                        Some(topic) => described(topic, version),
+                        None => {
+                            let error = match check_topic_name(name.as_str()) {
+                                Ok(()) => ResponseError::UnknownTopicOrPartition,
+                                Err(_) => ResponseError::InvalidTopicException,
+                            };
+                            MetadataResponseTopic::default()
+                                .with_error_code(error.code())
+                                .with_name(Some(name.clone()))
+                        }
+                    },
+                    None => match known.iter().find(|t| t.id == *asked.topic_id.as_bytes()) {
+                        Some(topic) => described(topic, version),
+                        None => MetadataResponseTopic::default()
+                            .with_error_code(ResponseError::UnknownTopicId.code())
+                            .with_name(None::<TopicName>)
+                            .with_topic_id(asked.topic_id),
+                    },
+                })
+                .collect()
+        };
         let mut response = MetadataResponse::default()
             .with_brokers(brokers)
             .with_topics(topics)
@@ -212,6 +242,37 @@ impl KafkaService {
         }
         response
     }
+}
+
+/// A topic as Metadata describes it. Its partitions' groups do not run yet, so none has a
+/// leader: each says `LEADER_NOT_AVAILABLE` with its replicas, as Kafka answers for a
+/// partition whose leader is being elected.
+fn described(topic: &TopicRecord, version: i16) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(index, p)| {
+            MetadataResponsePartition::default()
+                .with_error_code(ResponseError::LeaderNotAvailable.code())
+                .with_partition_index(index as i32)
+                .with_leader_id(BrokerId(-1))
+                .with_leader_epoch(-1)
+                .with_replica_nodes(
+                    p.replicas
+                        .iter()
+                        .filter_map(|&r| broker_id(r).map(BrokerId))
+                        .collect(),
+                )
+        })
+        .collect();
+    let mut described = MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_partitions(partitions);
+    if version >= 10 {
+        described.topic_id = uuid::Uuid::from_bytes(topic.id);
+    }
+    described
 }
 
 /// The served APIs, as ApiVersions lists them.
@@ -301,6 +362,30 @@ fn decode_body<T: Decodable>(
         );
     }
     Ok(request)
+}
+
+/// A response body that encodes into a whole frame (the codec's `Encodable` is generic, so
+/// not a trait object).
+trait EncodeAt {
+    fn frame(
+        &self,
+        correlation_id: i32,
+        header_version: i16,
+        api: ApiKey,
+        version: i16,
+    ) -> Result<Bytes, RequestError>;
+}
+
+impl<M: Encodable> EncodeAt for M {
+    fn frame(
+        &self,
+        correlation_id: i32,
+        header_version: i16,
+        api: ApiKey,
+        version: i16,
+    ) -> Result<Bytes, RequestError> {
+        respond(correlation_id, header_version, self, api, version)
+    }
 }
 
 /// The whole response frame: size prefix, header at `header_version`, body at `version`.

@@ -7,7 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{ApiKey, MetadataRequest, RequestHeader, TopicName};
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use ordo_streams::{Broker, ClusterView, KafkaService};
+use ordo_streams::{Broker, ClusterView, KafkaService, Pending, TopicError, TopicRecord};
 use proptest::prelude::*;
 
 struct One;
@@ -25,6 +25,19 @@ impl ClusterView for One {
     }
     fn controller_id(&self) -> Option<i32> {
         None
+    }
+    fn topics(&self) -> Vec<TopicRecord> {
+        Vec::new()
+    }
+    fn create_topic(&self, _: TopicRecord) -> Pending<'_, Result<(), TopicError>> {
+        Box::pin(async {
+            Err(TopicError::Unavailable {
+                reason: "not in this test".into(),
+            })
+        })
+    }
+    fn delete_topic(&self, name: String) -> Pending<'_, Result<TopicRecord, TopicError>> {
+        Box::pin(async { Err(TopicError::Unknown { name }) })
     }
 }
 

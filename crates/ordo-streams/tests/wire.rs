@@ -1,11 +1,14 @@
 //! The Kafka port over TCP, driven with requests encoded by the codec's client side.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use common::Memory;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
@@ -13,32 +16,10 @@ use kafka_protocol::messages::{
     RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use ordo_streams::{
-    serve, Broker, ClusterView, KafkaListenerConfig, KafkaMetrics, KafkaService, SERVED_APIS,
-};
+use ordo_streams::{serve, KafkaListenerConfig, KafkaMetrics, KafkaService, SERVED_APIS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-
-struct Fixed;
-
-impl ClusterView for Fixed {
-    fn cluster_id(&self) -> String {
-        "ordo-test-cluster".into()
-    }
-    fn brokers(&self) -> Vec<Broker> {
-        (1..=3)
-            .map(|id| Broker {
-                id,
-                host: "127.0.0.1".into(),
-                port: 9090 + id as u16,
-            })
-            .collect()
-    }
-    fn controller_id(&self) -> Option<i32> {
-        Some(2)
-    }
-}
 
 /// A Kafka port on loopback, stopped on drop.
 struct Port {
@@ -58,7 +39,7 @@ async fn port(config: KafkaListenerConfig) -> Port {
     let addr = listener.local_addr().expect("addr");
     let metrics = Arc::new(KafkaMetrics::default());
     let (stop, stop_rx) = watch::channel(false);
-    let service = Arc::new(KafkaService::new(Arc::new(Fixed)));
+    let service = Arc::new(KafkaService::new(Arc::new(Memory::default())));
     tokio::spawn(serve(
         listener,
         service,

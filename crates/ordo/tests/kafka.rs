@@ -22,8 +22,8 @@ fn expected_brokers(cluster: &TestCluster) -> Vec<(u64, String)> {
         .collect()
 }
 
-/// `kcat -L -J` against one node: its brokers (id, `host:port`) and controller.
-fn kcat_metadata(kcat: &Path, bootstrap: &str) -> Result<(Vec<(u64, String)>, i64), String> {
+/// What `kcat -L -J` prints for one node.
+fn kcat_json(kcat: &Path, bootstrap: &str) -> Result<serde_json::Value, String> {
     let out = Command::new(kcat)
         .args(["-L", "-J", "-m", "5", "-b", bootstrap])
         .stdin(Stdio::null())
@@ -35,12 +35,18 @@ fn kcat_metadata(kcat: &Path, bootstrap: &str) -> Result<(Vec<(u64, String)>, i6
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+    serde_json::from_slice(&out.stdout).map_err(|e| {
         format!(
             "kcat printed no JSON ({e}): {}",
             String::from_utf8_lossy(&out.stdout)
         )
-    })?;
+    })
+}
+
+/// `kcat -L -J` against a node of a cluster without topics: its brokers (id, `host:port`)
+/// and controller.
+fn kcat_metadata(kcat: &Path, bootstrap: &str) -> Result<(Vec<(u64, String)>, i64), String> {
+    let json = kcat_json(kcat, bootstrap)?;
     let mut brokers: Vec<(u64, String)> = json["brokers"]
         .as_array()
         .ok_or("no brokers in kcat's output")?
@@ -101,29 +107,15 @@ async fn kafka_python_and_confluent_kafka_read_the_cluster_metadata() {
         .collect::<Vec<_>>()
         .join(",");
     let bootstrap = cluster.kafka_endpoints().join(",");
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/kafka_metadata.py"
-    );
     // The script's clients may ask a node before every peer has connected to it: retried
     // until STEP passes.
     let deadline = Instant::now() + STEP;
-    loop {
-        let out = tokio::task::block_in_place(|| {
-            Command::new(&python)
-                .args([script, &bootstrap, &want])
-                .stdin(Stdio::null())
-                .output()
-                .expect("run python")
-        });
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if out.status.success() && stdout.contains("all checks passed") {
-            break;
-        }
+    while let Err(failed) =
+        common::python_script(&python, "kafka_metadata.py", &[&bootstrap, &want])
+    {
         assert!(
             Instant::now() < deadline,
-            "Kafka clients' metadata:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
+            "Kafka clients' metadata: {failed}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -185,4 +177,66 @@ async fn garbage_on_the_kafka_port_closes_the_connection_and_the_node_serves_on(
         metrics.body
     );
     cluster.stop_cleanly(&cluster.ids());
+}
+
+/// Topic names and partition counts as `kcat -L -J` lists them.
+fn kcat_topics(kcat: &Path, bootstrap: &str) -> Result<Vec<(String, usize)>, String> {
+    let json = kcat_json(kcat, bootstrap)?;
+    let mut topics: Vec<(String, usize)> = json["topics"]
+        .as_array()
+        .ok_or("no topics in kcat's output")?
+        .iter()
+        .map(|t| {
+            (
+                t["topic"].as_str().unwrap_or("").to_string(),
+                t["partitions"].as_array().map_or(0, Vec::len),
+            )
+        })
+        .collect();
+    topics.sort();
+    Ok(topics)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_created_and_deleted_by_kafka_clients_are_replicated_and_survive_a_restart() {
+    let Some(python) = python_with_or_skip(&["kafka", "confluent_kafka"]) else {
+        return;
+    };
+    let Some(kcat) = kcat_or_skip() else {
+        return;
+    };
+    let (mut cluster, _) = common::start(&[]).await;
+    let (a, b) = (
+        cluster.spec(1).kafka_addr.to_string(),
+        cluster.spec(2).kafka_addr.to_string(),
+    );
+    if let Err(failed) = common::python_script(&python, "kafka_topics.py", &[&a, &b]) {
+        panic!("Kafka clients' topics: {failed}");
+    }
+    let want = vec![("events".to_string(), 4), ("orders".to_string(), 3)];
+    // Every node's copy of the metadata group holds them once it has applied the entries.
+    for addr in cluster.kafka_endpoints() {
+        wait_for_topics(&kcat, &addr, &want).await;
+    }
+    let ids = cluster.ids();
+    cluster.stop_cleanly(&ids);
+    cluster.start_all().expect("restart");
+    cluster.wait_leader(&[], STEP).await.expect("a leader");
+    for addr in cluster.kafka_endpoints() {
+        wait_for_topics(&kcat, &addr, &want).await;
+    }
+    cluster.stop_cleanly(&cluster.ids());
+}
+
+/// Waits until kcat lists `want` on the node at `addr`, for at most `STEP`.
+async fn wait_for_topics(kcat: &Path, addr: &str, want: &[(String, usize)]) {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let got = tokio::task::block_in_place(|| kcat_topics(kcat, addr));
+        if got.as_deref() == Ok(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{addr}: {got:?}, want {want:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
 use common::DevCerts;
 use ordo_launch::tools::python_with_or_skip;
 
@@ -37,29 +35,17 @@ async fn python_etcd3_speaks_tls_with_a_client_certificate_and_is_refused_withou
         .await
         .expect("a leader");
     let addr = cluster.spec(leader.id).client_addr;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/etcd3_tls.py");
     let (host, port) = (addr.ip().to_string(), addr.port().to_string());
     let args = [
-        script,
-        &host,
+        host.as_str(),
         &port,
         &ca,
         &certs.file("client-root.pem"),
         &certs.file("client-root-key.pem"),
         &other.file("ca.pem"),
     ];
-    let out = tokio::task::block_in_place(|| {
-        Command::new(&python)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run python")
-    });
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("all checks passed"),
-        "python-etcd3 over TLS:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if let Err(failed) = common::python_script(&python, "etcd3_tls.py", &args) {
+        panic!("python-etcd3 over TLS: {failed}");
+    }
     cluster.stop_cleanly(&cluster.ids());
 }

@@ -230,3 +230,25 @@ pub async fn keys_with_prefix(cluster: &TestCluster, id: u64, prefix: &str) -> V
         }
     }
 }
+
+/// Runs `tests/python/SCRIPT` with `args` under `python`: `Ok` once it exits 0 having
+/// printed "all checks passed", else `Err` with its output.
+pub fn python_script(python: &std::path::Path, script: &str, args: &[&str]) -> Result<(), String> {
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(python)
+            .arg(&path)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run python")
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() && stdout.contains("all checks passed") {
+        return Ok(());
+    }
+    Err(format!(
+        "{script}:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}

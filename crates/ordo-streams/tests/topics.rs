@@ -1,0 +1,269 @@
+//! CreateTopics, DeleteTopics and the topics Metadata then lists, against a service whose
+//! cluster keeps its topics in memory as the metadata group keeps them.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use common::Memory;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use ordo_streams::{ClusterView, KafkaService};
+
+fn request<M: Encodable>(api: ApiKey, version: i16, body: &M) -> Bytes {
+    let mut buf = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(3)
+        .encode(&mut buf, api.request_header_version(version))
+        .expect("header");
+    body.encode(&mut buf, version).expect("body");
+    buf.freeze()
+}
+
+async fn ask<M: Encodable, R: Decodable>(
+    service: &KafkaService,
+    api: ApiKey,
+    version: i16,
+    body: &M,
+) -> R {
+    let frame = service
+        .handle(request(api, version, body))
+        .await
+        .expect("answered");
+    let mut frame = frame.slice(4..);
+    ResponseHeader::decode(&mut frame, api.response_header_version(version)).expect("header");
+    R::decode(&mut frame, version).expect("body")
+}
+
+fn topic(name: &'static str, partitions: i32, replication_factor: i16) -> CreatableTopic {
+    CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str(name)))
+        .with_num_partitions(partitions)
+        .with_replication_factor(replication_factor)
+}
+
+fn with_config(mut t: CreatableTopic, name: &'static str, value: &'static str) -> CreatableTopic {
+    t.configs.push(
+        CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str(name))
+            .with_value(Some(StrBytes::from_static_str(value))),
+    );
+    t
+}
+
+async fn create(
+    service: &KafkaService,
+    version: i16,
+    topics: Vec<CreatableTopic>,
+    validate_only: bool,
+) -> Vec<CreatableTopicResult> {
+    let body = CreateTopicsRequest::default()
+        .with_topics(topics)
+        .with_timeout_ms(5000)
+        .with_validate_only(validate_only);
+    let response: CreateTopicsResponse = ask(service, ApiKey::CreateTopics, version, &body).await;
+    response.topics
+}
+
+async fn metadata(service: &KafkaService, version: i16) -> MetadataResponse {
+    ask(
+        service,
+        ApiKey::Metadata,
+        version,
+        &MetadataRequest::default().with_topics(None),
+    )
+    .await
+}
+
+fn service() -> (KafkaService, Arc<Memory>) {
+    let memory = Arc::new(Memory::default());
+    (KafkaService::new(memory.clone()), memory)
+}
+
+#[tokio::test]
+async fn a_created_topic_is_listed_with_its_partitions_spread_over_the_brokers() {
+    let (service, memory) = service();
+    let results = create(&service, 7, vec![topic("orders", 6, 3)], false).await;
+    assert_eq!(results.len(), 1);
+    let r = &results[0];
+    assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    assert_eq!((r.num_partitions, r.replication_factor), (6, 3));
+    assert!(!r.topic_id.is_nil());
+
+    let recorded = memory.topics();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(&recorded[0].id, r.topic_id.as_bytes());
+    let groups: BTreeSet<u64> = recorded[0].partitions.iter().map(|p| p.group).collect();
+    assert_eq!(groups.len(), 6, "a group per partition");
+
+    let response = metadata(&service, 12).await;
+    assert_eq!(response.topics.len(), 1);
+    let t = &response.topics[0];
+    assert_eq!(
+        t.name.as_ref().map(|n| n.to_string()),
+        Some("orders".into())
+    );
+    assert_eq!(t.topic_id, r.topic_id);
+    assert_eq!(t.partitions.len(), 6);
+    let mut leaders = Vec::new();
+    for (i, p) in t.partitions.iter().enumerate() {
+        assert_eq!(p.partition_index, i as i32);
+        // No partition group runs yet.
+        assert_eq!(p.error_code, ResponseError::LeaderNotAvailable.code());
+        let replicas: BTreeSet<i32> = p.replica_nodes.iter().map(|b| b.0).collect();
+        assert_eq!(replicas, BTreeSet::from([1, 2, 3]));
+        leaders.push(p.replica_nodes[0].0);
+    }
+    // Preferred leaders in turn: each broker twice.
+    leaders.sort_unstable();
+    assert_eq!(leaders, vec![1, 1, 2, 2, 3, 3]);
+
+    // Version 4 (librdkafka's newest) and defaults: one partition, three replicas.
+    let results = create(&service, 4, vec![topic("defaults", -1, -1)], false).await;
+    assert_eq!(results[0].error_code, 0);
+    let defaults = memory
+        .topics()
+        .into_iter()
+        .find(|t| t.name == "defaults")
+        .expect("recorded");
+    assert_eq!(defaults.partitions.len(), 1);
+    assert_eq!(defaults.partitions[0].replicas.len(), 3);
+}
+
+#[tokio::test]
+async fn refused_topics_say_why_with_kafkas_codes_and_record_nothing() {
+    let (service, memory) = service();
+    assert_eq!(
+        create(&service, 7, vec![topic("taken", 1, 1)], false).await[0].error_code,
+        0
+    );
+    let cases = vec![
+        (
+            topic("too-many-replicas", 3, 4),
+            ResponseError::InvalidReplicationFactor,
+        ),
+        (
+            topic("no-replicas", 3, 0),
+            ResponseError::InvalidReplicationFactor,
+        ),
+        (
+            topic("no-partitions", 0, 3),
+            ResponseError::InvalidPartitions,
+        ),
+        (
+            topic("bad/name", 1, 1),
+            ResponseError::InvalidTopicException,
+        ),
+        (topic("taken", 1, 1), ResponseError::TopicAlreadyExists),
+        (
+            with_config(topic("unknown-config", 1, 1), "flush.nonsense", "1"),
+            ResponseError::InvalidConfig,
+        ),
+        (
+            with_config(topic("isr", 1, 3), "min.insync.replicas", "4"),
+            ResponseError::InvalidConfig,
+        ),
+        (
+            with_config(
+                topic("unclean", 1, 3),
+                "unclean.leader.election.enable",
+                "true",
+            ),
+            ResponseError::InvalidConfig,
+        ),
+    ];
+    for (t, code) in cases {
+        let name = t.name.to_string();
+        let results = create(&service, 7, vec![t], false).await;
+        assert_eq!(
+            results[0].error_code,
+            code.code(),
+            "{name}: {:?}",
+            results[0]
+        );
+        assert!(results[0].error_message.is_some(), "{name}");
+    }
+    let unclean = create(
+        &service,
+        7,
+        vec![with_config(
+            topic("unclean", 1, 3),
+            "unclean.leader.election.enable",
+            "true",
+        )],
+        false,
+    )
+    .await;
+    let message = unclean[0].error_message.as_ref().unwrap().to_string();
+    assert!(message.contains("majority"), "{message}");
+    // The same name twice in one request: both refused.
+    let twice = create(
+        &service,
+        7,
+        vec![topic("twice", 1, 1), topic("twice", 1, 1)],
+        false,
+    )
+    .await;
+    assert!(twice
+        .iter()
+        .all(|r| r.error_code == ResponseError::InvalidRequest.code()));
+    // Validate-only: answered as a success, nothing recorded.
+    let dry = create(&service, 7, vec![topic("dry", 2, 3)], true).await;
+    assert_eq!((dry[0].error_code, dry[0].num_partitions), (0, 2));
+    let names: Vec<String> = memory.topics().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, vec!["taken".to_string()]);
+}
+
+#[tokio::test]
+async fn deleted_topics_are_gone_by_name_or_by_id_and_unknown_ones_say_so() {
+    let (service, memory) = service();
+    let created = create(
+        &service,
+        7,
+        vec![topic("a", 1, 1), topic("b", 2, 1), topic("c", 1, 1)],
+        false,
+    )
+    .await;
+    let b_id = created[1].topic_id;
+    let by_name = DeleteTopicsRequest::default()
+        .with_topic_names(vec![
+            TopicName(StrBytes::from_static_str("a")),
+            TopicName(StrBytes::from_static_str("nope")),
+        ])
+        .with_timeout_ms(5000);
+    let response: DeleteTopicsResponse = ask(&service, ApiKey::DeleteTopics, 4, &by_name).await;
+    let codes: Vec<i16> = response.responses.iter().map(|r| r.error_code).collect();
+    assert_eq!(
+        codes,
+        vec![0, ResponseError::UnknownTopicOrPartition.code()]
+    );
+
+    let by_id = DeleteTopicsRequest::default()
+        .with_topics(vec![DeleteTopicState::default().with_topic_id(b_id)])
+        .with_timeout_ms(5000);
+    let response: DeleteTopicsResponse = ask(&service, ApiKey::DeleteTopics, 6, &by_id).await;
+    assert_eq!(response.responses[0].error_code, 0);
+    assert_eq!(
+        response.responses[0].name.as_ref().map(|n| n.to_string()),
+        Some("b".into())
+    );
+    assert_eq!(response.responses[0].topic_id, b_id);
+
+    let names: Vec<String> = memory.topics().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, vec!["c".to_string()]);
+    let listed = metadata(&service, 1).await;
+    assert_eq!(listed.topics.len(), 1);
+    // The deleted topics' group ids stay claimed.
+    assert_eq!(memory.groups.lock().unwrap().len(), 4);
+}
