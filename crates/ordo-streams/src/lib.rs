@@ -29,6 +29,7 @@
 //! allocations; the workspace uses a copy with that bounded (`vendor/kafka-protocol`).
 
 pub mod admin;
+pub mod client;
 pub mod cluster;
 pub mod frame;
 pub mod listener;

@@ -38,6 +38,8 @@ enum Commands {
     Groups(ordo::groups::GroupsArgs),
     /// A small etcd v3 client: put, get, del, watch.
     Kv(ordo::kv::KvArgs),
+    /// Create, list, describe and delete topics through a node's Kafka listener.
+    Topic(ordo::topic::TopicArgs),
     /// Measure any etcd v3 endpoint list: throughput and latency percentiles.
     Bench(Box<ordo_bench::BenchArgs>),
     /// Write a development CA and certificates for the nodes and clients of a TLS cluster.
@@ -203,6 +205,9 @@ fn main() -> ExitCode {
         Commands::Kv(args) => runtime()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(ordo::kv::run(args))),
+        Commands::Topic(args) => runtime()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(ordo::topic::run(args))),
         Commands::Cert(args) => ordo::cert::run(&args),
         Commands::Bench(args) => bench_runtime().map_err(anyhow::Error::from).and_then(|rt| {
             rt.block_on(ordo_bench::run_and_print(*args))

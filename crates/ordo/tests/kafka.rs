@@ -240,3 +240,102 @@ async fn wait_for_topics(kcat: &Path, addr: &str, want: &[(String, usize)]) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Runs `ordo topic ARGS --bootstrap BOOTSTRAP`: exit code, stdout, stderr.
+fn ordo_topic(bootstrap: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ordo"))
+        .arg("topic")
+        .args(args)
+        .args(["--bootstrap", bootstrap])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ordo topic");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordo_topic_creates_lists_describes_and_deletes_and_names_kafkas_errors() {
+    let (mut cluster, _) = common::start(&[]).await;
+    let one = cluster.spec(1).kafka_addr.to_string();
+    let two = cluster.spec(2).kafka_addr.to_string();
+    let run = |bootstrap: &str, args: &[&str]| {
+        tokio::task::block_in_place(|| ordo_topic(bootstrap, args))
+    };
+    let (code, out, err) = run(
+        &one,
+        &[
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "3",
+            "--config",
+            "retention.ms=60000",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("created topic orders (3 partitions, 3 replicas each"),
+        "{out}"
+    );
+
+    let refused = [
+        (vec!["create", "orders"], "TOPIC_ALREADY_EXISTS"),
+        (
+            vec!["create", "big", "--replication-factor", "4"],
+            "INVALID_REPLICATION_FACTOR",
+        ),
+        (
+            vec![
+                "create",
+                "unclean",
+                "--config",
+                "unclean.leader.election.enable=true",
+            ],
+            "INVALID_CONFIG",
+        ),
+        (vec!["create", "x", "--config", "no-equals"], "NAME=VALUE"),
+        (vec!["delete", "nope"], "UNKNOWN_TOPIC_OR_PARTITION"),
+    ];
+    for (args, needle) in refused {
+        let (code, _, err) = run(&one, &args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: expected {needle} in {err}");
+    }
+
+    // Another node has the topic once its copy of the metadata group applied it.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (code, out, _) = run(&two, &["list"]);
+        if code == Some(0) && out == "orders\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 2 lists {out:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, out, err) = run(&two, &["describe", "orders"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.matches("  partition ").count(), 3, "{out}");
+    assert_eq!(out.matches("LEADER_NOT_AVAILABLE").count(), 3, "{out}");
+
+    let (code, out, err) = run(&two, &["delete", "orders"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "deleted topic orders\n"),
+        "{err}"
+    );
+    let (code, _, err) = run(&two, &["describe", "orders"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("UNKNOWN_TOPIC_OR_PARTITION"), "{err}");
+
+    let closed = ordo_launch::free_ports(1).expect("a port")[0].to_string();
+    let (code, _, err) = run(&closed, &["list"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no node answered on its Kafka port"), "{err}");
+    cluster.stop_cleanly(&cluster.ids());
+}
