@@ -11,7 +11,10 @@
 //! (1), kind (1 put, 2 delete, 3 insert), and for a put or a delete key length (u32) and
 //! key, and for a put value length (u32) and value; an insert is an entry count (u32) and
 //! that many keys and values, added together only if none of the keys is there yet (how a
-//! topic and the groups of its partitions are claimed at once, whoever else claims them). A snapshot is version (1), entry count (u32), then per entry in ascending key
+//! topic and the groups of its partitions are claimed at once, whoever else claims them); a
+//! replace (4) is a key, the value expected and the new value, set only if the key holds the
+//! expected value (how a topic's record is changed without losing another change made
+//! meanwhile). A snapshot is version (1), entry count (u32), then per entry in ascending key
 //! order key length, key, value length, value. Decoders refuse other versions, unknown
 //! kinds, sizes over the limits, unsorted keys and short or trailing bytes. A command that
 //! does not decode changes nothing and is answered with the same error on every replica.
@@ -36,6 +39,7 @@ const VERSION: u8 = 1;
 const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
 const KIND_INSERT: u8 = 3;
+const KIND_REPLACE: u8 = 4;
 
 /// Most entries one insert adds.
 pub const INSERT_ENTRIES_MAX: usize = 1 << 16;
@@ -59,6 +63,15 @@ pub enum MetaCommand {
     Insert {
         /// The keys and values.
         entries: Vec<(Bytes, Bytes)>,
+    },
+    /// Sets `key` to `value` if it holds `expected`.
+    Replace {
+        /// The key.
+        key: Bytes,
+        /// The value it must hold.
+        expected: Bytes,
+        /// The new value.
+        value: Bytes,
     },
 }
 
@@ -95,6 +108,12 @@ pub enum MetaError {
         /// The key, lossily as text.
         key: String,
     },
+    /// A replace found the key missing or holding another value than expected.
+    #[error("metadata key {key:?} changed")]
+    Changed {
+        /// The key, lossily as text.
+        key: String,
+    },
 }
 
 impl MetaCommand {
@@ -121,6 +140,16 @@ impl MetaCommand {
                     put_bytes(&mut buf, key);
                     put_bytes(&mut buf, value);
                 }
+            }
+            MetaCommand::Replace {
+                key,
+                expected,
+                value,
+            } => {
+                buf.put_u8(KIND_REPLACE);
+                put_bytes(&mut buf, key);
+                put_bytes(&mut buf, expected);
+                put_bytes(&mut buf, value);
             }
         }
         buf.freeze()
@@ -158,6 +187,11 @@ impl MetaCommand {
                 }
                 MetaCommand::Insert { entries }
             }
+            KIND_REPLACE => MetaCommand::Replace {
+                key: reader.bytes("key", KEY_BYTES_MAX)?,
+                expected: reader.bytes("value", VALUE_BYTES_MAX)?,
+                value: reader.bytes("value", VALUE_BYTES_MAX)?,
+            },
             kind => return Err(reader.malformed(format!("unknown kind {kind}"))),
         };
         reader.end()?;
@@ -318,6 +352,18 @@ impl MetaMachine {
                 }
                 entries.extend(new);
                 Ok(None)
+            }
+            MetaCommand::Replace {
+                key,
+                expected,
+                value,
+            } => {
+                if entries.get(&key) != Some(&expected) {
+                    return Err(MetaError::Changed {
+                        key: String::from_utf8_lossy(&key).into_owned(),
+                    });
+                }
+                Ok(entries.insert(key, value))
             }
         }
     }
@@ -555,6 +601,30 @@ mod tests {
         );
         assert_eq!(m.apply(4, &insert(&[])), Ok(None));
         assert_eq!(view.with_prefix(b"").len(), 2);
+    }
+
+    #[test]
+    fn a_replace_sets_the_value_only_over_the_one_expected() {
+        let mut m = MetaMachine::default();
+        m.apply(1, &put("t/a", "v1")).unwrap();
+        let replace = |expected: &str, value: &str| {
+            MetaCommand::Replace {
+                key: Bytes::from_static(b"t/a"),
+                expected: Bytes::copy_from_slice(expected.as_bytes()),
+                value: Bytes::copy_from_slice(value.as_bytes()),
+            }
+            .encode()
+        };
+        assert_eq!(
+            m.apply(2, &replace("v1", "v2")),
+            Ok(Some(Bytes::from_static(b"v1")))
+        );
+        let changed = Err(MetaError::Changed { key: "t/a".into() });
+        assert_eq!(m.apply(3, &replace("v1", "v3")), changed);
+        assert_eq!(m.get(b"t/a"), Some(Bytes::from_static(b"v2")));
+        m.apply(4, &delete("t/a")).unwrap();
+        assert_eq!(m.apply(5, &replace("v2", "v4")), changed);
+        assert!(m.is_empty());
     }
 
     #[test]

@@ -221,6 +221,37 @@ impl ClusterView for KafkaCluster {
             }
         })
     }
+
+    fn replace_topic(
+        &self,
+        previous: TopicRecord,
+        new: TopicRecord,
+    ) -> Pending<'_, Result<(), TopicError>> {
+        Box::pin(async move {
+            let name = previous.name.clone();
+            let command = MetaCommand::Replace {
+                key: topic_key(&name),
+                expected: previous.encode(),
+                value: new.encode(),
+            };
+            match self.change(command).await {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err(TopicError::Unknown { name }),
+                Err(ChangeError::Refused(MetaError::Changed { .. })) => {
+                    // Gone, or another record: which one, the next read tells.
+                    if self.applied.get(&topic_key(&name)).is_none() {
+                        Err(TopicError::Unknown { name })
+                    } else {
+                        Err(TopicError::Changed { name })
+                    }
+                }
+                Err(ChangeError::Refused(refused)) => Err(TopicError::Unavailable {
+                    reason: refused.to_string(),
+                }),
+                Err(ChangeError::Unavailable(reason)) => Err(TopicError::Unavailable { reason }),
+            }
+        })
+    }
 }
 
 fn uuid_hex(id: &[u8; 16]) -> String {

@@ -40,7 +40,7 @@ const CHANGE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 const GROUP_ID_ATTEMPTS: usize = 3;
 
 /// A refusal: the error code and the message the client shows.
-type Refusal = (ResponseError, String);
+pub(crate) type Refusal = (ResponseError, String);
 
 /// A topic checked and ready to record.
 struct Planned {
@@ -189,7 +189,7 @@ impl KafkaService {
     }
 }
 
-fn change_timeout(timeout_ms: i32) -> Duration {
+pub(crate) fn change_timeout(timeout_ms: i32) -> Duration {
     if timeout_ms > 0 {
         Duration::from_millis(timeout_ms as u64)
     } else {
@@ -197,11 +197,12 @@ fn change_timeout(timeout_ms: i32) -> Duration {
     }
 }
 
-fn refusal(error: TopicError) -> Refusal {
+pub(crate) fn refusal(error: TopicError) -> Refusal {
     let code = match &error {
         TopicError::Exists { .. } => ResponseError::TopicAlreadyExists,
         TopicError::Unknown { .. } => ResponseError::UnknownTopicOrPartition,
         TopicError::GroupTaken => ResponseError::UnknownServerError,
+        TopicError::Changed { .. } => ResponseError::UnknownServerError,
         // Clients refresh their metadata and retry on this one.
         TopicError::Unavailable { .. } => ResponseError::NotController,
     };

@@ -30,6 +30,12 @@ pub enum TopicError {
     /// deleted: group ids are never reused); choosing others may succeed.
     #[error("a partition's group id is taken")]
     GroupTaken,
+    /// The topic's record changed since it was read (a replace found another one).
+    #[error("topic {name:?} changed meanwhile")]
+    Changed {
+        /// The name.
+        name: String,
+    },
     /// The metadata group could not take the change now (no leader, shutting down).
     #[error("the metadata group is unavailable: {reason}")]
     Unavailable {
@@ -72,6 +78,14 @@ pub trait ClusterView: Send + Sync + 'static {
     /// Removes the topic `name` (its partitions' group ids stay claimed), answering what
     /// was removed.
     fn delete_topic(&self, name: String) -> Pending<'_, Result<TopicRecord, TopicError>>;
+
+    /// Replaces the record of a topic by `new` if it still is `previous`: refused with
+    /// [`TopicError::Changed`] otherwise, or [`TopicError::Unknown`] if it is gone.
+    fn replace_topic(
+        &self,
+        previous: TopicRecord,
+        new: TopicRecord,
+    ) -> Pending<'_, Result<(), TopicError>>;
 }
 
 /// The Kafka broker id of an Ordo node: the same number, when it fits Kafka's 32-bit signed

@@ -15,13 +15,15 @@
 //!   with Kafka's checks and error codes; [`topic`] holds the topic record, the replica
 //!   placement and the topic configs accepted (`unclean.leader.election.enable=true` is
 //!   refused, saying why).
+//! - [`configs`]: DescribeConfigs and IncrementalAlterConfigs of topic configs, and
+//!   DescribeCluster.
 //! - [`cluster`]: what Metadata reports (the brokers and their Kafka addresses, the
 //!   cluster id, the controller, the topics) and where topics are recorded, provided by the
 //!   server that hosts the face.
 //!
 //! The partitions of a topic are recorded with their Raft group ids and replicas, but their
 //! groups do not run yet: Metadata reports each partition `LEADER_NOT_AVAILABLE`, and
-//! Produce and Fetch are not served.
+//! Produce, Fetch and CreatePartitions are not served.
 //!
 //! The codec: `kafka-protocol` is generated from Kafka's own message definitions (Kafka
 //! 4.1), covers every API with its flexible versions and tagged fields, and is kept by the
@@ -31,6 +33,7 @@
 pub mod admin;
 pub mod client;
 pub mod cluster;
+pub mod configs;
 pub mod frame;
 pub mod listener;
 pub mod service;

@@ -19,8 +19,9 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
-    DeleteTopicsRequest, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
-    TopicName,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    IncrementalAlterConfigsRequest, MetadataRequest, MetadataResponse, RequestHeader,
+    ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -35,13 +36,16 @@ use crate::topic::{check_topic_name, TopicRecord};
 /// every client in use knows. (Clients such as kafka-python infer the broker's release from
 /// the versions advertised, so advertising less than is served would change how they talk.)
 ///
-/// CreateTopics starts at 2 and DeleteTopics at 1, the oldest versions Kafka 4 serves (and
-/// the codec knows); every client in use speaks newer ones.
+/// CreateTopics starts at 2, DeleteTopics and DescribeConfigs at 1, the oldest versions
+/// Kafka 4 serves (and the codec knows); every client in use speaks newer ones.
 pub const SERVED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
 ];
 
 /// Bytes of the request header's fixed start: API key, API version and correlation id.
@@ -180,6 +184,18 @@ impl KafkaService {
             ApiKey::DeleteTopics => {
                 let request = decode_body::<DeleteTopicsRequest>(body, api, version)?;
                 reply(&self.delete_topics(request, version).await)
+            }
+            ApiKey::DescribeConfigs => {
+                let request = decode_body::<DescribeConfigsRequest>(body, api, version)?;
+                reply(&self.describe_configs(&request, version))
+            }
+            ApiKey::IncrementalAlterConfigs => {
+                let request = decode_body::<IncrementalAlterConfigsRequest>(body, api, version)?;
+                reply(&self.incremental_alter_configs(&request).await)
+            }
+            ApiKey::DescribeCluster => {
+                let request = decode_body::<DescribeClusterRequest>(body, api, version)?;
+                reply(&self.describe_cluster(&request, version))
             }
             _ => unreachable!("every served API has an arm: {api:?}"),
         }

@@ -268,6 +268,17 @@ pub enum ConfigError {
 /// be valid.
 type ConfigCheck = fn(&str, usize) -> Result<(), String>;
 
+/// What a topic config is when a topic does not set it, and its type as DescribeConfigs
+/// reports it (Kafka's `ConfigType`: 1 boolean, 3 int, 5 long, 7 list).
+pub const CONFIG_DEFAULTS: &[(&str, &str, i8)] = &[
+    ("cleanup.policy", "delete", 7),
+    ("max.message.bytes", "1048588", 3),
+    ("min.insync.replicas", "1", 3),
+    ("retention.bytes", "-1", 5),
+    ("retention.ms", "604800000", 5),
+    ("unclean.leader.election.enable", "false", 1),
+];
+
 /// The topic configs this node accepts, each with its check.
 const CONFIGS: &[(&str, ConfigCheck)] = &[
     ("cleanup.policy", |v, _| match v {
@@ -375,6 +386,19 @@ mod tests {
             distinct.sort_unstable();
             distinct.dedup();
             assert_eq!(distinct.len(), 3, "{replicas:?}");
+        }
+    }
+
+    #[test]
+    fn every_accepted_config_has_a_default_that_passes_its_own_check() {
+        let names: Vec<&str> = CONFIGS.iter().map(|(n, _)| *n).collect();
+        let defaults: Vec<&str> = CONFIG_DEFAULTS.iter().map(|(n, _, _)| *n).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, defaults);
+        for (name, value, _) in CONFIG_DEFAULTS {
+            let one = BTreeMap::from([(name.to_string(), value.to_string())]);
+            assert_eq!(check_configs(&one, 1), Ok(()), "{name}");
         }
     }
 

@@ -39,6 +39,13 @@ impl ClusterView for One {
     fn delete_topic(&self, name: String) -> Pending<'_, Result<TopicRecord, TopicError>> {
         Box::pin(async { Err(TopicError::Unknown { name }) })
     }
+    fn replace_topic(
+        &self,
+        old: TopicRecord,
+        _: TopicRecord,
+    ) -> Pending<'_, Result<(), TopicError>> {
+        Box::pin(async { Err(TopicError::Unknown { name: old.name }) })
+    }
 }
 
 /// A Metadata request (without its size prefix) at `version`, naming two topics.

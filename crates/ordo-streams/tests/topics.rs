@@ -1,5 +1,6 @@
-//! CreateTopics, DeleteTopics and the topics Metadata then lists, against a service whose
-//! cluster keeps its topics in memory as the metadata group keeps them.
+//! CreateTopics, DeleteTopics, the topics Metadata then lists, DescribeConfigs,
+//! IncrementalAlterConfigs and DescribeCluster, against a service whose cluster keeps its
+//! topics in memory as the metadata group keeps them.
 
 mod common;
 
@@ -12,8 +13,14 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
     MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
@@ -266,4 +273,144 @@ async fn deleted_topics_are_gone_by_name_or_by_id_and_unknown_ones_say_so() {
     assert_eq!(listed.topics.len(), 1);
     // The deleted topics' group ids stay claimed.
     assert_eq!(memory.groups.lock().unwrap().len(), 4);
+}
+
+fn alter(
+    name: &'static str,
+    ops: &[(&'static str, i8, Option<&'static str>)],
+) -> IncrementalAlterConfigsRequest {
+    let configs = ops
+        .iter()
+        .map(|&(config, op, value)| {
+            AlterableConfig::default()
+                .with_name(StrBytes::from_static_str(config))
+                .with_config_operation(op)
+                .with_value(value.map(StrBytes::from_static_str))
+        })
+        .collect();
+    IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+        .with_resource_type(2)
+        .with_resource_name(StrBytes::from_static_str(name))
+        .with_configs(configs)])
+}
+
+async fn configs_of(service: &KafkaService, name: &'static str) -> Vec<(String, String, i8)> {
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str(name))
+            .with_configuration_keys(None)]);
+    let response: DescribeConfigsResponse =
+        ask(service, ApiKey::DescribeConfigs, 4, &request).await;
+    let result = &response.results[0];
+    assert_eq!(result.error_code, 0, "{:?}", result.error_message);
+    result
+        .configs
+        .iter()
+        .map(|c| {
+            (
+                c.name.to_string(),
+                c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                c.config_source,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn configs_are_described_with_their_defaults_and_altered_with_kafkas_checks() {
+    let (service, _) = service();
+    let created = create(
+        &service,
+        7,
+        vec![with_config(topic("orders", 2, 3), "retention.ms", "60000")],
+        false,
+    )
+    .await;
+    assert_eq!(created[0].error_code, 0);
+    let configs = configs_of(&service, "orders").await;
+    assert!(
+        configs.contains(&("retention.ms".into(), "60000".into(), 1)),
+        "{configs:?}"
+    );
+    assert!(
+        configs.contains(&("min.insync.replicas".into(), "1".into(), 5)),
+        "{configs:?}"
+    );
+
+    // SET one, DELETE another: both take effect together.
+    let ops = [
+        ("min.insync.replicas", 0, Some("2")),
+        ("retention.ms", 1, None),
+    ];
+    let response: IncrementalAlterConfigsResponse = ask(
+        &service,
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        &alter("orders", &ops),
+    )
+    .await;
+    assert_eq!(
+        response.responses[0].error_code, 0,
+        "{:?}",
+        response.responses[0]
+    );
+    let configs = configs_of(&service, "orders").await;
+    assert!(configs.contains(&("min.insync.replicas".into(), "2".into(), 1)));
+    assert!(configs.contains(&("retention.ms".into(), "604800000".into(), 5)));
+
+    let refused = [
+        (
+            alter("orders", &[("min.insync.replicas", 0, Some("4"))]),
+            ResponseError::InvalidConfig,
+        ),
+        (
+            alter(
+                "orders",
+                &[("unclean.leader.election.enable", 0, Some("true"))],
+            ),
+            ResponseError::InvalidConfig,
+        ),
+        (
+            alter("orders", &[("segment.ms", 0, Some("1"))]),
+            ResponseError::InvalidConfig,
+        ),
+        (
+            alter("orders", &[("retention.ms", 2, Some("1"))]),
+            ResponseError::InvalidRequest,
+        ),
+        (
+            alter("nope", &[("retention.ms", 0, Some("1"))]),
+            ResponseError::UnknownTopicOrPartition,
+        ),
+    ];
+    for (request, code) in refused {
+        let response: IncrementalAlterConfigsResponse =
+            ask(&service, ApiKey::IncrementalAlterConfigs, 1, &request).await;
+        assert_eq!(response.responses[0].error_code, code.code(), "{request:?}");
+    }
+    // Nothing refused changed anything.
+    let configs = configs_of(&service, "orders").await;
+    assert!(configs.contains(&("min.insync.replicas".into(), "2".into(), 1)));
+    assert!(configs.contains(&("unclean.leader.election.enable".into(), "false".into(), 5)));
+}
+
+#[tokio::test]
+async fn describe_cluster_lists_the_brokers_and_the_controller() {
+    let (service, _) = service();
+    let request = DescribeClusterRequest::default().with_endpoint_type(1);
+    let response: DescribeClusterResponse =
+        ask(&service, ApiKey::DescribeCluster, 1, &request).await;
+    assert_eq!(response.error_code, 0);
+    assert_eq!(response.controller_id.0, 2);
+    assert_eq!(response.cluster_id.to_string(), "ordo-test-cluster");
+    let ids: Vec<i32> = response.brokers.iter().map(|b| b.broker_id.0).collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    let controllers = DescribeClusterRequest::default().with_endpoint_type(2);
+    let response: DescribeClusterResponse =
+        ask(&service, ApiKey::DescribeCluster, 1, &controllers).await;
+    assert_eq!(
+        response.error_code,
+        ResponseError::UnsupportedEndpointType.code()
+    );
 }

@@ -1,13 +1,19 @@
-//! `ordo topic`: create, list, describe and delete topics through a node's Kafka listener,
-//! with the requests any Kafka client sends (CreateTopics, Metadata, DeleteTopics).
+//! `ordo topic`: create, list, describe, alter and delete topics through a node's Kafka
+//! listener, with the requests any Kafka client sends (CreateTopics, Metadata,
+//! DescribeConfigs, IncrementalAlterConfigs, DeleteTopics).
 
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, MetadataRequest, MetadataResponse, TopicName,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    IncrementalAlterConfigsRequest, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use ordo_streams::client::{error_name, KafkaClient};
@@ -56,6 +62,17 @@ pub enum TopicCommand {
         /// The topic's name.
         name: String,
     },
+    /// Set or remove a topic's configs.
+    Alter {
+        /// The topic's name.
+        name: String,
+        /// A config to set, `NAME=VALUE`; repeatable.
+        #[arg(long = "config", value_name = "NAME=VALUE")]
+        configs: Vec<String>,
+        /// A config to return to its default; repeatable.
+        #[arg(long = "delete-config", value_name = "NAME")]
+        deleted: Vec<String>,
+    },
     /// Delete a topic.
     Delete {
         /// The topic's name.
@@ -79,9 +96,7 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
                 .with_num_partitions(partitions)
                 .with_replication_factor(replication_factor);
             for config in &configs {
-                let Some((key, value)) = config.split_once('=') else {
-                    bail!("--config {config:?}: expected NAME=VALUE");
-                };
+                let (key, value) = name_value(config)?;
                 topic.configs.push(
                     CreatableTopicConfig::default()
                         .with_name(StrBytes::from_string(key.to_string()))
@@ -128,6 +143,28 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
                 topic.topic_id,
                 topic.partitions.len()
             );
+            let described = client
+                .send(&DescribeConfigsRequest::default().with_resources(vec![
+                    DescribeConfigsResource::default()
+                        .with_resource_type(TOPIC_RESOURCE)
+                        .with_resource_name(StrBytes::from_string(name.clone()))
+                        .with_configuration_keys(None),
+                ]))
+                .await?;
+            for result in &described.results {
+                for config in &result.configs {
+                    let origin = if config.config_source == 1 {
+                        ""
+                    } else {
+                        " (default)"
+                    };
+                    println!(
+                        "  config {}={}{origin}",
+                        config.name.as_str(),
+                        config.value.as_deref().unwrap_or("")
+                    );
+                }
+            }
             for p in &topic.partitions {
                 let leader = match p.leader_id.0 {
                     -1 => "-".to_string(),
@@ -144,6 +181,50 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
                     p.partition_index, p.leader_epoch
                 );
             }
+        }
+        TopicCommand::Alter {
+            name,
+            configs,
+            deleted,
+        } => {
+            if configs.is_empty() && deleted.is_empty() {
+                bail!("nothing to alter: give --config NAME=VALUE or --delete-config NAME");
+            }
+            let mut changes = Vec::new();
+            for config in &configs {
+                let (key, value) = name_value(config)?;
+                changes.push(
+                    AlterableConfig::default()
+                        .with_name(StrBytes::from_string(key.to_string()))
+                        .with_config_operation(0)
+                        .with_value(Some(StrBytes::from_string(value.to_string()))),
+                );
+            }
+            for key in &deleted {
+                changes.push(
+                    AlterableConfig::default()
+                        .with_name(StrBytes::from_string(key.clone()))
+                        .with_config_operation(1),
+                );
+            }
+            let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+                AlterConfigsResource::default()
+                    .with_resource_type(TOPIC_RESOURCE)
+                    .with_resource_name(StrBytes::from_string(name.clone()))
+                    .with_configs(changes),
+            ]);
+            let response = client.send(&request).await?;
+            let Some(result) = response.responses.first() else {
+                bail!("{} answered for no topic", client.addr());
+            };
+            if result.error_code != 0 {
+                bail!(
+                    "topic {name:?} not altered: {}: {}",
+                    error_name(result.error_code),
+                    result.error_message.as_deref().unwrap_or("")
+                );
+            }
+            println!("altered topic {name}");
         }
         TopicCommand::Delete { name } => {
             let request = DeleteTopicsRequest::default()
@@ -196,6 +277,17 @@ async fn metadata(
         .send(&request)
         .await
         .with_context(|| format!("asking {} for metadata", client.addr()))
+}
+
+/// Kafka's resource type of a topic.
+const TOPIC_RESOURCE: i8 = 2;
+
+/// `NAME=VALUE`, split.
+fn name_value(config: &str) -> anyhow::Result<(&str, &str)> {
+    match config.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name, value)),
+        _ => bail!("--config {config:?}: expected NAME=VALUE"),
+    }
 }
 
 fn topic_name(name: &str) -> TopicName {

@@ -258,7 +258,7 @@ fn ordo_topic(bootstrap: &str, args: &[&str]) -> (Option<i32>, String, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ordo_topic_creates_lists_describes_and_deletes_and_names_kafkas_errors() {
+async fn ordo_topic_creates_lists_describes_alters_and_deletes_and_names_kafkas_errors() {
     let (mut cluster, _) = common::start(&[]).await;
     let one = cluster.spec(1).kafka_addr.to_string();
     let two = cluster.spec(2).kafka_addr.to_string();
@@ -322,6 +322,46 @@ async fn ordo_topic_creates_lists_describes_and_deletes_and_names_kafkas_errors(
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out.matches("  partition ").count(), 3, "{out}");
     assert_eq!(out.matches("LEADER_NOT_AVAILABLE").count(), 3, "{out}");
+
+    assert!(out.contains("  config retention.ms=60000\n"), "{out}");
+    assert!(
+        out.contains("  config min.insync.replicas=1 (default)\n"),
+        "{out}"
+    );
+    let (code, out, err) = run(
+        &two,
+        &[
+            "alter",
+            "orders",
+            "--config",
+            "min.insync.replicas=2",
+            "--delete-config",
+            "retention.ms",
+        ],
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "altered topic orders\n"),
+        "{err}"
+    );
+    let (code, _, err) = run(
+        &one,
+        &["alter", "orders", "--config", "min.insync.replicas=5"],
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("INVALID_CONFIG"), "{err}");
+    // Node 1 shows node 2's change once it has applied it.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (_, out, _) = run(&one, &["describe", "orders"]);
+        if out.contains("  config min.insync.replicas=2\n")
+            && out.contains("  config retention.ms=604800000 (default)\n")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 1 describes {out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let (code, out, err) = run(&two, &["delete", "orders"]);
     assert_eq!(

@@ -56,4 +56,25 @@ impl ClusterView for Memory {
                 .ok_or(TopicError::Unknown { name })
         })
     }
+    fn replace_topic(
+        &self,
+        previous: TopicRecord,
+        new: TopicRecord,
+    ) -> Pending<'_, Result<(), TopicError>> {
+        Box::pin(async move {
+            let mut topics = self.topics.lock().unwrap();
+            match topics.get(&previous.name) {
+                None => Err(TopicError::Unknown {
+                    name: previous.name,
+                }),
+                Some(current) if *current != previous => Err(TopicError::Changed {
+                    name: previous.name,
+                }),
+                Some(_) => {
+                    topics.insert(new.name.clone(), new);
+                    Ok(())
+                }
+            }
+        })
+    }
 }

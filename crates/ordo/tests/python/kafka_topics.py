@@ -12,8 +12,16 @@ exits 1.
 
 import sys
 
-from confluent_kafka.admin import AdminClient, NewTopic as ConfluentNewTopic
-from kafka.admin import KafkaAdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic as ConfluentNewTopic,
+    ResourceType,
+)
+from kafka.admin import ConfigResource as KafkaConfigResource
+from kafka.admin import ConfigResourceType, KafkaAdminClient, NewTopic
 from kafka.errors import InvalidConfigurationError, TopicAlreadyExistsError
 
 
@@ -71,6 +79,36 @@ def main():
         sorted(other.list_topics(timeout=10).topics),
         ["events", "orders"],
     )
+
+    # Configs: described with their defaults, altered through one client, seen by the other.
+    resource = ConfigResource(ResourceType.TOPIC, "orders")
+    configs = other.describe_configs([resource])[resource].result()
+    check("orders' min.insync.replicas", configs["min.insync.replicas"].value, "1")
+    check("orders' default", configs["min.insync.replicas"].is_default, True)
+    resource = ConfigResource(
+        ResourceType.TOPIC,
+        "orders",
+        incremental_configs=[
+            ConfigEntry(
+                "min.insync.replicas",
+                "2",
+                incremental_operation=AlterConfigOpType.SET,
+            )
+        ],
+    )
+    for future in other.incremental_alter_configs([resource]).values():
+        future.result()
+    admin = KafkaAdminClient(bootstrap_servers=b, request_timeout_ms=20000)
+    described = admin.describe_configs(
+        [KafkaConfigResource(ConfigResourceType.TOPIC, "orders")]
+    )
+    # {resource type: {resource name: {config: {...}}}}, only configs set on the topic.
+    topic_configs = next(iter(described.values()))["orders"]
+    value = topic_configs.get("min.insync.replicas", {}).get("value")
+    check("kafka-python sees the altered config", value, "2")
+    cluster = admin.describe_cluster()
+    check("kafka-python describe_cluster brokers", len(cluster["brokers"]), 3)
+    admin.close()
     print("all checks passed")
 
 
