@@ -10,8 +10,9 @@
 //! ([`TopicRecord`]); `kafka/group/ID` (the group id in 16 hex digits) holds
 //! `TOPIC-ID/PARTITION` for every partition group ever created, and stays when its topic is
 //! deleted, so that no group id is used twice. A topic is created with one insert of its
-//! record and its group keys (refused whole if any is taken) and deleted by removing its
-//! record.
+//! record and its group keys (refused whole if any is taken), changed by a replace of its
+//! record that expects the record it was changed from (after an insert of the group keys of
+//! the partitions the change adds), and deleted by removing its record.
 
 use std::sync::Arc;
 
@@ -229,6 +230,30 @@ impl ClusterView for KafkaCluster {
     ) -> Pending<'_, Result<(), TopicError>> {
         Box::pin(async move {
             let name = previous.name.clone();
+            let id = uuid_hex(&new.id);
+            let added: Vec<(Bytes, Bytes)> = new
+                .partitions
+                .iter()
+                .enumerate()
+                .skip(previous.partitions.len())
+                .map(|(index, p)| (group_key(p.group), Bytes::from(format!("{id}/{index}"))))
+                .collect();
+            if !added.is_empty() {
+                match self.change(MetaCommand::Insert { entries: added }).await {
+                    Ok(_) => {}
+                    Err(ChangeError::Refused(MetaError::Exists { .. })) => {
+                        return Err(TopicError::GroupTaken)
+                    }
+                    Err(ChangeError::Refused(refused)) => {
+                        return Err(TopicError::Unavailable {
+                            reason: refused.to_string(),
+                        })
+                    }
+                    Err(ChangeError::Unavailable(reason)) => {
+                        return Err(TopicError::Unavailable { reason })
+                    }
+                }
+            }
             let command = MetaCommand::Replace {
                 key: topic_key(&name),
                 expected: previous.encode(),

@@ -1,4 +1,5 @@
-//! CreateTopics and DeleteTopics: topics recorded in, and removed from, the metadata group.
+//! CreateTopics, CreatePartitions and DeleteTopics: topics recorded in, grown in and removed
+//! from the metadata group.
 //!
 //! Any node takes them (a follower's proposal reaches the metadata group's leader), so no
 //! client is sent looking for the controller. A new topic's partitions get replicas spread
@@ -10,11 +11,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use ordo_node::NodeId;
@@ -36,8 +40,27 @@ pub const DEFAULT_REPLICATION_FACTOR: usize = 3;
 /// How long a request waits for the metadata group when its own timeout is not positive.
 const CHANGE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 
-/// Attempts with fresh group ids when the ones chosen were taken.
+/// Attempts with fresh group ids when the ones chosen were taken (or, growing a topic, when
+/// its record changed meanwhile).
 const GROUP_ID_ATTEMPTS: usize = 3;
+
+/// What a growth whose every attempt had to start again answers.
+const RETRY: &str = "the topic kept changing, or the group ids chosen were taken; retry";
+
+/// Why a topic did not grow.
+enum Grown {
+    /// Refused, saying why.
+    Refused(Refusal),
+    /// The topic changed since it was read, or a group id chosen was taken: read and choose
+    /// again.
+    Again,
+}
+
+impl From<Refusal> for Grown {
+    fn from(refusal: Refusal) -> Grown {
+        Grown::Refused(refusal)
+    }
+}
 
 /// A refusal: the error code and the message the client shows.
 pub(crate) type Refusal = (ResponseError, String);
@@ -49,11 +72,8 @@ struct Planned {
 }
 
 impl KafkaService {
-    pub(crate) async fn create_topics(
-        &self,
-        request: CreateTopicsRequest,
-        version: i16,
-    ) -> CreateTopicsResponse {
+    /// The node ids of the brokers known now, in order: where replicas may go.
+    fn broker_nodes(&self) -> Vec<NodeId> {
         let mut brokers: Vec<NodeId> = self
             .cluster
             .brokers()
@@ -61,6 +81,15 @@ impl KafkaService {
             .map(|b| b.id as NodeId)
             .collect();
         brokers.sort_unstable();
+        brokers
+    }
+
+    pub(crate) async fn create_topics(
+        &self,
+        request: CreateTopicsRequest,
+        version: i16,
+    ) -> CreateTopicsResponse {
+        let brokers = self.broker_nodes();
         let mut names = BTreeMap::<&str, usize>::new();
         for topic in &request.topics {
             *names.entry(topic.name.as_str()).or_default() += 1;
@@ -117,6 +146,70 @@ impl KafkaService {
             ResponseError::UnknownServerError,
             format!("no free group ids in {GROUP_ID_ATTEMPTS} attempts"),
         ))
+    }
+
+    pub(crate) async fn create_partitions(
+        &self,
+        request: CreatePartitionsRequest,
+    ) -> CreatePartitionsResponse {
+        let brokers = self.broker_nodes();
+        let timeout = change_timeout(request.timeout_ms);
+        let mut results = Vec::new();
+        for topic in &request.topics {
+            let mut outcome = Err((ResponseError::UnknownServerError, RETRY.to_string()));
+            for _ in 0..GROUP_ID_ATTEMPTS {
+                match self
+                    .grow(topic, &brokers, request.validate_only, timeout)
+                    .await
+                {
+                    Err(Grown::Again) => continue,
+                    Err(Grown::Refused(refusal)) => outcome = Err(refusal),
+                    Ok(()) => outcome = Ok(()),
+                }
+                break;
+            }
+            let mut result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+            if let Err((error, message)) = outcome {
+                result.error_code = error.code();
+                result.error_message = Some(StrBytes::from_string(message));
+            }
+            results.push(result);
+        }
+        CreatePartitionsResponse::default().with_results(results)
+    }
+
+    /// Grows one topic to the partitions asked for.
+    async fn grow(
+        &self,
+        asked: &CreatePartitionsTopic,
+        brokers: &[NodeId],
+        validate_only: bool,
+        timeout: Duration,
+    ) -> Result<(), Grown> {
+        let name = asked.name.as_str();
+        let Some(previous) = self.cluster.topics().into_iter().find(|t| t.name == name) else {
+            return Err(refusal(TopicError::Unknown {
+                name: name.to_string(),
+            })
+            .into());
+        };
+        let grown = grown(&previous, asked, brokers)?;
+        if validate_only {
+            return Ok(());
+        }
+        let replaced = tokio::time::timeout(timeout, self.cluster.replace_topic(previous, grown))
+            .await
+            .map_err(|_| {
+                (
+                    ResponseError::RequestTimedOut,
+                    format!("the metadata group took longer than {timeout:?}"),
+                )
+            })?;
+        match replaced {
+            Ok(()) => Ok(()),
+            Err(TopicError::Changed { .. } | TopicError::GroupTaken) => Err(Grown::Again),
+            Err(error) => Err(refusal(error).into()),
+        }
     }
 
     pub(crate) async fn delete_topics(
@@ -187,6 +280,81 @@ impl KafkaService {
         }
         DeleteTopicsResponse::default().with_responses(responses)
     }
+}
+
+/// `previous` grown to the partitions `asked` for, new group ids chosen.
+fn grown(
+    previous: &TopicRecord,
+    asked: &CreatePartitionsTopic,
+    brokers: &[NodeId],
+) -> Result<TopicRecord, Refusal> {
+    let name = asked.name.as_str();
+    let current = previous.partitions.len();
+    let count = asked.count.max(0) as usize;
+    if count <= current || count > PARTITIONS_MAX {
+        return Err((
+            ResponseError::InvalidPartitions,
+            format!(
+                "topic {name:?} has {current} partitions: the new count must be above that and at most {PARTITIONS_MAX}, not {}",
+                asked.count
+            ),
+        ));
+    }
+    let replication_factor = previous.partitions[0].replicas.len();
+    // No assignment (null, or an empty list): the replicas are chosen here.
+    let added = match asked.assignments.as_ref().filter(|a| !a.is_empty()) {
+        Some(assignments) => {
+            let invalid = |why: String| (ResponseError::InvalidReplicaAssignment, why);
+            if assignments.len() != count - current {
+                return Err(invalid(format!(
+                    "{} assignments for {} new partitions",
+                    assignments.len(),
+                    count - current
+                )));
+            }
+            let mut added = Vec::new();
+            for a in assignments {
+                let replicas: Vec<NodeId> = a.broker_ids.iter().map(|b| b.0 as NodeId).collect();
+                let distinct: BTreeSet<NodeId> = replicas.iter().copied().collect();
+                if replicas.len() != replication_factor || distinct.len() != replicas.len() {
+                    return Err(invalid(format!(
+                        "each new partition needs {replication_factor} distinct brokers"
+                    )));
+                }
+                if let Some(unknown) = replicas.iter().find(|r| !brokers.contains(r)) {
+                    return Err(invalid(format!("broker {unknown} is not known")));
+                }
+                added.push(replicas);
+            }
+            added
+        }
+        None => {
+            if replication_factor > brokers.len() {
+                return Err((
+                    ResponseError::InvalidReplicationFactor,
+                    format!(
+                        "the topic's replication factor {replication_factor} is above the {} brokers available",
+                        brokers.len()
+                    ),
+                ));
+            }
+            let start = random_u64().map_err(|e| (ResponseError::UnknownServerError, e))? as usize;
+            assign_replicas(
+                brokers,
+                count - current,
+                replication_factor,
+                start % brokers.len(),
+            )
+        }
+    };
+    let mut grown = previous.clone();
+    for replicas in added {
+        grown.partitions.push(PartitionRecord {
+            group: new_group()?,
+            replicas,
+        });
+    }
+    Ok(grown)
 }
 
 pub(crate) fn change_timeout(timeout_ms: i32) -> Duration {
@@ -312,12 +480,17 @@ fn assigned(topic: &CreatableTopic, brokers: &[NodeId]) -> Result<Vec<Vec<NodeId
     Ok(partitions)
 }
 
+/// A random group id for a new partition, above every group id the server uses for itself.
+fn new_group() -> Result<u64, Refusal> {
+    let random = random_u64().map_err(|e| (ResponseError::UnknownServerError, e))?;
+    Ok((random >> 2) | (1 << 62))
+}
+
 fn random_u64() -> Result<u64, String> {
     getrandom::u64().map_err(|e| format!("no randomness from the system: {e}"))
 }
 
-/// The record of a new topic: a random topic id (a version 4 UUID) and random group ids,
-/// above every group id the server uses for itself.
+/// The record of a new topic: a random topic id (a version 4 UUID) and random group ids.
 fn new_record(name: &str, planned: &Planned) -> Result<TopicRecord, Refusal> {
     let failed = |e| (ResponseError::UnknownServerError, e);
     let mut id = [0u8; 16];
@@ -329,7 +502,7 @@ fn new_record(name: &str, planned: &Planned) -> Result<TopicRecord, Refusal> {
         .iter()
         .map(|replicas| {
             Ok(PartitionRecord {
-                group: (random_u64().map_err(failed)? >> 2) | (1 << 62),
+                group: new_group()?,
                 replicas: replicas.clone(),
             })
         })

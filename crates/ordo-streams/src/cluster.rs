@@ -80,7 +80,9 @@ pub trait ClusterView: Send + Sync + 'static {
     fn delete_topic(&self, name: String) -> Pending<'_, Result<TopicRecord, TopicError>>;
 
     /// Replaces the record of a topic by `new` if it still is `previous`: refused with
-    /// [`TopicError::Changed`] otherwise, or [`TopicError::Unknown`] if it is gone.
+    /// [`TopicError::Changed`] otherwise, or [`TopicError::Unknown`] if it is gone. The group
+    /// ids of partitions `new` adds are claimed first ([`TopicError::GroupTaken`] if one is
+    /// taken); a claim whose replace is then refused stays, unused.
     fn replace_topic(
         &self,
         previous: TopicRecord,

@@ -11,10 +11,10 @@
 //!   request of a version this node does not serve is answered at version 0 with
 //!   `UNSUPPORTED_VERSION` and the versions it does serve (KIP-511), so a newer client
 //!   retries with one both know.
-//! - [`admin`]: CreateTopics and DeleteTopics, recorded in the cluster's metadata group,
-//!   with Kafka's checks and error codes; [`topic`] holds the topic record, the replica
-//!   placement and the topic configs accepted (`unclean.leader.election.enable=true` is
-//!   refused, saying why).
+//! - [`admin`]: CreateTopics, CreatePartitions and DeleteTopics, recorded in the cluster's
+//!   metadata group, with Kafka's checks and error codes; [`topic`] holds the topic record,
+//!   the replica placement and the topic configs accepted
+//!   (`unclean.leader.election.enable=true` is refused, saying why).
 //! - [`configs`]: DescribeConfigs and IncrementalAlterConfigs of topic configs, and
 //!   DescribeCluster.
 //! - [`cluster`]: what Metadata reports (the brokers and their Kafka addresses, the
@@ -23,7 +23,7 @@
 //!
 //! The partitions of a topic are recorded with their Raft group ids and replicas, but their
 //! groups do not run yet: Metadata reports each partition `LEADER_NOT_AVAILABLE`, and
-//! Produce, Fetch and CreatePartitions are not served.
+//! Produce and Fetch are not served.
 //!
 //! The codec: `kafka-protocol` is generated from Kafka's own message definitions (Kafka
 //! 4.1), covers every API with its flexible versions and tagged fields, and is kept by the

@@ -18,8 +18,8 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
-    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreatePartitionsRequest,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
     IncrementalAlterConfigsRequest, MetadataRequest, MetadataResponse, RequestHeader,
     ResponseHeader, TopicName,
 };
@@ -43,6 +43,7 @@ pub const SERVED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
@@ -184,6 +185,10 @@ impl KafkaService {
             ApiKey::DeleteTopics => {
                 let request = decode_body::<DeleteTopicsRequest>(body, api, version)?;
                 reply(&self.delete_topics(request, version).await)
+            }
+            ApiKey::CreatePartitions => {
+                let request = decode_body::<CreatePartitionsRequest>(body, api, version)?;
+                reply(&self.create_partitions(request).await)
             }
             ApiKey::DescribeConfigs => {
                 let request = decode_body::<DescribeConfigsRequest>(body, api, version)?;

@@ -1,4 +1,4 @@
-//! CreateTopics, DeleteTopics, the topics Metadata then lists, DescribeConfigs,
+//! CreateTopics, CreatePartitions, DeleteTopics, the topics Metadata then lists, DescribeConfigs,
 //! IncrementalAlterConfigs and DescribeCluster, against a service whose cluster keeps its
 //! topics in memory as the metadata group keeps them.
 
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use common::Memory;
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
@@ -18,10 +19,11 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
-    DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
-    MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest,
+    DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, MetadataRequest,
+    MetadataResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use ordo_streams::{ClusterView, KafkaService};
@@ -413,4 +415,48 @@ async fn describe_cluster_lists_the_brokers_and_the_controller() {
         response.error_code,
         ResponseError::UnsupportedEndpointType.code()
     );
+}
+
+fn grow_to(name: &'static str, count: i32) -> CreatePartitionsRequest {
+    CreatePartitionsRequest::default()
+        .with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(name)))
+            .with_count(count)])
+        .with_timeout_ms(5000)
+}
+
+#[tokio::test]
+async fn create_partitions_grows_a_topic_with_new_groups_and_never_shrinks_one() {
+    let (service, memory) = service();
+    create(&service, 7, vec![topic("orders", 2, 3)], false).await;
+    let before = memory.topics()[0].clone();
+    let response: CreatePartitionsResponse =
+        ask(&service, ApiKey::CreatePartitions, 3, &grow_to("orders", 5)).await;
+    assert_eq!(
+        response.results[0].error_code, 0,
+        "{:?}",
+        response.results[0]
+    );
+    let after = memory.topics()[0].clone();
+    assert_eq!(after.partitions.len(), 5);
+    assert_eq!(
+        &after.partitions[..2],
+        &before.partitions[..],
+        "old partitions kept"
+    );
+    assert!(after.partitions.iter().all(|p| p.replicas.len() == 3));
+    let groups: BTreeSet<u64> = after.partitions.iter().map(|p| p.group).collect();
+    assert_eq!(groups.len(), 5, "a new group per new partition");
+    assert_eq!(memory.groups.lock().unwrap().len(), 5);
+
+    for (request, code) in [
+        (grow_to("orders", 5), ResponseError::InvalidPartitions),
+        (grow_to("orders", 3), ResponseError::InvalidPartitions),
+        (grow_to("nope", 3), ResponseError::UnknownTopicOrPartition),
+    ] {
+        let response: CreatePartitionsResponse =
+            ask(&service, ApiKey::CreatePartitions, 3, &request).await;
+        assert_eq!(response.results[0].error_code, code.code(), "{request:?}");
+    }
+    assert_eq!(memory.topics()[0].partitions.len(), 5);
 }

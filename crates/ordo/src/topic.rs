@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
@@ -12,7 +13,7 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 };
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
     IncrementalAlterConfigsRequest, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -62,10 +63,13 @@ pub enum TopicCommand {
         /// The topic's name.
         name: String,
     },
-    /// Set or remove a topic's configs.
+    /// Add partitions to a topic, or set or remove its configs.
     Alter {
         /// The topic's name.
         name: String,
+        /// The topic's new partition count (above the current one).
+        #[arg(long)]
+        partitions: Option<i32>,
         /// A config to set, `NAME=VALUE`; repeatable.
         #[arg(long = "config", value_name = "NAME=VALUE")]
         configs: Vec<String>,
@@ -184,11 +188,37 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
         }
         TopicCommand::Alter {
             name,
+            partitions,
             configs,
             deleted,
         } => {
-            if configs.is_empty() && deleted.is_empty() {
-                bail!("nothing to alter: give --config NAME=VALUE or --delete-config NAME");
+            if partitions.is_none() && configs.is_empty() && deleted.is_empty() {
+                bail!(
+                    "nothing to alter: give --partitions N, --config NAME=VALUE or --delete-config NAME"
+                );
+            }
+            if let Some(count) = partitions {
+                let request = CreatePartitionsRequest::default()
+                    .with_topics(vec![CreatePartitionsTopic::default()
+                        .with_name(topic_name(&name))
+                        .with_count(count)
+                        .with_assignments(None)])
+                    .with_timeout_ms(args.timeout_ms.min(i32::MAX as u64) as i32);
+                let response = client.send(&request).await?;
+                let Some(result) = response.results.first() else {
+                    bail!("{} answered for no topic", client.addr());
+                };
+                if result.error_code != 0 {
+                    bail!(
+                        "topic {name:?} not grown: {}: {}",
+                        error_name(result.error_code),
+                        result.error_message.as_deref().unwrap_or("")
+                    );
+                }
+                println!("topic {name} has {count} partitions");
+                if configs.is_empty() && deleted.is_empty() {
+                    return Ok(());
+                }
             }
             let mut changes = Vec::new();
             for config in &configs {

@@ -344,6 +344,15 @@ async fn ordo_topic_creates_lists_describes_alters_and_deletes_and_names_kafkas_
         (Some(0), "altered topic orders\n"),
         "{err}"
     );
+    let (code, out, err) = run(&one, &["alter", "orders", "--partitions", "5"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "topic orders has 5 partitions\n"),
+        "{err}"
+    );
+    let (code, _, err) = run(&one, &["alter", "orders", "--partitions", "4"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("INVALID_PARTITIONS"), "{err}");
     let (code, _, err) = run(
         &one,
         &["alter", "orders", "--config", "min.insync.replicas=5"],
@@ -356,6 +365,7 @@ async fn ordo_topic_creates_lists_describes_alters_and_deletes_and_names_kafkas_
         let (_, out, _) = run(&one, &["describe", "orders"]);
         if out.contains("  config min.insync.replicas=2\n")
             && out.contains("  config retention.ms=604800000 (default)\n")
+            && out.contains("partitions 5\n")
         {
             break;
         }

@@ -63,6 +63,12 @@ impl ClusterView for Memory {
     ) -> Pending<'_, Result<(), TopicError>> {
         Box::pin(async move {
             let mut topics = self.topics.lock().unwrap();
+            let mut groups = self.groups.lock().unwrap();
+            let added = &new.partitions[previous.partitions.len().min(new.partitions.len())..];
+            if added.iter().any(|p| groups.contains(&p.group)) {
+                return Err(TopicError::GroupTaken);
+            }
+            groups.extend(added.iter().map(|p| p.group));
             match topics.get(&previous.name) {
                 None => Err(TopicError::Unknown {
                     name: previous.name,
