@@ -29,6 +29,8 @@
 //!   metadata group's entries and snapshots), public only for them and the tests.
 //! - [`streams`]: what the Kafka listener (`ordo-streams`) reports of the cluster: the
 //!   brokers and their advertised Kafka addresses, the cluster id, the controller.
+//! - [`partitions`]: the partition groups a node holds a replica of, started and removed
+//!   as the metadata group's topics say.
 //! - [`run`]: one node from start to shutdown.
 //! - [`tls`]: TLS on a listener (rustls), its files reloaded when they change.
 //! - [`dev_certs`]: a development CA and the certificates it signs (`ordo cert`, tests).
@@ -39,6 +41,7 @@ pub mod dev_certs;
 pub mod etcd;
 pub mod fuzzing;
 pub mod meta;
+pub mod partitions;
 pub mod replica;
 pub mod run;
 pub mod streams;

@@ -264,13 +264,33 @@ impl<'a> Reader<'a> {
 }
 
 /// What a node's metadata group has applied, readable by the node's faces while the group
-/// applies: cheap to clone, one map behind a lock.
-#[derive(Debug, Clone, Default)]
+/// applies: cheap to clone, one map behind a lock, and a count of its changes to wait on.
+#[derive(Debug, Clone)]
 pub struct MetaView {
     entries: Arc<RwLock<BTreeMap<Bytes, Bytes>>>,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for MetaView {
+    fn default() -> MetaView {
+        MetaView {
+            entries: Arc::default(),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
 }
 
 impl MetaView {
+    /// Changes as they are applied: the receiver sees a new count after each (a snapshot
+    /// restored counts as one).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, BTreeMap<Bytes, Bytes>> {
         // Every writer replaces or edits the map in one step that cannot panic halfway.
         self.entries.read().unwrap_or_else(PoisonError::into_inner)
@@ -381,7 +401,11 @@ impl StateMachine for MetaMachine {
             self.applied
         );
         self.applied = index;
-        self.execute(MetaCommand::decode(data)?)
+        let result = self.execute(MetaCommand::decode(data)?);
+        if result.is_ok() {
+            self.view.changed();
+        }
+        result
     }
 
     fn note_applied(&mut self, index: Index) {
@@ -412,6 +436,7 @@ impl StateMachine for MetaMachine {
             .entries
             .write()
             .unwrap_or_else(PoisonError::into_inner) = entries;
+        self.view.changed();
         self.applied = index;
         Ok(())
     }
@@ -601,6 +626,8 @@ mod tests {
         );
         assert_eq!(m.apply(4, &insert(&[])), Ok(None));
         assert_eq!(view.with_prefix(b"").len(), 2);
+        // Two inserts took effect; the refused ones are no change.
+        assert_eq!(*view.changes().borrow(), 2);
     }
 
     #[test]

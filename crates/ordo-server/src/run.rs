@@ -18,6 +18,7 @@ use crate::config::ServerConfig;
 use crate::etcd::members::MemberDirectory;
 use crate::etcd::{EtcdBackend, KvReplica, CLIENT_URL_ADVERTISED};
 use crate::meta::{MetaMachine, META_GROUP};
+use crate::partitions::PartitionGroups;
 use crate::streams::{KafkaCluster, KAFKA_ADDR_ADVERTISED};
 use crate::tls::{TlsAcceptor, TlsError};
 
@@ -26,6 +27,10 @@ pub const KV_GROUP: GroupId = GroupId(1);
 
 /// How often MemberList's peer addresses are refreshed from the runtime's peer set.
 const PEER_REFRESH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How often the partition groups are checked against the topics (retrying what failed)
+/// and the in-sync replicas of the led ones refreshed.
+const PARTITIONS_ROUND_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the leader looks for expired leases.
 const LEASE_ROUND_INTERVAL: Duration = Duration::from_millis(500);
@@ -402,6 +407,7 @@ pub async fn run(
         meta,
         meta_view,
     } = start_node(&config, listeners.peer).await?;
+    let partitions = PartitionGroups::default();
     let kafka = match (listeners.kafka, &config.kafka, node.peer_advertised()) {
         (Some(listener), Some(kafka), Some(peers)) => Some(KafkaServing {
             listener,
@@ -411,7 +417,8 @@ pub async fn run(
                 kafka.advertised.clone(),
                 peers,
                 meta.clone(),
-                meta_view,
+                meta_view.clone(),
+                partitions.clone(),
             ),
             config: kafka.listener.clone(),
             metrics: Arc::default(),
@@ -446,6 +453,9 @@ pub async fn run(
     // Members added later are dialled by the runtime; MemberList reports their peer
     // addresses from its peer set (and their client URLs from what they advertised).
     let mut peer_refresh = tokio::time::interval(PEER_REFRESH_INTERVAL);
+    // The partitions this node holds a replica of follow the metadata group's topics.
+    let mut meta_changes = meta_view.changes();
+    let mut partitions_round = tokio::time::interval(PARTITIONS_ROUND_INTERVAL);
     let served = loop {
         tokio::select! {
             () = &mut shutdown => {
@@ -462,6 +472,15 @@ pub async fn run(
                 if let Some(transport) = node.transport() {
                     backend.learn_peers(&transport.peers());
                 }
+            }
+            changed = meta_changes.changed() => {
+                if changed.is_ok() {
+                    partitions.reconcile(&node, &meta_view).await;
+                }
+            }
+            _ = partitions_round.tick() => {
+                partitions.reconcile(&node, &meta_view).await;
+                partitions.refresh_in_sync().await;
             }
         }
     };

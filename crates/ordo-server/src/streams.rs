@@ -20,9 +20,10 @@ use bytes::Bytes;
 use ordo_node::transport::PeerAdvertised;
 use ordo_node::{Group, NodeId};
 pub use ordo_streams::broker_id;
-use ordo_streams::{Broker, ClusterView, Pending, TopicError, TopicRecord};
+use ordo_streams::{Broker, ClusterView, PartitionState, Pending, TopicError, TopicRecord};
 
 use crate::meta::{MetaCommand, MetaError, MetaMachine, MetaView};
+use crate::partitions::PartitionGroups;
 
 /// Where topic records are kept in the metadata group.
 pub const TOPIC_PREFIX: &[u8] = b"kafka/topic/";
@@ -96,11 +97,14 @@ pub struct KafkaCluster {
     meta: Group<MetaMachine>,
     /// What this node's copy of the metadata group has applied.
     applied: MetaView,
+    /// The partition groups this node runs.
+    partitions: PartitionGroups,
 }
 
 impl KafkaCluster {
     /// The view of node `node_id` of cluster `cluster_id`, reached at `own`, over the
-    /// metadata group `meta` whose applied map is `applied`.
+    /// metadata group `meta` whose applied map is `applied`, with the partition groups it
+    /// runs.
     pub fn new(
         cluster_id: u64,
         node_id: NodeId,
@@ -108,6 +112,7 @@ impl KafkaCluster {
         peers: PeerAdvertised,
         meta: Group<MetaMachine>,
         applied: MetaView,
+        partitions: PartitionGroups,
     ) -> Arc<KafkaCluster> {
         Arc::new(KafkaCluster {
             cluster_id,
@@ -116,6 +121,7 @@ impl KafkaCluster {
             peers,
             meta,
             applied,
+            partitions,
         })
     }
 
@@ -180,6 +186,10 @@ impl ClusterView for KafkaCluster {
                 }
             })
             .collect()
+    }
+
+    fn partition(&self, group: u64) -> Option<PartitionState> {
+        self.partitions.state(group)
     }
 
     fn create_topic(&self, topic: TopicRecord) -> Pending<'_, Result<(), TopicError>> {

@@ -56,6 +56,18 @@ pub struct Broker {
     pub port: u16,
 }
 
+/// What a node knows of one partition's group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    /// The leader the group knows of, if any.
+    pub leader: Option<NodeId>,
+    /// The group's term: the partition's leader epoch.
+    pub epoch: u64,
+    /// The replicas in sync with the leader, as the leader sees them; empty on a node that
+    /// does not lead the partition.
+    pub in_sync: Vec<NodeId>,
+}
+
 /// The cluster as one node knows it.
 pub trait ClusterView: Send + Sync + 'static {
     /// The cluster id Metadata carries.
@@ -70,6 +82,10 @@ pub trait ClusterView: Send + Sync + 'static {
 
     /// Every topic this node's copy of the metadata group holds, in order of name.
     fn topics(&self) -> Vec<TopicRecord>;
+
+    /// What this node knows of the partition whose group is `group`: `None` unless it
+    /// holds a replica of it.
+    fn partition(&self, group: u64) -> Option<PartitionState>;
 
     /// Records a new topic, claiming the group ids of its partitions: refused if the name
     /// or a group id is taken.

@@ -21,9 +21,11 @@
 //!   cluster id, the controller, the topics) and where topics are recorded, provided by the
 //!   server that hosts the face.
 //!
-//! The partitions of a topic are recorded with their Raft group ids and replicas, but their
-//! groups do not run yet: Metadata reports each partition `LEADER_NOT_AVAILABLE`, and
-//! Produce and Fetch are not served.
+//! - [`partition`]: the state machine of a partition's Raft group, whose log is the
+//!   partition's log (the server runs the groups of the partitions a node holds a replica
+//!   of).
+//!
+//! Produce and Fetch are not served yet.
 //!
 //! The codec: `kafka-protocol` is generated from Kafka's own message definitions (Kafka
 //! 4.1), covers every API with its flexible versions and tagged fields, and is kept by the
@@ -36,10 +38,11 @@ pub mod cluster;
 pub mod configs;
 pub mod frame;
 pub mod listener;
+pub mod partition;
 pub mod service;
 pub mod topic;
 
-pub use cluster::{broker_id, Broker, ClusterView, Pending, TopicError};
+pub use cluster::{broker_id, Broker, ClusterView, PartitionState, Pending, TopicError};
 pub use frame::FrameError;
 pub use listener::{serve, KafkaListenerConfig, KafkaMetrics};
 pub use service::{KafkaService, RequestError, SERVED_APIS};

@@ -225,7 +225,10 @@ impl KafkaService {
             Some(list) => list.is_empty() && version == 0,
         };
         let topics = if all {
-            known.iter().map(|t| described(t, version)).collect()
+            known
+                .iter()
+                .map(|t| described(self.cluster.as_ref(), t, version))
+                .collect()
         } else {
             request
                 .topics
@@ -233,7 +236,7 @@ impl KafkaService {
                 .flatten()
                 .map(|asked| match &asked.name {
                     Some(name) => match known.iter().find(|t| t.name == name.as_str()) {
-                        Some(topic) => described(topic, version),
+                        Some(topic) => described(self.cluster.as_ref(), topic, version),
                         None => {
                             let error = match check_topic_name(name.as_str()) {
                                 Ok(()) => ResponseError::UnknownTopicOrPartition,
@@ -245,7 +248,7 @@ impl KafkaService {
                         }
                     },
                     None => match known.iter().find(|t| t.id == *asked.topic_id.as_bytes()) {
-                        Some(topic) => described(topic, version),
+                        Some(topic) => described(self.cluster.as_ref(), topic, version),
                         None => MetadataResponseTopic::default()
                             .with_error_code(ResponseError::UnknownTopicId.code())
                             .with_name(None::<TopicName>)
@@ -265,26 +268,41 @@ impl KafkaService {
     }
 }
 
-/// A topic as Metadata describes it. Its partitions' groups do not run yet, so none has a
-/// leader: each says `LEADER_NOT_AVAILABLE` with its replicas, as Kafka answers for a
-/// partition whose leader is being elected.
-fn described(topic: &TopicRecord, version: i16) -> MetadataResponseTopic {
+/// A topic as Metadata describes it. A partition whose group this node does not run, or
+/// that has no leader yet, is `LEADER_NOT_AVAILABLE` with its replicas, as Kafka answers for
+/// a partition whose leader is being elected.
+fn described(
+    cluster: &dyn ClusterView,
+    topic: &TopicRecord,
+    version: i16,
+) -> MetadataResponseTopic {
+    let brokers = |ids: &[u64]| -> Vec<BrokerId> {
+        ids.iter()
+            .filter_map(|&r| broker_id(r).map(BrokerId))
+            .collect()
+    };
     let partitions = topic
         .partitions
         .iter()
         .enumerate()
         .map(|(index, p)| {
-            MetadataResponsePartition::default()
-                .with_error_code(ResponseError::LeaderNotAvailable.code())
+            let described = MetadataResponsePartition::default()
                 .with_partition_index(index as i32)
-                .with_leader_id(BrokerId(-1))
-                .with_leader_epoch(-1)
-                .with_replica_nodes(
-                    p.replicas
-                        .iter()
-                        .filter_map(|&r| broker_id(r).map(BrokerId))
-                        .collect(),
-                )
+                .with_replica_nodes(brokers(&p.replicas));
+            let state = cluster.partition(p.group);
+            match state
+                .as_ref()
+                .and_then(|s| Some((s.leader.and_then(broker_id)?, s)))
+            {
+                Some((leader, state)) => described
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(i32::try_from(state.epoch).unwrap_or(i32::MAX))
+                    .with_isr_nodes(brokers(&state.in_sync)),
+                None => described
+                    .with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1))
+                    .with_leader_epoch(-1),
+            }
         })
         .collect();
     let mut described = MetadataResponseTopic::default()

@@ -7,7 +7,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{ApiKey, MetadataRequest, RequestHeader, TopicName};
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use ordo_streams::{Broker, ClusterView, KafkaService, Pending, TopicError, TopicRecord};
+use ordo_streams::{
+    Broker, ClusterView, KafkaService, PartitionState, Pending, TopicError, TopicRecord,
+};
 use proptest::prelude::*;
 
 struct One;
@@ -28,6 +30,9 @@ impl ClusterView for One {
     }
     fn topics(&self) -> Vec<TopicRecord> {
         Vec::new()
+    }
+    fn partition(&self, _: u64) -> Option<PartitionState> {
+        None
     }
     fn create_topic(&self, _: TopicRecord) -> Pending<'_, Result<(), TopicError>> {
         Box::pin(async {

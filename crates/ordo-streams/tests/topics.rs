@@ -26,7 +26,7 @@ use kafka_protocol::messages::{
     MetadataResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use ordo_streams::{ClusterView, KafkaService};
+use ordo_streams::{ClusterView, KafkaService, PartitionState};
 
 fn request<M: Encodable>(api: ApiKey, version: i16, body: &M) -> Bytes {
     let mut buf = BytesMut::new();
@@ -459,4 +459,33 @@ async fn create_partitions_grows_a_topic_with_new_groups_and_never_shrinks_one()
         assert_eq!(response.results[0].error_code, code.code(), "{request:?}");
     }
     assert_eq!(memory.topics()[0].partitions.len(), 5);
+}
+
+#[tokio::test]
+async fn metadata_reports_the_leader_epoch_and_in_sync_replicas_the_node_knows() {
+    let (service, memory) = service();
+    create(&service, 7, vec![topic("orders", 2, 3)], false).await;
+    let first = memory.topics()[0].partitions[0].clone();
+    memory.partitions.lock().unwrap().insert(
+        first.group,
+        PartitionState {
+            leader: Some(first.replicas[0]),
+            epoch: 7,
+            in_sync: vec![first.replicas[0], first.replicas[1]],
+        },
+    );
+    let response = metadata(&service, 9).await;
+    let partitions = &response.topics[0].partitions;
+    let p0 = &partitions[0];
+    assert_eq!(p0.error_code, 0);
+    assert_eq!(p0.leader_id.0 as u64, first.replicas[0]);
+    assert_eq!(p0.leader_epoch, 7);
+    let isr: Vec<u64> = p0.isr_nodes.iter().map(|b| b.0 as u64).collect();
+    assert_eq!(isr, first.replicas[..2].to_vec());
+    // The other partition's group does not run here: no leader known.
+    assert_eq!(
+        partitions[1].error_code,
+        ResponseError::LeaderNotAvailable.code()
+    );
+    assert_eq!(partitions[1].leader_id.0, -1);
 }

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
-use ordo_streams::{Broker, ClusterView, Pending, TopicError, TopicRecord};
+use ordo_streams::{Broker, ClusterView, PartitionState, Pending, TopicError, TopicRecord};
 
 /// Three brokers (ids 1 to 3, ports 9091 to 9093), broker 2 the controller, and topics kept
 /// in memory as the metadata group keeps them: a name and a group id are taken once.
@@ -11,6 +11,8 @@ use ordo_streams::{Broker, ClusterView, Pending, TopicError, TopicRecord};
 pub struct Memory {
     pub topics: Mutex<BTreeMap<String, TopicRecord>>,
     pub groups: Mutex<BTreeSet<u64>>,
+    /// What the node knows of partition groups it "runs", by group id.
+    pub partitions: Mutex<BTreeMap<u64, PartitionState>>,
 }
 
 impl ClusterView for Memory {
@@ -31,6 +33,9 @@ impl ClusterView for Memory {
     }
     fn topics(&self) -> Vec<TopicRecord> {
         self.topics.lock().unwrap().values().cloned().collect()
+    }
+    fn partition(&self, group: u64) -> Option<PartitionState> {
+        self.partitions.lock().unwrap().get(&group).cloned()
     }
     fn create_topic(&self, topic: TopicRecord) -> Pending<'_, Result<(), TopicError>> {
         Box::pin(async move {
