@@ -29,7 +29,7 @@ pub const KV_GROUP: GroupId = GroupId(1);
 const PEER_REFRESH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How often the partition groups are checked against the topics (retrying what failed)
-/// and the in-sync replicas of the led ones refreshed.
+/// and the leaders of the led ones recorded.
 const PARTITIONS_ROUND_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the leader looks for expired leases.
@@ -480,7 +480,7 @@ pub async fn run(
             }
             _ = partitions_round.tick() => {
                 partitions.reconcile(&node, &meta_view).await;
-                partitions.refresh_in_sync().await;
+                partitions.record_leaders(&meta, &meta_view).await;
             }
         }
     };

@@ -12,7 +12,8 @@
 //! deleted, so that no group id is used twice. A topic is created with one insert of its
 //! record and its group keys (refused whole if any is taken), changed by a replace of its
 //! record that expects the record it was changed from (after an insert of the group keys of
-//! the partitions the change adds), and deleted by removing its record.
+//! the partitions the change adds), and deleted by removing its record (then its
+//! partitions' leader records, see [`crate::partitions`]).
 
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ pub use ordo_streams::broker_id;
 use ordo_streams::{Broker, ClusterView, PartitionState, Pending, TopicError, TopicRecord};
 
 use crate::meta::{MetaCommand, MetaError, MetaMachine, MetaView};
-use crate::partitions::PartitionGroups;
+use crate::partitions::{leader_key, PartitionGroups};
 
 /// Where topic records are kept in the metadata group.
 pub const TOPIC_PREFIX: &[u8] = b"kafka/topic/";
@@ -189,7 +190,7 @@ impl ClusterView for KafkaCluster {
     }
 
     fn partition(&self, group: u64) -> Option<PartitionState> {
-        self.partitions.state(group)
+        self.partitions.state(group, &self.applied)
     }
 
     fn create_topic(&self, topic: TopicRecord) -> Pending<'_, Result<(), TopicError>> {
@@ -220,9 +221,20 @@ impl ClusterView for KafkaCluster {
             let key = topic_key(&name);
             match self.change(MetaCommand::Delete { key }).await {
                 Ok(Some(previous)) => {
-                    TopicRecord::decode(&previous).map_err(|error| TopicError::Unavailable {
-                        reason: format!("the deleted record of {name:?} did not decode: {error}"),
-                    })
+                    let record = TopicRecord::decode(&previous).map_err(|error| {
+                        TopicError::Unavailable {
+                            reason: format!(
+                                "the deleted record of {name:?} did not decode: {error}"
+                            ),
+                        }
+                    })?;
+                    // Its partitions' leader records go too; one left behind (a leader that
+                    // recorded itself once more before its group was removed) is never read.
+                    for p in &record.partitions {
+                        let key = leader_key(p.group);
+                        let _ = self.change(MetaCommand::Delete { key }).await;
+                    }
+                    Ok(record)
                 }
                 Ok(None) => Err(TopicError::Unknown { name }),
                 Err(ChangeError::Refused(refused)) => Err(TopicError::Unavailable {

@@ -63,8 +63,8 @@ pub struct PartitionState {
     pub leader: Option<NodeId>,
     /// The group's term: the partition's leader epoch.
     pub epoch: u64,
-    /// The replicas in sync with the leader, as the leader sees them; empty on a node that
-    /// does not lead the partition.
+    /// The replicas in sync with the leader, as the leader last recorded them (empty until
+    /// it has).
     pub in_sync: Vec<NodeId>,
 }
 
@@ -83,8 +83,8 @@ pub trait ClusterView: Send + Sync + 'static {
     /// Every topic this node's copy of the metadata group holds, in order of name.
     fn topics(&self) -> Vec<TopicRecord>;
 
-    /// What this node knows of the partition whose group is `group`: `None` unless it
-    /// holds a replica of it.
+    /// What this node knows of the partition whose group is `group`: its leader, epoch and
+    /// in-sync replicas, `None` while no leader is known.
     fn partition(&self, group: u64) -> Option<PartitionState>;
 
     /// Records a new topic, claiming the group ids of its partitions: refused if the name

@@ -268,9 +268,9 @@ impl KafkaService {
     }
 }
 
-/// A topic as Metadata describes it. A partition whose group this node does not run, or
-/// that has no leader yet, is `LEADER_NOT_AVAILABLE` with its replicas, as Kafka answers for
-/// a partition whose leader is being elected.
+/// A topic as Metadata describes it. A partition without a known leader is
+/// `LEADER_NOT_AVAILABLE` with its replicas, as Kafka answers for a partition whose leader
+/// is being elected.
 fn described(
     cluster: &dyn ClusterView,
     topic: &TopicRecord,

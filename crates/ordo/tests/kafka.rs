@@ -480,6 +480,35 @@ async fn partitions_run_on_their_replicas_with_leaders_spread_and_go_with_their_
     for id in cluster.ids() {
         assert_eq!(partition_groups(&cluster, id).await.len(), 6, "node {id}");
     }
+    // One replica each: every node reports the leaders of partitions it holds no replica
+    // of, from the leaders' records in the metadata group.
+    let (code, _, err) = run(&[
+        "create",
+        "solo",
+        "--partitions",
+        "3",
+        "--replication-factor",
+        "1",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let deadline = Instant::now() + STEP;
+    loop {
+        let views: Vec<_> = cluster
+            .kafka_endpoints()
+            .iter()
+            .map(|addr| tokio::task::block_in_place(|| kcat_leaders(&kcat, addr, "solo")))
+            .collect();
+        let mut first = views[0].clone().unwrap_or_default();
+        first.sort_unstable();
+        if first == [1, 2, 3] && views.iter().all(|v| *v == views[0]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "solo's leaders as each node reports them: {views:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // A restart runs them again, on their state.
     let ids = cluster.ids();
@@ -488,9 +517,11 @@ async fn partitions_run_on_their_replicas_with_leaders_spread_and_go_with_their_
     cluster.wait_leader(&[], STEP).await.expect("a leader");
     settled(&cluster).await;
 
-    // Deleting the topic removes its partitions from every replica.
-    let (code, _, err) = run(&["delete", "orders"]);
-    assert_eq!(code, Some(0), "{err}");
+    // Deleting the topics removes their partitions from every replica.
+    for topic in ["orders", "solo"] {
+        let (code, _, err) = run(&["delete", topic]);
+        assert_eq!(code, Some(0), "{err}");
+    }
     for id in cluster.ids() {
         let deadline = Instant::now() + STEP;
         while !partition_groups(&cluster, id).await.is_empty() {
