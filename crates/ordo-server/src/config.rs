@@ -39,4 +39,7 @@ pub struct KafkaConfig {
     pub advertised: KafkaAdvertised,
     /// Its bounds.
     pub listener: KafkaListenerConfig,
+    /// Whether Metadata creates the topics clients ask for that do not exist (Kafka's
+    /// `auto.create.topics.enable`); off by default.
+    pub auto_create_topics: bool,
 }

@@ -300,6 +300,7 @@ struct KafkaServing {
     listener: TcpListener,
     cluster: Arc<KafkaCluster>,
     config: ordo_streams::KafkaListenerConfig,
+    auto_create_topics: bool,
     metrics: Arc<ordo_streams::KafkaMetrics>,
 }
 
@@ -339,7 +340,10 @@ impl Serving {
         if let Some(kafka) = kafka {
             others.push(tokio::spawn(ordo_streams::serve(
                 kafka.listener,
-                Arc::new(ordo_streams::KafkaService::new(kafka.cluster)),
+                Arc::new(
+                    ordo_streams::KafkaService::new(kafka.cluster)
+                        .with_auto_create_topics(kafka.auto_create_topics),
+                ),
                 kafka.config,
                 kafka.metrics,
                 stop_rx.clone(),
@@ -421,6 +425,7 @@ pub async fn run(
                 partitions.clone(),
             ),
             config: kafka.listener.clone(),
+            auto_create_topics: kafka.auto_create_topics,
             metrics: Arc::default(),
         }),
         _ => None,

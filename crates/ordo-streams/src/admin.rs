@@ -119,6 +119,32 @@ impl KafkaService {
         CreateTopicsResponse::default().with_topics(results)
     }
 
+    /// Creates topic `name` with the defaults, for Metadata: what the topic's entry in the
+    /// answer says: `LEADER_NOT_AVAILABLE` once it exists (its partitions have no leader
+    /// yet, and the client asks again), as Kafka answers.
+    pub(crate) async fn auto_create(&self, name: &str) -> ResponseError {
+        let topic = CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1);
+        let brokers = self.broker_nodes();
+        let created = match plan(&topic, &brokers) {
+            Ok(planned) => self.record(name, planned, CHANGE_TIMEOUT_DEFAULT).await,
+            Err(refusal) => Err(refusal),
+        };
+        match created {
+            Ok(_) => {
+                tracing::info!(topic = name, "topic created on a client's request for it");
+                ResponseError::LeaderNotAvailable
+            }
+            Err((ResponseError::TopicAlreadyExists, _)) => ResponseError::LeaderNotAvailable,
+            Err((error, message)) => {
+                tracing::warn!(topic = name, %message, "creating a topic a client asked for failed");
+                error
+            }
+        }
+    }
+
     /// Records the topic, with fresh group ids while the chosen ones were taken.
     async fn record(
         &self,

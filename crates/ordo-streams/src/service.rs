@@ -119,6 +119,9 @@ impl RequestError {
 /// The Kafka face of one node.
 pub struct KafkaService {
     pub(crate) cluster: Arc<dyn ClusterView>,
+    /// Whether Metadata creates the topics it is asked for that do not exist (Kafka's
+    /// `auto.create.topics.enable`).
+    auto_create_topics: bool,
 }
 
 /// A request's fixed header start, read before anything is decoded.
@@ -130,9 +133,20 @@ struct Peeked {
 }
 
 impl KafkaService {
-    /// The service reporting `cluster`.
+    /// The service reporting `cluster`, creating no topic on its own.
     pub fn new(cluster: Arc<dyn ClusterView>) -> KafkaService {
-        KafkaService { cluster }
+        KafkaService {
+            cluster,
+            auto_create_topics: false,
+        }
+    }
+
+    /// Makes Metadata create, with the default partitions and replication factor, a topic
+    /// it is asked for that does not exist, when the request allows it (Kafka's
+    /// `auto.create.topics.enable`; off unless set).
+    pub fn with_auto_create_topics(mut self, on: bool) -> KafkaService {
+        self.auto_create_topics = on;
+        self
     }
 
     /// Answers one request (its bytes after the size prefix) with the whole response
@@ -176,7 +190,7 @@ impl KafkaService {
             }
             ApiKey::Metadata => {
                 let request = decode_body::<MetadataRequest>(body, api, version)?;
-                reply(&self.metadata(&request, version))
+                reply(&self.metadata(&request, version).await)
             }
             ApiKey::CreateTopics => {
                 let request = decode_body::<CreateTopicsRequest>(body, api, version)?;
@@ -206,7 +220,7 @@ impl KafkaService {
         }
     }
 
-    fn metadata(&self, request: &MetadataRequest, version: i16) -> MetadataResponse {
+    async fn metadata(&self, request: &MetadataRequest, version: i16) -> MetadataResponse {
         let brokers = self
             .cluster
             .brokers()
@@ -230,17 +244,19 @@ impl KafkaService {
                 .map(|t| described(self.cluster.as_ref(), t, version))
                 .collect()
         } else {
-            request
-                .topics
-                .iter()
-                .flatten()
-                .map(|asked| match &asked.name {
+            // Before version 4 every request allows auto-creation; the node decides.
+            let may_create =
+                self.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+            let mut topics = Vec::new();
+            for asked in request.topics.iter().flatten() {
+                topics.push(match &asked.name {
                     Some(name) => match known.iter().find(|t| t.name == name.as_str()) {
                         Some(topic) => described(self.cluster.as_ref(), topic, version),
                         None => {
                             let error = match check_topic_name(name.as_str()) {
-                                Ok(()) => ResponseError::UnknownTopicOrPartition,
                                 Err(_) => ResponseError::InvalidTopicException,
+                                Ok(()) if may_create => self.auto_create(name.as_str()).await,
+                                Ok(()) => ResponseError::UnknownTopicOrPartition,
                             };
                             MetadataResponseTopic::default()
                                 .with_error_code(error.code())
@@ -254,8 +270,9 @@ impl KafkaService {
                             .with_name(None::<TopicName>)
                             .with_topic_id(asked.topic_id),
                     },
-                })
-                .collect()
+                });
+            }
+            topics
         };
         let mut response = MetadataResponse::default()
             .with_brokers(brokers)

@@ -18,6 +18,7 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     ApiKey, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
     CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest,
@@ -488,4 +489,53 @@ async fn metadata_reports_the_leader_epoch_and_in_sync_replicas_the_node_knows()
         ResponseError::LeaderNotAvailable.code()
     );
     assert_eq!(partitions[1].leader_id.0, -1);
+}
+
+async fn metadata_for(
+    service: &KafkaService,
+    version: i16,
+    name: &'static str,
+    allow: bool,
+) -> i16 {
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_static_str(name))))]))
+        .with_allow_auto_topic_creation(allow);
+    let response: MetadataResponse = ask(service, ApiKey::Metadata, version, &request).await;
+    response.topics[0].error_code
+}
+
+#[tokio::test]
+async fn metadata_creates_a_topic_asked_for_only_when_the_node_and_the_request_allow_it() {
+    // Off by default: unknown, nothing created.
+    let (service, memory) = service();
+    let unknown = ResponseError::UnknownTopicOrPartition.code();
+    assert_eq!(metadata_for(&service, 9, "fresh", true).await, unknown);
+    assert!(memory.topics().is_empty());
+
+    let memory = Arc::new(Memory::default());
+    let service = KafkaService::new(memory.clone()).with_auto_create_topics(true);
+    // The request says no.
+    assert_eq!(metadata_for(&service, 9, "fresh", false).await, unknown);
+    assert!(memory.topics().is_empty());
+    // Both say yes: created with the defaults, its leader not known yet.
+    let not_yet = ResponseError::LeaderNotAvailable.code();
+    assert_eq!(metadata_for(&service, 9, "fresh", true).await, not_yet);
+    // Before version 4 requests cannot say no (the field is new in 4): allowed.
+    assert_eq!(metadata_for(&service, 3, "older", true).await, not_yet);
+    let created: Vec<(String, usize, usize)> = memory
+        .topics()
+        .into_iter()
+        .map(|t| (t.name, t.partitions.len(), t.partitions[0].replicas.len()))
+        .collect();
+    assert_eq!(
+        created,
+        vec![("fresh".into(), 1, 3), ("older".into(), 1, 3)]
+    );
+    // Names Kafka refuses are never created.
+    assert_eq!(
+        metadata_for(&service, 9, "bad/name", true).await,
+        ResponseError::InvalidTopicException.code()
+    );
+    assert_eq!(memory.topics().len(), 2);
 }

@@ -227,6 +227,10 @@ pub struct ServerArgs {
     /// Most Kafka connections served at once [default: 4096].
     #[arg(long, value_name = "N")]
     pub kafka_connections_max: Option<usize>,
+    /// Create a topic a Kafka client asks for that does not exist, with one partition and
+    /// three replicas (Kafka's `auto.create.topics.enable`) [default: off].
+    #[arg(long)]
+    pub kafka_auto_create_topics: bool,
 }
 
 /// The configuration file: the same settings as the flags.
@@ -272,6 +276,7 @@ struct FileConfig {
     kafka_advertised_addr: Option<String>,
     kafka_request_bytes_max: Option<usize>,
     kafka_connections_max: Option<usize>,
+    kafka_auto_create_topics: Option<bool>,
 }
 
 /// Everything `ordo server` runs with, checked: the node's configuration and the log level
@@ -592,12 +597,14 @@ fn kafka_config(
     advertised: Option<String>,
     request_bytes_max: Option<usize>,
     connections_max: Option<usize>,
+    auto_create_topics: bool,
 ) -> Result<Option<KafkaConfig>, ConfigError> {
     let Some(addr) = addr else {
         let set = [
             ("kafka-advertised-addr", advertised.is_some()),
             ("kafka-request-bytes-max", request_bytes_max.is_some()),
             ("kafka-connections-max", connections_max.is_some()),
+            ("kafka-auto-create-topics", auto_create_topics),
         ];
         if let Some((flag, _)) = set.iter().find(|(_, set)| *set) {
             return Err(ConfigError::Invalid {
@@ -659,6 +666,7 @@ fn kafka_config(
         addr,
         advertised,
         listener,
+        auto_create_topics,
     }))
 }
 
@@ -782,6 +790,7 @@ impl Settings {
             pick!(kafka_advertised_addr),
             pick!(kafka_request_bytes_max),
             pick!(kafka_connections_max),
+            args.kafka_auto_create_topics || file.kafka_auto_create_topics.unwrap_or(false),
         )?;
 
         let join = args.join || file.join.unwrap_or(false);
@@ -868,13 +877,15 @@ mod tests {
         assert_eq!(kafka.addr, "127.0.0.1:9092".parse().unwrap());
         assert_eq!(kafka.advertised.to_string(), "127.0.0.1:9092");
         assert_eq!(kafka.listener, KafkaListenerConfig::default());
+        assert!(!kafka.auto_create_topics, "off unless asked for");
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ordo.toml");
         std::fs::write(
             &path,
             "kafka_addr = \"0.0.0.0:19092\"\nkafka_advertised_addr = \"broker-2.example:19092\"\n\
-             kafka_request_bytes_max = 1048576\nkafka_connections_max = 64\n",
+             kafka_request_bytes_max = 1048576\nkafka_connections_max = 64\n\
+             kafka_auto_create_topics = true\n",
         )
         .unwrap();
         let mut a = args();
@@ -890,6 +901,7 @@ mod tests {
         );
         assert_eq!(kafka.listener.request_bytes_max, 1 << 20);
         assert_eq!(kafka.listener.connections_max, 64);
+        assert!(kafka.auto_create_topics);
 
         let refused = |a: ServerArgs| Settings::from_args(&a).unwrap_err().to_string();
         let mut a = args();

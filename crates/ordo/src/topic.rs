@@ -302,7 +302,10 @@ async fn metadata(
     name: Option<&str>,
 ) -> anyhow::Result<MetadataResponse> {
     let topics = name.map(|n| vec![MetadataRequestTopic::default().with_name(Some(topic_name(n)))]);
-    let request = MetadataRequest::default().with_topics(topics);
+    // Asking is not creating, whatever the node's auto-creation setting.
+    let request = MetadataRequest::default()
+        .with_topics(topics)
+        .with_allow_auto_topic_creation(false);
     client
         .send(&request)
         .await

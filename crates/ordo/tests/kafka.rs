@@ -531,3 +531,30 @@ async fn partitions_run_on_their_replicas_with_leaders_spread_and_go_with_their_
     }
     cluster.stop_cleanly(&cluster.ids());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_set_to_create_topics_creates_one_a_client_asks_for_and_ordo_topic_never_does() {
+    let Some(kcat) = kcat_or_skip() else {
+        return;
+    };
+    let (mut cluster, _) = common::start(&["--kafka-auto-create-topics"]).await;
+    let one = cluster.spec(1).kafka_addr.to_string();
+    // Describing is not creating.
+    let (code, _, err) = tokio::task::block_in_place(|| ordo_topic(&one, &["describe", "nope"]));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("UNKNOWN_TOPIC_OR_PARTITION"), "{err}");
+    // librdkafka's metadata request for a topic allows its creation: the node creates it,
+    // one partition, three replicas, and its partition gets a leader.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let leaders = tokio::task::block_in_place(|| kcat_leaders(&kcat, &one, "fresh"));
+        if matches!(leaders.as_deref(), Ok([leader]) if (1..=3).contains(leader)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "fresh: {leaders:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, out, err) = tokio::task::block_in_place(|| ordo_topic(&one, &["list"]));
+    assert_eq!((code, out.as_str()), (Some(0), "fresh\n"), "{err}");
+    cluster.stop_cleanly(&cluster.ids());
+}
