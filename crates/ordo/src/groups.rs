@@ -31,10 +31,11 @@ fn ids(ids: &[u64]) -> String {
 }
 
 /// Formats the table, one row per group and node; unreachable endpoints get a row saying
-/// why, and a stopped group its reason.
+/// why, and a stopped group its reason. The group column fits any id (a stream partition's
+/// group id is above 2^62).
 pub fn table(rows: &[(SocketAddr, Result<GroupsReport, String>)]) -> String {
     let header = format!(
-        "{:<22} {:>4} {:>6} {:<13} {:>6} {:>6} {:>10} {:>10} {:<12} {:<12}\n",
+        "{:<22} {:>4} {:>19} {:<13} {:>6} {:>6} {:>10} {:>10} {:<12} {:<12}\n",
         "ENDPOINT",
         "ID",
         "GROUP",
@@ -57,7 +58,7 @@ pub fn table(rows: &[(SocketAddr, Result<GroupsReport, String>)]) -> String {
         };
         for g in &report.groups {
             out += &format!(
-                "{:<22} {:>4} {:>6} {:<13} {:>6} {:>6} {:>10} {:>10} {:<12} {:<12}\n",
+                "{:<22} {:>4} {:>19} {:<13} {:>6} {:>6} {:>10} {:>10} {:<12} {:<12}\n",
                 addr.to_string(),
                 report.id,
                 g.id,
