@@ -7,11 +7,16 @@
 //!   transport, or the leader's answer.
 //! - [`meta_group`]: the metadata group's committed entries and snapshots, applied and
 //!   restored by its state machine.
+//! - [`stream_records`]: what the streams face keeps in the metadata group (topic records,
+//!   partition leader records) and a partition group's entries and snapshots.
 
 use ordo_node::StateMachine;
 
 use crate::etcd::questions::{Answer, Question};
 use crate::meta::{MetaCommand, MetaMachine};
+use crate::partitions::LeaderRecord;
+use ordo_streams::partition::PartitionMachine;
+use ordo_streams::TopicRecord;
 
 /// Decodes `data` as a question and as an answer; each that decodes must encode to
 /// itself.
@@ -69,6 +74,41 @@ pub fn meta_group(data: &[u8]) {
     }
 }
 
+/// Decodes `data` as a topic record and as a leader record (each that decodes must encode
+/// to itself), then applies it to a partition's state machine as an entry and restores it
+/// as a snapshot: a refused one changes nothing, and the machine's own snapshot restores.
+pub fn stream_records(data: &[u8]) {
+    if let Ok(topic) = TopicRecord::decode(data) {
+        assert_eq!(TopicRecord::decode(&topic.encode()), Ok(topic));
+    }
+    if let Some(leader) = LeaderRecord::decode(data) {
+        assert_eq!(LeaderRecord::decode(&leader.encode()), Some(leader));
+    }
+    let mut machine = PartitionMachine::default();
+    let before = machine.snapshot();
+    if machine.apply(1, data).is_err() {
+        assert_eq!(
+            machine.snapshot(),
+            before,
+            "a refused entry changes nothing"
+        );
+    }
+    let before = machine.snapshot();
+    if machine.restore(2, data).is_err() {
+        assert_eq!(
+            machine.snapshot(),
+            before,
+            "a refused snapshot changes nothing"
+        );
+    }
+    let mut again = PartitionMachine::default();
+    assert!(
+        again.restore(3, &machine.snapshot()).is_ok(),
+        "own snapshot refused"
+    );
+    assert_eq!(again.next_offset(), machine.next_offset());
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -114,5 +154,31 @@ mod tests {
             data.extend_from_slice(bytes);
         }
         run_each(damaged_copies(&data), meta_group);
+    }
+
+    #[test]
+    fn arbitrary_and_damaged_stream_records_never_panic() {
+        run_seeded(SEED, 300, 200, stream_records);
+        let topic = TopicRecord {
+            id: [1; 16],
+            name: "orders".into(),
+            partitions: vec![ordo_streams::PartitionRecord {
+                group: 1 << 62,
+                replicas: vec![1, 2, 3],
+            }],
+            configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+        };
+        let leader = LeaderRecord {
+            term: 3,
+            leader: 2,
+            in_sync: vec![2, 3],
+        };
+        for bytes in [
+            topic.encode(),
+            leader.encode(),
+            PartitionMachine::default().snapshot(),
+        ] {
+            run_each(damaged_copies(&bytes), stream_records);
+        }
     }
 }

@@ -17,6 +17,7 @@
 //!   (`unclean.leader.election.enable=true` is refused, saying why).
 //! - [`configs`]: DescribeConfigs and IncrementalAlterConfigs of topic configs, and
 //!   DescribeCluster.
+//! - [`fuzzing`]: the fuzz target's harness, and an in-memory cluster view for tests.
 //! - [`cluster`]: what Metadata reports (the brokers and their Kafka addresses, the
 //!   cluster id, the controller, the topics) and where topics are recorded, provided by the
 //!   server that hosts the face.
@@ -37,6 +38,7 @@ pub mod client;
 pub mod cluster;
 pub mod configs;
 pub mod frame;
+pub mod fuzzing;
 pub mod listener;
 pub mod partition;
 pub mod service;

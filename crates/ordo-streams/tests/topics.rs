@@ -2,13 +2,10 @@
 //! IncrementalAlterConfigs and DescribeCluster, against a service whose cluster keeps its
 //! topics in memory as the metadata group keeps them.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use common::Memory;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -27,6 +24,7 @@ use kafka_protocol::messages::{
     MetadataResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use ordo_streams::fuzzing::MemoryCluster as Memory;
 use ordo_streams::{ClusterView, KafkaService, PartitionState};
 
 fn request<M: Encodable>(api: ApiKey, version: i16, body: &M) -> Bytes {
