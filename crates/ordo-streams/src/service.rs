@@ -181,40 +181,44 @@ impl KafkaService {
             ApiKey::ApiVersions => 0,
             _ => api.response_header_version(version),
         };
-        let reply =
-            |response: &dyn EncodeAt| response.frame(correlation_id, header_version, api, version);
+        // The whole frame of the answer to this request.
+        macro_rules! reply {
+            ($response:expr) => {
+                respond(correlation_id, header_version, &$response, api, version)
+            };
+        }
         match api {
             ApiKey::ApiVersions => {
                 let request = decode_body::<ApiVersionsRequest>(body, api, version)?;
-                reply(&api_versions(&request, version))
+                reply!(api_versions(&request, version))
             }
             ApiKey::Metadata => {
                 let request = decode_body::<MetadataRequest>(body, api, version)?;
-                reply(&self.metadata(&request, version).await)
+                reply!(self.metadata(&request, version).await)
             }
             ApiKey::CreateTopics => {
                 let request = decode_body::<CreateTopicsRequest>(body, api, version)?;
-                reply(&self.create_topics(request, version).await)
+                reply!(self.create_topics(request, version).await)
             }
             ApiKey::DeleteTopics => {
                 let request = decode_body::<DeleteTopicsRequest>(body, api, version)?;
-                reply(&self.delete_topics(request, version).await)
+                reply!(self.delete_topics(request, version).await)
             }
             ApiKey::CreatePartitions => {
                 let request = decode_body::<CreatePartitionsRequest>(body, api, version)?;
-                reply(&self.create_partitions(request).await)
+                reply!(self.create_partitions(request).await)
             }
             ApiKey::DescribeConfigs => {
                 let request = decode_body::<DescribeConfigsRequest>(body, api, version)?;
-                reply(&self.describe_configs(&request, version))
+                reply!(self.describe_configs(&request, version))
             }
             ApiKey::IncrementalAlterConfigs => {
                 let request = decode_body::<IncrementalAlterConfigsRequest>(body, api, version)?;
-                reply(&self.incremental_alter_configs(&request).await)
+                reply!(self.incremental_alter_configs(&request).await)
             }
             ApiKey::DescribeCluster => {
                 let request = decode_body::<DescribeClusterRequest>(body, api, version)?;
-                reply(&self.describe_cluster(&request, version))
+                reply!(self.describe_cluster(&request, version))
             }
             _ => unreachable!("every served API has an arm: {api:?}"),
         }
@@ -418,30 +422,6 @@ fn decode_body<T: Decodable>(
         );
     }
     Ok(request)
-}
-
-/// A response body that encodes into a whole frame (the codec's `Encodable` is generic, so
-/// not a trait object).
-trait EncodeAt {
-    fn frame(
-        &self,
-        correlation_id: i32,
-        header_version: i16,
-        api: ApiKey,
-        version: i16,
-    ) -> Result<Bytes, RequestError>;
-}
-
-impl<M: Encodable> EncodeAt for M {
-    fn frame(
-        &self,
-        correlation_id: i32,
-        header_version: i16,
-        api: ApiKey,
-        version: i16,
-    ) -> Result<Bytes, RequestError> {
-        respond(correlation_id, header_version, self, api, version)
-    }
 }
 
 /// The whole response frame: size prefix, header at `header_version`, body at `version`.
