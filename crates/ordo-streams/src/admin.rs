@@ -8,6 +8,7 @@
 //! after the topic is deleted), and a random topic id.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
@@ -40,27 +41,9 @@ pub const DEFAULT_REPLICATION_FACTOR: usize = 3;
 /// How long a request waits for the metadata group when its own timeout is not positive.
 const CHANGE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 
-/// Attempts with fresh group ids when the ones chosen were taken (or, growing a topic, when
-/// its record changed meanwhile).
-const GROUP_ID_ATTEMPTS: usize = 3;
-
-/// What a growth whose every attempt had to start again answers.
-const RETRY: &str = "the topic kept changing, or the group ids chosen were taken; retry";
-
-/// Why a topic did not grow.
-enum Grown {
-    /// Refused, saying why.
-    Refused(Refusal),
-    /// The topic changed since it was read, or a group id chosen was taken: read and choose
-    /// again.
-    Again,
-}
-
-impl From<Refusal> for Grown {
-    fn from(refusal: Refusal) -> Grown {
-        Grown::Refused(refusal)
-    }
-}
+/// Attempts with fresh group ids when the ones chosen were taken, and of a change to a
+/// topic whose record another change replaced first.
+const ATTEMPTS: usize = 3;
 
 /// A refusal: the error code and the message the client shows.
 pub(crate) type Refusal = (ResponseError, String);
@@ -152,17 +135,9 @@ impl KafkaService {
         planned: Planned,
         timeout: Duration,
     ) -> Result<TopicRecord, Refusal> {
-        for _ in 0..GROUP_ID_ATTEMPTS {
+        for _ in 0..ATTEMPTS {
             let record = new_record(name, &planned)?;
-            let recorded = tokio::time::timeout(timeout, self.cluster.create_topic(record.clone()))
-                .await
-                .map_err(|_| {
-                    (
-                        ResponseError::RequestTimedOut,
-                        format!("the metadata group took longer than {timeout:?}"),
-                    )
-                })?;
-            match recorded {
+            match within(timeout, self.cluster.create_topic(record.clone())).await? {
                 Ok(()) => return Ok(record),
                 Err(TopicError::GroupTaken) => continue,
                 Err(error) => return Err(refusal(error)),
@@ -170,7 +145,7 @@ impl KafkaService {
         }
         Err((
             ResponseError::UnknownServerError,
-            format!("no free group ids in {GROUP_ID_ATTEMPTS} attempts"),
+            format!("no free group ids in {ATTEMPTS} attempts"),
         ))
     }
 
@@ -182,18 +157,10 @@ impl KafkaService {
         let timeout = change_timeout(request.timeout_ms);
         let mut results = Vec::new();
         for topic in &request.topics {
-            let mut outcome = Err((ResponseError::UnknownServerError, RETRY.to_string()));
-            for _ in 0..GROUP_ID_ATTEMPTS {
-                match self
-                    .grow(topic, &brokers, request.validate_only, timeout)
-                    .await
-                {
-                    Err(Grown::Again) => continue,
-                    Err(Grown::Refused(refusal)) => outcome = Err(refusal),
-                    Ok(()) => outcome = Ok(()),
-                }
-                break;
-            }
+            let grow = |previous: &TopicRecord| grown(previous, topic, &brokers);
+            let outcome = self
+                .change_topic(topic.name.as_str(), request.validate_only, timeout, grow)
+                .await;
             let mut result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
             if let Err((error, message)) = outcome {
                 result.error_code = error.code();
@@ -204,38 +171,39 @@ impl KafkaService {
         CreatePartitionsResponse::default().with_results(results)
     }
 
-    /// Grows one topic to the partitions asked for.
-    async fn grow(
+    /// Replaces topic `name`'s record by what `change` makes of it, checked against the
+    /// record this node's copy of the metadata group holds; reads and changes again while
+    /// another change replaced the record first or a group id chosen was taken. With
+    /// `validate_only`, only checks.
+    pub(crate) async fn change_topic(
         &self,
-        asked: &CreatePartitionsTopic,
-        brokers: &[NodeId],
+        name: &str,
         validate_only: bool,
         timeout: Duration,
-    ) -> Result<(), Grown> {
-        let name = asked.name.as_str();
-        let Some(previous) = self.cluster.topics().into_iter().find(|t| t.name == name) else {
-            return Err(refusal(TopicError::Unknown {
-                name: name.to_string(),
-            })
-            .into());
-        };
-        let grown = grown(&previous, asked, brokers)?;
-        if validate_only {
-            return Ok(());
+        change: impl Fn(&TopicRecord) -> Result<TopicRecord, Refusal>,
+    ) -> Result<(), Refusal> {
+        for _ in 0..ATTEMPTS {
+            let Some(previous) = self.cluster.topics().into_iter().find(|t| t.name == name) else {
+                return Err(refusal(TopicError::Unknown {
+                    name: name.to_string(),
+                }));
+            };
+            let changed = change(&previous)?;
+            if validate_only {
+                return Ok(());
+            }
+            match within(timeout, self.cluster.replace_topic(previous, changed)).await? {
+                Ok(()) => return Ok(()),
+                Err(TopicError::Changed { .. } | TopicError::GroupTaken) => continue,
+                Err(error) => return Err(refusal(error)),
+            }
         }
-        let replaced = tokio::time::timeout(timeout, self.cluster.replace_topic(previous, grown))
-            .await
-            .map_err(|_| {
-                (
-                    ResponseError::RequestTimedOut,
-                    format!("the metadata group took longer than {timeout:?}"),
-                )
-            })?;
-        match replaced {
-            Ok(()) => Ok(()),
-            Err(TopicError::Changed { .. } | TopicError::GroupTaken) => Err(Grown::Again),
-            Err(error) => Err(refusal(error).into()),
-        }
+        Err((
+            ResponseError::UnknownServerError,
+            format!(
+                "topic {name:?} kept changing, or the group ids chosen were taken, in {ATTEMPTS} attempts; retry"
+            ),
+        ))
     }
 
     pub(crate) async fn delete_topics(
@@ -272,17 +240,9 @@ impl KafkaService {
                     ResponseError::UnknownTopicId,
                     format!("no topic has id {id}"),
                 )),
-                Some(name) => {
-                    match tokio::time::timeout(timeout, self.cluster.delete_topic(name.clone()))
-                        .await
-                    {
-                        Err(_) => Err((
-                            ResponseError::RequestTimedOut,
-                            format!("the metadata group took longer than {timeout:?}"),
-                        )),
-                        Ok(result) => result.map_err(refusal),
-                    }
-                }
+                Some(name) => within(timeout, self.cluster.delete_topic(name.clone()))
+                    .await
+                    .and_then(|result| result.map_err(refusal)),
             };
             let mut result = DeletableTopicResult::default()
                 .with_name(name.map(|n| TopicName(StrBytes::from_string(n))));
@@ -383,6 +343,16 @@ fn grown(
     Ok(grown)
 }
 
+/// What `change` to the metadata group answers, or `REQUEST_TIMED_OUT` after `timeout`.
+async fn within<T>(timeout: Duration, change: impl Future<Output = T>) -> Result<T, Refusal> {
+    tokio::time::timeout(timeout, change).await.map_err(|_| {
+        (
+            ResponseError::RequestTimedOut,
+            format!("the metadata group took longer than {timeout:?}"),
+        )
+    })
+}
+
 pub(crate) fn change_timeout(timeout_ms: i32) -> Duration {
     if timeout_ms > 0 {
         Duration::from_millis(timeout_ms as u64)
@@ -391,7 +361,7 @@ pub(crate) fn change_timeout(timeout_ms: i32) -> Duration {
     }
 }
 
-pub(crate) fn refusal(error: TopicError) -> Refusal {
+fn refusal(error: TopicError) -> Refusal {
     let code = match &error {
         TopicError::Exists { .. } => ResponseError::TopicAlreadyExists,
         TopicError::Unknown { .. } => ResponseError::UnknownTopicOrPartition,

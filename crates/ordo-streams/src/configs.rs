@@ -21,8 +21,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::admin::{change_timeout, refusal, Refusal};
-use crate::cluster::TopicError;
+use crate::admin::{change_timeout, Refusal};
 use crate::service::KafkaService;
 use crate::topic::{check_configs, TopicRecord, CONFIG_DEFAULTS};
 
@@ -38,9 +37,6 @@ const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 /// DescribeCluster's endpoint type of brokers.
 const ENDPOINT_BROKERS: i8 = 1;
-
-/// Attempts of an alter whose topic changed meanwhile.
-const ALTER_ATTEMPTS: usize = 3;
 
 impl KafkaService {
     pub(crate) fn describe_configs(
@@ -132,36 +128,14 @@ impl KafkaService {
         resource: &AlterConfigsResource,
         validate_only: bool,
     ) -> Result<(), Refusal> {
-        let name = resource.resource_name.as_str();
-        let timeout = change_timeout(0);
-        for _ in 0..ALTER_ATTEMPTS {
-            let Some(previous) = self.cluster.topics().into_iter().find(|t| t.name == name) else {
-                return Err(refusal(TopicError::Unknown {
-                    name: name.to_string(),
-                }));
-            };
-            let altered = altered(&previous, resource)?;
-            if validate_only {
-                return Ok(());
-            }
-            let replaced =
-                tokio::time::timeout(timeout, self.cluster.replace_topic(previous, altered))
-                    .await
-                    .map_err(|_| {
-                        (
-                            ResponseError::RequestTimedOut,
-                            format!("the metadata group took longer than {timeout:?}"),
-                        )
-                    })?;
-            match replaced {
-                Ok(()) => return Ok(()),
-                Err(TopicError::Changed { .. }) => continue,
-                Err(error) => return Err(refusal(error)),
-            }
-        }
-        Err(refusal(TopicError::Changed {
-            name: name.to_string(),
-        }))
+        let alter = |previous: &TopicRecord| altered(previous, resource);
+        self.change_topic(
+            resource.resource_name.as_str(),
+            validate_only,
+            change_timeout(0),
+            alter,
+        )
+        .await
     }
 
     pub(crate) fn describe_cluster(
