@@ -140,6 +140,30 @@ enum ChangeError {
     Unavailable(String),
 }
 
+impl From<ChangeError> for TopicError {
+    /// A change the metadata group could not take, when no more telling error applies.
+    fn from(error: ChangeError) -> TopicError {
+        let reason = match error {
+            ChangeError::Refused(refused) => refused.to_string(),
+            ChangeError::Unavailable(reason) => reason,
+        };
+        TopicError::Unavailable { reason }
+    }
+}
+
+/// The claims of the group ids of `topic`'s partitions from the one at `from` on: each
+/// group key names the topic id and the partition.
+fn group_claims(topic: &TopicRecord, from: usize) -> Vec<(Bytes, Bytes)> {
+    let id = uuid_hex(&topic.id);
+    topic
+        .partitions
+        .iter()
+        .enumerate()
+        .skip(from)
+        .map(|(index, p)| (group_key(p.group), Bytes::from(format!("{id}/{index}"))))
+        .collect()
+}
+
 impl ClusterView for KafkaCluster {
     fn cluster_id(&self) -> String {
         // Kafka's cluster ids are opaque strings; this one reads as Ordo's cluster id.
@@ -196,10 +220,7 @@ impl ClusterView for KafkaCluster {
     fn create_topic(&self, topic: TopicRecord) -> Pending<'_, Result<(), TopicError>> {
         Box::pin(async move {
             let mut entries = vec![(topic_key(&topic.name), topic.encode())];
-            let id = uuid_hex(&topic.id);
-            for (index, p) in topic.partitions.iter().enumerate() {
-                entries.push((group_key(p.group), Bytes::from(format!("{id}/{index}"))));
-            }
+            entries.extend(group_claims(&topic, 0));
             match self.change(MetaCommand::Insert { entries }).await {
                 Ok(_) => Ok(()),
                 Err(ChangeError::Refused(MetaError::Exists { key }))
@@ -208,10 +229,7 @@ impl ClusterView for KafkaCluster {
                     Err(TopicError::Exists { name: topic.name })
                 }
                 Err(ChangeError::Refused(MetaError::Exists { .. })) => Err(TopicError::GroupTaken),
-                Err(ChangeError::Refused(other)) => Err(TopicError::Unavailable {
-                    reason: other.to_string(),
-                }),
-                Err(ChangeError::Unavailable(reason)) => Err(TopicError::Unavailable { reason }),
+                Err(other) => Err(other.into()),
             }
         })
     }
@@ -237,10 +255,7 @@ impl ClusterView for KafkaCluster {
                     Ok(record)
                 }
                 Ok(None) => Err(TopicError::Unknown { name }),
-                Err(ChangeError::Refused(refused)) => Err(TopicError::Unavailable {
-                    reason: refused.to_string(),
-                }),
-                Err(ChangeError::Unavailable(reason)) => Err(TopicError::Unavailable { reason }),
+                Err(other) => Err(other.into()),
             }
         })
     }
@@ -252,28 +267,14 @@ impl ClusterView for KafkaCluster {
     ) -> Pending<'_, Result<(), TopicError>> {
         Box::pin(async move {
             let name = previous.name.clone();
-            let id = uuid_hex(&new.id);
-            let added: Vec<(Bytes, Bytes)> = new
-                .partitions
-                .iter()
-                .enumerate()
-                .skip(previous.partitions.len())
-                .map(|(index, p)| (group_key(p.group), Bytes::from(format!("{id}/{index}"))))
-                .collect();
+            let added = group_claims(&new, previous.partitions.len());
             if !added.is_empty() {
                 match self.change(MetaCommand::Insert { entries: added }).await {
                     Ok(_) => {}
                     Err(ChangeError::Refused(MetaError::Exists { .. })) => {
                         return Err(TopicError::GroupTaken)
                     }
-                    Err(ChangeError::Refused(refused)) => {
-                        return Err(TopicError::Unavailable {
-                            reason: refused.to_string(),
-                        })
-                    }
-                    Err(ChangeError::Unavailable(reason)) => {
-                        return Err(TopicError::Unavailable { reason })
-                    }
+                    Err(other) => return Err(other.into()),
                 }
             }
             let command = MetaCommand::Replace {
@@ -292,10 +293,7 @@ impl ClusterView for KafkaCluster {
                         Err(TopicError::Changed { name })
                     }
                 }
-                Err(ChangeError::Refused(refused)) => Err(TopicError::Unavailable {
-                    reason: refused.to_string(),
-                }),
-                Err(ChangeError::Unavailable(reason)) => Err(TopicError::Unavailable { reason }),
+                Err(other) => Err(other.into()),
             }
         })
     }
