@@ -111,16 +111,12 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
                 .with_topics(vec![topic])
                 .with_timeout_ms(args.timeout_ms.min(i32::MAX as u64) as i32);
             let response = client.send(&request).await?;
-            let Some(result) = response.topics.first() else {
-                bail!("{} answered for no topic", client.addr());
-            };
-            if result.error_code != 0 {
-                bail!(
-                    "topic {name:?} not created: {}: {}",
-                    error_name(result.error_code),
-                    result.error_message.as_deref().unwrap_or("")
-                );
-            }
+            let result = only(&response.topics, &client)?;
+            refused(
+                &format!("topic {name:?} not created"),
+                result.error_code,
+                result.error_message.as_deref(),
+            )?;
             println!(
                 "created topic {name} ({} partitions, {} replicas each, id {})",
                 result.num_partitions, result.replication_factor, result.topic_id
@@ -136,12 +132,8 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
         }
         TopicCommand::Describe { name } => {
             let metadata = metadata(&mut client, Some(&name)).await?;
-            let Some(topic) = metadata.topics.first() else {
-                bail!("{} answered for no topic", client.addr());
-            };
-            if topic.error_code != 0 {
-                bail!("topic {name:?}: {}", error_name(topic.error_code));
-            }
+            let topic = only(&metadata.topics, &client)?;
+            refused(&format!("topic {name:?}"), topic.error_code, None)?;
             println!(
                 "topic {name}  id {}  partitions {}",
                 topic.topic_id,
@@ -205,16 +197,12 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
                         .with_assignments(None)])
                     .with_timeout_ms(args.timeout_ms.min(i32::MAX as u64) as i32);
                 let response = client.send(&request).await?;
-                let Some(result) = response.results.first() else {
-                    bail!("{} answered for no topic", client.addr());
-                };
-                if result.error_code != 0 {
-                    bail!(
-                        "topic {name:?} not grown: {}: {}",
-                        error_name(result.error_code),
-                        result.error_message.as_deref().unwrap_or("")
-                    );
-                }
+                let result = only(&response.results, &client)?;
+                refused(
+                    &format!("topic {name:?} not grown"),
+                    result.error_code,
+                    result.error_message.as_deref(),
+                )?;
                 println!("topic {name} has {count} partitions");
                 if configs.is_empty() && deleted.is_empty() {
                     return Ok(());
@@ -244,16 +232,12 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
                     .with_configs(changes),
             ]);
             let response = client.send(&request).await?;
-            let Some(result) = response.responses.first() else {
-                bail!("{} answered for no topic", client.addr());
-            };
-            if result.error_code != 0 {
-                bail!(
-                    "topic {name:?} not altered: {}: {}",
-                    error_name(result.error_code),
-                    result.error_message.as_deref().unwrap_or("")
-                );
-            }
+            let result = only(&response.responses, &client)?;
+            refused(
+                &format!("topic {name:?} not altered"),
+                result.error_code,
+                result.error_message.as_deref(),
+            )?;
             println!("altered topic {name}");
         }
         TopicCommand::Delete { name } => {
@@ -262,20 +246,12 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
                 .with_timeout_ms(args.timeout_ms.min(i32::MAX as u64) as i32);
             // DeleteTopics v6 names topics in another field; ask at 5 at most.
             let response = client.send_at(5, &request).await?;
-            let Some(result) = response.responses.first() else {
-                bail!("{} answered for no topic", client.addr());
-            };
-            if result.error_code != 0 {
-                bail!(
-                    "topic {name:?} not deleted: {}{}",
-                    error_name(result.error_code),
-                    result
-                        .error_message
-                        .as_deref()
-                        .map(|m| format!(": {m}"))
-                        .unwrap_or_default()
-                );
-            }
+            let result = only(&response.responses, &client)?;
+            refused(
+                &format!("topic {name:?} not deleted"),
+                result.error_code,
+                result.error_message.as_deref(),
+            )?;
             println!("deleted topic {name}");
         }
     }
@@ -310,6 +286,26 @@ async fn metadata(
         .send(&request)
         .await
         .with_context(|| format!("asking {} for metadata", client.addr()))
+}
+
+/// The answer about the one topic a request named.
+fn only<'a, T>(answers: &'a [T], client: &KafkaClient) -> anyhow::Result<&'a T> {
+    match answers.first() {
+        Some(answer) => Ok(answer),
+        None => bail!("{} answered for no topic", client.addr()),
+    }
+}
+
+/// `Ok` for error code 0; otherwise why `what` failed: Kafka's name for the code and the
+/// broker's message, if it gave one.
+fn refused(what: &str, code: i16, message: Option<&str>) -> anyhow::Result<()> {
+    if code == 0 {
+        return Ok(());
+    }
+    match message.filter(|m| !m.is_empty()) {
+        Some(message) => bail!("{what}: {}: {message}", error_name(code)),
+        None => bail!("{what}: {}", error_name(code)),
+    }
 }
 
 /// Kafka's resource type of a topic.
