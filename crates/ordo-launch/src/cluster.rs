@@ -91,6 +91,12 @@ pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Laun
     move |source| LaunchError::Io { what, source }
 }
 
+/// Whether node `id` is started with a Kafka listener: the ids `member add` gives nodes
+/// added at run time are above Kafka's 32-bit broker ids, and such a node is refused one.
+fn has_kafka_listener(id: u64) -> bool {
+    i32::try_from(id).is_ok()
+}
+
 /// The addresses, directory and log of one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSpec {
@@ -276,7 +282,7 @@ impl LocalCluster {
     pub fn kafka_endpoints(&self) -> Vec<String> {
         self.specs
             .values()
-            .filter(|s| i32::try_from(s.id).is_ok())
+            .filter(|s| has_kafka_listener(s.id))
             .map(|s| s.kafka_addr.to_string())
             .collect()
     }
@@ -339,9 +345,7 @@ impl LocalCluster {
             "--peers".into(),
             peers,
         ];
-        // The ids `member add` gives nodes added at run time are above Kafka's 32-bit
-        // broker ids, and such a node is refused a Kafka listener: it runs without one.
-        if i32::try_from(id).is_ok() {
+        if has_kafka_listener(id) {
             args.extend(["--kafka-addr".into(), spec.kafka_addr.to_string()]);
         }
         if spec.joins {
