@@ -160,12 +160,11 @@ impl PartitionGroups {
             .into_iter()
             .filter(|(_, replicas)| replicas.contains(&me))
             .collect();
-        let gone: Vec<u64> = self
-            .lock()
-            .keys()
-            .filter(|g| !wanted.contains_key(g))
-            .copied()
-            .collect();
+        // Groups of deleted topics: running here, or left on disk by a topic deleted while
+        // this node was down.
+        let mut gone: BTreeSet<u64> = self.lock().keys().copied().collect();
+        gone.extend(node.listed_groups().into_iter().map(|g| g.0));
+        gone.retain(|g| *g >= PARTITION_GROUP_MIN && !wanted.contains_key(g));
         for group in gone {
             self.lock().remove(&group);
             match node.remove_group(GroupId(group)).await {
@@ -174,20 +173,6 @@ impl PartitionGroups {
                 }
                 Err(error) => {
                     tracing::warn!(group = %GroupId(group), %error, "removing a deleted topic's partition failed")
-                }
-            }
-        }
-        // Groups on disk from topics deleted while this node was down.
-        for group in node.listed_groups() {
-            if group.0 >= PARTITION_GROUP_MIN
-                && !wanted.contains_key(&group.0)
-                && !self.lock().contains_key(&group.0)
-            {
-                match node.remove_group(group).await {
-                    Ok(()) => tracing::info!(%group, "partition removed: its topic was deleted"),
-                    Err(error) => {
-                        tracing::warn!(%group, %error, "removing a deleted topic's partition failed")
-                    }
                 }
             }
         }
